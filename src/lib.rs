@@ -1,0 +1,5 @@
+//! slimgate: a small, auditable gateway for OpenShell sandboxes.
+#![forbid(unsafe_code)]
+
+pub mod grpc;
+pub mod proto;
