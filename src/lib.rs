@@ -1,5 +1,14 @@
 //! slimgate: a small, auditable gateway for OpenShell sandboxes.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod endpoints;
 pub mod grpc;
+pub mod io;
+pub mod log;
 pub mod proto;
+pub mod readiness;
+pub mod server;
+pub mod shutdown;

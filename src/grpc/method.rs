@@ -23,6 +23,11 @@ impl Shape {
     pub const fn single_request(self) -> bool {
         matches!(self, Shape::Unary | Shape::ServerStreaming)
     }
+
+    /// Whether the server sends exactly one response message.
+    pub const fn single_response(self) -> bool {
+        matches!(self, Shape::Unary | Shape::ClientStreaming)
+    }
 }
 
 /// One RPC: its `:path` and shape, typed by its request and response messages.

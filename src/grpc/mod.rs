@@ -1,6 +1,19 @@
 //! gRPC over HTTP/2, written directly on h2: framing, status, deadlines,
-//! routing. This layer knows nothing about OpenShell.
+//! metadata, routing, health and reflection. This layer knows nothing about
+//! OpenShell: it takes a `Router` of typed handlers and a `Gate` that admits
+//! or refuses each call from its path and headers.
 
+mod call;
+pub mod frame;
+pub mod health;
+pub mod metadata;
 mod method;
+pub mod reflection;
+mod router;
+pub mod status;
+pub mod timeout;
 
+pub use call::{Gate, MAX_GRPC_MESSAGE_BYTES, MAX_REQUEST_ID_BYTES, Open, Service, new_request_id};
 pub use method::{Method, MethodInfo, Shape};
+pub use router::{Context, Reply, Requests, Router, STREAM_QUEUE_MESSAGES, Sink};
+pub use status::{Code, Status};

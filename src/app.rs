@@ -1,0 +1,231 @@
+//! The composition root: from a validated `Config` to listening sockets,
+//! and from a signal to a drained exit.
+//!
+//! `start` builds everything and returns a `Running` gateway (tests use it
+//! in-process); `run` is what the binary does: start, wait for SIGTERM or
+//! SIGINT, flip health to NOT_SERVING, send GOAWAY, drain within the grace
+//! period.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::api;
+use crate::config::Config;
+use crate::endpoints::{Plain, PlainResponse};
+use crate::grpc::health::Health;
+use crate::grpc::reflection::Reflection;
+use crate::grpc::{self, Router};
+use crate::log;
+use crate::proto;
+use crate::readiness::{Component, Readiness};
+use crate::server::{self, Http2Settings, Server};
+use crate::shutdown::Shutdown;
+
+/// The gateway's version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Why the gateway could not start (exit code 1).
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// A started gateway.
+pub struct Running {
+    /// The main listener's address (the real port when `--port 0`).
+    pub addr: SocketAddr,
+    /// The health listener's address.
+    pub health_addr: Option<SocketAddr>,
+    /// The Unix socket listener's path.
+    pub unix_socket: Option<PathBuf>,
+    /// Readiness as reported by `/readyz` and `grpc.health.v1`.
+    pub readiness: Readiness,
+    shutdown: Shutdown,
+    server: Arc<Server<grpc::Open>>,
+    tasks: Vec<JoinHandle<()>>,
+    grace: Duration,
+}
+
+impl Running {
+    /// Begin a graceful shutdown and wait for it: health NOT_SERVING,
+    /// listeners closed, GOAWAY on every connection, in-flight calls
+    /// finished within the grace period. Returns whether every connection
+    /// finished in time.
+    pub async fn stop(self) -> bool {
+        self.readiness.stopping();
+        self.shutdown.trigger();
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        let drained = self.server.drain(self.grace).await;
+        if let Some(path) = &self.unix_socket {
+            let _ = std::fs::remove_file(path);
+        }
+        drained
+    }
+}
+
+/// Build the gateway and start listening.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    log::set_level(config.log_level);
+    for w in &config.warnings {
+        log::warn(w).emit();
+    }
+
+    let state = Arc::new(api::State { version: VERSION });
+    let health = Health::new();
+    let mut router = Router::new();
+    api::register(&mut router, &state);
+    health.register(&mut router);
+
+    let mut required = Vec::new();
+    if config.oidc.is_some() {
+        required.push(Component::Keys);
+    }
+    if config.compute_driver_socket.is_some() {
+        required.push(Component::ComputeDriver);
+    }
+    if config.credentials_driver_socket.is_some() {
+        required.push(Component::CredentialsDriver);
+    }
+    let served: Vec<String> = router.services().map(str::to_string).collect();
+    let readiness = Readiness::new(&required, health, served.clone());
+
+    let mut listed = served;
+    listed.push("grpc.reflection.v1.ServerReflection".into());
+    listed.push("grpc.reflection.v1alpha.ServerReflection".into());
+    Reflection::new(proto::FILE_DESCRIPTOR_SET, listed)
+        .map_err(|e| StartError(format!("embedded descriptor set is invalid: {e}")))?
+        .register(&mut router);
+
+    let plain: Arc<dyn Plain> = Arc::new(Endpoints::new(&config, readiness.clone()));
+    let shutdown = Shutdown::new();
+    let service = grpc::Service::new(router, grpc::Open, Arc::clone(&plain), config.max_message_bytes, shutdown.clone());
+    let settings = Http2Settings { max_concurrent_streams: config.max_concurrent_streams, ..Http2Settings::default() };
+    let server = Server::new(service, settings, shutdown.clone());
+
+    let main = bind(config.bind_address, config.port, "--port").await?;
+    let addr = main.local_addr().map_err(|e| StartError(format!("cannot read the listening address: {e}")))?;
+    let mut tasks = vec![tokio::spawn(Arc::clone(&server).serve_tcp(main))];
+    log::info("listening").display("addr", addr).str("protocols", "h2c, http/1.1").emit();
+
+    let mut health_addr = None;
+    if let Some(port) = config.health_port {
+        let l = bind(config.bind_address, port, "--health-port").await?;
+        health_addr = l.local_addr().ok();
+        tasks.push(tokio::spawn(Arc::clone(&server).serve_plain(l)));
+        log::info("health endpoints listening").display("addr", health_addr.map_or_else(String::new, |a| a.to_string())).emit();
+    }
+    if let Some(path) = &config.unix_socket {
+        let l = server::bind_unix(path).map_err(|e| StartError(format!("cannot listen on unix socket {}: {e}", path.display())))?;
+        tasks.push(tokio::spawn(Arc::clone(&server).serve_unix(l)));
+        log::info("listening").str("unix_socket", &path.display().to_string()).emit();
+    }
+
+    Ok(Running {
+        addr,
+        health_addr,
+        unix_socket: config.unix_socket.clone(),
+        readiness,
+        shutdown,
+        server,
+        tasks,
+        grace: config.shutdown_grace,
+    })
+}
+
+async fn bind(ip: std::net::IpAddr, port: u16, flag: &str) -> Result<TcpListener, StartError> {
+    TcpListener::bind((ip, port))
+        .await
+        .map_err(|e| StartError(format!("cannot listen on {} ({flag}): {e}", SocketAddr::new(ip, port))))
+}
+
+/// Run until SIGTERM or SIGINT, then shut down gracefully.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| StartError(format!("cannot handle SIGTERM: {e}")))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| StartError(format!("cannot handle SIGINT: {e}")))?;
+    let running = start(config).await?;
+    let mut term_recv = std::pin::pin!(term.recv());
+    let mut int_recv = std::pin::pin!(int.recv());
+    let which = std::future::poll_fn(|cx| {
+        if term_recv.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready("SIGTERM");
+        }
+        if int_recv.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready("SIGINT");
+        }
+        std::task::Poll::Pending
+    })
+    .await;
+    log::info("shutting down").str("signal", which).emit();
+    let grace = running.grace;
+    if running.stop().await {
+        log::info("stopped").emit();
+    } else {
+        log::warn("stopped with calls still running after the grace period").num("grace_secs", grace.as_secs()).emit();
+    }
+    Ok(())
+}
+
+/// The plain HTTP endpoints of config.md.
+struct Endpoints {
+    readiness: Readiness,
+    oidc: Option<Bytes>,
+}
+
+impl Endpoints {
+    fn new(config: &Config, readiness: Readiness) -> Endpoints {
+        let oidc = config.oidc.as_ref().map(|o| {
+            let body = serde_json::json!({
+                "issuer": o.issuer,
+                "audience": o.audiences.first().cloned().unwrap_or_default(),
+                "audiences": o.audiences,
+            });
+            Bytes::from(body.to_string())
+        });
+        Endpoints { readiness, oidc }
+    }
+}
+
+impl Plain for Endpoints {
+    fn answer(&self, method: &http::Method, path: &str) -> PlainResponse {
+        if method != http::Method::GET {
+            return PlainResponse::not_found();
+        }
+        match path {
+            "/healthz" | "/health" => PlainResponse::text(StatusCode::OK, "ok\n"),
+            "/readyz" => {
+                if self.readiness.is_ready() {
+                    let body = serde_json::json!({"status": "ready", "version": VERSION});
+                    PlainResponse::json(StatusCode::OK, body.to_string())
+                } else {
+                    let mut missing = self.readiness.missing();
+                    if self.readiness.is_stopping() {
+                        missing.push("shutting down");
+                    }
+                    let body = serde_json::json!({"status": "not ready", "missing": missing, "version": VERSION});
+                    PlainResponse::json(StatusCode::SERVICE_UNAVAILABLE, body.to_string())
+                }
+            }
+            "/auth/oidc-config" => match &self.oidc {
+                Some(body) => PlainResponse::json(StatusCode::OK, body.clone()),
+                None => PlainResponse::not_found(),
+            },
+            _ => PlainResponse::not_found(),
+        }
+    }
+}

@@ -1,0 +1,225 @@
+//! The gRPC Length-Prefixed-Message codec (PROTOCOL-HTTP2.md, "Requests").
+//!
+//! A message is 1 flag byte (0 = not compressed, 1 = compressed), a 4-byte
+//! big-endian length, then the message. DATA frame boundaries have no relation
+//! to message boundaries: the decoder accepts any split and several messages
+//! per frame. The size limit is checked on the 5-byte prefix, before any of
+//! the message is buffered, so a peer cannot make us hold more than the limit.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+/// Length of the message prefix: flag byte + u32 length.
+pub const PREFIX_BYTES: usize = 5;
+
+/// Why a byte stream is not a valid sequence of gRPC messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FrameError {
+    /// The prefix declares a message larger than the limit.
+    TooLarge {
+        /// Declared length.
+        declared: u64,
+        /// The limit in force.
+        limit: usize,
+    },
+    /// Flag 1 (compressed) on a stream without a message encoding.
+    CompressedWithoutEncoding,
+    /// A flag other than 0 or 1.
+    BadFlag(u8),
+    /// The stream ended inside a message.
+    Truncated,
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::TooLarge { declared, limit } => {
+                write!(f, "message of {declared} bytes is larger than the limit of {limit} bytes")
+            }
+            FrameError::CompressedWithoutEncoding => f.write_str("compressed-flag set but no grpc-encoding"),
+            FrameError::BadFlag(flag) => write!(f, "invalid message flag {flag}"),
+            FrameError::Truncated => f.write_str("stream ended in the middle of a message"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+/// Incremental decoder: feed it DATA frames, take out whole messages.
+#[derive(Debug)]
+pub struct Decoder {
+    buf: BytesMut,
+    /// Pending chunks not yet copied into `buf` (the common case of a whole
+    /// message in one frame is served without copying).
+    pending: Option<Bytes>,
+    limit: usize,
+}
+
+impl Decoder {
+    /// A decoder that refuses messages larger than `limit` bytes.
+    pub fn new(limit: usize) -> Decoder {
+        Decoder { buf: BytesMut::new(), pending: None, limit }
+    }
+
+    /// Add received bytes.
+    pub fn push(&mut self, chunk: Bytes) {
+        if chunk.is_empty() {
+            return;
+        }
+        match self.pending.take() {
+            None if self.buf.is_empty() => self.pending = Some(chunk),
+            None => self.buf.extend_from_slice(&chunk),
+            Some(prev) => {
+                self.buf.extend_from_slice(&prev);
+                self.buf.extend_from_slice(&chunk);
+            }
+        }
+    }
+
+    /// The next complete message, `Ok(None)` if more bytes are needed.
+    pub fn next_message(&mut self) -> Result<Option<Bytes>, FrameError> {
+        if let Some(chunk) = self.pending.as_mut() {
+            match parse_prefix(chunk, self.limit)? {
+                Some(len) if chunk.len() >= PREFIX_BYTES + len => {
+                    chunk.advance(PREFIX_BYTES);
+                    let msg = chunk.split_to(len);
+                    if chunk.is_empty() {
+                        self.pending = None;
+                    }
+                    return Ok(Some(msg));
+                }
+                _ => {
+                    // Incomplete: fall back to the copying buffer.
+                    if let Some(chunk) = self.pending.take() {
+                        self.buf.extend_from_slice(&chunk);
+                    }
+                }
+            }
+        }
+        match parse_prefix(&self.buf, self.limit)? {
+            Some(len) if self.buf.len() >= PREFIX_BYTES + len => {
+                self.buf.advance(PREFIX_BYTES);
+                Ok(Some(self.buf.split_to(len).freeze()))
+            }
+            Some(len) => {
+                self.buf.reserve(PREFIX_BYTES + len - self.buf.len());
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Call at end of stream: an error if bytes of a partial message remain.
+    pub fn finish(&self) -> Result<(), FrameError> {
+        let pending = self.pending.as_ref().map_or(0, Bytes::len);
+        if self.buf.is_empty() && pending == 0 { Ok(()) } else { Err(FrameError::Truncated) }
+    }
+
+    /// Bytes buffered and not yet returned.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() + self.pending.as_ref().map_or(0, Bytes::len)
+    }
+}
+
+/// Validate a prefix if 5 bytes are there; returns the message length.
+fn parse_prefix(buf: &[u8], limit: usize) -> Result<Option<usize>, FrameError> {
+    let Some(prefix) = buf.get(..PREFIX_BYTES) else {
+        // Check the flag as soon as it is there.
+        return match buf.first() {
+            Some(&flag) => check_flag(flag).map(|()| None),
+            None => Ok(None),
+        };
+    };
+    check_flag(prefix[0])?;
+    let declared = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]);
+    let len = usize::try_from(declared).unwrap_or(usize::MAX);
+    if len > limit {
+        return Err(FrameError::TooLarge { declared: u64::from(declared), limit });
+    }
+    Ok(Some(len))
+}
+
+fn check_flag(flag: u8) -> Result<(), FrameError> {
+    match flag {
+        0 => Ok(()),
+        // Only identity is supported, so a compressed message can never be
+        // decoded (PROTOCOL-HTTP2.md: flag 1 without grpc-encoding is an error).
+        1 => Err(FrameError::CompressedWithoutEncoding),
+        other => Err(FrameError::BadFlag(other)),
+    }
+}
+
+/// Encode one message with its prefix. Returns `None` when the encoded
+/// message is larger than `limit`.
+pub fn encode<M: prost::Message>(msg: &M, limit: usize) -> Option<Bytes> {
+    let len = msg.encoded_len();
+    if len > limit || u32::try_from(len).is_err() {
+        return None;
+    }
+    let mut buf = BytesMut::with_capacity(PREFIX_BYTES + len);
+    buf.put_u8(0);
+    buf.put_u32(len as u32);
+    // Encoding into a buffer with enough capacity cannot fail.
+    msg.encode_raw(&mut buf);
+    Some(buf.freeze())
+}
+
+/// Prefix raw message bytes (already encoded).
+pub fn encode_raw(message: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(PREFIX_BYTES + message.len());
+    buf.put_u8(0);
+    buf.put_u32(u32::try_from(message.len()).unwrap_or(u32::MAX));
+    buf.extend_from_slice(message);
+    buf.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn framed(payload: &[u8]) -> Vec<u8> {
+        encode_raw(payload).to_vec()
+    }
+
+    #[test]
+    fn split_across_frames_and_many_per_frame() {
+        let mut wire = framed(b"hello");
+        wire.extend(framed(b""));
+        wire.extend(framed(b"world!"));
+        for split in 0..wire.len() {
+            let mut d = Decoder::new(64);
+            let mut out = Vec::new();
+            for part in [&wire[..split], &wire[split..]] {
+                d.push(Bytes::copy_from_slice(part));
+                while let Some(m) = d.next_message().unwrap() {
+                    out.push(m);
+                }
+            }
+            assert_eq!(out, vec![&b"hello"[..], &b""[..], &b"world!"[..]], "split at {split}");
+            d.finish().unwrap();
+        }
+    }
+
+    #[test]
+    fn limit_checked_on_prefix() {
+        let mut d = Decoder::new(4);
+        d.push(Bytes::from_static(&[0, 0, 0, 0, 5]));
+        assert_eq!(d.next_message(), Err(FrameError::TooLarge { declared: 5, limit: 4 }));
+        let mut d = Decoder::new(4);
+        d.push(Bytes::from_static(&[0, 0, 0, 0, 4, 1, 2, 3, 4]));
+        assert_eq!(d.next_message().unwrap().unwrap(), &[1, 2, 3, 4][..]);
+    }
+
+    #[test]
+    fn flags_and_truncation() {
+        let mut d = Decoder::new(10);
+        d.push(Bytes::from_static(&[1]));
+        assert_eq!(d.next_message(), Err(FrameError::CompressedWithoutEncoding));
+        let mut d = Decoder::new(10);
+        d.push(Bytes::from_static(&[7, 0]));
+        assert_eq!(d.next_message(), Err(FrameError::BadFlag(7)));
+        let mut d = Decoder::new(10);
+        d.push(Bytes::from_static(&[0, 0, 0, 0, 3, 1]));
+        assert_eq!(d.next_message(), Ok(None));
+        assert_eq!(d.finish(), Err(FrameError::Truncated));
+    }
+}

@@ -1,0 +1,407 @@
+//! Path → handler routing, with one adapter per streaming shape.
+//!
+//! Handlers are typed by the generated `Method<Req, Resp>` constants, so a
+//! handler for `open_shell::HEALTH` must take a `HealthRequest` and give a
+//! `HealthResponse`. Internally each handler is erased to one signature: it
+//! gets the call context and the request (one decoded message, or the request
+//! stream), sends streamed responses through a bounded channel, and returns
+//! either a final message or nothing.
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use h2::RecvStream;
+use http::HeaderMap;
+use tokio::sync::mpsc;
+
+use super::frame::{self, Decoder, FrameError};
+use super::method::{Method, Shape};
+use super::status::Status;
+
+/// How many encoded response messages a streaming handler may queue ahead
+/// of the connection (backpressure beyond this).
+pub const STREAM_QUEUE_MESSAGES: usize = 16;
+
+/// Everything a handler knows about its call besides the request message.
+#[derive(Debug)]
+pub struct Context {
+    /// The method path.
+    pub path: &'static str,
+    /// Request headers (custom metadata included).
+    pub metadata: HeaderMap,
+    /// Values the gate attached (the caller's identity).
+    pub extensions: http::Extensions,
+    /// When the call must be finished, if the client set `grpc-timeout`.
+    pub deadline: Option<Instant>,
+    /// The request id (`x-request-id`, echoed or generated).
+    pub request_id: Arc<str>,
+}
+
+impl Context {
+    /// Time left before the deadline (`None`: no deadline).
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
+    }
+}
+
+/// A successful unary or client-streaming answer with optional metadata.
+#[derive(Debug, Default)]
+pub struct Reply<T> {
+    /// The response message.
+    pub message: T,
+    /// Initial metadata (response headers).
+    pub headers: HeaderMap,
+    /// Trailing metadata (sent with `grpc-status: 0`).
+    pub trailers: HeaderMap,
+}
+
+impl<T> From<T> for Reply<T> {
+    fn from(message: T) -> Reply<T> {
+        Reply { message, headers: HeaderMap::new(), trailers: HeaderMap::new() }
+    }
+}
+
+/// The request messages of a client-streaming or bidi call.
+pub struct Requests<T> {
+    body: RecvStream,
+    decoder: Decoder,
+    ended: bool,
+    types: PhantomData<fn() -> T>,
+}
+
+impl<T: prost::Message + Default> Requests<T> {
+    pub(crate) fn new(body: RecvStream, limit: usize) -> Requests<T> {
+        Requests { body, decoder: Decoder::new(limit), ended: false, types: PhantomData }
+    }
+
+    /// The next request message; `Ok(None)` once the client half-closed.
+    pub async fn next(&mut self) -> Result<Option<T>, Status> {
+        match next_raw(&mut self.body, &mut self.decoder, &mut self.ended).await? {
+            Some(bytes) => decode(bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Read the next raw message from a request body.
+pub(crate) async fn next_raw(
+    body: &mut RecvStream,
+    decoder: &mut Decoder,
+    ended: &mut bool,
+) -> Result<Option<Bytes>, Status> {
+    loop {
+        if let Some(msg) = decoder.next_message().map_err(frame_status)? {
+            return Ok(Some(msg));
+        }
+        if *ended {
+            decoder.finish().map_err(frame_status)?;
+            return Ok(None);
+        }
+        match body.data().await {
+            Some(Ok(chunk)) => {
+                // Hand the window back as soon as the bytes are ours: the
+                // decoder's own limit bounds what we hold.
+                let _ = body.flow_control().release_capacity(chunk.len());
+                decoder.push(chunk);
+            }
+            Some(Err(e)) => return Err(stream_error(&e)),
+            None => *ended = true,
+        }
+    }
+}
+
+/// Read exactly one request message (unary and server-streaming methods).
+/// Zero or several messages are a cardinality violation: UNIMPLEMENTED.
+pub(crate) async fn read_single(body: &mut RecvStream, limit: usize) -> Result<Bytes, Status> {
+    let mut decoder = Decoder::new(limit);
+    let mut ended = false;
+    let first = next_raw(body, &mut decoder, &mut ended).await?;
+    let Some(first) = first else {
+        return Err(Status::unimplemented("request cardinality violation: expected 1 request message, got 0"));
+    };
+    match next_raw(body, &mut decoder, &mut ended).await? {
+        None => Ok(first),
+        Some(_) => Err(Status::unimplemented("request cardinality violation: expected 1 request message, got 2 or more")),
+    }
+}
+
+pub(crate) fn frame_status(e: FrameError) -> Status {
+    match e {
+        FrameError::TooLarge { declared, limit } => Status::resource_exhausted(format!(
+            "received message larger than max ({declared} vs. {limit})"
+        )),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+fn stream_error(e: &h2::Error) -> Status {
+    if e.reason() == Some(h2::Reason::CANCEL) {
+        Status::new(super::Code::Cancelled, "call cancelled by the client")
+    } else {
+        Status::internal(format!("request stream failed: {e}"))
+    }
+}
+
+fn decode<T: prost::Message + Default>(bytes: Bytes) -> Result<T, Status> {
+    T::decode(bytes).map_err(|e| Status::internal(format!("failed to decode request message: {e}")))
+}
+
+/// The sending half of a server-streaming or bidi call.
+pub struct Sink<T> {
+    tx: mpsc::Sender<Bytes>,
+    limit: usize,
+    types: PhantomData<fn(T)>,
+}
+
+impl<T: prost::Message> Sink<T> {
+    /// Send one response message; waits while the client is slow (bounded
+    /// queue). An error means the call is over (the client went away).
+    pub async fn send(&self, msg: &T) -> Result<(), Status> {
+        let bytes = encode_limited(msg, self.limit)?;
+        self.tx
+            .send(bytes)
+            .await
+            .map_err(|_| Status::new(super::Code::Cancelled, "the call has ended"))
+    }
+
+    /// Whether the call is already over (the client went away or the deadline passed).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// Resolves when the call ends (client gone, deadline, shutdown).
+    pub async fn closed(&self) {
+        self.tx.closed().await;
+    }
+}
+
+fn encode_limited<T: prost::Message>(msg: &T, limit: usize) -> Result<Bytes, Status> {
+    frame::encode(msg, limit).ok_or_else(|| {
+        Status::resource_exhausted(format!(
+            "response message of {} bytes is larger than the limit of {limit} bytes",
+            msg.encoded_len()
+        ))
+    })
+}
+
+/// What the driver hands an erased handler.
+pub(crate) enum Input {
+    One(Bytes),
+    Stream(RecvStream),
+}
+
+pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<Option<Reply<Bytes>>, Status>> + Send>>;
+
+pub(crate) trait Erased: Send + Sync {
+    fn call(&self, ctx: Context, input: Input, sink: Option<mpsc::Sender<Bytes>>, limit: usize) -> HandlerFuture;
+}
+
+/// One registered method.
+pub(crate) struct Route {
+    pub(crate) path: &'static str,
+    pub(crate) shape: Shape,
+    pub(crate) handler: Box<dyn Erased>,
+}
+
+/// The table from `:path` to handler.
+#[derive(Default)]
+pub struct Router {
+    routes: HashMap<&'static str, Route>,
+    services: HashSet<String>,
+}
+
+impl Router {
+    /// An empty router.
+    pub fn new() -> Router {
+        Router::default()
+    }
+
+    pub(crate) fn get(&self, path: &str) -> Option<&Route> {
+        self.routes.get(path)
+    }
+
+    /// Whether a path is registered.
+    pub fn contains(&self, path: &str) -> bool {
+        self.routes.contains_key(path)
+    }
+
+    /// The fully qualified names of the services with at least one method.
+    pub fn services(&self) -> impl Iterator<Item = &str> {
+        self.services.iter().map(String::as_str)
+    }
+
+    /// The grpc-go style message for a path nobody serves.
+    pub fn unimplemented(&self, path: &str) -> Status {
+        let trimmed = path.strip_prefix('/').unwrap_or(path);
+        match trimmed.rsplit_once('/') {
+            Some((service, method)) if self.services.contains(service) => {
+                Status::unimplemented(format!("unknown method {method} for service {service}"))
+            }
+            Some((service, _)) => Status::unimplemented(format!("unknown service {service}")),
+            None => Status::unimplemented(format!("malformed method name: {path:?}")),
+        }
+    }
+
+    fn insert(&mut self, path: &'static str, shape: Shape, handler: Box<dyn Erased>) {
+        if let Some((service, _)) = path.strip_prefix('/').and_then(|p| p.rsplit_once('/')) {
+            self.services.insert(service.to_string());
+        }
+        self.routes.insert(path, Route { path, shape, handler });
+    }
+
+    /// Register a unary handler.
+    pub fn unary<Req, Resp, F, Fut, R>(&mut self, method: Method<Req, Resp>, f: F)
+    where
+        Req: prost::Message + Default + 'static,
+        Resp: prost::Message + 'static,
+        F: Fn(Context, Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, Status>> + Send + 'static,
+        R: Into<Reply<Resp>> + 'static,
+    {
+        assert_eq!(method.shape, Shape::Unary, "{} is not unary", method.path);
+        self.insert(method.path, method.shape, Box::new(Unary { f: Arc::new(f), types: PhantomData }));
+    }
+
+    /// Register a server-streaming handler.
+    pub fn server_streaming<Req, Resp, F, Fut>(&mut self, method: Method<Req, Resp>, f: F)
+    where
+        Req: prost::Message + Default + 'static,
+        Resp: prost::Message + 'static,
+        F: Fn(Context, Req, Sink<Resp>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Status>> + Send + 'static,
+    {
+        assert_eq!(method.shape, Shape::ServerStreaming, "{} is not server-streaming", method.path);
+        self.insert(method.path, method.shape, Box::new(ServerStreaming { f: Arc::new(f), types: PhantomData }));
+    }
+
+    /// Register a client-streaming handler.
+    pub fn client_streaming<Req, Resp, F, Fut, R>(&mut self, method: Method<Req, Resp>, f: F)
+    where
+        Req: prost::Message + Default + 'static,
+        Resp: prost::Message + 'static,
+        F: Fn(Context, Requests<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, Status>> + Send + 'static,
+        R: Into<Reply<Resp>> + 'static,
+    {
+        assert_eq!(method.shape, Shape::ClientStreaming, "{} is not client-streaming", method.path);
+        self.insert(method.path, method.shape, Box::new(ClientStreaming { f: Arc::new(f), types: PhantomData }));
+    }
+
+    /// Register a bidirectional-streaming handler.
+    pub fn bidi<Req, Resp, F, Fut>(&mut self, method: Method<Req, Resp>, f: F)
+    where
+        Req: prost::Message + Default + 'static,
+        Resp: prost::Message + 'static,
+        F: Fn(Context, Requests<Req>, Sink<Resp>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Status>> + Send + 'static,
+    {
+        assert_eq!(method.shape, Shape::BidiStreaming, "{} is not bidi-streaming", method.path);
+        self.insert(method.path, method.shape, Box::new(Bidi { f: Arc::new(f), types: PhantomData }));
+    }
+}
+
+fn encode_reply<Resp: prost::Message>(reply: Reply<Resp>, limit: usize) -> Result<Option<Reply<Bytes>>, Status> {
+    let message = encode_limited(&reply.message, limit)?;
+    Ok(Some(Reply { message, headers: reply.headers, trailers: reply.trailers }))
+}
+
+fn misuse() -> Status {
+    Status::internal("handler shape does not match the request")
+}
+
+struct Unary<F, Req, Resp> {
+    f: Arc<F>,
+    types: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req, Resp, F, Fut, R> Erased for Unary<F, Req, Resp>
+where
+    Req: prost::Message + Default + 'static,
+    Resp: prost::Message + 'static,
+    F: Fn(Context, Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, Status>> + Send + 'static,
+    R: Into<Reply<Resp>> + 'static,
+{
+    fn call(&self, ctx: Context, input: Input, _sink: Option<mpsc::Sender<Bytes>>, limit: usize) -> HandlerFuture {
+        let f = Arc::clone(&self.f);
+        Box::pin(async move {
+            let Input::One(bytes) = input else { return Err(misuse()) };
+            let req = decode::<Req>(bytes)?;
+            let reply: Reply<Resp> = f(ctx, req).await?.into();
+            encode_reply(reply, limit)
+        })
+    }
+}
+
+struct ServerStreaming<F, Req, Resp> {
+    f: Arc<F>,
+    types: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req, Resp, F, Fut> Erased for ServerStreaming<F, Req, Resp>
+where
+    Req: prost::Message + Default + 'static,
+    Resp: prost::Message + 'static,
+    F: Fn(Context, Req, Sink<Resp>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Status>> + Send + 'static,
+{
+    fn call(&self, ctx: Context, input: Input, sink: Option<mpsc::Sender<Bytes>>, limit: usize) -> HandlerFuture {
+        let f = Arc::clone(&self.f);
+        Box::pin(async move {
+            let (Input::One(bytes), Some(tx)) = (input, sink) else { return Err(misuse()) };
+            let req = decode::<Req>(bytes)?;
+            f(ctx, req, Sink { tx, limit, types: PhantomData }).await?;
+            Ok(None)
+        })
+    }
+}
+
+struct ClientStreaming<F, Req, Resp> {
+    f: Arc<F>,
+    types: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req, Resp, F, Fut, R> Erased for ClientStreaming<F, Req, Resp>
+where
+    Req: prost::Message + Default + 'static,
+    Resp: prost::Message + 'static,
+    F: Fn(Context, Requests<Req>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, Status>> + Send + 'static,
+    R: Into<Reply<Resp>> + 'static,
+{
+    fn call(&self, ctx: Context, input: Input, _sink: Option<mpsc::Sender<Bytes>>, limit: usize) -> HandlerFuture {
+        let f = Arc::clone(&self.f);
+        Box::pin(async move {
+            let Input::Stream(body) = input else { return Err(misuse()) };
+            let reply: Reply<Resp> = f(ctx, Requests::new(body, limit)).await?.into();
+            encode_reply(reply, limit)
+        })
+    }
+}
+
+struct Bidi<F, Req, Resp> {
+    f: Arc<F>,
+    types: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req, Resp, F, Fut> Erased for Bidi<F, Req, Resp>
+where
+    Req: prost::Message + Default + 'static,
+    Resp: prost::Message + 'static,
+    F: Fn(Context, Requests<Req>, Sink<Resp>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), Status>> + Send + 'static,
+{
+    fn call(&self, ctx: Context, input: Input, sink: Option<mpsc::Sender<Bytes>>, limit: usize) -> HandlerFuture {
+        let f = Arc::clone(&self.f);
+        Box::pin(async move {
+            let (Input::Stream(body), Some(tx)) = (input, sink) else { return Err(misuse()) };
+            f(ctx, Requests::new(body, limit), Sink { tx, limit, types: PhantomData }).await?;
+            Ok(None)
+        })
+    }
+}

@@ -1,0 +1,357 @@
+//! The accept loops: one TCP port that serves HTTP/2 with prior knowledge
+//! (gRPC and the plain endpoints) and HTTP/1.1 (the plain endpoints only),
+//! an optional Unix socket that serves the same, and an optional plain
+//! health port; graceful shutdown with GOAWAY and a bounded drain.
+//!
+//! Protocol detection reads the first bytes of a connection: the 24-byte
+//! HTTP/2 connection preface means HTTP/2; anything else is handed to
+//! hyper's HTTP/1.1 server with the bytes already read replayed in front.
+//! An HTTP/1.1 client therefore always gets an HTTP/1.1 answer (a gRPC
+//! request over HTTP/1.1 gets 505), never HTTP/2 bytes.
+
+use std::convert::Infallible;
+use std::future::poll_fn;
+use std::path::Path;
+use std::pin::{Pin, pin};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use http::{HeaderValue, StatusCode};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, Sleep};
+
+use crate::endpoints::{Plain, PlainResponse};
+use crate::grpc::{Gate, Service};
+use crate::io::{Full, HyperIo, Rewind};
+use crate::log;
+use crate::shutdown::{Shutdown, Tracker};
+
+/// The HTTP/2 client connection preface (RFC 9113 §3.4).
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A connection must say which protocol it speaks within this time.
+const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The HTTP/2 handshake (SETTINGS exchange) must finish within this time.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An HTTP/1.1 connection (one request, no keep-alive) lives at most this
+/// long: a slow-loris client cannot hold it open.
+const HTTP1_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most connections served at once, across all listeners; further clients
+/// wait in the kernel's accept queue.
+pub const MAX_CONNECTIONS: usize = 10_000;
+
+/// Header list limit advertised in SETTINGS_MAX_HEADER_LIST_SIZE (grpc.md
+/// §1.1: "servers may limit"; 16 KiB is hyper's default and twice gRPC's
+/// suggestion).
+pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
+/// Per-stream receive window: large enough for a 1 MiB message without a
+/// window update round trip.
+const STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
+
+/// Connection receive window.
+const CONNECTION_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
+
+/// Mode of the Unix socket the gateway listens on.
+pub const UNIX_SOCKET_MODE: u32 = 0o660;
+
+/// HTTP/2 settings of the server's connections.
+#[derive(Clone, Copy, Debug)]
+pub struct Http2Settings {
+    /// Advertised SETTINGS_MAX_CONCURRENT_STREAMS.
+    pub max_concurrent_streams: u32,
+    /// Send a PING after this much idle time …
+    pub keepalive_interval: Duration,
+    /// … and close the connection if no PONG comes back within this time.
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for Http2Settings {
+    fn default() -> Self {
+        Http2Settings {
+            max_concurrent_streams: 256,
+            keepalive_interval: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// Serves connections for one gRPC service.
+pub struct Server<G> {
+    service: Arc<Service<G>>,
+    settings: Http2Settings,
+    shutdown: Shutdown,
+    tracker: Tracker,
+    slots: Arc<Semaphore>,
+}
+
+impl<G: Gate> Server<G> {
+    /// A server for `service`, stopped by `shutdown`.
+    pub fn new(service: Service<G>, settings: Http2Settings, shutdown: Shutdown) -> Arc<Self> {
+        Arc::new(Server {
+            service: Arc::new(service),
+            settings,
+            shutdown,
+            tracker: Tracker::default(),
+            slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        })
+    }
+
+    /// Live connections.
+    pub fn connections(&self) -> usize {
+        self.tracker.live()
+    }
+
+    /// Accept TCP connections until shutdown.
+    pub async fn serve_tcp(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let Some(permit) = self.shutdown.or_shutdown(Arc::clone(&self.slots).acquire_owned()).await else { return };
+            let Ok(permit) = permit else { return };
+            match self.shutdown.or_shutdown(listener.accept()).await {
+                None => return,
+                Some(Ok((stream, _peer))) => {
+                    let _ = stream.set_nodelay(true);
+                    let me = Arc::clone(&self);
+                    let guard = self.tracker.guard();
+                    tokio::spawn(async move {
+                        me.connection(stream).await;
+                        drop((guard, permit));
+                    });
+                }
+                Some(Err(e)) => accept_failed(&e).await,
+            }
+        }
+    }
+
+    /// Accept Unix socket connections until shutdown.
+    pub async fn serve_unix(self: Arc<Self>, listener: UnixListener) {
+        loop {
+            let Some(permit) = self.shutdown.or_shutdown(Arc::clone(&self.slots).acquire_owned()).await else { return };
+            let Ok(permit) = permit else { return };
+            match self.shutdown.or_shutdown(listener.accept()).await {
+                None => return,
+                Some(Ok((stream, _peer))) => {
+                    let me = Arc::clone(&self);
+                    let guard = self.tracker.guard();
+                    tokio::spawn(async move {
+                        me.connection(stream).await;
+                        drop((guard, permit));
+                    });
+                }
+                Some(Err(e)) => accept_failed(&e).await,
+            }
+        }
+    }
+
+    /// Accept plain HTTP/1.1 connections (the health port) until shutdown.
+    pub async fn serve_plain(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            match self.shutdown.or_shutdown(listener.accept()).await {
+                None => return,
+                Some(Ok((stream, _peer))) => {
+                    let plain = Arc::clone(self.service.plain());
+                    tokio::spawn(serve_http1(stream, plain));
+                }
+                Some(Err(e)) => accept_failed(&e).await,
+            }
+        }
+    }
+
+    /// Wait until every connection has finished, at most `grace`. Returns
+    /// whether they all finished.
+    pub async fn drain(&self, grace: Duration) -> bool {
+        tokio::time::timeout(grace, self.tracker.wait_idle()).await.is_ok()
+    }
+
+    async fn connection<IO>(&self, mut io: IO)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut buf = BytesMut::with_capacity(PREFACE.len());
+        let sniff = async {
+            while buf.len() < PREFACE.len() && PREFACE.starts_with(&buf) {
+                if io.read_buf(&mut buf).await? == 0 {
+                    break;
+                }
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        match tokio::time::timeout(SNIFF_TIMEOUT, sniff).await {
+            Ok(Ok(())) if buf.is_empty() => {}
+            Ok(Ok(())) if buf.starts_with(PREFACE) => self.http2(Rewind::new(buf.freeze(), io)).await,
+            Ok(Ok(())) => serve_http1(Rewind::new(buf.freeze(), io), Arc::clone(self.service.plain())).await,
+            Ok(Err(_)) | Err(_) => {}
+        }
+    }
+
+    async fn http2<IO>(&self, io: IO)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut builder = h2::server::Builder::new();
+        builder
+            .max_concurrent_streams(self.settings.max_concurrent_streams)
+            .max_header_list_size(MAX_HEADER_LIST_BYTES)
+            .initial_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES);
+        let mut conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, builder.handshake::<_, bytes::Bytes>(io)).await {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                log::debug("http2 handshake failed").display("error", e).emit();
+                return;
+            }
+            Err(_) => return,
+        };
+        let mut keepalive = KeepAlive::new(conn.ping_pong(), self.settings);
+        let mut stopping = pin!(self.shutdown.wait());
+        let mut draining = false;
+        loop {
+            let event = poll_fn(|cx| {
+                if !draining && stopping.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Drain);
+                }
+                if keepalive.poll_dead(cx).is_ready() {
+                    return Poll::Ready(Event::Dead);
+                }
+                conn.poll_accept(cx).map(Event::Accept)
+            })
+            .await;
+            match event {
+                Event::Drain => {
+                    draining = true;
+                    conn.graceful_shutdown();
+                }
+                Event::Dead => {
+                    log::debug("closing http2 connection: keepalive ping timed out").emit();
+                    return;
+                }
+                Event::Accept(Some(Ok((req, respond)))) => {
+                    let service = Arc::clone(&self.service);
+                    tokio::spawn(async move { service.serve(req, respond).await });
+                }
+                Event::Accept(Some(Err(e))) => {
+                    log::debug("http2 connection error").display("error", e).emit();
+                    return;
+                }
+                Event::Accept(None) => return,
+            }
+        }
+    }
+}
+
+enum Event {
+    Drain,
+    Dead,
+    Accept(Option<Result<(http::Request<h2::RecvStream>, h2::server::SendResponse<bytes::Bytes>), h2::Error>>),
+}
+
+/// Server-initiated PINGs: one after each idle interval; no PONG within the
+/// timeout means the peer is gone.
+struct KeepAlive {
+    ping_pong: Option<h2::PingPong>,
+    settings: Http2Settings,
+    timer: Pin<Box<Sleep>>,
+    waiting: bool,
+}
+
+impl KeepAlive {
+    fn new(ping_pong: Option<h2::PingPong>, settings: Http2Settings) -> KeepAlive {
+        let timer = Box::pin(tokio::time::sleep(settings.keepalive_interval));
+        KeepAlive { ping_pong, settings, timer, waiting: false }
+    }
+
+    fn poll_dead(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(pp) = self.ping_pong.as_mut() else { return Poll::Pending };
+        loop {
+            if self.waiting {
+                if let Poll::Ready(r) = pp.poll_pong(cx) {
+                    self.waiting = false;
+                    if r.is_err() {
+                        // The connection is failing; poll_accept reports it.
+                        self.ping_pong = None;
+                        return Poll::Pending;
+                    }
+                    self.timer.as_mut().reset(Instant::now() + self.settings.keepalive_interval);
+                    continue;
+                }
+                return if self.timer.as_mut().poll(cx).is_ready() { Poll::Ready(()) } else { Poll::Pending };
+            }
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let next = if pp.send_ping(h2::Ping::opaque()).is_ok() {
+                self.waiting = true;
+                self.settings.keepalive_timeout
+            } else {
+                self.settings.keepalive_interval
+            };
+            self.timer.as_mut().reset(Instant::now() + next);
+        }
+    }
+}
+
+async fn accept_failed(e: &std::io::Error) {
+    log::warn("accept failed").display("error", e).emit();
+    // Out of file descriptors and the like: do not spin.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// Serve one HTTP/1.1 request (no keep-alive) from the plain endpoints.
+async fn serve_http1<IO>(io: IO, plain: Arc<dyn Plain>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let answer = http1_answer(&*plain, &req);
+        async move { Ok::<_, Infallible>(answer) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new().keep_alive(false).serve_connection(HyperIo(io), service);
+    let _ = tokio::time::timeout(HTTP1_CONNECTION_TIMEOUT, conn).await;
+}
+
+fn http1_answer<B>(plain: &dyn Plain, req: &http::Request<B>) -> http::Response<Full> {
+    let is_grpc = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().len() >= 16 && ct.as_bytes()[..16].eq_ignore_ascii_case(b"application/grpc"));
+    let answer = if is_grpc {
+        PlainResponse::text(StatusCode::HTTP_VERSION_NOT_SUPPORTED, "gRPC requires HTTP/2\n")
+    } else {
+        plain.answer(req.method(), req.uri().path())
+    };
+    let mut resp = http::Response::new(Full::new(answer.body));
+    *resp.status_mut() = answer.status;
+    let h = resp.headers_mut();
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
+    h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    if is_grpc {
+        h.insert("grpc-status", HeaderValue::from_static("13"));
+        h.insert("grpc-message", HeaderValue::from_static("gRPC requires HTTP/2"));
+    }
+    resp
+}
+
+/// Bind a Unix socket, replacing a stale socket file, with `UNIX_SOCKET_MODE`.
+pub fn bind_unix(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        } else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket", path.display()),
+            ));
+        }
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(UNIX_SOCKET_MODE))?;
+    Ok(listener)
+}
