@@ -113,26 +113,52 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let plain: Arc<dyn Plain> = Arc::new(Endpoints::new(&config, readiness.clone()));
     let shutdown = Shutdown::new();
-    let service = grpc::Service::new(router, grpc::Open, Arc::clone(&plain), config.max_message_bytes, shutdown.clone());
-    let settings = Http2Settings { max_concurrent_streams: config.max_concurrent_streams, ..Http2Settings::default() };
+    let service = grpc::Service::new(
+        router,
+        grpc::Open,
+        Arc::clone(&plain),
+        config.max_message_bytes,
+        shutdown.clone(),
+    );
+    let settings = Http2Settings {
+        max_concurrent_streams: config.max_concurrent_streams,
+        ..Http2Settings::default()
+    };
     let server = Server::new(service, settings, shutdown.clone());
 
     let main = bind(config.bind_address, config.port, "--port").await?;
-    let addr = main.local_addr().map_err(|e| StartError(format!("cannot read the listening address: {e}")))?;
+    let addr = main
+        .local_addr()
+        .map_err(|e| StartError(format!("cannot read the listening address: {e}")))?;
     let mut tasks = vec![tokio::spawn(Arc::clone(&server).serve_tcp(main))];
-    log::info("listening").display("addr", addr).str("protocols", "h2c, http/1.1").emit();
+    log::info("listening")
+        .display("addr", addr)
+        .str("protocols", "h2c, http/1.1")
+        .emit();
 
     let mut health_addr = None;
     if let Some(port) = config.health_port {
         let l = bind(config.bind_address, port, "--health-port").await?;
         health_addr = l.local_addr().ok();
         tasks.push(tokio::spawn(Arc::clone(&server).serve_plain(l)));
-        log::info("health endpoints listening").display("addr", health_addr.map_or_else(String::new, |a| a.to_string())).emit();
+        log::info("health endpoints listening")
+            .display(
+                "addr",
+                health_addr.map_or_else(String::new, |a| a.to_string()),
+            )
+            .emit();
     }
     if let Some(path) = &config.unix_socket {
-        let l = server::bind_unix(path).map_err(|e| StartError(format!("cannot listen on unix socket {}: {e}", path.display())))?;
+        let l = server::bind_unix(path).map_err(|e| {
+            StartError(format!(
+                "cannot listen on unix socket {}: {e}",
+                path.display()
+            ))
+        })?;
         tasks.push(tokio::spawn(Arc::clone(&server).serve_unix(l)));
-        log::info("listening").str("unix_socket", &path.display().to_string()).emit();
+        log::info("listening")
+            .str("unix_socket", &path.display().to_string())
+            .emit();
     }
 
     Ok(Running {
@@ -148,16 +174,21 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 }
 
 async fn bind(ip: std::net::IpAddr, port: u16, flag: &str) -> Result<TcpListener, StartError> {
-    TcpListener::bind((ip, port))
-        .await
-        .map_err(|e| StartError(format!("cannot listen on {} ({flag}): {e}", SocketAddr::new(ip, port))))
+    TcpListener::bind((ip, port)).await.map_err(|e| {
+        StartError(format!(
+            "cannot listen on {} ({flag}): {e}",
+            SocketAddr::new(ip, port)
+        ))
+    })
 }
 
 /// Run until SIGTERM or SIGINT, then shut down gracefully.
 pub async fn run(config: Config) -> Result<(), StartError> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(|e| StartError(format!("cannot handle SIGTERM: {e}")))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| StartError(format!("cannot handle SIGINT: {e}")))?;
+    let mut term = signal(SignalKind::terminate())
+        .map_err(|e| StartError(format!("cannot handle SIGTERM: {e}")))?;
+    let mut int = signal(SignalKind::interrupt())
+        .map_err(|e| StartError(format!("cannot handle SIGINT: {e}")))?;
     let running = start(config).await?;
     let mut term_recv = std::pin::pin!(term.recv());
     let mut int_recv = std::pin::pin!(int.recv());
@@ -176,7 +207,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     if running.stop().await {
         log::info("stopped").emit();
     } else {
-        log::warn("stopped with calls still running after the grace period").num("grace_secs", grace.as_secs()).emit();
+        log::warn("stopped with calls still running after the grace period")
+            .num("grace_secs", grace.as_secs())
+            .emit();
     }
     Ok(())
 }

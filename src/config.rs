@@ -36,53 +36,285 @@ pub struct Flag {
     pub help: &'static str,
 }
 
-const fn flag(name: &'static str, env: &'static str, value: &'static str, default: &'static str, help: &'static str) -> Flag {
-    Flag { name, env, value: Some(value), default, help }
+const fn flag(
+    name: &'static str,
+    env: &'static str,
+    value: &'static str,
+    default: &'static str,
+    help: &'static str,
+) -> Flag {
+    Flag {
+        name,
+        env,
+        value: Some(value),
+        default,
+        help,
+    }
 }
 
 const fn switch(name: &'static str, env: &'static str, help: &'static str) -> Flag {
-    Flag { name, env, value: None, default: "false", help }
+    Flag {
+        name,
+        env,
+        value: None,
+        default: "false",
+        help,
+    }
 }
 
 /// Every flag slimgate honours, in `--help` order.
 pub const FLAGS: &[Flag] = &[
-    flag("bind-address", "OPENSHELL_BIND_ADDRESS", "ADDR", "127.0.0.1", "address of the main, health and metrics listeners"),
-    flag("port", "OPENSHELL_SERVER_PORT", "PORT", "8080", "gRPC (h2c) and HTTP/1.1 on one port; 0 picks a free port (logged)"),
-    flag("health-port", "OPENSHELL_HEALTH_PORT", "PORT", "0", "plaintext /health, /healthz, /readyz; 0 = off; must differ from --port"),
-    flag("metrics-port", "OPENSHELL_METRICS_PORT", "PORT", "0", "Prometheus text at /metrics; 0 = off"),
-    flag("unix-socket", "OPENSHELL_UNIX_SOCKET", "PATH", "", "also serve on this Unix socket (mode 0660; a stale socket file is replaced)"),
-    flag("log-level", "OPENSHELL_LOG_LEVEL", "LEVEL", "info", "error, warn, info, debug or trace"),
-    flag("db-url", "OPENSHELL_DB_URL", "URL", "redb:slimgate.redb", "the embedded store file (redb:PATH)"),
-    flag("store-key-file", "OPENSHELL_STORE_KEY_FILE", "PATH", "", "32-byte key; encrypts stored provider credentials"),
-    flag("oidc-issuer", "OPENSHELL_OIDC_ISSUER", "URL", "", "turns OIDC bearer-token authentication on"),
-    flag("oidc-audience", "OPENSHELL_OIDC_AUDIENCE", "LIST", "openshell-cli", "accepted audiences, comma-separated"),
-    switch("oidc-strict-audience", "OPENSHELL_OIDC_STRICT_AUDIENCE", "require aud to match (no azp fallback)"),
-    flag("oidc-jwks-ttl", "OPENSHELL_OIDC_JWKS_TTL", "SECS", "3600", "key set lifetime before a background refresh"),
-    flag("oidc-jwks-uri", "OPENSHELL_OIDC_JWKS_URI", "URL", "", "JWKS location (skips discovery)"),
-    flag("oidc-jwks-file", "OPENSHELL_OIDC_JWKS_FILE", "PATH", "", "static JWKS file instead of fetching; re-read on SIGHUP"),
-    flag("oidc-leeway-secs", "OPENSHELL_OIDC_LEEWAY_SECS", "SECS", "60", "clock skew allowed on exp, nbf, iat (at most 300)"),
-    flag("oidc-algorithms", "OPENSHELL_OIDC_ALGORITHMS", "LIST", "RS256,ES256", "accepted JWS algorithms (a subset of RS256,ES256)"),
-    flag("oidc-max-token-bytes", "OPENSHELL_OIDC_MAX_TOKEN_BYTES", "BYTES", "8192", "longer tokens are refused before decoding"),
-    flag("oidc-token-cache-size", "OPENSHELL_OIDC_TOKEN_CACHE_SIZE", "N", "10000", "verified tokens kept; 0 disables the cache"),
-    flag("oidc-roles-claim", "OPENSHELL_OIDC_ROLES_CLAIM", "PATH", "realm_access.roles", "dotted path of the roles array"),
-    flag("oidc-admin-role", "OPENSHELL_OIDC_ADMIN_ROLE", "ROLE", "openshell-admin", "role for admin methods (implies user)"),
-    flag("oidc-user-role", "OPENSHELL_OIDC_USER_ROLE", "ROLE", "openshell-user", "role for other methods; both roles empty = authentication only"),
-    flag("oidc-scopes-claim", "OPENSHELL_OIDC_SCOPES_CLAIM", "CLAIM", "", "scope claim (scope, scp); empty = scopes not checked"),
-    flag("ssh-handshake-secret", "OPENSHELL_SSH_HANDSHAKE_SECRET", "SECRET", "", "the sandbox secret (x-sandbox-secret)"),
-    switch("allow-unauthenticated", "OPENSHELL_ALLOW_UNAUTHENTICATED", "serve without OIDC on a non-loopback address"),
-    flag("drivers", "OPENSHELL_DRIVERS", "NAME", "external", "compute driver kind; only `external` is supported"),
-    flag("compute-driver-socket", "OPENSHELL_COMPUTE_DRIVER_SOCKET", "PATH", "", "Unix socket of the compute driver"),
-    flag("credentials-driver-socket", "OPENSHELL_CREDENTIALS_DRIVER_SOCKET", "PATH", "", "Unix socket of the credentials driver"),
-    flag("driver-connections", "OPENSHELL_DRIVER_CONNECTIONS", "N", "2", "HTTP/2 connections per driver"),
-    flag("driver-timeout-secs", "OPENSHELL_DRIVER_TIMEOUT_SECS", "SECS", "10", "cap on one driver call"),
-    flag("max-message-bytes", "OPENSHELL_MAX_MESSAGE_BYTES", "BYTES", "4194304", "per gRPC message, both directions"),
-    flag("max-concurrent-streams", "OPENSHELL_MAX_CONCURRENT_STREAMS", "N", "256", "advertised in SETTINGS"),
-    flag("shutdown-grace-secs", "OPENSHELL_SHUTDOWN_GRACE_SECS", "SECS", "10", "drain time on SIGTERM/SIGINT"),
-    flag("tls-cert", "OPENSHELL_TLS_CERT", "PATH", "", "TLS certificate (needs the `tls` cargo feature)"),
-    flag("tls-key", "OPENSHELL_TLS_KEY", "PATH", "", "TLS private key (needs the `tls` cargo feature)"),
-    flag("tls-client-ca", "OPENSHELL_TLS_CLIENT_CA", "PATH", "", "CA for client certificates, mTLS (needs the `tls` cargo feature)"),
-    switch("disable-tls", "OPENSHELL_DISABLE_TLS", "serve plaintext (the only mode of a build without `tls`)"),
-    switch("disable-gateway-auth", "OPENSHELL_DISABLE_GATEWAY_AUTH", "do not require client certificates (mTLS)"),
+    flag(
+        "bind-address",
+        "OPENSHELL_BIND_ADDRESS",
+        "ADDR",
+        "127.0.0.1",
+        "address of the main, health and metrics listeners",
+    ),
+    flag(
+        "port",
+        "OPENSHELL_SERVER_PORT",
+        "PORT",
+        "8080",
+        "gRPC (h2c) and HTTP/1.1 on one port; 0 picks a free port (logged)",
+    ),
+    flag(
+        "health-port",
+        "OPENSHELL_HEALTH_PORT",
+        "PORT",
+        "0",
+        "plaintext /health, /healthz, /readyz; 0 = off; must differ from --port",
+    ),
+    flag(
+        "metrics-port",
+        "OPENSHELL_METRICS_PORT",
+        "PORT",
+        "0",
+        "Prometheus text at /metrics; 0 = off",
+    ),
+    flag(
+        "unix-socket",
+        "OPENSHELL_UNIX_SOCKET",
+        "PATH",
+        "",
+        "also serve on this Unix socket (mode 0660; a stale socket file is replaced)",
+    ),
+    flag(
+        "log-level",
+        "OPENSHELL_LOG_LEVEL",
+        "LEVEL",
+        "info",
+        "error, warn, info, debug or trace",
+    ),
+    flag(
+        "db-url",
+        "OPENSHELL_DB_URL",
+        "URL",
+        "redb:slimgate.redb",
+        "the embedded store file (redb:PATH)",
+    ),
+    flag(
+        "store-key-file",
+        "OPENSHELL_STORE_KEY_FILE",
+        "PATH",
+        "",
+        "32-byte key; encrypts stored provider credentials",
+    ),
+    flag(
+        "oidc-issuer",
+        "OPENSHELL_OIDC_ISSUER",
+        "URL",
+        "",
+        "turns OIDC bearer-token authentication on",
+    ),
+    flag(
+        "oidc-audience",
+        "OPENSHELL_OIDC_AUDIENCE",
+        "LIST",
+        "openshell-cli",
+        "accepted audiences, comma-separated",
+    ),
+    switch(
+        "oidc-strict-audience",
+        "OPENSHELL_OIDC_STRICT_AUDIENCE",
+        "require aud to match (no azp fallback)",
+    ),
+    flag(
+        "oidc-jwks-ttl",
+        "OPENSHELL_OIDC_JWKS_TTL",
+        "SECS",
+        "3600",
+        "key set lifetime before a background refresh",
+    ),
+    flag(
+        "oidc-jwks-uri",
+        "OPENSHELL_OIDC_JWKS_URI",
+        "URL",
+        "",
+        "JWKS location (skips discovery)",
+    ),
+    flag(
+        "oidc-jwks-file",
+        "OPENSHELL_OIDC_JWKS_FILE",
+        "PATH",
+        "",
+        "static JWKS file instead of fetching; re-read on SIGHUP",
+    ),
+    flag(
+        "oidc-leeway-secs",
+        "OPENSHELL_OIDC_LEEWAY_SECS",
+        "SECS",
+        "60",
+        "clock skew allowed on exp, nbf, iat (at most 300)",
+    ),
+    flag(
+        "oidc-algorithms",
+        "OPENSHELL_OIDC_ALGORITHMS",
+        "LIST",
+        "RS256,ES256",
+        "accepted JWS algorithms (a subset of RS256,ES256)",
+    ),
+    flag(
+        "oidc-max-token-bytes",
+        "OPENSHELL_OIDC_MAX_TOKEN_BYTES",
+        "BYTES",
+        "8192",
+        "longer tokens are refused before decoding",
+    ),
+    flag(
+        "oidc-token-cache-size",
+        "OPENSHELL_OIDC_TOKEN_CACHE_SIZE",
+        "N",
+        "10000",
+        "verified tokens kept; 0 disables the cache",
+    ),
+    flag(
+        "oidc-roles-claim",
+        "OPENSHELL_OIDC_ROLES_CLAIM",
+        "PATH",
+        "realm_access.roles",
+        "dotted path of the roles array",
+    ),
+    flag(
+        "oidc-admin-role",
+        "OPENSHELL_OIDC_ADMIN_ROLE",
+        "ROLE",
+        "openshell-admin",
+        "role for admin methods (implies user)",
+    ),
+    flag(
+        "oidc-user-role",
+        "OPENSHELL_OIDC_USER_ROLE",
+        "ROLE",
+        "openshell-user",
+        "role for other methods; both roles empty = authentication only",
+    ),
+    flag(
+        "oidc-scopes-claim",
+        "OPENSHELL_OIDC_SCOPES_CLAIM",
+        "CLAIM",
+        "",
+        "scope claim (scope, scp); empty = scopes not checked",
+    ),
+    flag(
+        "ssh-handshake-secret",
+        "OPENSHELL_SSH_HANDSHAKE_SECRET",
+        "SECRET",
+        "",
+        "the sandbox secret (x-sandbox-secret)",
+    ),
+    switch(
+        "allow-unauthenticated",
+        "OPENSHELL_ALLOW_UNAUTHENTICATED",
+        "serve without OIDC on a non-loopback address",
+    ),
+    flag(
+        "drivers",
+        "OPENSHELL_DRIVERS",
+        "NAME",
+        "external",
+        "compute driver kind; only `external` is supported",
+    ),
+    flag(
+        "compute-driver-socket",
+        "OPENSHELL_COMPUTE_DRIVER_SOCKET",
+        "PATH",
+        "",
+        "Unix socket of the compute driver",
+    ),
+    flag(
+        "credentials-driver-socket",
+        "OPENSHELL_CREDENTIALS_DRIVER_SOCKET",
+        "PATH",
+        "",
+        "Unix socket of the credentials driver",
+    ),
+    flag(
+        "driver-connections",
+        "OPENSHELL_DRIVER_CONNECTIONS",
+        "N",
+        "2",
+        "HTTP/2 connections per driver",
+    ),
+    flag(
+        "driver-timeout-secs",
+        "OPENSHELL_DRIVER_TIMEOUT_SECS",
+        "SECS",
+        "10",
+        "cap on one driver call",
+    ),
+    flag(
+        "max-message-bytes",
+        "OPENSHELL_MAX_MESSAGE_BYTES",
+        "BYTES",
+        "4194304",
+        "per gRPC message, both directions",
+    ),
+    flag(
+        "max-concurrent-streams",
+        "OPENSHELL_MAX_CONCURRENT_STREAMS",
+        "N",
+        "256",
+        "advertised in SETTINGS",
+    ),
+    flag(
+        "shutdown-grace-secs",
+        "OPENSHELL_SHUTDOWN_GRACE_SECS",
+        "SECS",
+        "10",
+        "drain time on SIGTERM/SIGINT",
+    ),
+    flag(
+        "tls-cert",
+        "OPENSHELL_TLS_CERT",
+        "PATH",
+        "",
+        "TLS certificate (needs the `tls` cargo feature)",
+    ),
+    flag(
+        "tls-key",
+        "OPENSHELL_TLS_KEY",
+        "PATH",
+        "",
+        "TLS private key (needs the `tls` cargo feature)",
+    ),
+    flag(
+        "tls-client-ca",
+        "OPENSHELL_TLS_CLIENT_CA",
+        "PATH",
+        "",
+        "CA for client certificates, mTLS (needs the `tls` cargo feature)",
+    ),
+    switch(
+        "disable-tls",
+        "OPENSHELL_DISABLE_TLS",
+        "serve plaintext (the only mode of a build without `tls`)",
+    ),
+    switch(
+        "disable-gateway-auth",
+        "OPENSHELL_DISABLE_GATEWAY_AUTH",
+        "do not require client certificates (mTLS)",
+    ),
 ];
 
 /// Upstream flags accepted and ignored (each given one is named in a
@@ -90,13 +322,19 @@ pub const FLAGS: &[Flag] = &[
 pub const IGNORED: &[(&str, &str)] = &[
     ("sandbox-namespace", "OPENSHELL_SANDBOX_NAMESPACE"),
     ("sandbox-image", "OPENSHELL_SANDBOX_IMAGE"),
-    ("sandbox-image-pull-policy", "OPENSHELL_SANDBOX_IMAGE_PULL_POLICY"),
+    (
+        "sandbox-image-pull-policy",
+        "OPENSHELL_SANDBOX_IMAGE_PULL_POLICY",
+    ),
     ("grpc-endpoint", "OPENSHELL_GRPC_ENDPOINT"),
     ("ssh-gateway-host", "OPENSHELL_SSH_GATEWAY_HOST"),
     ("ssh-gateway-port", "OPENSHELL_SSH_GATEWAY_PORT"),
     ("ssh-connect-path", "OPENSHELL_SSH_CONNECT_PATH"),
     ("sandbox-ssh-port", "OPENSHELL_SANDBOX_SSH_PORT"),
-    ("ssh-handshake-skew-secs", "OPENSHELL_SSH_HANDSHAKE_SKEW_SECS"),
+    (
+        "ssh-handshake-skew-secs",
+        "OPENSHELL_SSH_HANDSHAKE_SKEW_SECS",
+    ),
     ("client-tls-secret-name", "OPENSHELL_CLIENT_TLS_SECRET_NAME"),
     ("host-gateway-ip", "OPENSHELL_HOST_GATEWAY_IP"),
     ("vm-driver-state-dir", "OPENSHELL_VM_DRIVER_STATE_DIR"),
@@ -225,7 +463,10 @@ impl Raw {
         if let Some(v) = self.values.get(name) {
             return v;
         }
-        FLAGS.iter().find(|f| f.name == name).map_or("", |f| f.default)
+        FLAGS
+            .iter()
+            .find(|f| f.name == name)
+            .map_or("", |f| f.default)
     }
 
     fn opt(&self, name: &str) -> Option<&str> {
@@ -241,7 +482,12 @@ impl Raw {
         parse_bool(self.get(name)).ok_or_else(|| bad(name, self.get(name), "true or false"))
     }
 
-    fn num<T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy>(&self, name: &str, min: T, max: T) -> Result<T, ConfigError> {
+    fn num<T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy>(
+        &self,
+        name: &str,
+        min: T,
+        max: T,
+    ) -> Result<T, ConfigError> {
         let v = self.get(name);
         match v.trim().parse::<T>() {
             Ok(n) if n >= min && n <= max => Ok(n),
@@ -251,12 +497,16 @@ impl Raw {
 
     fn port(&self, name: &str) -> Result<u16, ConfigError> {
         let v = self.get(name);
-        v.trim().parse::<u16>().map_err(|_| bad(name, v, "a port number from 0 to 65535"))
+        v.trim()
+            .parse::<u16>()
+            .map_err(|_| bad(name, v, "a port number from 0 to 65535"))
     }
 }
 
 fn bad(name: &str, value: &str, expected: &str) -> ConfigError {
-    err(format!("invalid value {value:?} for --{name}: expected {expected}"))
+    err(format!(
+        "invalid value {value:?} for --{name}: expected {expected}"
+    ))
 }
 
 fn parse_bool(s: &str) -> Option<bool> {
@@ -286,21 +536,30 @@ where
                 if let Some(f) = FLAGS.iter().find(|f| f.name == name) {
                     let value = match f.value {
                         Some(_) => parser.value().map_err(|e| err(e.to_string()))?,
-                        None => parser.optional_value().unwrap_or_else(|| OsString::from("true")),
+                        None => parser
+                            .optional_value()
+                            .unwrap_or_else(|| OsString::from("true")),
                     };
                     let value = value
                         .into_string()
                         .map_err(|v| bad(f.name, &v.to_string_lossy(), "valid UTF-8"))?;
                     values.insert(f.name, value);
                 } else if let Some((ig, _)) = IGNORED.iter().find(|(n, _)| *n == name) {
-                    let _ = parser.optional_value().map_or_else(|| parser.value().ok(), Some);
+                    let _ = parser
+                        .optional_value()
+                        .map_or_else(|| parser.value().ok(), Some);
                     ignored.push(ig);
                 } else {
                     return Err(err(format!("unknown flag --{name} (see --help)")));
                 }
             }
             Short(c) => return Err(err(format!("unknown flag -{c} (see --help)"))),
-            Value(v) => return Err(err(format!("unexpected argument {:?} (see --help)", v.to_string_lossy()))),
+            Value(v) => {
+                return Err(err(format!(
+                    "unexpected argument {:?} (see --help)",
+                    v.to_string_lossy()
+                )));
+            }
         }
     }
     for f in FLAGS {
@@ -317,7 +576,8 @@ where
     }
     let mut cfg = build(&Raw { values })?;
     for name in ignored {
-        cfg.warnings.push(format!("ignoring --{name}: slimgate has no use for it"));
+        cfg.warnings
+            .push(format!("ignoring --{name}: slimgate has no use for it"));
     }
     Ok(Action::Run(Box::new(cfg)))
 }
@@ -327,22 +587,40 @@ fn build(raw: &Raw) -> Result<Config, ConfigError> {
     let bind_address: IpAddr = if bind_text.eq_ignore_ascii_case("localhost") {
         IpAddr::from([127, 0, 0, 1])
     } else {
-        bind_text.parse().map_err(|_| bad("bind-address", bind_text, "an IP address such as 127.0.0.1 or 0.0.0.0"))?
+        bind_text.parse().map_err(|_| {
+            bad(
+                "bind-address",
+                bind_text,
+                "an IP address such as 127.0.0.1 or 0.0.0.0",
+            )
+        })?
     };
     let port = raw.port("port")?;
     let health_port = Some(raw.port("health-port")?).filter(|p| *p != 0);
     let metrics_port = Some(raw.port("metrics-port")?).filter(|p| *p != 0);
     if port != 0 && health_port == Some(port) {
-        return Err(err(format!("--port and --health-port must differ (both are {port})")));
+        return Err(err(format!(
+            "--port and --health-port must differ (both are {port})"
+        )));
     }
     if port != 0 && metrics_port == Some(port) {
-        return Err(err(format!("--port and --metrics-port must differ (both are {port})")));
+        return Err(err(format!(
+            "--port and --metrics-port must differ (both are {port})"
+        )));
     }
     if health_port.is_some() && health_port == metrics_port {
-        return Err(err(format!("--health-port and --metrics-port must differ (both are {})", health_port.unwrap_or(0))));
+        return Err(err(format!(
+            "--health-port and --metrics-port must differ (both are {})",
+            health_port.unwrap_or(0)
+        )));
     }
-    let log_level = Level::parse(raw.get("log-level"))
-        .ok_or_else(|| bad("log-level", raw.get("log-level"), "error, warn, info, debug or trace"))?;
+    let log_level = Level::parse(raw.get("log-level")).ok_or_else(|| {
+        bad(
+            "log-level",
+            raw.get("log-level"),
+            "error, warn, info, debug or trace",
+        )
+    })?;
 
     let mut warnings = Vec::new();
     security_flags(raw, &mut warnings)?;
@@ -365,7 +643,11 @@ fn build(raw: &Raw) -> Result<Config, ConfigError> {
     if raw.given("drivers") {
         let d = raw.get("drivers").trim();
         if d != "external" {
-            return Err(bad("drivers", d, "`external` (the only supported driver: a compute driver sidecar on --compute-driver-socket)"));
+            return Err(bad(
+                "drivers",
+                d,
+                "`external` (the only supported driver: a compute driver sidecar on --compute-driver-socket)",
+            ));
         }
         if compute_driver_socket.is_none() {
             return Err(err("--drivers external needs --compute-driver-socket"));
@@ -407,7 +689,9 @@ fn security_flags(raw: &Raw, warnings: &mut Vec<String>) -> Result<(), ConfigErr
         }
         for name in ["disable-tls", "disable-gateway-auth"] {
             if raw.bool(name)? {
-                warnings.push(format!("ignoring --{name}: this build serves plaintext only (no `tls` feature)"));
+                warnings.push(format!(
+                    "ignoring --{name}: this build serves plaintext only (no `tls` feature)"
+                ));
             }
         }
     }
@@ -420,22 +704,44 @@ fn oidc(raw: &Raw, issuer: &str) -> Result<Oidc, ConfigError> {
     if let Some(u) = &jwks_uri {
         check_url("oidc-jwks-uri", u)?;
     }
-    let audiences: Vec<String> =
-        raw.get("oidc-audience").split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_string).collect();
+    let audiences: Vec<String> = raw
+        .get("oidc-audience")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
     if audiences.is_empty() {
-        return Err(bad("oidc-audience", raw.get("oidc-audience"), "at least one audience"));
+        return Err(bad(
+            "oidc-audience",
+            raw.get("oidc-audience"),
+            "at least one audience",
+        ));
     }
     let mut algorithms = Vec::new();
-    for a in raw.get("oidc-algorithms").split(',').map(str::trim).filter(|s| !s.is_empty()) {
+    for a in raw
+        .get("oidc-algorithms")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         if a != "RS256" && a != "ES256" {
-            return Err(bad("oidc-algorithms", raw.get("oidc-algorithms"), "a comma-separated subset of RS256,ES256"));
+            return Err(bad(
+                "oidc-algorithms",
+                raw.get("oidc-algorithms"),
+                "a comma-separated subset of RS256,ES256",
+            ));
         }
         if !algorithms.iter().any(|x| x == a) {
             algorithms.push(a.to_string());
         }
     }
     if algorithms.is_empty() {
-        return Err(bad("oidc-algorithms", raw.get("oidc-algorithms"), "a comma-separated subset of RS256,ES256"));
+        return Err(bad(
+            "oidc-algorithms",
+            raw.get("oidc-algorithms"),
+            "a comma-separated subset of RS256,ES256",
+        ));
     }
     let admin_role = raw.get("oidc-admin-role").trim().to_string();
     let user_role = raw.get("oidc-user-role").trim().to_string();
@@ -458,7 +764,10 @@ fn oidc(raw: &Raw, issuer: &str) -> Result<Oidc, ConfigError> {
         roles_claim: raw.get("oidc-roles-claim").trim().to_string(),
         admin_role,
         user_role,
-        scopes_claim: raw.opt("oidc-scopes-claim").map(|s| s.trim().to_string()).filter(|s| !s.is_empty()),
+        scopes_claim: raw
+            .opt("oidc-scopes-claim")
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty()),
     })
 }
 
@@ -480,11 +789,18 @@ fn check_url(name: &str, url: &str) -> Result<(), ConfigError> {
 /// The `--help` text.
 pub fn help() -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "slimgate {} — a small, auditable gateway for OpenShell sandboxes", env!("CARGO_PKG_VERSION"));
+    let _ = writeln!(
+        out,
+        "slimgate {} — a small, auditable gateway for OpenShell sandboxes",
+        env!("CARGO_PKG_VERSION")
+    );
     let _ = writeln!(out);
     let _ = writeln!(out, "Usage: slimgate [OPTIONS]");
     let _ = writeln!(out);
-    let _ = writeln!(out, "Every option can also be set by its environment variable; the command line wins.");
+    let _ = writeln!(
+        out,
+        "Every option can also be set by its environment variable; the command line wins."
+    );
     let _ = writeln!(out);
     let _ = writeln!(out, "Options:");
     for f in FLAGS {
@@ -492,7 +808,11 @@ pub fn help() -> String {
             Some(v) => format!("--{} <{v}>", f.name),
             None => format!("--{}", f.name),
         };
-        let default = if f.default.is_empty() { String::new() } else { format!(" [default: {}]", f.default) };
+        let default = if f.default.is_empty() {
+            String::new()
+        } else {
+            format!(" [default: {}]", f.default)
+        };
         let _ = writeln!(out, "  {head}");
         let _ = writeln!(out, "      {}  [env: {}]{default}", f.help, f.env);
     }
@@ -500,7 +820,10 @@ pub fn help() -> String {
     let _ = writeln!(out, "  -V, --version   print the version");
     let _ = writeln!(out);
     let names: Vec<String> = IGNORED.iter().map(|(n, _)| format!("--{n}")).collect();
-    let _ = writeln!(out, "Accepted and ignored (upstream flags with no effect here, each warned about):");
+    let _ = writeln!(
+        out,
+        "Accepted and ignored (upstream flags with no effect here, each warned about):"
+    );
     let _ = writeln!(out, "  {}", names.join(" "));
     out
 }
@@ -510,7 +833,10 @@ mod tests {
     use super::*;
 
     fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         match parse(args.iter().map(OsString::from), |k| env.get(k).cloned())? {
             Action::Run(c) => Ok(*c),
             other => panic!("{other:?}"),
@@ -531,7 +857,14 @@ mod tests {
 
     #[test]
     fn flag_beats_env() {
-        let c = run(&["--port", "9000"], &[("OPENSHELL_SERVER_PORT", "9100"), ("OPENSHELL_HEALTH_PORT", "9200")]).unwrap();
+        let c = run(
+            &["--port", "9000"],
+            &[
+                ("OPENSHELL_SERVER_PORT", "9100"),
+                ("OPENSHELL_HEALTH_PORT", "9200"),
+            ],
+        )
+        .unwrap();
         assert_eq!(c.port, 9000);
         assert_eq!(c.health_port, Some(9200));
         let c = run(&["--port=9001"], &[]).unwrap();
@@ -541,7 +874,15 @@ mod tests {
     #[test]
     fn oidc_settings() {
         let c = run(
-            &["--oidc-issuer", "http://kc/realms/x", "--oidc-audience", "a, b", "--oidc-strict-audience", "--oidc-scopes-claim", "scp"],
+            &[
+                "--oidc-issuer",
+                "http://kc/realms/x",
+                "--oidc-audience",
+                "a, b",
+                "--oidc-strict-audience",
+                "--oidc-scopes-claim",
+                "scp",
+            ],
             &[],
         )
         .unwrap();
@@ -554,7 +895,11 @@ mod tests {
 
     #[test]
     fn ignored_flags_warn() {
-        let c = run(&["--sandbox-namespace", "x"], &[("OPENSHELL_VM_DRIVER_VCPUS", "2")]).unwrap();
+        let c = run(
+            &["--sandbox-namespace", "x"],
+            &[("OPENSHELL_VM_DRIVER_VCPUS", "2")],
+        )
+        .unwrap();
         assert_eq!(c.warnings.len(), 2);
     }
 

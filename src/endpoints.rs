@@ -19,12 +19,20 @@ pub struct PlainResponse {
 impl PlainResponse {
     /// A text answer.
     pub fn text(status: StatusCode, body: impl Into<Bytes>) -> PlainResponse {
-        PlainResponse { status, content_type: "text/plain; charset=utf-8", body: body.into() }
+        PlainResponse {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into(),
+        }
     }
 
     /// A JSON answer.
     pub fn json(status: StatusCode, body: impl Into<Bytes>) -> PlainResponse {
-        PlainResponse { status, content_type: "application/json", body: body.into() }
+        PlainResponse {
+            status,
+            content_type: "application/json",
+            body: body.into(),
+        }
     }
 
     /// 404 for anything that is not an endpoint.
@@ -46,7 +54,9 @@ pub struct Liveness;
 impl Plain for Liveness {
     fn answer(&self, method: &http::Method, path: &str) -> PlainResponse {
         match (method, path) {
-            (&http::Method::GET, "/healthz" | "/health") => PlainResponse::text(StatusCode::OK, "ok\n"),
+            (&http::Method::GET, "/healthz" | "/health") => {
+                PlainResponse::text(StatusCode::OK, "ok\n")
+            }
             _ => PlainResponse::not_found(),
         }
     }

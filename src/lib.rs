@@ -3,7 +3,9 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod config;
+pub mod drivers;
 pub mod endpoints;
 pub mod grpc;
 pub mod io;

@@ -173,7 +173,11 @@ pub struct Audit<'a> {
 /// Write an audit line (always at info level or above, whatever the filter
 /// says for request lines: audit lines are only suppressed at `error`/`warn`).
 pub fn audit(a: Audit<'_>) {
-    let level = if a.decision == "deny" { Level::Warn } else { Level::Info };
+    let level = if a.decision == "deny" {
+        Level::Warn
+    } else {
+        Level::Info
+    };
     Line::new(level, "audit")
         .bool("audit", true)
         .str("request_id", a.request_id)
@@ -270,7 +274,10 @@ mod tests {
         assert_eq!(civil_from_days(19_723), (2024, 1, 1));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
         let mut s = String::new();
-        write_timestamp(&mut s, UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123));
+        write_timestamp(
+            &mut s,
+            UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123),
+        );
         assert_eq!(s, "2023-11-14T22:13:20.123Z");
     }
 }

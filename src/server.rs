@@ -112,7 +112,13 @@ impl<G: Gate> Server<G> {
     /// Accept TCP connections until shutdown.
     pub async fn serve_tcp(self: Arc<Self>, listener: TcpListener) {
         loop {
-            let Some(permit) = self.shutdown.or_shutdown(Arc::clone(&self.slots).acquire_owned()).await else { return };
+            let Some(permit) = self
+                .shutdown
+                .or_shutdown(Arc::clone(&self.slots).acquire_owned())
+                .await
+            else {
+                return;
+            };
             let Ok(permit) = permit else { return };
             match self.shutdown.or_shutdown(listener.accept()).await {
                 None => return,
@@ -133,7 +139,13 @@ impl<G: Gate> Server<G> {
     /// Accept Unix socket connections until shutdown.
     pub async fn serve_unix(self: Arc<Self>, listener: UnixListener) {
         loop {
-            let Some(permit) = self.shutdown.or_shutdown(Arc::clone(&self.slots).acquire_owned()).await else { return };
+            let Some(permit) = self
+                .shutdown
+                .or_shutdown(Arc::clone(&self.slots).acquire_owned())
+                .await
+            else {
+                return;
+            };
             let Ok(permit) = permit else { return };
             match self.shutdown.or_shutdown(listener.accept()).await {
                 None => return,
@@ -167,7 +179,9 @@ impl<G: Gate> Server<G> {
     /// Wait until every connection has finished, at most `grace`. Returns
     /// whether they all finished.
     pub async fn drain(&self, grace: Duration) -> bool {
-        tokio::time::timeout(grace, self.tracker.wait_idle()).await.is_ok()
+        tokio::time::timeout(grace, self.tracker.wait_idle())
+            .await
+            .is_ok()
     }
 
     async fn connection<IO>(&self, mut io: IO)
@@ -185,8 +199,16 @@ impl<G: Gate> Server<G> {
         };
         match tokio::time::timeout(SNIFF_TIMEOUT, sniff).await {
             Ok(Ok(())) if buf.is_empty() => {}
-            Ok(Ok(())) if buf.starts_with(PREFACE) => self.http2(Rewind::new(buf.freeze(), io)).await,
-            Ok(Ok(())) => serve_http1(Rewind::new(buf.freeze(), io), Arc::clone(self.service.plain())).await,
+            Ok(Ok(())) if buf.starts_with(PREFACE) => {
+                self.http2(Rewind::new(buf.freeze(), io)).await
+            }
+            Ok(Ok(())) => {
+                serve_http1(
+                    Rewind::new(buf.freeze(), io),
+                    Arc::clone(self.service.plain()),
+                )
+                .await
+            }
             Ok(Err(_)) | Err(_) => {}
         }
     }
@@ -201,14 +223,19 @@ impl<G: Gate> Server<G> {
             .max_header_list_size(MAX_HEADER_LIST_BYTES)
             .initial_window_size(STREAM_WINDOW_BYTES)
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES);
-        let mut conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, builder.handshake::<_, bytes::Bytes>(io)).await {
-            Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => {
-                log::debug("http2 handshake failed").display("error", e).emit();
-                return;
-            }
-            Err(_) => return,
-        };
+        let mut conn =
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, builder.handshake::<_, bytes::Bytes>(io))
+                .await
+            {
+                Ok(Ok(conn)) => conn,
+                Ok(Err(e)) => {
+                    log::debug("http2 handshake failed")
+                        .display("error", e)
+                        .emit();
+                    return;
+                }
+                Err(_) => return,
+            };
         let mut keepalive = KeepAlive::new(conn.ping_pong(), self.settings);
         let mut stopping = pin!(self.shutdown.wait());
         let mut draining = false;
@@ -237,7 +264,9 @@ impl<G: Gate> Server<G> {
                     tokio::spawn(async move { service.serve(req, respond).await });
                 }
                 Event::Accept(Some(Err(e))) => {
-                    log::debug("http2 connection error").display("error", e).emit();
+                    log::debug("http2 connection error")
+                        .display("error", e)
+                        .emit();
                     return;
                 }
                 Event::Accept(None) => return,
@@ -249,7 +278,17 @@ impl<G: Gate> Server<G> {
 enum Event {
     Drain,
     Dead,
-    Accept(Option<Result<(http::Request<h2::RecvStream>, h2::server::SendResponse<bytes::Bytes>), h2::Error>>),
+    Accept(
+        Option<
+            Result<
+                (
+                    http::Request<h2::RecvStream>,
+                    h2::server::SendResponse<bytes::Bytes>,
+                ),
+                h2::Error,
+            >,
+        >,
+    ),
 }
 
 /// Server-initiated PINGs: one after each idle interval; no PONG within the
@@ -264,11 +303,18 @@ struct KeepAlive {
 impl KeepAlive {
     fn new(ping_pong: Option<h2::PingPong>, settings: Http2Settings) -> KeepAlive {
         let timer = Box::pin(tokio::time::sleep(settings.keepalive_interval));
-        KeepAlive { ping_pong, settings, timer, waiting: false }
+        KeepAlive {
+            ping_pong,
+            settings,
+            timer,
+            waiting: false,
+        }
     }
 
     fn poll_dead(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let Some(pp) = self.ping_pong.as_mut() else { return Poll::Pending };
+        let Some(pp) = self.ping_pong.as_mut() else {
+            return Poll::Pending;
+        };
         loop {
             if self.waiting {
                 if let Poll::Ready(r) = pp.poll_pong(cx) {
@@ -278,10 +324,16 @@ impl KeepAlive {
                         self.ping_pong = None;
                         return Poll::Pending;
                     }
-                    self.timer.as_mut().reset(Instant::now() + self.settings.keepalive_interval);
+                    self.timer
+                        .as_mut()
+                        .reset(Instant::now() + self.settings.keepalive_interval);
                     continue;
                 }
-                return if self.timer.as_mut().poll(cx).is_ready() { Poll::Ready(()) } else { Poll::Pending };
+                return if self.timer.as_mut().poll(cx).is_ready() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                };
             }
             if self.timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
@@ -312,7 +364,9 @@ where
         let answer = http1_answer(&*plain, &req);
         async move { Ok::<_, Infallible>(answer) }
     });
-    let conn = hyper::server::conn::http1::Builder::new().keep_alive(false).serve_connection(HyperIo(io), service);
+    let conn = hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .serve_connection(HyperIo(io), service);
     let _ = tokio::time::timeout(HTTP1_CONNECTION_TIMEOUT, conn).await;
 }
 
@@ -320,20 +374,32 @@ fn http1_answer<B>(plain: &dyn Plain, req: &http::Request<B>) -> http::Response<
     let is_grpc = req
         .headers()
         .get(http::header::CONTENT_TYPE)
-        .is_some_and(|ct| ct.as_bytes().len() >= 16 && ct.as_bytes()[..16].eq_ignore_ascii_case(b"application/grpc"));
+        .is_some_and(|ct| {
+            ct.as_bytes().len() >= 16
+                && ct.as_bytes()[..16].eq_ignore_ascii_case(b"application/grpc")
+        });
     let answer = if is_grpc {
-        PlainResponse::text(StatusCode::HTTP_VERSION_NOT_SUPPORTED, "gRPC requires HTTP/2\n")
+        PlainResponse::text(
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            "gRPC requires HTTP/2\n",
+        )
     } else {
         plain.answer(req.method(), req.uri().path())
     };
     let mut resp = http::Response::new(Full::new(answer.body));
     *resp.status_mut() = answer.status;
     let h = resp.headers_mut();
-    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(answer.content_type),
+    );
     h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     if is_grpc {
         h.insert("grpc-status", HeaderValue::from_static("13"));
-        h.insert("grpc-message", HeaderValue::from_static("gRPC requires HTTP/2"));
+        h.insert(
+            "grpc-message",
+            HeaderValue::from_static("gRPC requires HTTP/2"),
+        );
     }
     resp
 }

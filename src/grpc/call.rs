@@ -59,7 +59,11 @@ static GRPC_STATUS_DETAILS: HeaderName = HeaderName::from_static("grpc-status-de
 pub trait Gate: Send + Sync + 'static {
     /// `Ok(extensions)` to let the call through; `Err(status)` to refuse it.
     /// The gate may remove headers (for example spoofable identity headers).
-    fn admit(&self, path: &str, headers: &mut HeaderMap) -> impl Future<Output = Result<http::Extensions, Status>> + Send;
+    fn admit(
+        &self,
+        path: &str,
+        headers: &mut HeaderMap,
+    ) -> impl Future<Output = Result<http::Extensions, Status>> + Send;
 }
 
 /// A gate that lets everything through (tests, and the bare protocol layer).
@@ -67,7 +71,11 @@ pub trait Gate: Send + Sync + 'static {
 pub struct Open;
 
 impl Gate for Open {
-    async fn admit(&self, _path: &str, _headers: &mut HeaderMap) -> Result<http::Extensions, Status> {
+    async fn admit(
+        &self,
+        _path: &str,
+        _headers: &mut HeaderMap,
+    ) -> Result<http::Extensions, Status> {
         Ok(http::Extensions::new())
     }
 }
@@ -85,8 +93,20 @@ impl<G: Gate> Service<G> {
     /// A service over a router, a gate, the plain endpoints for non-gRPC
     /// requests, the per-message limit (both directions) and the shutdown
     /// signal that ends streamed responses.
-    pub fn new(router: Router, gate: G, plain: Arc<dyn Plain>, max_message_bytes: usize, shutdown: Shutdown) -> Self {
-        Service { router, gate, plain, max_message_bytes, shutdown }
+    pub fn new(
+        router: Router,
+        gate: G,
+        plain: Arc<dyn Plain>,
+        max_message_bytes: usize,
+        shutdown: Shutdown,
+    ) -> Self {
+        Service {
+            router,
+            gate,
+            plain,
+            max_message_bytes,
+            shutdown,
+        }
     }
 
     /// The plain endpoints.
@@ -98,7 +118,12 @@ impl<G: Gate> Service<G> {
     pub async fn serve(&self, req: http::Request<RecvStream>, respond: SendResponse<Bytes>) {
         let started = Instant::now();
         let (parts, body) = req.into_parts();
-        let http::request::Parts { method, uri, mut headers, .. } = parts;
+        let http::request::Parts {
+            method,
+            uri,
+            mut headers,
+            ..
+        } = parts;
         let path = uri.path();
         let request_id = request_id(&headers);
         let mut out = Out::new(respond, &request_id);
@@ -115,39 +140,53 @@ impl<G: Gate> Service<G> {
             Check::Grpc(timeout) => {
                 let deadline = timeout.and_then(|t| started.checked_add(t));
                 if timeout == Some(Duration::ZERO) {
-                    let status = Status::deadline_exceeded("deadline exceeded before the call started");
+                    let status =
+                        Status::deadline_exceeded("deadline exceeded before the call started");
                     out.refuse(StatusCode::OK, &status);
                     status.code()
                 } else {
-                    self.run(path, &mut headers, body, deadline, &request_id, &mut out).await
+                    self.run(path, &mut headers, body, deadline, &request_id, &mut out)
+                        .await
                 }
             }
         };
         let elapsed = started.elapsed();
-        let level = if code == Code::Ok { log::Level::Debug } else { log::Level::Info };
+        let level = if code == Code::Ok {
+            log::Level::Debug
+        } else {
+            log::Level::Info
+        };
         log::Line::new(level, "grpc call")
             .str("request_id", &request_id)
             .str("method", path)
             .str("status", code.name())
-            .num("duration_us", elapsed.as_micros().min(i128::MAX as u128) as i128)
+            .num(
+                "duration_us",
+                elapsed.as_micros().min(i128::MAX as u128) as i128,
+            )
             .emit();
     }
 
     fn check(&self, method: &http::Method, path: &str, headers: &HeaderMap) -> Check {
         let content_type = headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes);
         if method != http::Method::POST {
-            let grpc_like = content_type.is_some_and(|ct| starts_with_ignore_case(ct, b"application/grpc"))
+            let grpc_like = content_type
+                .is_some_and(|ct| starts_with_ignore_case(ct, b"application/grpc"))
                 || self.router.contains(path);
             if !grpc_like {
                 return Check::Plain;
             }
             return Check::Refuse(
                 StatusCode::METHOD_NOT_ALLOWED,
-                Status::internal(format!("method {method} is not allowed: gRPC requires POST")),
+                Status::internal(format!(
+                    "method {method} is not allowed: gRPC requires POST"
+                )),
             );
         }
         if !content_type.is_some_and(is_grpc_content_type) {
-            let shown = content_type.map(String::from_utf8_lossy).unwrap_or_default();
+            let shown = content_type
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
             return Check::Refuse(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 Status::invalid_argument(format!("invalid gRPC request content-type {shown:?}")),
@@ -157,7 +196,9 @@ impl<G: Gate> Service<G> {
             None => None,
             Some(v) => match timeout::parse(v.as_bytes()) {
                 Ok(t) => Some(t),
-                Err(e) => return Check::Refuse(StatusCode::BAD_REQUEST, Status::internal(e.to_string())),
+                Err(e) => {
+                    return Check::Refuse(StatusCode::BAD_REQUEST, Status::internal(e.to_string()));
+                }
             },
         };
         if let Some(enc) = headers.get("grpc-encoding") {
@@ -172,7 +213,10 @@ impl<G: Gate> Service<G> {
             }
         }
         if headers.get_all(http::header::HOST).iter().nth(1).is_some() {
-            return Check::Refuse(StatusCode::BAD_REQUEST, Status::internal("multiple host headers"));
+            return Check::Refuse(
+                StatusCode::BAD_REQUEST,
+                Status::internal("multiple host headers"),
+            );
         }
         if let Err(e) = metadata::validate_bin_headers(headers) {
             return Check::Refuse(StatusCode::BAD_REQUEST, Status::internal(e.to_string()));
@@ -215,7 +259,11 @@ impl<G: Gate> Service<G> {
             };
             route.handler.call(ctx, input, tx, limit).await
         };
-        let shutdown = if streams_out { Some(&self.shutdown) } else { None };
+        let shutdown = if streams_out {
+            Some(&self.shutdown)
+        } else {
+            None
+        };
         match out.drive(work, rx, deadline, shutdown).await {
             End::Done(Ok(trailers)) => out.finish(&Status::new(Code::Ok, ""), trailers),
             End::Done(Err(status)) => out.finish(&status, HeaderMap::new()),
@@ -267,7 +315,8 @@ impl Out {
         Out {
             respond: Some(respond),
             stream: None,
-            request_id: HeaderValue::from_str(request_id).unwrap_or(HeaderValue::from_static("invalid")),
+            request_id: HeaderValue::from_str(request_id)
+                .unwrap_or(HeaderValue::from_static("invalid")),
             headers: HeaderMap::new(),
             writing: Bytes::new(),
             partial: false,
@@ -275,12 +324,18 @@ impl Out {
     }
 
     fn plain(&mut self, answer: PlainResponse) {
-        let Some(mut respond) = self.respond.take() else { return };
+        let Some(mut respond) = self.respond.take() else {
+            return;
+        };
         let mut resp = http::Response::new(());
         *resp.status_mut() = answer.status;
-        resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
-        resp.headers_mut().insert(X_REQUEST_ID.clone(), self.request_id.clone());
-        let Ok(mut stream) = respond.send_response(resp, answer.body.is_empty()) else { return };
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
+        resp.headers_mut()
+            .insert(X_REQUEST_ID.clone(), self.request_id.clone());
+        let Ok(mut stream) = respond.send_response(resp, answer.body.is_empty()) else {
+            return;
+        };
         if !answer.body.is_empty() {
             let _ = stream.send_data(answer.body, true);
         }
@@ -288,7 +343,9 @@ impl Out {
 
     /// Trailers-Only (or a non-200 answer) before anything was sent.
     fn refuse(&mut self, http_status: StatusCode, status: &Status) {
-        let Some(mut respond) = self.respond.take() else { return };
+        let Some(mut respond) = self.respond.take() else {
+            return;
+        };
         let mut resp = http::Response::new(());
         *resp.status_mut() = http_status;
         let h = resp.headers_mut();
@@ -344,7 +401,9 @@ impl Out {
             stream.reserve_capacity(self.writing.len());
             match stream.poll_capacity(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => return Poll::Ready(Err(h2::Error::from(h2::Reason::STREAM_CLOSED))),
+                Poll::Ready(None) => {
+                    return Poll::Ready(Err(h2::Error::from(h2::Reason::STREAM_CLOSED)));
+                }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(e)),
                 Poll::Ready(Some(Ok(0))) => {}
                 Poll::Ready(Some(Ok(n))) => {
@@ -446,10 +505,14 @@ impl Out {
                 put_status(&mut t, status);
                 let _ = stream.send_trailers(t);
             }
-            None if status.code() == Code::Ok && trailers.is_empty() => self.refuse(StatusCode::OK, status),
+            None if status.code() == Code::Ok && trailers.is_empty() => {
+                self.refuse(StatusCode::OK, status)
+            }
             None => {
                 // Trailers-Only carrying trailing metadata.
-                let Some(mut respond) = self.respond.take() else { return status.code() };
+                let Some(mut respond) = self.respond.take() else {
+                    return status.code();
+                };
                 let mut resp = http::Response::new(());
                 let h = resp.headers_mut();
                 *h = trailers;
@@ -464,7 +527,10 @@ impl Out {
 }
 
 fn put_status(h: &mut HeaderMap, status: &Status) {
-    h.insert(GRPC_STATUS.clone(), HeaderValue::from_static(status.code().as_header()));
+    h.insert(
+        GRPC_STATUS.clone(),
+        HeaderValue::from_static(status.code().as_header()),
+    );
     if !status.message().is_empty() {
         let mut enc = encode_message(status.message());
         if enc.len() > MAX_GRPC_MESSAGE_BYTES {
@@ -506,7 +572,10 @@ fn starts_with_ignore_case(s: &[u8], prefix: &[u8]) -> bool {
 fn request_id(headers: &HeaderMap) -> Arc<str> {
     if let Some(v) = headers.get(&X_REQUEST_ID) {
         let b = v.as_bytes();
-        if !b.is_empty() && b.len() <= MAX_REQUEST_ID_BYTES && b.iter().all(|c| c.is_ascii_graphic()) {
+        if !b.is_empty()
+            && b.len() <= MAX_REQUEST_ID_BYTES
+            && b.iter().all(|c| c.is_ascii_graphic())
+        {
             if let Ok(s) = std::str::from_utf8(b) {
                 return Arc::from(s);
             }
@@ -534,10 +603,20 @@ mod tests {
 
     #[test]
     fn content_types() {
-        for ok in [&b"application/grpc"[..], b"application/grpc+proto", b"application/grpc;charset=x", b"Application/GRPC"] {
+        for ok in [
+            &b"application/grpc"[..],
+            b"application/grpc+proto",
+            b"application/grpc;charset=x",
+            b"Application/GRPC",
+        ] {
             assert!(is_grpc_content_type(ok));
         }
-        for bad in [&b"application/json"[..], b"application/grpcx", b"application/grp", b""] {
+        for bad in [
+            &b"application/json"[..],
+            b"application/grpcx",
+            b"application/grp",
+            b"",
+        ] {
             assert!(!is_grpc_content_type(bad));
         }
     }

@@ -11,8 +11,10 @@ const BIN_DECODER: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
-const BIN_ENCODER: GeneralPurpose =
-    GeneralPurpose::new(&base64::alphabet::STANDARD, GeneralPurposeConfig::new().with_encode_padding(false));
+const BIN_ENCODER: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_encode_padding(false),
+);
 
 /// A `-bin` value that is not base64.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 //! or refuses each call from its path and headers.
 
 mod call;
+pub mod client;
 pub mod frame;
 pub mod health;
 pub mod metadata;

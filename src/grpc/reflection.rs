@@ -16,14 +16,16 @@ use super::method::{Method, Shape};
 use super::router::{Context, Requests, Router, Sink};
 use super::status::Status;
 use crate::proto::grpc::reflection::v1::{
-    ErrorResponse, ExtensionNumberResponse, FileDescriptorResponse, ListServiceResponse, ServerReflectionRequest,
-    ServerReflectionResponse, ServiceResponse, server_reflection, server_reflection_request::MessageRequest,
-    server_reflection_response::MessageResponse,
+    ErrorResponse, ExtensionNumberResponse, FileDescriptorResponse, ListServiceResponse,
+    ServerReflectionRequest, ServerReflectionResponse, ServiceResponse, server_reflection,
+    server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
 };
 
 /// The v1alpha path, served with the (wire-identical) v1 types.
-const V1ALPHA: Method<ServerReflectionRequest, ServerReflectionResponse> =
-    Method::new("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", Shape::BidiStreaming);
+const V1ALPHA: Method<ServerReflectionRequest, ServerReflectionResponse> = Method::new(
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    Shape::BidiStreaming,
+);
 
 /// `grpc.StatusCode.NOT_FOUND` in an `ErrorResponse`.
 const NOT_FOUND: i32 = 5;
@@ -85,7 +87,10 @@ pub struct Reflection {
 
 impl Reflection {
     /// Index a descriptor set; `services` are the names `list_services` reports.
-    pub fn new(descriptor_set: &[u8], services: impl IntoIterator<Item = String>) -> Result<Reflection, prost::DecodeError> {
+    pub fn new(
+        descriptor_set: &[u8],
+        services: impl IntoIterator<Item = String>,
+    ) -> Result<Reflection, prost::DecodeError> {
         use prost::Message as _;
         let set = FileSet::decode(descriptor_set)?;
         let mut files = HashMap::new();
@@ -114,7 +119,12 @@ impl Reflection {
             files.insert(name, (raw, file.dependency));
         }
         let services: BTreeSet<String> = services.into_iter().collect();
-        Ok(Reflection { files, symbols, messages, services: services.into_iter().collect() })
+        Ok(Reflection {
+            files,
+            symbols,
+            messages,
+            services: services.into_iter().collect(),
+        })
     }
 
     /// Add both reflection services to a router.
@@ -122,14 +132,23 @@ impl Reflection {
         let me = Arc::new(self);
         for method in [server_reflection::SERVER_REFLECTION_INFO, V1ALPHA] {
             let me = Arc::clone(&me);
-            router.bidi(method, move |_ctx: Context, reqs: Requests<ServerReflectionRequest>, sink: Sink<ServerReflectionResponse>| {
-                let me = Arc::clone(&me);
-                async move { me.serve(reqs, sink).await }
-            });
+            router.bidi(
+                method,
+                move |_ctx: Context,
+                      reqs: Requests<ServerReflectionRequest>,
+                      sink: Sink<ServerReflectionResponse>| {
+                    let me = Arc::clone(&me);
+                    async move { me.serve(reqs, sink).await }
+                },
+            );
         }
     }
 
-    async fn serve(&self, mut reqs: Requests<ServerReflectionRequest>, sink: Sink<ServerReflectionResponse>) -> Result<(), Status> {
+    async fn serve(
+        &self,
+        mut reqs: Requests<ServerReflectionRequest>,
+        sink: Sink<ServerReflectionResponse>,
+    ) -> Result<(), Status> {
         let mut sent = HashSet::new();
         while let Some(req) = reqs.next().await? {
             let answer = self.answer(req.message_request.as_ref(), &mut sent);
@@ -145,16 +164,28 @@ impl Reflection {
 
     /// The answer to one request; `sent` holds the files already sent on
     /// this stream (dependencies are sent once).
-    pub fn answer(&self, req: Option<&MessageRequest>, sent: &mut HashSet<String>) -> MessageResponse {
+    pub fn answer(
+        &self,
+        req: Option<&MessageRequest>,
+        sent: &mut HashSet<String>,
+    ) -> MessageResponse {
         match req {
-            Some(MessageRequest::ListServices(_)) => MessageResponse::ListServicesResponse(ListServiceResponse {
-                service: self.services.iter().map(|name| ServiceResponse { name: name.clone() }).collect(),
-            }),
+            Some(MessageRequest::ListServices(_)) => {
+                MessageResponse::ListServicesResponse(ListServiceResponse {
+                    service: self
+                        .services
+                        .iter()
+                        .map(|name| ServiceResponse { name: name.clone() })
+                        .collect(),
+                })
+            }
             Some(MessageRequest::FileByFilename(name)) => self.files_for(name, sent),
-            Some(MessageRequest::FileContainingSymbol(sym)) => match self.symbols.get(sym.trim_start_matches('.')) {
-                Some(file) => self.files_for(&file.clone(), sent),
-                None => not_found(format!("symbol not found: {sym}")),
-            },
+            Some(MessageRequest::FileContainingSymbol(sym)) => {
+                match self.symbols.get(sym.trim_start_matches('.')) {
+                    Some(file) => self.files_for(&file.clone(), sent),
+                    None => not_found(format!("symbol not found: {sym}")),
+                }
+            }
             Some(MessageRequest::AllExtensionNumbersOfType(ty)) => {
                 if self.messages.contains(ty.trim_start_matches('.')) {
                     MessageResponse::AllExtensionNumbersResponse(ExtensionNumberResponse {
@@ -165,9 +196,10 @@ impl Reflection {
                     not_found(format!("type not found: {ty}"))
                 }
             }
-            Some(MessageRequest::FileContainingExtension(ext)) => {
-                not_found(format!("extension not found: {}({})", ext.containing_type, ext.extension_number))
-            }
+            Some(MessageRequest::FileContainingExtension(ext)) => not_found(format!(
+                "extension not found: {}({})",
+                ext.containing_type, ext.extension_number
+            )),
             None => not_found("empty reflection request".to_string()),
         }
     }
@@ -191,11 +223,18 @@ impl Reflection {
                 sent.insert(n);
             }
         }
-        MessageResponse::FileDescriptorResponse(FileDescriptorResponse { file_descriptor_proto: out })
+        MessageResponse::FileDescriptorResponse(FileDescriptorResponse {
+            file_descriptor_proto: out,
+        })
     }
 }
 
-fn index_message(scope: &str, m: &MessageProto, add: &mut impl FnMut(String), messages: &mut HashSet<String>) {
+fn index_message(
+    scope: &str,
+    m: &MessageProto,
+    add: &mut impl FnMut(String),
+    messages: &mut HashSet<String>,
+) {
     let name = join(scope, m.name.as_deref().unwrap_or_default());
     for n in &m.nested_type {
         index_message(&name, n, add, messages);
@@ -208,11 +247,18 @@ fn index_message(scope: &str, m: &MessageProto, add: &mut impl FnMut(String), me
 }
 
 fn join(scope: &str, name: &str) -> String {
-    if scope.is_empty() { name.to_string() } else { format!("{scope}.{name}") }
+    if scope.is_empty() {
+        name.to_string()
+    } else {
+        format!("{scope}.{name}")
+    }
 }
 
 fn not_found(message: String) -> MessageResponse {
-    MessageResponse::ErrorResponse(ErrorResponse { error_code: NOT_FOUND, error_message: message })
+    MessageResponse::ErrorResponse(ErrorResponse {
+        error_code: NOT_FOUND,
+        error_message: message,
+    })
 }
 
 #[cfg(test)]
@@ -229,11 +275,15 @@ mod tests {
         let r = index();
         let mut sent = HashSet::new();
         let q = MessageRequest::FileContainingSymbol("openshell.v1.OpenShell".into());
-        let MessageResponse::FileDescriptorResponse(first) = r.answer(Some(&q), &mut sent) else { panic!() };
+        let MessageResponse::FileDescriptorResponse(first) = r.answer(Some(&q), &mut sent) else {
+            panic!()
+        };
         // openshell.proto, datamodel.proto, sandbox.proto, google/protobuf/struct.proto
         assert_eq!(first.file_descriptor_proto.len(), 4);
         let q = MessageRequest::FileContainingSymbol("openshell.v1.Sandbox".into());
-        let MessageResponse::FileDescriptorResponse(again) = r.answer(Some(&q), &mut sent) else { panic!() };
+        let MessageResponse::FileDescriptorResponse(again) = r.answer(Some(&q), &mut sent) else {
+            panic!()
+        };
         assert_eq!(again.file_descriptor_proto.len(), 1);
     }
 
@@ -241,14 +291,20 @@ mod tests {
     fn unknown_symbol_is_not_found() {
         let r = index();
         let q = MessageRequest::FileContainingSymbol("no.Such".into());
-        let MessageResponse::ErrorResponse(e) = r.answer(Some(&q), &mut HashSet::new()) else { panic!() };
+        let MessageResponse::ErrorResponse(e) = r.answer(Some(&q), &mut HashSet::new()) else {
+            panic!()
+        };
         assert_eq!(e.error_code, NOT_FOUND);
     }
 
     #[test]
     fn nested_and_method_symbols() {
         let r = index();
-        for sym in ["openshell.v1.OpenShell.Health", "grpc.health.v1.HealthCheckResponse.ServingStatus", "openshell.v1.SandboxPhase"] {
+        for sym in [
+            "openshell.v1.OpenShell.Health",
+            "grpc.health.v1.HealthCheckResponse.ServingStatus",
+            "openshell.v1.SandboxPhase",
+        ] {
             assert!(r.symbols.contains_key(sym), "{sym}");
         }
     }

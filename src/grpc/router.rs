@@ -45,7 +45,8 @@ pub struct Context {
 impl Context {
     /// Time left before the deadline (`None`: no deadline).
     pub fn remaining(&self) -> Option<Duration> {
-        self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
     }
 }
 
@@ -62,7 +63,11 @@ pub struct Reply<T> {
 
 impl<T> From<T> for Reply<T> {
     fn from(message: T) -> Reply<T> {
-        Reply { message, headers: HeaderMap::new(), trailers: HeaderMap::new() }
+        Reply {
+            message,
+            headers: HeaderMap::new(),
+            trailers: HeaderMap::new(),
+        }
     }
 }
 
@@ -76,7 +81,12 @@ pub struct Requests<T> {
 
 impl<T: prost::Message + Default> Requests<T> {
     pub(crate) fn new(body: RecvStream, limit: usize) -> Requests<T> {
-        Requests { body, decoder: Decoder::new(limit), ended: false, types: PhantomData }
+        Requests {
+            body,
+            decoder: Decoder::new(limit),
+            ended: false,
+            types: PhantomData,
+        }
     }
 
     /// The next request message; `Ok(None)` once the client half-closed.
@@ -122,11 +132,15 @@ pub(crate) async fn read_single(body: &mut RecvStream, limit: usize) -> Result<B
     let mut ended = false;
     let first = next_raw(body, &mut decoder, &mut ended).await?;
     let Some(first) = first else {
-        return Err(Status::unimplemented("request cardinality violation: expected 1 request message, got 0"));
+        return Err(Status::unimplemented(
+            "request cardinality violation: expected 1 request message, got 0",
+        ));
     };
     match next_raw(body, &mut decoder, &mut ended).await? {
         None => Ok(first),
-        Some(_) => Err(Status::unimplemented("request cardinality violation: expected 1 request message, got 2 or more")),
+        Some(_) => Err(Status::unimplemented(
+            "request cardinality violation: expected 1 request message, got 2 or more",
+        )),
     }
 }
 
@@ -195,10 +209,17 @@ pub(crate) enum Input {
     Stream(RecvStream),
 }
 
-pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<Option<Reply<Bytes>>, Status>> + Send>>;
+pub(crate) type HandlerFuture =
+    Pin<Box<dyn Future<Output = Result<Option<Reply<Bytes>>, Status>> + Send>>;
 
 pub(crate) trait Erased: Send + Sync {
-    fn call(&self, ctx: Context, input: Input, sink: Option<mpsc::Sender<Bytes>>, limit: usize) -> HandlerFuture;
+    fn call(
+        &self,
+        ctx: Context,
+        input: Input,
+        sink: Option<mpsc::Sender<Bytes>>,
+        limit: usize,
+    ) -> HandlerFuture;
 }
 
 /// One registered method.
@@ -251,7 +272,14 @@ impl Router {
         if let Some((service, _)) = path.strip_prefix('/').and_then(|p| p.rsplit_once('/')) {
             self.services.insert(service.to_string());
         }
-        self.routes.insert(path, Route { path, shape, handler });
+        self.routes.insert(
+            path,
+            Route {
+                path,
+                shape,
+                handler,
+            },
+        );
     }
 
     /// Register a unary handler.
@@ -264,7 +292,14 @@ impl Router {
         R: Into<Reply<Resp>> + 'static,
     {
         assert_eq!(method.shape, Shape::Unary, "{} is not unary", method.path);
-        self.insert(method.path, method.shape, Box::new(Unary { f: Arc::new(f), types: PhantomData }));
+        self.insert(
+            method.path,
+            method.shape,
+            Box::new(Unary {
+                f: Arc::new(f),
+                types: PhantomData,
+            }),
+        );
     }
 
     /// Register a server-streaming handler.
@@ -275,8 +310,20 @@ impl Router {
         F: Fn(Context, Req, Sink<Resp>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), Status>> + Send + 'static,
     {
-        assert_eq!(method.shape, Shape::ServerStreaming, "{} is not server-streaming", method.path);
-        self.insert(method.path, method.shape, Box::new(ServerStreaming { f: Arc::new(f), types: PhantomData }));
+        assert_eq!(
+            method.shape,
+            Shape::ServerStreaming,
+            "{} is not server-streaming",
+            method.path
+        );
+        self.insert(
+            method.path,
+            method.shape,
+            Box::new(ServerStreaming {
+                f: Arc::new(f),
+                types: PhantomData,
+            }),
+        );
     }
 
     /// Register a client-streaming handler.
@@ -288,8 +335,20 @@ impl Router {
         Fut: Future<Output = Result<R, Status>> + Send + 'static,
         R: Into<Reply<Resp>> + 'static,
     {
-        assert_eq!(method.shape, Shape::ClientStreaming, "{} is not client-streaming", method.path);
-        self.insert(method.path, method.shape, Box::new(ClientStreaming { f: Arc::new(f), types: PhantomData }));
+        assert_eq!(
+            method.shape,
+            Shape::ClientStreaming,
+            "{} is not client-streaming",
+            method.path
+        );
+        self.insert(
+            method.path,
+            method.shape,
+            Box::new(ClientStreaming {
+                f: Arc::new(f),
+                types: PhantomData,
+            }),
+        );
     }
 
     /// Register a bidirectional-streaming handler.
@@ -300,14 +359,33 @@ impl Router {
         F: Fn(Context, Requests<Req>, Sink<Resp>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), Status>> + Send + 'static,
     {
-        assert_eq!(method.shape, Shape::BidiStreaming, "{} is not bidi-streaming", method.path);
-        self.insert(method.path, method.shape, Box::new(Bidi { f: Arc::new(f), types: PhantomData }));
+        assert_eq!(
+            method.shape,
+            Shape::BidiStreaming,
+            "{} is not bidi-streaming",
+            method.path
+        );
+        self.insert(
+            method.path,
+            method.shape,
+            Box::new(Bidi {
+                f: Arc::new(f),
+                types: PhantomData,
+            }),
+        );
     }
 }
 
-fn encode_reply<Resp: prost::Message>(reply: Reply<Resp>, limit: usize) -> Result<Option<Reply<Bytes>>, Status> {
+fn encode_reply<Resp: prost::Message>(
+    reply: Reply<Resp>,
+    limit: usize,
+) -> Result<Option<Reply<Bytes>>, Status> {
     let message = encode_limited(&reply.message, limit)?;
-    Ok(Some(Reply { message, headers: reply.headers, trailers: reply.trailers }))
+    Ok(Some(Reply {
+        message,
+        headers: reply.headers,
+        trailers: reply.trailers,
+    }))
 }
 
 fn misuse() -> Status {
@@ -327,10 +405,18 @@ where
     Fut: Future<Output = Result<R, Status>> + Send + 'static,
     R: Into<Reply<Resp>> + 'static,
 {
-    fn call(&self, ctx: Context, input: Input, _sink: Option<mpsc::Sender<Bytes>>, limit: usize) -> HandlerFuture {
+    fn call(
+        &self,
+        ctx: Context,
+        input: Input,
+        _sink: Option<mpsc::Sender<Bytes>>,
+        limit: usize,
+    ) -> HandlerFuture {
         let f = Arc::clone(&self.f);
         Box::pin(async move {
-            let Input::One(bytes) = input else { return Err(misuse()) };
+            let Input::One(bytes) = input else {
+                return Err(misuse());
+            };
             let req = decode::<Req>(bytes)?;
             let reply: Reply<Resp> = f(ctx, req).await?.into();
             encode_reply(reply, limit)
@@ -350,12 +436,29 @@ where
     F: Fn(Context, Req, Sink<Resp>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), Status>> + Send + 'static,
 {
-    fn call(&self, ctx: Context, input: Input, sink: Option<mpsc::Sender<Bytes>>, limit: usize) -> HandlerFuture {
+    fn call(
+        &self,
+        ctx: Context,
+        input: Input,
+        sink: Option<mpsc::Sender<Bytes>>,
+        limit: usize,
+    ) -> HandlerFuture {
         let f = Arc::clone(&self.f);
         Box::pin(async move {
-            let (Input::One(bytes), Some(tx)) = (input, sink) else { return Err(misuse()) };
+            let (Input::One(bytes), Some(tx)) = (input, sink) else {
+                return Err(misuse());
+            };
             let req = decode::<Req>(bytes)?;
-            f(ctx, req, Sink { tx, limit, types: PhantomData }).await?;
+            f(
+                ctx,
+                req,
+                Sink {
+                    tx,
+                    limit,
+                    types: PhantomData,
+                },
+            )
+            .await?;
             Ok(None)
         })
     }
@@ -374,10 +477,18 @@ where
     Fut: Future<Output = Result<R, Status>> + Send + 'static,
     R: Into<Reply<Resp>> + 'static,
 {
-    fn call(&self, ctx: Context, input: Input, _sink: Option<mpsc::Sender<Bytes>>, limit: usize) -> HandlerFuture {
+    fn call(
+        &self,
+        ctx: Context,
+        input: Input,
+        _sink: Option<mpsc::Sender<Bytes>>,
+        limit: usize,
+    ) -> HandlerFuture {
         let f = Arc::clone(&self.f);
         Box::pin(async move {
-            let Input::Stream(body) = input else { return Err(misuse()) };
+            let Input::Stream(body) = input else {
+                return Err(misuse());
+            };
             let reply: Reply<Resp> = f(ctx, Requests::new(body, limit)).await?.into();
             encode_reply(reply, limit)
         })
@@ -396,11 +507,28 @@ where
     F: Fn(Context, Requests<Req>, Sink<Resp>) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), Status>> + Send + 'static,
 {
-    fn call(&self, ctx: Context, input: Input, sink: Option<mpsc::Sender<Bytes>>, limit: usize) -> HandlerFuture {
+    fn call(
+        &self,
+        ctx: Context,
+        input: Input,
+        sink: Option<mpsc::Sender<Bytes>>,
+        limit: usize,
+    ) -> HandlerFuture {
         let f = Arc::clone(&self.f);
         Box::pin(async move {
-            let (Input::Stream(body), Some(tx)) = (input, sink) else { return Err(misuse()) };
-            f(ctx, Requests::new(body, limit), Sink { tx, limit, types: PhantomData }).await?;
+            let (Input::Stream(body), Some(tx)) = (input, sink) else {
+                return Err(misuse());
+            };
+            f(
+                ctx,
+                Requests::new(body, limit),
+                Sink {
+                    tx,
+                    limit,
+                    types: PhantomData,
+                },
+            )
+            .await?;
             Ok(None)
         })
     }

@@ -28,10 +28,15 @@ impl std::error::Error for MalformedTimeout {}
 /// Parse a `grpc-timeout` value into a duration (clamped to `MAX_TIMEOUT`).
 pub fn parse(value: &[u8]) -> Result<Duration, MalformedTimeout> {
     let (unit, digits) = value.split_last().ok_or(MalformedTimeout)?;
-    if digits.is_empty() || digits.len() > MAX_TIMEOUT_DIGITS || !digits.iter().all(u8::is_ascii_digit) {
+    if digits.is_empty()
+        || digits.len() > MAX_TIMEOUT_DIGITS
+        || !digits.iter().all(u8::is_ascii_digit)
+    {
         return Err(MalformedTimeout);
     }
-    let n = digits.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
+    let n = digits
+        .iter()
+        .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
     let d = match unit {
         b'H' => Duration::from_secs(n.saturating_mul(3600)),
         b'M' => Duration::from_secs(n.saturating_mul(60)),
@@ -49,8 +54,14 @@ pub fn parse(value: &[u8]) -> Result<Duration, MalformedTimeout> {
 pub fn format(d: Duration) -> String {
     const LIMIT: u128 = 100_000_000;
     let nanos = d.as_nanos();
-    let units: [(u128, char); 6] =
-        [(1, 'n'), (1_000, 'u'), (1_000_000, 'm'), (1_000_000_000, 'S'), (60_000_000_000, 'M'), (3_600_000_000_000, 'H')];
+    let units: [(u128, char); 6] = [
+        (1, 'n'),
+        (1_000, 'u'),
+        (1_000_000, 'm'),
+        (1_000_000_000, 'S'),
+        (60_000_000_000, 'M'),
+        (3_600_000_000_000, 'H'),
+    ];
     for (per, unit) in units {
         let v = nanos.div_ceil(per);
         if v < LIMIT {
@@ -78,14 +89,35 @@ mod tests {
 
     #[test]
     fn malformed_values() {
-        for bad in [&b"xyz"[..], b"123456789S", b"5x", b"", b"S", b"-1S", b" 1S", b"1 S", b"1s", b"1.5S"] {
-            assert_eq!(parse(bad), Err(MalformedTimeout), "{:?}", String::from_utf8_lossy(bad));
+        for bad in [
+            &b"xyz"[..],
+            b"123456789S",
+            b"5x",
+            b"",
+            b"S",
+            b"-1S",
+            b" 1S",
+            b"1 S",
+            b"1s",
+            b"1.5S",
+        ] {
+            assert_eq!(
+                parse(bad),
+                Err(MalformedTimeout),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
     #[test]
     fn format_round_trips_within_rounding() {
-        for d in [Duration::from_millis(1500), Duration::from_secs(10), Duration::from_nanos(1), Duration::from_secs(86400 * 400)] {
+        for d in [
+            Duration::from_millis(1500),
+            Duration::from_secs(10),
+            Duration::from_nanos(1),
+            Duration::from_secs(86400 * 400),
+        ] {
             let s = format(d);
             let back = parse(s.as_bytes()).unwrap();
             assert!(back >= d.min(MAX_TIMEOUT), "{s}");

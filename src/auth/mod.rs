@@ -1,0 +1,3 @@
+//! Authentication and authorization.
+
+pub mod policy;

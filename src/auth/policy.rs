@@ -1,0 +1,412 @@
+//! The authorization table (shared/spec/api.md, "Method classes, roles and
+//! scopes"): every upstream method path, including the ones slimgate answers
+//! UNIMPLEMENTED, with its class, required role and required scope. This is
+//! the only place a method's class is written down.
+
+/// How a method authenticates its caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    /// No credential (Health, supervisor session and relay streams, health
+    /// checking and reflection).
+    Unauthenticated,
+    /// Only `x-sandbox-secret`; a bearer token is never accepted.
+    SandboxSecret,
+    /// A valid sandbox secret, or else a bearer token.
+    Dual,
+    /// A bearer token (OIDC), or nothing in development mode.
+    Bearer,
+}
+
+/// The role a bearer caller needs (when roles are on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `--oidc-user-role` (admin implies user).
+    User,
+    /// `--oidc-admin-role`.
+    Admin,
+}
+
+/// One row of the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// The method path.
+    pub path: &'static str,
+    /// Its class.
+    pub class: Class,
+    /// Role on the bearer path (`None` for methods that have no bearer path).
+    pub role: Option<Role>,
+    /// Scope on the bearer path; `None` means the method is not in the scope
+    /// map, so only `openshell:all` grants it.
+    pub scope: Option<&'static str>,
+    /// Whether an allowed call changes state (audited when allowed).
+    pub mutating: bool,
+}
+
+/// The scope that grants every method.
+pub const ALL_SCOPE: &str = "openshell:all";
+
+const fn unauth(path: &'static str) -> Rule {
+    Rule {
+        path,
+        class: Class::Unauthenticated,
+        role: None,
+        scope: None,
+        mutating: false,
+    }
+}
+
+const fn secret(path: &'static str, mutating: bool) -> Rule {
+    Rule {
+        path,
+        class: Class::SandboxSecret,
+        role: None,
+        scope: None,
+        mutating,
+    }
+}
+
+const fn dual(path: &'static str, role: Role, scope: &'static str, mutating: bool) -> Rule {
+    Rule {
+        path,
+        class: Class::Dual,
+        role: Some(role),
+        scope: Some(scope),
+        mutating,
+    }
+}
+
+const fn bearer(
+    path: &'static str,
+    role: Role,
+    scope: Option<&'static str>,
+    mutating: bool,
+) -> Rule {
+    Rule {
+        path,
+        class: Class::Bearer,
+        role: Some(role),
+        scope,
+        mutating,
+    }
+}
+
+use Role::{Admin, User};
+
+/// Every upstream method path (exact matches).
+pub const TABLE: &[Rule] = &[
+    unauth("/openshell.v1.OpenShell/Health"),
+    unauth("/openshell.v1.OpenShell/ConnectSupervisor"),
+    unauth("/openshell.v1.OpenShell/RelayStream"),
+    // Dead upstream entry: inference.proto has no Health RPC.
+    unauth("/openshell.inference.v1.Inference/Health"),
+    secret("/openshell.v1.OpenShell/ReportPolicyStatus", true),
+    secret("/openshell.v1.OpenShell/PushSandboxLogs", true),
+    secret(
+        "/openshell.v1.OpenShell/GetSandboxProviderEnvironment",
+        false,
+    ),
+    secret("/openshell.v1.OpenShell/SubmitPolicyAnalysis", true),
+    // Dead upstream entry: sandbox.proto defines no service.
+    secret(
+        "/openshell.sandbox.v1.SandboxService/GetSandboxConfig",
+        false,
+    ),
+    secret(
+        "/openshell.inference.v1.Inference/GetInferenceBundle",
+        false,
+    ),
+    dual(
+        "/openshell.v1.OpenShell/UpdateConfig",
+        Admin,
+        "config:write",
+        true,
+    ),
+    dual(
+        "/openshell.v1.OpenShell/GetSandboxConfig",
+        User,
+        "config:read",
+        false,
+    ),
+    bearer(
+        "/openshell.v1.OpenShell/CreateSandbox",
+        User,
+        Some("sandbox:write"),
+        true,
+    ),
+    bearer(
+        "/openshell.v1.OpenShell/GetSandbox",
+        User,
+        Some("sandbox:read"),
+        false,
+    ),
+    bearer(
+        "/openshell.v1.OpenShell/ListSandboxes",
+        User,
+        Some("sandbox:read"),
+        false,
+    ),
+    bearer(
+        "/openshell.v1.OpenShell/DeleteSandbox",
+        User,
+        Some("sandbox:write"),
+        true,
+    ),
+    bearer(
+        "/openshell.v1.OpenShell/CreateSshSession",
+        User,
+        Some("sandbox:write"),
+        true,
+    ),
+    bearer(
+        "/openshell.v1.OpenShell/RevokeSshSession",
+        User,
+        Some("sandbox:write"),
+        true,
+    ),
+    bearer(
+        "/openshell.v1.OpenShell/ExecSandbox",
+        User,
+        Some("sandbox:write"),
+        true,
+    ),
+    bearer(
+        "/openshell.v1.OpenShell/CreateProvider",
+        Admin,
+        Some("provider:write"),
+        true,
+    ),
+    bearer(
+        "/openshell.v1.OpenShell/GetProvider",
+        User,
+        Some("provider:read"),
+        false,
+    ),
+    bearer(
+        "/openshell.v1.OpenShell/ListProviders",
+        User,
+        Some("provider:read"),
+        false,
+    ),
+    bearer(
+        "/openshell.v1.OpenShell/ListProviderProfiles",
+        User,
+        None,
+        false,
+    ),
+    bearer(
+        "/openshell.v1.OpenShell/GetProviderProfile",
+        User,
+        None,
+        false,
+    ),
+    // Upstream requires only the user role here (not admin).
+    bearer(
+        "/openshell.v1.OpenShell/ImportProviderProfiles",
+        User,
+        None,
+        true,
+    ),
+    bearer(
+        "/openshell.v1.OpenShell/LintProviderProfiles",
+        User,
+        None,
+        false,
+    ),
+    bearer(
+        "/openshell.v1.OpenShell/UpdateProvider",
+        Admin,
+        Some("provider:write"),
+        true,
+    ),
+    bearer(
+        "/openshell.v1.OpenShell/DeleteProvider",
+        Admin,
+        Some("provider:write"),
+        true,
+    ),
+    // Upstream requires only the user role here (not admin).
+    bearer(
+        "/openshell.v1.OpenShell/DeleteProviderProfile",
+        User,
+        None,
+        true,
+    ),
+    bearer(
+        "/openshell.v1.OpenShell/GetGatewayConfig",
+        User,
+        Some("config:read"),
+        false,
+    ),
+    bearer(
+        "/openshell.v1.OpenShell/GetSandboxPolicyStatus",
+        User,
+        Some("sandbox:read"),
+        false,
+    ),
+    bearer(
+        "/openshell.v1.OpenShell/ListSandboxPolicies",
+        User,
+        Some("sandbox:read"),
+        false,
+    ),
+    bearer(
+        "/openshell.v1.OpenShell/GetSandboxLogs",
+        User,
+        Some("sandbox:read"),
+        false,
+    ),
+    bearer(
+        "/openshell.v1.OpenShell/WatchSandbox",
+        User,
+        Some("sandbox:read"),
+        false,
+    ),
+    bearer(
+        "/openshell.v1.OpenShell/GetDraftPolicy",
+        User,
+        Some("config:read"),
+        false,
+    ),
+    bearer(
+        "/openshell.v1.OpenShell/ApproveDraftChunk",
+        Admin,
+        Some("config:write"),
+        true,
+    ),
+    bearer(
+        "/openshell.v1.OpenShell/RejectDraftChunk",
+        Admin,
+        Some("config:write"),
+        true,
+    ),
+    bearer(
+        "/openshell.v1.OpenShell/ApproveAllDraftChunks",
+        Admin,
+        Some("config:write"),
+        true,
+    ),
+    bearer(
+        "/openshell.v1.OpenShell/EditDraftChunk",
+        Admin,
+        Some("config:write"),
+        true,
+    ),
+    bearer(
+        "/openshell.v1.OpenShell/UndoDraftChunk",
+        Admin,
+        Some("config:write"),
+        true,
+    ),
+    bearer(
+        "/openshell.v1.OpenShell/ClearDraftChunks",
+        Admin,
+        Some("config:write"),
+        true,
+    ),
+    bearer(
+        "/openshell.v1.OpenShell/GetDraftHistory",
+        User,
+        Some("config:read"),
+        false,
+    ),
+    bearer(
+        "/openshell.inference.v1.Inference/SetClusterInference",
+        Admin,
+        Some("inference:write"),
+        true,
+    ),
+    bearer(
+        "/openshell.inference.v1.Inference/GetClusterInference",
+        User,
+        Some("inference:read"),
+        false,
+    ),
+];
+
+/// Path prefixes that need no credential (standard gRPC services).
+pub const UNAUTHENTICATED_PREFIXES: &[&str] = &["/grpc.reflection.", "/grpc.health."];
+
+/// The rule for a path. An unknown path is bearer (user role, `openshell:all`),
+/// so it is authenticated before it is answered UNIMPLEMENTED.
+pub fn rule(path: &str) -> Rule {
+    if let Some(r) = TABLE.iter().find(|r| r.path == path) {
+        return *r;
+    }
+    if UNAUTHENTICATED_PREFIXES.iter().any(|p| path.starts_with(p)) {
+        return Rule {
+            path: "",
+            class: Class::Unauthenticated,
+            role: None,
+            scope: None,
+            mutating: false,
+        };
+    }
+    Rule {
+        path: "",
+        class: Class::Bearer,
+        role: Some(Role::User),
+        scope: None,
+        mutating: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_methods_are_exactly_upstreams() {
+        let mut admin: Vec<&str> = TABLE
+            .iter()
+            .filter(|r| r.role == Some(Role::Admin))
+            .map(|r| r.path.rsplit('/').next().unwrap_or_default())
+            .collect();
+        admin.sort_unstable();
+        let mut expected = vec![
+            "CreateProvider",
+            "UpdateProvider",
+            "DeleteProvider",
+            "UpdateConfig",
+            "ApproveDraftChunk",
+            "ApproveAllDraftChunks",
+            "RejectDraftChunk",
+            "EditDraftChunk",
+            "UndoDraftChunk",
+            "ClearDraftChunks",
+            "SetClusterInference",
+        ];
+        expected.sort_unstable();
+        assert_eq!(admin, expected);
+    }
+
+    #[test]
+    fn every_implemented_method_is_in_the_table() {
+        use crate::proto::openshell::inference::v1::inference;
+        use crate::proto::openshell::v1::open_shell;
+        for m in open_shell::METHODS.iter().chain(inference::METHODS) {
+            assert!(
+                TABLE.iter().any(|r| r.path == m.path),
+                "{} missing from the table",
+                m.path
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_paths_are_bearer_and_standard_services_open() {
+        assert_eq!(rule("/x.Y/Z").class, Class::Bearer);
+        assert_eq!(rule("/x.Y/Z").scope, None);
+        assert_eq!(
+            rule("/grpc.health.v1.Health/Check").class,
+            Class::Unauthenticated
+        );
+        assert_eq!(
+            rule("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo").class,
+            Class::Unauthenticated
+        );
+        assert_eq!(
+            rule("/openshell.v1.OpenShell/UpdateConfig").class,
+            Class::Dual
+        );
+    }
+}

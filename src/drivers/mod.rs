@@ -1,0 +1,4 @@
+//! The gateway's clients of its driver sidecars: the shared Unix-socket
+//! pool, the compute driver and the credentials driver.
+
+pub mod uds;

@@ -1,0 +1,400 @@
+//! Connecting to a driver sidecar over a Unix socket, in one place.
+//!
+//! - `connect_with_retry(path, attempts, interval)` is the startup wait both
+//!   drivers use (upstream's default: 100 attempts, 100 ms apart).
+//! - `Pool` keeps a few HTTP/2 connections to one socket. Calls are spread
+//!   over the live ones; a broken connection is replaced in the background
+//!   with exponential backoff and jitter (100 ms up to 5 s) while calls use
+//!   the others; when none is live a call fails at once with UNAVAILABLE
+//!   instead of hanging. Every call carries a deadline: the inbound call's
+//!   remaining time, capped by `--driver-timeout-secs`.
+//! - A driver's status is mapped deliberately (`map_status`): the codes the
+//!   gateway reacts to pass through with the driver's message, UNAVAILABLE
+//!   and DEADLINE_EXCEEDED stay what they are, anything else is INTERNAL
+//!   naming the driver call.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use h2::client::SendRequest;
+use tokio::net::UnixStream;
+
+use crate::grpc::client::{self, CallOptions, Streaming};
+use crate::grpc::{Code, Method, Status};
+use crate::log;
+use crate::readiness::{Component, Readiness};
+
+/// Startup: connection attempts before giving up (upstream's default).
+pub const STARTUP_ATTEMPTS: u32 = 100;
+/// Startup: time between attempts.
+pub const STARTUP_INTERVAL: Duration = Duration::from_millis(100);
+/// Reconnect backoff: first delay.
+pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
+/// Reconnect backoff: largest delay.
+pub const RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// The HTTP/2 handshake with a driver must finish within this time.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Try to connect to `path` up to `attempts` times, `interval` apart.
+/// The error carries the last failure.
+pub async fn connect_with_retry(
+    path: &Path,
+    attempts: u32,
+    interval: Duration,
+) -> Result<UnixStream, std::io::Error> {
+    let mut last = std::io::Error::new(std::io::ErrorKind::NotFound, "no attempt made");
+    for attempt in 0..attempts.max(1) {
+        match UnixStream::connect(path).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+        if attempt + 1 < attempts {
+            tokio::time::sleep(interval).await;
+        }
+    }
+    Err(last)
+}
+
+/// A connected HTTP/2 client over one Unix stream. The connection future
+/// is handed back so the caller decides who drives it.
+async fn handshake(
+    stream: UnixStream,
+    max_message_bytes: usize,
+) -> Result<
+    (
+        SendRequest<Bytes>,
+        h2::client::Connection<UnixStream, Bytes>,
+    ),
+    String,
+> {
+    let mut builder = h2::client::Builder::new();
+    let window = u32::try_from(max_message_bytes.clamp(65_535, 16 << 20)).unwrap_or(65_535);
+    builder
+        .initial_window_size(window)
+        .initial_connection_window_size(window.saturating_mul(2));
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, builder.handshake(stream)).await {
+        Ok(Ok(pair)) => Ok(pair),
+        Ok(Err(e)) => Err(format!("HTTP/2 handshake failed: {e}")),
+        Err(_) => Err("HTTP/2 handshake timed out".to_string()),
+    }
+}
+
+/// Which driver a pool talks to (for messages and readiness).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Driver {
+    /// `openshell.compute.v1.ComputeDriver`
+    Compute,
+    /// `openshell.credentials.v1.CredentialsDriver`
+    Credentials,
+}
+
+impl Driver {
+    /// "compute driver" / "credentials driver"
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::Compute => "compute driver",
+            Driver::Credentials => "credentials driver",
+        }
+    }
+
+    fn component(self) -> Component {
+        match self {
+            Driver::Compute => Component::ComputeDriver,
+            Driver::Credentials => Component::CredentialsDriver,
+        }
+    }
+}
+
+/// Pool settings.
+#[derive(Clone, Debug)]
+pub struct PoolConfig {
+    /// The driver's socket.
+    pub path: PathBuf,
+    /// HTTP/2 connections kept.
+    pub connections: usize,
+    /// Cap on one call.
+    pub call_timeout: Duration,
+    /// Largest message either way.
+    pub max_message_bytes: usize,
+}
+
+struct Shared {
+    driver: Driver,
+    config: PoolConfig,
+    slots: Vec<Mutex<Option<SendRequest<Bytes>>>>,
+    live: AtomicUsize,
+    next: AtomicUsize,
+    last_error: Mutex<String>,
+    readiness: Option<Readiness>,
+}
+
+/// A few HTTP/2 connections to one driver socket.
+#[derive(Clone)]
+pub struct Pool {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("driver", &self.shared.driver)
+            .field("live", &self.live())
+            .finish()
+    }
+}
+
+impl Pool {
+    /// Wait for the socket (startup retry policy), connect every slot, and
+    /// keep them connected in the background. Fails with the
+    /// "timed out waiting for …" message if the socket never appears.
+    pub async fn connect(
+        driver: Driver,
+        config: PoolConfig,
+        readiness: Option<Readiness>,
+        attempts: u32,
+        interval: Duration,
+    ) -> Result<Pool, String> {
+        let first = connect_with_retry(&config.path, attempts, interval)
+            .await
+            .map_err(|e| {
+                format!(
+                    "timed out waiting for external {} socket '{}': {e}",
+                    driver.name(),
+                    config.path.display()
+                )
+            })?;
+        let n = config.connections.max(1);
+        let shared = Arc::new(Shared {
+            driver,
+            slots: (0..n).map(|_| Mutex::new(None)).collect(),
+            live: AtomicUsize::new(0),
+            next: AtomicUsize::new(0),
+            last_error: Mutex::new(String::new()),
+            readiness,
+            config,
+        });
+        let pool = Pool { shared };
+        let mut first = Some(first);
+        for i in 0..n {
+            let stream = match first.take() {
+                Some(s) => Some(s),
+                None => UnixStream::connect(&pool.shared.config.path).await.ok(),
+            };
+            let shared = Arc::clone(&pool.shared);
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            tokio::spawn(maintain(shared, i, stream, tx));
+            // Wait for the slot's first attempt so calls right after startup
+            // find live connections.
+            let _ = rx.await;
+        }
+        if pool.live() == 0 {
+            return Err(format!(
+                "cannot connect to the {} at '{}': {}",
+                driver.name(),
+                pool.shared.config.path.display(),
+                pool.last_error()
+            ));
+        }
+        Ok(pool)
+    }
+
+    /// Live connections now.
+    pub fn live(&self) -> usize {
+        self.shared.live.load(Ordering::SeqCst)
+    }
+
+    /// Which driver this pool talks to.
+    pub fn driver(&self) -> Driver {
+        self.shared.driver
+    }
+
+    fn last_error(&self) -> String {
+        self.shared
+            .last_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// A live connection, round-robin; UNAVAILABLE at once if none is live.
+    fn pick(&self) -> Result<SendRequest<Bytes>, Status> {
+        let n = self.shared.slots.len();
+        let start = self.shared.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            let slot = self.shared.slots[(start + i) % n]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if let Some(s) = slot.as_ref() {
+                return Ok(s.clone());
+            }
+        }
+        Err(Status::unavailable(format!(
+            "{} unavailable: {}",
+            self.shared.driver.name(),
+            self.last_error()
+        )))
+    }
+
+    fn options(&self, inbound_deadline: Option<Instant>) -> CallOptions {
+        let cap = Instant::now() + self.shared.config.call_timeout;
+        let deadline = match inbound_deadline {
+            Some(d) if d < cap => d,
+            _ => cap,
+        };
+        CallOptions {
+            deadline: Some(deadline),
+            max_message_bytes: self.shared.config.max_message_bytes,
+        }
+    }
+
+    /// One unary driver call, with the inbound deadline (capped) and the
+    /// status mapping applied.
+    pub async fn unary<Req, Resp>(
+        &self,
+        method: Method<Req, Resp>,
+        req: &Req,
+        inbound_deadline: Option<Instant>,
+    ) -> Result<Resp, Status>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let sender = self.pick()?;
+        client::unary(&sender, method, req, self.options(inbound_deadline))
+            .await
+            .map_err(|s| map_status(self.shared.driver, method.name(), s))
+    }
+
+    /// Open a server stream (no deadline once open).
+    pub async fn server_streaming<Req, Resp>(
+        &self,
+        method: Method<Req, Resp>,
+        req: &Req,
+    ) -> Result<Streaming<Resp>, Status>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let sender = self.pick()?;
+        client::server_streaming(&sender, method, req, self.options(None))
+            .await
+            .map_err(|s| map_status(self.shared.driver, method.name(), s))
+    }
+}
+
+/// Keep slot `i` connected for as long as the process lives.
+async fn maintain(
+    shared: Arc<Shared>,
+    i: usize,
+    mut stream: Option<UnixStream>,
+    first: tokio::sync::oneshot::Sender<()>,
+) {
+    let mut first = Some(first);
+    let mut delay = RECONNECT_MIN;
+    loop {
+        let s = match stream.take() {
+            Some(s) => Ok(s),
+            None => UnixStream::connect(&shared.config.path)
+                .await
+                .map_err(|e| e.to_string()),
+        };
+        let connected = match s {
+            Ok(s) => handshake(s, shared.config.max_message_bytes).await,
+            Err(e) => Err(e),
+        };
+        match connected {
+            Ok((sender, connection)) => {
+                *shared.slots[i]
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = Some(sender);
+                set_live(&shared, 1);
+                if let Some(tx) = first.take() {
+                    let _ = tx.send(());
+                }
+                delay = RECONNECT_MIN;
+                let ended = connection.await;
+                *shared.slots[i]
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = None;
+                let why = match ended {
+                    Ok(()) => "connection closed by the driver".to_string(),
+                    Err(e) => format!("connection lost: {e}"),
+                };
+                log::warn("driver connection lost")
+                    .str("driver", shared.driver.name())
+                    .str("error", &why)
+                    .emit();
+                *shared
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = why;
+                set_live(&shared, -1);
+            }
+            Err(e) => {
+                *shared
+                    .last_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner) = e;
+                if let Some(tx) = first.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+        tokio::time::sleep(jitter(delay)).await;
+        delay = (delay * 2).min(RECONNECT_MAX);
+    }
+}
+
+fn set_live(shared: &Shared, delta: isize) {
+    let now = if delta > 0 {
+        shared.live.fetch_add(1, Ordering::SeqCst) + 1
+    } else {
+        shared.live.fetch_sub(1, Ordering::SeqCst).saturating_sub(1)
+    };
+    if let Some(r) = &shared.readiness {
+        r.set(shared.driver.component(), now > 0);
+    }
+    if now == 0 {
+        log::warn("no live driver connection")
+            .str("driver", shared.driver.name())
+            .emit();
+    } else if delta > 0 && now == 1 {
+        log::info("driver connected")
+            .str("driver", shared.driver.name())
+            .emit();
+    }
+}
+
+/// `d` scaled by a random factor in [0.5, 1.0).
+fn jitter(d: Duration) -> Duration {
+    let mut b = [0u8; 1];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
+    d.mul_f64(0.5 + f64::from(b[0]) / 512.0)
+}
+
+/// drivers.md: the codes the gateway reacts to pass through with the
+/// driver's message; UNAVAILABLE and DEADLINE_EXCEEDED stay; anything else
+/// is INTERNAL naming the call.
+pub fn map_status(driver: Driver, call: &str, s: Status) -> Status {
+    match s.code() {
+        Code::AlreadyExists | Code::FailedPrecondition | Code::InvalidArgument | Code::NotFound => {
+            s
+        }
+        Code::Unavailable => {
+            Status::unavailable(format!("{} unavailable: {}", driver.name(), s.message()))
+        }
+        Code::DeadlineExceeded => Status::deadline_exceeded(format!(
+            "{} call {call} timed out: {}",
+            driver.name(),
+            s.message()
+        )),
+        code => Status::internal(format!(
+            "{} call {call} failed: {code}: {}",
+            driver.name(),
+            s.message()
+        )),
+    }
+}

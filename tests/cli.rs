@@ -1,0 +1,151 @@
+//! The binary's command line: every validation rule of config.md exits with
+//! code 2 and one line naming the problem; `--help` lists every flag.
+
+use std::process::{Command, Output};
+
+fn slimgate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_slimgate"))
+        .args(args)
+        .env_clear()
+        .output()
+        .expect("run slimgate")
+}
+
+fn refused(args: &[&str], needle: &str) {
+    let out = slimgate(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one line expected: {stderr}");
+    assert!(
+        stderr.contains(needle),
+        "{args:?}: {stderr:?} lacks {needle:?}"
+    );
+}
+
+#[test]
+fn non_numeric_port() {
+    refused(&["--port", "http"], "--port");
+    refused(&["--port", "http"], "\"http\"");
+}
+
+#[test]
+fn out_of_range_port() {
+    refused(&["--port", "65536"], "from 0 to 65535");
+    refused(&["--health-port", "-1"], "--health-port");
+}
+
+#[test]
+fn port_equal_to_health_port() {
+    refused(
+        &["--port", "9000", "--health-port", "9000"],
+        "--port and --health-port must differ",
+    );
+}
+
+#[test]
+fn only_one_role_empty() {
+    refused(
+        &[
+            "--oidc-issuer",
+            "http://idp/realms/x",
+            "--oidc-admin-role",
+            "",
+        ],
+        "--oidc-admin-role and --oidc-user-role",
+    );
+    refused(
+        &["--oidc-issuer", "http://idp/realms/x", "--oidc-user-role="],
+        "both be set",
+    );
+}
+
+#[test]
+fn unsupported_drivers_value() {
+    refused(&["--drivers", "kubernetes"], "`external`");
+}
+
+#[test]
+fn https_issuer_without_tls() {
+    if cfg!(feature = "tls") {
+        return;
+    }
+    refused(
+        &["--oidc-issuer", "https://idp.example/realms/x"],
+        "--features tls",
+    );
+}
+
+#[test]
+fn security_flags_the_build_cannot_honour() {
+    if cfg!(feature = "tls") {
+        return;
+    }
+    refused(&["--tls-cert", "/etc/cert.pem"], "--tls-cert");
+    refused(&["--tls-client-ca", "/etc/ca.pem"], "no TLS support");
+}
+
+#[test]
+fn no_oidc_on_non_loopback_without_allow_unauthenticated() {
+    refused(&["--bind-address", "0.0.0.0"], "--allow-unauthenticated");
+}
+
+#[test]
+fn unknown_flag() {
+    refused(&["--no-such-flag"], "unknown flag --no-such-flag");
+}
+
+#[test]
+fn env_values_are_validated_too() {
+    let out = Command::new(env!("CARGO_BIN_EXE_slimgate"))
+        .env_clear()
+        .env("OPENSHELL_SERVER_PORT", "eighty")
+        .output()
+        .expect("run slimgate");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("\"eighty\""));
+}
+
+#[test]
+fn help_lists_every_flag_with_variable_and_default() {
+    let out = slimgate(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in slimgate::config::FLAGS {
+        assert!(
+            help.contains(&format!("--{}", flag.name)),
+            "--{} missing",
+            flag.name
+        );
+        assert!(help.contains(flag.env), "{} missing", flag.env);
+        if !flag.default.is_empty() {
+            assert!(
+                help.contains(&format!("[default: {}]", flag.default)),
+                "default of --{}",
+                flag.name
+            );
+        }
+    }
+    // Every flag of shared/spec/config.md (checked against the spec text when it is there).
+    let spec = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/spec/config.md");
+    if let Ok(text) = std::fs::read_to_string(&spec) {
+        let mut n = 0;
+        for line in text.lines().filter(|l| l.starts_with("| `--")) {
+            let name = line.split('`').nth(1).unwrap_or_default();
+            assert!(
+                help.contains(name),
+                "{name} from config.md missing in --help"
+            );
+            n += 1;
+        }
+        assert!(n >= 30, "config.md table not recognised ({n} flags)");
+    } else {
+        println!("note: ../shared/spec/config.md not found; checked the built-in table only");
+    }
+}
+
+#[test]
+fn version() {
+    let out = slimgate(&["--version"]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("slimgate "));
+}

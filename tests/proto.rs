@@ -1,0 +1,125 @@
+//! The generated types match api.md's field numbers on the wire, and
+//! fields declared as opaque bytes carry a client's message unchanged.
+
+use prost::Message;
+use slimgate::grpc::Shape;
+use slimgate::proto::openshell::datamodel::v1::{ObjectMeta, Provider};
+use slimgate::proto::openshell::sandbox::v1 as sb;
+use slimgate::proto::openshell::v1 as os;
+
+#[test]
+fn health_response_fields_1_and_2() {
+    let m = os::HealthResponse {
+        status: os::ServiceStatus::Healthy as i32,
+        version: "v".into(),
+    };
+    // field 1 varint 1; field 2 length-delimited "v"
+    assert_eq!(m.encode_to_vec(), [0x08, 0x01, 0x12, 0x01, b'v']);
+}
+
+#[test]
+fn provider_metadata_and_credentials_map() {
+    let mut p = Provider {
+        r#type: "t".into(),
+        ..Default::default()
+    };
+    p.metadata = Some(ObjectMeta {
+        name: "n".into(),
+        ..Default::default()
+    });
+    p.credentials.insert("k".into(), "v".into());
+    let wire = p.encode_to_vec();
+    // 1: metadata { 2: "n" }, 2: "t", 3: map entry { 1: "k", 2: "v" }
+    assert_eq!(
+        wire,
+        [
+            0x0a, 0x03, 0x12, 0x01, b'n', 0x12, 0x01, b't', 0x1a, 0x06, 0x0a, 0x01, b'k', 0x12,
+            0x01, b'v'
+        ]
+    );
+}
+
+#[test]
+fn policy_fields_are_opaque_and_keep_presence() {
+    // SandboxSpec field 7, present but empty, must stay present.
+    let spec = os::SandboxSpec {
+        policy: Some(Default::default()),
+        ..Default::default()
+    };
+    assert_eq!(spec.encode_to_vec(), [0x3a, 0x00]);
+    let back = os::SandboxSpec::decode(&[0x3a, 0x00][..]).unwrap();
+    assert_eq!(back.policy.as_deref(), Some(&[][..]));
+    // UpdateConfigRequest field 2, SandboxPolicyRevision field 7,
+    // GetSandboxConfigResponse field 1.
+    let u = os::UpdateConfigRequest {
+        policy: Some(vec![1, 2].into()),
+        ..Default::default()
+    };
+    assert_eq!(u.encode_to_vec(), [0x12, 0x02, 1, 2]);
+    let r = os::SandboxPolicyRevision {
+        policy: Some(vec![9].into()),
+        ..Default::default()
+    };
+    assert_eq!(r.encode_to_vec(), [0x3a, 0x01, 9]);
+    let g = sb::GetSandboxConfigResponse {
+        policy: Some(vec![7].into()),
+        ..Default::default()
+    };
+    assert_eq!(g.encode_to_vec(), [0x0a, 0x01, 7]);
+}
+
+#[test]
+fn a_full_policy_passes_through_byte_for_byte() {
+    // A client with the upstream protos encodes a real SandboxPolicy, plus a
+    // field number slimgate does not know (99).
+    let policy = sb::SandboxPolicy {
+        version: 3,
+        filesystem: Some(sb::FilesystemPolicy {
+            include_workdir: true,
+            read_only: vec!["/usr".into()],
+            read_write: vec!["/tmp".into()],
+        }),
+        process: Some(sb::ProcessPolicy {
+            run_as_user: "sandbox".into(),
+            run_as_group: "sandbox".into(),
+        }),
+        ..Default::default()
+    };
+    let mut bytes = policy.encode_to_vec();
+    bytes.extend_from_slice(&[0x9a, 0x06, 0x03, b'x', b'y', b'z']); // field 99, "xyz"
+    let spec = os::SandboxSpec {
+        policy: Some(bytes.clone().into()),
+        ..Default::default()
+    };
+    let wire = spec.encode_to_vec();
+    let back = os::SandboxSpec::decode(wire.as_slice()).unwrap();
+    assert_eq!(back.policy.as_deref(), Some(bytes.as_slice()));
+    // And the upstream shape decodes the same bytes as a message field.
+    let as_message = sb::SandboxPolicy::decode(back.policy.unwrap()).unwrap();
+    assert_eq!(as_message.version, 3);
+}
+
+#[test]
+fn method_tables_match_the_protos() {
+    use slimgate::proto::openshell::v1::open_shell;
+    let paths: Vec<&str> = open_shell::METHODS.iter().map(|m| m.path).collect();
+    assert_eq!(paths.len(), 20);
+    assert!(paths.contains(&"/openshell.v1.OpenShell/GetSandboxProviderEnvironment"));
+    assert_eq!(open_shell::WATCH_SANDBOX.shape, Shape::ServerStreaming);
+    assert_eq!(open_shell::PUSH_SANDBOX_LOGS.shape, Shape::ClientStreaming);
+    assert_eq!(open_shell::HEALTH.path, "/openshell.v1.OpenShell/Health");
+    let cfg = open_shell::METHODS
+        .iter()
+        .find(|m| m.path.ends_with("/GetSandboxConfig"))
+        .unwrap();
+    assert_eq!(
+        cfg.request_type,
+        "openshell.sandbox.v1.GetSandboxConfigRequest"
+    );
+    use slimgate::proto::openshell::compute::v1::compute_driver;
+    assert_eq!(
+        compute_driver::WATCH_SANDBOXES.shape,
+        Shape::ServerStreaming
+    );
+    assert_eq!(compute_driver::METHODS.len(), 8);
+}
