@@ -67,6 +67,8 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod config;
+#[cfg(test)]
+mod crash_test;
 mod crypto;
 mod envelope;
 mod model;
