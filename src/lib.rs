@@ -14,3 +14,4 @@ pub mod proto;
 pub mod readiness;
 pub mod server;
 pub mod shutdown;
+pub mod store;

@@ -1,0 +1,114 @@
+//! The two operator inputs of the store: `--db-url` and `--store-key-file`.
+//!
+//! Errors are one line for the config layer to print after the flag name.
+//! A database URL may carry a password (`postgres://user:secret@…`), so an
+//! error names only the URL's scheme, never the URL.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::crypto::STORE_KEY_BYTES;
+
+/// `--db-url` when none is given: a file under the working directory.
+pub const DEFAULT_DB_URL: &str = "redb:./slimgate.redb";
+
+/// What to use instead, in every refusal.
+const USE_INSTEAD: &str =
+    "slimgate keeps its state in an embedded redb file; use --db-url redb:/path/to/state.redb";
+
+/// Read at most this many bytes of a key file: enough to tell a bad file
+/// from a good one without reading, say, `/dev/zero` forever.
+const MAX_KEY_FILE_READ_BYTES: u64 = 256;
+
+/// The store file a `--db-url` names.
+///
+/// Accepted: `redb:PATH`, and `redb://PATH` (the two slashes are dropped, so
+/// `redb:///var/lib/slimgate/state.redb` is an absolute path and
+/// `redb://state.redb` a relative one). `PATH` is taken literally (no
+/// percent-decoding) and must not be empty. The scheme is case-insensitive.
+/// `sqlite:`, `postgres:` and `postgresql:` (upstream's backends) and
+/// anything else are refused with a message that says what to use instead.
+pub fn parse_db_url(url: &str) -> Result<PathBuf, String> {
+    let Some((scheme, rest)) = url.split_once(':') else {
+        return Err(format!("--db-url needs a scheme; {USE_INSTEAD}"));
+    };
+    let scheme = scheme.to_ascii_lowercase();
+    match scheme.as_str() {
+        "redb" => {
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            if path.is_empty() {
+                return Err(format!("--db-url has no file path; {USE_INSTEAD}"));
+            }
+            Ok(PathBuf::from(path))
+        }
+        "sqlite" | "postgres" | "postgresql" => Err(format!(
+            "--db-url scheme '{scheme}' is not supported: {USE_INSTEAD}"
+        )),
+        _ => Err(format!(
+            "--db-url scheme '{}' is not supported: {USE_INSTEAD}",
+            printable(&scheme)
+        )),
+    }
+}
+
+/// The scheme as shown in an error: at most 32 characters, control
+/// characters replaced.
+fn printable(scheme: &str) -> String {
+    scheme
+        .chars()
+        .take(32)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// Reads a `--store-key-file`: exactly 32 raw bytes (`head -c 32
+/// /dev/urandom`), or 64 hexadecimal characters optionally followed by one
+/// newline (`openssl rand -hex 32`). A key of all zero bytes is refused as a
+/// placeholder. The error never shows key bytes.
+pub fn load_key_file(path: &Path) -> Result<[u8; STORE_KEY_BYTES], String> {
+    let shown = path.display();
+    let file = std::fs::File::open(path)
+        .map_err(|e| format!("cannot open store key file {shown}: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_KEY_FILE_READ_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read store key file {shown}: {e}"))?;
+    let key = parse_key(&bytes).ok_or_else(|| {
+        format!(
+            "store key file {shown} must hold exactly {STORE_KEY_BYTES} raw bytes or {} hex characters \
+             (and an optional newline); it holds {}{} bytes",
+            STORE_KEY_BYTES * 2,
+            bytes.len(),
+            if bytes.len() as u64 >= MAX_KEY_FILE_READ_BYTES { " or more" } else { "" },
+        )
+    })?;
+    if key.iter().all(|&b| b == 0) {
+        return Err(format!("store key file {shown} holds an all-zero key"));
+    }
+    Ok(key)
+}
+
+fn parse_key(bytes: &[u8]) -> Option<[u8; STORE_KEY_BYTES]> {
+    if bytes.len() == STORE_KEY_BYTES {
+        return bytes.try_into().ok();
+    }
+    let hex = bytes.strip_suffix(b"\n").unwrap_or(bytes);
+    let hex = hex.strip_suffix(b"\r").unwrap_or(hex);
+    if hex.len() != STORE_KEY_BYTES * 2 {
+        return None;
+    }
+    let mut key = [0u8; STORE_KEY_BYTES];
+    for (out, pair) in key.iter_mut().zip(hex.chunks_exact(2)) {
+        *out = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
+    }
+    Some(key)
+}
+
+fn hex_digit(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}

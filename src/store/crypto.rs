@@ -1,0 +1,117 @@
+//! Encryption at rest and the store's randomness, all through `ring`.
+//!
+//! A payload is sealed with AES-256-GCM under the store key, with a fresh
+//! random 96-bit nonce per write and the record's kind and name as associated
+//! data, so a sealed payload copied onto another record fails to open. The
+//! stored form is `nonce || ciphertext || tag`.
+//!
+//! Random nonces are safe for about 2^32 writes under one key (NIST SP
+//! 800-38D, 8.3); a gateway's store stays orders of magnitude below that.
+//!
+//! The key check value is the same seal applied to a fixed constant under a
+//! fixed associated data: opening it proves the key is the one the store was
+//! written with, before any record is read.
+
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
+
+use super::model::{Kind, StoreError};
+
+/// Length of a store key, in bytes.
+pub const STORE_KEY_BYTES: usize = 32;
+
+/// Associated data of the key check value.
+const KEY_CHECK_AAD: &[u8] = b"slimgate.store.key-check.v1";
+/// Plaintext of the key check value.
+const KEY_CHECK_PLAINTEXT: &[u8] = b"slimgate store key check";
+/// Prefix of every record's associated data (domain separation from the key
+/// check).
+const RECORD_AAD_PREFIX: &[u8] = b"slimgate.store.record.v1";
+
+/// The store key, ready to seal and open.
+pub(crate) struct Cipher {
+    key: LessSafeKey,
+    rng: SystemRandom,
+}
+
+impl Cipher {
+    pub(crate) fn new(key: &[u8; STORE_KEY_BYTES]) -> Result<Cipher, StoreError> {
+        let unbound = UnboundKey::new(&AES_256_GCM, key)
+            .map_err(|_| StoreError::Internal("AES-256-GCM refused a 32-byte key"))?;
+        Ok(Cipher {
+            key: LessSafeKey::new(unbound),
+            rng: SystemRandom::new(),
+        })
+    }
+
+    /// `nonce || ciphertext || tag` of `plaintext`, bound to `aad`.
+    pub(crate) fn seal(&self, aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>, StoreError> {
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng.fill(&mut nonce).map_err(|_| StoreError::Random)?;
+        let mut in_out = plaintext.to_vec();
+        self.key
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad),
+                &mut in_out,
+            )
+            .map_err(|_| StoreError::Internal("AES-256-GCM seal failed"))?;
+        let mut sealed = Vec::with_capacity(NONCE_LEN + in_out.len());
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(&in_out);
+        Ok(sealed)
+    }
+
+    /// The plaintext of a sealed value, or `None` if it does not
+    /// authenticate (wrong key, wrong `aad`, altered or truncated bytes).
+    pub(crate) fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        let (nonce, ciphertext) = sealed.split_at_checked(NONCE_LEN)?;
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut in_out = ciphertext.to_vec();
+        let plaintext = self
+            .key
+            .open_in_place(nonce, Aad::from(aad), &mut in_out)
+            .ok()?;
+        Some(plaintext.to_vec())
+    }
+
+    /// A fresh key check value for a new store.
+    pub(crate) fn key_check(&self) -> Result<Vec<u8>, StoreError> {
+        self.seal(KEY_CHECK_AAD, KEY_CHECK_PLAINTEXT)
+    }
+
+    /// Whether `stored` is a key check value made with this key.
+    pub(crate) fn verify_key_check(&self, stored: &[u8]) -> bool {
+        self.open(KEY_CHECK_AAD, stored).as_deref() == Some(KEY_CHECK_PLAINTEXT)
+    }
+}
+
+/// Associated data binding a payload to its record: a prefix, the kind code,
+/// and the name with its length (so no two (kind, name) pairs share one).
+pub(crate) fn record_aad(kind: Kind, name: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(RECORD_AAD_PREFIX.len() + 12 + name.len());
+    aad.extend_from_slice(RECORD_AAD_PREFIX);
+    aad.extend_from_slice(&kind.code().to_be_bytes());
+    aad.extend_from_slice(&(name.len() as u64).to_be_bytes());
+    aad.extend_from_slice(name.as_bytes());
+    aad
+}
+
+/// A random (version 4) UUID in its usual lowercase hyphenated form, for
+/// record ids.
+pub fn new_uuid_v4() -> Result<String, StoreError> {
+    let mut b = [0u8; 16];
+    SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| StoreError::Random)?;
+    b[6] = (b[6] & 0x0f) | 0x40; // version 4
+    b[8] = (b[8] & 0x3f) | 0x80; // RFC 9562 variant
+    let mut out = String::with_capacity(36);
+    for (i, byte) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out.push('-');
+        }
+        out.push_str(&format!("{byte:02x}"));
+    }
+    Ok(out)
+}

@@ -1,0 +1,558 @@
+//! The store's vocabulary: record kinds, records, write operations, list
+//! queries, limits, errors, and the [`Store`] trait every backend implements.
+//!
+//! Nothing here knows about redb or encryption, so a second backend (a shared
+//! database for several replicas) implements [`Store`] against these types
+//! alone.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+
+/// Longest record name, in bytes. Policy revision names
+/// (`<sandbox_id>/<version:010>`) use 47; sandbox and provider names are
+/// short; the bound keeps index keys small.
+pub const MAX_NAME_BYTES: usize = 1024;
+/// Longest record id, in bytes (a UUID string is 36).
+pub const MAX_ID_BYTES: usize = 128;
+/// Most labels on one record.
+pub const MAX_LABELS: usize = 64;
+/// Longest label key, in bytes (a Kubernetes key is at most 253 + 1 + 63).
+pub const MAX_LABEL_KEY_BYTES: usize = 317;
+/// Longest label value, in bytes.
+pub const MAX_LABEL_VALUE_BYTES: usize = 1024;
+/// Largest record payload, in bytes: four times the default
+/// `--max-message-bytes`, so a stored object always fits in a reply unless
+/// the operator raised that flag a long way.
+pub const MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
+/// Most operations in one [`Store::apply`] batch. Bulk removals use
+/// [`Op::DeletePrefix`], which counts as one operation.
+pub const MAX_BATCH_OPS: usize = 1024;
+/// Most records one [`Store::list`] call returns; larger limits are capped
+/// and a limit of 0 means this many. Callers page with `offset`.
+pub const MAX_LIST_RECORDS: usize = 10_000;
+/// Longest counter name, in bytes.
+pub const MAX_COUNTER_NAME_BYTES: usize = 128;
+
+/// What a record is. One enum rather than free strings so a typo is a compile
+/// error and every backend knows the full set up front (the redb backend
+/// keeps one group of tables per kind).
+///
+/// The numeric [`Kind::code`] is written into every stored record and bound
+/// into its encryption; never renumber a kind, only add new ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// `openshell.v1.Sandbox`, named by the sandbox name.
+    Sandbox,
+    /// `openshell.datamodel.v1.Provider`, named by the provider name.
+    Provider,
+    /// A gateway or sandbox setting.
+    Setting,
+    /// A policy revision, named `<sandbox_id>/<version:010>` (or
+    /// `__global__/<version:010>`), so name order is version order.
+    PolicyRevision,
+    /// A stored `InferenceRoute`, named by route (`inference.local`, …).
+    InferenceRoute,
+}
+
+impl Kind {
+    /// Every kind, in code order.
+    pub const ALL: [Kind; 5] = [
+        Kind::Sandbox,
+        Kind::Provider,
+        Kind::Setting,
+        Kind::PolicyRevision,
+        Kind::InferenceRoute,
+    ];
+
+    /// The kind's name in logs, metrics and table names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Sandbox => "sandbox",
+            Kind::Provider => "provider",
+            Kind::Setting => "setting",
+            Kind::PolicyRevision => "policy_revision",
+            Kind::InferenceRoute => "inference_route",
+        }
+    }
+
+    /// The stable number stored in each record of this kind.
+    pub fn code(self) -> u32 {
+        match self {
+            Kind::Sandbox => 1,
+            Kind::Provider => 2,
+            Kind::Setting => 3,
+            Kind::PolicyRevision => 4,
+            Kind::InferenceRoute => 5,
+        }
+    }
+
+    /// The kind with this code, if any.
+    pub fn from_code(code: u32) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.code() == code)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One stored object. `id`, `name`, `created_at_ms` and `labels` are the
+/// source of truth for the object's metadata: a handler that shows them to a
+/// client takes them from here, not from the payload it encoded before the
+/// store stamped the times.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Record {
+    /// What the record is.
+    pub kind: Kind,
+    /// Stable id, given by the caller at creation and never changed.
+    pub id: String,
+    /// Unique within the kind.
+    pub name: String,
+    /// Milliseconds since the Unix epoch, stamped by the store at creation.
+    pub created_at_ms: i64,
+    /// Milliseconds since the Unix epoch, stamped at every write; never
+    /// earlier than `created_at_ms`.
+    pub updated_at_ms: i64,
+    /// 1 at creation, +1 at every write: the value [`Expect::Revision`]
+    /// compares, for read-modify-write without lost updates.
+    pub revision: u64,
+    /// Exact-match labels, filterable in [`Store::list`]. Never encrypted.
+    pub labels: BTreeMap<String, String>,
+    /// The encoded protobuf object; opaque to the store.
+    pub payload: Bytes,
+}
+
+// The payload may hold credentials: Debug shows only its length.
+impl fmt::Debug for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Record")
+            .field("kind", &self.kind)
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("created_at_ms", &self.created_at_ms)
+            .field("updated_at_ms", &self.updated_at_ms)
+            .field("revision", &self.revision)
+            .field("labels", &self.labels)
+            .field("payload_bytes", &self.payload.len())
+            .finish()
+    }
+}
+
+/// What a caller writes. `id` is used only when the write creates the record;
+/// writing over an existing record keeps its id and `created_at_ms`.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct NewRecord {
+    /// Stable id for a new record (see [`crate::store::new_uuid_v4`]).
+    pub id: String,
+    /// Unique within the kind; 1 to [`MAX_NAME_BYTES`] bytes.
+    pub name: String,
+    /// Exact-match labels.
+    pub labels: BTreeMap<String, String>,
+    /// The encoded object.
+    pub payload: Bytes,
+}
+
+impl fmt::Debug for NewRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewRecord")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("labels", &self.labels)
+            .field("payload_bytes", &self.payload.len())
+            .finish()
+    }
+}
+
+/// What must be true of a record, checked inside the write transaction just
+/// before the operation it belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Expect {
+    /// No condition.
+    #[default]
+    Any,
+    /// The name is free; otherwise [`StoreError::AlreadyExists`].
+    Absent,
+    /// The record exists; otherwise [`StoreError::NotFound`].
+    Present,
+    /// The record exists at exactly this revision; otherwise
+    /// [`StoreError::NotFound`] or [`StoreError::PreconditionFailed`].
+    Revision(u64),
+}
+
+/// One step of an atomic batch ([`Store::apply`]). Steps run in order inside
+/// one write transaction, each seeing the effects of the steps before it; the
+/// first failure abandons the whole batch, leaving nothing written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Create the record, or write over it (keeping id and creation time).
+    Put {
+        /// Kind of the record.
+        kind: Kind,
+        /// The record to write.
+        record: NewRecord,
+        /// Condition on the record as it was before this step.
+        expect: Expect,
+    },
+    /// Remove one record.
+    Delete {
+        /// Kind of the record.
+        kind: Kind,
+        /// Name of the record.
+        name: String,
+        /// Condition on the record as it was before this step.
+        expect: Expect,
+    },
+    /// Remove every record of `kind` whose name starts with `prefix`
+    /// (non-empty), for example all revisions `<sandbox_id>/`.
+    DeletePrefix {
+        /// Kind of the records.
+        kind: Kind,
+        /// Name prefix; must not be empty.
+        prefix: String,
+    },
+    /// Only check a condition (a record the batch depends on but does not
+    /// change).
+    Check {
+        /// Kind of the record.
+        kind: Kind,
+        /// Name of the record.
+        name: String,
+        /// The condition.
+        expect: Expect,
+    },
+    /// Add `delta` to a gateway-level counter (absent counters are 0), for
+    /// example `settings_revision`.
+    AddToCounter {
+        /// Counter name; 1 to [`MAX_COUNTER_NAME_BYTES`] bytes.
+        name: String,
+        /// Amount to add.
+        delta: u64,
+    },
+}
+
+/// What one [`Op`] did, at the same index as the op.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// The record as written (plaintext payload).
+    Put(Record),
+    /// Whether the record existed.
+    Deleted(bool),
+    /// How many records the prefix removed.
+    DeletedPrefix(u64),
+    /// The condition held.
+    Checked,
+    /// The counter's new value.
+    Counter(u64),
+}
+
+/// Which order [`Store::list`] returns records in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Order {
+    /// `created_at_ms`, then name (names are unique, so this is a total
+    /// order and stable across calls). A name prefix is a filter here.
+    #[default]
+    Created,
+    /// Name, byte-wise. A name prefix is an index range here, so listing
+    /// `<sandbox_id>/` revisions does not scan other sandboxes.
+    Name,
+}
+
+/// A [`Store::list`] query.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ListQuery {
+    /// Sort key.
+    pub order: Order,
+    /// Reverse the order (newest or last name first).
+    pub descending: bool,
+    /// Only names starting with this (empty: all).
+    pub name_prefix: String,
+    /// Only records carrying every one of these labels with exactly this value.
+    pub labels: BTreeMap<String, String>,
+    /// Skip this many matching records.
+    pub offset: usize,
+    /// Return at most this many; 0 or anything above [`MAX_LIST_RECORDS`]
+    /// means [`MAX_LIST_RECORDS`]. (The API's "0 means 100, at most 1000" is
+    /// the handler's rule, not the store's.)
+    pub limit: usize,
+}
+
+/// Everything that can go wrong in the store. Texts are fit for an operator
+/// log; none carries payload bytes or key material.
+#[derive(Debug)]
+pub enum StoreError {
+    /// No record of this kind and name.
+    NotFound {
+        /// Kind looked up.
+        kind: Kind,
+        /// Name looked up.
+        name: String,
+    },
+    /// A record of this kind and name already exists.
+    AlreadyExists {
+        /// Kind written.
+        kind: Kind,
+        /// Name written.
+        name: String,
+    },
+    /// Another record of this kind already has this id.
+    IdInUse {
+        /// Kind written.
+        kind: Kind,
+        /// The id.
+        id: String,
+    },
+    /// The record is at another revision than [`Expect::Revision`] said.
+    PreconditionFailed {
+        /// Kind written.
+        kind: Kind,
+        /// Name written.
+        name: String,
+        /// Revision the caller expected.
+        expected: u64,
+        /// Revision found.
+        found: u64,
+    },
+    /// The caller's input breaks a limit or rule (what, not the value).
+    Invalid(String),
+    /// Stored bytes could not be decoded or are inconsistent.
+    Corrupt(String),
+    /// A stored payload failed to authenticate with the store key.
+    Decrypt {
+        /// Kind read.
+        kind: Kind,
+        /// Name read.
+        name: String,
+    },
+    /// The store is encrypted with another key.
+    KeyMismatch,
+    /// The store is encrypted and no key was given.
+    KeyRequired,
+    /// The store is not encrypted and a key was given.
+    KeyUnexpected,
+    /// The file was written by a newer (or unknown) store format.
+    UnsupportedFormat(u32),
+    /// The file is a redb database but not a slimgate store.
+    NotAStore,
+    /// Another process has the store file open.
+    Locked,
+    /// The file could not be opened or created.
+    Open {
+        /// The store file.
+        path: PathBuf,
+        /// What the backend said.
+        source: Box<redb::Error>,
+    },
+    /// The backend failed while doing `context`.
+    Backend {
+        /// What the store was doing, for example "committing a write".
+        context: &'static str,
+        /// What the backend said.
+        source: Box<redb::Error>,
+    },
+    /// The system random number generator failed.
+    Random,
+    /// A backend broke the store's own contract (a bug).
+    Internal(&'static str),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::NotFound { kind, name } => write!(f, "{kind} '{name}' not found"),
+            StoreError::AlreadyExists { kind, name } => {
+                write!(f, "{kind} '{name}' already exists")
+            }
+            StoreError::IdInUse { kind, id } => {
+                write!(f, "another {kind} already has id '{id}'")
+            }
+            StoreError::PreconditionFailed {
+                kind,
+                name,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{kind} '{name}' changed concurrently: expected revision {expected}, found {found}"
+            ),
+            StoreError::Invalid(what) => write!(f, "invalid store input: {what}"),
+            StoreError::Corrupt(what) => write!(f, "store data is corrupt: {what}"),
+            StoreError::Decrypt { kind, name } => write!(
+                f,
+                "{kind} '{name}' failed to decrypt: its stored payload was altered or written with another key"
+            ),
+            StoreError::KeyMismatch => {
+                f.write_str("store key does not match the key this store was written with")
+            }
+            StoreError::KeyRequired => f.write_str(
+                "store is encrypted; give the key it was written with (--store-key-file)",
+            ),
+            StoreError::KeyUnexpected => f.write_str(
+                "store was written without encryption but a store key was given; \
+                 start without --store-key-file, or with a new store file",
+            ),
+            StoreError::UnsupportedFormat(v) => write!(
+                f,
+                "store file has format version {v}, which this slimgate does not support"
+            ),
+            StoreError::NotAStore => {
+                f.write_str("file is a redb database but not a slimgate store")
+            }
+            StoreError::Locked => {
+                f.write_str("store file is already open in another process or store handle")
+            }
+            StoreError::Open { path, source } => {
+                write!(f, "cannot open store file {}: {source}", path.display())
+            }
+            StoreError::Backend { context, source } => write!(f, "store {context}: {source}"),
+            StoreError::Random => f.write_str("system random number generator failed"),
+            StoreError::Internal(what) => write!(f, "store internal error: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StoreError::Open { source, .. } | StoreError::Backend { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// The store every handler uses, as `Arc<dyn Store>`.
+///
+/// Synchronous: reads are short and may run inline on an async task; writes
+/// wait for an fsync and belong in `tokio::task::spawn_blocking` (see the
+/// module documentation).
+pub trait Store: Send + Sync {
+    /// The record of this kind and name, if any.
+    fn get(&self, kind: Kind, name: &str) -> Result<Option<Record>, StoreError>;
+
+    /// The record of this kind with this id, if any.
+    fn get_by_id(&self, kind: Kind, id: &str) -> Result<Option<Record>, StoreError>;
+
+    /// Records of one kind, filtered, ordered and paged by `query`.
+    fn list(&self, kind: Kind, query: &ListQuery) -> Result<Vec<Record>, StoreError>;
+
+    /// How many records of this kind exist.
+    fn count(&self, kind: Kind) -> Result<u64, StoreError>;
+
+    /// The value of a gateway-level counter (0 if never written).
+    fn counter(&self, name: &str) -> Result<u64, StoreError>;
+
+    /// Run `ops` all-or-nothing in one durable write transaction; returns
+    /// one [`Applied`] per op. An empty batch writes nothing.
+    fn apply(&self, ops: Vec<Op>) -> Result<Vec<Applied>, StoreError>;
+
+    /// Create a record; [`StoreError::AlreadyExists`] if the name is taken.
+    fn create(&self, kind: Kind, record: NewRecord) -> Result<Record, StoreError> {
+        let op = Op::Put {
+            kind,
+            record,
+            expect: Expect::Absent,
+        };
+        expect_put(self.apply(vec![op])?)
+    }
+
+    /// Create or overwrite a record (keeping id and creation time if it
+    /// exists).
+    fn put(&self, kind: Kind, record: NewRecord) -> Result<Record, StoreError> {
+        let op = Op::Put {
+            kind,
+            record,
+            expect: Expect::Any,
+        };
+        expect_put(self.apply(vec![op])?)
+    }
+
+    /// Replace labels and payload of an existing record, keeping its id and
+    /// creation time; [`StoreError::NotFound`] if it does not exist.
+    fn update(
+        &self,
+        kind: Kind,
+        name: &str,
+        labels: BTreeMap<String, String>,
+        payload: Bytes,
+    ) -> Result<Record, StoreError> {
+        let record = NewRecord {
+            id: String::new(),
+            name: name.to_owned(),
+            labels,
+            payload,
+        };
+        let op = Op::Put {
+            kind,
+            record,
+            expect: Expect::Present,
+        };
+        expect_put(self.apply(vec![op])?)
+    }
+
+    /// Remove a record; `Ok(false)` if it did not exist.
+    fn delete(&self, kind: Kind, name: &str) -> Result<bool, StoreError> {
+        let op = Op::Delete {
+            kind,
+            name: name.to_owned(),
+            expect: Expect::Any,
+        };
+        match self.apply(vec![op])?.pop() {
+            Some(Applied::Deleted(existed)) => Ok(existed),
+            _ => Err(StoreError::Internal("delete did not answer Deleted")),
+        }
+    }
+}
+
+fn expect_put(mut applied: Vec<Applied>) -> Result<Record, StoreError> {
+    match applied.pop() {
+        Some(Applied::Put(record)) => Ok(record),
+        _ => Err(StoreError::Internal("put did not answer Put")),
+    }
+}
+
+/// Checks a record's name, id (when `id` is given), labels and payload length
+/// against the limits; the error says which rule broke, never the value.
+pub(crate) fn check_fields(
+    name: &str,
+    id: Option<&str>,
+    labels: &BTreeMap<String, String>,
+    payload_bytes: usize,
+) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("record name is empty".into());
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(format!("record name is longer than {MAX_NAME_BYTES} bytes"));
+    }
+    if let Some(id) = id {
+        if id.is_empty() {
+            return Err("record id is empty".into());
+        }
+        if id.len() > MAX_ID_BYTES {
+            return Err(format!("record id is longer than {MAX_ID_BYTES} bytes"));
+        }
+    }
+    if labels.len() > MAX_LABELS {
+        return Err(format!("more than {MAX_LABELS} labels"));
+    }
+    for (key, value) in labels {
+        if key.is_empty() || key.len() > MAX_LABEL_KEY_BYTES {
+            return Err(format!(
+                "label key is empty or longer than {MAX_LABEL_KEY_BYTES} bytes"
+            ));
+        }
+        if value.len() > MAX_LABEL_VALUE_BYTES {
+            return Err(format!(
+                "label value is longer than {MAX_LABEL_VALUE_BYTES} bytes"
+            ));
+        }
+    }
+    if payload_bytes > MAX_PAYLOAD_BYTES {
+        return Err(format!("payload is larger than {MAX_PAYLOAD_BYTES} bytes"));
+    }
+    Ok(())
+}
