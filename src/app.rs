@@ -85,7 +85,27 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         log::warn(w).emit();
     }
 
-    let state = Arc::new(api::State { version: VERSION });
+    let key = match &config.store_key_file {
+        Some(path) => Some(
+            crate::store::load_key_file(path)
+                .map_err(|e| StartError(format!("--store-key-file: {e}")))?,
+        ),
+        None => None,
+    };
+    let db_path = config.db_path.clone();
+    let store = tokio::task::spawn_blocking(move || crate::store::open(&db_path, key))
+        .await
+        .map_err(|_| StartError("store task failed".into()))?
+        .map_err(|e| {
+            StartError(format!(
+                "cannot open the store {}: {e}",
+                config.db_path.display()
+            ))
+        })?;
+    let state = Arc::new(api::State {
+        version: VERSION,
+        store,
+    });
     let health = Health::new();
     let mut router = Router::new();
     api::register(&mut router, &state);

@@ -398,8 +398,8 @@ pub struct Config {
     pub unix_socket: Option<PathBuf>,
     /// Log filter.
     pub log_level: Level,
-    /// `--db-url` as given.
-    pub db_url: String,
+    /// The embedded store file (from `--db-url`).
+    pub db_path: PathBuf,
     /// Key file for encrypting credentials at rest.
     pub store_key_file: Option<PathBuf>,
     /// OIDC, when on.
@@ -661,7 +661,7 @@ fn build(raw: &Raw) -> Result<Config, ConfigError> {
         metrics_port,
         unix_socket: raw.opt("unix-socket").map(PathBuf::from),
         log_level,
-        db_url: raw.get("db-url").to_string(),
+        db_path: crate::store::parse_db_url(raw.get("db-url")).map_err(err)?,
         store_key_file: raw.opt("store-key-file").map(PathBuf::from),
         oidc,
         sandbox_secret: raw.opt("ssh-handshake-secret").map(str::to_string),

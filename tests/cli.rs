@@ -149,3 +149,31 @@ fn version() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("slimgate "));
 }
+
+#[test]
+fn sql_database_urls_say_what_to_use() {
+    refused(&["--db-url", "sqlite:/var/lib/openshell/db.sqlite"], "redb");
+    refused(&["--db-url", "postgres://u:secret@db/x"], "--db-url");
+    let out = slimgate(&["--db-url", "postgres://u:secret@db/x"]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("secret"));
+}
+
+#[test]
+fn a_bad_key_file_stops_startup_with_a_clear_error() {
+    let dir = std::env::temp_dir().join(format!("slimgate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("short.key");
+    std::fs::write(&key, b"too short").unwrap();
+    let db = format!("redb:{}", dir.join("s.redb").display());
+    let out = slimgate(&[
+        "--port",
+        "0",
+        "--db-url",
+        &db,
+        "--store-key-file",
+        key.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--store-key-file"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

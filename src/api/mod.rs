@@ -1,17 +1,71 @@
 //! The OpenShell API handlers. Each file holds one area of the API; this
-//! module holds the state they share and registers them on the router.
+//! module holds the state they share, the helpers every handler uses
+//! (store access off the async threads, paging, status mapping), and
+//! registers them on the router.
 
 mod health;
 
 use std::sync::Arc;
 
-use crate::grpc::Router;
+use crate::grpc::{Router, Status};
+use crate::store::{Store, StoreError};
 
 /// What every handler can reach.
-#[derive(Debug)]
 pub struct State {
     /// The gateway's version, reported by Health.
     pub version: &'static str,
+    /// The embedded store.
+    pub store: Arc<dyn Store>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl State {
+    /// Run a store write on the blocking pool (writes wait for an fsync).
+    pub async fn write<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || f(store.as_ref()))
+            .await
+            .map_err(|_| Status::internal("store task failed"))?
+            .map_err(store_status)
+    }
+}
+
+/// A store failure the handler did not expect, as the client sees it. The
+/// detail goes to the log; the client gets a stable message.
+pub fn store_status(e: StoreError) -> Status {
+    match e {
+        StoreError::NotFound { .. } => Status::not_found("not found"),
+        StoreError::AlreadyExists { .. } => Status::already_exists("already exists"),
+        StoreError::PreconditionFailed { .. } => {
+            Status::new(crate::grpc::Code::Aborted, "concurrent modification; retry")
+        }
+        StoreError::Invalid(m) => Status::invalid_argument(m),
+        other => {
+            crate::log::error("store failure")
+                .display("error", &other)
+                .emit();
+            Status::internal("store failure")
+        }
+    }
+}
+
+/// Upstream paging: `limit` 0 means 100, at most 1000.
+pub fn page_limit(limit: u32) -> usize {
+    match limit {
+        0 => 100,
+        n => n.min(1000) as usize,
+    }
 }
 
 /// Register every OpenShell method slimgate implements.
