@@ -18,6 +18,8 @@ use tokio::task::JoinHandle;
 
 use crate::api;
 use crate::config::Config;
+use crate::drivers::credentials::Credentials;
+use crate::drivers::uds::{self, Driver, Pool, PoolConfig};
 use crate::endpoints::{Plain, PlainResponse};
 use crate::grpc::health::Health;
 use crate::grpc::reflection::Reflection;
@@ -102,14 +104,6 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 config.db_path.display()
             ))
         })?;
-    let state = Arc::new(api::State {
-        version: VERSION,
-        store,
-    });
-    let health = Health::new();
-    let mut router = Router::new();
-    api::register(&mut router, &state);
-    health.register(&mut router);
 
     let mut required = Vec::new();
     if config.oidc.is_some() {
@@ -121,10 +115,30 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     if config.credentials_driver_socket.is_some() {
         required.push(Component::CredentialsDriver);
     }
-    let served: Vec<String> = router.services().map(str::to_string).collect();
-    let readiness = Readiness::new(&required, health, served.clone());
+    let health = Health::new();
+    let served = vec![
+        proto::openshell::v1::open_shell::SERVICE.to_string(),
+        proto::openshell::inference::v1::inference::SERVICE.to_string(),
+    ];
+    let readiness = Readiness::new(&required, health.clone(), served);
 
-    let mut listed = served;
+    let credentials = match &config.credentials_driver_socket {
+        None => None,
+        Some(path) => Some(Arc::new(
+            connect_credentials(&config, path, &readiness).await?,
+        )),
+    };
+
+    let state = Arc::new(api::State {
+        version: VERSION,
+        store,
+        credentials,
+    });
+    let mut router = Router::new();
+    api::register(&mut router, &state);
+    health.register(&mut router);
+
+    let mut listed: Vec<String> = router.services().map(str::to_string).collect();
     listed.push("grpc.reflection.v1.ServerReflection".into());
     listed.push("grpc.reflection.v1alpha.ServerReflection".into());
     Reflection::new(proto::FILE_DESCRIPTOR_SET, listed)
@@ -191,6 +205,45 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tasks,
         grace: config.shutdown_grace,
     })
+}
+
+async fn connect_credentials(
+    config: &Config,
+    path: &std::path::Path,
+    readiness: &Readiness,
+) -> Result<Credentials, StartError> {
+    let pool_config = PoolConfig {
+        path: path.to_path_buf(),
+        connections: config.driver_connections,
+        call_timeout: config.driver_timeout,
+        max_message_bytes: config.max_message_bytes,
+    };
+    let pool = Pool::connect(
+        Driver::Credentials,
+        pool_config,
+        Some(readiness.clone()),
+        uds::STARTUP_ATTEMPTS,
+        uds::STARTUP_INTERVAL,
+    )
+    .await
+    .map_err(StartError)?;
+    let credentials = Credentials::new(pool);
+    // The operator view of ListCredentials: what the driver offers, logged
+    // once at startup (names and scopes only).
+    match credentials.list(None).await {
+        Ok(list) => {
+            for c in list {
+                log::info("credentials driver offers")
+                    .str("credential", &c.name)
+                    .str("scopes", &c.scopes.join(" "))
+                    .emit();
+            }
+        }
+        Err(e) => log::warn("credentials driver ListCredentials failed")
+            .display("error", e)
+            .emit(),
+    }
+    Ok(credentials)
 }
 
 async fn bind(ip: std::net::IpAddr, port: u16, flag: &str) -> Result<TcpListener, StartError> {

@@ -3,7 +3,9 @@
 //! (store access off the async threads, paging, status mapping), and
 //! registers them on the router.
 
+mod environment;
 mod health;
+pub mod provider;
 
 use std::sync::Arc;
 
@@ -16,6 +18,8 @@ pub struct State {
     pub version: &'static str,
     /// The embedded store.
     pub store: Arc<dyn Store>,
+    /// The credentials driver, when `--credentials-driver-socket` is set.
+    pub credentials: Option<Arc<crate::drivers::credentials::Credentials>>,
 }
 
 impl std::fmt::Debug for State {
@@ -33,11 +37,20 @@ impl State {
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     {
+        self.write_raw(f).await.map_err(store_status)
+    }
+
+    /// Like `write`, keeping the store's error for handlers that react to it
+    /// (a lost compare-and-swap, say).
+    pub async fn write_raw<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    {
         let store = Arc::clone(&self.store);
         tokio::task::spawn_blocking(move || f(store.as_ref()))
             .await
-            .map_err(|_| Status::internal("store task failed"))?
-            .map_err(store_status)
+            .map_err(|_| StoreError::Internal("store task failed"))?
     }
 }
 
@@ -60,6 +73,47 @@ pub fn store_status(e: StoreError) -> Status {
     }
 }
 
+/// `n` random lowercase letters (generated names).
+pub fn random_lowercase(n: usize) -> Result<String, Status> {
+    let mut bytes = vec![0u8; n];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| Status::internal("random generator failed"))?;
+    // 256 % 26 != 0 makes this very slightly biased; names need no uniformity.
+    Ok(bytes.iter().map(|b| char::from(b'a' + b % 26)).collect())
+}
+
+/// Check a `map<string,string>` field against upstream's limits, with
+/// upstream's messages.
+pub fn check_map(
+    map: &std::collections::BTreeMap<String, String>,
+    max_entries: usize,
+    max_key_bytes: usize,
+    max_value_bytes: usize,
+    field: &str,
+) -> Result<(), Status> {
+    if map.len() > max_entries {
+        return Err(Status::invalid_argument(format!(
+            "{field} exceeds maximum entries ({} > {max_entries})",
+            map.len()
+        )));
+    }
+    for (k, v) in map {
+        if k.len() > max_key_bytes {
+            return Err(Status::invalid_argument(format!(
+                "{field} key exceeds maximum length ({} > {max_key_bytes})",
+                k.len()
+            )));
+        }
+        if v.len() > max_value_bytes {
+            return Err(Status::invalid_argument(format!(
+                "{field} value exceeds maximum length ({} > {max_value_bytes})",
+                v.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Upstream paging: `limit` 0 means 100, at most 1000.
 pub fn page_limit(limit: u32) -> usize {
     match limit {
@@ -71,4 +125,6 @@ pub fn page_limit(limit: u32) -> usize {
 /// Register every OpenShell method slimgate implements.
 pub fn register(router: &mut Router, state: &Arc<State>) {
     health::register(router, state);
+    provider::register(router, state);
+    environment::register(router, state);
 }
