@@ -447,9 +447,12 @@ impl Out {
             if self.poll_reset(cx).is_ready() {
                 return Poll::Ready(End::Reset);
             }
-            if stopping.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(End::Shutdown);
-            }
+            // On shutdown the handler gets one last poll and what it has
+            // already queued is flushed (a health Watch that saw the flip to
+            // NOT_SERVING delivers it before UNAVAILABLE); then the call
+            // ends without waiting on the client. Every path below returns
+            // Ready when `stop` is set, so `stopping` is never polled again.
+            let stop = stopping.as_mut().poll(cx).is_ready();
             if result.is_none() {
                 if let Poll::Ready(done) = work.as_mut().poll(cx) {
                     result = Some(match done {
@@ -464,11 +467,12 @@ impl Out {
                 }
             }
             loop {
+                let waiting = if stop { Poll::Ready(End::Shutdown) } else { Poll::Pending };
                 if !self.writing.is_empty() {
                     match self.poll_write(cx) {
                         Poll::Ready(Ok(())) => {}
                         Poll::Ready(Err(_)) => return Poll::Ready(End::Broken),
-                        Poll::Pending => return Poll::Pending,
+                        Poll::Pending => return waiting,
                     }
                 }
                 if let Some(queue) = rx.as_mut() {
@@ -478,12 +482,12 @@ impl Out {
                             continue;
                         }
                         Poll::Ready(None) => rx = None,
-                        Poll::Pending => return Poll::Pending,
+                        Poll::Pending => return waiting,
                     }
                 }
                 return match result.take() {
                     Some(r) => Poll::Ready(End::Done(r)),
-                    None => Poll::Pending,
+                    None => waiting,
                 };
             }
         })
