@@ -275,20 +275,19 @@ impl<G: Gate> Server<G> {
     }
 }
 
+/// A new stream: its request and the handle to answer it.
+type Accepted = (
+    http::Request<h2::RecvStream>,
+    h2::server::SendResponse<bytes::Bytes>,
+);
+
+// A stack temporary of the accept loop; boxing the large variant would
+// allocate once per stream for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Event {
     Drain,
     Dead,
-    Accept(
-        Option<
-            Result<
-                (
-                    http::Request<h2::RecvStream>,
-                    h2::server::SendResponse<bytes::Bytes>,
-                ),
-                h2::Error,
-            >,
-        >,
-    ),
+    Accept(Option<Result<Accepted, h2::Error>>),
 }
 
 /// Server-initiated PINGs: one after each idle interval; no PONG within the
