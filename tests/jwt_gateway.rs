@@ -85,6 +85,14 @@ fn item_49_only_one_authorization_bearer_header() {
     let mut other_cookie = one.clone();
     other_cookie.append(COOKIE, HeaderValue::from_static("theme=dark; session=1"));
     assert_eq!(bearer_token(&other_cookie, None), Ok("abc.def.ghi"));
+    other_cookie.append(COOKIE, HeaderValue::from_bytes(b"name=caf\xe9").unwrap());
+    assert_eq!(bearer_token(&other_cookie, None), Ok("abc.def.ghi"));
+    let mut spaced = one.clone();
+    spaced.append(COOKIE, HeaderValue::from_static("a=1;access_token =x"));
+    assert_eq!(
+        bearer_token(&spaced, None),
+        Err(AuthError::BadAuthorization)
+    );
     // The extracted token is what the verifier gets.
     let token = rs256_token(&claims());
     let h = headers(&[format!("Bearer {token}").as_bytes()]);

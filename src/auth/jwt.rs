@@ -208,15 +208,19 @@ pub fn bearer_token<'h>(headers: &'h HeaderMap, query: Option<&str>) -> Result<&
     if query.is_some_and(has_access_token_pair) {
         return Err(AuthError::BadAuthorization);
     }
-    for cookie in headers.get_all(COOKIE) {
-        let cookie = cookie.to_str().map_err(|_| AuthError::BadAuthorization)?;
-        if cookie.split(';').any(|c| {
-            c.trim_start()
-                .split_once('=')
-                .is_some_and(|(name, _)| name.trim() == ACCESS_TOKEN_PARAM)
-        }) {
-            return Err(AuthError::BadAuthorization);
-        }
+    let cookie_named_access_token = |cookies: &[u8]| {
+        cookies.split(|&b| b == b';').any(|c| {
+            let c = c.trim_ascii_start();
+            c.strip_prefix(ACCESS_TOKEN_PARAM.as_bytes())
+                .is_some_and(|rest| rest.trim_ascii_start().starts_with(b"="))
+        })
+    };
+    if headers
+        .get_all(COOKIE)
+        .iter()
+        .any(|c| cookie_named_access_token(c.as_bytes()))
+    {
+        return Err(AuthError::BadAuthorization);
     }
     Ok(token)
 }

@@ -21,8 +21,8 @@
 //! parsed once by [`KeySet::parse`] (hygiene rules, per-entry rejections);
 //! fetching it is a separate concern.
 //!
-//! Modules import downward only: `error`, `alg`, `b64`, `json`, `roca` →
-//! `jwks` → `config` → `jwt`, `claims` → `cache` → `verifier`.
+//! Modules import downward only: `error`, `alg`, `b64`, `json`, `roca`,
+//! `config` → `jwks` → `jwt`, `claims` → `cache` → `verifier`.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
