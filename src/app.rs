@@ -17,6 +17,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::api;
+use crate::auth::gate::{AuthGate, Oidc};
+use crate::auth::keys::KeySource;
+use crate::auth::{Algorithm, KeySet, Verifier, VerifierConfig};
 use crate::config::Config;
 use crate::drivers::credentials::Credentials;
 use crate::drivers::uds::{self, Driver, Pool, PoolConfig};
@@ -56,7 +59,9 @@ pub struct Running {
     /// Readiness as reported by `/readyz` and `grpc.health.v1`.
     pub readiness: Readiness,
     shutdown: Shutdown,
-    server: Arc<Server<grpc::Open>>,
+    server: Arc<Server<AuthGate>>,
+    /// The OIDC key source (when OIDC is on).
+    pub keys: Option<Arc<KeySource>>,
     tasks: Vec<JoinHandle<()>>,
     grace: Duration,
 }
@@ -147,9 +152,10 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let plain: Arc<dyn Plain> = Arc::new(Endpoints::new(&config, readiness.clone()));
     let shutdown = Shutdown::new();
+    let (gate, keys) = build_gate(&config, &readiness)?;
     let service = grpc::Service::new(
         router,
-        grpc::Open,
+        gate,
         Arc::clone(&plain),
         config.max_message_bytes,
         shutdown.clone(),
@@ -202,9 +208,63 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         readiness,
         shutdown,
         server,
+        keys,
         tasks,
         grace: config.shutdown_grace,
     })
+}
+
+/// The auth pipeline from the configuration (auth.md "Modes").
+fn build_gate(
+    config: &Config,
+    readiness: &Readiness,
+) -> Result<(AuthGate, Option<Arc<KeySource>>), StartError> {
+    let Some(o) = &config.oidc else {
+        return Ok((AuthGate::new(None, config.sandbox_secret.as_deref()), None));
+    };
+    let mut vc = VerifierConfig::new(o.issuer.clone(), o.audiences.clone());
+    vc.strict_audience = o.strict_audience;
+    vc.leeway_secs = o.leeway_secs;
+    vc.algorithms = o
+        .algorithms
+        .iter()
+        .filter_map(|a| Algorithm::from_name(a))
+        .collect();
+    vc.max_token_bytes = o.max_token_bytes;
+    vc.roles_claim = o.roles_claim.clone();
+    vc.scopes_claim = o.scopes_claim.clone();
+    vc.cache_entries = o.token_cache_size;
+    let verifier = Verifier::new(vc).map_err(|e| StartError(format!("OIDC settings: {e}")))?;
+    let keys = Arc::new(KeySource::new());
+    if let Some(path) = &o.jwks_file {
+        let bytes = std::fs::read(path)
+            .map_err(|e| StartError(format!("--oidc-jwks-file {}: {e}", path.display())))?;
+        let parsed = KeySet::parse(&bytes)
+            .map_err(|e| StartError(format!("--oidc-jwks-file {}: {e}", path.display())))?;
+        for r in &parsed.rejected {
+            log::warn("JWKS entry rejected")
+                .num("index", r.index as i128)
+                .str("reason", r.reason.code())
+                .emit();
+        }
+        keys.install(parsed.keys);
+        readiness.set(Component::Keys, true);
+    }
+    let roles = if o.admin_role.is_empty() {
+        None
+    } else {
+        Some((o.admin_role.clone(), o.user_role.clone()))
+    };
+    let oidc = Oidc {
+        verifier,
+        keys: Arc::clone(&keys),
+        roles,
+        scopes: o.scopes_claim.is_some(),
+    };
+    Ok((
+        AuthGate::new(Some(oidc), config.sandbox_secret.as_deref()),
+        Some(keys),
+    ))
 }
 
 async fn connect_credentials(

@@ -36,9 +36,11 @@ pub mod cache;
 pub mod claims;
 mod config;
 mod error;
+pub mod gate;
 mod json;
 pub mod jwks;
 pub mod jwt;
+pub mod keys;
 pub mod policy;
 mod roca;
 mod verifier;
@@ -86,6 +88,9 @@ impl Caller {
 
     /// The caller of a call (anonymous when the gate attached nothing).
     pub fn of(extensions: &http::Extensions) -> Caller {
-        extensions.get::<Caller>().cloned().unwrap_or(Caller::Anonymous)
+        extensions
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or(Caller::Anonymous)
     }
 }

@@ -62,6 +62,7 @@ pub trait Gate: Send + Sync + 'static {
     fn admit(
         &self,
         path: &str,
+        request_id: &str,
         headers: &mut HeaderMap,
     ) -> impl Future<Output = Result<http::Extensions, Status>> + Send;
 }
@@ -74,6 +75,7 @@ impl Gate for Open {
     async fn admit(
         &self,
         _path: &str,
+        _request_id: &str,
         _headers: &mut HeaderMap,
     ) -> Result<http::Extensions, Status> {
         Ok(http::Extensions::new())
@@ -243,7 +245,7 @@ impl<G: Gate> Service<G> {
         };
         let limit = self.max_message_bytes;
         let work = async {
-            let extensions = self.gate.admit(path, headers).await?;
+            let extensions = self.gate.admit(path, request_id, headers).await?;
             let route = route.ok_or_else(|| self.router.unimplemented(path))?;
             let ctx = Context {
                 path: route.path,
