@@ -17,9 +17,13 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::api;
+use crate::auth::fetch::FetchLimits;
 use crate::auth::gate::{AuthGate, Oidc};
-use crate::auth::keys::KeySource;
-use crate::auth::{Algorithm, KeySet, Verifier, VerifierConfig};
+use crate::auth::keys::{KeySource, KeyTimings};
+use crate::auth::origin::{Discovery, JwksFile, JwksUri};
+use crate::auth::refresh;
+use crate::auth::url::HttpUrl;
+use crate::auth::{Algorithm, Verifier, VerifierConfig};
 use crate::config::Config;
 use crate::drivers::credentials::Credentials;
 use crate::drivers::uds::{self, Driver, Pool, PoolConfig};
@@ -152,7 +156,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let plain: Arc<dyn Plain> = Arc::new(Endpoints::new(&config, readiness.clone()));
     let shutdown = Shutdown::new();
-    let (gate, keys) = build_gate(&config, &readiness)?;
+    let (gate, keys, key_tasks) = build_gate(&config, &readiness, &shutdown).await?;
     let service = grpc::Service::new(
         router,
         gate,
@@ -170,7 +174,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let addr = main
         .local_addr()
         .map_err(|e| StartError(format!("cannot read the listening address: {e}")))?;
-    let mut tasks = vec![tokio::spawn(Arc::clone(&server).serve_tcp(main))];
+    let mut tasks = key_tasks;
+    tasks.push(tokio::spawn(Arc::clone(&server).serve_tcp(main)));
     log::info("listening")
         .display("addr", addr)
         .str("protocols", "h2c, http/1.1")
@@ -214,13 +219,19 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     })
 }
 
-/// The auth pipeline from the configuration (auth.md "Modes").
-fn build_gate(
+/// The auth pipeline from the configuration (auth.md "Modes"), with the
+/// tasks that keep its keys loaded.
+async fn build_gate(
     config: &Config,
     readiness: &Readiness,
-) -> Result<(AuthGate, Option<Arc<KeySource>>), StartError> {
+    shutdown: &Shutdown,
+) -> Result<(AuthGate, Option<Arc<KeySource>>, Vec<JoinHandle<()>>), StartError> {
     let Some(o) = &config.oidc else {
-        return Ok((AuthGate::new(None, config.sandbox_secret.as_deref()), None));
+        return Ok((
+            AuthGate::new(None, config.sandbox_secret.as_deref()),
+            None,
+            Vec::new(),
+        ));
     };
     let mut vc = VerifierConfig::new(o.issuer.clone(), o.audiences.clone());
     vc.strict_audience = o.strict_audience;
@@ -234,22 +245,10 @@ fn build_gate(
     vc.roles_claim = o.roles_claim.clone();
     vc.scopes_claim = o.scopes_claim.clone();
     vc.cache_entries = o.token_cache_size;
-    let verifier = Verifier::new(vc).map_err(|e| StartError(format!("OIDC settings: {e}")))?;
-    let keys = Arc::new(KeySource::new());
-    if let Some(path) = &o.jwks_file {
-        let bytes = std::fs::read(path)
-            .map_err(|e| StartError(format!("--oidc-jwks-file {}: {e}", path.display())))?;
-        let parsed = KeySet::parse(&bytes)
-            .map_err(|e| StartError(format!("--oidc-jwks-file {}: {e}", path.display())))?;
-        for r in &parsed.rejected {
-            log::warn("JWKS entry rejected")
-                .num("index", r.index as i128)
-                .str("reason", r.reason.code())
-                .emit();
-        }
-        keys.install(parsed.keys);
-        readiness.set(Component::Keys, true);
-    }
+    let verifier =
+        Arc::new(Verifier::new(vc).map_err(|e| StartError(format!("OIDC settings: {e}")))?);
+    let (keys, tasks) = start_keys(o, &verifier, readiness, shutdown).await?;
+    let keys = Arc::new(keys);
     let roles = if o.admin_role.is_empty() {
         None
     } else {
@@ -264,7 +263,62 @@ fn build_gate(
     Ok((
         AuthGate::new(Some(oidc), config.sandbox_secret.as_deref()),
         Some(keys),
+        tasks,
     ))
+}
+
+/// The issuer's key source (auth.md "Keys"): a JWKS file is read now (a
+/// bad file stops the start) and again on SIGHUP; a fetched set (from
+/// `--oidc-jwks-uri`, or discovery) loads in the background, so the
+/// gateway serves, answering bearer calls UNAVAILABLE and reporting not
+/// ready, until its identity provider answers.
+async fn start_keys(
+    o: &crate::config::Oidc,
+    verifier: &Arc<Verifier>,
+    readiness: &Readiness,
+    shutdown: &Shutdown,
+) -> Result<(KeySource, Vec<JoinHandle<()>>), StartError> {
+    let timings = KeyTimings::with_ttl(o.jwks_ttl);
+    let limits = FetchLimits::default();
+    let keys = match (&o.jwks_file, &o.jwks_uri) {
+        (Some(_), Some(_)) => {
+            return Err(StartError(
+                "--oidc-jwks-file and --oidc-jwks-uri exclude each other: give one".into(),
+            ));
+        }
+        (Some(path), None) => KeySource::fixed(Arc::new(JwksFile::new(path.clone()))),
+        (None, Some(uri)) => {
+            let url = HttpUrl::parse(uri)
+                .map_err(|e| StartError(format!("--oidc-jwks-uri {uri:?}: {e}")))?;
+            KeySource::remote(Arc::new(JwksUri::new(url, limits)), timings)
+        }
+        (None, None) => {
+            let discovery = Discovery::new(&o.issuer, limits)
+                .map_err(|e| StartError(format!("--oidc-issuer {:?}: {e}", o.issuer)))?;
+            KeySource::remote(Arc::new(discovery), timings)
+        }
+    };
+    let v = Arc::clone(verifier);
+    keys.on_replace(move |set| {
+        let dropped = v.cache().retain_keys(set);
+        if dropped > 0 {
+            log::info("verified tokens of removed keys forgotten")
+                .num("tokens", dropped as i128)
+                .emit();
+        }
+    });
+    let r = readiness.clone();
+    keys.on_ready(move |up| r.set(Component::Keys, up));
+    let task = if keys.is_remote() {
+        refresh::spawn_refresher(keys.clone(), shutdown.clone())
+    } else {
+        keys.reload()
+            .await
+            .map_err(|e| StartError(format!("--oidc-jwks-file: {e}")))?;
+        refresh::spawn_reload_on_sighup(keys.clone(), shutdown.clone())
+            .map_err(|e| StartError(format!("cannot handle SIGHUP: {e}")))?
+    };
+    Ok((keys, vec![task]))
 }
 
 async fn connect_credentials(
