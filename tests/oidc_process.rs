@@ -248,3 +248,30 @@ fn a_bad_jwks_file_at_startup_stops_the_start() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_jwks_file_and_a_jwks_uri_exclude_each_other() {
+    let dir = TempDir::new("keys-both");
+    let db = dir.db_url();
+    let out = Command::new(bin())
+        .args([
+            "--port",
+            "0",
+            "--db-url",
+            &db,
+            "--oidc-issuer",
+            "http://idp.test/realms/x",
+            "--oidc-jwks-file",
+            "/nonexistent/jwks.json",
+            "--oidc-jwks-uri",
+            "http://idp.test/realms/x/certs",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--oidc-jwks-file and --oidc-jwks-uri exclude each other"),
+        "{stderr}"
+    );
+}
