@@ -88,7 +88,8 @@ async fn tokens_secrets_and_credentials_never_reach_the_log() {
     let mut c = Client::connect(child.addr).await.unwrap();
     let bearer = format!("Bearer {token}");
     let stale = format!("Bearer {expired}");
-    let calls: Vec<(&str, Vec<(&'static str, &str)>, &[u8])> = vec![
+    type Call<'a> = (&'a str, Vec<(&'static str, &'a str)>, &'a [u8]);
+    let calls: Vec<Call> = vec![
         (
             "/openshell.v1.OpenShell/CreateProvider",
             vec![("authorization", &bearer), ("x-request-id", "req-create-1")],
