@@ -246,10 +246,16 @@ impl<G: Gate> Server<G> {
     }
 }
 
+/// A stream h2 accepted: the request and the handle to answer it.
+type Accepted = (http::Request<h2::RecvStream>, h2::server::SendResponse<bytes::Bytes>);
+
+// One `Event` lives on the stack per loop turn; boxing `Accept` would cost
+// an allocation per stream for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Event {
     Drain,
     Dead,
-    Accept(Option<Result<(http::Request<h2::RecvStream>, h2::server::SendResponse<bytes::Bytes>), h2::Error>>),
+    Accept(Option<Result<Accepted, h2::Error>>),
 }
 
 /// Server-initiated PINGs: one after each idle interval; no PONG within the

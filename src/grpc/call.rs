@@ -160,16 +160,14 @@ impl<G: Gate> Service<G> {
                 Err(e) => return Check::Refuse(StatusCode::BAD_REQUEST, Status::internal(e.to_string())),
             },
         };
-        if let Some(enc) = headers.get("grpc-encoding") {
-            if enc.as_bytes() != b"identity" {
-                let shown = String::from_utf8_lossy(enc.as_bytes()).into_owned();
-                return Check::Refuse(
-                    StatusCode::OK,
-                    Status::unimplemented(format!(
-                        "grpc-encoding {shown:?} is not supported (supported: identity)"
-                    )),
-                );
-            }
+        if let Some(enc) = headers.get("grpc-encoding")
+            && enc.as_bytes() != b"identity"
+        {
+            let shown = String::from_utf8_lossy(enc.as_bytes()).into_owned();
+            return Check::Refuse(
+                StatusCode::OK,
+                Status::unimplemented(format!("grpc-encoding {shown:?} is not supported (supported: identity)")),
+            );
         }
         if headers.get_all(http::header::HOST).iter().nth(1).is_some() {
             return Check::Refuse(StatusCode::BAD_REQUEST, Status::internal("multiple host headers"));
@@ -394,18 +392,18 @@ impl Out {
             // ends without waiting on the client. Every path below returns
             // Ready when `stop` is set, so `stopping` is never polled again.
             let stop = stopping.as_mut().poll(cx).is_ready();
-            if result.is_none() {
-                if let Poll::Ready(done) = work.as_mut().poll(cx) {
-                    result = Some(match done {
-                        Ok(Some(reply)) => {
-                            self.headers = reply.headers;
-                            self.writing = reply.message;
-                            Ok(reply.trailers)
-                        }
-                        Ok(None) => Ok(HeaderMap::new()),
-                        Err(status) => Err(status),
-                    });
-                }
+            if result.is_none()
+                && let Poll::Ready(done) = work.as_mut().poll(cx)
+            {
+                result = Some(match done {
+                    Ok(Some(reply)) => {
+                        self.headers = reply.headers;
+                        self.writing = reply.message;
+                        Ok(reply.trailers)
+                    }
+                    Ok(None) => Ok(HeaderMap::new()),
+                    Err(status) => Err(status),
+                });
             }
             loop {
                 let waiting = if stop { Poll::Ready(End::Shutdown) } else { Poll::Pending };
@@ -487,10 +485,10 @@ fn put_status(h: &mut HeaderMap, status: &Status) {
             h.insert(GRPC_MESSAGE.clone(), v);
         }
     }
-    if let Some(details) = status.details() {
-        if let Ok(v) = HeaderValue::from_str(&metadata::encode_bin(details)) {
-            h.insert(GRPC_STATUS_DETAILS.clone(), v);
-        }
+    if let Some(details) = status.details()
+        && let Ok(v) = HeaderValue::from_str(&metadata::encode_bin(details))
+    {
+        h.insert(GRPC_STATUS_DETAILS.clone(), v);
     }
 }
 
@@ -510,10 +508,12 @@ fn starts_with_ignore_case(s: &[u8], prefix: &[u8]) -> bool {
 fn request_id(headers: &HeaderMap) -> Arc<str> {
     if let Some(v) = headers.get(&X_REQUEST_ID) {
         let b = v.as_bytes();
-        if !b.is_empty() && b.len() <= MAX_REQUEST_ID_BYTES && b.iter().all(|c| c.is_ascii_graphic()) {
-            if let Ok(s) = std::str::from_utf8(b) {
-                return Arc::from(s);
-            }
+        if !b.is_empty()
+            && b.len() <= MAX_REQUEST_ID_BYTES
+            && b.iter().all(|c| c.is_ascii_graphic())
+            && let Ok(s) = std::str::from_utf8(b)
+        {
+            return Arc::from(s);
         }
     }
     new_request_id()
