@@ -35,21 +35,41 @@ const CHECK: &str = "/grpc.health.v1.Health/Check";
 const REFLECTION: &str = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo";
 
 fn gateway() -> (Child, std::path::PathBuf) {
-    let dir = std::env::temp_dir().join(format!("slimgate-flood-{}-{}", std::process::id(), rand_suffix()));
+    let dir = std::env::temp_dir().join(format!(
+        "slimgate-flood-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     let db = format!("redb:{}", dir.join("s.redb").display());
-    let child = Child::spawn(Path::new(env!("CARGO_BIN_EXE_slimgate")), &["--port", "0", "--db-url", &db], &[])
-        .expect("gateway starts");
+    let child = Child::spawn(
+        Path::new(env!("CARGO_BIN_EXE_slimgate")),
+        &["--port", "0", "--db-url", &db],
+        &[],
+    )
+    .expect("gateway starts");
     (child, dir)
 }
 
 fn rand_suffix() -> u64 {
     static N: AtomicUsize = AtomicUsize::new(0);
-    (N.fetch_add(1, Ordering::SeqCst) as u64) << 32 | u64::from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos())
+    (N.fetch_add(1, Ordering::SeqCst) as u64) << 32
+        | u64::from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos(),
+        )
 }
 
 async fn check_ok(c: &mut raw::Client) -> bool {
-    match c.unary(CHECK, &prost::Message::encode_to_vec(&HealthCheckRequest::default())).await {
+    match c
+        .unary(
+            CHECK,
+            &prost::Message::encode_to_vec(&HealthCheckRequest::default()),
+        )
+        .await
+    {
         Ok(r) => r.grpc_status() == Some(0),
         Err(_) => false,
     }
@@ -84,17 +104,29 @@ impl Bystander {
         let task = tokio::spawn(async move {
             let until = Instant::now() + FLOOD_TIME + Duration::from_secs(5);
             while !s.load(Ordering::SeqCst) && Instant::now() < until {
-                if check_ok(&mut c).await { o.fetch_add(1, Ordering::SeqCst) } else { f.fetch_add(1, Ordering::SeqCst) };
+                if check_ok(&mut c).await {
+                    o.fetch_add(1, Ordering::SeqCst)
+                } else {
+                    f.fetch_add(1, Ordering::SeqCst)
+                };
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         });
-        Bystander { ok, failed, stop, task }
+        Bystander {
+            ok,
+            failed,
+            stop,
+            task,
+        }
     }
 
     async fn finish(self) -> (usize, usize) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.task.await;
-        (self.ok.load(Ordering::SeqCst), self.failed.load(Ordering::SeqCst))
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+        )
     }
 }
 
@@ -115,7 +147,8 @@ async fn read_all(mut r: tokio::net::tcp::OwnedReadHalf, until: Instant) -> Seen
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
         while buf.len() >= 9 {
-            let len = (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
+            let len =
+                (usize::from(buf[0]) << 16) | (usize::from(buf[1]) << 8) | usize::from(buf[2]);
             if buf.len() < 9 + len {
                 break;
             }
@@ -129,10 +162,14 @@ async fn read_all(mut r: tokio::net::tcp::OwnedReadHalf, until: Instant) -> Seen
             seen.frames += 1;
             if f.ty == frames::RST_STREAM {
                 seen.resets += 1;
-                *seen.reset_codes.entry(f.error_code().unwrap_or(u32::MAX)).or_default() += 1;
+                *seen
+                    .reset_codes
+                    .entry(f.error_code().unwrap_or(u32::MAX))
+                    .or_default() += 1;
             }
             if f.ty == frames::GOAWAY {
-                let debug = String::from_utf8_lossy(f.payload.get(8..).unwrap_or_default()).into_owned();
+                let debug =
+                    String::from_utf8_lossy(f.payload.get(8..).unwrap_or_default()).into_owned();
                 seen.goaway = Some((f.error_code().unwrap_or(u32::MAX), debug));
             }
         }
@@ -149,12 +186,20 @@ async fn read_all(mut r: tokio::net::tcp::OwnedReadHalf, until: Instant) -> Seen
 
 /// Open a raw connection (preface, SETTINGS, ACK of the server's SETTINGS
 /// sent blind) and split it.
-async fn open(addr: SocketAddr) -> (tokio::net::tcp::OwnedReadHalf, tokio::net::tcp::OwnedWriteHalf) {
+async fn open(
+    addr: SocketAddr,
+) -> (
+    tokio::net::tcp::OwnedReadHalf,
+    tokio::net::tcp::OwnedWriteHalf,
+) {
     let tcp = TcpStream::connect(addr).await.unwrap();
     tcp.set_nodelay(true).unwrap();
     let (r, mut w) = tcp.into_split();
     let mut hello = frames::PREFACE.to_vec();
-    hello.extend(frames::settings(&[(frames::SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20)]));
+    hello.extend(frames::settings(&[(
+        frames::SETTINGS_INITIAL_WINDOW_SIZE,
+        1 << 20,
+    )]));
     hello.extend(frames::settings_ack());
     w.write_all(&hello).await.unwrap();
     (r, w)
@@ -162,7 +207,11 @@ async fn open(addr: SocketAddr) -> (tokio::net::tcp::OwnedReadHalf, tokio::net::
 
 /// Send `batches` (each one write), stopping at the first write error or
 /// when the time is up. Returns how many batches went out.
-async fn flood(w: &mut tokio::net::tcp::OwnedWriteHalf, batches: impl Iterator<Item = Vec<u8>>, until: Instant) -> usize {
+async fn flood(
+    w: &mut tokio::net::tcp::OwnedWriteHalf,
+    batches: impl Iterator<Item = Vec<u8>>,
+    until: Instant,
+) -> usize {
     let mut sent = 0;
     for b in batches {
         if Instant::now() > until {
@@ -213,15 +262,32 @@ async fn item_27_rapid_reset_flood_is_bounded() {
     let after = settle_rss(&child).await;
     let (ok, failed) = bystander.finish().await;
     let mut c = raw::Client::connect(child.addr).await.unwrap();
-    assert!(check_ok(&mut c).await, "a new connection is not served after the flood");
-    report("rapid reset", before, after, &format!(", {} of 10000 pairs sent, {seen:?}, bystander ok {ok} failed {failed}", sent * 100));
     assert!(
-        seen.goaway.as_ref().is_some_and(|(code, _)| *code == frames::ENHANCE_YOUR_CALM) || sent == 100,
+        check_ok(&mut c).await,
+        "a new connection is not served after the flood"
+    );
+    report(
+        "rapid reset",
+        before,
+        after,
+        &format!(
+            ", {} of 10000 pairs sent, {seen:?}, bystander ok {ok} failed {failed}",
+            sent * 100
+        ),
+    );
+    assert!(
+        seen.goaway
+            .as_ref()
+            .is_some_and(|(code, _)| *code == frames::ENHANCE_YOUR_CALM)
+            || sent == 100,
         "neither GOAWAY(ENHANCE_YOUR_CALM) nor bounded work: {seen:?}"
     );
     assert_eq!(failed, 0, "the other connection failed during the flood");
     assert!(ok > 0);
-    assert!(after.saturating_sub(before) < MAX_RAPID_RESET_RSS_GROWTH_KIB, "RSS grew {before} -> {after} KiB");
+    assert!(
+        after.saturating_sub(before) < MAX_RAPID_RESET_RSS_GROWTH_KIB,
+        "RSS grew {before} -> {after} KiB"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,12 +320,24 @@ async fn item_28_invalid_frame_reset_flood_closes_the_connection() {
     drop(w);
     let after = settle_rss(&child).await;
     let (ok, failed) = bystander.finish().await;
-    report("invalid-frame resets", before, after, &format!(", {} malformed streams sent, {seen:?}, bystander ok {ok} failed {failed}", sent * 50));
+    report(
+        "invalid-frame resets",
+        before,
+        after,
+        &format!(
+            ", {} malformed streams sent, {seen:?}, bystander ok {ok} failed {failed}",
+            sent * 50
+        ),
+    );
     assert!(seen.resets <= 1024, "more than 1024 local resets: {seen:?}");
     // h2 may drop the queued RST_STREAMs when it goes away, so only the
     // upper bound and the GOAWAY are asserted.
     assert!(seen.closed, "connection not closed: {seen:?}");
-    assert_eq!(seen.goaway.as_ref().map(|g| g.0), Some(frames::ENHANCE_YOUR_CALM), "{seen:?}");
+    assert_eq!(
+        seen.goaway.as_ref().map(|g| g.0),
+        Some(frames::ENHANCE_YOUR_CALM),
+        "{seen:?}"
+    );
     assert_eq!(failed, 0);
     assert!(after.saturating_sub(before) < MAX_RSS_GROWTH_KIB);
 }
@@ -279,7 +357,11 @@ async fn item_29_continuation_flood_closes_with_bounded_memory() {
         let mut out = Vec::new();
         for i in 0..100u32 {
             let name = format!("x-flood-{}", b * 100 + i);
-            out.extend(frames::continuation(1, &frames::header_block(&[(name.as_str(), value.as_str())]), false));
+            out.extend(frames::continuation(
+                1,
+                &frames::header_block(&[(name.as_str(), value.as_str())]),
+                false,
+            ));
         }
         out
     }));
@@ -288,7 +370,15 @@ async fn item_29_continuation_flood_closes_with_bounded_memory() {
     drop(w);
     let after = settle_rss(&child).await;
     let (ok, failed) = bystander.finish().await;
-    report("CONTINUATION flood", before, after, &format!(", {} writes, {seen:?}, bystander ok {ok} failed {failed}", sent));
+    report(
+        "CONTINUATION flood",
+        before,
+        after,
+        &format!(
+            ", {} writes, {seen:?}, bystander ok {ok} failed {failed}",
+            sent
+        ),
+    );
     assert!(seen.closed, "connection not closed: {seen:?}");
     assert!(seen.goaway.is_some(), "{seen:?}");
     assert_eq!(failed, 0);
@@ -313,9 +403,20 @@ async fn item_30_empty_data_flood_is_bounded() {
     drop(w);
     let after = settle_rss(&child).await;
     let (ok, failed) = bystander.finish().await;
-    report("empty DATA flood", before, after, &format!(", {} writes of 1000 frames, {seen:?}, bystander ok {ok} failed {failed}", sent.saturating_sub(1)));
+    report(
+        "empty DATA flood",
+        before,
+        after,
+        &format!(
+            ", {} writes of 1000 frames, {seen:?}, bystander ok {ok} failed {failed}",
+            sent.saturating_sub(1)
+        ),
+    );
     assert!(
-        seen.goaway.as_ref().is_some_and(|(code, _)| *code == frames::ENHANCE_YOUR_CALM) || sent == 101,
+        seen.goaway
+            .as_ref()
+            .is_some_and(|(code, _)| *code == frames::ENHANCE_YOUR_CALM)
+            || sent == 101,
         "{seen:?}"
     );
     assert_eq!(failed, 0);
@@ -338,7 +439,15 @@ async fn item_31_ping_flood_does_not_grow_memory() {
     let seen = reader.await.unwrap();
     let after = settle_rss(&child).await;
     let (ok, failed) = bystander.finish().await;
-    report("PING flood", before, after, &format!(", {} PINGs sent, {seen:?}, bystander ok {ok} failed {failed}", sent * 1000));
+    report(
+        "PING flood",
+        before,
+        after,
+        &format!(
+            ", {} PINGs sent, {seen:?}, bystander ok {ok} failed {failed}",
+            sent * 1000
+        ),
+    );
     assert_eq!(failed, 0);
     assert!(ok > 0);
     assert!(after.saturating_sub(before) < MAX_RSS_GROWTH_KIB);
@@ -373,8 +482,17 @@ async fn ten_thousand_streams_on_one_connection() {
     let n = done.load(Ordering::SeqCst);
     let after = settle_rss(&child).await;
     let (ok, failed) = bystander.finish().await;
-    report("10,000 streams", before, after, &format!(", {n} calls completed, bystander ok {ok} failed {failed}"));
-    assert_eq!(n, 32 * 313, "not every call completed within {FLOOD_TIME:?}");
+    report(
+        "10,000 streams",
+        before,
+        after,
+        &format!(", {n} calls completed, bystander ok {ok} failed {failed}"),
+    );
+    assert_eq!(
+        n,
+        32 * 313,
+        "not every call completed within {FLOOD_TIME:?}"
+    );
     assert_eq!(failed, 0);
     assert!(after.saturating_sub(before) < MAX_RSS_GROWTH_KIB);
 }

@@ -133,12 +133,22 @@ pub fn headers(stream: u32, block: &[u8], end_stream: bool, end_headers: bool) -
 
 /// A CONTINUATION frame.
 pub fn continuation(stream: u32, block: &[u8], end_headers: bool) -> Vec<u8> {
-    frame(CONTINUATION, if end_headers { END_HEADERS } else { 0 }, stream, block)
+    frame(
+        CONTINUATION,
+        if end_headers { END_HEADERS } else { 0 },
+        stream,
+        block,
+    )
 }
 
 /// A DATA frame.
 pub fn data(stream: u32, payload: &[u8], end_stream: bool) -> Vec<u8> {
-    frame(DATA, if end_stream { END_STREAM } else { 0 }, stream, payload)
+    frame(
+        DATA,
+        if end_stream { END_STREAM } else { 0 },
+        stream,
+        payload,
+    )
 }
 
 /// An RST_STREAM frame.
@@ -177,7 +187,9 @@ impl Frame {
             GOAWAY => 4,
             _ => return None,
         };
-        self.payload.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        self.payload
+            .get(at..at + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     /// The last stream id of a GOAWAY.
@@ -185,7 +197,9 @@ impl Frame {
         if self.ty != GOAWAY {
             return None;
         }
-        self.payload.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff)
+        self.payload
+            .get(..4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff)
     }
 
     /// The values of a SETTINGS frame.
@@ -195,7 +209,12 @@ impl Frame {
         }
         self.payload
             .chunks_exact(6)
-            .map(|c| (u16::from_be_bytes([c[0], c[1]]), u32::from_be_bytes([c[2], c[3], c[4], c[5]])))
+            .map(|c| {
+                (
+                    u16::from_be_bytes([c[0], c[1]]),
+                    u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
+                )
+            })
             .collect()
     }
 
@@ -215,13 +234,19 @@ pub struct Conn {
 impl Conn {
     /// Connect and send the preface and `settings` (the server's SETTINGS
     /// are not acknowledged: call [`Conn::handshake`] for that).
-    pub async fn connect(addr: SocketAddr, settings_values: &[(u16, u32)]) -> std::io::Result<Conn> {
+    pub async fn connect(
+        addr: SocketAddr,
+        settings_values: &[(u16, u32)],
+    ) -> std::io::Result<Conn> {
         let mut tcp = TcpStream::connect(addr).await?;
         tcp.set_nodelay(true)?;
         let mut hello = PREFACE.to_vec();
         hello.extend(settings(settings_values));
         tcp.write_all(&hello).await?;
-        Ok(Conn { tcp, buf: Vec::new() })
+        Ok(Conn {
+            tcp,
+            buf: Vec::new(),
+        })
     }
 
     /// Connect, exchange SETTINGS (ACK theirs) and return their SETTINGS.
@@ -234,7 +259,12 @@ impl Conn {
                     return Ok((c, f));
                 }
                 Some(_) => {}
-                None => return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before SETTINGS")),
+                None => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "closed before SETTINGS",
+                    ));
+                }
             }
         }
     }
@@ -250,12 +280,19 @@ impl Conn {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             if self.buf.len() >= 9 {
-                let len = (usize::from(self.buf[0]) << 16) | (usize::from(self.buf[1]) << 8) | usize::from(self.buf[2]);
+                let len = (usize::from(self.buf[0]) << 16)
+                    | (usize::from(self.buf[1]) << 8)
+                    | usize::from(self.buf[2]);
                 if self.buf.len() >= 9 + len {
                     let f = Frame {
                         ty: self.buf[3],
                         flags: self.buf[4],
-                        stream: u32::from_be_bytes([self.buf[5], self.buf[6], self.buf[7], self.buf[8]]) & 0x7fff_ffff,
+                        stream: u32::from_be_bytes([
+                            self.buf[5],
+                            self.buf[6],
+                            self.buf[7],
+                            self.buf[8],
+                        ]) & 0x7fff_ffff,
                         payload: self.buf[9..9 + len].to_vec(),
                     };
                     self.buf.drain(..9 + len);
@@ -275,7 +312,11 @@ impl Conn {
 
     /// Read frames until `pred` matches one, the connection closes or
     /// `wait` passes; every frame read is returned (the match last).
-    pub async fn read_until(&mut self, wait: Duration, mut pred: impl FnMut(&Frame) -> bool) -> std::io::Result<Vec<Frame>> {
+    pub async fn read_until(
+        &mut self,
+        wait: Duration,
+        mut pred: impl FnMut(&Frame) -> bool,
+    ) -> std::io::Result<Vec<Frame>> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut out = Vec::new();
         loop {

@@ -18,7 +18,12 @@ pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(60);
 pub fn available() -> bool {
     static OK: OnceLock<Result<(), String>> = OnceLock::new();
     let r = OK.get_or_init(|| {
-        match Command::new("python3").args(["-c", "import grpc, grpc_tools, h2"]).stdout(Stdio::null()).stderr(Stdio::piped()).output() {
+        match Command::new("python3")
+            .args(["-c", "import grpc, grpc_tools, h2"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+        {
             Ok(o) if o.status.success() => Ok(()),
             Ok(o) => Err(String::from_utf8_lossy(&o.stderr).into_owned()),
             Err(e) => Err(e.to_string()),
@@ -27,10 +32,15 @@ pub fn available() -> bool {
     match r {
         Ok(()) => true,
         Err(why) if std::env::var_os("CI").is_some() => {
-            panic!("CI is set but python3 cannot import grpc, grpc_tools and h2 (pip install grpcio grpcio-tools h2): {why}")
+            panic!(
+                "CI is set but python3 cannot import grpc, grpc_tools and h2 (pip install grpcio grpcio-tools h2): {why}"
+            )
         }
         Err(why) => {
-            println!("note: skipping a grpcio interop check: python3 cannot import grpc, grpc_tools and h2 ({})", why.trim());
+            println!(
+                "note: skipping a grpcio interop check: python3 cannot import grpc, grpc_tools and h2 ({})",
+                why.trim()
+            );
             false
         }
     }
@@ -60,10 +70,26 @@ pub fn run_json(script: &Path, args: &[&str]) -> serde_json::Value {
             Err(e) => panic!("waiting for python3: {e}"),
         }
     }
-    let out = child.wait_with_output().unwrap_or_else(|e| panic!("reading python3 output: {e}"));
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("reading python3 output: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}", script.display(), out.status);
-    let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("{} printed no JSON ({e}):\n{stdout}\n{stderr}", script.display()))
+    assert!(
+        out.status.success(),
+        "{} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        script.display(),
+        out.status
+    );
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| {
+        panic!(
+            "{} printed no JSON ({e}):\n{stdout}\n{stderr}",
+            script.display()
+        )
+    })
 }

@@ -114,7 +114,11 @@ impl Client {
 
     /// A whole call: the headers, then each chunk as its own DATA frame,
     /// the last one with END_STREAM (no chunks: END_STREAM on HEADERS).
-    pub async fn call(&mut self, req: Request<()>, chunks: Vec<Bytes>) -> Result<Response, RawError> {
+    pub async fn call(
+        &mut self,
+        req: Request<()>,
+        chunks: Vec<Bytes>,
+    ) -> Result<Response, RawError> {
         let fut = async {
             let (resp, mut body) = self.start(req, chunks.is_empty()).await?;
             let n = chunks.len();
@@ -128,12 +132,18 @@ impl Client {
             }
             collect(resp).await
         };
-        tokio::time::timeout(CALL_TIMEOUT, fut).await.map_err(|_| RawError::Timeout)?
+        tokio::time::timeout(CALL_TIMEOUT, fut)
+            .await
+            .map_err(|_| RawError::Timeout)?
     }
 
     /// A unary call with one message in one DATA frame.
     pub async fn unary(&mut self, path: &str, message: &[u8]) -> Result<Response, RawError> {
-        self.call(grpc_request(path).body(()).expect("request"), vec![grpc_frame(message)]).await
+        self.call(
+            grpc_request(path).body(()).expect("request"),
+            vec![grpc_frame(message)],
+        )
+        .await
     }
 }
 
@@ -149,13 +159,18 @@ pub fn grpc_request(path: &str) -> http::request::Builder {
 }
 
 /// A gRPC request with some headers replaced (or added) and some removed.
-pub fn grpc_request_with(path: &str, set: &[(&'static str, &str)], remove: &[&'static str]) -> Request<()> {
+pub fn grpc_request_with(
+    path: &str,
+    set: &[(&'static str, &str)],
+    remove: &[&'static str],
+) -> Request<()> {
     let mut req = grpc_request(path).body(()).expect("request");
     for name in remove {
         req.headers_mut().remove(*name);
     }
     for (name, value) in set {
-        req.headers_mut().insert(*name, HeaderValue::from_str(value).expect("header value"));
+        req.headers_mut()
+            .insert(*name, HeaderValue::from_str(value).expect("header value"));
     }
     req
 }
@@ -183,12 +198,17 @@ impl Response {
 
     /// `grpc-status` as a number.
     pub fn grpc_status(&self) -> Option<u32> {
-        self.status_headers().get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|s| s.parse().ok())
+        self.status_headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse().ok())
     }
 
     /// The raw `grpc-message` bytes.
     pub fn grpc_message_raw(&self) -> Option<&[u8]> {
-        self.status_headers().get("grpc-message").map(HeaderValue::as_bytes)
+        self.status_headers()
+            .get("grpc-message")
+            .map(HeaderValue::as_bytes)
     }
 
     /// The whole body.
@@ -217,8 +237,18 @@ pub async fn collect(resp: ResponseFuture) -> Result<Response, RawError> {
         let _ = body.flow_control().release_capacity(chunk.len());
         data.push(chunk);
     }
-    let trailers = if trailers_only { None } else { body.trailers().await? };
-    Ok(Response { status: parts.status, headers: parts.headers, data, trailers, trailers_only })
+    let trailers = if trailers_only {
+        None
+    } else {
+        body.trailers().await?
+    };
+    Ok(Response {
+        status: parts.status,
+        headers: parts.headers,
+        data,
+        trailers,
+        trailers_only,
+    })
 }
 
 /// Prefix one message: flag 0, big-endian length.

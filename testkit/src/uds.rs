@@ -22,8 +22,10 @@ pub async fn channel(path: impl AsRef<Path>) -> Result<Channel, tonic::transport
 /// Like [`channel`], but connects on first use (never fails up front).
 pub fn channel_lazy(path: impl AsRef<Path>) -> Channel {
     let path: PathBuf = path.as_ref().to_path_buf();
-    Endpoint::from_static("http://localhost").connect_with_connector_lazy(tower::service_fn(move |_uri: http::Uri| {
-        let path = path.clone();
-        async move { UnixStream::connect(path).await.map(TokioIo::new) }
-    }))
+    Endpoint::from_static("http://localhost").connect_with_connector_lazy(tower::service_fn(
+        move |_uri: http::Uri| {
+            let path = path.clone();
+            async move { UnixStream::connect(path).await.map(TokioIo::new) }
+        },
+    ))
 }

@@ -17,14 +17,21 @@ const SOON: Duration = Duration::from_secs(2);
 async fn item_20_unary_deadline_drops_the_handler() {
     let s = TestServer::start().await;
     let mut c = s.raw().await;
-    let request = req(SLOW.path).header("grpc-timeout", "1m").body(()).unwrap();
-    let r = tokio::time::timeout(SOON, c.call(request, vec![msg(&TestMsg::default())])).await.expect("answered in time");
+    let request = req(SLOW.path)
+        .header("grpc-timeout", "1m")
+        .body(())
+        .unwrap();
+    let r = tokio::time::timeout(SOON, c.call(request, vec![msg(&TestMsg::default())]))
+        .await
+        .expect("answered in time");
     match r {
         Ok(r) => assert_eq!(r.grpc_status(), Some(4), "{r:?}"),
         Err(e) => assert_eq!(e.reason(), Some(h2::Reason::CANCEL), "{e}"),
     }
     assert!(
-        eventually(SOON, || Counters::get(&s.c.slow_dropped) == Counters::get(&s.c.slow_started)).await,
+        eventually(SOON, || Counters::get(&s.c.slow_dropped)
+            == Counters::get(&s.c.slow_started))
+        .await,
         "handler not dropped"
     );
     assert_eq!(Counters::get(&s.c.slow_finished), 0);
@@ -36,19 +43,35 @@ async fn item_20_unary_deadline_drops_the_handler() {
     for round in 0..2u32 {
         let mut request = tonic::Request::new(TestMsg::default());
         if round == 0 {
-            request.metadata_mut().insert("grpc-timeout", "20m".parse().unwrap());
+            request
+                .metadata_mut()
+                .insert("grpc-timeout", "20m".parse().unwrap());
         } else {
             request.set_timeout(Duration::from_millis(20));
         }
-        let err = tonic_unary(s.channel().await, SLOW.path, request).await.unwrap_err();
-        assert!(matches!(err.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled), "{err:?}");
+        let err = tonic_unary(s.channel().await, SLOW.path, request)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err.code(),
+                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+            ),
+            "{err:?}"
+        );
         let want = 2 + round as usize;
         assert!(eventually(SOON, || Counters::get(&s.c.slow_dropped) == want).await);
     }
 
     // A zero deadline is exceeded before the handler starts.
-    let request = req(SLOW.path).header("grpc-timeout", "0n").body(()).unwrap();
-    let r = c.call(request, vec![msg(&TestMsg::default())]).await.unwrap();
+    let request = req(SLOW.path)
+        .header("grpc-timeout", "0n")
+        .body(())
+        .unwrap();
+    let r = c
+        .call(request, vec![msg(&TestMsg::default())])
+        .await
+        .unwrap();
     assert_eq!(r.grpc_status(), Some(4));
     assert_eq!(Counters::get(&s.c.slow_started), 3);
 }
@@ -57,10 +80,22 @@ async fn item_20_unary_deadline_drops_the_handler() {
 async fn item_21_deadline_fires_on_a_server_stream_after_headers() {
     let s = TestServer::start().await;
     let mut c = s.raw().await;
-    let request = req(TICKS.path).header("grpc-timeout", "300m").body(()).unwrap();
+    let request = req(TICKS.path)
+        .header("grpc-timeout", "300m")
+        .body(())
+        .unwrap();
     let (resp, mut body) = c.start(request, false).await.unwrap();
-    body.send_data(msg(&TestMsg { count: 2, ..TestMsg::default() }), true).unwrap();
-    let r = tokio::time::timeout(Duration::from_secs(5), collect(resp)).await.expect("the deadline ends the stream");
+    body.send_data(
+        msg(&TestMsg {
+            count: 2,
+            ..TestMsg::default()
+        }),
+        true,
+    )
+    .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), collect(resp))
+        .await
+        .expect("the deadline ends the stream");
     match r {
         Ok(r) => {
             assert!(!r.trailers_only, "headers were sent before the deadline");
@@ -69,20 +104,32 @@ async fn item_21_deadline_fires_on_a_server_stream_after_headers() {
         }
         Err(e) => assert_eq!(e.reason(), Some(h2::Reason::CANCEL), "{e}"),
     }
-    assert!(eventually(SOON, || Counters::get(&s.c.ticks_dropped) == 1).await, "handler not dropped");
+    assert!(
+        eventually(SOON, || Counters::get(&s.c.ticks_dropped) == 1).await,
+        "handler not dropped"
+    );
 
     // tonic, streaming.
     let mut g = tonic::client::Grpc::new(s.channel().await);
     g.ready().await.unwrap();
-    let mut request = tonic::Request::new(TestMsg { count: 1, ..TestMsg::default() });
+    let mut request = tonic::Request::new(TestMsg {
+        count: 1,
+        ..TestMsg::default()
+    });
     request.set_timeout(Duration::from_millis(200));
     let mut stream = g
-        .server_streaming(request, http::uri::PathAndQuery::from_static(TICKS.path), tonic_prost::ProstCodec::<TestMsg, TestMsg>::default())
+        .server_streaming(
+            request,
+            http::uri::PathAndQuery::from_static(TICKS.path),
+            tonic_prost::ProstCodec::<TestMsg, TestMsg>::default(),
+        )
         .await
         .unwrap()
         .into_inner();
     assert!(stream.message().await.unwrap().is_some());
-    let end = tokio::time::timeout(Duration::from_secs(5), stream.message()).await.expect("stream ends");
+    let end = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("stream ends");
     assert_eq!(end.unwrap_err().code(), tonic::Code::DeadlineExceeded);
     assert!(eventually(SOON, || Counters::get(&s.c.ticks_dropped) == 2).await);
 }
@@ -93,14 +140,37 @@ async fn item_22_malformed_grpc_timeout_is_400_internal_and_huge_is_clamped() {
     let mut c = s.raw().await;
     for bad in ["xyz", "123456789S", "5x", "", "1.5S", "-1S"] {
         let request = req(ECHO.path).header("grpc-timeout", bad).body(()).unwrap();
-        let r = c.call(request, vec![msg(&TestMsg::default())]).await.unwrap();
-        assert_eq!((r.status.as_u16(), r.grpc_status()), (400, Some(13)), "{bad:?}");
-        assert_eq!(r.grpc_message_raw(), Some(&b"malformed grpc-timeout"[..]), "{bad:?}");
+        let r = c
+            .call(request, vec![msg(&TestMsg::default())])
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.status.as_u16(), r.grpc_status()),
+            (400, Some(13)),
+            "{bad:?}"
+        );
+        assert_eq!(
+            r.grpc_message_raw(),
+            Some(&b"malformed grpc-timeout"[..]),
+            "{bad:?}"
+        );
     }
     assert_eq!(Counters::get(&s.c.echo_calls), 0);
     for huge in ["99999999H", "99999999M", "99999999S"] {
-        let request = req(ECHO.path).header("grpc-timeout", huge).body(()).unwrap();
-        let r = c.call(request, vec![msg(&TestMsg { value: 22, ..TestMsg::default() })]).await.unwrap();
+        let request = req(ECHO.path)
+            .header("grpc-timeout", huge)
+            .body(())
+            .unwrap();
+        let r = c
+            .call(
+                request,
+                vec![msg(&TestMsg {
+                    value: 22,
+                    ..TestMsg::default()
+                })],
+            )
+            .await
+            .unwrap();
         assert_eq!(r.grpc_status(), Some(0), "{huge}");
         assert_eq!(decode(&r.messages()[0]).value, 22);
     }
@@ -109,7 +179,11 @@ async fn item_22_malformed_grpc_timeout_is_400_internal_and_huge_is_clamped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item_23_client_cancel_drops_the_handler_and_frees_the_slot() {
     // One stream allowed: a slot that is not freed would refuse the next.
-    let s = TestServer::with(Opts { max_concurrent_streams: 1, ..Opts::default() }).await;
+    let s = TestServer::with(Opts {
+        max_concurrent_streams: 1,
+        ..Opts::default()
+    })
+    .await;
     let (mut conn, _) = frames::Conn::handshake(s.addr).await.unwrap();
     let mut id = 1;
     for round in 0..3 {
@@ -117,17 +191,35 @@ async fn item_23_client_cancel_drops_the_handler_and_frees_the_slot() {
         out.extend(frames::data(id, &msg(&TestMsg::default()), true));
         conn.send(&out).await.unwrap();
         assert!(eventually(SOON, || Counters::get(&s.c.slow_started) == round + 1).await);
-        conn.send(&frames::rst_stream(id, frames::CANCEL)).await.unwrap();
-        assert!(eventually(SOON, || Counters::get(&s.c.slow_dropped) == round + 1).await, "handler not dropped");
+        conn.send(&frames::rst_stream(id, frames::CANCEL))
+            .await
+            .unwrap();
+        assert!(
+            eventually(SOON, || Counters::get(&s.c.slow_dropped) == round + 1).await,
+            "handler not dropped"
+        );
         id += 2;
     }
     // The slot is free: a normal call on the same connection succeeds.
     let mut out = frames::headers(id, &frames::grpc_headers(ECHO.path), false, true);
     out.extend(frames::data(id, &msg(&TestMsg::default()), true));
     conn.send(&out).await.unwrap();
-    let got = conn.read_until(SOON, |f| f.stream == id && (f.has(frames::END_STREAM) || f.ty == frames::RST_STREAM)).await.unwrap();
-    let kinds: Vec<u8> = got.iter().filter(|f| f.stream == id).map(|f| f.ty).collect();
-    assert_eq!(kinds, [frames::HEADERS, frames::DATA, frames::HEADERS], "{got:?}");
+    let got = conn
+        .read_until(SOON, |f| {
+            f.stream == id && (f.has(frames::END_STREAM) || f.ty == frames::RST_STREAM)
+        })
+        .await
+        .unwrap();
+    let kinds: Vec<u8> = got
+        .iter()
+        .filter(|f| f.stream == id)
+        .map(|f| f.ty)
+        .collect();
+    assert_eq!(
+        kinds,
+        [frames::HEADERS, frames::DATA, frames::HEADERS],
+        "{got:?}"
+    );
 
     // cancel_after_begin (tonic): a client stream cancelled before any message.
     let ch = s.channel().await;
@@ -144,7 +236,10 @@ async fn item_23_client_cancel_drops_the_handler_and_frees_the_slot() {
     });
     assert!(eventually(SOON, || Counters::get(&s.c.stream_started) == 1).await);
     call.abort();
-    assert!(eventually(SOON, || Counters::get(&s.c.stream_dropped) == 1).await, "cancel_after_begin: not dropped");
+    assert!(
+        eventually(SOON, || Counters::get(&s.c.stream_dropped) == 1).await,
+        "cancel_after_begin: not dropped"
+    );
     drop(tx);
 
     // cancel_after_first_response (tonic): a server stream dropped after
@@ -153,7 +248,10 @@ async fn item_23_client_cancel_drops_the_handler_and_frees_the_slot() {
     g.ready().await.unwrap();
     let mut stream = g
         .server_streaming(
-            tonic::Request::new(TestMsg { count: 1, ..TestMsg::default() }),
+            tonic::Request::new(TestMsg {
+                count: 1,
+                ..TestMsg::default()
+            }),
             http::uri::PathAndQuery::from_static(TICKS.path),
             tonic_prost::ProstCodec::<TestMsg, TestMsg>::default(),
         )
@@ -162,7 +260,10 @@ async fn item_23_client_cancel_drops_the_handler_and_frees_the_slot() {
         .into_inner();
     assert_eq!(stream.next().await.unwrap().unwrap().count, 0);
     drop(stream);
-    assert!(eventually(SOON, || Counters::get(&s.c.ticks_dropped) == 1).await, "cancel_after_first_response: not dropped");
+    assert!(
+        eventually(SOON, || Counters::get(&s.c.ticks_dropped) == 1).await,
+        "cancel_after_first_response: not dropped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,9 +271,15 @@ async fn item_24_early_error_sends_trailers_then_rst_no_error() {
     let s = TestServer::start().await;
     // The client sees our status, not CANCELLED (h2 client).
     let mut c = s.raw().await;
-    let (resp, mut body) = c.start(req(FAIL_EARLY.path).body(()).unwrap(), false).await.unwrap();
+    let (resp, mut body) = c
+        .start(req(FAIL_EARLY.path).body(()).unwrap(), false)
+        .await
+        .unwrap();
     body.send_data(msg(&TestMsg::default()), false).unwrap();
-    let r = tokio::time::timeout(SOON, collect(resp)).await.unwrap().unwrap();
+    let r = tokio::time::timeout(SOON, collect(resp))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(r.grpc_status(), Some(3), "{r:?}");
 
     // At frame level: the status HEADERS (END_STREAM), then RST_STREAM(NO_ERROR).
@@ -180,7 +287,10 @@ async fn item_24_early_error_sends_trailers_then_rst_no_error() {
     let mut out = frames::headers(1, &frames::grpc_headers(FAIL_EARLY.path), false, true);
     out.extend(frames::data(1, &msg(&TestMsg::default()), false));
     conn.send(&out).await.unwrap();
-    let got = conn.read_until(SOON, |f| f.stream == 1 && f.ty == frames::RST_STREAM).await.unwrap();
+    let got = conn
+        .read_until(SOON, |f| f.stream == 1 && f.ty == frames::RST_STREAM)
+        .await
+        .unwrap();
     let on_stream: Vec<_> = got.iter().filter(|f| f.stream == 1).collect();
     assert_eq!(on_stream.len(), 2, "{on_stream:?}");
     assert_eq!(on_stream[0].ty, frames::HEADERS);

@@ -3,7 +3,9 @@
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 
 use slimgate_testkit::pb::grpc::health::v1::health_client::HealthClient;
-use slimgate_testkit::pb::grpc::health::v1::{HealthCheckRequest, health_check_response::ServingStatus};
+use slimgate_testkit::pb::grpc::health::v1::{
+    HealthCheckRequest, health_check_response::ServingStatus,
+};
 
 use crate::support::*;
 
@@ -18,10 +20,18 @@ async fn item_39_unix_socket_stale_file_mode_and_grpcio() {
     let (gw, _d) = gateway(&["--unix-socket", &sock_arg]).await;
     let meta = std::fs::metadata(&sock).unwrap();
     assert!(meta.file_type().is_socket());
-    assert_eq!(meta.permissions().mode() & 0o777, slimgate::server::UNIX_SOCKET_MODE);
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        slimgate::server::UNIX_SOCKET_MODE
+    );
     // tonic over the socket (testkit's Unix channel).
     let ch = slimgate_testkit::uds::channel(&sock).await.unwrap();
-    let r = HealthClient::new(ch).check(HealthCheckRequest { service: String::new() }).await.unwrap();
+    let r = HealthClient::new(ch)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
     assert_eq!(r.into_inner().status, ServingStatus::Serving as i32);
     // grpcio with grpc.default_authority=localhost.
     if slimgate_testkit::python::available() {
@@ -48,14 +58,24 @@ async fn item_40_grpcio_default_uds_authority_is_refused_by_h2() {
     if slimgate_testkit::python::available() {
         let v = slimgate_testkit::python::run_json(&crate::py(), &["uds", &sock_arg, ""]);
         assert_eq!(v["code"], "INTERNAL", "{v}");
-        assert!(v["details"].as_str().is_some_and(|d| d.contains("RST_STREAM") && d.contains("error code 1")), "{v}");
+        assert!(
+            v["details"]
+                .as_str()
+                .is_some_and(|d| d.contains("RST_STREAM") && d.contains("error code 1")),
+            "{v}"
+        );
     }
     // The reason: such an authority is not a valid `http` authority.
     let authority = sock_arg.replace('/', "%2F");
     assert!(authority.parse::<http::uri::Authority>().is_err());
     // The gateway itself keeps serving on the socket.
     let ch = slimgate_testkit::uds::channel(&sock).await.unwrap();
-    let r = HealthClient::new(ch).check(HealthCheckRequest { service: String::new() }).await.unwrap();
+    let r = HealthClient::new(ch)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap();
     assert_eq!(r.into_inner().status, ServingStatus::Serving as i32);
     gw.stop().await;
 }
