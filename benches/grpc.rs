@@ -7,7 +7,8 @@
 //! `cargo bench --bench grpc` prints calls/s, p50 and p99 per server and
 //! the slimgate/tonic ratios. `SLIMGATE_BENCH_SECS` sets the measured time
 //! per level (default 5), `SLIMGATE_BENCH_LEVELS` the levels (default
-//! `1,16,256`). A program that prints figures, never a test.
+//! `1,16,256`); `SLIMGATE_BENCH_ONLY_SLIMGATE=1` skips tonic (for profiling).
+//! A program that prints figures, never a test.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -235,6 +236,8 @@ fn main() {
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 16, 256]);
     let duration = Duration::from_secs(secs);
+    // For profiling: drive slimgate only.
+    let only_slimgate = std::env::var_os("SLIMGATE_BENCH_ONLY_SLIMGATE").is_some();
     // Servers and the load generator get a runtime each, the same for both servers.
     let servers = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -262,6 +265,17 @@ fn main() {
     let mut ratios = Vec::new();
     for &c in &levels {
         let s = client.block_on(load(slim, c, duration));
+        if only_slimgate {
+            println!(
+                "{c:>5}  {:<9} {:>10.0} {:>9} {:>9} {:>7}",
+                "slimgate",
+                s.rate(),
+                s.p50_us,
+                s.p99_us,
+                s.errors
+            );
+            continue;
+        }
         let t = client.block_on(load(tonic, c, duration));
         for (name, r) in [("slimgate", &s), ("tonic", &t)] {
             println!(
