@@ -262,10 +262,15 @@ struct Out {
 
 impl Out {
     fn new(respond: SendResponse<Bytes>, request_id: &str) -> Out {
+        let mut request_id = HeaderValue::from_str(request_id).unwrap_or(HeaderValue::from_static("invalid"));
+        // Unique per call: HPACK must not index it (RFC 7541 §7.1.3), or
+        // every response evicts the connection's useful table entries
+        // (content-type, grpc-status) on both ends.
+        request_id.set_sensitive(true);
         Out {
             respond: Some(respond),
             stream: None,
-            request_id: HeaderValue::from_str(request_id).unwrap_or(HeaderValue::from_static("invalid")),
+            request_id,
             headers: HeaderMap::new(),
             writing: Bytes::new(),
             partial: false,
