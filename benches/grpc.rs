@@ -7,7 +7,8 @@
 //! `cargo bench --bench grpc` prints calls/s, p50 and p99 per server and
 //! the slimgate/tonic ratios. `SLIMGATE_BENCH_SECS` sets the measured time
 //! per level (default 5), `SLIMGATE_BENCH_LEVELS` the levels (default
-//! `1,16,256`); `SLIMGATE_BENCH_ONLY_SLIMGATE=1` skips tonic (for profiling).
+//! `1,16,256`); `SLIMGATE_BENCH_ONLY_SLIMGATE=1` / `SLIMGATE_BENCH_ONLY_TONIC=1` run one
+//! server only (for profiling).
 //! A program that prints figures, never a test.
 
 use std::collections::HashMap;
@@ -116,12 +117,26 @@ struct Run {
     secs: f64,
     p50_us: u64,
     p99_us: u64,
+    /// CPU time of the whole process (server + load generator) per call.
+    cpu_us_per_call: f64,
 }
 
 impl Run {
     fn rate(&self) -> f64 {
         self.calls as f64 / self.secs
     }
+}
+
+/// CPU time used by this process so far (user + system), in µs, from
+/// `/proc/self/stat` (clock ticks of 10 ms). The machine is shared, so
+/// calls/s moves with other load; CPU per call much less so.
+fn process_cpu_us() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the `(comm)`; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) * 10_000.0
 }
 
 async fn connect(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
@@ -178,6 +193,10 @@ async fn load(addr: SocketAddr, concurrency: usize, duration: Duration) -> Run {
         service: String::new(),
     });
     let warm_until = Instant::now() + WARMUP;
+    let warmed = tokio::spawn(async move {
+        tokio::time::sleep_until(warm_until.into()).await;
+        process_cpu_us()
+    });
     let until = warm_until + duration;
     let mut tasks = Vec::new();
     for i in 0..concurrency {
@@ -211,6 +230,7 @@ async fn load(addr: SocketAddr, concurrency: usize, duration: Duration) -> Run {
         all.extend(lat);
         errors += e;
     }
+    let cpu_us = process_cpu_us() - warmed.await.expect("cpu probe");
     all.sort_unstable();
     let pct = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
@@ -223,7 +243,19 @@ async fn load(addr: SocketAddr, concurrency: usize, duration: Duration) -> Run {
         secs: duration.as_secs_f64(),
         p50_us: pct(0.50),
         p99_us: pct(0.99),
+        cpu_us_per_call: cpu_us / all.len().max(1) as f64,
     }
+}
+
+fn print_run(c: usize, name: &str, r: &Run) {
+    println!(
+        "{c:>5}  {name:<9} {:>10.0} {:>9} {:>9} {:>12.1} {:>7}",
+        r.rate(),
+        r.p50_us,
+        r.p99_us,
+        r.cpu_us_per_call,
+        r.errors
+    );
 }
 
 fn main() {
@@ -238,6 +270,7 @@ fn main() {
     let duration = Duration::from_secs(secs);
     // For profiling: drive slimgate only.
     let only_slimgate = std::env::var_os("SLIMGATE_BENCH_ONLY_SLIMGATE").is_some();
+    let only_tonic = std::env::var_os("SLIMGATE_BENCH_ONLY_TONIC").is_some();
     // Servers and the load generator get a runtime each, the same for both servers.
     let servers = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -259,46 +292,45 @@ fn main() {
     println!("server and load generator share the machine (2 worker threads each)");
     println!();
     println!(
-        "{:>5}  {:<9} {:>10} {:>9} {:>9} {:>7}",
-        "conc", "server", "calls/s", "p50 µs", "p99 µs", "errors"
+        "{:>5}  {:<9} {:>10} {:>9} {:>9} {:>12} {:>7}",
+        "conc", "server", "calls/s", "p50 µs", "p99 µs", "CPU µs/call", "errors"
     );
     let mut ratios = Vec::new();
     for &c in &levels {
+        if only_tonic {
+            let t = client.block_on(load(tonic, c, duration));
+            print_run(c, "tonic", &t);
+            continue;
+        }
         let s = client.block_on(load(slim, c, duration));
+        print_run(c, "slimgate", &s);
         if only_slimgate {
-            println!(
-                "{c:>5}  {:<9} {:>10.0} {:>9} {:>9} {:>7}",
-                "slimgate",
-                s.rate(),
-                s.p50_us,
-                s.p99_us,
-                s.errors
-            );
             continue;
         }
         let t = client.block_on(load(tonic, c, duration));
-        for (name, r) in [("slimgate", &s), ("tonic", &t)] {
-            println!(
-                "{c:>5}  {name:<9} {:>10.0} {:>9} {:>9} {:>7}",
-                r.rate(),
-                r.p50_us,
-                r.p99_us,
-                r.errors
-            );
-        }
+        print_run(c, "tonic", &t);
         ratios.push((
             c,
             s.rate() / t.rate(),
             s.p50_us as f64 / t.p50_us.max(1) as f64,
             s.p99_us as f64 / t.p99_us.max(1) as f64,
+            t.cpu_us_per_call / s.cpu_us_per_call.max(f64::MIN_POSITIVE),
         ));
+    }
+    if ratios.is_empty() {
+        return;
     }
     println!();
     println!(
-        "{:>5}  {:>16} {:>14} {:>14}",
-        "conc", "throughput s/t", "p50 s/t", "p99 s/t"
+        "CPU µs/call is the whole process (servers and load generator): the machine is shared,"
     );
-    for (c, thr, p50, p99) in ratios {
-        println!("{c:>5}  {thr:>15.2}x {p50:>13.2}x {p99:>13.2}x");
+    println!("so calls/s moves with other load; CPU per call much less.");
+    println!();
+    println!(
+        "{:>5}  {:>16} {:>14} {:>14} {:>18}",
+        "conc", "throughput s/t", "p50 s/t", "p99 s/t", "calls per CPU s/t"
+    );
+    for (c, thr, p50, p99, eff) in ratios {
+        println!("{c:>5}  {thr:>15.2}x {p50:>13.2}x {p99:>13.2}x {eff:>17.2}x");
     }
 }
