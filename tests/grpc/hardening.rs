@@ -93,7 +93,12 @@ async fn item_26_streams_over_the_limit_are_refused() {
             .any(|f| f.ty == frames::GOAWAY || (f.ty == frames::RST_STREAM && f.stream <= 3)),
         "{got:?}"
     );
-    assert_eq!(Counters::get(&s.c.slow_finished), 2);
+    // Stream 1 may end just after stream 3.
+    assert!(
+        eventually(Duration::from_secs(5), || Counters::get(&s.c.slow_finished)
+            == 2)
+        .await
+    );
     assert_eq!(Counters::get(&s.c.slow_started), 2);
     // grpcio with the same limit: the third concurrent call is queued by the
     // client and succeeds (it is never refused).
