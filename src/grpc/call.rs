@@ -384,6 +384,7 @@ impl Out {
                 None => std::future::pending().await,
             }
         });
+        let mut stop_registered = false;
         poll_fn(|cx| {
             if sleep.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(End::Deadline);
@@ -396,7 +397,15 @@ impl Out {
             // NOT_SERVING delivers it before UNAVAILABLE); then the call
             // ends without waiting on the client. Every path below returns
             // Ready when `stop` is set, so `stopping` is never polled again.
-            let stop = stopping.as_mut().poll(cx).is_ready();
+            // (The shutdown future takes a process-wide lock when polled:
+            // poll it once to register, then only once the signal is set.)
+            let stop = match shutdown {
+                Some(s) if !stop_registered || s.is_triggered() => {
+                    stop_registered = true;
+                    stopping.as_mut().poll(cx).is_ready()
+                }
+                _ => false,
+            };
             if result.is_none()
                 && let Poll::Ready(done) = work.as_mut().poll(cx)
             {
