@@ -33,6 +33,7 @@ async fn item_25_settings_advertise_stream_and_header_limits() {
         setting(&settings, frames::SETTINGS_MAX_CONCURRENT_STREAMS),
         Some(7)
     );
+    drop(conn);
     gw.stop().await;
 }
 
