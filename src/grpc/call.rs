@@ -314,11 +314,16 @@ struct Out {
 
 impl Out {
     fn new(respond: SendResponse<Bytes>, request_id: &str) -> Out {
+        let mut request_id =
+            HeaderValue::from_str(request_id).unwrap_or(HeaderValue::from_static("invalid"));
+        // Unique per call: HPACK must not index it (RFC 7541 §7.1.3), or
+        // every response evicts the connection's useful table entries
+        // (content-type, grpc-status) on both ends.
+        request_id.set_sensitive(true);
         Out {
             respond: Some(respond),
             stream: None,
-            request_id: HeaderValue::from_str(request_id)
-                .unwrap_or(HeaderValue::from_static("invalid")),
+            request_id,
             headers: HeaderMap::new(),
             writing: Bytes::new(),
             partial: false,
@@ -442,6 +447,7 @@ impl Out {
                 None => std::future::pending().await,
             }
         });
+        let mut stop_registered = false;
         poll_fn(|cx| {
             if sleep.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(End::Deadline);
@@ -454,7 +460,15 @@ impl Out {
             // NOT_SERVING delivers it before UNAVAILABLE); then the call
             // ends without waiting on the client. Every path below returns
             // Ready when `stop` is set, so `stopping` is never polled again.
-            let stop = stopping.as_mut().poll(cx).is_ready();
+            // (The shutdown future takes a process-wide lock when polled:
+            // poll it once to register, then only once the signal is set.)
+            let stop = match shutdown {
+                Some(s) if !stop_registered || s.is_triggered() => {
+                    stop_registered = true;
+                    stopping.as_mut().poll(cx).is_ready()
+                }
+                _ => false,
+            };
             if result.is_none()
                 && let Poll::Ready(done) = work.as_mut().poll(cx)
             {
