@@ -563,10 +563,10 @@ where
         }
     }
     for f in FLAGS {
-        if !values.contains_key(f.name) {
-            if let Some(v) = env(f.env) {
-                values.insert(f.name, v);
-            }
+        if !values.contains_key(f.name)
+            && let Some(v) = env(f.env)
+        {
+            values.insert(f.name, v);
         }
     }
     for (name, var) in IGNORED {

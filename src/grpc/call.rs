@@ -201,16 +201,16 @@ impl<G: Gate> Service<G> {
                 }
             },
         };
-        if let Some(enc) = headers.get("grpc-encoding") {
-            if enc.as_bytes() != b"identity" {
-                let shown = String::from_utf8_lossy(enc.as_bytes()).into_owned();
-                return Check::Refuse(
-                    StatusCode::OK,
-                    Status::unimplemented(format!(
-                        "grpc-encoding {shown:?} is not supported (supported: identity)"
-                    )),
-                );
-            }
+        if let Some(enc) = headers.get("grpc-encoding")
+            && enc.as_bytes() != b"identity"
+        {
+            let shown = String::from_utf8_lossy(enc.as_bytes()).into_owned();
+            return Check::Refuse(
+                StatusCode::OK,
+                Status::unimplemented(format!(
+                    "grpc-encoding {shown:?} is not supported (supported: identity)"
+                )),
+            );
         }
         if headers.get_all(http::header::HOST).iter().nth(1).is_some() {
             return Check::Refuse(
@@ -450,18 +450,18 @@ impl Out {
             if stopping.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(End::Shutdown);
             }
-            if result.is_none() {
-                if let Poll::Ready(done) = work.as_mut().poll(cx) {
-                    result = Some(match done {
-                        Ok(Some(reply)) => {
-                            self.headers = reply.headers;
-                            self.writing = reply.message;
-                            Ok(reply.trailers)
-                        }
-                        Ok(None) => Ok(HeaderMap::new()),
-                        Err(status) => Err(status),
-                    });
-                }
+            if result.is_none()
+                && let Poll::Ready(done) = work.as_mut().poll(cx)
+            {
+                result = Some(match done {
+                    Ok(Some(reply)) => {
+                        self.headers = reply.headers;
+                        self.writing = reply.message;
+                        Ok(reply.trailers)
+                    }
+                    Ok(None) => Ok(HeaderMap::new()),
+                    Err(status) => Err(status),
+                });
             }
             loop {
                 if !self.writing.is_empty() {
@@ -549,10 +549,10 @@ fn put_status(h: &mut HeaderMap, status: &Status) {
             h.insert(GRPC_MESSAGE.clone(), v);
         }
     }
-    if let Some(details) = status.details() {
-        if let Ok(v) = HeaderValue::from_str(&metadata::encode_bin(details)) {
-            h.insert(GRPC_STATUS_DETAILS.clone(), v);
-        }
+    if let Some(details) = status.details()
+        && let Ok(v) = HeaderValue::from_str(&metadata::encode_bin(details))
+    {
+        h.insert(GRPC_STATUS_DETAILS.clone(), v);
     }
 }
 
@@ -575,10 +575,9 @@ fn request_id(headers: &HeaderMap) -> Arc<str> {
         if !b.is_empty()
             && b.len() <= MAX_REQUEST_ID_BYTES
             && b.iter().all(|c| c.is_ascii_graphic())
+            && let Ok(s) = std::str::from_utf8(b)
         {
-            if let Ok(s) = std::str::from_utf8(b) {
-                return Arc::from(s);
-            }
+            return Arc::from(s);
         }
     }
     new_request_id()

@@ -261,12 +261,13 @@ pub fn decode_message(value: &[u8]) -> String {
     let mut i = 0;
     while i < value.len() {
         let b = value[i];
-        if b == b'%' && i + 2 < value.len() {
-            if let (Some(hi), Some(lo)) = (hex_val(value[i + 1]), hex_val(value[i + 2])) {
-                out.push(hi << 4 | lo);
-                i += 3;
-                continue;
-            }
+        if b == b'%'
+            && i + 2 < value.len()
+            && let (Some(hi), Some(lo)) = (hex_val(value[i + 1]), hex_val(value[i + 2]))
+        {
+            out.push(hi << 4 | lo);
+            i += 3;
+            continue;
         }
         out.push(b);
         i += 1;
