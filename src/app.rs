@@ -18,7 +18,10 @@ use tokio::task::JoinHandle;
 
 use crate::api;
 use crate::config::Config;
+use crate::drivers::compute::{self, Compute};
+use crate::drivers::uds::PoolConfig;
 use crate::endpoints::{Plain, PlainResponse};
+use crate::events::SandboxBus;
 use crate::grpc::health::Health;
 use crate::grpc::reflection::Reflection;
 use crate::grpc::{self, Router};
@@ -78,8 +81,21 @@ impl Running {
     }
 }
 
+/// Settings that are not flags: intervals tests shorten. Production uses
+/// `Tuning::default()` (what [`start`] does).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tuning {
+    /// The compute driver's startup wait, watch restart and reconcile.
+    pub compute: compute::Timing,
+}
+
 /// Build the gateway and start listening.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    start_with(config, Tuning::default()).await
+}
+
+/// [`start`] with non-default [`Tuning`] (tests).
+pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, StartError> {
     log::set_level(config.log_level);
     for w in &config.warnings {
         log::warn(w).emit();
@@ -102,9 +118,31 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
                 config.db_path.display()
             ))
         })?;
+    let sandboxes = SandboxBus::new();
+    let shutdown = Shutdown::new();
+    let compute = match &config.compute_driver_socket {
+        Some(path) => {
+            let pool = PoolConfig {
+                path: path.clone(),
+                connections: config.driver_connections,
+                call_timeout: config.driver_timeout,
+                max_message_bytes: config.max_message_bytes,
+            };
+            let store = Arc::clone(&store);
+            let bus = Arc::clone(&sandboxes);
+            Some(
+                Compute::connect(pool, store, bus, tuning.compute)
+                    .await
+                    .map_err(StartError)?,
+            )
+        }
+        None => None,
+    };
     let state = Arc::new(api::State {
         version: VERSION,
         store,
+        compute: compute.clone(),
+        sandboxes,
     });
     let health = Health::new();
     let mut router = Router::new();
@@ -131,8 +169,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .map_err(|e| StartError(format!("embedded descriptor set is invalid: {e}")))?
         .register(&mut router);
 
+    let mut tasks = Vec::new();
+    if let Some(compute) = &compute {
+        compute.pool().report_readiness(readiness.clone());
+        tasks.extend(compute.start(&shutdown));
+    }
+
     let plain: Arc<dyn Plain> = Arc::new(Endpoints::new(&config, readiness.clone()));
-    let shutdown = Shutdown::new();
     let service = grpc::Service::new(
         router,
         grpc::Open,
@@ -150,7 +193,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let addr = main
         .local_addr()
         .map_err(|e| StartError(format!("cannot read the listening address: {e}")))?;
-    let mut tasks = vec![tokio::spawn(Arc::clone(&server).serve_tcp(main))];
+    tasks.push(tokio::spawn(Arc::clone(&server).serve_tcp(main)));
     log::info("listening")
         .display("addr", addr)
         .str("protocols", "h2c, http/1.1")

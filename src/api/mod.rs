@@ -4,9 +4,12 @@
 //! registers them on the router.
 
 mod health;
+mod sandbox;
 
 use std::sync::Arc;
 
+use crate::drivers::compute::Compute;
+use crate::events::SandboxBus;
 use crate::grpc::{Router, Status};
 use crate::store::{Store, StoreError};
 
@@ -16,12 +19,18 @@ pub struct State {
     pub version: &'static str,
     /// The embedded store.
     pub store: Arc<dyn Store>,
+    /// The compute driver (`None` without `--compute-driver-socket`).
+    pub compute: Option<Arc<Compute>>,
+    /// Sandbox changes and platform events, for WatchSandbox streams.
+    /// Whoever changes a sandbox record publishes the new record here.
+    pub sandboxes: Arc<SandboxBus>,
 }
 
 impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("State")
             .field("version", &self.version)
+            .field("compute", &self.compute)
             .finish_non_exhaustive()
     }
 }
@@ -33,10 +42,8 @@ impl State {
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     {
-        let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || f(store.as_ref()))
+        crate::store::blocking(&self.store, f)
             .await
-            .map_err(|_| Status::internal("store task failed"))?
             .map_err(store_status)
     }
 }
@@ -44,20 +51,7 @@ impl State {
 /// A store failure the handler did not expect, as the client sees it. The
 /// detail goes to the log; the client gets a stable message.
 pub fn store_status(e: StoreError) -> Status {
-    match e {
-        StoreError::NotFound { .. } => Status::not_found("not found"),
-        StoreError::AlreadyExists { .. } => Status::already_exists("already exists"),
-        StoreError::PreconditionFailed { .. } => {
-            Status::new(crate::grpc::Code::Aborted, "concurrent modification; retry")
-        }
-        StoreError::Invalid(m) => Status::invalid_argument(m),
-        other => {
-            crate::log::error("store failure")
-                .display("error", &other)
-                .emit();
-            Status::internal("store failure")
-        }
-    }
+    crate::store::status(e)
 }
 
 /// Upstream paging: `limit` 0 means 100, at most 1000.
@@ -71,4 +65,5 @@ pub fn page_limit(limit: u32) -> usize {
 /// Register every OpenShell method slimgate implements.
 pub fn register(router: &mut Router, state: &Arc<State>) {
     health::register(router, state);
+    sandbox::register(router, state);
 }

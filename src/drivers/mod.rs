@@ -1,4 +1,5 @@
 //! The gateway's clients of its driver sidecars: the shared Unix-socket
 //! pool, the compute driver and the credentials driver.
 
+pub mod compute;
 pub mod uds;

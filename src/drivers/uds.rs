@@ -15,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -128,7 +128,7 @@ struct Shared {
     live: AtomicUsize,
     next: AtomicUsize,
     last_error: Mutex<String>,
-    readiness: Option<Readiness>,
+    readiness: OnceLock<Readiness>,
 }
 
 /// A few HTTP/2 connections to one driver socket.
@@ -173,7 +173,7 @@ impl Pool {
             live: AtomicUsize::new(0),
             next: AtomicUsize::new(0),
             last_error: Mutex::new(String::new()),
-            readiness,
+            readiness: readiness.map(OnceLock::from).unwrap_or_default(),
             config,
         });
         let pool = Pool { shared };
@@ -204,6 +204,15 @@ impl Pool {
     /// Live connections now.
     pub fn live(&self) -> usize {
         self.shared.live.load(Ordering::SeqCst)
+    }
+
+    /// Report this pool's state to `readiness` from now on (for a pool
+    /// connected before readiness existed). Ignored if already reporting.
+    pub fn report_readiness(&self, readiness: Readiness) {
+        let component = self.shared.driver.component();
+        if self.shared.readiness.set(readiness.clone()).is_ok() {
+            readiness.set(component, self.live() > 0);
+        }
     }
 
     /// Which driver this pool talks to.
@@ -266,6 +275,31 @@ impl Pool {
         client::unary(&sender, method, req, self.options(inbound_deadline))
             .await
             .map_err(|s| map_status(self.shared.driver, method.name(), s))
+    }
+
+    /// Like [`Pool::unary`], but the driver's status passes through
+    /// unchanged (drivers.md: ValidateSandboxCreate's answer goes back to
+    /// the client as it is); only UNAVAILABLE and DEADLINE_EXCEEDED are
+    /// mapped, so they still name the driver.
+    pub async fn unary_passthrough<Req, Resp>(
+        &self,
+        method: Method<Req, Resp>,
+        req: &Req,
+        inbound_deadline: Option<Instant>,
+    ) -> Result<Resp, Status>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let sender = self.pick()?;
+        client::unary(&sender, method, req, self.options(inbound_deadline))
+            .await
+            .map_err(|s| match s.code() {
+                Code::Unavailable | Code::DeadlineExceeded => {
+                    map_status(self.shared.driver, method.name(), s)
+                }
+                _ => s,
+            })
     }
 
     /// Open a server stream (no deadline once open).
@@ -354,7 +388,7 @@ fn set_live(shared: &Shared, delta: isize) {
     } else {
         shared.live.fetch_sub(1, Ordering::SeqCst).saturating_sub(1)
     };
-    if let Some(r) = &shared.readiness {
+    if let Some(r) = shared.readiness.get() {
         r.set(shared.driver.component(), now > 0);
     }
     if now == 0 {
