@@ -131,7 +131,8 @@ fn terminal(phase: i32) -> bool {
     phase == SandboxPhase::Ready as i32 || phase == SandboxPhase::Error as i32
 }
 
-/// WatchSandbox: subscribe, then the snapshot, then every change.
+/// WatchSandbox: subscribe, then the snapshot, then every change the
+/// follow flags ask for.
 async fn watch(
     state: &State,
     req: &WatchSandboxRequest,
@@ -145,10 +146,10 @@ async fn watch(
     let Some(snapshot) = read(state, &req.id)? else {
         return Err(Status::not_found("sandbox not found"));
     };
-    if req.follow_status {
-        sink.send(&event(Payload::Sandbox(snapshot.clone())))
-            .await?;
-    }
+    // The snapshot is sent whatever the follow flags say (as upstream), so
+    // every stream opens with the sandbox as it is.
+    sink.send(&event(Payload::Sandbox(snapshot.clone())))
+        .await?;
     if req.stop_on_terminal && terminal(snapshot.phase) {
         return Ok(());
     }
