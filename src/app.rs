@@ -17,9 +17,13 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::api;
+use crate::auth::gate::{AuthGate, Oidc};
+use crate::auth::keys::KeySource;
+use crate::auth::{Algorithm, KeySet, Verifier, VerifierConfig};
 use crate::config::Config;
 use crate::drivers::compute::{self, Compute};
-use crate::drivers::uds::PoolConfig;
+use crate::drivers::credentials::Credentials;
+use crate::drivers::uds::{self, Driver, Pool, PoolConfig};
 use crate::endpoints::{Plain, PlainResponse};
 use crate::events::SandboxBus;
 use crate::grpc::health::Health;
@@ -57,7 +61,9 @@ pub struct Running {
     /// Readiness as reported by `/readyz` and `grpc.health.v1`.
     pub readiness: Readiness,
     shutdown: Shutdown,
-    server: Arc<Server<grpc::Open>>,
+    server: Arc<Server<AuthGate>>,
+    /// The OIDC key source (when OIDC is on).
+    pub keys: Option<Arc<KeySource>>,
     tasks: Vec<JoinHandle<()>>,
     grace: Duration,
 }
@@ -118,36 +124,6 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
                 config.db_path.display()
             ))
         })?;
-    let sandboxes = SandboxBus::new();
-    let shutdown = Shutdown::new();
-    let compute = match &config.compute_driver_socket {
-        Some(path) => {
-            let pool = PoolConfig {
-                path: path.clone(),
-                connections: config.driver_connections,
-                call_timeout: config.driver_timeout,
-                max_message_bytes: config.max_message_bytes,
-            };
-            let store = Arc::clone(&store);
-            let bus = Arc::clone(&sandboxes);
-            Some(
-                Compute::connect(pool, store, bus, tuning.compute)
-                    .await
-                    .map_err(StartError)?,
-            )
-        }
-        None => None,
-    };
-    let state = Arc::new(api::State {
-        version: VERSION,
-        store,
-        compute: compute.clone(),
-        sandboxes,
-    });
-    let health = Health::new();
-    let mut router = Router::new();
-    api::register(&mut router, &state);
-    health.register(&mut router);
 
     let mut required = Vec::new();
     if config.oidc.is_some() {
@@ -159,26 +135,60 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
     if config.credentials_driver_socket.is_some() {
         required.push(Component::CredentialsDriver);
     }
-    let served: Vec<String> = router.services().map(str::to_string).collect();
-    let readiness = Readiness::new(&required, health, served.clone());
+    let health = Health::new();
+    let served = vec![
+        proto::openshell::v1::open_shell::SERVICE.to_string(),
+        proto::openshell::inference::v1::inference::SERVICE.to_string(),
+    ];
+    let readiness = Readiness::new(&required, health.clone(), served);
 
-    let mut listed = served;
+    let credentials = match &config.credentials_driver_socket {
+        None => None,
+        Some(path) => Some(Arc::new(
+            connect_credentials(&config, path, &readiness).await?,
+        )),
+    };
+
+    let sandboxes = SandboxBus::new();
+    let compute = match &config.compute_driver_socket {
+        None => None,
+        Some(path) => Some(
+            Compute::connect(
+                pool_config(&config, path),
+                Some(readiness.clone()),
+                Arc::clone(&store),
+                Arc::clone(&sandboxes),
+                tuning.compute,
+            )
+            .await
+            .map_err(StartError)?,
+        ),
+    };
+
+    let state = Arc::new(api::State {
+        version: VERSION,
+        store,
+        credentials,
+        compute: compute.clone(),
+        sandboxes,
+    });
+    let mut router = Router::new();
+    api::register(&mut router, &state);
+    health.register(&mut router);
+
+    let mut listed: Vec<String> = router.services().map(str::to_string).collect();
     listed.push("grpc.reflection.v1.ServerReflection".into());
     listed.push("grpc.reflection.v1alpha.ServerReflection".into());
     Reflection::new(proto::FILE_DESCRIPTOR_SET, listed)
         .map_err(|e| StartError(format!("embedded descriptor set is invalid: {e}")))?
         .register(&mut router);
 
-    let mut tasks = Vec::new();
-    if let Some(compute) = &compute {
-        compute.pool().report_readiness(readiness.clone());
-        tasks.extend(compute.start(&shutdown));
-    }
-
     let plain: Arc<dyn Plain> = Arc::new(Endpoints::new(&config, readiness.clone()));
+    let shutdown = Shutdown::new();
+    let (gate, keys) = build_gate(&config, &readiness)?;
     let service = grpc::Service::new(
         router,
-        grpc::Open,
+        gate,
         Arc::clone(&plain),
         config.max_message_bytes,
         shutdown.clone(),
@@ -193,7 +203,10 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
     let addr = main
         .local_addr()
         .map_err(|e| StartError(format!("cannot read the listening address: {e}")))?;
-    tasks.push(tokio::spawn(Arc::clone(&server).serve_tcp(main)));
+    let mut tasks = vec![tokio::spawn(Arc::clone(&server).serve_tcp(main))];
+    if let Some(compute) = &compute {
+        tasks.extend(compute.start(&shutdown));
+    }
     log::info("listening")
         .display("addr", addr)
         .str("protocols", "h2c, http/1.1")
@@ -231,9 +244,106 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
         readiness,
         shutdown,
         server,
+        keys,
         tasks,
         grace: config.shutdown_grace,
     })
+}
+
+/// The auth pipeline from the configuration (auth.md "Modes").
+fn build_gate(
+    config: &Config,
+    readiness: &Readiness,
+) -> Result<(AuthGate, Option<Arc<KeySource>>), StartError> {
+    let Some(o) = &config.oidc else {
+        return Ok((AuthGate::new(None, config.sandbox_secret.as_deref()), None));
+    };
+    let mut vc = VerifierConfig::new(o.issuer.clone(), o.audiences.clone());
+    vc.strict_audience = o.strict_audience;
+    vc.leeway_secs = o.leeway_secs;
+    vc.algorithms = o
+        .algorithms
+        .iter()
+        .filter_map(|a| Algorithm::from_name(a))
+        .collect();
+    vc.max_token_bytes = o.max_token_bytes;
+    vc.roles_claim = o.roles_claim.clone();
+    vc.scopes_claim = o.scopes_claim.clone();
+    vc.cache_entries = o.token_cache_size;
+    let verifier = Verifier::new(vc).map_err(|e| StartError(format!("OIDC settings: {e}")))?;
+    let keys = Arc::new(KeySource::new());
+    if let Some(path) = &o.jwks_file {
+        let bytes = std::fs::read(path)
+            .map_err(|e| StartError(format!("--oidc-jwks-file {}: {e}", path.display())))?;
+        let parsed = KeySet::parse(&bytes)
+            .map_err(|e| StartError(format!("--oidc-jwks-file {}: {e}", path.display())))?;
+        for r in &parsed.rejected {
+            log::warn("JWKS entry rejected")
+                .num("index", r.index as i128)
+                .str("reason", r.reason.code())
+                .emit();
+        }
+        keys.install(parsed.keys);
+        readiness.set(Component::Keys, true);
+    }
+    let roles = if o.admin_role.is_empty() {
+        None
+    } else {
+        Some((o.admin_role.clone(), o.user_role.clone()))
+    };
+    let oidc = Oidc {
+        verifier,
+        keys: Arc::clone(&keys),
+        roles,
+        scopes: o.scopes_claim.is_some(),
+    };
+    Ok((
+        AuthGate::new(Some(oidc), config.sandbox_secret.as_deref()),
+        Some(keys),
+    ))
+}
+
+/// A driver pool's settings from the flags.
+fn pool_config(config: &Config, path: &std::path::Path) -> PoolConfig {
+    PoolConfig {
+        path: path.to_path_buf(),
+        connections: config.driver_connections,
+        call_timeout: config.driver_timeout,
+        max_message_bytes: config.max_message_bytes,
+    }
+}
+
+async fn connect_credentials(
+    config: &Config,
+    path: &std::path::Path,
+    readiness: &Readiness,
+) -> Result<Credentials, StartError> {
+    let pool = Pool::connect(
+        Driver::Credentials,
+        pool_config(config, path),
+        Some(readiness.clone()),
+        uds::STARTUP_ATTEMPTS,
+        uds::STARTUP_INTERVAL,
+    )
+    .await
+    .map_err(StartError)?;
+    let credentials = Credentials::new(pool);
+    // The operator view of ListCredentials: what the driver offers, logged
+    // once at startup (names and scopes only).
+    match credentials.list(None).await {
+        Ok(list) => {
+            for c in list {
+                log::info("credentials driver offers")
+                    .str("credential", &c.name)
+                    .str("scopes", &c.scopes.join(" "))
+                    .emit();
+            }
+        }
+        Err(e) => log::warn("credentials driver ListCredentials failed")
+            .display("error", e)
+            .emit(),
+    }
+    Ok(credentials)
 }
 
 async fn bind(ip: std::net::IpAddr, port: u16, flag: &str) -> Result<TcpListener, StartError> {

@@ -275,20 +275,20 @@ impl<G: Gate> Server<G> {
     }
 }
 
-// Built and matched once per accept-loop wakeup, never stored: boxing the
-// large variant would only add an allocation per stream.
+/// A new stream: its request and the handle to answer it.
+type Accepted = (
+    http::Request<h2::RecvStream>,
+    h2::server::SendResponse<bytes::Bytes>,
+);
+
+// A stack temporary of the accept loop; boxing the large variant would
+// allocate once per stream for nothing.
 #[allow(clippy::large_enum_variant)]
 enum Event {
     Drain,
     Dead,
     Accept(Option<Result<Accepted, h2::Error>>),
 }
-
-/// One accepted stream: the request and the handle to answer it.
-type Accepted = (
-    http::Request<h2::RecvStream>,
-    h2::server::SendResponse<bytes::Bytes>,
-);
 
 /// Server-initiated PINGs: one after each idle interval; no PONG within the
 /// timeout means the peer is gone.

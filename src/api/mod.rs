@@ -3,7 +3,9 @@
 //! (store access off the async threads, paging, status mapping), and
 //! registers them on the router.
 
+mod environment;
 mod health;
+pub mod provider;
 mod sandbox;
 
 use std::sync::Arc;
@@ -19,6 +21,8 @@ pub struct State {
     pub version: &'static str,
     /// The embedded store.
     pub store: Arc<dyn Store>,
+    /// The credentials driver, when `--credentials-driver-socket` is set.
+    pub credentials: Option<Arc<crate::drivers::credentials::Credentials>>,
     /// The compute driver (`None` without `--compute-driver-socket`).
     pub compute: Option<Arc<Compute>>,
     /// Sandbox changes and platform events, for WatchSandbox streams.
@@ -42,9 +46,17 @@ impl State {
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     {
-        crate::store::blocking(&self.store, f)
-            .await
-            .map_err(store_status)
+        self.write_raw(f).await.map_err(store_status)
+    }
+
+    /// Like `write`, keeping the store's error for handlers that react to it
+    /// (a lost compare-and-swap, say).
+    pub async fn write_raw<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        crate::store::blocking(&self.store, f).await
     }
 }
 
@@ -52,6 +64,47 @@ impl State {
 /// detail goes to the log; the client gets a stable message.
 pub fn store_status(e: StoreError) -> Status {
     crate::store::status(e)
+}
+
+/// `n` random lowercase letters (generated names).
+pub fn random_lowercase(n: usize) -> Result<String, Status> {
+    let mut bytes = vec![0u8; n];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| Status::internal("random generator failed"))?;
+    // 256 % 26 != 0 makes this very slightly biased; names need no uniformity.
+    Ok(bytes.iter().map(|b| char::from(b'a' + b % 26)).collect())
+}
+
+/// Check a `map<string,string>` field against upstream's limits, with
+/// upstream's messages.
+pub fn check_map(
+    map: &std::collections::BTreeMap<String, String>,
+    max_entries: usize,
+    max_key_bytes: usize,
+    max_value_bytes: usize,
+    field: &str,
+) -> Result<(), Status> {
+    if map.len() > max_entries {
+        return Err(Status::invalid_argument(format!(
+            "{field} exceeds maximum entries ({} > {max_entries})",
+            map.len()
+        )));
+    }
+    for (k, v) in map {
+        if k.len() > max_key_bytes {
+            return Err(Status::invalid_argument(format!(
+                "{field} key exceeds maximum length ({} > {max_key_bytes})",
+                k.len()
+            )));
+        }
+        if v.len() > max_value_bytes {
+            return Err(Status::invalid_argument(format!(
+                "{field} value exceeds maximum length ({} > {max_value_bytes})",
+                v.len()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Upstream paging: `limit` 0 means 100, at most 1000.
@@ -65,5 +118,7 @@ pub fn page_limit(limit: u32) -> usize {
 /// Register every OpenShell method slimgate implements.
 pub fn register(router: &mut Router, state: &Arc<State>) {
     health::register(router, state);
+    provider::register(router, state);
+    environment::register(router, state);
     sandbox::register(router, state);
 }

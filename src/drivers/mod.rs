@@ -2,4 +2,5 @@
 //! pool, the compute driver and the credentials driver.
 
 pub mod compute;
+pub mod credentials;
 pub mod uds;

@@ -15,7 +15,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -128,7 +128,7 @@ struct Shared {
     live: AtomicUsize,
     next: AtomicUsize,
     last_error: Mutex<String>,
-    readiness: OnceLock<Readiness>,
+    readiness: Option<Readiness>,
 }
 
 /// A few HTTP/2 connections to one driver socket.
@@ -173,7 +173,7 @@ impl Pool {
             live: AtomicUsize::new(0),
             next: AtomicUsize::new(0),
             last_error: Mutex::new(String::new()),
-            readiness: readiness.map(OnceLock::from).unwrap_or_default(),
+            readiness,
             config,
         });
         let pool = Pool { shared };
@@ -204,15 +204,6 @@ impl Pool {
     /// Live connections now.
     pub fn live(&self) -> usize {
         self.shared.live.load(Ordering::SeqCst)
-    }
-
-    /// Report this pool's state to `readiness` from now on (for a pool
-    /// connected before readiness existed). Ignored if already reporting.
-    pub fn report_readiness(&self, readiness: Readiness) {
-        let component = self.shared.driver.component();
-        if self.shared.readiness.set(readiness.clone()).is_ok() {
-            readiness.set(component, self.live() > 0);
-        }
     }
 
     /// Which driver this pool talks to.
@@ -388,7 +379,7 @@ fn set_live(shared: &Shared, delta: isize) {
     } else {
         shared.live.fetch_sub(1, Ordering::SeqCst).saturating_sub(1)
     };
-    if let Some(r) = shared.readiness.get() {
+    if let Some(r) = &shared.readiness {
         r.set(shared.driver.component(), now > 0);
     }
     if now == 0 {

@@ -58,6 +58,7 @@ pub trait Gate: Send + Sync + 'static {
     fn admit(
         &self,
         path: &str,
+        request_id: &str,
         headers: &mut HeaderMap,
     ) -> impl Future<Output = Result<http::Extensions, Status>> + Send;
 }
@@ -70,6 +71,7 @@ impl Gate for Open {
     async fn admit(
         &self,
         _path: &str,
+        _request_id: &str,
         _headers: &mut HeaderMap,
     ) -> Result<http::Extensions, Status> {
         Ok(http::Extensions::new())
@@ -239,7 +241,7 @@ impl<G: Gate> Service<G> {
         };
         let limit = self.max_message_bytes;
         let work = async {
-            let extensions = self.gate.admit(path, headers).await?;
+            let extensions = self.gate.admit(path, request_id, headers).await?;
             let route = route.ok_or_else(|| self.router.unimplemented(path))?;
             let ctx = Context {
                 path: route.path,
@@ -443,9 +445,12 @@ impl Out {
             if self.poll_reset(cx).is_ready() {
                 return Poll::Ready(End::Reset);
             }
-            if stopping.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(End::Shutdown);
-            }
+            // On shutdown the handler gets one last poll and what it has
+            // already queued is flushed (a health Watch that saw the flip to
+            // NOT_SERVING delivers it before UNAVAILABLE); then the call
+            // ends without waiting on the client. Every path below returns
+            // Ready when `stop` is set, so `stopping` is never polled again.
+            let stop = stopping.as_mut().poll(cx).is_ready();
             if result.is_none()
                 && let Poll::Ready(done) = work.as_mut().poll(cx)
             {
@@ -460,11 +465,16 @@ impl Out {
                 });
             }
             loop {
+                let waiting = if stop {
+                    Poll::Ready(End::Shutdown)
+                } else {
+                    Poll::Pending
+                };
                 if !self.writing.is_empty() {
                     match self.poll_write(cx) {
                         Poll::Ready(Ok(())) => {}
                         Poll::Ready(Err(_)) => return Poll::Ready(End::Broken),
-                        Poll::Pending => return Poll::Pending,
+                        Poll::Pending => return waiting,
                     }
                 }
                 if let Some(queue) = rx.as_mut() {
@@ -474,12 +484,12 @@ impl Out {
                             continue;
                         }
                         Poll::Ready(None) => rx = None,
-                        Poll::Pending => return Poll::Pending,
+                        Poll::Pending => return waiting,
                     }
                 }
                 return match result.take() {
                     Some(r) => Poll::Ready(End::Done(r)),
-                    None => Poll::Pending,
+                    None => waiting,
                 };
             }
         })

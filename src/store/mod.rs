@@ -87,7 +87,7 @@ pub use model::{
     MAX_LABEL_KEY_BYTES, MAX_LABEL_VALUE_BYTES, MAX_LABELS, MAX_LIST_RECORDS, MAX_NAME_BYTES,
     MAX_PAYLOAD_BYTES, NewRecord, Op, Order, Record, Store, StoreError,
 };
-pub use redb_store::{RedbStore, STORE_FORMAT};
+pub use redb_store::{RedbStore, STORE_FORMAT, now_ms};
 
 /// Opens the store file at `path` (created if missing; its directory must
 /// exist), encrypted with `key` if given. Fails if another process holds

@@ -121,7 +121,7 @@ impl RedbStore {
     /// Opens (creating if needed) the store file at `path`, encrypted with
     /// `key` if given. See [`crate::store::open`].
     pub fn open(path: &Path, key: Option<[u8; STORE_KEY_BYTES]>) -> Result<RedbStore, StoreError> {
-        Self::open_with_clock(path, key, Box::new(system_now_ms))
+        Self::open_with_clock(path, key, Box::new(now_ms))
     }
 
     pub(crate) fn open_with_clock(
@@ -524,7 +524,7 @@ fn create_file(path: &Path, key: Option<&[u8; STORE_KEY_BYTES]>) -> Result<(), S
     let fresh = RedbStore {
         db: open_db(&tmp, path, true)?,
         cipher: key.map(Cipher::new).transpose()?,
-        clock: Box::new(system_now_ms),
+        clock: Box::new(now_ms),
     };
     fresh.init()?;
     drop(fresh);
@@ -613,7 +613,7 @@ fn labels_match(have: &BTreeMap<String, String>, want: &BTreeMap<String, String>
 }
 
 /// Milliseconds since the Unix epoch (0 if the clock is before it).
-fn system_now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

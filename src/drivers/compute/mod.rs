@@ -48,6 +48,7 @@ use crate::proto::openshell::compute::v1::{
     self as driver, GetCapabilitiesRequest, GetCapabilitiesResponse, compute_driver,
 };
 use crate::proto::openshell::v1::{CreateSandboxRequest, Sandbox, SandboxPhase};
+use crate::readiness::Readiness;
 use crate::shutdown::Shutdown;
 use crate::store::{self, Kind, Store, StoreError};
 
@@ -122,6 +123,7 @@ impl Compute {
     /// read its capabilities. The error is the message to exit with.
     pub async fn connect(
         config: PoolConfig,
+        readiness: Option<Readiness>,
         store: Arc<dyn Store>,
         bus: Arc<SandboxBus>,
         timing: Timing,
@@ -129,7 +131,7 @@ impl Compute {
         let pool = Pool::connect(
             Driver::Compute,
             config,
-            None,
+            readiness,
             timing.startup_attempts,
             timing.startup_interval,
         )
@@ -164,11 +166,6 @@ impl Compute {
             tokio::spawn(Arc::clone(self).watch_loop(shutdown.clone())),
             tokio::spawn(Arc::clone(self).reconcile_loop(shutdown.clone())),
         ]
-    }
-
-    /// The connection pool (for readiness).
-    pub fn pool(&self) -> &Pool {
-        &self.pool
     }
 
     /// The image a sandbox gets when its template names none.

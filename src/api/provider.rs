@@ -1,0 +1,301 @@
+//! Providers: CreateProvider, GetProvider, ListProviders, UpdateProvider,
+//! DeleteProvider (api.md "Handler semantics", upstream's limits and
+//! messages). Every reply redacts credential values to `REDACTED`; only
+//! GetSandboxProviderEnvironment and GetInferenceBundle read real values.
+//!
+//! A provider is stored as its encoded `Provider` message under
+//! (`Kind::Provider`, name); the record's id, name, creation time and labels
+//! are the source of truth for `metadata`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use prost::Message;
+
+use super::{State, page_limit, store_status};
+use crate::grpc::{Context, Router, Status};
+use crate::proto::openshell::datamodel::v1::{ObjectMeta, Provider};
+use crate::proto::openshell::v1::{
+    CreateProviderRequest, DeleteProviderRequest, DeleteProviderResponse, GetProviderRequest,
+    ListProvidersRequest, ListProvidersResponse, ProviderResponse, UpdateProviderRequest,
+    open_shell,
+};
+use crate::store::{Expect, Kind, ListQuery, NewRecord, Op, Record, StoreError};
+
+/// Longest object name (Kubernetes DNS subdomain length, as upstream).
+pub const MAX_NAME_BYTES: usize = 253;
+/// Longest provider type.
+pub const MAX_PROVIDER_TYPE_BYTES: usize = 64;
+/// Most credential entries.
+pub const MAX_CREDENTIALS: usize = 32;
+/// Most config entries.
+pub const MAX_CONFIG_ENTRIES: usize = 64;
+/// Longest map key.
+pub const MAX_MAP_KEY_BYTES: usize = 256;
+/// Longest map value.
+pub const MAX_MAP_VALUE_BYTES: usize = 8192;
+/// Length of a generated provider name (lowercase letters).
+const GENERATED_NAME_LEN: usize = 6;
+/// Read-modify-write attempts for an update racing other updates.
+const UPDATE_ATTEMPTS: usize = 5;
+/// What every reply shows instead of a credential value.
+pub const REDACTED: &str = "REDACTED";
+
+pub(super) fn register(router: &mut Router, state: &Arc<State>) {
+    let s = Arc::clone(state);
+    router.unary(
+        open_shell::CREATE_PROVIDER,
+        move |_ctx: Context, req: CreateProviderRequest| {
+            let s = Arc::clone(&s);
+            async move { create(&s, req).await }
+        },
+    );
+    let s = Arc::clone(state);
+    router.unary(
+        open_shell::GET_PROVIDER,
+        move |_ctx: Context, req: GetProviderRequest| {
+            let r = get(&s, &req.name);
+            async move { r }
+        },
+    );
+    let s = Arc::clone(state);
+    router.unary(
+        open_shell::LIST_PROVIDERS,
+        move |_ctx: Context, req: ListProvidersRequest| {
+            let r = list(&s, &req);
+            async move { r }
+        },
+    );
+    let s = Arc::clone(state);
+    router.unary(
+        open_shell::UPDATE_PROVIDER,
+        move |_ctx: Context, req: UpdateProviderRequest| {
+            let s = Arc::clone(&s);
+            async move { update(&s, req).await }
+        },
+    );
+    let s = Arc::clone(state);
+    router.unary(
+        open_shell::DELETE_PROVIDER,
+        move |_ctx: Context, req: DeleteProviderRequest| {
+            let s = Arc::clone(&s);
+            async move { delete(&s, req.name).await }
+        },
+    );
+}
+
+async fn create(state: &State, req: CreateProviderRequest) -> Result<ProviderResponse, Status> {
+    let mut p = req
+        .provider
+        .ok_or_else(|| Status::invalid_argument("provider is required"))?;
+    let mut meta = p.metadata.take().unwrap_or_default();
+    if meta.name.is_empty() {
+        meta.name = super::random_lowercase(GENERATED_NAME_LEN)?;
+    }
+    meta.id = crate::store::new_uuid_v4().map_err(store_status)?;
+    let (id, name, labels) = (meta.id.clone(), meta.name.clone(), meta.labels.clone());
+    p.metadata = Some(meta);
+    if p.r#type.trim().is_empty() {
+        return Err(Status::invalid_argument("provider.type is required"));
+    }
+    if p.credentials.is_empty() {
+        return Err(Status::invalid_argument(
+            "provider.credentials must not be empty",
+        ));
+    }
+    validate(&p)?;
+    let record = NewRecord {
+        id,
+        name,
+        labels,
+        payload: Bytes::from(p.encode_to_vec()),
+    };
+    let written = state
+        .write(move |s| s.create(Kind::Provider, record))
+        .await
+        .map_err(|e| {
+            if e.code() == crate::grpc::Code::AlreadyExists {
+                Status::already_exists("provider already exists")
+            } else {
+                e
+            }
+        })?;
+    Ok(ProviderResponse {
+        provider: Some(redact(from_record(&written)?)),
+    })
+}
+
+fn get(state: &State, name: &str) -> Result<ProviderResponse, Status> {
+    if name.is_empty() {
+        return Err(Status::invalid_argument("name is required"));
+    }
+    let provider = load(state, name)?.ok_or_else(|| Status::not_found("provider not found"))?;
+    Ok(ProviderResponse {
+        provider: Some(redact(provider)),
+    })
+}
+
+fn list(state: &State, req: &ListProvidersRequest) -> Result<ListProvidersResponse, Status> {
+    let query = ListQuery {
+        offset: req.offset as usize,
+        limit: page_limit(req.limit),
+        ..ListQuery::default()
+    };
+    let records = state
+        .store
+        .list(Kind::Provider, &query)
+        .map_err(store_status)?;
+    let providers = records
+        .iter()
+        .map(|r| from_record(r).map(redact))
+        .collect::<Result<_, _>>()?;
+    Ok(ListProvidersResponse { providers })
+}
+
+async fn update(state: &State, req: UpdateProviderRequest) -> Result<ProviderResponse, Status> {
+    let incoming = req
+        .provider
+        .ok_or_else(|| Status::invalid_argument("provider is required"))?;
+    let name = incoming
+        .metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    if name.is_empty() {
+        return Err(Status::invalid_argument("provider.name is required"));
+    }
+    for _ in 0..UPDATE_ATTEMPTS {
+        let record = state
+            .store
+            .get(Kind::Provider, &name)
+            .map_err(store_status)?;
+        let record = record.ok_or_else(|| Status::not_found("provider not found"))?;
+        let mut candidate = from_record(&record)?;
+        let new_type = incoming.r#type.trim();
+        if !new_type.is_empty() && !new_type.eq_ignore_ascii_case(candidate.r#type.trim()) {
+            return Err(Status::invalid_argument(
+                "provider type cannot be changed; delete and recreate the provider",
+            ));
+        }
+        merge(&mut candidate.credentials, &incoming.credentials);
+        merge(&mut candidate.config, &incoming.config);
+        validate(&candidate)?;
+        let op = Op::Put {
+            kind: Kind::Provider,
+            record: NewRecord {
+                id: record.id.clone(),
+                name: name.clone(),
+                labels: record.labels.clone(),
+                payload: Bytes::from(candidate.encode_to_vec()),
+            },
+            expect: Expect::Revision(record.revision),
+        };
+        match state.write_raw(move |s| s.apply(vec![op])).await {
+            Ok(_) => {
+                return Ok(ProviderResponse {
+                    provider: Some(redact(candidate)),
+                });
+            }
+            Err(StoreError::PreconditionFailed { .. }) => continue,
+            Err(StoreError::NotFound { .. }) => {
+                return Err(Status::not_found("provider not found"));
+            }
+            Err(e) => return Err(store_status(e)),
+        }
+    }
+    Err(Status::new(
+        crate::grpc::Code::Aborted,
+        "provider is being modified concurrently; retry",
+    ))
+}
+
+async fn delete(state: &State, name: String) -> Result<DeleteProviderResponse, Status> {
+    if name.is_empty() {
+        return Err(Status::invalid_argument("name is required"));
+    }
+    let deleted = state
+        .write(move |s| s.delete(Kind::Provider, &name))
+        .await?;
+    Ok(DeleteProviderResponse { deleted })
+}
+
+/// Upstream's merge: an empty incoming map changes nothing; an empty value
+/// deletes its key; any other value sets it.
+fn merge(current: &mut BTreeMap<String, String>, incoming: &BTreeMap<String, String>) {
+    for (k, v) in incoming {
+        if v.is_empty() {
+            current.remove(k);
+        } else {
+            current.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+fn validate(p: &Provider) -> Result<(), Status> {
+    let name = p.metadata.as_ref().map_or("", |m| m.name.as_str());
+    if name.len() > MAX_NAME_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "provider.name exceeds maximum length ({} > {MAX_NAME_BYTES})",
+            name.len()
+        )));
+    }
+    if p.r#type.len() > MAX_PROVIDER_TYPE_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "provider.type exceeds maximum length ({} > {MAX_PROVIDER_TYPE_BYTES})",
+            p.r#type.len()
+        )));
+    }
+    super::check_map(
+        &p.credentials,
+        MAX_CREDENTIALS,
+        MAX_MAP_KEY_BYTES,
+        MAX_MAP_VALUE_BYTES,
+        "provider.credentials",
+    )?;
+    super::check_map(
+        &p.config,
+        MAX_CONFIG_ENTRIES,
+        MAX_MAP_KEY_BYTES,
+        MAX_MAP_VALUE_BYTES,
+        "provider.config",
+    )
+}
+
+fn redact(mut p: Provider) -> Provider {
+    for v in p.credentials.values_mut() {
+        *v = REDACTED.to_string();
+    }
+    p
+}
+
+/// The stored provider, with `metadata` taken from the record.
+pub fn from_record(r: &Record) -> Result<Provider, Status> {
+    let mut p = Provider::decode(r.payload.clone()).map_err(|e| {
+        crate::log::error("stored provider does not decode")
+            .str("name", &r.name)
+            .display("error", e)
+            .emit();
+        Status::internal("stored provider is corrupt")
+    })?;
+    p.metadata = Some(ObjectMeta {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        created_at_ms: r.created_at_ms,
+        labels: r.labels.clone(),
+    });
+    Ok(p)
+}
+
+/// The provider with real credential values (for the sandbox environment
+/// and inference routes; never for a reply to a user).
+pub fn load(state: &State, name: &str) -> Result<Option<Provider>, Status> {
+    match state
+        .store
+        .get(Kind::Provider, name)
+        .map_err(store_status)?
+    {
+        Some(r) => from_record(&r).map(Some),
+        None => Ok(None),
+    }
+}

@@ -1,0 +1,334 @@
+//! The verified-token cache (auth.md "Verified-token cache").
+//!
+//! Verifying an RS256 signature costs tens of microseconds; a client sends
+//! the same token on every call until it expires. So a token that verified
+//! is remembered, keyed by the SHA-256 of its bytes (the token itself is not
+//! kept), together with the identity it produced and the key that verified
+//! it. [`Verifier::verify_cached`](super::Verifier::verify_cached) re-checks
+//! the time rules and the key on every hit, so a hit never accepts a token
+//! the full path would refuse: an entry is dropped as soon as it has
+//! expired or its key is gone or replaced.
+//!
+//! Shape: a fixed number of shards, each a `std::sync::Mutex` around a
+//! `HashMap`, so concurrent tasks rarely contend and a lock is held only for
+//! a lookup or an insert (never across an `.await`). The capacity is split
+//! over the shards and never exceeded: a full shard first drops its expired
+//! entries, then the entry closest to expiry.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use ring::digest;
+
+use super::claims::Identity;
+use super::jwks::KeySet;
+
+/// Number of independently locked shards: enough that a handful of worker
+/// threads seldom wait on each other, few enough to keep `len()` cheap.
+pub const CACHE_SHARDS: usize = 16;
+
+/// SHA-256 of a token: the cache key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    /// The digest of `token`'s bytes.
+    pub fn of(token: &str) -> TokenDigest {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
+        TokenDigest(out)
+    }
+
+    fn word(&self, at: usize) -> u64 {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&self.0[at..at + 8]);
+        u64::from_le_bytes(w)
+    }
+}
+
+impl Hash for TokenDigest {
+    /// Already uniformly distributed: 64 of its bits are the hash.
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.word(0));
+    }
+}
+
+/// Passes a `TokenDigest`'s own bits through (no SipHash round per lookup).
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
+/// One remembered verification.
+struct Entry {
+    identity: Arc<Identity>,
+    /// `VerifyingKey::fingerprint` of the key that verified the token.
+    key_fingerprint: u64,
+    /// That key's `kid`, for `purge_kid`.
+    key_kid: Option<String>,
+}
+
+struct Shard {
+    map: HashMap<TokenDigest, Entry, BuildHasherDefault<DigestHasher>>,
+    capacity: usize,
+}
+
+/// A hit: the identity, and the fingerprint of the key that verified it.
+pub(crate) struct Hit {
+    pub identity: Arc<Identity>,
+    pub key_fingerprint: u64,
+}
+
+/// A bounded, sharded map from token digest to verified identity.
+pub struct TokenCache {
+    shards: Vec<Mutex<Shard>>,
+    capacity: usize,
+}
+
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // A panic while holding the lock cannot leave a half-written entry
+    // (HashMap operations are atomic from our side), so keep going.
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl TokenCache {
+    /// A cache of at most `capacity` entries; 0 disables it.
+    pub fn new(capacity: usize) -> TokenCache {
+        let count = capacity.min(CACHE_SHARDS);
+        let shards = (0..count)
+            .map(|i| {
+                // Split the capacity exactly: the first `capacity % count`
+                // shards take one more.
+                let share = capacity / count + usize::from(i < capacity % count);
+                Mutex::new(Shard {
+                    map: HashMap::with_capacity_and_hasher(share, Default::default()),
+                    capacity: share,
+                })
+            })
+            .collect();
+        TokenCache { shards, capacity }
+    }
+
+    /// The configured maximum number of entries.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// False when the capacity is 0.
+    pub fn is_enabled(&self) -> bool {
+        !self.shards.is_empty()
+    }
+
+    /// Entries currently held.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).map.len()).sum()
+    }
+
+    /// True when no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn shard(&self, digest: &TokenDigest) -> Option<&Mutex<Shard>> {
+        let n = self.shards.len();
+        if n == 0 {
+            return None;
+        }
+        // Bits not used by the map's own hash.
+        self.shards.get((digest.word(8) % n as u64) as usize)
+    }
+
+    pub(crate) fn get(&self, digest: &TokenDigest) -> Option<Hit> {
+        let shard = lock(self.shard(digest)?);
+        shard.map.get(digest).map(|e| Hit {
+            identity: Arc::clone(&e.identity),
+            key_fingerprint: e.key_fingerprint,
+        })
+    }
+
+    pub(crate) fn remove(&self, digest: &TokenDigest) {
+        if let Some(shard) = self.shard(digest) {
+            lock(shard).map.remove(digest);
+        }
+    }
+
+    /// Remembers a verification. When the shard is full, drops the entries
+    /// already past `exp` at `now`, then, if still full, the one expiring
+    /// soonest.
+    pub(crate) fn insert(
+        &self,
+        digest: TokenDigest,
+        identity: Arc<Identity>,
+        key_fingerprint: u64,
+        key_kid: Option<&str>,
+        now: u64,
+    ) {
+        let Some(shard) = self.shard(&digest) else {
+            return;
+        };
+        let mut shard = lock(shard);
+        let capacity = shard.capacity;
+        if shard.map.len() >= capacity && !shard.map.contains_key(&digest) {
+            shard.map.retain(|_, e| e.identity.expires_at > now);
+            if shard.map.len() >= capacity {
+                let victim = shard
+                    .map
+                    .iter()
+                    .min_by_key(|(_, e)| e.identity.expires_at)
+                    .map(|(d, _)| *d);
+                if let Some(victim) = victim {
+                    shard.map.remove(&victim);
+                }
+            }
+        }
+        shard.map.insert(
+            digest,
+            Entry {
+                identity,
+                key_fingerprint,
+                key_kid: key_kid.map(str::to_owned),
+            },
+        );
+    }
+
+    fn retain(&self, mut keep: impl FnMut(&Entry) -> bool) -> usize {
+        let mut dropped = 0;
+        for shard in &self.shards {
+            let mut shard = lock(shard);
+            let before = shard.map.len();
+            shard.map.retain(|_, e| keep(e));
+            dropped += before - shard.map.len();
+        }
+        dropped
+    }
+
+    /// Drops every entry verified by a key with this `kid` (key rotation);
+    /// returns how many.
+    pub fn purge_kid(&self, kid: &str) -> usize {
+        self.retain(|e| e.key_kid.as_deref() != Some(kid))
+    }
+
+    /// Drops every entry whose key is not in `keys` any more, or whose kid
+    /// now names a different key (call after swapping in a new key set);
+    /// returns how many.
+    pub fn retain_keys(&self, keys: &KeySet) -> usize {
+        self.retain(|e| {
+            keys.keys()
+                .any(|k| k.fingerprint() == e.key_fingerprint && k.kid() == e.key_kid.as_deref())
+        })
+    }
+
+    /// Drops entries whose `exp` is at or before `now` (housekeeping; hits
+    /// re-check time anyway); returns how many.
+    pub fn purge_expired(&self, now: u64) -> usize {
+        self.retain(|e| e.identity.expires_at > now)
+    }
+
+    /// Drops everything.
+    pub fn clear(&self) {
+        self.retain(|_| false);
+    }
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("capacity", &self.capacity)
+            .field("len", &self.len())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(exp: u64) -> Arc<Identity> {
+        Arc::new(Identity {
+            subject: "s".into(),
+            issuer: "i".into(),
+            kid: None,
+            alg: None,
+            expires_at: exp,
+            not_before: None,
+            issued_at: None,
+            roles: vec![],
+            scopes: vec![],
+            azp: None,
+            jti: None,
+        })
+    }
+
+    #[test]
+    fn capacity_split_is_exact() {
+        for cap in [0, 1, 5, 15, 16, 17, 33, 10_000, 10_001] {
+            let c = TokenCache::new(cap);
+            let total: usize = c.shards.iter().map(|s| lock(s).capacity).sum();
+            assert_eq!(total, cap, "cap {cap}");
+            assert_eq!(c.is_enabled(), cap > 0);
+        }
+    }
+
+    #[test]
+    fn never_grows_beyond_capacity_and_evicts_soonest_expiry() {
+        let c = TokenCache::new(3); // 3 shards of 1
+        for i in 0..100u64 {
+            let d = TokenDigest::of(&format!("token{i}"));
+            c.insert(d, identity(1000 + i), 1, Some("k"), 0);
+            assert!(c.len() <= 3);
+        }
+        // Within one shard (capacity 1) the later, longer-lived entry wins.
+        let c = TokenCache::new(1);
+        let a = TokenDigest::of("a");
+        let b = TokenDigest::of("b");
+        c.insert(a, identity(2000), 1, None, 0);
+        c.insert(b, identity(1000), 1, None, 0);
+        assert!(c.get(&a).is_none());
+        assert!(c.get(&b).is_some());
+    }
+
+    #[test]
+    fn disabled_cache_holds_nothing() {
+        let c = TokenCache::new(0);
+        let d = TokenDigest::of("t");
+        c.insert(d, identity(10), 1, None, 0);
+        assert!(c.get(&d).is_none());
+        assert_eq!(c.len(), 0);
+    }
+
+    #[test]
+    fn purge_by_kid_and_expiry() {
+        let c = TokenCache::new(100);
+        for i in 0..10u64 {
+            let kid = if i % 2 == 0 { "even" } else { "odd" };
+            c.insert(
+                TokenDigest::of(&i.to_string()),
+                identity(100 + i),
+                i,
+                Some(kid),
+                0,
+            );
+        }
+        assert_eq!(c.purge_kid("even"), 5);
+        assert_eq!(c.len(), 5);
+        assert_eq!(c.purge_expired(105), 3); // 101, 103, 105
+        assert_eq!(c.len(), 2);
+        c.clear();
+        assert!(c.is_empty());
+    }
+}

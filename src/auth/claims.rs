@@ -1,0 +1,300 @@
+//! The claim rules: from a verified payload to an [`Identity`].
+//!
+//! Every registered claim is read with its type checked first, and a claim
+//! of the wrong type is an error, never "absent" (jwt.md items 31, 37–38;
+//! CVE-2026-25537). Time rules take an injected `now` (unix seconds) so tests
+//! can stand on either side of every boundary. Only `iss` is looked at
+//! before the signature is verified ([`check_issuer`], a cheap filter that
+//! refuses a foreign issuer before any key lookup, item 19); everything else
+//! runs in [`evaluate`] after it (item 30).
+//!
+//! NumericDate policy (item 32): a date must be a JSON number, finite,
+//! non-negative and at most 2^53; a fractional value is floored to whole
+//! seconds (RFC 7519 §2 allows non-integer dates). Flooring moves `exp`
+//! earlier; for `nbf`/`iat` it moves them by less than the leeway.
+
+use serde_json::{Map, Value};
+
+use super::alg::Algorithm;
+use super::config::VerifierConfig;
+use super::error::AuthError;
+use super::json::{self, Limits};
+
+/// Most members in any object of the payload (jwt.md item 9: "> 256 claims").
+pub const MAX_CLAIMS: usize = 256;
+/// Largest NumericDate accepted, in seconds: 2^53, beyond which JSON
+/// numbers stop being exact integers in most parsers (jwt.md item 31).
+pub const MAX_NUMERIC_DATE_SECS: u64 = 1 << 53;
+/// Scopes every OpenID Connect login carries and that never grant anything
+/// in slimgate (auth.md "Roles and scopes"); dropped from the identity.
+const DROPPED_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
+
+/// Limits for payload JSON.
+const PAYLOAD_LIMITS: Limits = Limits {
+    depth: json::MAX_JSON_DEPTH,
+    members: MAX_CLAIMS,
+};
+
+/// Who a verified token says the caller is. Carries claim values: it goes
+/// to handlers and the audit log, never into an error message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// `sub`.
+    pub subject: String,
+    /// `iss` (equal to the configured issuer).
+    pub issuer: String,
+    /// The token's `kid` header, if any.
+    pub kid: Option<String>,
+    /// The token's `alg`; `None` only from [`check_claims`], which sees no
+    /// header.
+    pub alg: Option<Algorithm>,
+    /// `exp`, in unix seconds.
+    pub expires_at: u64,
+    /// `nbf`, in unix seconds, if present.
+    pub not_before: Option<u64>,
+    /// `iat`, in unix seconds, if present.
+    pub issued_at: Option<u64>,
+    /// Roles from the configured dotted claim path (empty if absent).
+    pub roles: Vec<String>,
+    /// Scopes from the configured claim, minus the OIDC login scopes
+    /// (empty if absent or scopes are off).
+    pub scopes: Vec<String>,
+    /// `azp`, if present.
+    pub azp: Option<String>,
+    /// `jti`, if present.
+    pub jti: Option<String>,
+}
+
+impl Identity {
+    /// True if the token carries `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// True if the token carries `scope`.
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+/// Parses a decoded payload as a strict JSON object (jwt.md items 7–11).
+pub fn parse_claims(payload: &[u8]) -> Result<Map<String, Value>, AuthError> {
+    json::parse_object(payload, PAYLOAD_LIMITS).map_err(AuthError::Malformed)
+}
+
+/// `iss` is present, a string, and byte-equal to the configured issuer
+/// (jwt.md items 19, 35). Safe to run before the signature.
+pub fn check_issuer(claims: &Map<String, Value>, config: &VerifierConfig) -> Result<(), AuthError> {
+    match claims.get("iss") {
+        None => Err(AuthError::MissingClaim("iss")),
+        Some(Value::String(iss)) if iss.as_bytes() == config.issuer.as_bytes() => Ok(()),
+        Some(Value::String(_)) => Err(AuthError::BadIssuer),
+        Some(_) => Err(AuthError::InvalidClaim("iss")),
+    }
+}
+
+/// Runs every claim rule at time `now` and builds the identity (with
+/// `kid`/`alg` left empty for the caller to fill).
+pub fn evaluate(
+    claims: &Map<String, Value>,
+    config: &VerifierConfig,
+    now: u64,
+) -> Result<Identity, AuthError> {
+    check_issuer(claims, config)?;
+    let subject = match claims.get("sub") {
+        None => return Err(AuthError::MissingClaim("sub")),
+        Some(Value::String(sub)) if !sub.is_empty() => sub.clone(),
+        Some(_) => return Err(AuthError::InvalidClaim("sub")),
+    };
+    let expires_at = numeric_date(claims, "exp")?.ok_or(AuthError::MissingClaim("exp"))?;
+    let not_before = numeric_date(claims, "nbf")?;
+    let issued_at = numeric_date(claims, "iat")?;
+    let jti = optional_string(claims, "jti")?;
+    let azp = optional_string(claims, "azp")?;
+    let aud_matches = match claims.get("aud") {
+        None => None,
+        Some(aud) => Some(audience_matches(aud, &config.audiences)?),
+    };
+    check_times(expires_at, not_before, issued_at, config, now)?;
+    let azp_matches = !config.strict_audience
+        && azp
+            .as_deref()
+            .is_some_and(|azp| config.audiences.iter().any(|a| a == azp));
+    match aud_matches {
+        Some(true) => {}
+        Some(false) if azp_matches => {}
+        Some(false) => return Err(AuthError::BadAudience),
+        None if azp_matches => {}
+        None => return Err(AuthError::MissingClaim("aud")),
+    }
+    let roles = roles(claims, &config.roles_claim)?;
+    let scopes = scopes(claims, config.scopes_claim.as_deref())?;
+    Ok(Identity {
+        subject,
+        issuer: config.issuer.clone(),
+        kid: None,
+        alg: None,
+        expires_at,
+        not_before,
+        issued_at,
+        roles,
+        scopes,
+        azp,
+        jti,
+    })
+}
+
+/// Parses `payload` and runs every claim rule, as [`evaluate`] does after a
+/// signature verified. Public for the `jwt_claims` fuzz target and tests;
+/// the gateway calls [`Verifier`](super::Verifier) instead.
+pub fn check_claims(
+    payload: &[u8],
+    config: &VerifierConfig,
+    now: u64,
+) -> Result<Identity, AuthError> {
+    evaluate(&parse_claims(payload)?, config, now)
+}
+
+/// The time rules (jwt.md items 33–34), shared by first verification and
+/// every cache hit: expired when `exp <= now - leeway`, not yet valid when
+/// `nbf > now + leeway`, refused when `iat > now + leeway`, and too long when
+/// `exp - iat` or `exp - now` exceeds the maximum lifetime (if enabled).
+pub fn check_times(
+    expires_at: u64,
+    not_before: Option<u64>,
+    issued_at: Option<u64>,
+    config: &VerifierConfig,
+    now: u64,
+) -> Result<(), AuthError> {
+    let leeway = config.leeway_secs;
+    if expires_at.saturating_add(leeway) <= now {
+        return Err(AuthError::Expired);
+    }
+    if not_before.is_some_and(|nbf| nbf > now.saturating_add(leeway)) {
+        return Err(AuthError::NotYetValid);
+    }
+    if issued_at.is_some_and(|iat| iat > now.saturating_add(leeway)) {
+        return Err(AuthError::IssuedInFuture);
+    }
+    let max = config.max_lifetime_secs;
+    if max > 0 {
+        let from_iat = issued_at.is_some_and(|iat| expires_at.saturating_sub(iat) > max);
+        if from_iat || expires_at.saturating_sub(now) > max {
+            return Err(AuthError::LifetimeTooLong);
+        }
+    }
+    Ok(())
+}
+
+/// A NumericDate claim: absent, or a number that passes the policy above.
+fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, AuthError> {
+    let invalid = AuthError::InvalidClaim(name);
+    let Some(value) = claims.get(name) else {
+        return Ok(None);
+    };
+    let Value::Number(n) = value else {
+        return Err(invalid);
+    };
+    let secs = match (n.as_u64(), n.as_f64()) {
+        (Some(secs), _) => secs,
+        // A float (fractional, exponent form, or beyond u64): floored when
+        // finite, non-negative and in range; the cast is then exact.
+        (None, Some(f)) if f.is_finite() && f >= 0.0 && f <= MAX_NUMERIC_DATE_SECS as f64 => {
+            f.floor() as u64
+        }
+        // Negative integers and out-of-range floats.
+        _ => return Err(invalid),
+    };
+    if secs > MAX_NUMERIC_DATE_SECS {
+        return Err(invalid);
+    }
+    Ok(Some(secs))
+}
+
+/// An optional claim that must be a string when present.
+fn optional_string(
+    claims: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<String>, AuthError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(AuthError::InvalidClaim(name)),
+    }
+}
+
+/// `aud` is a string or a non-empty array of strings (else an error); true
+/// if one entry equals a configured audience.
+fn audience_matches(aud: &Value, audiences: &[String]) -> Result<bool, AuthError> {
+    let wanted = |s: &str| audiences.iter().any(|a| a == s);
+    match aud {
+        Value::String(s) => Ok(wanted(s)),
+        Value::Array(items) if !items.is_empty() => {
+            let mut found = false;
+            for item in items {
+                let Value::String(s) = item else {
+                    return Err(AuthError::InvalidClaim("aud"));
+                };
+                found |= wanted(s);
+            }
+            Ok(found)
+        }
+        _ => Err(AuthError::InvalidClaim("aud")),
+    }
+}
+
+/// Roles at the dotted `path`: absent anywhere → none; present → must be an
+/// array of strings, and every object on the way must be an object.
+fn roles(claims: &Map<String, Value>, path: &str) -> Result<Vec<String>, AuthError> {
+    let invalid = AuthError::InvalidClaim("roles");
+    if path.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut object = claims;
+    let mut segments = path.split('.').peekable();
+    while let Some(segment) = segments.next() {
+        let Some(value) = object.get(segment) else {
+            return Ok(Vec::new());
+        };
+        if segments.peek().is_none() {
+            return string_array(value).ok_or(invalid);
+        }
+        let Value::Object(inner) = value else {
+            return Err(invalid);
+        };
+        object = inner;
+    }
+    Ok(Vec::new())
+}
+
+/// Scopes from the top-level claim `name`: a space-separated string or an
+/// array of strings, minus [`DROPPED_SCOPES`].
+fn scopes(claims: &Map<String, Value>, name: Option<&str>) -> Result<Vec<String>, AuthError> {
+    let Some(name) = name else {
+        return Ok(Vec::new());
+    };
+    let keep = |s: &str| !s.is_empty() && !DROPPED_SCOPES.contains(&s);
+    match claims.get(name) {
+        None => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(s
+            .split(' ')
+            .filter(|s| keep(s))
+            .map(str::to_owned)
+            .collect()),
+        Some(value) => {
+            let all = string_array(value).ok_or(AuthError::InvalidClaim("scopes"))?;
+            Ok(all.into_iter().filter(|s| keep(s)).collect())
+        }
+    }
+}
+
+/// The strings of an array made only of strings.
+fn string_array(value: &Value) -> Option<Vec<String>> {
+    let Value::Array(items) = value else {
+        return None;
+    };
+    items
+        .iter()
+        .map(|v| v.as_str().map(str::to_owned))
+        .collect()
+}

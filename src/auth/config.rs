@@ -1,0 +1,196 @@
+//! What the verifier is told about its issuer: a plain struct with public
+//! fields, defaults from auth.md, and one validation step.
+//!
+//! The gateway's flag parser fills a [`VerifierConfig`] (`--oidc-issuer`,
+//! `--oidc-audience`, `--oidc-leeway-secs`, …) and hands it to
+//! [`Verifier::new`](super::Verifier::new), which calls
+//! [`VerifierConfig::validate`]; after that the verifier trusts every field.
+
+use std::fmt;
+
+use super::alg::Algorithm;
+
+/// Default `--oidc-max-token-bytes` (auth.md; jwt.md item 1).
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8192;
+/// Default clock-skew allowance in seconds (auth.md `--oidc-leeway-secs`).
+pub const DEFAULT_LEEWAY_SECS: u64 = 60;
+/// Largest configurable leeway in seconds (jwt.md item 33: "max 300 s").
+pub const MAX_LEEWAY_SECS: u64 = 300;
+/// Default maximum token lifetime in seconds, 24 h (jwt.md item 34); 0 disables.
+pub const DEFAULT_MAX_LIFETIME_SECS: u64 = 24 * 60 * 60;
+/// Default `--oidc-token-cache-size` in entries (auth.md); 0 disables.
+pub const DEFAULT_TOKEN_CACHE_ENTRIES: usize = 10_000;
+/// Default roles claim path (auth.md `--oidc-roles-claim`, Keycloak realm roles).
+pub const DEFAULT_ROLES_CLAIM: &str = "realm_access.roles";
+/// Default `typ` allowlist (jwt.md item 17; RFC 7519 §5.1, RFC 9068 §2.1).
+pub const DEFAULT_TYP_ALLOWLIST: [&str; 2] = ["JWT", "at+jwt"];
+
+/// Everything the verifier needs to know about one issuer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifierConfig {
+    /// `--oidc-issuer`: the token's `iss` must equal it byte for byte.
+    pub issuer: String,
+    /// `--oidc-audience`: `aud` must contain one of these (at least one).
+    pub audiences: Vec<String>,
+    /// `--oidc-strict-audience`: no `azp` fallback; `aud` is required.
+    pub strict_audience: bool,
+    /// `--oidc-leeway-secs`: clock skew allowed on `exp`, `nbf`, `iat` (≤ 300).
+    pub leeway_secs: u64,
+    /// Allowed `alg` values, a non-empty subset of {RS256, ES256}.
+    pub algorithms: Vec<Algorithm>,
+    /// `--oidc-max-token-bytes`: longer tokens are refused before decoding.
+    pub max_token_bytes: usize,
+    /// `--oidc-roles-claim`: dotted path to an array of role strings; empty
+    /// means the token carries no roles.
+    pub roles_claim: String,
+    /// `--oidc-scopes-claim` (`scope` for Keycloak, `scp` for Okta): a
+    /// top-level claim; `None` turns scopes off.
+    pub scopes_claim: Option<String>,
+    /// Longest accepted lifetime (`exp - iat`, and `exp - now`) in seconds;
+    /// 0 disables the check.
+    pub max_lifetime_secs: u64,
+    /// Accepted `typ` header values (compared case-insensitively, with an
+    /// optional `application/` prefix); an absent `typ` is always accepted.
+    pub typ_allowlist: Vec<String>,
+    /// When true, `jku`, `x5u`, `jwk`, `x5c` headers are ignored instead of
+    /// refused (jwt.md item 15). They are never fetched or used either way.
+    pub ignore_key_url_headers: bool,
+    /// `--oidc-token-cache-size`: verified-token cache entries; 0 disables.
+    pub cache_entries: usize,
+}
+
+impl VerifierConfig {
+    /// A configuration for `issuer` and `audiences` with every other field
+    /// at its documented default.
+    pub fn new(issuer: impl Into<String>, audiences: Vec<String>) -> VerifierConfig {
+        VerifierConfig {
+            issuer: issuer.into(),
+            audiences,
+            strict_audience: false,
+            leeway_secs: DEFAULT_LEEWAY_SECS,
+            algorithms: Algorithm::ALL.to_vec(),
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            roles_claim: DEFAULT_ROLES_CLAIM.to_owned(),
+            scopes_claim: None,
+            max_lifetime_secs: DEFAULT_MAX_LIFETIME_SECS,
+            typ_allowlist: DEFAULT_TYP_ALLOWLIST
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            ignore_key_url_headers: false,
+            cache_entries: DEFAULT_TOKEN_CACHE_ENTRIES,
+        }
+    }
+
+    /// Checks the fields the verifier relies on.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.issuer.is_empty() {
+            return Err(ConfigError::EmptyIssuer);
+        }
+        if self.audiences.is_empty() || self.audiences.iter().any(String::is_empty) {
+            return Err(ConfigError::NoAudience);
+        }
+        if self.algorithms.is_empty() {
+            return Err(ConfigError::NoAlgorithm);
+        }
+        if self.leeway_secs > MAX_LEEWAY_SECS {
+            return Err(ConfigError::LeewayTooLarge);
+        }
+        if self.max_token_bytes == 0 {
+            return Err(ConfigError::ZeroMaxTokenBytes);
+        }
+        if !self.roles_claim.is_empty() && self.roles_claim.split('.').any(str::is_empty) {
+            return Err(ConfigError::BadRolesClaim);
+        }
+        if self.scopes_claim.as_deref() == Some("") {
+            return Err(ConfigError::BadScopesClaim);
+        }
+        Ok(())
+    }
+}
+
+/// A configuration the verifier refuses to start with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// `issuer` is empty.
+    EmptyIssuer,
+    /// No audience, or an empty one (`aud`/`azp` must match something).
+    NoAudience,
+    /// `algorithms` is empty.
+    NoAlgorithm,
+    /// `leeway_secs` is above [`MAX_LEEWAY_SECS`].
+    LeewayTooLarge,
+    /// `max_token_bytes` is 0.
+    ZeroMaxTokenBytes,
+    /// `roles_claim` has an empty path segment (`a..b`, `.a`, `a.`).
+    BadRolesClaim,
+    /// `scopes_claim` is `Some("")`.
+    BadScopesClaim,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ConfigError::EmptyIssuer => "the OIDC issuer is empty",
+            ConfigError::NoAudience => "at least one non-empty OIDC audience is required",
+            ConfigError::NoAlgorithm => "at least one JWT algorithm must be allowed",
+            ConfigError::LeewayTooLarge => "the OIDC leeway is above 300 seconds",
+            ConfigError::ZeroMaxTokenBytes => "the maximum token size must be above 0",
+            ConfigError::BadRolesClaim => "the roles claim path has an empty segment",
+            ConfigError::BadScopesClaim => "the scopes claim name is empty",
+        })
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> VerifierConfig {
+        VerifierConfig::new("https://idp", vec!["aud".into()])
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = base();
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.leeway_secs, 60);
+        assert_eq!(c.max_token_bytes, 8192);
+        assert_eq!(c.max_lifetime_secs, 86_400);
+        assert_eq!(c.cache_entries, 10_000);
+        assert_eq!(c.roles_claim, "realm_access.roles");
+        assert_eq!(c.scopes_claim, None);
+        assert_eq!(c.algorithms, vec![Algorithm::RS256, Algorithm::ES256]);
+    }
+
+    #[test]
+    fn refuses_bad_values() {
+        let mut c = base();
+        c.leeway_secs = 301;
+        assert_eq!(c.validate(), Err(ConfigError::LeewayTooLarge));
+        c.leeway_secs = 300;
+        assert_eq!(c.validate(), Ok(()));
+        let mut c = base();
+        c.audiences.clear();
+        assert_eq!(c.validate(), Err(ConfigError::NoAudience));
+        let mut c = base();
+        c.issuer.clear();
+        assert_eq!(c.validate(), Err(ConfigError::EmptyIssuer));
+        let mut c = base();
+        c.algorithms.clear();
+        assert_eq!(c.validate(), Err(ConfigError::NoAlgorithm));
+        let mut c = base();
+        c.roles_claim = "a..b".into();
+        assert_eq!(c.validate(), Err(ConfigError::BadRolesClaim));
+        c.roles_claim = String::new();
+        assert_eq!(c.validate(), Ok(()));
+        let mut c = base();
+        c.scopes_claim = Some(String::new());
+        assert_eq!(c.validate(), Err(ConfigError::BadScopesClaim));
+        let mut c = base();
+        c.max_token_bytes = 0;
+        assert_eq!(c.validate(), Err(ConfigError::ZeroMaxTokenBytes));
+    }
+}

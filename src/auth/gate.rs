@@ -1,0 +1,305 @@
+//! The request pipeline of auth.md, in its order, as the gRPC layer's
+//! `Gate`:
+//!
+//! 1. remove any inbound `x-openshell-auth-source` (identity never travels
+//!    as a header a client could forge);
+//! 2. classify the path (`policy::rule`; unknown paths are bearer);
+//! 3. sandbox-secret methods: `x-sandbox-secret` compared in constant time;
+//!    missing, wrong or not configured (with OIDC on) is UNAUTHENTICATED;
+//!    no fallback to bearer;
+//! 4. dual methods: a valid secret authenticates as the sandbox; anything
+//!    else falls through to bearer;
+//! 5. bearer: exactly one `authorization: Bearer <token>`;
+//! 6. verify the JWT (UNAVAILABLE while no key set is loaded);
+//! 7. roles, then scopes;
+//! 8. attach the `Caller` for the handler.
+//!
+//! Without OIDC (development mode, allowed only on loopback or with
+//! `--allow-unauthenticated`) bearer methods are open, and sandbox-secret
+//! methods need the secret only when one is configured.
+//!
+//! Every denied call and every allowed mutating call writes an audit line.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+use ring::digest::{SHA256, digest};
+
+use super::jwks::KeySet;
+use super::keys::{KeySource, KeyState};
+use super::policy::{self, ALL_SCOPE, Class, Role, Rule};
+use super::{AuthError, Caller, Identity, Verifier};
+use crate::grpc::{Code, Gate, Status};
+use crate::log::{self, Audit};
+
+/// The header a sandbox supervisor authenticates with.
+pub const SECRET_HEADER: &str = "x-sandbox-secret";
+/// Removed from every request (upstream compatibility, anti-spoofing).
+pub const AUTH_SOURCE_HEADER: &str = "x-openshell-auth-source";
+
+/// Bearer-token settings (OIDC on).
+#[derive(Debug)]
+pub struct Oidc {
+    /// Verifies tokens of the configured issuer.
+    pub verifier: Verifier,
+    /// The issuer's keys.
+    pub keys: Arc<KeySource>,
+    /// `(admin, user)` role names; `None` in authentication-only mode.
+    pub roles: Option<(String, String)>,
+    /// Whether scopes are checked (`--oidc-scopes-claim` set).
+    pub scopes: bool,
+}
+
+/// The gateway's gate.
+#[derive(Debug)]
+pub struct AuthGate {
+    oidc: Option<Oidc>,
+    secret: Option<[u8; 32]>,
+}
+
+impl AuthGate {
+    /// A gate with optional OIDC and an optional sandbox secret.
+    pub fn new(oidc: Option<Oidc>, secret: Option<&str>) -> AuthGate {
+        AuthGate {
+            oidc,
+            secret: secret.map(|s| fingerprint(s.as_bytes())),
+        }
+    }
+
+    async fn decide(&self, rule: &Rule, headers: &HeaderMap) -> Result<Caller, Denied> {
+        match rule.class {
+            Class::Unauthenticated => Ok(Caller::Anonymous),
+            Class::SandboxSecret => match self.secret(headers) {
+                Secret::Valid => Ok(Caller::Sandbox),
+                Secret::Missing if self.secret.is_none() && self.oidc.is_none() => {
+                    Ok(Caller::Anonymous)
+                }
+                Secret::Missing if self.secret.is_none() => Err(Denied::unauthenticated(
+                    "secret_not_configured",
+                    "sandbox secret required for this method (none is configured on the gateway)",
+                )),
+                Secret::Missing => Err(Denied::unauthenticated(
+                    "missing_secret",
+                    "sandbox secret required for this method",
+                )),
+                Secret::Wrong => Err(Denied::unauthenticated(
+                    "invalid_secret",
+                    "invalid sandbox secret",
+                )),
+            },
+            Class::Dual => match self.secret(headers) {
+                Secret::Valid => Ok(Caller::Sandbox),
+                _ => self.bearer(rule, headers).await,
+            },
+            Class::Bearer => self.bearer(rule, headers).await,
+        }
+    }
+
+    fn secret(&self, headers: &HeaderMap) -> Secret {
+        let mut values = headers.get_all(SECRET_HEADER).iter();
+        let Some(given) = values.next() else {
+            return Secret::Missing;
+        };
+        let Some(expected) = &self.secret else {
+            return Secret::Wrong;
+        };
+        if values.next().is_some() {
+            return Secret::Wrong;
+        }
+        if constant_time_eq(expected, &fingerprint(given.as_bytes())).0 {
+            Secret::Valid
+        } else {
+            Secret::Wrong
+        }
+    }
+
+    async fn bearer(&self, rule: &Rule, headers: &HeaderMap) -> Result<Caller, Denied> {
+        let Some(oidc) = &self.oidc else {
+            return Ok(Caller::Anonymous);
+        };
+        let token = super::bearer_token(headers, None).map_err(|e| match e {
+            AuthError::MissingAuthorization => {
+                Denied::unauthenticated("missing_authorization", "missing authorization header")
+            }
+            other => Denied::token(other),
+        })?;
+        let identity = verify(oidc, token).await?;
+        authorize(oidc, rule, &identity)?;
+        Ok(Caller::User(identity))
+    }
+}
+
+async fn verify(oidc: &Oidc, token: &str) -> Result<Arc<Identity>, Denied> {
+    let now = now_secs();
+    let keys = ready(oidc.keys.state())?;
+    match oidc.verifier.verify_cached(token, &keys, now) {
+        Err(AuthError::UnknownKid) => {
+            let kid = super::jwt::parse(token, oidc.verifier.config())
+                .ok()
+                .and_then(|j| j.header().kid.clone());
+            let keys = ready(oidc.keys.refresh_for_unknown_kid(kid.as_deref()).await)?;
+            oidc.verifier
+                .verify_cached(token, &keys, now_secs())
+                .map_err(Denied::token)
+        }
+        other => other.map_err(Denied::token),
+    }
+}
+
+fn ready(state: KeyState) -> Result<Arc<KeySet>, Denied> {
+    match state {
+        KeyState::Ready(keys) => Ok(keys),
+        KeyState::Loading => Err(Denied {
+            status: Status::unavailable("identity provider keys not loaded"),
+            reason: "keys_not_loaded",
+        }),
+        KeyState::Expired => Err(Denied {
+            status: Status::unavailable(
+                "identity provider keys expired (the identity provider has been unreachable too long)",
+            ),
+            reason: "keys_expired",
+        }),
+    }
+}
+
+/// Roles, then scopes (auth.md "Roles and scopes").
+fn authorize(oidc: &Oidc, rule: &Rule, id: &Identity) -> Result<(), Denied> {
+    if let (Some((admin, user)), Some(required)) = (&oidc.roles, rule.role) {
+        let ok = match required {
+            Role::Admin => id.has_role(admin),
+            Role::User => id.has_role(user) || id.has_role(admin),
+        };
+        if !ok {
+            let name = if required == Role::Admin { admin } else { user };
+            return Err(Denied {
+                status: Status::permission_denied(format!("role '{name}' required")),
+                reason: "role_required",
+            });
+        }
+    }
+    if oidc.scopes {
+        let scope = rule.scope.unwrap_or(ALL_SCOPE);
+        if !(id.has_scope(scope) || id.has_scope(ALL_SCOPE)) {
+            return Err(Denied {
+                status: Status::permission_denied(format!("scope '{scope}' required")),
+                reason: "scope_required",
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Gate for AuthGate {
+    async fn admit(
+        &self,
+        path: &str,
+        request_id: &str,
+        headers: &mut HeaderMap,
+    ) -> Result<http::Extensions, Status> {
+        headers.remove(AUTH_SOURCE_HEADER);
+        let rule = policy::rule(path);
+        match self.decide(&rule, headers).await {
+            Ok(caller) => {
+                if rule.mutating {
+                    log::audit(Audit {
+                        request_id,
+                        subject: caller.subject(),
+                        method: path,
+                        decision: "allow",
+                        reason: "ok",
+                    });
+                }
+                let mut ext = http::Extensions::new();
+                ext.insert(caller);
+                Ok(ext)
+            }
+            Err(denied) => {
+                log::audit(Audit {
+                    request_id,
+                    subject: "unverified",
+                    method: path,
+                    decision: "deny",
+                    reason: denied.reason,
+                });
+                Err(denied.status)
+            }
+        }
+    }
+}
+
+enum Secret {
+    Missing,
+    Wrong,
+    Valid,
+}
+
+/// A refusal: the client's status and the audit reason code.
+struct Denied {
+    status: Status,
+    reason: &'static str,
+}
+
+impl Denied {
+    fn unauthenticated(reason: &'static str, message: &str) -> Denied {
+        Denied {
+            status: Status::new(Code::Unauthenticated, message),
+            reason,
+        }
+    }
+
+    fn token(e: AuthError) -> Denied {
+        Denied {
+            status: Status::unauthenticated(format!("invalid token: {}", e.code())),
+            reason: e.code(),
+        }
+    }
+}
+
+/// SHA-256 of a secret: comparing fingerprints makes the comparison's time
+/// independent of both the secret's length and the given value's.
+fn fingerprint(secret: &[u8]) -> [u8; 32] {
+    let d = digest(&SHA256, secret);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Compare two fingerprints without an early exit: every byte is examined
+/// whatever the first difference. Returns (equal, bytes examined).
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> (bool, usize) {
+    let mut diff = 0u8;
+    let mut examined = 0;
+    for (x, y) in a.iter().zip(b.iter()) {
+        diff |= x ^ y;
+        examined += 1;
+    }
+    (diff == 0, examined)
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_comparison_examines_every_byte_wherever_the_first_difference_is() {
+        let good = fingerprint(b"the-secret");
+        for pos in [0usize, 1, 15, 31] {
+            let mut bad = good;
+            bad[pos] ^= 0x01;
+            assert_eq!(
+                constant_time_eq(&good, &bad),
+                (false, 32),
+                "difference at {pos}"
+            );
+        }
+        assert_eq!(constant_time_eq(&good, &good), (true, 32));
+        // Fingerprints hide the length: a prefix of the secret is just wrong.
+        assert!(!constant_time_eq(&good, &fingerprint(b"the-secre")).0);
+    }
+}

@@ -1,0 +1,565 @@
+//! JWK Set parsing and key hygiene: from JSON to ready-to-verify ring keys.
+//!
+//! A key set is parsed once, when it is loaded, into [`VerifyingKey`]s that
+//! hold exactly what ring's verifier needs (RSA `n`/`e` without leading
+//! zeros, or the 65-byte uncompressed P-256 point), so a verification does no
+//! JSON or base64 work. Each entry passes every rule of auth.md "Keys" and
+//! jwt.md items 20–26 or is left out with a reason code; one bad entry never
+//! discards the others, and a duplicated `kid` makes that kid unusable.
+//! Fetching the set (discovery, HTTP, refresh) is another module's job.
+//!
+//! Key selection ([`KeySet::select`]) is also here: the token's `kid` is only
+//! ever a map key, and a token without `kid` is accepted only when exactly
+//! one key of its type exists, so there is no try-every-key loop.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use ring::agreement;
+use ring::digest;
+use ring::rand::SystemRandom;
+use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
+use serde_json::{Map, Value};
+
+use super::alg::Algorithm;
+use super::b64;
+use super::error::{AuthError, Malformed};
+use super::json::{self, Limits};
+use super::roca;
+
+/// Most keys a set may hold (auth.md "Keys": limits). More is refused as a
+/// whole, since no identity provider publishes that many signing keys.
+pub const MAX_JWKS_KEYS: usize = 100;
+/// Largest JWK Set document accepted, in bytes (auth.md: body at most 256 KiB).
+pub const MAX_JWKS_BYTES: usize = 256 * 1024;
+/// Smallest RSA modulus, in real bits (auth.md "Key hygiene"; NIST SP 800-131A).
+/// Counted from the top set bit: ring rounds to whole bytes and would take 2047.
+pub const MIN_RSA_MODULUS_BITS: usize = 2048;
+/// Largest RSA modulus, in bits (ring's `RSA_PKCS1_2048_8192_SHA256` bound).
+pub const MAX_RSA_MODULUS_BITS: usize = 8192;
+/// The only RSA public exponent accepted by default (auth.md "Key hygiene").
+pub const RSA_EXPONENT_F4: u64 = 65537;
+/// Size of a P-256 coordinate, in bytes (RFC 7518 §6.2.1.2: exactly 32).
+pub const P256_COORDINATE_BYTES: usize = 32;
+/// Longest `kid`, in bytes (jwt.md item 18; applies to JWKs and tokens alike).
+pub const MAX_KID_BYTES: usize = 256;
+/// Most members in any object of a JWK Set document (a JWK has about ten).
+const MAX_JWKS_MEMBERS: usize = 64;
+/// Members whose presence means private or symmetric key material
+/// (RFC 7518 §6.2.2, §6.3.2, §6.4.1; auth.md "Key hygiene").
+const PRIVATE_MEMBERS: [&str; 7] = ["d", "p", "q", "dp", "dq", "qi", "k"];
+
+/// How a set is parsed. `Default` is the policy of auth.md.
+#[derive(Clone, Debug)]
+pub struct JwksPolicy {
+    /// Accepted RSA public exponents (jwt.md item 23: configurable allowlist,
+    /// default `[65537]`).
+    pub rsa_exponents: Vec<u64>,
+}
+
+impl Default for JwksPolicy {
+    fn default() -> Self {
+        JwksPolicy {
+            rsa_exponents: vec![RSA_EXPONENT_F4],
+        }
+    }
+}
+
+/// Why a whole JWK Set document was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JwksError {
+    /// Larger than [`MAX_JWKS_BYTES`].
+    TooLarge,
+    /// Not strict JSON, or not an object.
+    Malformed(Malformed),
+    /// No `keys` member, or it is not an array.
+    MissingKeys,
+    /// More than [`MAX_JWKS_KEYS`] entries.
+    TooManyKeys,
+}
+
+impl fmt::Display for JwksError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JwksError::TooLarge => f.write_str("JWK set too large"),
+            JwksError::Malformed(m) => write!(f, "JWK set malformed: {}", m.detail()),
+            JwksError::MissingKeys => f.write_str("JWK set has no \"keys\" array"),
+            JwksError::TooManyKeys => f.write_str("JWK set has too many keys"),
+        }
+    }
+}
+
+impl std::error::Error for JwksError {}
+
+/// Why one entry of a set was left out. `code()` is for logs and metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyRejectReason {
+    /// The entry is not a JSON object.
+    NotAnObject,
+    /// It carries `d`, `p`, `q`, `dp`, `dq`, `qi` or `k` (worth an alert:
+    /// the identity provider is publishing secrets).
+    PrivateKeyMaterial,
+    /// `kty` missing or not `RSA`/`EC` (`oct`, `OKP`, …): skipped.
+    UnsupportedKty,
+    /// `kid` not a non-empty string of at most 256 bytes without controls.
+    BadKid,
+    /// `use` present and not `sig`.
+    WrongUse,
+    /// `key_ops` present and not an array of strings containing `verify`.
+    WrongKeyOps,
+    /// JWK `alg` present and not the one algorithm of this key type.
+    AlgMismatch,
+    /// A required member (`n`, `e`, `x`, `y`, `crv`) missing, not strict
+    /// base64url, or with leading zero octets.
+    BadEncoding,
+    /// RSA modulus below 2048 real bits.
+    RsaModulusTooSmall,
+    /// RSA modulus above 8192 bits.
+    RsaModulusTooLarge,
+    /// RSA exponent not in the allowlist.
+    RsaExponentNotAllowed,
+    /// RSA modulus with the ROCA fingerprint (CVE-2017-15361).
+    RocaVulnerable,
+    /// `crv` other than exactly `P-256`.
+    UnsupportedCurve,
+    /// P-256 `x` or `y` not exactly 32 bytes.
+    BadCoordinateLength,
+    /// The P-256 point is not on the curve.
+    PointNotOnCurve,
+    /// Another usable key of the same type has the same `kid`; the kid is
+    /// unusable (the entry stays for counting, not for lookup).
+    DuplicateKid,
+}
+
+impl KeyRejectReason {
+    /// A stable short code for logs and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            KeyRejectReason::NotAnObject => "not_an_object",
+            KeyRejectReason::PrivateKeyMaterial => "private_key_material",
+            KeyRejectReason::UnsupportedKty => "unsupported_kty",
+            KeyRejectReason::BadKid => "bad_kid",
+            KeyRejectReason::WrongUse => "wrong_use",
+            KeyRejectReason::WrongKeyOps => "wrong_key_ops",
+            KeyRejectReason::AlgMismatch => "alg_mismatch",
+            KeyRejectReason::BadEncoding => "bad_encoding",
+            KeyRejectReason::RsaModulusTooSmall => "rsa_modulus_too_small",
+            KeyRejectReason::RsaModulusTooLarge => "rsa_modulus_too_large",
+            KeyRejectReason::RsaExponentNotAllowed => "rsa_exponent_not_allowed",
+            KeyRejectReason::RocaVulnerable => "roca_vulnerable",
+            KeyRejectReason::UnsupportedCurve => "unsupported_curve",
+            KeyRejectReason::BadCoordinateLength => "bad_coordinate_length",
+            KeyRejectReason::PointNotOnCurve => "point_not_on_curve",
+            KeyRejectReason::DuplicateKid => "duplicate_kid",
+        }
+    }
+}
+
+/// One entry left out of a set: its position, its `kid` when that was
+/// valid, and why. Holds no key material.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyRejection {
+    /// Position in the `keys` array.
+    pub index: usize,
+    /// The entry's `kid`, if it had a valid one.
+    pub kid: Option<String>,
+    /// Why it was left out.
+    pub reason: KeyRejectReason,
+}
+
+/// The result of parsing a set: the usable keys, plus what was left out.
+#[derive(Debug)]
+pub struct ParsedJwks {
+    /// The keys tokens can be verified with.
+    pub keys: KeySet,
+    /// Entries left out (log each; alert on `PrivateKeyMaterial`).
+    pub rejected: Vec<KeyRejection>,
+}
+
+/// The ring key of one JWK.
+enum KeyMaterial {
+    /// `n` and `e` big-endian without leading zeros; `modulus_len` = `n.len()`.
+    Rsa {
+        components: RsaPublicKeyComponents<Vec<u8>>,
+    },
+    /// `0x04 || x || y`, validated on the curve at load time.
+    Ec(UnparsedPublicKey<[u8; 1 + 2 * P256_COORDINATE_BYTES]>),
+}
+
+/// A public key that passed every hygiene rule, ready for ring.
+pub struct VerifyingKey {
+    kid: Option<String>,
+    material: KeyMaterial,
+    fingerprint: u64,
+}
+
+impl VerifyingKey {
+    /// The JWK's `kid`, if it had one.
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    /// The one algorithm this key verifies (RSA → RS256, P-256 → ES256).
+    pub fn algorithm(&self) -> Algorithm {
+        match self.material {
+            KeyMaterial::Rsa { .. } => Algorithm::RS256,
+            KeyMaterial::Ec(_) => Algorithm::ES256,
+        }
+    }
+
+    /// 64 bits of the SHA-256 of the key material: tells two keys apart
+    /// (the verified-token cache uses it to notice a replaced key).
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// Verifies `signature` over `message` with this key under `alg`.
+    /// The signature length must be exact: the modulus length for RS256,
+    /// 64 bytes (`r || s`) for ES256 (jwt.md items 27–28).
+    pub fn verify(&self, alg: Algorithm, message: &[u8], sig: &[u8]) -> Result<(), AuthError> {
+        let ok = match (&self.material, alg) {
+            (KeyMaterial::Rsa { components }, Algorithm::RS256) => {
+                sig.len() == components.n.len()
+                    && components
+                        .verify(&signature::RSA_PKCS1_2048_8192_SHA256, message, sig)
+                        .is_ok()
+            }
+            (KeyMaterial::Ec(key), Algorithm::ES256) => {
+                sig.len() == 2 * P256_COORDINATE_BYTES && key.verify(message, sig).is_ok()
+            }
+            _ => return Err(AuthError::KeyMismatch),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(AuthError::BadSignature)
+        }
+    }
+}
+
+impl fmt::Debug for VerifyingKey {
+    /// Names the key, never prints its material.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VerifyingKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.algorithm())
+            .field("fingerprint", &format_args!("{:016x}", self.fingerprint))
+            .finish()
+    }
+}
+
+/// Where a kid points, per key type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    Empty,
+    One(usize),
+    Duplicate,
+}
+
+/// The usable keys of one issuer, indexed for selection.
+#[derive(Debug)]
+pub struct KeySet {
+    keys: Vec<VerifyingKey>,
+    /// kid → slot per key type (`Algorithm::index`).
+    by_kid: HashMap<String, [Slot; 2]>,
+    /// Per key type: how many keys, and the index of the first.
+    per_type: [(usize, usize); 2],
+    duplicate_kids: usize,
+}
+
+impl KeySet {
+    /// A set with no keys (every token is `unknown_kid`).
+    pub fn empty() -> KeySet {
+        KeySet {
+            keys: Vec::new(),
+            by_kid: HashMap::new(),
+            per_type: [(0, 0); 2],
+            duplicate_kids: 0,
+        }
+    }
+
+    /// Parses a JWK Set document under the default policy.
+    pub fn parse(document: &[u8]) -> Result<ParsedJwks, JwksError> {
+        Self::parse_with(document, &JwksPolicy::default())
+    }
+
+    /// Parses a JWK Set document (`{"keys":[…]}`) under `policy`.
+    pub fn parse_with(document: &[u8], policy: &JwksPolicy) -> Result<ParsedJwks, JwksError> {
+        if document.len() > MAX_JWKS_BYTES {
+            return Err(JwksError::TooLarge);
+        }
+        let limits = Limits {
+            depth: json::MAX_JSON_DEPTH,
+            members: MAX_JWKS_MEMBERS,
+        };
+        let root = json::parse_object(document, limits).map_err(JwksError::Malformed)?;
+        let Some(Value::Array(entries)) = root.get("keys") else {
+            return Err(JwksError::MissingKeys);
+        };
+        if entries.len() > MAX_JWKS_KEYS {
+            return Err(JwksError::TooManyKeys);
+        }
+        let mut set = KeySet::empty();
+        let mut rejected = Vec::new();
+        for (index, entry) in entries.iter().enumerate() {
+            match parse_entry(entry, policy) {
+                Ok(key) => {
+                    if let Some(reason) = set.add(key) {
+                        rejected.push(KeyRejection {
+                            index,
+                            kid: set.keys.last().and_then(|k| k.kid.clone()),
+                            reason,
+                        });
+                    }
+                }
+                Err(reason) => rejected.push(KeyRejection {
+                    index,
+                    kid: entry_kid(entry),
+                    reason,
+                }),
+            }
+        }
+        Ok(ParsedJwks {
+            keys: set,
+            rejected,
+        })
+    }
+
+    /// Adds a key; returns `DuplicateKid` if its kid was already taken by a
+    /// key of the same type (both become unreachable by kid).
+    fn add(&mut self, key: VerifyingKey) -> Option<KeyRejectReason> {
+        let t = key.algorithm().index();
+        let index = self.keys.len();
+        let (count, first) = &mut self.per_type[t];
+        if *count == 0 {
+            *first = index;
+        }
+        *count += 1;
+        let mut outcome = None;
+        if let Some(kid) = &key.kid {
+            let slots = self.by_kid.entry(kid.clone()).or_insert([Slot::Empty; 2]);
+            slots[t] = match slots[t] {
+                Slot::Empty => Slot::One(index),
+                Slot::One(_) => {
+                    self.duplicate_kids += 1;
+                    outcome = Some(KeyRejectReason::DuplicateKid);
+                    Slot::Duplicate
+                }
+                Slot::Duplicate => {
+                    outcome = Some(KeyRejectReason::DuplicateKid);
+                    Slot::Duplicate
+                }
+            };
+        }
+        self.keys.push(key);
+        outcome
+    }
+
+    /// Number of usable keys (including those whose kid is duplicated).
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// True when the set has no keys.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// How many kids are unusable because two keys share them (a metric).
+    pub fn duplicate_kids(&self) -> usize {
+        self.duplicate_kids
+    }
+
+    /// All keys, in document order.
+    pub fn keys(&self) -> impl Iterator<Item = &VerifyingKey> {
+        self.keys.iter()
+    }
+
+    /// The one key a token with `alg` and `kid` may be verified with
+    /// (auth.md "Key selection", jwt.md items 20–22).
+    pub fn select(&self, alg: Algorithm, kid: Option<&str>) -> Result<&VerifyingKey, AuthError> {
+        let t = alg.index();
+        let index = match kid {
+            Some(kid) => match self.by_kid.get(kid) {
+                None => return Err(AuthError::UnknownKid),
+                Some(slots) => match slots[t] {
+                    Slot::One(i) => i,
+                    Slot::Duplicate => return Err(AuthError::AmbiguousKey),
+                    Slot::Empty => return Err(AuthError::KeyMismatch),
+                },
+            },
+            None => match self.per_type[t] {
+                (0, _) => return Err(AuthError::UnknownKid),
+                (1, first) => first,
+                _ => return Err(AuthError::AmbiguousKey),
+            },
+        };
+        self.keys.get(index).ok_or(AuthError::UnknownKid)
+    }
+}
+
+/// The entry's `kid` if it is a valid one (for rejection records).
+fn entry_kid(entry: &Value) -> Option<String> {
+    match entry.get("kid") {
+        Some(Value::String(kid)) if is_valid_kid(kid) => Some(kid.clone()),
+        _ => None,
+    }
+}
+
+/// A `kid` is usable as a map key: non-empty, at most 256 bytes, no
+/// control characters (jwt.md item 18).
+pub(crate) fn is_valid_kid(kid: &str) -> bool {
+    !kid.is_empty() && kid.len() <= MAX_KID_BYTES && !kid.chars().any(char::is_control)
+}
+
+fn parse_entry(entry: &Value, policy: &JwksPolicy) -> Result<VerifyingKey, KeyRejectReason> {
+    let Value::Object(jwk) = entry else {
+        return Err(KeyRejectReason::NotAnObject);
+    };
+    if PRIVATE_MEMBERS.iter().any(|m| jwk.contains_key(*m)) {
+        return Err(KeyRejectReason::PrivateKeyMaterial);
+    }
+    let alg = match jwk.get("kty") {
+        Some(Value::String(kty)) if kty == "RSA" => Algorithm::RS256,
+        Some(Value::String(kty)) if kty == "EC" => Algorithm::ES256,
+        _ => return Err(KeyRejectReason::UnsupportedKty),
+    };
+    let kid = match jwk.get("kid") {
+        None => None,
+        Some(Value::String(kid)) if is_valid_kid(kid) => Some(kid.clone()),
+        Some(_) => return Err(KeyRejectReason::BadKid),
+    };
+    match jwk.get("use") {
+        None => {}
+        Some(Value::String(u)) if u == "sig" => {}
+        Some(_) => return Err(KeyRejectReason::WrongUse),
+    }
+    match jwk.get("key_ops") {
+        None => {}
+        Some(Value::Array(ops))
+            if ops.iter().all(Value::is_string) && ops.iter().any(|op| op == "verify") => {}
+        Some(_) => return Err(KeyRejectReason::WrongKeyOps),
+    }
+    match jwk.get("alg") {
+        None => {}
+        Some(Value::String(a)) if Algorithm::from_name(a) == Some(alg) => {}
+        Some(_) => return Err(KeyRejectReason::AlgMismatch),
+    }
+    let material = match alg {
+        Algorithm::RS256 => rsa_material(jwk, policy)?,
+        Algorithm::ES256 => ec_material(jwk)?,
+    };
+    let fingerprint = fingerprint(&material);
+    Ok(VerifyingKey {
+        kid,
+        material,
+        fingerprint,
+    })
+}
+
+/// Decodes a required base64url member into bytes.
+fn member_bytes(jwk: &Map<String, Value>, name: &str) -> Result<Vec<u8>, KeyRejectReason> {
+    match jwk.get(name) {
+        Some(Value::String(s)) => b64::decode(s.as_bytes()).ok_or(KeyRejectReason::BadEncoding),
+        _ => Err(KeyRejectReason::BadEncoding),
+    }
+}
+
+/// An unsigned big-endian integer member: non-empty, no leading zero octet
+/// (RFC 7518 §6.3.1: "the minimum number of octets").
+fn member_uint(jwk: &Map<String, Value>, name: &str) -> Result<Vec<u8>, KeyRejectReason> {
+    let bytes = member_bytes(jwk, name)?;
+    match bytes.first() {
+        Some(&first) if first != 0 => Ok(bytes),
+        _ => Err(KeyRejectReason::BadEncoding),
+    }
+}
+
+fn rsa_material(
+    jwk: &Map<String, Value>,
+    policy: &JwksPolicy,
+) -> Result<KeyMaterial, KeyRejectReason> {
+    let n = member_uint(jwk, "n")?;
+    let e = member_uint(jwk, "e")?;
+    // The real bit length: whole bytes minus the leading zero bits of the
+    // first (non-zero) byte.
+    let leading = n.first().map_or(8, |b| b.leading_zeros() as usize);
+    let bits = n.len() * 8 - leading;
+    if bits < MIN_RSA_MODULUS_BITS {
+        return Err(KeyRejectReason::RsaModulusTooSmall);
+    }
+    if bits > MAX_RSA_MODULUS_BITS {
+        return Err(KeyRejectReason::RsaModulusTooLarge);
+    }
+    let exponent = if e.len() <= 8 {
+        e.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+    } else {
+        return Err(KeyRejectReason::RsaExponentNotAllowed);
+    };
+    if !policy.rsa_exponents.contains(&exponent) {
+        return Err(KeyRejectReason::RsaExponentNotAllowed);
+    }
+    if roca::has_roca_fingerprint(&n) {
+        return Err(KeyRejectReason::RocaVulnerable);
+    }
+    Ok(KeyMaterial::Rsa {
+        components: RsaPublicKeyComponents { n, e },
+    })
+}
+
+fn ec_material(jwk: &Map<String, Value>) -> Result<KeyMaterial, KeyRejectReason> {
+    match jwk.get("crv") {
+        Some(Value::String(crv)) if crv == "P-256" => {}
+        Some(Value::String(_)) => return Err(KeyRejectReason::UnsupportedCurve),
+        _ => return Err(KeyRejectReason::BadEncoding),
+    }
+    let x = member_bytes(jwk, "x")?;
+    let y = member_bytes(jwk, "y")?;
+    if x.len() != P256_COORDINATE_BYTES || y.len() != P256_COORDINATE_BYTES {
+        return Err(KeyRejectReason::BadCoordinateLength);
+    }
+    let mut point = [0u8; 1 + 2 * P256_COORDINATE_BYTES];
+    point[0] = 0x04; // SEC 1 §2.3.3 uncompressed point
+    point[1..=P256_COORDINATE_BYTES].copy_from_slice(&x);
+    point[1 + P256_COORDINATE_BYTES..].copy_from_slice(&y);
+    if !p256_point_is_valid(&point) {
+        return Err(KeyRejectReason::PointNotOnCurve);
+    }
+    Ok(KeyMaterial::Ec(UnparsedPublicKey::new(
+        &signature::ECDSA_P256_SHA256_FIXED,
+        point,
+    )))
+}
+
+/// True if `point` is a valid P-256 public point (coordinates below the
+/// field prime, on the curve). ring exposes its public-key validation only
+/// through key agreement, so this runs one ephemeral ECDH with the point;
+/// it happens once per key when a set is loaded, never per token.
+fn p256_point_is_valid(point: &[u8]) -> bool {
+    let rng = SystemRandom::new();
+    let Ok(ours) = agreement::EphemeralPrivateKey::generate(&agreement::ECDH_P256, &rng) else {
+        return false;
+    };
+    let peer = agreement::UnparsedPublicKey::new(&agreement::ECDH_P256, point);
+    agreement::agree_ephemeral(ours, &peer, |_| ()).is_ok()
+}
+
+fn fingerprint(material: &KeyMaterial) -> u64 {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    match material {
+        KeyMaterial::Rsa { components } => {
+            ctx.update(b"RSA\0");
+            ctx.update(&(components.n.len() as u64).to_be_bytes());
+            ctx.update(&components.n);
+            ctx.update(&components.e);
+        }
+        KeyMaterial::Ec(key) => {
+            ctx.update(b"EC\0");
+            ctx.update(key.as_ref());
+        }
+    }
+    let d = ctx.finish();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&d.as_ref()[..8]);
+    u64::from_be_bytes(first)
+}
