@@ -987,3 +987,104 @@ async fn reconcile_refreshes_stale_records_and_drops_unknown_ones() {
     );
     assert!(get(&s, "kept").await.is_ok());
 }
+
+/// How the raw h2 driver double answers everything but startup calls.
+#[derive(Clone, Copy)]
+enum Broken {
+    /// 200 with `content-type: text/html`.
+    ContentType,
+    /// A well-framed message that is not protobuf, then OK.
+    Message,
+}
+
+/// A compute driver written directly on h2 that answers GetCapabilities
+/// properly and every other call in a broken way.
+fn broken_driver(path: &std::path::Path, how: Broken) -> tokio::task::JoinHandle<()> {
+    let listener = tokio::net::UnixListener::bind(path).unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(stream).await else {
+                    return;
+                };
+                while let Some(Ok((req, mut respond))) = conn.accept().await {
+                    let method = req
+                        .uri()
+                        .path()
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or("")
+                        .to_string();
+                    let (ct, body): (&str, Vec<u8>) = match (method.as_str(), how) {
+                        ("GetCapabilities", _) => {
+                            let m = drv::GetCapabilitiesResponse {
+                                default_image: IMAGE.into(),
+                                ..Default::default()
+                            };
+                            ("application/grpc", m.encode_to_vec())
+                        }
+                        ("ListSandboxes", _) => ("application/grpc", Vec::new()),
+                        (_, Broken::ContentType) => ("text/html", b"<html>oops</html>".to_vec()),
+                        (_, Broken::Message) => ("application/grpc", vec![0xff, 0xff, 0xff]),
+                    };
+                    let resp = http::Response::builder()
+                        .status(200)
+                        .header("content-type", ct)
+                        .body(())
+                        .unwrap();
+                    let Ok(mut send) = respond.send_response(resp, false) else {
+                        continue;
+                    };
+                    let mut framed = vec![0u8];
+                    framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
+                    framed.extend_from_slice(&body);
+                    if ct != "application/grpc" {
+                        framed = body;
+                    }
+                    let _ = send.send_data(framed.into(), false);
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", "0".parse().unwrap());
+                    let _ = send.send_trailers(trailers);
+                }
+            });
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_driver_that_breaks_the_protocol_gives_internal_not_a_crash() {
+    for how in [Broken::ContentType, Broken::Message] {
+        let dir = TempDir::new();
+        let sock = dir.path("compute.sock");
+        let server = broken_driver(&sock, how);
+        let gw = start_gateway(
+            &dir,
+            &["--compute-driver-socket", sock.to_str().unwrap()],
+            support::fast_tuning(),
+        )
+        .await
+        .unwrap();
+        let req = os::CreateSandboxRequest {
+            spec: Some(spec()),
+            name: "x".into(),
+            labels: Default::default(),
+        };
+        let e = call(&gw.channel, open_shell::CREATE_SANDBOX, req, None)
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::Internal, "{e:?}");
+        // The gateway is still serving.
+        let req = os::ListSandboxesRequest::default();
+        assert!(
+            call(&gw.channel, open_shell::LIST_SANDBOXES, req, None)
+                .await
+                .unwrap()
+                .sandboxes
+                .is_empty()
+        );
+        server.abort();
+    }
+}

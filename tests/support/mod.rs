@@ -473,22 +473,6 @@ where
     .map(Response::into_inner)
 }
 
-/// A tonic channel straight to the driver's Unix socket (what the
-/// benchmark compares the gateway with).
-pub async fn driver_channel(path: &Path) -> tonic::transport::Channel {
-    let path = path.to_path_buf();
-    tonic::transport::Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_: http::Uri| {
-            let path = path.clone();
-            async move {
-                let s = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-            }
-        }))
-        .await
-        .unwrap()
-}
-
 /// Poll `f` every 10 ms until it returns `Some`, for at most `within`.
 pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
 where
