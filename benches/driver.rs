@@ -175,23 +175,23 @@ fn main() {
         .await;
 
         println!("driver round trip, {LATENCY_CALLS} sequential calls (µs):");
-        println!("  {:<34} {:>9} {:>9}", "", "p50", "p99");
+        println!("  {:<40} {:>9} {:>9}", "", "p50", "p99");
         let (d50, d99) = (percentile(&direct, 0.5), percentile(&direct, 0.99));
         let (g50, g99) = (percentile(&through, 0.5), percentile(&through, 0.99));
         println!(
-            "  {:<34} {:>9.1} {:>9.1}",
+            "  {:<40} {:>9.1} {:>9.1}",
             "direct (tonic → driver)",
             us(d50),
             us(d99)
         );
         println!(
-            "  {:<34} {:>9.1} {:>9.1}",
+            "  {:<40} {:>9.1} {:>9.1}",
             "through slimgate (tonic → gw → driver)",
             us(g50),
             us(g99)
         );
         println!(
-            "  {:<34} {:>9.1} {:>9.1}",
+            "  {:<40} {:>9.1} {:>9.1}",
             "added by the gateway",
             us(g50) - us(d50),
             us(g99) - us(d99)
