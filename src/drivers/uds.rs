@@ -262,10 +262,11 @@ impl Pool {
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
-        let sender = self.pick()?;
-        client::unary(&sender, method, req, self.options(inbound_deadline))
-            .await
-            .map_err(|s| map_status(self.shared.driver, method.name(), s))
+        let driver = self.shared.driver;
+        self.call(method, req, inbound_deadline, |s| {
+            map_status(driver, method.name(), s)
+        })
+        .await
     }
 
     /// Like [`Pool::unary`], but the driver's status passes through
@@ -282,15 +283,29 @@ impl Pool {
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
+        let driver = self.shared.driver;
+        self.call(method, req, inbound_deadline, |s| match s.code() {
+            Code::Unavailable | Code::DeadlineExceeded => map_status(driver, method.name(), s),
+            _ => s,
+        })
+        .await
+    }
+
+    async fn call<Req, Resp>(
+        &self,
+        method: Method<Req, Resp>,
+        req: &Req,
+        inbound_deadline: Option<Instant>,
+        map: impl FnOnce(Status) -> Status,
+    ) -> Result<Resp, Status>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
         let sender = self.pick()?;
         client::unary(&sender, method, req, self.options(inbound_deadline))
             .await
-            .map_err(|s| match s.code() {
-                Code::Unavailable | Code::DeadlineExceeded => {
-                    map_status(self.shared.driver, method.name(), s)
-                }
-                _ => s,
-            })
+            .map_err(map)
     }
 
     /// Open a server stream (no deadline once open).
