@@ -21,9 +21,11 @@ use crate::auth::gate::{AuthGate, Oidc};
 use crate::auth::keys::KeySource;
 use crate::auth::{Algorithm, KeySet, Verifier, VerifierConfig};
 use crate::config::Config;
+use crate::drivers::compute::{self, Compute};
 use crate::drivers::credentials::Credentials;
 use crate::drivers::uds::{self, Driver, Pool, PoolConfig};
 use crate::endpoints::{Plain, PlainResponse};
+use crate::events::SandboxBus;
 use crate::grpc::health::Health;
 use crate::grpc::reflection::Reflection;
 use crate::grpc::{self, Router};
@@ -85,8 +87,21 @@ impl Running {
     }
 }
 
+/// Settings that are not flags: intervals tests shorten. Production uses
+/// `Tuning::default()` (what [`start`] does).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tuning {
+    /// The compute driver's startup wait, watch restart and reconcile.
+    pub compute: compute::Timing,
+}
+
 /// Build the gateway and start listening.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    start_with(config, Tuning::default()).await
+}
+
+/// [`start`] with non-default [`Tuning`] (tests).
+pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, StartError> {
     log::set_level(config.log_level);
     for w in &config.warnings {
         log::warn(w).emit();
@@ -134,10 +149,28 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         )),
     };
 
+    let sandboxes = SandboxBus::new();
+    let compute = match &config.compute_driver_socket {
+        None => None,
+        Some(path) => Some(
+            Compute::connect(
+                pool_config(&config, path),
+                Some(readiness.clone()),
+                Arc::clone(&store),
+                Arc::clone(&sandboxes),
+                tuning.compute,
+            )
+            .await
+            .map_err(StartError)?,
+        ),
+    };
+
     let state = Arc::new(api::State {
         version: VERSION,
         store,
         credentials,
+        compute: compute.clone(),
+        sandboxes,
     });
     let mut router = Router::new();
     api::register(&mut router, &state);
@@ -171,6 +204,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .local_addr()
         .map_err(|e| StartError(format!("cannot read the listening address: {e}")))?;
     let mut tasks = vec![tokio::spawn(Arc::clone(&server).serve_tcp(main))];
+    if let Some(compute) = &compute {
+        tasks.extend(compute.start(&shutdown));
+    }
     log::info("listening")
         .display("addr", addr)
         .str("protocols", "h2c, http/1.1")
@@ -267,20 +303,24 @@ fn build_gate(
     ))
 }
 
+/// A driver pool's settings from the flags.
+fn pool_config(config: &Config, path: &std::path::Path) -> PoolConfig {
+    PoolConfig {
+        path: path.to_path_buf(),
+        connections: config.driver_connections,
+        call_timeout: config.driver_timeout,
+        max_message_bytes: config.max_message_bytes,
+    }
+}
+
 async fn connect_credentials(
     config: &Config,
     path: &std::path::Path,
     readiness: &Readiness,
 ) -> Result<Credentials, StartError> {
-    let pool_config = PoolConfig {
-        path: path.to_path_buf(),
-        connections: config.driver_connections,
-        call_timeout: config.driver_timeout,
-        max_message_bytes: config.max_message_bytes,
-    };
     let pool = Pool::connect(
         Driver::Credentials,
-        pool_config,
+        pool_config(config, path),
         Some(readiness.clone()),
         uds::STARTUP_ATTEMPTS,
         uds::STARTUP_INTERVAL,

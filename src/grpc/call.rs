@@ -43,10 +43,6 @@ pub const MAX_REQUEST_ID_BYTES: usize = 128;
 /// below the 8 KiB header-list limit clients default to (grpc.md §1.3).
 pub const MAX_GRPC_MESSAGE_BYTES: usize = 1024;
 
-/// Responses up to this size are handed to h2 in one piece; larger ones are
-/// written as the peer's flow-control window opens.
-const DIRECT_SEND_BYTES: usize = 16 * 1024;
-
 const GRPC_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/grpc");
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
@@ -400,10 +396,10 @@ impl Out {
         let Some(stream) = self.stream.as_mut() else {
             return Poll::Ready(Err(h2::Error::from(h2::Reason::INTERNAL_ERROR)));
         };
-        if self.writing.len() <= DIRECT_SEND_BYTES {
-            stream.send_data(std::mem::take(&mut self.writing), false)?;
-            return Poll::Ready(Ok(()));
-        }
+        // Every message waits for window: h2 would buffer data sent beyond
+        // it without bound, so a client that stops reading a stream would
+        // make the server hold everything the handler produces. Waiting here
+        // lets the handler's bounded queue push back instead.
         while !self.writing.is_empty() {
             stream.reserve_capacity(self.writing.len());
             match stream.poll_capacity(cx) {
