@@ -343,6 +343,165 @@ async fn every_method_with_every_credential_scopes_on() {
     walk(true).await;
 }
 
+const OS: &str = "/openshell.v1.OpenShell/";
+
+fn provider_request() -> Vec<u8> {
+    use prost::Message;
+    use slimgate::proto::openshell::datamodel::v1::{ObjectMeta, Provider};
+    use slimgate::proto::openshell::v1::CreateProviderRequest;
+    CreateProviderRequest {
+        provider: Some(Provider {
+            metadata: Some(ObjectMeta {
+                name: "e2e".into(),
+                ..Default::default()
+            }),
+            r#type: "github".into(),
+            credentials: [("TOKEN".to_string(), "v".to_string())]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        }),
+    }
+    .encode_to_vec()
+}
+
+async fn call_msg(
+    addr: SocketAddr,
+    method: &str,
+    bearer: Option<&str>,
+    msg: &[u8],
+) -> (u32, String) {
+    let mut c = Client::connect(addr).await.unwrap();
+    let auth = bearer.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&'static str, &str)> =
+        auth.iter().map(|a| ("authorization", a.as_str())).collect();
+    let req = raw::grpc_request_with(&format!("{OS}{method}"), &headers, &[]);
+    let resp = c.call(req, vec![raw::grpc_frame(msg)]).await.unwrap();
+    let m = resp
+        .grpc_message_raw()
+        .map(|m| slimgate::grpc::status::decode_message(m))
+        .unwrap_or_default();
+    (resp.grpc_status().expect("grpc-status"), m)
+}
+
+#[tokio::test]
+async fn upstream_oidc_matrix_roles() {
+    let (gw, _db) = gateway(false).await;
+    let admin = token(
+        "ada",
+        &["openshell-admin"],
+        None,
+        "openshell-cli",
+        "openshell-cli",
+    );
+    let user = token(
+        "ulf",
+        &["openshell-user"],
+        None,
+        "openshell-cli",
+        "openshell-cli",
+    );
+    let req = provider_request();
+    assert_eq!(
+        call_msg(gw.addr, "CreateProvider", Some(&admin), &req)
+            .await
+            .0,
+        0,
+        "admin creates"
+    );
+    let (code, msg) = call_msg(gw.addr, "CreateProvider", Some(&user), &req).await;
+    assert_eq!(code, 7);
+    assert!(msg.contains("openshell-admin"), "{msg}");
+    assert_eq!(
+        call_msg(gw.addr, "ListSandboxes", Some(&user), &[]).await.0,
+        0,
+        "user lists sandboxes"
+    );
+    let del = {
+        use prost::Message;
+        slimgate::proto::openshell::v1::DeleteProviderRequest { name: "e2e".into() }.encode_to_vec()
+    };
+    assert_eq!(
+        call_msg(gw.addr, "DeleteProvider", Some(&admin), &del)
+            .await
+            .0,
+        0,
+        "admin deletes"
+    );
+    let (code, msg) = call_msg(gw.addr, "ListSandboxes", None, &[]).await;
+    assert_eq!((code, msg.as_str()), (16, "missing authorization header"));
+    assert_eq!(
+        call_msg(gw.addr, "Health", None, &[]).await.0,
+        0,
+        "Health needs no auth"
+    );
+    // A client-credentials token: another audience, its client id in azp,
+    // listed in --oidc-audience.
+    let svc = token(
+        "service-account-ci",
+        &["openshell-user"],
+        None,
+        "account",
+        "ci-service",
+    );
+    assert_eq!(
+        call_msg(gw.addr, "ListSandboxes", Some(&svc), &[]).await.0,
+        0,
+        "azp fallback"
+    );
+    let stranger = token("x", &["openshell-user"], None, "account", "someone-else");
+    let (code, msg) = call_msg(gw.addr, "ListSandboxes", Some(&stranger), &[]).await;
+    assert_eq!((code, msg.as_str()), (16, "invalid token: bad_audience"));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn upstream_oidc_matrix_scopes() {
+    let (gw, _db) = gateway(true).await;
+    let sandboxes = token(
+        "s",
+        &["openshell-user"],
+        Some("sandbox:read sandbox:write"),
+        "openshell-cli",
+        "openshell-cli",
+    );
+    assert_eq!(
+        call_msg(gw.addr, "ListSandboxes", Some(&sandboxes), &[])
+            .await
+            .0,
+        0
+    );
+    let (code, msg) = call_msg(gw.addr, "ListProviders", Some(&sandboxes), &[]).await;
+    assert_eq!(code, 7);
+    assert!(msg.contains("provider:read"), "{msg}");
+    let all = token(
+        "a",
+        &["openshell-user"],
+        Some("openshell:all"),
+        "openshell-cli",
+        "openshell-cli",
+    );
+    assert_eq!(
+        call_msg(gw.addr, "ListSandboxes", Some(&all), &[]).await.0,
+        0
+    );
+    assert_eq!(
+        call_msg(gw.addr, "ListProviders", Some(&all), &[]).await.0,
+        0
+    );
+    let none = token(
+        "n",
+        &["openshell-user"],
+        Some("openid profile email"),
+        "openshell-cli",
+        "openshell-cli",
+    );
+    let (code, msg) = call_msg(gw.addr, "ListSandboxes", Some(&none), &[]).await;
+    assert_eq!(code, 7);
+    assert!(msg.contains("scope 'sandbox:read' required"), "{msg}");
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn spoofed_auth_source_headers_are_ignored() {
     let (gw, _db) = gateway(false).await;
