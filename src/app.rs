@@ -25,9 +25,11 @@ use crate::auth::refresh;
 use crate::auth::url::HttpUrl;
 use crate::auth::{Algorithm, Verifier, VerifierConfig};
 use crate::config::Config;
+use crate::drivers::compute::{self, Compute};
 use crate::drivers::credentials::Credentials;
 use crate::drivers::uds::{self, Driver, Pool, PoolConfig};
 use crate::endpoints::{Plain, PlainResponse};
+use crate::events::SandboxBus;
 use crate::grpc::health::Health;
 use crate::grpc::reflection::Reflection;
 use crate::grpc::{self, Router};
@@ -89,8 +91,26 @@ impl Running {
     }
 }
 
+/// Settings that are not flags: intervals tests shorten. Production uses
+/// `Tuning::default()` (what [`start`] does).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tuning {
+    /// The compute driver's startup wait, watch restart and reconcile.
+    pub compute: compute::Timing,
+    /// The OIDC key source's cooldown, negative cache, wait, stale limit
+    /// and retry delays (its `ttl` is always `--oidc-jwks-ttl`).
+    pub keys: KeyTimings,
+    /// Timeouts and body limit of each identity provider fetch.
+    pub fetch: FetchLimits,
+}
+
 /// Build the gateway and start listening.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    start_with(config, Tuning::default()).await
+}
+
+/// [`start`] with non-default [`Tuning`] (tests).
+pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, StartError> {
     log::set_level(config.log_level);
     for w in &config.warnings {
         log::warn(w).emit();
@@ -138,10 +158,28 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         )),
     };
 
+    let sandboxes = SandboxBus::new();
+    let compute = match &config.compute_driver_socket {
+        None => None,
+        Some(path) => Some(
+            Compute::connect(
+                pool_config(&config, path),
+                Some(readiness.clone()),
+                Arc::clone(&store),
+                Arc::clone(&sandboxes),
+                tuning.compute,
+            )
+            .await
+            .map_err(StartError)?,
+        ),
+    };
+
     let state = Arc::new(api::State {
         version: VERSION,
         store,
         credentials,
+        compute: compute.clone(),
+        sandboxes,
     });
     let mut router = Router::new();
     api::register(&mut router, &state);
@@ -156,7 +194,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let plain: Arc<dyn Plain> = Arc::new(Endpoints::new(&config, readiness.clone()));
     let shutdown = Shutdown::new();
-    let (gate, keys, key_tasks) = build_gate(&config, &readiness, &shutdown).await?;
+    let (gate, keys, key_tasks) = build_gate(&config, &tuning, &readiness, &shutdown).await?;
     let service = grpc::Service::new(
         router,
         gate,
@@ -176,6 +214,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         .map_err(|e| StartError(format!("cannot read the listening address: {e}")))?;
     let mut tasks = key_tasks;
     tasks.push(tokio::spawn(Arc::clone(&server).serve_tcp(main)));
+    if let Some(compute) = &compute {
+        tasks.extend(compute.start(&shutdown));
+    }
     log::info("listening")
         .display("addr", addr)
         .str("protocols", "h2c, http/1.1")
@@ -223,6 +264,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 /// tasks that keep its keys loaded.
 async fn build_gate(
     config: &Config,
+    tuning: &Tuning,
     readiness: &Readiness,
     shutdown: &Shutdown,
 ) -> Result<(AuthGate, Option<Arc<KeySource>>, Vec<JoinHandle<()>>), StartError> {
@@ -247,7 +289,7 @@ async fn build_gate(
     vc.cache_entries = o.token_cache_size;
     let verifier =
         Arc::new(Verifier::new(vc).map_err(|e| StartError(format!("OIDC settings: {e}")))?);
-    let (keys, tasks) = start_keys(o, &verifier, readiness, shutdown).await?;
+    let (keys, tasks) = start_keys(o, tuning, &verifier, readiness, shutdown).await?;
     let keys = Arc::new(keys);
     let roles = if o.admin_role.is_empty() {
         None
@@ -274,12 +316,16 @@ async fn build_gate(
 /// ready, until its identity provider answers.
 async fn start_keys(
     o: &crate::config::Oidc,
+    tuning: &Tuning,
     verifier: &Arc<Verifier>,
     readiness: &Readiness,
     shutdown: &Shutdown,
 ) -> Result<(KeySource, Vec<JoinHandle<()>>), StartError> {
-    let timings = KeyTimings::with_ttl(o.jwks_ttl);
-    let limits = FetchLimits::default();
+    let timings = KeyTimings {
+        ttl: o.jwks_ttl,
+        ..tuning.keys
+    };
+    let limits = tuning.fetch;
     let keys = match (&o.jwks_file, &o.jwks_uri) {
         (Some(_), Some(_)) => {
             return Err(StartError(
@@ -321,20 +367,24 @@ async fn start_keys(
     Ok((keys, vec![task]))
 }
 
+/// A driver pool's settings from the flags.
+fn pool_config(config: &Config, path: &std::path::Path) -> PoolConfig {
+    PoolConfig {
+        path: path.to_path_buf(),
+        connections: config.driver_connections,
+        call_timeout: config.driver_timeout,
+        max_message_bytes: config.max_message_bytes,
+    }
+}
+
 async fn connect_credentials(
     config: &Config,
     path: &std::path::Path,
     readiness: &Readiness,
 ) -> Result<Credentials, StartError> {
-    let pool_config = PoolConfig {
-        path: path.to_path_buf(),
-        connections: config.driver_connections,
-        call_timeout: config.driver_timeout,
-        max_message_bytes: config.max_message_bytes,
-    };
     let pool = Pool::connect(
         Driver::Credentials,
-        pool_config,
+        pool_config(config, path),
         Some(readiness.clone()),
         uds::STARTUP_ATTEMPTS,
         uds::STARTUP_INTERVAL,

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod config;
 pub mod drivers;
 pub mod endpoints;
+pub mod events;
 pub mod grpc;
 pub mod io;
 pub mod log;

@@ -238,11 +238,19 @@ impl<G: Gate> Server<G> {
             };
         let mut keepalive = KeepAlive::new(conn.ping_pong(), self.settings);
         let mut stopping = pin!(self.shutdown.wait());
+        let mut stop_registered = false;
         let mut draining = false;
         loop {
             let event = poll_fn(|cx| {
-                if !draining && stopping.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Event::Drain);
+                // Polling the pending shutdown future takes a process-wide
+                // lock (tokio's Notify), and this runs once per stream: poll
+                // it once to register this task's waker, then only once the
+                // signal is set (its wake-up brings us back here).
+                if !draining && (!stop_registered || self.shutdown.is_triggered()) {
+                    stop_registered = true;
+                    if stopping.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Event::Drain);
+                    }
                 }
                 if keepalive.poll_dead(cx).is_ready() {
                     return Poll::Ready(Event::Dead);
@@ -275,14 +283,14 @@ impl<G: Gate> Server<G> {
     }
 }
 
-/// A new stream: its request and the handle to answer it.
+/// A stream h2 accepted: the request and the handle to answer it.
 type Accepted = (
     http::Request<h2::RecvStream>,
     h2::server::SendResponse<bytes::Bytes>,
 );
 
-// A stack temporary of the accept loop; boxing the large variant would
-// allocate once per stream for nothing.
+// One `Event` lives on the stack per loop turn; boxing `Accept` would cost
+// an allocation per stream for nothing.
 #[allow(clippy::large_enum_variant)]
 enum Event {
     Drain,

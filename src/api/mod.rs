@@ -6,9 +6,12 @@
 mod environment;
 mod health;
 pub mod provider;
+mod sandbox;
 
 use std::sync::Arc;
 
+use crate::drivers::compute::Compute;
+use crate::events::SandboxBus;
 use crate::grpc::{Router, Status};
 use crate::store::{Store, StoreError};
 
@@ -20,12 +23,18 @@ pub struct State {
     pub store: Arc<dyn Store>,
     /// The credentials driver, when `--credentials-driver-socket` is set.
     pub credentials: Option<Arc<crate::drivers::credentials::Credentials>>,
+    /// The compute driver (`None` without `--compute-driver-socket`).
+    pub compute: Option<Arc<Compute>>,
+    /// Sandbox changes and platform events, for WatchSandbox streams.
+    /// Whoever changes a sandbox record publishes the new record here.
+    pub sandboxes: Arc<SandboxBus>,
 }
 
 impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("State")
             .field("version", &self.version)
+            .field("compute", &self.compute)
             .finish_non_exhaustive()
     }
 }
@@ -47,30 +56,14 @@ impl State {
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     {
-        let store = Arc::clone(&self.store);
-        tokio::task::spawn_blocking(move || f(store.as_ref()))
-            .await
-            .map_err(|_| StoreError::Internal("store task failed"))?
+        crate::store::blocking(&self.store, f).await
     }
 }
 
 /// A store failure the handler did not expect, as the client sees it. The
 /// detail goes to the log; the client gets a stable message.
 pub fn store_status(e: StoreError) -> Status {
-    match e {
-        StoreError::NotFound { .. } => Status::not_found("not found"),
-        StoreError::AlreadyExists { .. } => Status::already_exists("already exists"),
-        StoreError::PreconditionFailed { .. } => {
-            Status::new(crate::grpc::Code::Aborted, "concurrent modification; retry")
-        }
-        StoreError::Invalid(m) => Status::invalid_argument(m),
-        other => {
-            crate::log::error("store failure")
-                .display("error", &other)
-                .emit();
-            Status::internal("store failure")
-        }
-    }
+    crate::store::status(e)
 }
 
 /// `n` random lowercase letters (generated names).
@@ -127,4 +120,5 @@ pub fn register(router: &mut Router, state: &Arc<State>) {
     health::register(router, state);
     provider::register(router, state);
     environment::register(router, state);
+    sandbox::register(router, state);
 }

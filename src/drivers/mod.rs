@@ -1,5 +1,6 @@
 //! The gateway's clients of its driver sidecars: the shared Unix-socket
 //! pool, the compute driver and the credentials driver.
 
+pub mod compute;
 pub mod credentials;
 pub mod uds;

@@ -262,10 +262,50 @@ impl Pool {
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
+        let driver = self.shared.driver;
+        self.call(method, req, inbound_deadline, |s| {
+            map_status(driver, method.name(), s)
+        })
+        .await
+    }
+
+    /// Like [`Pool::unary`], but the driver's status passes through
+    /// unchanged (drivers.md: ValidateSandboxCreate's answer goes back to
+    /// the client as it is); only UNAVAILABLE and DEADLINE_EXCEEDED are
+    /// mapped, so they still name the driver.
+    pub async fn unary_passthrough<Req, Resp>(
+        &self,
+        method: Method<Req, Resp>,
+        req: &Req,
+        inbound_deadline: Option<Instant>,
+    ) -> Result<Resp, Status>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
+        let driver = self.shared.driver;
+        self.call(method, req, inbound_deadline, |s| match s.code() {
+            Code::Unavailable | Code::DeadlineExceeded => map_status(driver, method.name(), s),
+            _ => s,
+        })
+        .await
+    }
+
+    async fn call<Req, Resp>(
+        &self,
+        method: Method<Req, Resp>,
+        req: &Req,
+        inbound_deadline: Option<Instant>,
+        map: impl FnOnce(Status) -> Status,
+    ) -> Result<Resp, Status>
+    where
+        Req: prost::Message,
+        Resp: prost::Message + Default,
+    {
         let sender = self.pick()?;
         client::unary(&sender, method, req, self.options(inbound_deadline))
             .await
-            .map_err(|s| map_status(self.shared.driver, method.name(), s))
+            .map_err(map)
     }
 
     /// Open a server stream (no deadline once open).

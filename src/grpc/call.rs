@@ -43,10 +43,6 @@ pub const MAX_REQUEST_ID_BYTES: usize = 128;
 /// below the 8 KiB header-list limit clients default to (grpc.md §1.3).
 pub const MAX_GRPC_MESSAGE_BYTES: usize = 1024;
 
-/// Responses up to this size are handed to h2 in one piece; larger ones are
-/// written as the peer's flow-control window opens.
-const DIRECT_SEND_BYTES: usize = 16 * 1024;
-
 const GRPC_CONTENT_TYPE: HeaderValue = HeaderValue::from_static("application/grpc");
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
@@ -314,11 +310,16 @@ struct Out {
 
 impl Out {
     fn new(respond: SendResponse<Bytes>, request_id: &str) -> Out {
+        let mut request_id =
+            HeaderValue::from_str(request_id).unwrap_or(HeaderValue::from_static("invalid"));
+        // Unique per call: HPACK must not index it (RFC 7541 §7.1.3), or
+        // every response evicts the connection's useful table entries
+        // (content-type, grpc-status) on both ends.
+        request_id.set_sensitive(true);
         Out {
             respond: Some(respond),
             stream: None,
-            request_id: HeaderValue::from_str(request_id)
-                .unwrap_or(HeaderValue::from_static("invalid")),
+            request_id,
             headers: HeaderMap::new(),
             writing: Bytes::new(),
             partial: false,
@@ -395,10 +396,10 @@ impl Out {
         let Some(stream) = self.stream.as_mut() else {
             return Poll::Ready(Err(h2::Error::from(h2::Reason::INTERNAL_ERROR)));
         };
-        if self.writing.len() <= DIRECT_SEND_BYTES {
-            stream.send_data(std::mem::take(&mut self.writing), false)?;
-            return Poll::Ready(Ok(()));
-        }
+        // Every message waits for window: h2 would buffer data sent beyond
+        // it without bound, so a client that stops reading a stream would
+        // make the server hold everything the handler produces. Waiting here
+        // lets the handler's bounded queue push back instead.
         while !self.writing.is_empty() {
             stream.reserve_capacity(self.writing.len());
             match stream.poll_capacity(cx) {
@@ -442,6 +443,7 @@ impl Out {
                 None => std::future::pending().await,
             }
         });
+        let mut stop_registered = false;
         poll_fn(|cx| {
             if sleep.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(End::Deadline);
@@ -454,7 +456,15 @@ impl Out {
             // NOT_SERVING delivers it before UNAVAILABLE); then the call
             // ends without waiting on the client. Every path below returns
             // Ready when `stop` is set, so `stopping` is never polled again.
-            let stop = stopping.as_mut().poll(cx).is_ready();
+            // (The shutdown future takes a process-wide lock when polled:
+            // poll it once to register, then only once the signal is set.)
+            let stop = match shutdown {
+                Some(s) if !stop_registered || s.is_triggered() => {
+                    stop_registered = true;
+                    stopping.as_mut().poll(cx).is_ready()
+                }
+                _ => false,
+            };
             if result.is_none()
                 && let Poll::Ready(done) = work.as_mut().poll(cx)
             {

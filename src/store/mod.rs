@@ -95,3 +95,37 @@ pub use redb_store::{RedbStore, STORE_FORMAT, now_ms};
 pub fn open(path: &Path, key: Option<[u8; STORE_KEY_BYTES]>) -> Result<Arc<dyn Store>, StoreError> {
     Ok(Arc::new(RedbStore::open(path, key)?))
 }
+
+/// Runs `f` against the store on tokio's blocking pool, for writes (they
+/// wait for an fsync) called from async code. The one place that does this,
+/// for handlers and background tasks alike.
+pub async fn blocking<T, F>(store: &Arc<dyn Store>, f: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+{
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || f(store.as_ref()))
+        .await
+        .map_err(|_| StoreError::Internal("store task failed"))?
+}
+
+/// A store failure the caller did not expect, as a client sees it. The
+/// detail goes to the log; the client gets a stable message.
+pub fn status(e: StoreError) -> crate::grpc::Status {
+    use crate::grpc::{Code, Status};
+    match e {
+        StoreError::NotFound { .. } => Status::not_found("not found"),
+        StoreError::AlreadyExists { .. } => Status::already_exists("already exists"),
+        StoreError::PreconditionFailed { .. } => {
+            Status::new(Code::Aborted, "concurrent modification; retry")
+        }
+        StoreError::Invalid(m) => Status::invalid_argument(m),
+        other => {
+            crate::log::error("store failure")
+                .display("error", &other)
+                .emit();
+            Status::internal("store failure")
+        }
+    }
+}

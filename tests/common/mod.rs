@@ -170,3 +170,36 @@ pub fn verifier_with(f: impl FnOnce(&mut VerifierConfig)) -> Verifier {
     f(&mut c);
     Verifier::new(c).expect("config")
 }
+
+/// A store file in a fresh temporary directory, removed on drop.
+pub struct TempDb(PathBuf);
+
+impl TempDb {
+    pub fn new(tag: &str) -> TempDb {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "slimgate-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDb(dir)
+    }
+
+    /// `redb:<dir>/state.redb`
+    pub fn url(&self) -> String {
+        format!("redb:{}", self.0.join("state.redb").display())
+    }
+
+    /// A path inside the directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

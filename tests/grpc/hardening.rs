@@ -14,7 +14,7 @@ fn setting(f: &frames::Frame, id: u16) -> Option<u32> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item_25_settings_advertise_stream_and_header_limits() {
     let (gw, _dir) = gateway(&[]).await;
-    let (_conn, settings) = frames::Conn::handshake(gw.addr).await.unwrap();
+    let (conn, settings) = frames::Conn::handshake(gw.addr).await.unwrap();
     assert_eq!(
         setting(&settings, frames::SETTINGS_MAX_CONCURRENT_STREAMS),
         Some(256),
@@ -23,14 +23,17 @@ async fn item_25_settings_advertise_stream_and_header_limits() {
     let headers =
         setting(&settings, frames::SETTINGS_MAX_HEADER_LIST_SIZE).expect("MAX_HEADER_LIST_SIZE");
     assert!((8 * 1024..=16 * 1024).contains(&headers), "{headers}");
+    // A silent raw connection would hold the drain for the grace period.
+    drop(conn);
     gw.stop().await;
     // Configurable.
     let (gw, _dir) = gateway(&["--max-concurrent-streams", "7"]).await;
-    let (_conn, settings) = frames::Conn::handshake(gw.addr).await.unwrap();
+    let (conn, settings) = frames::Conn::handshake(gw.addr).await.unwrap();
     assert_eq!(
         setting(&settings, frames::SETTINGS_MAX_CONCURRENT_STREAMS),
         Some(7)
     );
+    drop(conn);
     gw.stop().await;
 }
 
@@ -91,7 +94,12 @@ async fn item_26_streams_over_the_limit_are_refused() {
             .any(|f| f.ty == frames::GOAWAY || (f.ty == frames::RST_STREAM && f.stream <= 3)),
         "{got:?}"
     );
-    assert_eq!(Counters::get(&s.c.slow_finished), 2);
+    // Stream 1 may end just after stream 3.
+    assert!(
+        eventually(Duration::from_secs(5), || Counters::get(&s.c.slow_finished)
+            == 2)
+        .await
+    );
     assert_eq!(Counters::get(&s.c.slow_started), 2);
     // grpcio with the same limit: the third concurrent call is queued by the
     // client and succeeds (it is never refused).

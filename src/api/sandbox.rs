@@ -1,0 +1,212 @@
+//! The sandbox lifecycle RPCs: CreateSandbox, GetSandbox, ListSandboxes,
+//! DeleteSandbox and WatchSandbox (api.md "Handler semantics").
+//!
+//! Create and Delete go through the compute driver ([`Compute`]); without
+//! `--compute-driver-socket` they answer FAILED_PRECONDITION. Get, List and
+//! Watch read the store (kept current by the driver's watch stream) and the
+//! sandbox event bus, so they work with or without a driver.
+
+use std::sync::Arc;
+
+use super::{State, page_limit, store_status};
+use crate::drivers::compute::{Compute, record, validate};
+use crate::events::{Received, SandboxEvent};
+use crate::grpc::{Context, Router, Sink, Status};
+use crate::proto::openshell::v1::{
+    CreateSandboxRequest, DeleteSandboxRequest, DeleteSandboxResponse, GetSandboxRequest,
+    ListSandboxesRequest, ListSandboxesResponse, Sandbox, SandboxPhase, SandboxResponse,
+    SandboxStreamEvent, SandboxStreamWarning, WatchSandboxRequest, open_shell,
+    sandbox_stream_event::Payload,
+};
+use crate::store::{Kind, ListQuery, Order};
+
+pub(super) fn register(router: &mut Router, state: &Arc<State>) {
+    let s = Arc::clone(state);
+    router.unary(
+        open_shell::CREATE_SANDBOX,
+        move |ctx: Context, req: CreateSandboxRequest| {
+            let s = Arc::clone(&s);
+            async move {
+                let sandbox = compute(&s)?.create(req, ctx.deadline).await?;
+                Ok::<_, Status>(SandboxResponse {
+                    sandbox: Some(sandbox),
+                })
+            }
+        },
+    );
+    let s = Arc::clone(state);
+    router.unary(
+        open_shell::GET_SANDBOX,
+        move |_ctx: Context, req: GetSandboxRequest| {
+            let s = Arc::clone(&s);
+            async move { get(&s, &req.name) }
+        },
+    );
+    let s = Arc::clone(state);
+    router.unary(
+        open_shell::LIST_SANDBOXES,
+        move |_ctx: Context, req: ListSandboxesRequest| {
+            let s = Arc::clone(&s);
+            async move { list(&s, &req) }
+        },
+    );
+    let s = Arc::clone(state);
+    router.unary(
+        open_shell::DELETE_SANDBOX,
+        move |ctx: Context, req: DeleteSandboxRequest| {
+            let s = Arc::clone(&s);
+            async move {
+                let compute = compute(&s)?;
+                if req.name.is_empty() {
+                    return Err(Status::invalid_argument("name is required"));
+                }
+                let deleted = compute.delete(&req.name, ctx.deadline).await?;
+                Ok(DeleteSandboxResponse { deleted })
+            }
+        },
+    );
+    let s = Arc::clone(state);
+    router.server_streaming(
+        open_shell::WATCH_SANDBOX,
+        move |_ctx: Context, req: WatchSandboxRequest, sink: Sink<SandboxStreamEvent>| {
+            let s = Arc::clone(&s);
+            async move { watch(&s, &req, &sink).await }
+        },
+    );
+}
+
+fn compute(state: &State) -> Result<&Arc<Compute>, Status> {
+    state.compute.as_ref().ok_or_else(|| {
+        Status::failed_precondition("no compute driver configured (set --compute-driver-socket)")
+    })
+}
+
+fn get(state: &State, name: &str) -> Result<SandboxResponse, Status> {
+    if name.is_empty() {
+        return Err(Status::invalid_argument("name is required"));
+    }
+    let record = state
+        .store
+        .get(Kind::Sandbox, name)
+        .map_err(store_status)?
+        .ok_or_else(|| Status::not_found("sandbox not found"))?;
+    let sandbox = record::decode(&record).map_err(store_status)?;
+    Ok(SandboxResponse {
+        sandbox: Some(sandbox),
+    })
+}
+
+/// Creation order (then name), paged; the selector filters by exact label
+/// equality before paging.
+fn list(state: &State, req: &ListSandboxesRequest) -> Result<ListSandboxesResponse, Status> {
+    let labels = validate::label_selector(&req.label_selector)?;
+    let query = ListQuery {
+        order: Order::Created,
+        labels,
+        offset: req.offset as usize,
+        limit: page_limit(req.limit),
+        ..ListQuery::default()
+    };
+    let sandboxes = state
+        .store
+        .list(Kind::Sandbox, &query)
+        .map_err(store_status)?
+        .iter()
+        .map(record::decode)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(store_status)?;
+    Ok(ListSandboxesResponse { sandboxes })
+}
+
+fn event(payload: Payload) -> SandboxStreamEvent {
+    SandboxStreamEvent {
+        payload: Some(payload),
+    }
+}
+
+/// READY or ERROR: where `stop_on_terminal` ends the stream. Upstream
+/// stopped only on READY, which left a client waiting forever on a sandbox
+/// that failed; we stop on both (drivers.md).
+fn terminal(phase: i32) -> bool {
+    phase == SandboxPhase::Ready as i32 || phase == SandboxPhase::Error as i32
+}
+
+/// WatchSandbox: subscribe, then the snapshot, then every change the
+/// follow flags ask for.
+async fn watch(
+    state: &State,
+    req: &WatchSandboxRequest,
+    sink: &Sink<SandboxStreamEvent>,
+) -> Result<(), Status> {
+    if req.id.is_empty() {
+        return Err(Status::invalid_argument("id is required"));
+    }
+    // Subscribe before reading the snapshot, so no change falls between.
+    let (mut sub, tail) = state.sandboxes.subscribe(&req.id);
+    let Some(snapshot) = read(state, &req.id)? else {
+        return Err(Status::not_found("sandbox not found"));
+    };
+    // The snapshot is sent whatever the follow flags say (as upstream), so
+    // every stream opens with the sandbox as it is.
+    sink.send(&event(Payload::Sandbox(snapshot.clone())))
+        .await?;
+    if req.stop_on_terminal && terminal(snapshot.phase) {
+        return Ok(());
+    }
+    // `follow_logs` (log tail and live lines) is issue 9's: it sends the
+    // tail here and live lines from the loop below, once
+    // PushSandboxLogs publishes them. Until then the flag is accepted and
+    // sends nothing.
+    if req.follow_events {
+        for e in tail {
+            sink.send(&event(Payload::Event((*e).clone()))).await?;
+        }
+    }
+    loop {
+        match sub.recv().await {
+            Received::Event(SandboxEvent::Changed(sandbox)) => {
+                if req.follow_status {
+                    sink.send(&event(Payload::Sandbox((*sandbox).clone())))
+                        .await?;
+                }
+                if req.stop_on_terminal && terminal(sandbox.phase) {
+                    return Ok(());
+                }
+            }
+            Received::Event(SandboxEvent::Platform(e)) => {
+                if req.follow_events {
+                    sink.send(&event(Payload::Event((*e).clone()))).await?;
+                }
+            }
+            Received::Event(SandboxEvent::Deleted) | Received::Closed => return Ok(()),
+            Received::Lagged(missed) => {
+                // The watcher was too slow; its oldest events are gone. Say
+                // so, and resynchronize with a fresh snapshot.
+                let message = format!(
+                    "watch stream lagged: {missed} events were dropped because this client read too slowly"
+                );
+                sink.send(&event(Payload::Warning(SandboxStreamWarning { message })))
+                    .await?;
+                let Some(now) = read(state, &req.id)? else {
+                    return Ok(());
+                };
+                if req.follow_status {
+                    sink.send(&event(Payload::Sandbox(now.clone()))).await?;
+                }
+                if req.stop_on_terminal && terminal(now.phase) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+fn read(state: &State, id: &str) -> Result<Option<Sandbox>, Status> {
+    state
+        .store
+        .get_by_id(Kind::Sandbox, id)
+        .map_err(store_status)?
+        .map(|r| record::decode(&r))
+        .transpose()
+        .map_err(store_status)
+}

@@ -1,0 +1,123 @@
+//! Sandboxes in the store: one `Kind::Sandbox` record per sandbox, named by
+//! the sandbox name, with the sandbox id as the record id and the object
+//! labels as the record labels.
+//!
+//! The payload is the encoded `openshell.v1.Sandbox` *without* its
+//! `metadata`: id, name, creation time and labels live in the record (the
+//! store stamps the time), and [`decode`] puts them back. Everything that
+//! reads a sandbox record goes through [`decode`]; everything that changes
+//! one goes through [`modify`] (read, change, write at the revision read,
+//! retry on a concurrent write) so the watch loop, reconcile, delete and
+//! other handlers never lose each other's updates.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use prost::Message;
+
+use crate::proto::openshell::datamodel::v1::ObjectMeta;
+use crate::proto::openshell::v1::Sandbox;
+use crate::store::{self, Expect, Kind, NewRecord, Op, Record, Store, StoreError};
+
+/// Attempts of one read-modify-write before giving up on a record that
+/// keeps changing underneath.
+pub const MODIFY_ATTEMPTS: usize = 8;
+
+/// The sandbox a record holds, with its metadata from the record.
+pub fn decode(record: &Record) -> Result<Sandbox, StoreError> {
+    let mut sandbox = Sandbox::decode(record.payload.clone())
+        .map_err(|e| StoreError::Corrupt(format!("sandbox '{}': {e}", record.name)))?;
+    sandbox.metadata = Some(ObjectMeta {
+        id: record.id.clone(),
+        name: record.name.clone(),
+        created_at_ms: record.created_at_ms,
+        labels: record.labels.clone(),
+    });
+    Ok(sandbox)
+}
+
+/// The record for a sandbox (its metadata gives id, name and labels).
+pub fn new_record(sandbox: &Sandbox) -> NewRecord {
+    let meta = sandbox.metadata.clone().unwrap_or_default();
+    NewRecord {
+        id: meta.id,
+        name: meta.name,
+        labels: meta.labels,
+        payload: payload(sandbox),
+    }
+}
+
+fn payload(sandbox: &Sandbox) -> Bytes {
+    let mut bare = sandbox.clone();
+    bare.metadata = None;
+    Bytes::from(bare.encode_to_vec())
+}
+
+/// Change the sandbox with id `id` by `change` (which says whether it
+/// changed anything) and write it back at the revision read. Returns the
+/// sandbox as written, or `None` if there is no such sandbox or nothing
+/// changed.
+pub async fn modify<F>(
+    store: &Arc<dyn Store>,
+    id: &str,
+    mut change: F,
+) -> Result<Option<Sandbox>, StoreError>
+where
+    F: FnMut(&mut Sandbox) -> bool + Send + 'static,
+{
+    let id = id.to_string();
+    store::blocking(store, move |s| {
+        let mut last = None;
+        for _ in 0..MODIFY_ATTEMPTS {
+            let Some(record) = s.get_by_id(Kind::Sandbox, &id)? else {
+                return Ok(None);
+            };
+            let mut sandbox = decode(&record)?;
+            if !change(&mut sandbox) {
+                return Ok(None);
+            }
+            let op = Op::Put {
+                kind: Kind::Sandbox,
+                record: NewRecord {
+                    id: record.id.clone(),
+                    name: record.name.clone(),
+                    labels: record.labels.clone(),
+                    payload: payload(&sandbox),
+                },
+                expect: Expect::Revision(record.revision),
+            };
+            match s.apply(vec![op]) {
+                Ok(_) => return Ok(Some(sandbox)),
+                Err(e @ StoreError::PreconditionFailed { .. }) => last = Some(e),
+                Err(StoreError::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or(StoreError::Internal("sandbox kept changing")))
+    })
+    .await
+}
+
+/// Remove the sandbox with id `id` and everything stored under it (its
+/// policy revisions). Returns whether it existed.
+pub async fn remove(store: &Arc<dyn Store>, id: &str) -> Result<bool, StoreError> {
+    let id = id.to_string();
+    store::blocking(store, move |s| {
+        let Some(record) = s.get_by_id(Kind::Sandbox, &id)? else {
+            return Ok(false);
+        };
+        s.apply(vec![
+            Op::Delete {
+                kind: Kind::Sandbox,
+                name: record.name,
+                expect: Expect::Any,
+            },
+            Op::DeletePrefix {
+                kind: Kind::PolicyRevision,
+                prefix: format!("{id}/"),
+            },
+        ])?;
+        Ok(true)
+    })
+    .await
+}

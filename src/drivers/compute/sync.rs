@@ -1,0 +1,295 @@
+//! Keeping the store current with the driver: the `WatchSandboxes` loop
+//! and the periodic reconcile (drivers.md "Compute driver").
+//!
+//! - The watch loop holds one `WatchSandboxes` stream open for the life of
+//!   the gateway. A sandbox event updates the sandbox's status and phase, a
+//!   deleted event removes the record, a platform event goes to the bus.
+//!   When the stream fails or ends it is reopened after
+//!   `Timing::watch_restart_min`, doubling up to `watch_restart_max` while
+//!   attempts keep failing; every (re)open triggers a reconcile to catch up
+//!   on what happened while nobody watched.
+//! - Reconcile (every `Timing::reconcile_interval`): `ListSandboxes`
+//!   updates every sandbox the driver reports; each stored sandbox the list
+//!   lacks is fetched with `GetSandbox`. A sandbox the driver answers
+//!   NOT_FOUND for is removed at once if it was being deleted, otherwise
+//!   once the driver has not known it for `Timing::orphan_grace`.
+//!
+//! Only sandboxes the store knows are updated: an event for an unknown id
+//! is ignored, so the driver cannot create records.
+//!
+//! A sandbox that is DELETING stays DELETING whatever its status says until
+//! it is gone (or the delete call failed): a driver that reports the old
+//! status once more must not make a deleted sandbox look READY again.
+
+use std::collections::HashSet;
+use std::sync::{Arc, PoisonError};
+use std::time::Instant;
+
+use super::{Compute, record, translate};
+use crate::grpc::{Code, Status};
+use crate::log;
+use crate::proto::openshell::compute::v1::{
+    DriverSandbox, GetSandboxRequest, ListSandboxesRequest, WatchSandboxesEvent,
+    WatchSandboxesRequest, compute_driver, watch_sandboxes_event::Payload,
+};
+use crate::proto::openshell::v1::{PlatformEvent, SandboxPhase};
+use crate::shutdown::Shutdown;
+use crate::store::{self, Kind, ListQuery, MAX_LIST_RECORDS};
+
+impl Compute {
+    pub(super) async fn watch_loop(self: Arc<Self>, shutdown: Shutdown) {
+        let mut delay = self.timing.watch_restart_min;
+        loop {
+            let opened =
+                shutdown
+                    .or_shutdown(self.pool.server_streaming(
+                        compute_driver::WATCH_SANDBOXES,
+                        &WatchSandboxesRequest {},
+                    ))
+                    .await;
+            let Some(opened) = opened else { return };
+            match opened {
+                Ok(mut stream) => {
+                    log::info("watching compute driver sandboxes").emit();
+                    self.reconcile_now.notify_one();
+                    let mut received = false;
+                    let why = loop {
+                        let Some(next) = shutdown.or_shutdown(stream.message()).await else {
+                            return;
+                        };
+                        match next {
+                            Ok(Some(event)) => {
+                                received = true;
+                                self.apply_event(event).await;
+                            }
+                            Ok(None) => break "stream ended".to_string(),
+                            Err(s) => break s.message().to_string(),
+                        }
+                    };
+                    log::warn("compute driver watch stream stopped; reopening")
+                        .str("error", &why)
+                        .num("after_ms", delay.as_millis() as i128)
+                        .emit();
+                    if received {
+                        delay = self.timing.watch_restart_min;
+                    }
+                }
+                Err(s) => log::warn("cannot open compute driver watch stream")
+                    .str("error", s.message())
+                    .num("retry_ms", delay.as_millis() as i128)
+                    .emit(),
+            }
+            if shutdown
+                .or_shutdown(tokio::time::sleep(delay))
+                .await
+                .is_none()
+            {
+                return;
+            }
+            delay = (delay * 2).min(self.timing.watch_restart_max);
+        }
+    }
+
+    pub(super) async fn reconcile_loop(self: Arc<Self>, shutdown: Shutdown) {
+        loop {
+            let wait = async {
+                let mut notified = std::pin::pin!(self.reconcile_now.notified());
+                let mut sleep = std::pin::pin!(tokio::time::sleep(self.timing.reconcile_interval));
+                std::future::poll_fn(|cx| {
+                    if notified.as_mut().poll(cx).is_ready() || sleep.as_mut().poll(cx).is_ready() {
+                        std::task::Poll::Ready(())
+                    } else {
+                        std::task::Poll::Pending
+                    }
+                })
+                .await;
+            };
+            if shutdown.or_shutdown(wait).await.is_none() {
+                return;
+            }
+            if let Some(Err(s)) = shutdown.or_shutdown(self.reconcile()).await {
+                log::warn("compute driver reconcile failed")
+                    .str("error", s.message())
+                    .emit();
+            }
+        }
+    }
+
+    async fn apply_event(&self, event: WatchSandboxesEvent) {
+        let result = match event.payload {
+            Some(Payload::Sandbox(e)) => match e.sandbox {
+                Some(sandbox) => self.apply_sandbox(sandbox).await,
+                None => Ok(()),
+            },
+            Some(Payload::Deleted(e)) => {
+                self.forget(&e.sandbox_id).await;
+                Ok(())
+            }
+            Some(Payload::PlatformEvent(e)) => self.apply_platform_event(&e.sandbox_id, e.event),
+            None => Ok(()),
+        };
+        if let Err(s) = result {
+            log::warn("cannot apply compute driver event")
+                .str("error", s.message())
+                .emit();
+        }
+    }
+
+    /// Store what the driver says about one sandbox.
+    async fn apply_sandbox(&self, incoming: DriverSandbox) -> Result<(), Status> {
+        self.forget_missing(&incoming.id);
+        let status = incoming.status.as_ref().map(translate::public_status);
+        let phase = translate::phase(incoming.status.as_ref()) as i32;
+        let deleting = SandboxPhase::Deleting as i32;
+        let changed = record::modify(&self.store, &incoming.id, move |s| {
+            let phase = if s.phase == deleting { deleting } else { phase };
+            if s.status == status && s.phase == phase {
+                return false;
+            }
+            s.status = status.clone();
+            s.phase = phase;
+            true
+        })
+        .await
+        .map_err(store::status)?;
+        if let Some(sandbox) = changed {
+            log::debug("sandbox status changed")
+                .str("sandbox_id", &incoming.id)
+                .str(
+                    "phase",
+                    SandboxPhase::try_from(sandbox.phase)
+                        .unwrap_or(SandboxPhase::Unknown)
+                        .as_str_name(),
+                )
+                .emit();
+            self.bus.changed(&sandbox);
+        }
+        Ok(())
+    }
+
+    fn apply_platform_event(
+        &self,
+        id: &str,
+        event: Option<crate::proto::openshell::compute::v1::DriverPlatformEvent>,
+    ) -> Result<(), Status> {
+        let Some(e) = event else { return Ok(()) };
+        if self
+            .store
+            .get_by_id(Kind::Sandbox, id)
+            .map_err(store::status)?
+            .is_none()
+        {
+            return Ok(());
+        }
+        self.bus.platform_event(
+            id,
+            PlatformEvent {
+                timestamp_ms: e.timestamp_ms,
+                source: e.source,
+                r#type: e.r#type,
+                reason: e.reason,
+                message: e.message,
+                metadata: e.metadata,
+            },
+        );
+        Ok(())
+    }
+
+    /// One reconcile pass.
+    pub async fn reconcile(&self) -> Result<(), Status> {
+        let listed = self
+            .pool
+            .unary(
+                compute_driver::LIST_SANDBOXES,
+                &ListSandboxesRequest {},
+                None,
+            )
+            .await?;
+        let mut known = HashSet::new();
+        for sandbox in listed.sandboxes {
+            known.insert(sandbox.id.clone());
+            self.apply_sandbox(sandbox).await?;
+        }
+        let mut offset = 0;
+        let mut stored = HashSet::new();
+        loop {
+            let query = ListQuery {
+                offset,
+                limit: MAX_LIST_RECORDS,
+                ..ListQuery::default()
+            };
+            let page = self
+                .store
+                .list(Kind::Sandbox, &query)
+                .map_err(store::status)?;
+            let n = page.len();
+            for r in page {
+                stored.insert(r.id.clone());
+                if !known.contains(&r.id) {
+                    self.refetch(r.id, r.name).await?;
+                }
+            }
+            if n < MAX_LIST_RECORDS {
+                break;
+            }
+            offset += n;
+        }
+        self.missing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|id, _| stored.contains(id));
+        Ok(())
+    }
+
+    /// A stored sandbox the driver's list lacked: ask for it by id.
+    async fn refetch(&self, id: String, name: String) -> Result<(), Status> {
+        let request = GetSandboxRequest {
+            sandbox_id: id.clone(),
+            sandbox_name: name.clone(),
+        };
+        match self
+            .pool
+            .unary(compute_driver::GET_SANDBOX, &request, None)
+            .await
+        {
+            Ok(answer) => match answer.sandbox {
+                Some(sandbox) if sandbox.id == id => self.apply_sandbox(sandbox).await,
+                _ => Ok(()),
+            },
+            Err(s) if s.code() == Code::NotFound => {
+                let deleting = self
+                    .store
+                    .get_by_id(Kind::Sandbox, &id)
+                    .map_err(store::status)?
+                    .map(|r| record::decode(&r).map(|s| s.phase))
+                    .transpose()
+                    .map_err(store::status)?
+                    == Some(SandboxPhase::Deleting as i32);
+                let since = *self
+                    .missing
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .entry(id.clone())
+                    .or_insert_with(Instant::now);
+                if deleting || since.elapsed() >= self.timing.orphan_grace {
+                    log::info("dropping sandbox the compute driver no longer knows")
+                        .str("sandbox_id", &id)
+                        .str("sandbox_name", &name)
+                        .emit();
+                    self.forget(&id).await;
+                }
+                Ok(())
+            }
+            // Anything else (the driver is down, a timeout) says nothing
+            // about the sandbox; try again next pass.
+            Err(s) => Err(s),
+        }
+    }
+
+    pub(super) fn forget_missing(&self, id: &str) {
+        self.missing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+    }
+}

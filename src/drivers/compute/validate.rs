@@ -1,0 +1,358 @@
+//! CreateSandbox's request limits and the Kubernetes label rules, with
+//! upstream's exact messages (all INVALID_ARGUMENT), and the label
+//! selector of ListSandboxes.
+//!
+//! Each limit is checked before any I/O, in upstream's order: name,
+//! providers, log level, environment, template, policy size, then labels.
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+
+use crate::grpc::Status;
+use crate::proto::openshell::v1::{SandboxSpec, SandboxTemplate};
+
+/// Longest sandbox name, in bytes.
+pub const MAX_NAME_BYTES: usize = 253;
+/// Most providers one sandbox may name.
+pub const MAX_PROVIDERS: usize = 32;
+/// Longest `spec.log_level`, in bytes.
+pub const MAX_LOG_LEVEL_BYTES: usize = 32;
+/// Most `spec.environment` entries.
+pub const MAX_ENVIRONMENT_ENTRIES: usize = 128;
+/// Longest key of any string map, in bytes.
+pub const MAX_MAP_KEY_BYTES: usize = 256;
+/// Longest value of any string map, in bytes.
+pub const MAX_MAP_VALUE_BYTES: usize = 8192;
+/// Longest template string (`image`, `runtime_class_name`, `agent_socket`).
+pub const MAX_TEMPLATE_STRING_BYTES: usize = 1024;
+/// Most entries of a template map (`labels`, `annotations`, `environment`).
+pub const MAX_TEMPLATE_MAP_ENTRIES: usize = 128;
+/// Largest encoded template Struct (`resources`, `volume_claim_templates`).
+pub const MAX_TEMPLATE_STRUCT_BYTES: usize = 64 * 1024;
+/// Largest encoded policy, in bytes.
+pub const MAX_POLICY_BYTES: usize = 256 * 1024;
+/// Most object labels on one sandbox (the store's label limit).
+pub const MAX_LABELS: usize = crate::store::MAX_LABELS;
+/// Most `key=value` pairs in a label selector.
+pub const MAX_SELECTOR_PAIRS: usize = 64;
+/// Longest label key (prefix, `/` and name), in bytes.
+pub const MAX_LABEL_KEY_BYTES: usize = 253;
+/// Longest label key name segment and label value, in bytes.
+pub const MAX_LABEL_NAME_BYTES: usize = 63;
+
+fn invalid(msg: String) -> Status {
+    Status::invalid_argument(msg)
+}
+
+/// Check a CreateSandbox request's name, spec and labels.
+pub fn create_request(
+    name: &str,
+    spec: &SandboxSpec,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), Status> {
+    if name.len() > MAX_NAME_BYTES {
+        return Err(invalid(format!(
+            "name exceeds maximum length ({} > {MAX_NAME_BYTES})",
+            name.len()
+        )));
+    }
+    if spec.providers.len() > MAX_PROVIDERS {
+        return Err(invalid(format!(
+            "providers list exceeds maximum ({} > {MAX_PROVIDERS})",
+            spec.providers.len()
+        )));
+    }
+    if spec.log_level.len() > MAX_LOG_LEVEL_BYTES {
+        return Err(invalid(format!(
+            "log_level exceeds maximum length ({} > {MAX_LOG_LEVEL_BYTES})",
+            spec.log_level.len()
+        )));
+    }
+    string_map(
+        &spec.environment,
+        MAX_ENVIRONMENT_ENTRIES,
+        "spec.environment",
+    )?;
+    if let Some(t) = &spec.template {
+        template(t)?;
+    }
+    let policy_bytes = spec.policy.as_ref().map_or(0, |p| p.len());
+    if policy_bytes > MAX_POLICY_BYTES {
+        return Err(invalid(format!(
+            "policy serialized size exceeds maximum ({policy_bytes} > {MAX_POLICY_BYTES})"
+        )));
+    }
+    if labels.len() > MAX_LABELS {
+        return Err(invalid(format!(
+            "labels exceeds maximum entries ({} > {MAX_LABELS})",
+            labels.len()
+        )));
+    }
+    for (key, value) in labels {
+        label_key(key)?;
+        label_value(value)?;
+    }
+    Ok(())
+}
+
+fn template(t: &SandboxTemplate) -> Result<(), Status> {
+    for (field, value) in [
+        ("template.image", &t.image),
+        ("template.runtime_class_name", &t.runtime_class_name),
+        ("template.agent_socket", &t.agent_socket),
+    ] {
+        if value.len() > MAX_TEMPLATE_STRING_BYTES {
+            return Err(invalid(format!(
+                "{field} exceeds maximum length ({} > {MAX_TEMPLATE_STRING_BYTES})",
+                value.len()
+            )));
+        }
+    }
+    string_map(&t.labels, MAX_TEMPLATE_MAP_ENTRIES, "template.labels")?;
+    string_map(
+        &t.annotations,
+        MAX_TEMPLATE_MAP_ENTRIES,
+        "template.annotations",
+    )?;
+    string_map(
+        &t.environment,
+        MAX_TEMPLATE_MAP_ENTRIES,
+        "template.environment",
+    )?;
+    for (field, value) in [
+        ("template.resources", &t.resources),
+        ("template.volume_claim_templates", &t.volume_claim_templates),
+    ] {
+        let size = value.as_ref().map_or(0, Message::encoded_len);
+        if size > MAX_TEMPLATE_STRUCT_BYTES {
+            return Err(invalid(format!(
+                "{field} serialized size exceeds maximum ({size} > {MAX_TEMPLATE_STRUCT_BYTES})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn string_map(
+    map: &BTreeMap<String, String>,
+    max_entries: usize,
+    field: &str,
+) -> Result<(), Status> {
+    if map.len() > max_entries {
+        return Err(invalid(format!(
+            "{field} exceeds maximum entries ({} > {max_entries})",
+            map.len()
+        )));
+    }
+    for (key, value) in map {
+        if key.len() > MAX_MAP_KEY_BYTES {
+            return Err(invalid(format!(
+                "{field} key exceeds maximum length ({} > {MAX_MAP_KEY_BYTES})",
+                key.len()
+            )));
+        }
+        if value.len() > MAX_MAP_VALUE_BYTES {
+            return Err(invalid(format!(
+                "{field} value exceeds maximum length ({} > {MAX_MAP_VALUE_BYTES})",
+                value.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `[a-zA-Z0-9]`, the first and last character of a label name or value.
+fn alnum(c: char) -> bool {
+    c.is_ascii_alphanumeric()
+}
+
+fn name_char(c: char) -> bool {
+    alnum(c) || matches!(c, '-' | '_' | '.')
+}
+
+/// A Kubernetes label key: an optional DNS-subdomain prefix and `/`, then a
+/// name of at most 63 characters from `[A-Za-z0-9._-]` that starts and ends
+/// with a letter or digit.
+pub fn label_key(key: &str) -> Result<(), Status> {
+    if key.is_empty() {
+        return Err(invalid("label key cannot be empty".into()));
+    }
+    if key.len() > MAX_LABEL_KEY_BYTES {
+        return Err(invalid(format!(
+            "label key exceeds {MAX_LABEL_KEY_BYTES} characters: '{key}'"
+        )));
+    }
+    let (prefix, name) = match key.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if name.is_empty() {
+        return Err(invalid(format!(
+            "label key name segment cannot be empty: '{key}'"
+        )));
+    }
+    if name.len() > MAX_LABEL_NAME_BYTES {
+        return Err(invalid(format!(
+            "label key name segment exceeds {MAX_LABEL_NAME_BYTES} characters: '{key}'"
+        )));
+    }
+    if !name.chars().all(name_char) {
+        return Err(invalid(format!(
+            "label key name segment contains invalid characters (must be alphanumeric, '-', '_', or '.'): '{key}'"
+        )));
+    }
+    if !name.starts_with(alnum) {
+        return Err(invalid(format!(
+            "label key name segment must start with alphanumeric character: '{key}'"
+        )));
+    }
+    if !name.ends_with(alnum) {
+        return Err(invalid(format!(
+            "label key name segment must end with alphanumeric character: '{key}'"
+        )));
+    }
+    let Some(prefix) = prefix else {
+        return Ok(());
+    };
+    if prefix.is_empty() {
+        return Err(invalid(format!(
+            "label key prefix cannot be empty when '/' is present: '{key}'"
+        )));
+    }
+    if !prefix
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+    {
+        return Err(invalid(format!(
+            "label key prefix must be a DNS subdomain (lowercase alphanumeric, '-', '.'): '{key}'"
+        )));
+    }
+    if prefix.starts_with(['-', '.']) || prefix.ends_with(['-', '.']) {
+        return Err(invalid(format!(
+            "label key prefix cannot start or end with '-' or '.': '{key}'"
+        )));
+    }
+    if prefix.contains("..") {
+        return Err(invalid(format!(
+            "label key prefix cannot contain consecutive dots: '{key}'"
+        )));
+    }
+    Ok(())
+}
+
+/// A Kubernetes label value: empty, or at most 63 characters from
+/// `[A-Za-z0-9._-]` that start and end with a letter or digit.
+pub fn label_value(value: &str) -> Result<(), Status> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    if value.len() > MAX_LABEL_NAME_BYTES {
+        return Err(invalid(format!(
+            "label value exceeds {MAX_LABEL_NAME_BYTES} characters: '{value}'"
+        )));
+    }
+    if !value.chars().all(name_char) {
+        return Err(invalid(format!(
+            "label value contains invalid characters (must be alphanumeric, '-', '_', or '.'): '{value}'"
+        )));
+    }
+    if !value.starts_with(alnum) {
+        return Err(invalid(format!(
+            "label value must start with alphanumeric character: '{value}'"
+        )));
+    }
+    if !value.ends_with(alnum) {
+        return Err(invalid(format!(
+            "label value must end with alphanumeric character: '{value}'"
+        )));
+    }
+    Ok(())
+}
+
+/// Parse and check a `k=v,k2=v2` selector (spaces around pairs, keys and
+/// values are trimmed; empty pairs are skipped). Empty: no filter.
+pub fn label_selector(selector: &str) -> Result<BTreeMap<String, String>, Status> {
+    let mut out = BTreeMap::new();
+    let mut count = 0usize;
+    for pair in selector.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        count += 1;
+        if count > MAX_SELECTOR_PAIRS {
+            return Err(invalid(format!(
+                "label selector exceeds {MAX_SELECTOR_PAIRS} pair limit"
+            )));
+        }
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(invalid(format!(
+                "invalid label selector: expected 'key=value', got '{pair}'"
+            )));
+        };
+        let (key, value) = (key.trim(), value.trim());
+        if key.is_empty() {
+            return Err(invalid(format!(
+                "invalid label selector: key cannot be empty in '{pair}'"
+            )));
+        }
+        label_key(key)?;
+        label_value(value)?;
+        out.insert(key.to_string(), value.to_string());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(r: Result<(), Status>) -> String {
+        r.err().map(|s| s.message().to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn label_keys() {
+        for ok in ["app", "a.b-c_d", "example.com/my-label", "k8s.io/x", "A1"] {
+            assert!(label_key(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(msg(label_key("")), "label key cannot be empty");
+        assert!(msg(label_key("-a")).contains("must start with alphanumeric"));
+        assert!(msg(label_key("a-")).contains("must end with alphanumeric"));
+        assert!(msg(label_key("a b")).contains("invalid characters"));
+        assert!(msg(label_key("/a")).contains("prefix cannot be empty"));
+        assert!(msg(label_key("Ex.com/a")).contains("DNS subdomain"));
+        assert!(msg(label_key("a..b/c")).contains("consecutive dots"));
+        assert!(msg(label_key(".a/c")).contains("cannot start or end"));
+        assert!(msg(label_key("p/")).contains("name segment cannot be empty"));
+        assert!(msg(label_key(&"a".repeat(64))).contains("exceeds 63"));
+        assert!(msg(label_key(&"a".repeat(254))).contains("exceeds 253"));
+        assert!(msg(label_key("é")).contains("invalid characters"));
+    }
+
+    #[test]
+    fn label_values() {
+        assert!(label_value("").is_ok());
+        assert!(label_value("v1.2_x-y").is_ok());
+        assert!(msg(label_value("_a")).contains("must start"));
+        assert!(msg(label_value("a=b")).contains("invalid characters"));
+        assert!(msg(label_value(&"v".repeat(64))).contains("exceeds 63"));
+    }
+
+    #[test]
+    fn selectors() {
+        let s = label_selector(" team=a , env = prod ,").unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s["env"], "prod");
+        assert!(label_selector("").unwrap().is_empty());
+        let e = label_selector("team").unwrap_err();
+        assert_eq!(
+            e.message(),
+            "invalid label selector: expected 'key=value', got 'team'"
+        );
+        let e = label_selector("=a").unwrap_err();
+        assert_eq!(
+            e.message(),
+            "invalid label selector: key cannot be empty in '=a'"
+        );
+        let many = (0..65).map(|i| format!("k{i}=v")).collect::<Vec<_>>();
+        assert!(label_selector(&many.join(",")).is_err());
+    }
+}
