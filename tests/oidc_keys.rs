@@ -110,7 +110,7 @@ async fn ten_thousand_random_kids_cost_at_most_one_fetch_per_cooldown() {
                 let header = json!({"alg": "ES256", "typ": "JWT", "kid": kid});
                 let t = format!("{}.{payload}.{sig}", b64(header.to_string().as_bytes()));
                 let err = call(&ch, &t).await.unwrap_err();
-                assert_eq!(err.code(), Code::Unauthenticated);
+                assert_eq!(err.code(), Code::Unauthenticated, "{err:?}");
                 assert_eq!(err.message(), "invalid token: unknown_kid");
             }
         }));
