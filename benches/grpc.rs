@@ -1,8 +1,12 @@
 //! Unary throughput and latency: slimgate's gRPC core against a tonic
 //! server doing the same work (`grpc.health.v1.Health/Check` on `""`: a
 //! lock, a map lookup, a one-field reply), driven by the same closed-loop
-//! load generator (an `h2` client, N calls in flight over a few
-//! connections) at several concurrency levels for a fixed time each.
+//! load generator at several concurrency levels for a fixed time each.
+//!
+//! Each server runs in its own process pinned to core 0, the load
+//! generator on core 1: h2load (Debian `nghttp2-client`) when installed,
+//! else the built-in `h2` client below (in this process). Server CPU per
+//! call is read from `/proc/<pid>/stat`.
 //!
 //! `cargo bench --bench grpc` prints calls/s, p50 and p99 per server and
 //! the slimgate/tonic ratios. `SLIMGATE_BENCH_SECS` sets the measured time
@@ -26,6 +30,8 @@ use slimgate_testkit::pb::grpc::health::v1::health_check_response::ServingStatus
 use slimgate_testkit::pb::grpc::health::v1::health_server::{Health, HealthServer};
 use slimgate_testkit::pb::grpc::health::v1::{HealthCheckRequest, HealthCheckResponse};
 use tokio::net::TcpListener;
+
+mod support;
 
 /// Connections the load generator spreads its calls over.
 const CONNECTIONS: usize = 4;
@@ -247,18 +253,28 @@ async fn load(addr: SocketAddr, concurrency: usize, duration: Duration) -> Run {
     }
 }
 
-fn print_run(c: usize, name: &str, r: &Run) {
-    println!(
-        "{c:>5}  {name:<9} {:>10.0} {:>9} {:>9} {:>12.1} {:>7}",
-        r.rate(),
-        r.p50_us,
-        r.p99_us,
-        r.cpu_us_per_call,
-        r.errors
-    );
+/// `--serve slimgate|tonic`: be that server (a child of the benchmark).
+fn serve(which: &str) -> ! {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let addr = rt.block_on(async {
+        match which {
+            "tonic" => start_tonic().await,
+            _ => start_slimgate().await,
+        }
+    });
+    println!("listening {addr}");
+    rt.block_on(std::future::pending::<()>());
+    unreachable!()
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--serve") {
+        serve(args.get(i + 1).map_or("slimgate", String::as_str));
+    }
     let secs: u64 = std::env::var("SLIMGATE_BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -267,70 +283,94 @@ fn main() {
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1, 16, 256]);
-    let duration = Duration::from_secs(secs);
-    // For profiling: drive slimgate only.
-    let only_slimgate = std::env::var_os("SLIMGATE_BENCH_ONLY_SLIMGATE").is_some();
-    let only_tonic = std::env::var_os("SLIMGATE_BENCH_ONLY_TONIC").is_some();
-    // Servers and the load generator get a runtime each, the same for both servers.
-    let servers = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let client = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let slim = servers.block_on(start_slimgate());
-    let tonic = servers.block_on(start_tonic());
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let me = std::env::current_exe().expect("own path");
+    let slim = support::Server::start(&me, &["--serve", "slimgate"], 0);
+    let tonic = support::Server::start(&me, &["--serve", "tonic"], 0);
+    let h2load = support::which("h2load");
+    let body = std::env::temp_dir().join("slimgate-bench-health.bin");
+    std::fs::write(
+        &body,
+        slimgate_testkit::raw::grpc_message(&HealthCheckRequest {
+            service: String::new(),
+        }),
+    )
+    .expect("body");
+    let cores = support::cores();
     println!(
-        "gRPC unary Health/Check, closed loop, {CONNECTIONS} connections, {secs} s per run after {} s warm-up, {cores} cores",
-        WARMUP.as_secs()
+        "gRPC unary Health/Check, closed loop, {secs} s per run after 1 s warm-up; {cores} cores: servers on core 0, load generator ({}) on core 1",
+        if h2load {
+            "h2load"
+        } else {
+            "built-in h2 client"
+        }
     );
-    println!("server and load generator share the machine (2 worker threads each)");
     println!();
     println!(
-        "{:>5}  {:<9} {:>10} {:>9} {:>9} {:>12} {:>7}",
-        "conc", "server", "calls/s", "p50 µs", "p99 µs", "CPU µs/call", "errors"
+        "{:>5}  {:<9} {:>10} {:>9} {:>9} {:>16} {:>7}",
+        "conc", "server", "calls/s", "p50 µs", "p99 µs", "server CPU µs/call", "errors"
     );
+    let client = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let run = |server: &support::Server, c: usize| -> support::Load {
+        if h2load {
+            let headers = [("content-type", "application/grpc"), ("te", "trailers")];
+            support::h2load(
+                server,
+                "/grpc.health.v1.Health/Check",
+                &body,
+                &headers,
+                c,
+                secs,
+                1,
+            )
+        } else {
+            let before = server.cpu_us();
+            let r = client.block_on(load(server.addr, c, Duration::from_secs(secs)));
+            let cpu = server.cpu_us() - before;
+            support::Load {
+                rate: r.rate(),
+                p50_us: r.p50_us,
+                p99_us: r.p99_us,
+                errors: r.errors as u64,
+                server_cpu_us: cpu / r.calls.max(1) as f64,
+            }
+        }
+    };
     let mut ratios = Vec::new();
     for &c in &levels {
-        if only_tonic {
-            let t = client.block_on(load(tonic, c, duration));
-            print_run(c, "tonic", &t);
-            continue;
-        }
-        let s = client.block_on(load(slim, c, duration));
-        print_run(c, "slimgate", &s);
-        if only_slimgate {
-            continue;
-        }
-        let t = client.block_on(load(tonic, c, duration));
-        print_run(c, "tonic", &t);
+        let s = run(&slim, c);
+        print_load(c, "slimgate", &s);
+        let t = run(&tonic, c);
+        print_load(c, "tonic", &t);
         ratios.push((
             c,
-            s.rate() / t.rate(),
+            s.rate / t.rate.max(1.0),
             s.p50_us as f64 / t.p50_us.max(1) as f64,
             s.p99_us as f64 / t.p99_us.max(1) as f64,
-            t.cpu_us_per_call / s.cpu_us_per_call.max(f64::MIN_POSITIVE),
+            t.server_cpu_us / s.server_cpu_us.max(f64::MIN_POSITIVE),
         ));
     }
-    if ratios.is_empty() {
-        return;
-    }
     println!();
     println!(
-        "CPU µs/call is the whole process (servers and load generator): the machine is shared,"
-    );
-    println!("so calls/s moves with other load; CPU per call much less.");
-    println!();
-    println!(
-        "{:>5}  {:>16} {:>14} {:>14} {:>18}",
+        "{:>5}  {:>16} {:>14} {:>14} {:>20}",
         "conc", "throughput s/t", "p50 s/t", "p99 s/t", "calls per CPU s/t"
     );
     for (c, thr, p50, p99, eff) in ratios {
-        println!("{c:>5}  {thr:>15.2}x {p50:>13.2}x {p99:>13.2}x {eff:>17.2}x");
+        println!("{c:>5}  {thr:>15.2}x {p50:>13.2}x {p99:>13.2}x {eff:>19.2}x");
     }
+    println!();
+    println!(
+        "idle RSS after the runs: slimgate {} KiB, tonic {} KiB",
+        slim.rss_kib(),
+        tonic.rss_kib()
+    );
+}
+
+fn print_load(c: usize, name: &str, r: &support::Load) {
+    println!(
+        "{c:>5}  {name:<9} {:>10.0} {:>9} {:>9} {:>16.1} {:>7}",
+        r.rate, r.p50_us, r.p99_us, r.server_cpu_us, r.errors
+    );
 }

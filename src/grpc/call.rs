@@ -14,7 +14,7 @@
 //! cancelled call drops its handler at once.
 
 use std::future::{Future, poll_fn};
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context as TaskContext, Poll};
@@ -275,6 +275,7 @@ impl<G: Gate> Service<G> {
         } else {
             None
         };
+        let work = pin!(work);
         match out.drive(work, rx, deadline, shutdown).await {
             End::Done(Ok(trailers)) => out.finish(&Status::new(Code::Ok, ""), trailers),
             End::Done(Err(status)) => out.finish(&status, HeaderMap::new()),
@@ -461,9 +462,12 @@ impl Out {
         Poll::Ready(Ok(()))
     }
 
+    // The call's futures stay small (they are moved when a stream's task is
+    // spawned): `work` is pinned by the caller, and the deadline timer and
+    // shutdown watch are boxed only for the calls that have them.
     async fn drive<F>(
         &mut self,
-        work: F,
+        mut work: Pin<&mut F>,
         mut rx: Option<mpsc::Receiver<Bytes>>,
         deadline: Option<Instant>,
         shutdown: Option<&Shutdown>,
@@ -471,23 +475,14 @@ impl Out {
     where
         F: Future<Output = Result<Option<Reply<Bytes>>, Status>>,
     {
-        let mut work = pin!(work);
         let mut result: Option<Result<HeaderMap, Status>> = None;
-        let mut sleep = pin!(async move {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d.into()).await,
-                None => std::future::pending().await,
-            }
-        });
-        let mut stopping = pin!(async move {
-            match shutdown {
-                Some(s) => s.wait().await,
-                None => std::future::pending().await,
-            }
-        });
+        let mut sleep = deadline.map(|d| Box::pin(tokio::time::sleep_until(d.into())));
+        let mut stopping = shutdown.map(|s| Box::pin(s.wait()));
         let mut stop_registered = false;
         poll_fn(|cx| {
-            if sleep.as_mut().poll(cx).is_ready() {
+            if let Some(sleep) = sleep.as_mut()
+                && sleep.as_mut().poll(cx).is_ready()
+            {
                 return Poll::Ready(End::Deadline);
             }
             if self.poll_reset(cx).is_ready() {
@@ -500,8 +495,8 @@ impl Out {
             // Ready when `stop` is set, so `stopping` is never polled again.
             // (The shutdown future takes a process-wide lock when polled:
             // poll it once to register, then only once the signal is set.)
-            let stop = match shutdown {
-                Some(s) if !stop_registered || s.is_triggered() => {
+            let stop = match (shutdown, stopping.as_mut()) {
+                (Some(s), Some(stopping)) if !stop_registered || s.is_triggered() => {
                     stop_registered = true;
                     stopping.as_mut().poll(cx).is_ready()
                 }
