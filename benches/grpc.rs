@@ -123,26 +123,12 @@ struct Run {
     secs: f64,
     p50_us: u64,
     p99_us: u64,
-    /// CPU time of the whole process (server + load generator) per call.
-    cpu_us_per_call: f64,
 }
 
 impl Run {
     fn rate(&self) -> f64 {
         self.calls as f64 / self.secs
     }
-}
-
-/// CPU time used by this process so far (user + system), in µs, from
-/// `/proc/self/stat` (clock ticks of 10 ms). The machine is shared, so
-/// calls/s moves with other load; CPU per call much less so.
-fn process_cpu_us() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the `(comm)`; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) * 10_000.0
 }
 
 async fn connect(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
@@ -199,10 +185,6 @@ async fn load(addr: SocketAddr, concurrency: usize, duration: Duration) -> Run {
         service: String::new(),
     });
     let warm_until = Instant::now() + WARMUP;
-    let warmed = tokio::spawn(async move {
-        tokio::time::sleep_until(warm_until.into()).await;
-        process_cpu_us()
-    });
     let until = warm_until + duration;
     let mut tasks = Vec::new();
     for i in 0..concurrency {
@@ -236,7 +218,6 @@ async fn load(addr: SocketAddr, concurrency: usize, duration: Duration) -> Run {
         all.extend(lat);
         errors += e;
     }
-    let cpu_us = process_cpu_us() - warmed.await.expect("cpu probe");
     all.sort_unstable();
     let pct = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
@@ -249,7 +230,6 @@ async fn load(addr: SocketAddr, concurrency: usize, duration: Duration) -> Run {
         secs: duration.as_secs_f64(),
         p50_us: pct(0.50),
         p99_us: pct(0.99),
-        cpu_us_per_call: cpu_us / all.len().max(1) as f64,
     }
 }
 
