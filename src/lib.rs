@@ -1,5 +1,6 @@
 //! slimgate: a small, auditable gateway for OpenShell sandboxes.
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod api;
 pub mod app;
