@@ -379,7 +379,7 @@ async fn call_msg(
     let resp = c.call(req, vec![raw::grpc_frame(msg)]).await.unwrap();
     let m = resp
         .grpc_message_raw()
-        .map(|m| slimgate::grpc::status::decode_message(m))
+        .map(slimgate::grpc::status::decode_message)
         .unwrap_or_default();
     (resp.grpc_status().expect("grpc-status"), m)
 }
