@@ -17,9 +17,13 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::api;
+use crate::auth::fetch::FetchLimits;
 use crate::auth::gate::{AuthGate, Oidc};
-use crate::auth::keys::KeySource;
-use crate::auth::{Algorithm, KeySet, Verifier, VerifierConfig};
+use crate::auth::keys::{KeySource, KeyTimings};
+use crate::auth::origin::{Discovery, JwksFile, JwksUri};
+use crate::auth::refresh;
+use crate::auth::url::HttpUrl;
+use crate::auth::{Algorithm, Verifier, VerifierConfig};
 use crate::config::Config;
 use crate::drivers::compute::{self, Compute};
 use crate::drivers::credentials::Credentials;
@@ -93,6 +97,11 @@ impl Running {
 pub struct Tuning {
     /// The compute driver's startup wait, watch restart and reconcile.
     pub compute: compute::Timing,
+    /// The OIDC key source's cooldown, negative cache, wait, stale limit
+    /// and retry delays (its `ttl` is always `--oidc-jwks-ttl`).
+    pub keys: KeyTimings,
+    /// Timeouts and body limit of each identity provider fetch.
+    pub fetch: FetchLimits,
 }
 
 /// Build the gateway and start listening.
@@ -185,7 +194,7 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
 
     let plain: Arc<dyn Plain> = Arc::new(Endpoints::new(&config, readiness.clone()));
     let shutdown = Shutdown::new();
-    let (gate, keys) = build_gate(&config, &readiness)?;
+    let (gate, keys, key_tasks) = build_gate(&config, &tuning, &readiness, &shutdown).await?;
     let service = grpc::Service::new(
         router,
         gate,
@@ -203,7 +212,8 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
     let addr = main
         .local_addr()
         .map_err(|e| StartError(format!("cannot read the listening address: {e}")))?;
-    let mut tasks = vec![tokio::spawn(Arc::clone(&server).serve_tcp(main))];
+    let mut tasks = key_tasks;
+    tasks.push(tokio::spawn(Arc::clone(&server).serve_tcp(main)));
     if let Some(compute) = &compute {
         tasks.extend(compute.start(&shutdown));
     }
@@ -250,13 +260,20 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
     })
 }
 
-/// The auth pipeline from the configuration (auth.md "Modes").
-fn build_gate(
+/// The auth pipeline from the configuration (auth.md "Modes"), with the
+/// tasks that keep its keys loaded.
+async fn build_gate(
     config: &Config,
+    tuning: &Tuning,
     readiness: &Readiness,
-) -> Result<(AuthGate, Option<Arc<KeySource>>), StartError> {
+    shutdown: &Shutdown,
+) -> Result<(AuthGate, Option<Arc<KeySource>>, Vec<JoinHandle<()>>), StartError> {
     let Some(o) = &config.oidc else {
-        return Ok((AuthGate::new(None, config.sandbox_secret.as_deref()), None));
+        return Ok((
+            AuthGate::new(None, config.sandbox_secret.as_deref()),
+            None,
+            Vec::new(),
+        ));
     };
     let mut vc = VerifierConfig::new(o.issuer.clone(), o.audiences.clone());
     vc.strict_audience = o.strict_audience;
@@ -270,22 +287,10 @@ fn build_gate(
     vc.roles_claim = o.roles_claim.clone();
     vc.scopes_claim = o.scopes_claim.clone();
     vc.cache_entries = o.token_cache_size;
-    let verifier = Verifier::new(vc).map_err(|e| StartError(format!("OIDC settings: {e}")))?;
-    let keys = Arc::new(KeySource::new());
-    if let Some(path) = &o.jwks_file {
-        let bytes = std::fs::read(path)
-            .map_err(|e| StartError(format!("--oidc-jwks-file {}: {e}", path.display())))?;
-        let parsed = KeySet::parse(&bytes)
-            .map_err(|e| StartError(format!("--oidc-jwks-file {}: {e}", path.display())))?;
-        for r in &parsed.rejected {
-            log::warn("JWKS entry rejected")
-                .num("index", r.index as i128)
-                .str("reason", r.reason.code())
-                .emit();
-        }
-        keys.install(parsed.keys);
-        readiness.set(Component::Keys, true);
-    }
+    let verifier =
+        Arc::new(Verifier::new(vc).map_err(|e| StartError(format!("OIDC settings: {e}")))?);
+    let (keys, tasks) = start_keys(o, tuning, &verifier, readiness, shutdown).await?;
+    let keys = Arc::new(keys);
     let roles = if o.admin_role.is_empty() {
         None
     } else {
@@ -300,7 +305,66 @@ fn build_gate(
     Ok((
         AuthGate::new(Some(oidc), config.sandbox_secret.as_deref()),
         Some(keys),
+        tasks,
     ))
+}
+
+/// The issuer's key source (auth.md "Keys"): a JWKS file is read now (a
+/// bad file stops the start) and again on SIGHUP; a fetched set (from
+/// `--oidc-jwks-uri`, or discovery) loads in the background, so the
+/// gateway serves, answering bearer calls UNAVAILABLE and reporting not
+/// ready, until its identity provider answers.
+async fn start_keys(
+    o: &crate::config::Oidc,
+    tuning: &Tuning,
+    verifier: &Arc<Verifier>,
+    readiness: &Readiness,
+    shutdown: &Shutdown,
+) -> Result<(KeySource, Vec<JoinHandle<()>>), StartError> {
+    let timings = KeyTimings {
+        ttl: o.jwks_ttl,
+        ..tuning.keys
+    };
+    let limits = tuning.fetch;
+    let keys = match (&o.jwks_file, &o.jwks_uri) {
+        (Some(_), Some(_)) => {
+            return Err(StartError(
+                "--oidc-jwks-file and --oidc-jwks-uri exclude each other: give one".into(),
+            ));
+        }
+        (Some(path), None) => KeySource::fixed(Arc::new(JwksFile::new(path.clone()))),
+        (None, Some(uri)) => {
+            let url = HttpUrl::parse(uri)
+                .map_err(|e| StartError(format!("--oidc-jwks-uri {uri:?}: {e}")))?;
+            KeySource::remote(Arc::new(JwksUri::new(url, limits)), timings)
+        }
+        (None, None) => {
+            let discovery = Discovery::new(&o.issuer, limits)
+                .map_err(|e| StartError(format!("--oidc-issuer {:?}: {e}", o.issuer)))?;
+            KeySource::remote(Arc::new(discovery), timings)
+        }
+    };
+    let v = Arc::clone(verifier);
+    keys.on_replace(move |set| {
+        let dropped = v.cache().retain_keys(set);
+        if dropped > 0 {
+            log::info("verified tokens of removed keys forgotten")
+                .num("tokens", dropped as i128)
+                .emit();
+        }
+    });
+    let r = readiness.clone();
+    keys.on_ready(move |up| r.set(Component::Keys, up));
+    let task = if keys.is_remote() {
+        refresh::spawn_refresher(keys.clone(), shutdown.clone())
+    } else {
+        keys.reload()
+            .await
+            .map_err(|e| StartError(format!("--oidc-jwks-file: {e}")))?;
+        refresh::spawn_reload_on_sighup(keys.clone(), shutdown.clone())
+            .map_err(|e| StartError(format!("cannot handle SIGHUP: {e}")))?
+    };
+    Ok((keys, vec![task]))
 }
 
 /// A driver pool's settings from the flags.

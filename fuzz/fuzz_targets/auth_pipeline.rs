@@ -90,7 +90,7 @@ fn world() -> &'static World {
         let key = RsaKeyPair::from_pkcs8(&std::fs::read(root.join("tests/keys/rsa2048.pk8.der")).expect("key")).expect("key");
         let keys = Arc::new(KeySource::new());
         keys.install(KeySet::parse(&jwks).expect("jwks").keys);
-        let verifier = Verifier::new(VerifierConfig::new(ISSUER, vec!["openshell-cli".into()])).expect("config");
+        let verifier = Arc::new(Verifier::new(VerifierConfig::new(ISSUER, vec!["openshell-cli".into()])).expect("config"));
         let oidc = Oidc { verifier, keys, roles: Some(("openshell-admin".into(), "openshell-user".into())), scopes: false };
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
         World {

@@ -40,8 +40,9 @@ pub const AUTH_SOURCE_HEADER: &str = "x-openshell-auth-source";
 /// Bearer-token settings (OIDC on).
 #[derive(Debug)]
 pub struct Oidc {
-    /// Verifies tokens of the configured issuer.
-    pub verifier: Verifier,
+    /// Verifies tokens of the configured issuer (shared with the key
+    /// source's replace hook, which purges its token cache).
+    pub verifier: Arc<Verifier>,
     /// The issuer's keys.
     pub keys: Arc<KeySource>,
     /// `(admin, user)` role names; `None` in authentication-only mode.

@@ -1,15 +1,124 @@
 //! The key set the verifier checks tokens against, and the one place that
 //! decides when it may change.
 //!
-//! `KeySource::state()` is the request path's only call: a read lock and an
-//! `Arc` clone. Loading, background refresh, the kid-miss refresh and
-//! stale-if-error live behind `install` and `refresh_for_unknown_kid`.
-//! (This first version only holds a set installed at startup; the OIDC
-//! fetcher fills in the rest.)
+//! `KeySource::state()` is the request path's only call: a read lock, a
+//! clock read and an `Arc` clone. Everything that loads keys happens off
+//! that path:
+//!
+//! ```text
+//!  background loop (refresh.rs) ─┐ ahead of the TTL; retries with backoff
+//!  kid miss (the gate) ──────────┼─▶ one flight at a time ─▶ KeyOrigin::load
+//!  SIGHUP / reload() ────────────┘   (everyone waiting       ─▶ KeySet::parse
+//!                                      shares its result)     ─▶ install (atomic swap)
+//! ```
+//!
+//! Rules (auth.md "Keys: discovery and the JWKS fetcher"):
+//!
+//! - **Single flight**: at most one load runs; every caller that wants one
+//!   while it runs waits for that one (its task is spawned, so a caller that
+//!   gives up does not cancel it for the others).
+//! - **Kid miss**: a token naming an unknown kid may start a load only if
+//!   the last kid-triggered load started more than a cooldown ago; its
+//!   request waits at most `max_wait`; a kid still unknown after the load is
+//!   remembered (negative cache) and answered at once. A flood of random
+//!   kids therefore costs at most one fetch per cooldown.
+//! - **Atomic replacement**: a successful load swaps the whole set; a key
+//!   missing from the new set stops verifying at once, and the replace hook
+//!   drops the verified tokens it signed from the token cache.
+//! - **Stale-if-error**: a failed load keeps the last good set, up to
+//!   `max_stale` after its last successful load; after that the state is
+//!   [`KeyState::Expired`] (fail closed) until a load succeeds. A set read
+//!   from a file (or installed by hand) never goes stale.
+//!
+//! Every limit is in [`KeyTimings`] (defaults from the spec; tests shorten
+//! them) or a named constant here. Counters for `/metrics` are in
+//! [`KeyMetrics`].
 
-use std::sync::{Arc, PoisonError, RwLock};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
 
 use super::jwks::KeySet;
+use super::origin::{KeyOrigin, LoadError};
+use crate::log;
+
+/// Default key-set TTL, in seconds (`--oidc-jwks-ttl`).
+pub const DEFAULT_JWKS_TTL_SECS: u64 = 3_600;
+/// The background refresh runs at this share of the TTL, in percent.
+pub const REFRESH_AHEAD_PERCENT: u32 = 80;
+/// Least time between two kid-triggered loads, in seconds.
+pub const KID_MISS_COOLDOWN_SECS: u64 = 30;
+/// How long a kid still unknown after a load is answered without a load,
+/// in seconds.
+pub const NEGATIVE_KID_TTL_SECS: u64 = 60;
+/// Longest a request waits for a kid-triggered load, in milliseconds.
+pub const KID_MISS_MAX_WAIT_MS: u64 = 1_000;
+/// How long the last good set is served after its last successful load
+/// while loads fail, in seconds (24 h).
+pub const MAX_STALE_SECS: u64 = 24 * 3_600;
+/// First retry delay after a failed load, in milliseconds (doubles).
+pub const RETRY_INITIAL_MS: u64 = 1_000;
+/// Longest retry delay, in milliseconds.
+pub const RETRY_MAX_MS: u64 = 10_000;
+/// Most kids in the negative cache (at most 256 bytes each); when it is
+/// full of live entries, new misses are not remembered (the cooldown still
+/// bounds the fetches).
+pub const MAX_NEGATIVE_KIDS: usize = 4_096;
+
+/// The timings of a remote key source; `Default` is the spec's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyTimings {
+    /// Key-set lifetime; refreshed at [`REFRESH_AHEAD_PERCENT`] of it.
+    pub ttl: Duration,
+    /// Least time between two kid-triggered loads.
+    pub cooldown: Duration,
+    /// Lifetime of a negative-cache entry.
+    pub negative_ttl: Duration,
+    /// Longest wait of a request for a kid-triggered load.
+    pub max_wait: Duration,
+    /// Last good set served this long after its last successful load.
+    pub max_stale: Duration,
+    /// First retry delay after a failure (doubles).
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    pub retry_max: Duration,
+}
+
+impl Default for KeyTimings {
+    fn default() -> Self {
+        KeyTimings {
+            ttl: Duration::from_secs(DEFAULT_JWKS_TTL_SECS),
+            cooldown: Duration::from_secs(KID_MISS_COOLDOWN_SECS),
+            negative_ttl: Duration::from_secs(NEGATIVE_KID_TTL_SECS),
+            max_wait: Duration::from_millis(KID_MISS_MAX_WAIT_MS),
+            max_stale: Duration::from_secs(MAX_STALE_SECS),
+            retry_initial: Duration::from_millis(RETRY_INITIAL_MS),
+            retry_max: Duration::from_millis(RETRY_MAX_MS),
+        }
+    }
+}
+
+impl KeyTimings {
+    /// The defaults with this TTL.
+    pub fn with_ttl(ttl: Duration) -> KeyTimings {
+        KeyTimings {
+            ttl,
+            ..KeyTimings::default()
+        }
+    }
+
+    /// Time from a successful load to the next background refresh: the
+    /// refresh-ahead share of the TTL, or of `max_stale` if that is shorter
+    /// (a TTL beyond the stale limit would let the set expire first).
+    pub fn refresh_interval(&self) -> Duration {
+        self.ttl.min(self.max_stale) * REFRESH_AHEAD_PERCENT / 100
+    }
+}
 
 /// What the verifier can use right now.
 #[derive(Clone, Debug)]
@@ -22,35 +131,464 @@ pub enum KeyState {
     Expired,
 }
 
-/// The current key set of the configured issuer.
+/// Counters and gauges of a key source, for `/metrics`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyMetrics {
+    /// Loads started (fetches or file reads).
+    pub fetches: u64,
+    /// Loads that failed (the set in force was kept).
+    pub failures: u64,
+    /// Kid-triggered loads not started because of the cooldown.
+    pub cooldown_suppressed: u64,
+    /// Unknown kids answered from the negative cache.
+    pub negative_cache_hits: u64,
+    /// JWKS entries left out of loaded sets (each with a logged reason).
+    pub rejected_keys: u64,
+    /// Keys in the current set.
+    pub keys: usize,
+    /// Seconds since the current set was last loaded successfully.
+    pub age_secs: Option<u64>,
+}
+
 #[derive(Debug, Default)]
+struct Counters {
+    fetches: AtomicU64,
+    failures: AtomicU64,
+    cooldown_suppressed: AtomicU64,
+    negative_cache_hits: AtomicU64,
+    rejected_keys: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// What started a load.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Trigger {
+    /// The refresh loop (ahead of the TTL, or a retry).
+    Background,
+    /// A token with an unknown kid (cooldown applies).
+    UnknownKid,
+    /// `reload()` (SIGHUP): always a load that starts after the call.
+    Reload,
+}
+
+type Outcome = Option<Result<usize, LoadError>>;
+type ReplaceHook = Box<dyn Fn(&KeySet) + Send + Sync>;
+type ReadyHook = Box<dyn Fn(bool) + Send + Sync>;
+
+#[derive(Clone)]
+struct Current {
+    set: Arc<KeySet>,
+    loaded_at: Instant,
+}
+
+#[derive(Default)]
+struct Flight {
+    /// The load in progress; resolves to its outcome.
+    running: Option<watch::Receiver<Outcome>>,
+    /// When the last kid-triggered load started.
+    last_kid_load: Option<Instant>,
+}
+
+struct Inner {
+    origin: Option<Arc<dyn KeyOrigin>>,
+    /// Whether the set goes stale (fetched sets do; files do not).
+    expires: bool,
+    timings: KeyTimings,
+    current: RwLock<Option<Current>>,
+    flight: Mutex<Flight>,
+    negative: Mutex<HashMap<String, Instant>>,
+    installed: Notify,
+    counters: Counters,
+    on_replace: OnceLock<ReplaceHook>,
+    on_ready: OnceLock<ReadyHook>,
+}
+
+/// The current key set of the configured issuer, and how it is kept fresh.
+#[derive(Clone)]
 pub struct KeySource {
-    current: RwLock<Option<Arc<KeySet>>>,
+    inner: Arc<Inner>,
+}
+
+impl Default for KeySource {
+    fn default() -> Self {
+        KeySource::new()
+    }
+}
+
+impl fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeySource")
+            .field("origin", &self.inner.origin)
+            .field("expires", &self.inner.expires)
+            .field("metrics", &self.metrics())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl KeySource {
-    /// A source with no keys yet.
+    /// A source with no keys and nothing to load from: sets are installed
+    /// by hand and never go stale.
     pub fn new() -> KeySource {
-        KeySource::default()
+        KeySource::build(None, false, KeyTimings::default())
+    }
+
+    /// A source that loads from `origin` on [`reload`](Self::reload) only
+    /// (a file: re-read on SIGHUP); its set never goes stale and a kid miss
+    /// does not reload it.
+    pub fn fixed(origin: Arc<dyn KeyOrigin>) -> KeySource {
+        KeySource::build(Some(origin), false, KeyTimings::default())
+    }
+
+    /// A source that fetches from `origin`: background refresh (started by
+    /// `refresh::spawn_refresher`), kid-miss loads, stale-if-error.
+    pub fn remote(origin: Arc<dyn KeyOrigin>, timings: KeyTimings) -> KeySource {
+        KeySource::build(Some(origin), true, timings)
+    }
+
+    fn build(origin: Option<Arc<dyn KeyOrigin>>, expires: bool, timings: KeyTimings) -> KeySource {
+        KeySource {
+            inner: Arc::new(Inner {
+                origin,
+                expires,
+                timings,
+                current: RwLock::new(None),
+                flight: Mutex::new(Flight::default()),
+                negative: Mutex::new(HashMap::new()),
+                installed: Notify::new(),
+                counters: Counters::default(),
+                on_replace: OnceLock::new(),
+                on_ready: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// Call `f` with every new set right after it is installed (to purge
+    /// the token cache: `verifier.cache().retain_keys(set)`). Set once;
+    /// returns false if a hook was already set.
+    pub fn on_replace(&self, f: impl Fn(&KeySet) + Send + Sync + 'static) -> bool {
+        self.inner.on_replace.set(Box::new(f)).is_ok()
+    }
+
+    /// Call `f(true)` when a set is installed and `f(false)` when the
+    /// refresh loop finds none usable (readiness). Set once.
+    pub fn on_ready(&self, f: impl Fn(bool) + Send + Sync + 'static) -> bool {
+        self.inner.on_ready.set(Box::new(f)).is_ok()
+    }
+
+    /// The timings in force.
+    pub fn timings(&self) -> &KeyTimings {
+        &self.inner.timings
+    }
+
+    /// Whether this source fetches (and so refreshes in the background).
+    pub fn is_remote(&self) -> bool {
+        self.inner.expires
     }
 
     /// What the verifier can use now.
     pub fn state(&self) -> KeyState {
-        match &*self.current.read().unwrap_or_else(PoisonError::into_inner) {
-            Some(set) => KeyState::Ready(Arc::clone(set)),
+        let current = self
+            .inner
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        match current {
             None => KeyState::Loading,
+            Some(c)
+                if self.inner.expires && c.loaded_at.elapsed() > self.inner.timings.max_stale =>
+            {
+                KeyState::Expired
+            }
+            Some(c) => KeyState::Ready(c.set),
         }
     }
 
     /// Replace the key set atomically: a key missing from `set` stops
-    /// verifying at once.
+    /// verifying at once. Counts as a successful load.
     pub fn install(&self, set: KeySet) {
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(set));
+        let set = Arc::new(set);
+        *self
+            .inner
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Current {
+            set: Arc::clone(&set),
+            loaded_at: Instant::now(),
+        });
+        // The negative cache was about the old set.
+        lock(&self.inner.negative).clear();
+        if let Some(hook) = self.inner.on_replace.get() {
+            hook(&set);
+        }
+        if let Some(hook) = self.inner.on_ready.get() {
+            hook(true);
+        }
+        self.inner.installed.notify_one();
     }
 
-    /// A token named a kid the current set does not have. May refresh the
-    /// set (bounded wait); returns what to verify against now.
-    pub async fn refresh_for_unknown_kid(&self, _kid: Option<&str>) -> KeyState {
-        self.state()
+    /// Counters and gauges now.
+    pub fn metrics(&self) -> KeyMetrics {
+        let c = &self.inner.counters;
+        let current = self
+            .inner
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        KeyMetrics {
+            fetches: c.fetches.load(Ordering::Relaxed),
+            failures: c.failures.load(Ordering::Relaxed),
+            cooldown_suppressed: c.cooldown_suppressed.load(Ordering::Relaxed),
+            negative_cache_hits: c.negative_cache_hits.load(Ordering::Relaxed),
+            rejected_keys: c.rejected_keys.load(Ordering::Relaxed),
+            keys: current.as_ref().map_or(0, |c| c.set.len()),
+            age_secs: current.map(|c| c.loaded_at.elapsed().as_secs()),
+        }
+    }
+
+    /// A token named a kid the current set does not have. May load the set
+    /// again (bounded wait); returns what to verify against now.
+    pub async fn refresh_for_unknown_kid(&self, kid: Option<&str>) -> KeyState {
+        let state = self.state();
+        // Before the first set, or after it expired, the refresh loop is
+        // already retrying; a file changes on SIGHUP only.
+        if !self.inner.expires || !matches!(state, KeyState::Ready(_)) {
+            return state;
+        }
+        if let Some(kid) = kid
+            && self.negative_hit(kid)
+        {
+            bump(&self.inner.counters.negative_cache_hits, 1);
+            return state;
+        }
+        let Some((flight, _)) = self.start(Trigger::UnknownKid) else {
+            bump(&self.inner.counters.cooldown_suppressed, 1);
+            return state;
+        };
+        let done = tokio::time::timeout(self.inner.timings.max_wait, wait(flight))
+            .await
+            .is_ok();
+        let state = self.state();
+        if done
+            && let (Some(kid), KeyState::Ready(set)) = (kid, &state)
+            && !set.keys().any(|k| k.kid() == Some(kid))
+        {
+            self.remember_unknown(kid);
+        }
+        state
+    }
+
+    /// Load the set now and wait for the outcome (the number of usable
+    /// keys). A load already running is waited for, then a new one starts,
+    /// so the answer reflects what the origin holds after this call.
+    pub async fn reload(&self) -> Result<usize, LoadError> {
+        loop {
+            let Some((flight, fresh)) = self.start(Trigger::Reload) else {
+                return Err(LoadError::NoOrigin);
+            };
+            let outcome = wait(flight).await;
+            if fresh {
+                return outcome;
+            }
+        }
+    }
+
+    /// Start a load, or join the one running. `None`: a kid-triggered load
+    /// refused by the cooldown. The flag tells whether this call started it.
+    pub(crate) fn start(&self, trigger: Trigger) -> Option<(watch::Receiver<Outcome>, bool)> {
+        let mut flight = lock(&self.inner.flight);
+        // A flight whose task vanished (runtime shutting down) is no flight.
+        if let Some(running) = &flight.running
+            && running.has_changed().is_ok()
+        {
+            return Some((running.clone(), false));
+        }
+        if trigger == Trigger::UnknownKid {
+            let now = Instant::now();
+            if flight
+                .last_kid_load
+                .is_some_and(|at| now.duration_since(at) < self.inner.timings.cooldown)
+            {
+                return None;
+            }
+            flight.last_kid_load = Some(now);
+        }
+        let (tx, rx) = watch::channel(None);
+        flight.running = Some(rx.clone());
+        drop(flight);
+        let source = self.clone();
+        tokio::spawn(async move {
+            let outcome = source.load_once(trigger).await;
+            lock(&source.inner.flight).running = None;
+            tx.send_replace(Some(outcome));
+        });
+        Some((rx, true))
+    }
+
+    /// One load: fetch, parse, log each rejected entry, install.
+    async fn load_once(&self, trigger: Trigger) -> Result<usize, LoadError> {
+        let Some(origin) = &self.inner.origin else {
+            return Err(LoadError::NoOrigin);
+        };
+        bump(&self.inner.counters.fetches, 1);
+        let result = match origin.load().await {
+            Ok(loaded) => KeySet::parse(&loaded.body)
+                .map(|parsed| (parsed, loaded.from.clone()))
+                .map_err(|error| LoadError::Jwks {
+                    from: loaded.from,
+                    error,
+                }),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok((parsed, from)) => {
+                for r in &parsed.rejected {
+                    log::warn("JWKS entry rejected")
+                        .str("from", &from)
+                        .num("index", r.index as i128)
+                        .str("kid", r.kid.as_deref().unwrap_or(""))
+                        .str("reason", r.reason.code())
+                        .emit();
+                }
+                bump(
+                    &self.inner.counters.rejected_keys,
+                    parsed.rejected.len() as u64,
+                );
+                let n = parsed.keys.len();
+                if n == 0 {
+                    log::warn("JWKS has no usable key: every token will be refused")
+                        .str("from", &from)
+                        .emit();
+                }
+                let changed = self.differs(&parsed.keys);
+                self.install(parsed.keys);
+                let line = if changed {
+                    log::info("identity provider keys loaded")
+                } else {
+                    log::debug("identity provider keys refreshed (unchanged)")
+                };
+                line.str("from", &from)
+                    .num("keys", n as i128)
+                    .num("rejected", parsed.rejected.len() as i128)
+                    .str("trigger", trigger.name())
+                    .emit();
+                Ok(n)
+            }
+            Err(e) => {
+                bump(&self.inner.counters.failures, 1);
+                let line = match self.metrics().age_secs {
+                    Some(age) if !matches!(self.state(), KeyState::Expired) => {
+                        log::warn("identity provider keys not refreshed; keeping the current key set")
+                            .num("age_secs", age)
+                    }
+                    Some(age) => log::error(
+                        "identity provider keys not refreshed; the current key set has expired (bearer calls fail closed)",
+                    )
+                    .num("age_secs", age),
+                    None => log::warn("identity provider keys not loaded"),
+                };
+                line.display("error", &e)
+                    .str("trigger", trigger.name())
+                    .emit();
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether `new` holds other keys than the current set.
+    fn differs(&self, new: &KeySet) -> bool {
+        let current = self
+            .inner
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let Some(current) = current else { return true };
+        let mut a: Vec<(u64, Option<&str>)> = current
+            .set
+            .keys()
+            .map(|k| (k.fingerprint(), k.kid()))
+            .collect();
+        let mut b: Vec<(u64, Option<&str>)> =
+            new.keys().map(|k| (k.fingerprint(), k.kid())).collect();
+        a.sort_unstable();
+        b.sort_unstable();
+        a != b
+    }
+
+    fn negative_hit(&self, kid: &str) -> bool {
+        let mut negative = lock(&self.inner.negative);
+        match negative.get(kid) {
+            Some(at) if at.elapsed() < self.inner.timings.negative_ttl => true,
+            Some(_) => {
+                negative.remove(kid);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn remember_unknown(&self, kid: &str) {
+        let ttl = self.inner.timings.negative_ttl;
+        let mut negative = lock(&self.inner.negative);
+        if negative.len() >= MAX_NEGATIVE_KIDS {
+            negative.retain(|_, at| at.elapsed() < ttl);
+        }
+        if negative.len() < MAX_NEGATIVE_KIDS {
+            negative.insert(kid.to_string(), Instant::now());
+        }
+    }
+
+    /// When the current set was last loaded successfully.
+    pub(crate) fn loaded_at(&self) -> Option<Instant> {
+        self.inner
+            .current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|c| c.loaded_at)
+    }
+
+    /// Resolves after the next install (or at once if one happened since
+    /// the last call).
+    pub(crate) async fn installed(&self) {
+        self.inner.installed.notified().await;
+    }
+
+    /// Tell the readiness hook whether a usable set is in force.
+    pub(crate) fn publish_readiness(&self) {
+        if let Some(hook) = self.inner.on_ready.get() {
+            hook(matches!(self.state(), KeyState::Ready(_)));
+        }
     }
 }
+
+impl Trigger {
+    fn name(self) -> &'static str {
+        match self {
+            Trigger::Background => "background",
+            Trigger::UnknownKid => "unknown_kid",
+            Trigger::Reload => "reload",
+        }
+    }
+}
+
+/// The outcome of a flight (a flight whose task vanished counts as failed).
+pub(crate) async fn wait(mut flight: watch::Receiver<Outcome>) -> Result<usize, LoadError> {
+    match flight.wait_for(Option::is_some).await {
+        Ok(outcome) => outcome.clone().unwrap_or(Err(LoadError::NoOrigin)),
+        Err(_) => Err(LoadError::NoOrigin),
+    }
+}
+
+#[cfg(test)]
+#[path = "keys_tests.rs"]
+mod tests;

@@ -21,10 +21,20 @@
 //!
 //! Every refusal is an [`AuthError`] with a stable `code()`. The key set is
 //! parsed once by [`KeySet::parse`] (hygiene rules, per-entry rejections);
-//! fetching it is a separate concern.
+//! fetching it is a separate concern:
+//!
+//! ```text
+//!  url (http:// only) ─▶ fetch (HTTP/1.1 GET, limits) ─▶ discovery (issuer, jwks_uri)
+//!                                   │
+//!  origin: Discovery | JwksUri | JwksFile ─▶ keys::KeySource ◀─ refresh (TTL loop, SIGHUP)
+//!                                              │ state(): Loading | Ready(Arc<KeySet>) | Expired
+//!                                              ▼
+//!                                            gate
+//! ```
 //!
 //! Modules import downward only: `error`, `alg`, `b64`, `json`, `roca`,
-//! `config` → `jwks` → `jwt`, `claims` → `cache` → `verifier`.
+//! `config` → `jwks` → `jwt`, `claims` → `cache` → `verifier`; `url` →
+//! `fetch` → `discovery` → `origin` → `keys` → `refresh`; `gate` on top.
 #![cfg_attr(
     not(test),
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
@@ -35,14 +45,19 @@ mod b64;
 pub mod cache;
 pub mod claims;
 mod config;
+pub mod discovery;
 mod error;
+pub mod fetch;
 pub mod gate;
 mod json;
 pub mod jwks;
 pub mod jwt;
 pub mod keys;
+pub mod origin;
 pub mod policy;
+pub mod refresh;
 mod roca;
+pub mod url;
 mod verifier;
 
 pub use alg::Algorithm;

@@ -116,6 +116,7 @@ impl<G: Gate> Service<G> {
     pub async fn serve(&self, req: http::Request<RecvStream>, respond: SendResponse<Bytes>) {
         let started = Instant::now();
         let (parts, body) = req.into_parts();
+        let mut body = Some(body);
         let http::request::Parts {
             method,
             uri,
@@ -143,8 +144,15 @@ impl<G: Gate> Service<G> {
                     out.refuse(StatusCode::OK, &status);
                     status.code()
                 } else {
-                    self.run(path, &mut headers, body, deadline, &request_id, &mut out)
-                        .await
+                    self.run(
+                        path,
+                        &mut headers,
+                        &mut body,
+                        deadline,
+                        &request_id,
+                        &mut out,
+                    )
+                    .await
                 }
             }
         };
@@ -163,6 +171,10 @@ impl<G: Gate> Service<G> {
                 elapsed.as_micros().min(i128::MAX as u128) as i128,
             )
             .emit();
+        if let Some(rest) = body {
+            drain(rest).await;
+        }
+        drop(out);
     }
 
     fn check(&self, method: &http::Method, path: &str, headers: &HeaderMap) -> Check {
@@ -226,7 +238,7 @@ impl<G: Gate> Service<G> {
         &self,
         path: &str,
         headers: &mut HeaderMap,
-        mut body: RecvStream,
+        body: &mut Option<RecvStream>,
         deadline: Option<Instant>,
         request_id: &Arc<str>,
         out: &mut Out,
@@ -250,10 +262,11 @@ impl<G: Gate> Service<G> {
                 deadline,
                 request_id: Arc::clone(request_id),
             };
+            let gone = || Status::internal("request body already taken");
             let input = if route.shape.single_request() {
-                Input::One(router::read_single(&mut body, limit).await?)
+                Input::One(router::read_single(body.as_mut().ok_or_else(gone)?, limit).await?)
             } else {
-                Input::Stream(body)
+                Input::Stream(body.take().ok_or_else(gone)?)
             };
             route.handler.call(ctx, input, tx, limit).await
         };
@@ -280,6 +293,35 @@ impl<G: Gate> Service<G> {
         }
     }
 }
+
+/// After the answer: what is left of a request is read (at most
+/// `DRAIN_MAX_BYTES`, for at most `DRAIN_TIMEOUT`) and thrown away, so the
+/// stream ends cleanly instead of with RST_STREAM. h2 remembers only a few
+/// recently reset streams per connection; frames still in flight for a
+/// forgotten one count against its reset-flood guard, and a client whose
+/// calls are refused early (a bad token, say) would otherwise have its
+/// connection closed with ENHANCE_YOUR_CALM after about a thousand of them.
+async fn drain(mut body: RecvStream) {
+    if body.is_end_stream() {
+        return;
+    }
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+        let mut seen = 0usize;
+        while let Some(Ok(chunk)) = body.data().await {
+            seen += chunk.len();
+            let _ = body.flow_control().release_capacity(chunk.len());
+            if seen > DRAIN_MAX_BYTES {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Most request bytes read and discarded after an early answer.
+const DRAIN_MAX_BYTES: usize = 64 * 1024;
+/// Longest wait for the rest of a request after an early answer.
+const DRAIN_TIMEOUT: Duration = Duration::from_millis(100);
 
 enum Check {
     Plain,

@@ -109,3 +109,54 @@ async fn item_26_streams_over_the_limit_are_refused() {
         assert_eq!(v["codes"], serde_json::json!(["OK", "OK", "OK"]), "{v}");
     }
 }
+
+/// Calls refused before their body is read (here: an unknown method) must
+/// not wear out the connection: h2 remembers few reset streams, and frames
+/// in flight for a forgotten one count against its reset-flood guard
+/// (GOAWAY ENHANCE_YOUR_CALM "too_many_internal_resets" after ~1024). The
+/// server reads what is left of such a request instead of resetting it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_early_refusals_keep_the_connection() {
+    let s = TestServer::start().await;
+    let client = s.raw().await;
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let mut c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut codes = Vec::new();
+            for _ in 0..100 {
+                let req = slimgate_testkit::raw::grpc_request("/slimgate.test.Test/NoSuchMethod")
+                    .body(())
+                    .expect("request");
+                // Headers first, the body a moment later (as tonic sends
+                // them): the server may answer in between.
+                let (resp, mut body) = c.start(req, false).await.expect("start");
+                tokio::time::sleep(Duration::from_micros(200)).await;
+                let _ = body.send_data(slimgate_testkit::raw::grpc_frame(&[1u8; 512]), true);
+                let resp = slimgate_testkit::raw::collect(resp)
+                    .await
+                    .map(|r| r.grpc_status());
+                codes.push(resp.ok().flatten());
+            }
+            codes
+        }));
+    }
+    let mut n = 0;
+    for t in tasks {
+        for code in t.await.expect("task") {
+            assert_eq!(
+                code,
+                Some(12),
+                "every call answered UNIMPLEMENTED on a live connection"
+            );
+            n += 1;
+        }
+    }
+    assert_eq!(n, 3200);
+    let mut c = client.clone();
+    let ok = c
+        .unary("/slimgate.test.Test/Echo", &[])
+        .await
+        .expect("the connection still serves");
+    assert_eq!(ok.grpc_status(), Some(0));
+}

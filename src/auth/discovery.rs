@@ -1,0 +1,231 @@
+//! OpenID Connect discovery (OpenID Connect Discovery 1.0 §4): from the
+//! configured issuer to the URL of its JWK Set.
+//!
+//! The document is fetched from `<issuer without trailing slash>` +
+//! [`WELL_KNOWN_PATH`] and parsed with the same strict JSON as tokens (a
+//! duplicated `issuer` or `jwks_uri` member is refused, not resolved to
+//! the last one). Its `issuer` must byte-equal the configured issuer
+//! (§4.3: this is what stops one provider from speaking for another), and
+//! its `jwks_uri` must be a URL the fetcher accepts. Nothing else in the
+//! document is used.
+
+use std::fmt;
+
+use serde_json::Value;
+
+use super::error::Malformed;
+use super::json::{self, Limits};
+use super::url::{HttpUrl, UrlError};
+
+/// Appended to the issuer (without its trailing slash) to find the document.
+pub const WELL_KNOWN_PATH: &str = "/.well-known/openid-configuration";
+/// Most members in any object of the document (Keycloak's has about 60).
+const MAX_DISCOVERY_MEMBERS: usize = 512;
+/// Longest piece of the document's `issuer` quoted in an error, in characters.
+const MAX_QUOTED_CHARS: usize = 200;
+
+/// Why discovery failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DiscoveryError {
+    /// The configured issuer does not make a discovery URL.
+    IssuerUrl(UrlError),
+    /// The configured issuer has a query (OpenID Connect Discovery §2).
+    IssuerHasQuery,
+    /// The document is not a strict JSON object.
+    Malformed(Malformed),
+    /// The document has no `issuer` string.
+    MissingIssuer,
+    /// The document's `issuer` is not byte-equal to the configured one.
+    IssuerMismatch {
+        /// The configured issuer.
+        expected: String,
+        /// The document's issuer, quoted (cut).
+        found: String,
+    },
+    /// The document has no `jwks_uri` string.
+    MissingJwksUri,
+    /// The document's `jwks_uri` is not a URL the fetcher accepts.
+    BadJwksUri(UrlError),
+}
+
+impl fmt::Display for DiscoveryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DiscoveryError::IssuerUrl(e) => write!(f, "the issuer is not a usable URL: {e}"),
+            DiscoveryError::IssuerHasQuery => f.write_str("the issuer URL has a query"),
+            DiscoveryError::Malformed(m) => {
+                write!(f, "discovery document is not a JSON object: {}", m.detail())
+            }
+            DiscoveryError::MissingIssuer => {
+                f.write_str("discovery document has no \"issuer\" string")
+            }
+            DiscoveryError::IssuerMismatch { expected, found } => write!(
+                f,
+                "discovery document names issuer {found:?}, not the configured {expected:?} (compared byte for byte)"
+            ),
+            DiscoveryError::MissingJwksUri => {
+                f.write_str("discovery document has no \"jwks_uri\" string")
+            }
+            DiscoveryError::BadJwksUri(e) => write!(f, "discovery document's jwks_uri: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DiscoveryError {}
+
+/// The discovery document's URL for `issuer`.
+pub fn discovery_url(issuer: &str) -> Result<HttpUrl, DiscoveryError> {
+    if issuer.contains('?') {
+        return Err(DiscoveryError::IssuerHasQuery);
+    }
+    let base = issuer.strip_suffix('/').unwrap_or(issuer);
+    HttpUrl::parse(&format!("{base}{WELL_KNOWN_PATH}")).map_err(DiscoveryError::IssuerUrl)
+}
+
+/// The `jwks_uri` of a discovery document published by `issuer`.
+pub fn jwks_uri(document: &[u8], issuer: &str) -> Result<HttpUrl, DiscoveryError> {
+    let limits = Limits {
+        depth: json::MAX_JSON_DEPTH,
+        members: MAX_DISCOVERY_MEMBERS,
+    };
+    let doc = json::parse_object(document, limits).map_err(DiscoveryError::Malformed)?;
+    let Some(Value::String(found)) = doc.get("issuer") else {
+        return Err(DiscoveryError::MissingIssuer);
+    };
+    if found.as_bytes() != issuer.as_bytes() {
+        return Err(DiscoveryError::IssuerMismatch {
+            expected: issuer.to_string(),
+            found: found.chars().take(MAX_QUOTED_CHARS).collect(),
+        });
+    }
+    let Some(Value::String(uri)) = doc.get("jwks_uri") else {
+        return Err(DiscoveryError::MissingJwksUri);
+    };
+    HttpUrl::parse(uri).map_err(DiscoveryError::BadJwksUri)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISSUER: &str = "http://keycloak.keycloak.svc/realms/openshell";
+
+    fn doc(v: serde_json::Value) -> Vec<u8> {
+        v.to_string().into_bytes()
+    }
+
+    #[test]
+    fn discovery_url_drops_one_trailing_slash() {
+        for issuer in [ISSUER, "http://keycloak.keycloak.svc/realms/openshell/"] {
+            assert_eq!(
+                discovery_url(issuer).unwrap().to_string(),
+                "http://keycloak.keycloak.svc/realms/openshell/.well-known/openid-configuration"
+            );
+        }
+        assert_eq!(
+            discovery_url("http://idp:8080").unwrap().to_string(),
+            "http://idp:8080/.well-known/openid-configuration"
+        );
+        assert_eq!(
+            discovery_url("http://idp/?realm=x"),
+            Err(DiscoveryError::IssuerHasQuery)
+        );
+        assert_eq!(
+            discovery_url("https://idp/"),
+            Err(DiscoveryError::IssuerUrl(UrlError::Https))
+        );
+    }
+
+    #[test]
+    fn the_jwks_uri_of_a_matching_document() {
+        let d = doc(serde_json::json!({
+            "issuer": ISSUER,
+            "jwks_uri": "http://keycloak.keycloak.svc/realms/openshell/protocol/openid-connect/certs",
+            "token_endpoint": "http://keycloak.keycloak.svc/realms/openshell/protocol/openid-connect/token",
+            "grant_types_supported": ["client_credentials"],
+            "mtls_endpoint_aliases": {"token_endpoint": "x"},
+        }));
+        assert_eq!(
+            jwks_uri(&d, ISSUER).unwrap().target(),
+            "/realms/openshell/protocol/openid-connect/certs"
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let ok_uri = "http://idp/certs";
+        let cases: Vec<(Vec<u8>, DiscoveryError)> = vec![
+            (
+                b"[]".to_vec(),
+                DiscoveryError::Malformed(Malformed::NotAnObject),
+            ),
+            (
+                b"<html>".to_vec(),
+                DiscoveryError::Malformed(Malformed::Json),
+            ),
+            (
+                format!(r#"{{"issuer":"{ISSUER}","issuer":"{ISSUER}","jwks_uri":"{ok_uri}"}}"#)
+                    .into_bytes(),
+                DiscoveryError::Malformed(Malformed::DuplicateMember),
+            ),
+            (
+                doc(serde_json::json!({"jwks_uri": ok_uri})),
+                DiscoveryError::MissingIssuer,
+            ),
+            (
+                doc(serde_json::json!({"issuer": 1, "jwks_uri": ok_uri})),
+                DiscoveryError::MissingIssuer,
+            ),
+            (
+                doc(serde_json::json!({"issuer": format!("{ISSUER}/"), "jwks_uri": ok_uri})),
+                DiscoveryError::IssuerMismatch {
+                    expected: ISSUER.into(),
+                    found: format!("{ISSUER}/"),
+                },
+            ),
+            (
+                doc(serde_json::json!({"issuer": ISSUER.to_uppercase(), "jwks_uri": ok_uri})),
+                DiscoveryError::IssuerMismatch {
+                    expected: ISSUER.into(),
+                    found: ISSUER.to_uppercase(),
+                },
+            ),
+            (
+                doc(serde_json::json!({"issuer": ISSUER})),
+                DiscoveryError::MissingJwksUri,
+            ),
+            (
+                doc(serde_json::json!({"issuer": ISSUER, "jwks_uri": ["x"]})),
+                DiscoveryError::MissingJwksUri,
+            ),
+            (
+                doc(serde_json::json!({"issuer": ISSUER, "jwks_uri": "https://idp/certs"})),
+                DiscoveryError::BadJwksUri(UrlError::Https),
+            ),
+            (
+                doc(serde_json::json!({"issuer": ISSUER, "jwks_uri": "http://u:p@idp/certs"})),
+                DiscoveryError::BadJwksUri(UrlError::UserInfo),
+            ),
+            (
+                doc(serde_json::json!({"issuer": ISSUER, "jwks_uri": "/certs"})),
+                DiscoveryError::BadJwksUri(UrlError::NotHttp),
+            ),
+        ];
+        for (d, want) in cases {
+            assert_eq!(
+                jwks_uri(&d, ISSUER),
+                Err(want),
+                "{}",
+                String::from_utf8_lossy(&d)
+            );
+        }
+    }
+
+    #[test]
+    fn a_long_foreign_issuer_is_quoted_cut() {
+        let long = "x".repeat(10_000);
+        let d = doc(serde_json::json!({"issuer": long, "jwks_uri": "http://idp/"}));
+        let e = jwks_uri(&d, ISSUER).unwrap_err();
+        assert!(e.to_string().len() < 400, "{e}");
+    }
+}

@@ -1,0 +1,318 @@
+//! Where the issuer's JWK Set document comes from: OpenID Connect discovery
+//! (`--oidc-issuer` alone), a fixed URL (`--oidc-jwks-uri`) or a file
+//! (`--oidc-jwks-file`). Each is a [`KeyOrigin`]: one `load` returns the
+//! document's bytes and where they came from, or a [`LoadError`] that says
+//! which document failed and why, in words fit for an operator's log.
+//!
+//! The key source (`keys.rs`) decides when to load; an origin only knows
+//! how. Discovery remembers the `jwks_uri` it found and discovers again
+//! after a failed JWKS fetch, so a provider that moves its keys is followed
+//! without a restart.
+
+use std::fmt;
+use std::future::Future;
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Mutex, PoisonError};
+
+use bytes::Bytes;
+
+use super::discovery::{self, DiscoveryError};
+use super::fetch::{self, FetchError, FetchLimits};
+use super::jwks::{JwksError, MAX_JWKS_BYTES};
+use super::url::HttpUrl;
+use crate::log;
+
+/// A JWK Set document and where it came from (a URL or a path, for logs).
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// The document.
+    pub body: Bytes,
+    /// Its URL or path.
+    pub from: String,
+}
+
+/// The future of one load.
+pub type LoadFuture<'a> = Pin<Box<dyn Future<Output = Result<Loaded, LoadError>> + Send + 'a>>;
+
+/// Something that can produce the issuer's JWK Set document.
+pub trait KeyOrigin: Send + Sync + fmt::Debug + 'static {
+    /// Fetch or read the document once.
+    fn load(&self) -> LoadFuture<'_>;
+}
+
+/// Which document a fetch was for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Document {
+    /// The OpenID discovery document.
+    Discovery,
+    /// The JWK Set.
+    Jwks,
+}
+
+impl fmt::Display for Document {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Document::Discovery => "discovery document",
+            Document::Jwks => "JWKS",
+        })
+    }
+}
+
+/// Why a key set could not be loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LoadError {
+    /// Fetching a document failed.
+    Fetch {
+        /// Which document.
+        document: Document,
+        /// Its URL.
+        url: String,
+        /// Why.
+        error: FetchError,
+    },
+    /// The discovery document was refused.
+    Discovery {
+        /// Its URL.
+        url: String,
+        /// Why.
+        error: DiscoveryError,
+    },
+    /// The JWK Set document was refused as a whole.
+    Jwks {
+        /// Its URL or path.
+        from: String,
+        /// Why.
+        error: JwksError,
+    },
+    /// The JWKS file could not be read.
+    File {
+        /// Its path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// Nothing to load from (a source holding an installed set only), or
+    /// the load task ended without an answer.
+    NoOrigin,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Fetch {
+                document,
+                url,
+                error,
+            } => write!(f, "{document} {url}: {error}"),
+            LoadError::Discovery { url, error } => write!(f, "discovery document {url}: {error}"),
+            LoadError::Jwks { from, error } => write!(f, "JWKS {from}: {error}"),
+            LoadError::File { path, reason } => write!(f, "JWKS file {path}: {reason}"),
+            LoadError::NoOrigin => f.write_str("no key origin to load from"),
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// OpenID Connect discovery, then the `jwks_uri` it names.
+#[derive(Debug)]
+pub struct Discovery {
+    issuer: String,
+    url: HttpUrl,
+    limits: FetchLimits,
+    jwks_uri: Mutex<Option<HttpUrl>>,
+}
+
+impl Discovery {
+    /// Discovery for `issuer` (byte-exact, as tokens carry it).
+    pub fn new(issuer: &str, limits: FetchLimits) -> Result<Discovery, DiscoveryError> {
+        Ok(Discovery {
+            issuer: issuer.to_string(),
+            url: discovery::discovery_url(issuer)?,
+            limits,
+            jwks_uri: Mutex::new(None),
+        })
+    }
+
+    async fn discover(&self) -> Result<HttpUrl, LoadError> {
+        let url = self.url.to_string();
+        let body = fetch::get(&self.url, &self.limits)
+            .await
+            .map_err(|error| LoadError::Fetch {
+                document: Document::Discovery,
+                url: url.clone(),
+                error,
+            })?;
+        let jwks_uri = discovery::jwks_uri(&body, &self.issuer)
+            .map_err(|error| LoadError::Discovery { url, error })?;
+        log::info("OIDC discovery")
+            .str("issuer", &self.issuer)
+            .display("jwks_uri", &jwks_uri)
+            .emit();
+        Ok(jwks_uri)
+    }
+
+    fn cached(&self) -> Option<HttpUrl> {
+        self.jwks_uri
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn remember(&self, uri: Option<HttpUrl>) {
+        *self.jwks_uri.lock().unwrap_or_else(PoisonError::into_inner) = uri;
+    }
+}
+
+impl KeyOrigin for Discovery {
+    fn load(&self) -> LoadFuture<'_> {
+        Box::pin(async move {
+            let uri = match self.cached() {
+                Some(uri) => uri,
+                None => self.discover().await?,
+            };
+            match fetch_jwks(&uri, &self.limits).await {
+                Ok(loaded) => {
+                    self.remember(Some(uri));
+                    Ok(loaded)
+                }
+                Err(e) => {
+                    // The provider may have moved its keys: discover again.
+                    self.remember(None);
+                    Err(e)
+                }
+            }
+        })
+    }
+}
+
+/// A fixed JWK Set URL (`--oidc-jwks-uri`; no discovery).
+#[derive(Debug)]
+pub struct JwksUri {
+    url: HttpUrl,
+    limits: FetchLimits,
+}
+
+impl JwksUri {
+    /// Fetch the set from `url`.
+    pub fn new(url: HttpUrl, limits: FetchLimits) -> JwksUri {
+        JwksUri { url, limits }
+    }
+}
+
+impl KeyOrigin for JwksUri {
+    fn load(&self) -> LoadFuture<'_> {
+        Box::pin(fetch_jwks(&self.url, &self.limits))
+    }
+}
+
+async fn fetch_jwks(url: &HttpUrl, limits: &FetchLimits) -> Result<Loaded, LoadError> {
+    let from = url.to_string();
+    match fetch::get(url, limits).await {
+        Ok(body) => Ok(Loaded { body, from }),
+        Err(error) => Err(LoadError::Fetch {
+            document: Document::Jwks,
+            url: from,
+            error,
+        }),
+    }
+}
+
+/// A JWK Set file (`--oidc-jwks-file`), read in full on every load.
+#[derive(Debug)]
+pub struct JwksFile {
+    path: PathBuf,
+}
+
+impl JwksFile {
+    /// Read the set from `path`.
+    pub fn new(path: PathBuf) -> JwksFile {
+        JwksFile { path }
+    }
+}
+
+impl KeyOrigin for JwksFile {
+    fn load(&self) -> LoadFuture<'_> {
+        let path = self.path.clone();
+        Box::pin(async move {
+            let shown = path.display().to_string();
+            let read = tokio::task::spawn_blocking(move || read_capped(&path)).await;
+            match read {
+                Ok(Ok(body)) => Ok(Loaded {
+                    body: Bytes::from(body),
+                    from: shown,
+                }),
+                Ok(Err(reason)) => Err(LoadError::File {
+                    path: shown,
+                    reason,
+                }),
+                Err(_) => Err(LoadError::File {
+                    path: shown,
+                    reason: "the reading task failed".into(),
+                }),
+            }
+        })
+    }
+}
+
+/// Reads at most [`MAX_JWKS_BYTES`] (a larger file is refused, not cut).
+fn read_capped(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut body = Vec::new();
+    file.take(MAX_JWKS_BYTES as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| e.to_string())?;
+    if body.len() > MAX_JWKS_BYTES {
+        return Err(format!("larger than {MAX_JWKS_BYTES} bytes"));
+    }
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn file_origin_reads_and_refuses_oversize() {
+        let dir = std::env::temp_dir().join(format!("slimgate-origin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let small = dir.join("small.json");
+        std::fs::write(&small, b"{\"keys\":[]}").unwrap();
+        let loaded = JwksFile::new(small.clone()).load().await.unwrap();
+        assert_eq!(loaded.body, &b"{\"keys\":[]}"[..]);
+        assert_eq!(loaded.from, small.display().to_string());
+
+        let big = dir.join("big.json");
+        std::fs::write(&big, vec![b' '; MAX_JWKS_BYTES + 1]).unwrap();
+        let e = JwksFile::new(big).load().await.unwrap_err();
+        assert!(e.to_string().ends_with("larger than 262144 bytes"), "{e}");
+
+        let e = JwksFile::new(dir.join("missing.json"))
+            .load()
+            .await
+            .unwrap_err();
+        assert!(matches!(e, LoadError::File { .. }), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn unreachable_provider_errors_name_the_document_and_url() {
+        // Port 9 on loopback (discard): nothing listens there in a test box;
+        // either refused or timed out, both are fetch errors about discovery.
+        let limits = FetchLimits {
+            connect_timeout: std::time::Duration::from_millis(500),
+            ..FetchLimits::default()
+        };
+        let d = Discovery::new("http://127.0.0.1:9/realms/x", limits).unwrap();
+        let e = d.load().await.unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with(
+                "discovery document http://127.0.0.1:9/realms/x/.well-known/openid-configuration: "
+            ),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,321 @@
+//! `http://host[:port]/path` URLs of the identity provider, parsed by hand
+//! (no URL crate) into exactly what the fetcher needs: a host to resolve or
+//! an IP address to connect to, a port, the `Host` header and the request
+//! target.
+//!
+//! The grammar is the small subset of RFC 3986 an in-cluster identity
+//! provider needs, and everything else is refused with an error that says
+//! why: a scheme other than `http` (`https` names the `tls` cargo feature),
+//! userinfo (`user:pass@`, which would put a credential in logs), a fragment,
+//! an empty host, a bare IPv6 address (RFC 3986 §3.2.2 wants brackets), a
+//! zone id, a host of digits and dots that is not a dotted-quad IPv4 address
+//! (`127.1`, `0x7f.1`: resolvers disagree about those), a port outside
+//! 1–65535, or a path with spaces, controls or non-ASCII bytes.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Longest URL accepted, in bytes.
+pub const MAX_URL_BYTES: usize = 2048;
+/// Longest host name, in bytes (RFC 1035 §2.3.4).
+pub const MAX_HOST_BYTES: usize = 253;
+/// Longest DNS label, in bytes (RFC 1035 §2.3.4).
+pub const MAX_LABEL_BYTES: usize = 63;
+/// The port of `http` when none is given (RFC 9110 §4.2.1).
+pub const HTTP_DEFAULT_PORT: u16 = 80;
+
+/// Where to connect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Host {
+    /// An IPv4 or IPv6 literal: connect without resolving.
+    Ip(IpAddr),
+    /// A DNS name, resolved at every connection.
+    Name(String),
+}
+
+/// A parsed `http://` URL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpUrl {
+    host: Host,
+    port: u16,
+    /// `host[:port]` as written (brackets kept): the `Host` header.
+    authority: String,
+    /// Path and query, starting with `/`.
+    target: String,
+}
+
+/// Why a URL was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UrlError {
+    /// Longer than [`MAX_URL_BYTES`].
+    TooLong,
+    /// No `scheme://`, or a scheme other than `http`/`https`.
+    NotHttp,
+    /// `https://`: needs the `tls` cargo feature.
+    Https,
+    /// `user[:password]@` before the host.
+    UserInfo,
+    /// A `#fragment`.
+    Fragment,
+    /// Nothing between `//` and the path.
+    EmptyHost,
+    /// A host that is not an IP literal or a DNS name.
+    BadHost,
+    /// A port that is empty, not digits, 0 or above 65535.
+    BadPort,
+    /// A path or query with bytes outside printable ASCII.
+    BadPath,
+}
+
+impl fmt::Display for UrlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UrlError::TooLong => "URL longer than 2048 bytes",
+            UrlError::NotHttp => "not an http:// URL",
+            UrlError::Https if cfg!(feature = "tls") => {
+                "https:// key fetching is not implemented yet (the `tls` feature covers serving only): use an http:// URL inside the cluster"
+            }
+            UrlError::Https => {
+                "https:// needs TLS, and this build fetches plain http:// only: rebuild with `--features tls`, or use an http:// URL inside the cluster"
+            }
+            UrlError::UserInfo => "user information (user:password@) is not allowed in the URL",
+            UrlError::Fragment => "a #fragment is not allowed in the URL",
+            UrlError::EmptyHost => "the URL has no host",
+            UrlError::BadHost => {
+                "the URL's host is not a DNS name, a dotted-quad IPv4 address or a bracketed IPv6 address"
+            }
+            UrlError::BadPort => "the URL's port is not a number from 1 to 65535",
+            UrlError::BadPath => "the URL's path has a space, a control or a non-ASCII character",
+        })
+    }
+}
+
+impl std::error::Error for UrlError {}
+
+impl HttpUrl {
+    /// Parses an `http://` URL (rules in the module documentation).
+    pub fn parse(url: &str) -> Result<HttpUrl, UrlError> {
+        if url.len() > MAX_URL_BYTES {
+            return Err(UrlError::TooLong);
+        }
+        let (scheme, rest) = url.split_once("://").ok_or(UrlError::NotHttp)?;
+        if scheme.eq_ignore_ascii_case("https") {
+            return Err(UrlError::Https);
+        }
+        if !scheme.eq_ignore_ascii_case("http") {
+            return Err(UrlError::NotHttp);
+        }
+        if rest.contains('#') {
+            return Err(UrlError::Fragment);
+        }
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, target) = rest.split_at(end);
+        if authority.contains('@') {
+            return Err(UrlError::UserInfo);
+        }
+        if authority.is_empty() {
+            return Err(UrlError::EmptyHost);
+        }
+        let (host, port) = split_authority(authority)?;
+        let port = match port {
+            None => HTTP_DEFAULT_PORT,
+            Some(p) => parse_port(p)?,
+        };
+        let target = match target.strip_prefix('?') {
+            Some(_) => format!("/{target}"),
+            None if target.is_empty() => "/".to_string(),
+            None => target.to_string(),
+        };
+        if !target.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(UrlError::BadPath);
+        }
+        Ok(HttpUrl {
+            host,
+            port,
+            authority: authority.to_string(),
+            target,
+        })
+    }
+
+    /// Where to connect.
+    pub fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// The TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The `Host` header value: `host[:port]` as written.
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+
+    /// The request target: path and query, starting with `/`.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+}
+
+impl fmt::Display for HttpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "http://{}{}", self.authority, self.target)
+    }
+}
+
+/// `host`, `host:port`, `[v6]` or `[v6]:port`.
+fn split_authority(authority: &str) -> Result<(Host, Option<&str>), UrlError> {
+    if let Some(inner) = authority.strip_prefix('[') {
+        let (literal, after) = inner.split_once(']').ok_or(UrlError::BadHost)?;
+        // Zone ids (`%25eth0`) and IPvFuture are not for identity providers.
+        let ip: Ipv6Addr = literal.parse().map_err(|_| UrlError::BadHost)?;
+        let port = match after {
+            "" => None,
+            _ => Some(after.strip_prefix(':').ok_or(UrlError::BadHost)?),
+        };
+        return Ok((Host::Ip(IpAddr::V6(ip)), port));
+    }
+    if authority.bytes().filter(|&b| b == b':').count() > 1 {
+        // A bare IPv6 address, or two ports.
+        return Err(UrlError::BadHost);
+    }
+    let (host, port) = match authority.split_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (authority, None),
+    };
+    if host.is_empty() {
+        return Err(UrlError::EmptyHost);
+    }
+    if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        let ip: Ipv4Addr = host.parse().map_err(|_| UrlError::BadHost)?;
+        return Ok((Host::Ip(IpAddr::V4(ip)), port));
+    }
+    check_dns_name(host)?;
+    Ok((Host::Name(host.to_ascii_lowercase()), port))
+}
+
+/// Letters, digits, `-` and `_` in dot-separated labels of 1–63 bytes; a
+/// trailing dot (a fully qualified name) is allowed.
+fn check_dns_name(host: &str) -> Result<(), UrlError> {
+    if host.len() > MAX_HOST_BYTES {
+        return Err(UrlError::BadHost);
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let ok = name.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= MAX_LABEL_BYTES
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    });
+    if ok { Ok(()) } else { Err(UrlError::BadHost) }
+}
+
+fn parse_port(p: &str) -> Result<u16, UrlError> {
+    if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(UrlError::BadPort);
+    }
+    match p.parse::<u16>() {
+        Ok(0) | Err(_) => Err(UrlError::BadPort),
+        Ok(port) => Ok(port),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(url: &str) -> HttpUrl {
+        HttpUrl::parse(url).unwrap_or_else(|e| panic!("{url}: {e}"))
+    }
+
+    #[test]
+    fn accepted_forms() {
+        let u = ok("http://keycloak.keycloak.svc.cluster.local/realms/openshell");
+        assert_eq!(
+            u.host(),
+            &Host::Name("keycloak.keycloak.svc.cluster.local".into())
+        );
+        assert_eq!(u.port(), 80);
+        assert_eq!(u.authority(), "keycloak.keycloak.svc.cluster.local");
+        assert_eq!(u.target(), "/realms/openshell");
+        assert_eq!(
+            u.to_string(),
+            "http://keycloak.keycloak.svc.cluster.local/realms/openshell"
+        );
+
+        let u = ok("http://127.0.0.1:8080");
+        assert_eq!(u.host(), &Host::Ip("127.0.0.1".parse().unwrap()));
+        assert_eq!((u.port(), u.target()), (8080, "/"));
+        assert_eq!(u.authority(), "127.0.0.1:8080");
+
+        let u = ok("http://[::1]:9000/jwks?x=1");
+        assert_eq!(u.host(), &Host::Ip("::1".parse().unwrap()));
+        assert_eq!((u.port(), u.target()), (9000, "/jwks?x=1"));
+        assert_eq!(u.authority(), "[::1]:9000");
+
+        let u = ok("HTTP://[2001:db8::7]/");
+        assert_eq!(u.port(), 80);
+        assert_eq!(ok("http://idp?a=b").target(), "/?a=b");
+        assert_eq!(
+            ok("http://IdP.Example.").host(),
+            &Host::Name("idp.example.".into())
+        );
+        assert_eq!(ok("http://a_b-c.d:65535/x").port(), 65535);
+    }
+
+    #[test]
+    fn refused_forms() {
+        let cases: &[(&str, UrlError)] = &[
+            ("https://idp/realms/x", UrlError::Https),
+            ("HTTPS://idp", UrlError::Https),
+            ("ftp://idp/", UrlError::NotHttp),
+            ("idp/realms", UrlError::NotHttp),
+            ("http:/idp", UrlError::NotHttp),
+            ("file:///etc/passwd", UrlError::NotHttp),
+            ("http://user:pw@idp/", UrlError::UserInfo),
+            ("http://user@idp/", UrlError::UserInfo),
+            ("http://idp/#frag", UrlError::Fragment),
+            ("http://idp#", UrlError::Fragment),
+            ("http:///path", UrlError::EmptyHost),
+            ("http://", UrlError::EmptyHost),
+            ("http://:80/", UrlError::EmptyHost),
+            ("http://::1/", UrlError::BadHost),
+            ("http://[::1/", UrlError::BadHost),
+            ("http://[::1]x/", UrlError::BadHost),
+            ("http://[fe80::1%25eth0]/", UrlError::BadHost),
+            ("http://[127.0.0.1]/", UrlError::BadHost),
+            ("http://127.1/", UrlError::BadHost),
+            ("http://1.2.3.4.5/", UrlError::BadHost),
+            ("http://256.0.0.1/", UrlError::BadHost),
+            ("http://a..b/", UrlError::BadHost),
+            ("http://.a/", UrlError::BadHost),
+            ("http://a b/", UrlError::BadHost),
+            ("http://a%2eb/", UrlError::BadHost),
+            ("http://é.example/", UrlError::BadHost),
+            ("http://idp:/", UrlError::BadPort),
+            ("http://idp:0/", UrlError::BadPort),
+            ("http://idp:65536/", UrlError::BadPort),
+            ("http://idp:+80/", UrlError::BadPort),
+            ("http://idp:080000/", UrlError::BadPort),
+            ("http://idp:80:80/", UrlError::BadHost),
+            ("http://idp/a b", UrlError::BadPath),
+            ("http://idp/a\r\nHost: evil", UrlError::BadPath),
+            ("http://idp/é", UrlError::BadPath),
+        ];
+        for (url, want) in cases {
+            assert_eq!(HttpUrl::parse(url).as_ref(), Err(want), "{url:?}");
+        }
+        let long = format!("http://idp/{}", "a".repeat(MAX_URL_BYTES));
+        assert_eq!(HttpUrl::parse(&long), Err(UrlError::TooLong));
+        let long_host = format!("http://{}.example/", "a".repeat(64));
+        assert_eq!(HttpUrl::parse(&long_host), Err(UrlError::BadHost));
+    }
+
+    #[test]
+    #[cfg(not(feature = "tls"))]
+    fn https_error_names_the_feature() {
+        assert!(UrlError::Https.to_string().contains("--features tls"));
+    }
+}
