@@ -1015,7 +1015,13 @@ async fn a_deleted_sandbox_takes_its_revisions_and_settings_with_it() {
 
     let running = e.gw.running.take().unwrap();
     running.stop().await;
-    let store = slimgate::store::open(&e.dir.path("state.redb"), None).unwrap();
+    // The event-loop threads let go of the store file shortly after.
+    let path = e.dir.path("state.redb");
+    let store = support::eventually(WAIT, "the store file to be released", || {
+        let opened = slimgate::store::open(&path, None).ok();
+        async move { opened }
+    })
+    .await;
     use slimgate::store::{Kind, ListQuery};
     let revisions = store
         .list(Kind::PolicyRevision, &ListQuery::default())
