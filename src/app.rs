@@ -158,7 +158,7 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
         )),
     };
 
-    let sandboxes = SandboxBus::new();
+    let sandboxes = SandboxBus::with_log_lines(config.sandbox_log_lines);
     let compute = match &config.compute_driver_socket {
         None => None,
         Some(path) => Some(

@@ -264,6 +264,13 @@ pub const FLAGS: &[Flag] = &[
         "cap on one driver call",
     ),
     flag(
+        "sandbox-log-lines",
+        "OPENSHELL_SANDBOX_LOG_LINES",
+        "N",
+        "1000",
+        "log lines kept in memory per sandbox (1 to 100000; lost on restart)",
+    ),
+    flag(
         "max-message-bytes",
         "OPENSHELL_MAX_MESSAGE_BYTES",
         "BYTES",
@@ -416,6 +423,8 @@ pub struct Config {
     pub driver_connections: usize,
     /// Cap on one driver call.
     pub driver_timeout: Duration,
+    /// Log lines kept in memory per sandbox.
+    pub sandbox_log_lines: usize,
     /// Per-message limit, both directions.
     pub max_message_bytes: usize,
     /// SETTINGS_MAX_CONCURRENT_STREAMS.
@@ -670,6 +679,11 @@ fn build(raw: &Raw) -> Result<Config, ConfigError> {
         credentials_driver_socket: raw.opt("credentials-driver-socket").map(PathBuf::from),
         driver_connections: raw.num("driver-connections", 1, 64)?,
         driver_timeout: Duration::from_secs(raw.num("driver-timeout-secs", 1u64, 3600)?),
+        sandbox_log_lines: raw.num(
+            "sandbox-log-lines",
+            1usize,
+            crate::sandbox_logs::MAX_SANDBOX_LOG_LINES,
+        )?,
         max_message_bytes: raw.num("max-message-bytes", 1024usize, 1 << 30)?,
         max_concurrent_streams: raw.num("max-concurrent-streams", 1u32, 100_000)?,
         shutdown_grace: Duration::from_secs(raw.num("shutdown-grace-secs", 0u64, 3600)?),
@@ -852,6 +866,7 @@ mod tests {
         assert_eq!(c.max_message_bytes, 4 * 1024 * 1024);
         assert_eq!(c.max_concurrent_streams, 256);
         assert_eq!(c.driver_connections, 2);
+        assert_eq!(c.sandbox_log_lines, crate::sandbox_logs::DEFAULT_LOG_LINES);
         assert!(c.oidc.is_none());
     }
 

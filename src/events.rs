@@ -16,6 +16,11 @@
 //!
 //! The bus carries values, not notifications: a watcher sends what it
 //! receives without reading the store again.
+//!
+//! The bus also owns the sandboxes' in-memory logs ([`SandboxLogs`], on
+//! their own channels so a log flood never makes a status watcher lag), so
+//! that [`SandboxBus::deleted`] forgets a deleted sandbox's logs with its
+//! topic.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -23,6 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::broadcast;
 
 use crate::proto::openshell::v1::{PlatformEvent, Sandbox};
+use crate::sandbox_logs::{DEFAULT_LOG_LINES, SandboxLogs};
 
 /// Events a watcher may fall behind by before it lags (upstream's channel
 /// size).
@@ -67,10 +73,10 @@ impl Topic {
     }
 }
 
-/// Every sandbox's topic.
-#[derive(Default)]
+/// Every sandbox's topic, and every sandbox's logs.
 pub struct SandboxBus {
     topics: Mutex<HashMap<String, Topic>>,
+    logs: Arc<SandboxLogs>,
 }
 
 impl std::fmt::Debug for SandboxBus {
@@ -82,9 +88,23 @@ impl std::fmt::Debug for SandboxBus {
 }
 
 impl SandboxBus {
-    /// An empty bus.
+    /// An empty bus keeping [`DEFAULT_LOG_LINES`] log lines per sandbox.
     pub fn new() -> Arc<SandboxBus> {
-        Arc::new(SandboxBus::default())
+        SandboxBus::with_log_lines(DEFAULT_LOG_LINES)
+    }
+
+    /// An empty bus keeping `lines` log lines per sandbox
+    /// (`--sandbox-log-lines`).
+    pub fn with_log_lines(lines: usize) -> Arc<SandboxBus> {
+        Arc::new(SandboxBus {
+            topics: Mutex::new(HashMap::new()),
+            logs: Arc::new(SandboxLogs::new(lines)),
+        })
+    }
+
+    /// The sandboxes' logs.
+    pub fn logs(&self) -> &Arc<SandboxLogs> {
+        &self.logs
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Topic>> {
@@ -133,11 +153,13 @@ impl SandboxBus {
         let _ = topic.tx.send(SandboxEvent::Platform(event));
     }
 
-    /// Sandbox `id` is gone: tell its watchers and forget its topic.
+    /// Sandbox `id` is gone: tell its watchers and forget its topic and
+    /// its logs.
     pub fn deleted(&self, id: &str) {
         if let Some(topic) = self.lock().remove(id) {
             let _ = topic.tx.send(SandboxEvent::Deleted);
         }
+        self.logs.remove(id);
     }
 
     /// How many topics exist (sandboxes with watchers or platform events).

@@ -14,6 +14,7 @@ pub mod io;
 pub mod log;
 pub mod proto;
 pub mod readiness;
+pub mod sandbox_logs;
 pub mod server;
 pub mod shutdown;
 pub mod store;

@@ -905,8 +905,11 @@ async fn the_policy_is_stored_as_the_clients_bytes() {
     want.extend_from_slice(&process);
     assert_eq!(&stored[..], &want[..]);
 
-    // With a process message, the bytes are untouched.
-    let sent = vec![0x22, 0x00, 0x98, 0x06, 0x01];
+    // With a process message, the bytes are untouched. (It must name the
+    // `sandbox` identity: an empty one is unsafe.)
+    let mut sent = vec![0x22, process.len() as u8];
+    sent.extend_from_slice(&process);
+    sent.extend_from_slice(&[0x98, 0x06, 0x01]);
     let mut sp = spec();
     sp.policy = Some(sent.clone().into());
     create(&s, "pol2", sp).await.unwrap();

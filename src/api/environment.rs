@@ -1,7 +1,8 @@
 //! `GetSandboxProviderEnvironment` (sandbox secret only): the environment a
 //! sandbox's supervisor injects, built from the sandbox's providers in
 //! order, with real credential values. A value of the form
-//! `credentials-driver:<name>` is resolved through the credentials driver.
+//! `credentials-driver:<name>` is resolved through the credentials driver
+//! ([`real_value`], shared with the inference bundle).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -51,21 +52,31 @@ async fn environment(
             if !is_env_name(&key) || environment.contains_key(&key) {
                 continue;
             }
-            let value = match credentials::reference(&value) {
-                None => value,
-                Some(cred) => match &state.credentials {
-                    Some(driver) => driver.resolve(cred, ctx.deadline).await?,
-                    None => {
-                        return Err(Status::failed_precondition(format!(
-                            "credential '{cred}' of provider '{name}' refers to the credentials driver, and none is configured (set --credentials-driver-socket)"
-                        )));
-                    }
-                },
-            };
+            let value = real_value(state, name, value, ctx.deadline).await?;
             environment.insert(key, value);
         }
     }
     Ok(GetSandboxProviderEnvironmentResponse { environment })
+}
+
+/// The real value of provider `provider`'s credential `value`: resolved
+/// through the credentials driver when it is a `credentials-driver:<name>`
+/// reference, else as stored. (Also used for inference API keys.)
+pub(super) async fn real_value(
+    state: &State,
+    provider: &str,
+    value: String,
+    deadline: Option<std::time::Instant>,
+) -> Result<String, Status> {
+    let Some(cred) = credentials::reference(&value) else {
+        return Ok(value);
+    };
+    match &state.credentials {
+        Some(driver) => driver.resolve(cred, deadline).await,
+        None => Err(Status::failed_precondition(format!(
+            "credential '{cred}' of provider '{provider}' refers to the credentials driver, and none is configured (set --credentials-driver-socket)"
+        ))),
+    }
 }
 
 /// `[A-Za-z_][A-Za-z0-9_]*`

@@ -3,10 +3,15 @@
 //! (store access off the async threads, paging, status mapping), and
 //! registers them on the router.
 
+mod config;
 mod environment;
 mod health;
+pub mod inference;
+mod logs;
+mod policy;
 pub mod provider;
 mod sandbox;
+pub mod settings;
 
 use std::sync::Arc;
 
@@ -121,4 +126,8 @@ pub fn register(router: &mut Router, state: &Arc<State>) {
     provider::register(router, state);
     environment::register(router, state);
     sandbox::register(router, state);
+    config::register(router, state);
+    policy::register(router, state);
+    logs::register(router, state);
+    inference::register(router, state);
 }

@@ -4,13 +4,17 @@
 //! Create and Delete go through the compute driver ([`Compute`]); without
 //! `--compute-driver-socket` they answer FAILED_PRECONDITION. Get, List and
 //! Watch read the store (kept current by the driver's watch stream) and the
-//! sandbox event bus, so they work with or without a driver.
+//! sandbox event bus, so they work with or without a driver. With
+//! `follow_logs`, WatchSandbox also sends the sandbox's log tail and then
+//! its live log lines, filtered as GetSandboxLogs filters.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 
 use super::{State, page_limit, store_status};
 use crate::drivers::compute::{Compute, record, validate};
-use crate::events::{Received, SandboxEvent};
+use crate::events::{Received, SandboxEvent, Subscription};
 use crate::grpc::{Context, Router, Sink, Status};
 use crate::proto::openshell::v1::{
     CreateSandboxRequest, DeleteSandboxRequest, DeleteSandboxResponse, GetSandboxRequest,
@@ -18,6 +22,7 @@ use crate::proto::openshell::v1::{
     SandboxStreamEvent, SandboxStreamWarning, WatchSandboxRequest, open_shell,
     sandbox_stream_event::Payload,
 };
+use crate::sandbox_logs::{LogFilter, LogReceived, LogSubscription};
 use crate::store::{Kind, ListQuery, Order};
 
 pub(super) fn register(router: &mut Router, state: &Arc<State>) {
@@ -74,6 +79,10 @@ pub(super) fn register(router: &mut Router, state: &Arc<State>) {
         },
     );
 }
+
+/// Log lines a `follow_logs` watch opens with when `log_tail_lines` is 0
+/// (upstream's default).
+pub const DEFAULT_LOG_TAIL_LINES: usize = 200;
 
 fn compute(state: &State) -> Result<&Arc<Compute>, Status> {
     state.compute.as_ref().ok_or_else(|| {
@@ -143,6 +152,17 @@ async fn watch(
     }
     // Subscribe before reading the snapshot, so no change falls between.
     let (mut sub, tail) = state.sandboxes.subscribe(&req.id);
+    let (mut logs, log_tail) = if req.follow_logs {
+        let lines = match req.log_tail_lines {
+            0 => DEFAULT_LOG_TAIL_LINES,
+            n => n as usize,
+        };
+        let (logs, log_tail) = state.sandboxes.logs().subscribe(&req.id, lines);
+        (Some(logs), log_tail)
+    } else {
+        (None, Vec::new())
+    };
+    let filter = LogFilter::new(req.log_since_ms, &req.log_sources, &req.log_min_level);
     let Some(snapshot) = read(state, &req.id)? else {
         return Err(Status::not_found("sandbox not found"));
     };
@@ -153,17 +173,38 @@ async fn watch(
     if req.stop_on_terminal && terminal(snapshot.phase) {
         return Ok(());
     }
-    // `follow_logs` (log tail and live lines) is issue 9's: it sends the
-    // tail here and live lines from the loop below, once
-    // PushSandboxLogs publishes them. Until then the flag is accepted and
-    // sends nothing.
+    for line in log_tail.iter().filter(|l| filter.matches(l)) {
+        sink.send(&event(Payload::Log((**line).clone()))).await?;
+    }
     if req.follow_events {
         for e in tail {
             sink.send(&event(Payload::Event((*e).clone()))).await?;
         }
     }
     loop {
-        match sub.recv().await {
+        let received = match next(&mut sub, logs.as_mut()).await {
+            Next::Event(received) => received,
+            Next::Log(LogReceived::Line(line)) => {
+                if filter.matches(&line) {
+                    sink.send(&event(Payload::Log((*line).clone()))).await?;
+                }
+                continue;
+            }
+            Next::Log(LogReceived::Lagged(missed)) => {
+                let message = format!(
+                    "watch stream lagged: {missed} log lines were dropped because this client read too slowly"
+                );
+                sink.send(&event(Payload::Warning(SandboxStreamWarning { message })))
+                    .await?;
+                continue;
+            }
+            Next::Log(LogReceived::Closed) => {
+                // The sandbox is gone; its Deleted event ends the stream.
+                logs = None;
+                continue;
+            }
+        };
+        match received {
             Received::Event(SandboxEvent::Changed(sandbox)) => {
                 if req.follow_status {
                     sink.send(&event(Payload::Sandbox((*sandbox).clone())))
@@ -199,6 +240,33 @@ async fn watch(
             }
         }
     }
+}
+
+/// What a watch wakes up for.
+enum Next {
+    Event(Received),
+    Log(LogReceived),
+}
+
+/// The next sandbox event or, when following logs, log line, whichever
+/// comes first (events are looked at first, so a log flood cannot starve
+/// status changes). Both receivers are cancel-safe.
+async fn next(sub: &mut Subscription, logs: Option<&mut LogSubscription>) -> Next {
+    let Some(logs) = logs else {
+        return Next::Event(sub.recv().await);
+    };
+    let mut event = std::pin::pin!(sub.recv());
+    let mut line = std::pin::pin!(logs.recv());
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(r) = event.as_mut().poll(cx) {
+            return Poll::Ready(Next::Event(r));
+        }
+        if let Poll::Ready(r) = line.as_mut().poll(cx) {
+            return Poll::Ready(Next::Log(r));
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 fn read(state: &State, id: &str) -> Result<Option<Sandbox>, Status> {

@@ -28,6 +28,8 @@ use tokio::sync::mpsc;
 use tonic::{Code, Request, Response, Status};
 use tonic_prost::ProstCodec;
 
+pub mod client;
+
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
 
 /// A directory under the system temp dir, removed on drop. Kept short so

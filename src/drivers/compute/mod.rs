@@ -199,9 +199,7 @@ impl Compute {
             template.image = self.capabilities.default_image.clone();
         }
         if let Some(sent) = spec.policy.take() {
-            let policy = policy::with_default_process(sent)?;
-            policy::check_safety(&policy)?;
-            spec.policy = Some(policy);
+            spec.policy = Some(policy::prepare(sent)?);
         }
         let name = if name.is_empty() {
             self.free_name()?

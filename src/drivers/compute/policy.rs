@@ -1,29 +1,65 @@
-//! What CreateSandbox does to a policy, at the byte level.
+//! What slimgate does to a policy, at the byte level, and the checks it
+//! runs on one (api.md "How slimgate treats policies").
 //!
-//! A sandbox's `spec.policy` is stored as the exact bytes the client sent
-//! (api.md "How slimgate treats policies"): slimgate decodes a *view* to
-//! look at it and never stores what it decoded. The one change CreateSandbox
-//! makes, as upstream, is the process identity: a policy without a
-//! `process` message (SandboxPolicy field 4) gets one with `run_as_user` and
-//! `run_as_group` set to `sandbox`, appended to the client's bytes as an
-//! encoded field 4. A policy that has field 4 is left exactly as sent.
+//! A policy is stored as the exact bytes the client sent: slimgate decodes a
+//! read-only *view* to look at it and never stores what it decoded (prost
+//! drops fields it does not model). The one change slimgate makes, as
+//! upstream, is the process identity: a policy without a `process` message
+//! (SandboxPolicy field 4) gets one with `run_as_user` and `run_as_group`
+//! set to `sandbox`, appended to the client's bytes as an encoded field 4. A
+//! policy that has field 4 is left exactly as sent.
+//!
+//! Checks, each written once here and used by CreateSandbox and UpdateConfig:
+//!
+//! - [`check_size`]: at most [`MAX_POLICY_BYTES`] encoded;
+//! - [`check_safety`]: process identity, filesystem paths, top-level
+//!   wildcard hosts, with upstream's violation texts;
+//! - [`check_static_fields`]: on a live sandbox the filesystem policy may
+//!   only grow, and landlock and process must equal the baseline's,
+//!   compared as raw field bytes.
+//!
+//! [`hash`] is the policy hash clients see: hex SHA-256 of the stored bytes.
 
 use bytes::{Bytes, BytesMut};
 use prost::Message;
 
 use crate::grpc::Status;
-use crate::proto::openshell::sandbox::v1::ProcessPolicy;
+use crate::proto::openshell::sandbox::v1::{FilesystemPolicy, ProcessPolicy, SandboxPolicy};
 
-/// The identity a sandbox's processes run as when the policy names none.
+/// The identity a sandbox's processes run as when the policy names none,
+/// and the only identity a policy may name.
 pub const DEFAULT_PROCESS_IDENTITY: &str = "sandbox";
+/// Largest encoded policy, in bytes (upstream's limit).
+pub const MAX_POLICY_BYTES: usize = 256 * 1024;
+/// Most filesystem paths (`read_only` and `read_write` together).
+pub const MAX_FILESYSTEM_PATHS: usize = 256;
+/// Longest filesystem path, in bytes.
+pub const MAX_PATH_BYTES: usize = 4096;
+/// How much of an overlong path a violation message shows, in bytes.
+const PATH_DISPLAY_BYTES: usize = 77;
 
-/// `SandboxPolicy` seen only as "is `process` (field 4) present". Decoding it
-/// also checks that the policy is well-formed protobuf at the top level;
-/// every other field is skipped unread.
+/// A policy's static fields as raw bytes: every occurrence of fields 2
+/// (filesystem), 3 (landlock) and 4 (process). Protobuf merges repeated
+/// occurrences of a message field, so their concatenation is the value.
+/// Decoding also checks the top level is well-formed; every other field is
+/// skipped unread.
 #[derive(Clone, PartialEq, Message)]
-struct ProcessView {
-    #[prost(bytes = "bytes", optional, tag = "4")]
-    process: Option<Bytes>,
+struct StaticView {
+    #[prost(bytes = "bytes", repeated, tag = "2")]
+    filesystem: Vec<Bytes>,
+    #[prost(bytes = "bytes", repeated, tag = "3")]
+    landlock: Vec<Bytes>,
+    #[prost(bytes = "bytes", repeated, tag = "4")]
+    process: Vec<Bytes>,
+}
+
+/// One static field's value: `None` when absent, else all its bytes.
+fn joined(occurrences: &[Bytes]) -> Option<Vec<u8>> {
+    if occurrences.is_empty() {
+        None
+    } else {
+        Some(occurrences.concat())
+    }
 }
 
 /// The bytes to append: field 4 holding the default `ProcessPolicy`.
@@ -33,13 +69,35 @@ struct ProcessField {
     process: Option<ProcessPolicy>,
 }
 
-/// The policy to store: the client's bytes, plus a default process message
-/// when the policy has none.
+fn invalid(e: &prost::DecodeError) -> Status {
+    Status::invalid_argument(format!("policy is not a valid SandboxPolicy: {e}"))
+}
+
+/// "policy serialized size exceeds maximum (…)" above [`MAX_POLICY_BYTES`].
+pub fn check_size(policy: &[u8]) -> Result<(), Status> {
+    if policy.len() > MAX_POLICY_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "policy serialized size exceeds maximum ({} > {MAX_POLICY_BYTES})",
+            policy.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The policy to store from the one a client sent: the default process
+/// identity added when absent, then the safety checks. Size is the
+/// caller's first check ([`check_size`]), in its own validation order.
+pub fn prepare(sent: Bytes) -> Result<Bytes, Status> {
+    let policy = with_default_process(sent)?;
+    check_safety(&policy)?;
+    Ok(policy)
+}
+
+/// The client's bytes, plus a default process message when the policy has
+/// none.
 pub fn with_default_process(policy: Bytes) -> Result<Bytes, Status> {
-    let view = ProcessView::decode(policy.clone()).map_err(|e| {
-        Status::invalid_argument(format!("policy is not a valid SandboxPolicy: {e}"))
-    })?;
-    if view.process.is_some() {
+    let view = StaticView::decode(policy.clone()).map_err(|e| invalid(&e))?;
+    if !view.process.is_empty() {
         return Ok(policy);
     }
     let field = ProcessField {
@@ -56,18 +114,177 @@ pub fn with_default_process(policy: Bytes) -> Result<Bytes, Status> {
     Ok(out.freeze())
 }
 
-/// Policy safety validation (api.md "How slimgate treats policies": process
-/// identity, filesystem paths, wildcard hosts) belongs to issue 9, which
-/// fills this in on the decoded view. CreateSandbox calls it on the policy
-/// it is about to store, after [`with_default_process`].
-pub fn check_safety(_policy: &[u8]) -> Result<(), Status> {
+/// The policy hash clients see: hex SHA-256 of the stored bytes. (Upstream
+/// hashes field by field; the value is opaque to clients either way.)
+pub fn hash(policy: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, policy).as_ref())
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+/// Policy safety validation on the decoded view (upstream's rules and
+/// texts): INVALID_ARGUMENT "policy contains unsafe content: <violations
+/// joined by '; '>".
+pub fn check_safety(policy: &[u8]) -> Result<(), Status> {
+    let view = SandboxPolicy::decode(policy).map_err(|e| invalid(&e))?;
+    let violations = violations(&view);
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "policy contains unsafe content: {}",
+            violations.join("; ")
+        )))
+    }
+}
+
+fn violations(policy: &SandboxPolicy) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(process) = &policy.process {
+        for (field, value) in [
+            ("run_as_user", &process.run_as_user),
+            ("run_as_group", &process.run_as_group),
+        ] {
+            if value != DEFAULT_PROCESS_IDENTITY {
+                out.push(format!(
+                    "{field} must be '{DEFAULT_PROCESS_IDENTITY}', got '{value}'"
+                ));
+            }
+        }
+    }
+    if let Some(fs) = &policy.filesystem {
+        let total = fs.read_only.len() + fs.read_write.len();
+        if total > MAX_FILESYSTEM_PATHS {
+            out.push(format!(
+                "too many filesystem paths ({total} > {MAX_FILESYSTEM_PATHS})"
+            ));
+        }
+        for path in fs.read_only.iter().chain(&fs.read_write) {
+            if path.len() > MAX_PATH_BYTES {
+                out.push(format!(
+                    "path exceeds maximum length ({} > {MAX_PATH_BYTES}): {}...",
+                    path.len(),
+                    prefix(path, PATH_DISPLAY_BYTES)
+                ));
+                continue;
+            }
+            if !path.starts_with('/') {
+                out.push(format!("path must be absolute (start with '/'): {path}"));
+            }
+            if path.split('/').any(|segment| segment == "..") {
+                out.push(format!("path contains '..' traversal component: {path}"));
+            }
+        }
+        for path in &fs.read_write {
+            if path.trim_end_matches('/').is_empty() {
+                out.push(format!("read-write path is overly broad: {path}"));
+            }
+        }
+    }
+    for (key, rule) in &policy.network_policies {
+        let name = if rule.name.is_empty() {
+            key
+        } else {
+            &rule.name
+        };
+        for endpoint in &rule.endpoints {
+            if top_level_wildcard(&endpoint.host) {
+                out.push(format!(
+                    "network policy '{name}': TLD wildcard '{}' is not allowed; use subdomain wildcards like '*.example.com' instead",
+                    endpoint.host
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// `*.com`, `**.co`: a wildcard host with two labels or fewer.
+fn top_level_wildcard(host: &str) -> bool {
+    (host.starts_with("*.") || host.starts_with("**.")) && host.split('.').count() <= 2
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn prefix(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The static-field rules for a policy update on a live sandbox (upstream's
+/// rules and texts): the filesystem policy may only grow, landlock and
+/// process must be byte-for-byte the baseline's. `baseline` is the
+/// sandbox's stored `spec.policy`; `new` the policy about to be stored.
+pub fn check_static_fields(baseline: &[u8], new: &[u8]) -> Result<(), Status> {
+    let base = StaticView::decode(baseline)
+        .map_err(|_| Status::internal("stored baseline policy is corrupt"))?;
+    let next = StaticView::decode(new).map_err(|e| invalid(&e))?;
+    let filesystem = |v: &StaticView| -> Result<Option<FilesystemPolicy>, prost::DecodeError> {
+        joined(&v.filesystem)
+            .map(|b| FilesystemPolicy::decode(&b[..]))
+            .transpose()
+    };
+    let base_fs =
+        filesystem(&base).map_err(|_| Status::internal("stored baseline policy is corrupt"))?;
+    let next_fs = filesystem(&next).map_err(|e| invalid(&e))?;
+    let changed = |m: &str| Err(Status::invalid_argument(m.to_string()));
+    match (base_fs, next_fs) {
+        (Some(_), None) => return changed("filesystem policy cannot be removed on a live sandbox"),
+        (Some(b), Some(n)) => {
+            if b.include_workdir != n.include_workdir {
+                return changed("filesystem include_workdir cannot be changed on a live sandbox");
+            }
+            for (kind, before, after) in [
+                ("read_only", &b.read_only, &n.read_only),
+                ("read_write", &b.read_write, &n.read_write),
+            ] {
+                if let Some(path) = before.iter().find(|p| !after.contains(p)) {
+                    return changed(&format!(
+                        "filesystem {kind} path '{path}' cannot be removed on a live sandbox"
+                    ));
+                }
+            }
+        }
+        (None, _) => {}
+    }
+    if joined(&base.landlock) != joined(&next.landlock) {
+        return changed("landlock policy cannot be changed on a live sandbox (applied at startup)");
+    }
+    if joined(&base.process) != joined(&next.process) {
+        return changed("process policy cannot be changed on a live sandbox (applied at startup)");
+    }
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::openshell::sandbox::v1::{LandlockPolicy, SandboxPolicy};
+    use crate::proto::openshell::sandbox::v1::{
+        LandlockPolicy, NetworkEndpoint, NetworkPolicyRule,
+    };
+
+    fn sandbox_process() -> Option<ProcessPolicy> {
+        Some(ProcessPolicy {
+            run_as_user: "sandbox".into(),
+            run_as_group: "sandbox".into(),
+        })
+    }
+
+    fn message(err: Status) -> String {
+        assert_eq!(err.code(), crate::grpc::Code::InvalidArgument);
+        err.message().to_string()
+    }
 
     #[test]
     fn appends_process_when_absent_and_keeps_the_client_bytes() {
@@ -108,5 +325,172 @@ mod tests {
         assert_eq!(stored[0], 0x22);
         let err = with_default_process(Bytes::from_static(&[0xff])).unwrap_err();
         assert_eq!(err.code(), crate::grpc::Code::InvalidArgument);
+    }
+
+    #[test]
+    fn safety_lists_every_violation_in_upstream_words() {
+        let mut network = std::collections::BTreeMap::new();
+        network.insert(
+            "wide".to_string(),
+            NetworkPolicyRule {
+                name: String::new(),
+                endpoints: vec![
+                    NetworkEndpoint {
+                        host: "*.com".into(),
+                        ..Default::default()
+                    },
+                    NetworkEndpoint {
+                        host: "*.example.com".into(),
+                        ..Default::default()
+                    },
+                ],
+                binaries: vec![],
+            },
+        );
+        let policy = SandboxPolicy {
+            process: Some(ProcessPolicy {
+                run_as_user: "root".into(),
+                run_as_group: "sandbox".into(),
+            }),
+            filesystem: Some(FilesystemPolicy {
+                include_workdir: true,
+                read_only: vec!["usr".into(), "/usr/../etc".into()],
+                read_write: vec!["///".into(), "/tmp".into()],
+            }),
+            network_policies: network,
+            ..Default::default()
+        };
+        let err = check_safety(&policy.encode_to_vec()).unwrap_err();
+        assert_eq!(
+            message(err),
+            "policy contains unsafe content: run_as_user must be 'sandbox', got 'root'; \
+             path must be absolute (start with '/'): usr; \
+             path contains '..' traversal component: /usr/../etc; \
+             read-write path is overly broad: ///; \
+             network policy 'wide': TLD wildcard '*.com' is not allowed; use subdomain wildcards like '*.example.com' instead"
+        );
+    }
+
+    #[test]
+    fn safety_bounds_path_count_and_length() {
+        let long = format!("/{}", "é".repeat(MAX_PATH_BYTES));
+        let policy = SandboxPolicy {
+            filesystem: Some(FilesystemPolicy {
+                read_only: vec!["/a".into(); MAX_FILESYSTEM_PATHS]
+                    .into_iter()
+                    .chain([long])
+                    .collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let m = message(check_safety(&policy.encode_to_vec()).unwrap_err());
+        assert!(m.contains("too many filesystem paths (257 > 256)"), "{m}");
+        assert!(
+            m.contains("path exceeds maximum length (8193 > 4096): /"),
+            "{m}"
+        );
+        assert!(check_safety(&[]).is_ok());
+        let ok = SandboxPolicy {
+            process: sandbox_process(),
+            ..Default::default()
+        };
+        assert!(check_safety(&ok.encode_to_vec()).is_ok());
+    }
+
+    #[test]
+    fn wildcard_hosts() {
+        for bad in ["*.com", "**.com", "*.", "**.io"] {
+            assert!(top_level_wildcard(bad), "{bad}");
+        }
+        for ok in ["*.example.com", "**.a.b", "example.com", "a*.com"] {
+            assert!(!top_level_wildcard(ok), "{ok}");
+        }
+    }
+
+    fn with_static(fs: Option<FilesystemPolicy>, landlock: &str) -> Vec<u8> {
+        SandboxPolicy {
+            filesystem: fs,
+            landlock: Some(LandlockPolicy {
+                compatibility: landlock.into(),
+            }),
+            process: sandbox_process(),
+            ..Default::default()
+        }
+        .encode_to_vec()
+    }
+
+    fn fs(ro: &[&str], rw: &[&str], workdir: bool) -> Option<FilesystemPolicy> {
+        Some(FilesystemPolicy {
+            include_workdir: workdir,
+            read_only: ro.iter().map(|s| s.to_string()).collect(),
+            read_write: rw.iter().map(|s| s.to_string()).collect(),
+        })
+    }
+
+    #[test]
+    fn static_fields_may_only_grow() {
+        let base = with_static(fs(&["/usr"], &["/tmp"], true), "best_effort");
+        let grown = with_static(
+            fs(&["/usr", "/opt"], &["/tmp", "/data"], true),
+            "best_effort",
+        );
+        assert!(check_static_fields(&base, &grown).is_ok());
+        let cases = [
+            (
+                with_static(fs(&[], &["/tmp"], true), "best_effort"),
+                "filesystem read_only path '/usr' cannot be removed on a live sandbox",
+            ),
+            (
+                with_static(fs(&["/usr"], &[], true), "best_effort"),
+                "filesystem read_write path '/tmp' cannot be removed on a live sandbox",
+            ),
+            (
+                with_static(fs(&["/usr"], &["/tmp"], false), "best_effort"),
+                "filesystem include_workdir cannot be changed on a live sandbox",
+            ),
+            (
+                with_static(None, "best_effort"),
+                "filesystem policy cannot be removed on a live sandbox",
+            ),
+            (
+                with_static(fs(&["/usr"], &["/tmp"], true), "hard_requirement"),
+                "landlock policy cannot be changed on a live sandbox (applied at startup)",
+            ),
+        ];
+        for (next, want) in cases {
+            assert_eq!(
+                message(check_static_fields(&base, &next).unwrap_err()),
+                want
+            );
+        }
+        let mut other_process = SandboxPolicy::decode(&base[..]).unwrap();
+        other_process.process = None;
+        let other = with_default_process(Bytes::from(other_process.encode_to_vec())).unwrap();
+        assert!(
+            check_static_fields(&base, &other).is_ok(),
+            "same default bytes"
+        );
+        other_process.process = Some(ProcessPolicy::default());
+        assert_eq!(
+            message(check_static_fields(&base, &other_process.encode_to_vec()).unwrap_err()),
+            "process policy cannot be changed on a live sandbox (applied at startup)"
+        );
+        // No filesystem in the baseline: any filesystem is growth.
+        let bare = with_static(None, "best_effort");
+        assert!(check_static_fields(&bare, &base).is_ok());
+    }
+
+    #[test]
+    fn hash_is_hex_sha256_of_the_bytes() {
+        assert_eq!(
+            hash(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert!(check_size(&vec![0; MAX_POLICY_BYTES]).is_ok());
+        assert_eq!(
+            message(check_size(&vec![0; MAX_POLICY_BYTES + 1]).unwrap_err()),
+            "policy serialized size exceeds maximum (262145 > 262144)"
+        );
     }
 }

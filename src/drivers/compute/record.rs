@@ -1,6 +1,8 @@
 //! Sandboxes in the store: one `Kind::Sandbox` record per sandbox, named by
 //! the sandbox name, with the sandbox id as the record id and the object
-//! labels as the record labels.
+//! labels as the record labels. Records that belong to a sandbox are named
+//! from its id ([`revision_name`], [`settings_name`]) and go with it
+//! ([`remove`]).
 //!
 //! The payload is the encoded `openshell.v1.Sandbox` *without* its
 //! `metadata`: id, name, creation time and labels live in the record (the
@@ -18,6 +20,26 @@ use prost::Message;
 use crate::proto::openshell::datamodel::v1::ObjectMeta;
 use crate::proto::openshell::v1::Sandbox;
 use crate::store::{self, Expect, Kind, NewRecord, Op, Record, Store, StoreError};
+
+/// Whose policy revisions are the gateway-wide (global) policy's.
+pub const GLOBAL_POLICY_OWNER: &str = "__global__";
+
+/// The `Kind::PolicyRevision` name of version `version` of `owner`'s
+/// policy (a sandbox id or [`GLOBAL_POLICY_OWNER`]): zero-padded, so name
+/// order is version order.
+pub fn revision_name(owner: &str, version: u32) -> String {
+    format!("{owner}/{version:010}")
+}
+
+/// The name prefix shared by every policy revision of `owner`.
+pub fn revision_prefix(owner: &str) -> String {
+    format!("{owner}/")
+}
+
+/// The `Kind::Setting` record holding sandbox `id`'s own settings.
+pub fn settings_name(id: &str) -> String {
+    format!("sandbox/{id}")
+}
 
 /// Attempts of one read-modify-write before giving up on a record that
 /// keeps changing underneath.
@@ -99,7 +121,8 @@ where
 }
 
 /// Remove the sandbox with id `id` and everything stored under it (its
-/// policy revisions). Returns whether it existed.
+/// policy revisions and settings), in one batch. Returns whether it
+/// existed. (Its in-memory logs go with its topic on the event bus.)
 pub async fn remove(store: &Arc<dyn Store>, id: &str) -> Result<bool, StoreError> {
     let id = id.to_string();
     store::blocking(store, move |s| {
@@ -114,7 +137,12 @@ pub async fn remove(store: &Arc<dyn Store>, id: &str) -> Result<bool, StoreError
             },
             Op::DeletePrefix {
                 kind: Kind::PolicyRevision,
-                prefix: format!("{id}/"),
+                prefix: revision_prefix(&id),
+            },
+            Op::Delete {
+                kind: Kind::Setting,
+                name: settings_name(&id),
+                expect: Expect::Any,
             },
         ])?;
         Ok(true)

@@ -30,8 +30,6 @@ pub const MAX_TEMPLATE_STRING_BYTES: usize = 1024;
 pub const MAX_TEMPLATE_MAP_ENTRIES: usize = 128;
 /// Largest encoded template Struct (`resources`, `volume_claim_templates`).
 pub const MAX_TEMPLATE_STRUCT_BYTES: usize = 64 * 1024;
-/// Largest encoded policy, in bytes.
-pub const MAX_POLICY_BYTES: usize = 256 * 1024;
 /// Most object labels on one sandbox (the store's label limit).
 pub const MAX_LABELS: usize = crate::store::MAX_LABELS;
 /// Most `key=value` pairs in a label selector.
@@ -77,11 +75,8 @@ pub fn create_request(
     if let Some(t) = &spec.template {
         template(t)?;
     }
-    let policy_bytes = spec.policy.as_ref().map_or(0, |p| p.len());
-    if policy_bytes > MAX_POLICY_BYTES {
-        return Err(invalid(format!(
-            "policy serialized size exceeds maximum ({policy_bytes} > {MAX_POLICY_BYTES})"
-        )));
+    if let Some(policy) = &spec.policy {
+        super::policy::check_size(policy)?;
     }
     if labels.len() > MAX_LABELS {
         return Err(invalid(format!(
