@@ -84,6 +84,7 @@ impl Running {
             let _ = t.await;
         }
         let drained = self.server.drain(self.grace).await;
+        self.server.stop_workers().await;
         if let Some(path) = &self.unix_socket {
             let _ = std::fs::remove_file(path);
         }

@@ -107,7 +107,8 @@ pub struct Server<G> {
     core: Arc<Core<G>>,
     tracker: Tracker,
     slots: Arc<Semaphore>,
-    workers: Vec<mpsc::UnboundedSender<Job>>,
+    workers: std::sync::Mutex<Vec<mpsc::UnboundedSender<Job>>>,
+    threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
     next: AtomicUsize,
 }
 
@@ -139,9 +140,13 @@ impl<G: Gate> Server<G> {
             shutdown,
         });
         let mut workers = Vec::new();
+        let mut threads = Vec::new();
         for i in 0..settings.workers.min(MAX_WORKERS) {
             match spawn_worker(Arc::clone(&core), i) {
-                Ok(tx) => workers.push(tx),
+                Ok((tx, thread)) => {
+                    workers.push(tx);
+                    threads.push(thread);
+                }
                 Err(e) => {
                     log::error("cannot start an event-loop thread; serving on the main runtime")
                         .display("error", e)
@@ -155,7 +160,8 @@ impl<G: Gate> Server<G> {
             core,
             tracker: Tracker::default(),
             slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
-            workers,
+            workers: std::sync::Mutex::new(workers),
+            threads: std::sync::Mutex::new(threads),
             next: AtomicUsize::new(0),
         })
     }
@@ -163,14 +169,18 @@ impl<G: Gate> Server<G> {
     /// Hand a connection to an event loop (or serve it here if there are none).
     fn dispatch(&self, stream: Accepted, permit: OwnedSemaphorePermit) {
         let guard = self.tracker.guard();
-        if !self.workers.is_empty() {
-            let i = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
+        let workers = self
+            .workers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !workers.is_empty() {
+            let i = self.next.fetch_add(1, Ordering::Relaxed) % workers.len();
             let job = Job {
                 stream,
                 guard,
                 permit,
             };
-            match self.workers[i].send(job) {
+            match workers[i].send(job) {
                 Ok(()) => return,
                 Err(mpsc::error::SendError(job)) => {
                     // The event loop is gone; serve here rather than drop it.
@@ -258,6 +268,27 @@ impl<G: Gate> Server<G> {
                 Some(Err(e)) => accept_failed(&e).await,
             }
         }
+    }
+
+    /// Stop the event loops (what is still running on them ends) and wait
+    /// for their threads, so everything they held is released.
+    pub async fn stop_workers(&self) {
+        self.workers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+        let threads = std::mem::take(
+            &mut *self
+                .threads
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
     }
 
     /// Wait until every connection has finished, at most `grace`. Returns
@@ -524,12 +555,12 @@ fn http1_answer<B>(plain: &dyn Plain, req: &http::Request<B>) -> http::Response<
 fn spawn_worker<G: Gate>(
     core: Arc<Core<G>>,
     i: usize,
-) -> std::io::Result<mpsc::UnboundedSender<Job>> {
+) -> std::io::Result<(mpsc::UnboundedSender<Job>, std::thread::JoinHandle<()>)> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name(format!("slimgate-loop-{i}"))
         .spawn(move || {
             runtime.block_on(async move {
@@ -539,7 +570,7 @@ fn spawn_worker<G: Gate>(
             });
             // The server is gone: dropping the runtime ends what is left.
         })?;
-    Ok(tx)
+    Ok((tx, thread))
 }
 
 /// Bind a Unix socket, replacing a stale socket file, with `UNIX_SOCKET_MODE`.
