@@ -124,8 +124,8 @@ impl<G: Gate> Service<G> {
             ..
         } = parts;
         let path = uri.path();
-        let request_id = request_id(&headers);
-        let mut out = Out::new(respond, &request_id);
+        let (request_id, from_client) = request_id(&headers);
+        let mut out = Out::new(respond, &request_id, from_client);
 
         let code = match self.check(&method, path, &headers) {
             Check::Plain => {
@@ -342,7 +342,10 @@ enum End {
 struct Out {
     respond: Option<SendResponse<Bytes>>,
     stream: Option<h2::SendStream<Bytes>>,
-    request_id: HeaderValue,
+    request_id: Arc<str>,
+    /// Echo the request id on every response (the client sent it); a
+    /// generated one goes only on failed calls, beside their log line.
+    echo: bool,
     /// Extra response headers for a unary reply (its initial metadata).
     headers: HeaderMap,
     /// Bytes of the current message not yet handed to h2.
@@ -352,21 +355,27 @@ struct Out {
 }
 
 impl Out {
-    fn new(respond: SendResponse<Bytes>, request_id: &str) -> Out {
-        let mut request_id =
-            HeaderValue::from_str(request_id).unwrap_or(HeaderValue::from_static("invalid"));
-        // Unique per call: HPACK must not index it (RFC 7541 §7.1.3), or
-        // every response evicts the connection's useful table entries
-        // (content-type, grpc-status) on both ends.
-        request_id.set_sensitive(true);
+    fn new(respond: SendResponse<Bytes>, request_id: &Arc<str>, echo: bool) -> Out {
         Out {
             respond: Some(respond),
             stream: None,
-            request_id,
+            request_id: Arc::clone(request_id),
+            echo,
             headers: HeaderMap::new(),
             writing: Bytes::new(),
             partial: false,
         }
+    }
+
+    /// The request id as a response header value.
+    fn request_id_header(&self) -> HeaderValue {
+        let mut v =
+            HeaderValue::from_str(&self.request_id).unwrap_or(HeaderValue::from_static("invalid"));
+        // Unique per call: HPACK must not index it (RFC 7541 §7.1.3), or
+        // every response evicts the connection's useful table entries
+        // (content-type, grpc-status) on both ends.
+        v.set_sensitive(true);
+        v
     }
 
     fn plain(&mut self, answer: PlainResponse) {
@@ -377,8 +386,10 @@ impl Out {
         *resp.status_mut() = answer.status;
         resp.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
-        resp.headers_mut()
-            .insert(X_REQUEST_ID.clone(), self.request_id.clone());
+        if self.echo {
+            resp.headers_mut()
+                .insert(X_REQUEST_ID.clone(), self.request_id_header());
+        }
         let Ok(mut stream) = respond.send_response(resp, answer.body.is_empty()) else {
             return;
         };
@@ -402,7 +413,7 @@ impl Out {
         if status.code() == Code::Unimplemented && status.message().contains("grpc-encoding") {
             h.insert("grpc-accept-encoding", HeaderValue::from_static("identity"));
         }
-        h.insert(X_REQUEST_ID.clone(), self.request_id.clone());
+        h.insert(X_REQUEST_ID.clone(), self.request_id_header());
         put_status(h, status);
         let _ = respond.send_response(resp, true);
     }
@@ -427,7 +438,9 @@ impl Out {
             let h = resp.headers_mut();
             *h = std::mem::take(&mut self.headers);
             h.insert(CONTENT_TYPE, GRPC_CONTENT_TYPE);
-            h.insert(X_REQUEST_ID.clone(), self.request_id.clone());
+            if self.echo {
+                h.insert(X_REQUEST_ID.clone(), self.request_id_header());
+            }
             self.stream = Some(respond.send_response(resp, false)?);
         }
         Ok(())
@@ -556,10 +569,15 @@ impl Out {
             }
             return status.code();
         }
+        // A failed call carries its request id, generated or not.
+        let id = (!self.echo && status.code() != Code::Ok).then(|| self.request_id_header());
         match self.stream.as_mut() {
             Some(stream) => {
                 let mut t = trailers;
                 put_status(&mut t, status);
+                if let Some(id) = id {
+                    t.insert(X_REQUEST_ID.clone(), id);
+                }
                 let _ = stream.send_trailers(t);
             }
             None if status.code() == Code::Ok && trailers.is_empty() => {
@@ -574,7 +592,7 @@ impl Out {
                 let h = resp.headers_mut();
                 *h = trailers;
                 h.insert(CONTENT_TYPE, GRPC_CONTENT_TYPE);
-                h.insert(X_REQUEST_ID.clone(), self.request_id.clone());
+                h.insert(X_REQUEST_ID.clone(), self.request_id_header());
                 put_status(h, status);
                 let _ = respond.send_response(resp, true);
             }
@@ -625,8 +643,8 @@ fn starts_with_ignore_case(s: &[u8], prefix: &[u8]) -> bool {
     s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
-/// The client's `x-request-id` if it is sane, else a new one.
-fn request_id(headers: &HeaderMap) -> Arc<str> {
+/// The client's `x-request-id` if it is sane (and `true`), else a new one.
+fn request_id(headers: &HeaderMap) -> (Arc<str>, bool) {
     if let Some(v) = headers.get(&X_REQUEST_ID) {
         let b = v.as_bytes();
         if !b.is_empty()
@@ -634,10 +652,10 @@ fn request_id(headers: &HeaderMap) -> Arc<str> {
             && b.iter().all(|c| c.is_ascii_graphic())
             && let Ok(s) = std::str::from_utf8(b)
         {
-            return Arc::from(s);
+            return (Arc::from(s), true);
         }
     }
-    new_request_id()
+    (new_request_id(), false)
 }
 
 /// A process-unique id: a random per-process prefix and a counter.
@@ -650,7 +668,15 @@ pub fn new_request_id() -> Arc<str> {
         u64::from_le_bytes(b)
     });
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    Arc::from(format!("{prefix:016x}-{n:08x}"))
+    // `{prefix:016x}-{n:016x}` without the formatting machinery.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [b'-'; 33];
+    for (i, v) in [(0, prefix), (17, n)] {
+        for j in 0..16 {
+            out[i + j] = HEX[((v >> (60 - 4 * j)) & 0xf) as usize];
+        }
+    }
+    Arc::from(std::str::from_utf8(&out).unwrap_or("request"))
 }
 
 #[cfg(test)]

@@ -235,3 +235,73 @@ async fn item_14_oversized_header_list_refused_connection_stays_usable() {
     );
     assert_eq!(Counters::get(&s.c.echo_calls), 1);
 }
+
+/// `x-request-id`: the client's is echoed on every answer; without one the
+/// server makes one up for its log line and returns it on failed calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_echoed_or_generated() {
+    let s = TestServer::start().await;
+    let mut c = s.raw().await;
+    let with_id = |path: &str| {
+        slimgate_testkit::raw::grpc_request_with(path, &[("x-request-id", "client-id-7")], &[])
+    };
+    let ok = c
+        .call(
+            with_id("/slimgate.test.Test/Echo"),
+            vec![slimgate_testkit::raw::grpc_frame(&[])],
+        )
+        .await
+        .expect("call");
+    assert_eq!(ok.grpc_status(), Some(0));
+    assert_eq!(
+        ok.headers.get("x-request-id").map(|v| v.as_bytes()),
+        Some(&b"client-id-7"[..])
+    );
+    let bad = c
+        .call(
+            with_id("/slimgate.test.Test/Nope"),
+            vec![slimgate_testkit::raw::grpc_frame(&[])],
+        )
+        .await
+        .expect("call");
+    assert_eq!(bad.grpc_status(), Some(12));
+    assert_eq!(
+        bad.status_headers()
+            .get("x-request-id")
+            .map(|v| v.as_bytes()),
+        Some(&b"client-id-7"[..])
+    );
+
+    let ok = c
+        .unary("/slimgate.test.Test/Echo", &[])
+        .await
+        .expect("call");
+    assert_eq!(ok.grpc_status(), Some(0));
+    assert!(
+        ok.headers.get("x-request-id").is_none(),
+        "no generated id on a successful call"
+    );
+    let bad = c
+        .unary("/slimgate.test.Test/Nope", &[])
+        .await
+        .expect("call");
+    let generated = bad
+        .status_headers()
+        .get("x-request-id")
+        .expect("a generated id on a failed call");
+    assert_eq!(generated.len(), 33);
+    // A request id that is not visible ASCII is replaced.
+    let odd = slimgate_testkit::raw::grpc_request_with(
+        "/slimgate.test.Test/Nope",
+        &[("x-request-id", "has space")],
+        &[],
+    );
+    let r = c
+        .call(odd, vec![slimgate_testkit::raw::grpc_frame(&[])])
+        .await
+        .expect("call");
+    assert_ne!(
+        r.status_headers().get("x-request-id").map(|v| v.as_bytes()),
+        Some(&b"has space"[..])
+    );
+}
