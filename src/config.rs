@@ -83,7 +83,7 @@ pub const FLAGS: &[Flag] = &[
         "OPENSHELL_SERVER_PORT",
         "PORT",
         "8080",
-        "gRPC (h2c) and HTTP/1.1 on one port; 0 picks a free port (logged)",
+        "gRPC (h2c, or h2 over TLS with --tls-cert) and HTTP/1.1 on one port; 0 picks a free port (logged)",
     ),
     flag(
         "health-port",
@@ -97,7 +97,7 @@ pub const FLAGS: &[Flag] = &[
         "OPENSHELL_METRICS_PORT",
         "PORT",
         "0",
-        "Prometheus text at /metrics; 0 = off",
+        "Prometheus text at /metrics (plain HTTP/1.1, no auth); 0 = off; must differ from the other ports",
     ),
     flag(
         "unix-socket",
