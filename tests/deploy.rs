@@ -365,8 +365,7 @@ fn the_dockerfile_builds_with_the_commands_ci_runs() {
     // The final stage: distroless static, non-root, only the binary.
     let last_from = dockerfile
         .lines()
-        .filter(|l| l.starts_with("FROM "))
-        .next_back()
+        .rfind(|l| l.starts_with("FROM "))
         .unwrap();
     assert!(
         last_from.starts_with("FROM gcr.io/distroless/static"),
