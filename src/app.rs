@@ -34,8 +34,10 @@ use crate::grpc::health::Health;
 use crate::grpc::reflection::Reflection;
 use crate::grpc::{self, Router};
 use crate::log;
+use crate::metrics::{AuthStats, GrpcStats};
 use crate::proto;
 use crate::readiness::{Component, Readiness};
+use crate::scrape::{MetricsEndpoint, Sources};
 use crate::server::{self, Http2Settings, Server};
 use crate::shutdown::Shutdown;
 
@@ -60,6 +62,8 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The health listener's address.
     pub health_addr: Option<SocketAddr>,
+    /// The metrics listener's address.
+    pub metrics_addr: Option<SocketAddr>,
     /// The Unix socket listener's path.
     pub unix_socket: Option<PathBuf>,
     /// Readiness as reported by `/readyz` and `grpc.health.v1`.
@@ -175,6 +179,10 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
         ),
     };
 
+    let mut pools = Vec::new();
+    pools.extend(compute.as_ref().map(|c| c.pool().clone()));
+    pools.extend(credentials.as_ref().map(|c| c.pool().clone()));
+    let metrics_store = Arc::clone(&store);
     let state = Arc::new(api::State {
         version: VERSION,
         store,
@@ -196,18 +204,37 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
     let plain: Arc<dyn Plain> = Arc::new(Endpoints::new(&config, readiness.clone()));
     let shutdown = Shutdown::new();
     let (gate, keys, key_tasks) = build_gate(&config, &tuning, &readiness, &shutdown).await?;
-    let service = grpc::Service::new(
+    // Counted only when someone can read them (`--metrics-port`), for
+    // every method of the served protos (implemented or not) and `other`.
+    let stats = config.metrics_port.map(|_| {
+        let declared = proto::openshell::v1::open_shell::METHODS
+            .iter()
+            .chain(proto::openshell::inference::v1::inference::METHODS)
+            .map(|m| m.path);
+        (
+            Arc::new(GrpcStats::new(router.paths().chain(declared))),
+            Arc::new(AuthStats::new(crate::auth::gate::reason_codes())),
+        )
+    });
+    let gate = match &stats {
+        Some((_, auth)) => gate.with_stats(Arc::clone(auth)),
+        None => gate,
+    };
+    let mut service = grpc::Service::new(
         router,
         gate,
         Arc::clone(&plain),
         config.max_message_bytes,
         shutdown.clone(),
     );
+    if let Some((grpc, _)) = &stats {
+        service = service.with_observer(grpc.clone());
+    }
     let settings = Http2Settings {
         max_concurrent_streams: config.max_concurrent_streams,
         ..Http2Settings::default()
     };
-    let server = Server::new(service, settings, shutdown.clone());
+    let (server, tls_failures) = build_server(&config, service, settings, &shutdown)?;
 
     let main = bind(config.bind_address, config.port, "--port").await?;
     let addr = main
@@ -220,7 +247,7 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
     }
     log::info("listening")
         .display("addr", addr)
-        .str("protocols", "h2c, http/1.1")
+        .str("protocols", protocols(&config))
         .emit();
 
     let mut health_addr = None;
@@ -232,6 +259,30 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
             .display(
                 "addr",
                 health_addr.map_or_else(String::new, |a| a.to_string()),
+            )
+            .emit();
+    }
+    let mut metrics_addr = None;
+    if let (Some(port), Some((grpc, auth))) = (config.metrics_port, stats) {
+        let l = bind(config.bind_address, port, "--metrics-port").await?;
+        metrics_addr = l.local_addr().ok();
+        let counted = Arc::clone(&server);
+        let endpoint = MetricsEndpoint::new(Sources {
+            grpc,
+            auth,
+            keys: keys.clone(),
+            pools,
+            store: metrics_store,
+            connections: Box::new(move || counted.connections()),
+            tls_handshake_failures: tls_failures,
+        });
+        tasks.push(tokio::spawn(
+            Arc::clone(&server).serve_plain_with(l, Arc::new(endpoint)),
+        ));
+        log::info("metrics listening")
+            .display(
+                "addr",
+                metrics_addr.map_or_else(String::new, |a| a.to_string()),
             )
             .emit();
     }
@@ -251,6 +302,7 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
     Ok(Running {
         addr,
         health_addr,
+        metrics_addr,
         unix_socket: config.unix_socket.clone(),
         readiness,
         shutdown,
@@ -326,6 +378,17 @@ async fn start_keys(
         ttl: o.jwks_ttl,
         ..tuning.keys
     };
+    #[cfg(feature = "tls")]
+    if o.issuer.starts_with("https://")
+        || o.jwks_uri
+            .as_deref()
+            .is_some_and(|u| u.starts_with("https://"))
+        || o.ca_file.is_some()
+    {
+        // Load the trust anchors now: a bad CA file stops the start.
+        let roots = crate::tls::fetch_roots(o.ca_file.as_deref()).map_err(StartError)?;
+        crate::tls::set_fetch_roots(roots);
+    }
     let limits = tuning.fetch;
     let keys = match (&o.jwks_file, &o.jwks_uri) {
         (Some(_), Some(_)) => {
@@ -366,6 +429,53 @@ async fn start_keys(
             .map_err(|e| StartError(format!("cannot handle SIGHUP: {e}")))?
     };
     Ok((keys, vec![task]))
+}
+
+/// A failed-handshake counter, for `/metrics`.
+type Failures = Box<dyn Fn() -> u64 + Send + Sync>;
+
+/// The server, with TLS on the main port when configured (`tls` builds).
+#[cfg(feature = "tls")]
+fn build_server(
+    config: &Config,
+    service: grpc::Service<AuthGate>,
+    settings: Http2Settings,
+    shutdown: &Shutdown,
+) -> Result<(Arc<Server<AuthGate>>, Option<Failures>), StartError> {
+    let tls = match &config.tls {
+        Some(t) => Some(crate::tls::Acceptor::new(
+            crate::tls::server_config(t).map_err(StartError)?,
+        )),
+        None => None,
+    };
+    let failures = tls
+        .clone()
+        .map(|t| Box::new(move || t.failures()) as Failures);
+    let server = Server::with_tls(service, settings, shutdown.clone(), tls);
+    Ok((server, failures))
+}
+
+/// The server (plaintext: this build has no TLS).
+#[cfg(not(feature = "tls"))]
+fn build_server(
+    _config: &Config,
+    service: grpc::Service<AuthGate>,
+    settings: Http2Settings,
+    shutdown: &Shutdown,
+) -> Result<(Arc<Server<AuthGate>>, Option<Failures>), StartError> {
+    Ok((Server::new(service, settings, shutdown.clone()), None))
+}
+
+/// What the main port speaks, for the `listening` line.
+fn protocols(config: &Config) -> &'static str {
+    match &config.tls {
+        None => "h2c, http/1.1",
+        Some(t) if t.require_client_cert => "h2, http/1.1 over TLS (client certificates required)",
+        Some(t) if t.client_ca.is_some() => {
+            "h2, http/1.1 over TLS (client certificates verified when presented)"
+        }
+        Some(_) => "h2, http/1.1 over TLS (no client certificates)",
+    }
 }
 
 /// A driver pool's settings from the flags.

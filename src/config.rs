@@ -11,6 +11,13 @@
 //! relay settings) are accepted where ignoring them is harmless, with one
 //! warning each; a flag whose loss would lower security (`--tls-cert` in a
 //! build without the `tls` feature) is a startup error.
+//!
+//! TLS (`tls` builds): `--tls-cert` and `--tls-key` together turn TLS on for
+//! the main port (unless `--disable-tls`); `--tls-client-ca` makes client
+//! certificates required, or only verified when presented with
+//! `--disable-gateway-auth`. TLS without a client CA needs
+//! `--disable-gateway-auth`, so that dropping the CA never silently turns
+//! mTLS off.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -76,7 +83,7 @@ pub const FLAGS: &[Flag] = &[
         "OPENSHELL_SERVER_PORT",
         "PORT",
         "8080",
-        "gRPC (h2c) and HTTP/1.1 on one port; 0 picks a free port (logged)",
+        "gRPC (h2c, or h2 over TLS with --tls-cert) and HTTP/1.1 on one port; 0 picks a free port (logged)",
     ),
     flag(
         "health-port",
@@ -90,7 +97,7 @@ pub const FLAGS: &[Flag] = &[
         "OPENSHELL_METRICS_PORT",
         "PORT",
         "0",
-        "Prometheus text at /metrics; 0 = off",
+        "Prometheus text at /metrics (plain HTTP/1.1, no auth); 0 = off; must differ from the other ports",
     ),
     flag(
         "unix-socket",
@@ -159,6 +166,13 @@ pub const FLAGS: &[Flag] = &[
         "PATH",
         "",
         "static JWKS file instead of fetching; re-read on SIGHUP",
+    ),
+    flag(
+        "oidc-ca-file",
+        "OPENSHELL_OIDC_CA_FILE",
+        "PATH",
+        "",
+        "PEM CA bundle trusted for https:// issuers and JWKS instead of the system roots (needs the `tls` cargo feature)",
     ),
     flag(
         "oidc-leeway-secs",
@@ -296,31 +310,31 @@ pub const FLAGS: &[Flag] = &[
         "OPENSHELL_TLS_CERT",
         "PATH",
         "",
-        "TLS certificate (needs the `tls` cargo feature)",
+        "PEM certificate chain; with --tls-key, the main port serves TLS (needs the `tls` cargo feature)",
     ),
     flag(
         "tls-key",
         "OPENSHELL_TLS_KEY",
         "PATH",
         "",
-        "TLS private key (needs the `tls` cargo feature)",
+        "PEM private key of --tls-cert (needs the `tls` cargo feature)",
     ),
     flag(
         "tls-client-ca",
         "OPENSHELL_TLS_CLIENT_CA",
         "PATH",
         "",
-        "CA for client certificates, mTLS (needs the `tls` cargo feature)",
+        "PEM CA bundle for client certificates (mTLS; required unless --disable-gateway-auth) (needs the `tls` cargo feature)",
     ),
     switch(
         "disable-tls",
         "OPENSHELL_DISABLE_TLS",
-        "serve plaintext (the only mode of a build without `tls`)",
+        "serve plaintext even if TLS files are given (the only mode of a build without `tls`)",
     ),
     switch(
         "disable-gateway-auth",
         "OPENSHELL_DISABLE_GATEWAY_AUTH",
-        "do not require client certificates (mTLS)",
+        "do not require client certificates (verify them only when presented)",
     ),
 ];
 
@@ -388,6 +402,23 @@ pub struct Oidc {
     pub user_role: String,
     /// Scope claim; `None`: scopes are not checked.
     pub scopes_claim: Option<String>,
+    /// CA bundle for https key fetching instead of the system roots
+    /// (`tls` builds).
+    pub ca_file: Option<PathBuf>,
+}
+
+/// TLS on the main port (only ever set in a `tls` build).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerTls {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// PEM CA bundle that client certificates must chain to.
+    pub client_ca: Option<PathBuf>,
+    /// Refuse clients without a certificate (`--tls-client-ca` without
+    /// `--disable-gateway-auth`).
+    pub require_client_cert: bool,
 }
 
 /// The validated configuration.
@@ -403,6 +434,8 @@ pub struct Config {
     pub metrics_port: Option<u16>,
     /// Extra Unix socket listener.
     pub unix_socket: Option<PathBuf>,
+    /// TLS on the main port (`None`: plaintext).
+    pub tls: Option<ServerTls>,
     /// Log filter.
     pub log_level: Level,
     /// The embedded store file (from `--db-url`).
@@ -632,14 +665,22 @@ fn build(raw: &Raw) -> Result<Config, ConfigError> {
     })?;
 
     let mut warnings = Vec::new();
-    security_flags(raw, &mut warnings)?;
+    let tls = security_flags(raw, &mut warnings)?;
 
     let oidc = match raw.opt("oidc-issuer") {
-        None => None,
+        None => {
+            if raw.opt("oidc-ca-file").is_some() {
+                warnings.push("ignoring --oidc-ca-file: no --oidc-issuer".into());
+            }
+            None
+        }
         Some(issuer) => Some(oidc(raw, issuer)?),
     };
     let allow_unauthenticated = raw.bool("allow-unauthenticated")?;
-    if oidc.is_none() && !bind_address.is_loopback() {
+    // Required client certificates authenticate every caller of the main
+    // port (upstream's gateway auth), so they count as authentication here.
+    let mtls = tls.as_ref().is_some_and(|t| t.require_client_cert);
+    if oidc.is_none() && !bind_address.is_loopback() && !mtls {
         if !allow_unauthenticated {
             return Err(err(format!(
                 "refusing to serve without authentication on {bind_address}: set --oidc-issuer, bind a loopback address, or pass --allow-unauthenticated"
@@ -669,6 +710,7 @@ fn build(raw: &Raw) -> Result<Config, ConfigError> {
         health_port,
         metrics_port,
         unix_socket: raw.opt("unix-socket").map(PathBuf::from),
+        tls,
         log_level,
         db_path: crate::store::parse_db_url(raw.get("db-url")).map_err(err)?,
         store_key_file: raw.opt("store-key-file").map(PathBuf::from),
@@ -692,7 +734,7 @@ fn build(raw: &Raw) -> Result<Config, ConfigError> {
 }
 
 /// TLS flags: honoured only by a build with the `tls` feature.
-fn security_flags(raw: &Raw, warnings: &mut Vec<String>) -> Result<(), ConfigError> {
+fn security_flags(raw: &Raw, warnings: &mut Vec<String>) -> Result<Option<ServerTls>, ConfigError> {
     if !TLS_BUILD {
         for name in ["tls-cert", "tls-key", "tls-client-ca"] {
             if raw.opt(name).is_some() {
@@ -701,6 +743,11 @@ fn security_flags(raw: &Raw, warnings: &mut Vec<String>) -> Result<(), ConfigErr
                 )));
             }
         }
+        if raw.opt("oidc-ca-file").is_some() {
+            return Err(err(
+                "--oidc-ca-file needs TLS (https key fetching), and this build has no TLS support: rebuild with `--features tls`, or use an http:// issuer inside the cluster and drop --oidc-ca-file",
+            ));
+        }
         for name in ["disable-tls", "disable-gateway-auth"] {
             if raw.bool(name)? {
                 warnings.push(format!(
@@ -708,8 +755,47 @@ fn security_flags(raw: &Raw, warnings: &mut Vec<String>) -> Result<(), ConfigErr
                 ));
             }
         }
+        return Ok(None);
     }
-    Ok(())
+    let cert = raw.opt("tls-cert").map(PathBuf::from);
+    let key = raw.opt("tls-key").map(PathBuf::from);
+    let client_ca = raw.opt("tls-client-ca").map(PathBuf::from);
+    let disable_gateway_auth = raw.bool("disable-gateway-auth")?;
+    if raw.bool("disable-tls")? {
+        for name in ["tls-cert", "tls-key", "tls-client-ca"] {
+            if raw.opt(name).is_some() {
+                warnings.push(format!("ignoring --{name}: --disable-tls serves plaintext"));
+            }
+        }
+        return Ok(None);
+    }
+    let (cert, key) = match (cert, key) {
+        (Some(cert), Some(key)) => (cert, key),
+        (None, None) => {
+            if client_ca.is_some() {
+                return Err(err(
+                    "--tls-client-ca needs --tls-cert and --tls-key (client certificates are checked in a TLS handshake)",
+                ));
+            }
+            warnings.push(
+                "serving plaintext: no --tls-cert and --tls-key (pass --disable-tls to say so and silence this warning)".into(),
+            );
+            return Ok(None);
+        }
+        (Some(_), None) => return Err(err("--tls-cert needs --tls-key")),
+        (None, Some(_)) => return Err(err("--tls-key needs --tls-cert")),
+    };
+    if client_ca.is_none() && !disable_gateway_auth {
+        return Err(err(
+            "--tls-cert without --tls-client-ca: client certificates are required unless --disable-gateway-auth; give --tls-client-ca, or pass --disable-gateway-auth to serve TLS without client certificates",
+        ));
+    }
+    Ok(Some(ServerTls {
+        cert,
+        key,
+        require_client_cert: client_ca.is_some() && !disable_gateway_auth,
+        client_ca,
+    }))
 }
 
 fn oidc(raw: &Raw, issuer: &str) -> Result<Oidc, ConfigError> {
@@ -782,6 +868,7 @@ fn oidc(raw: &Raw, issuer: &str) -> Result<Oidc, ConfigError> {
             .opt("oidc-scopes-claim")
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty()),
+        ca_file: raw.opt("oidc-ca-file").map(PathBuf::from),
     })
 }
 
@@ -915,7 +1002,8 @@ mod tests {
             &[("OPENSHELL_VM_DRIVER_VCPUS", "2")],
         )
         .unwrap();
-        assert_eq!(c.warnings.len(), 2);
+        let ignored = c.warnings.iter().filter(|w| w.starts_with("ignoring --"));
+        assert_eq!(ignored.count(), 2);
     }
 
     #[test]
@@ -925,5 +1013,95 @@ mod tests {
             assert!(h.contains(&format!("--{}", f.name)), "{}", f.name);
             assert!(h.contains(f.env), "{}", f.env);
         }
+    }
+
+    #[test]
+    #[cfg(feature = "tls")]
+    fn tls_flags() {
+        let ok = |args: &[&str]| run(args, &[]).unwrap();
+        let refused = |args: &[&str]| run(args, &[]).unwrap_err().0;
+        let t = ok(&["--tls-cert", "c", "--tls-key", "k", "--tls-client-ca", "ca"])
+            .tls
+            .unwrap();
+        assert!(t.require_client_cert);
+        assert_eq!(t.client_ca, Some(PathBuf::from("ca")));
+        // The upstream chart sets them as environment variables.
+        let c = run(
+            &[],
+            &[
+                ("OPENSHELL_TLS_CERT", "c"),
+                ("OPENSHELL_TLS_KEY", "k"),
+                ("OPENSHELL_TLS_CLIENT_CA", "ca"),
+                ("OPENSHELL_DISABLE_GATEWAY_AUTH", "true"),
+            ],
+        )
+        .unwrap();
+        assert!(!c.tls.unwrap().require_client_cert);
+        assert!(refused(&["--tls-cert", "c", "--tls-key", "k"]).contains("--disable-gateway-auth"));
+        let t = ok(&[
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--disable-gateway-auth",
+        ])
+        .tls
+        .unwrap();
+        assert_eq!((t.client_ca, t.require_client_cert), (None, false));
+        assert!(refused(&["--tls-cert", "c"]).contains("--tls-key"));
+        assert!(refused(&["--tls-key", "k"]).contains("--tls-cert"));
+        assert!(refused(&["--tls-client-ca", "ca"]).contains("--tls-cert"));
+        let c = ok(&["--tls-cert", "c", "--tls-key", "k", "--disable-tls"]);
+        assert!(c.tls.is_none());
+        assert!(c.warnings.iter().any(|w| w.contains("--disable-tls")));
+        assert!(
+            ok(&[])
+                .warnings
+                .iter()
+                .any(|w| w.contains("serving plaintext"))
+        );
+        // Required client certificates authenticate callers; optional ones do not.
+        let public = [
+            "--bind-address",
+            "0.0.0.0",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+        ];
+        ok(&[&public[..], &["--tls-client-ca", "ca"]].concat());
+        refused(
+            &[
+                &public[..],
+                &["--tls-client-ca", "ca", "--disable-gateway-auth"],
+            ]
+            .concat(),
+        );
+        let o = ok(&[
+            "--oidc-issuer",
+            "https://idp/realms/x",
+            "--oidc-ca-file",
+            "/ca.pem",
+        ])
+        .oidc
+        .unwrap();
+        assert_eq!(o.ca_file, Some(PathBuf::from("/ca.pem")));
+    }
+
+    #[test]
+    #[cfg(not(feature = "tls"))]
+    fn tls_flags_need_the_feature() {
+        for args in [
+            &["--tls-cert", "c"][..],
+            &["--tls-key", "k"],
+            &["--tls-client-ca", "ca"],
+            &["--oidc-issuer", "http://idp/x", "--oidc-ca-file", "ca"],
+        ] {
+            let e = run(args, &[]).unwrap_err().0;
+            assert!(e.contains("--features tls"), "{e}");
+        }
+        let c = run(&["--disable-tls", "--disable-gateway-auth"], &[]).unwrap();
+        assert_eq!(c.warnings.len(), 2);
+        assert!(c.tls.is_none());
     }
 }

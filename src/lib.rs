@@ -12,9 +12,13 @@ pub mod events;
 pub mod grpc;
 pub mod io;
 pub mod log;
+pub mod metrics;
 pub mod proto;
 pub mod readiness;
 pub mod sandbox_logs;
+pub mod scrape;
 pub mod server;
 pub mod shutdown;
 pub mod store;
+#[cfg(feature = "tls")]
+pub mod tls;

@@ -8,6 +8,11 @@
 //! hyper's HTTP/1.1 server with the bytes already read replayed in front.
 //! An HTTP/1.1 client therefore always gets an HTTP/1.1 answer (a gRPC
 //! request over HTTP/1.1 gets 505), never HTTP/2 bytes.
+//!
+//! With TLS (`tls` builds, `--tls-cert`), the main TCP port runs the
+//! handshake first, on the connection's event loop, and then the same
+//! detection on the decrypted bytes. The Unix socket and the health and
+//! metrics ports stay plaintext.
 
 use std::convert::Infallible;
 use std::future::poll_fn;
@@ -117,7 +122,16 @@ struct Core<G> {
     service: Arc<Service<G>>,
     settings: Http2Settings,
     shutdown: Shutdown,
+    /// TLS on the main TCP port.
+    tls: Option<TlsAcceptor>,
 }
+
+#[cfg(feature = "tls")]
+type TlsAcceptor = crate::tls::Acceptor;
+
+/// Without the `tls` feature there is no acceptor to hold.
+#[cfg(not(feature = "tls"))]
+enum TlsAcceptor {}
 
 /// An accepted connection on its way to an event loop.
 struct Job {
@@ -134,10 +148,31 @@ enum Accepted {
 impl<G: Gate> Server<G> {
     /// A server for `service`, stopped by `shutdown`.
     pub fn new(service: Service<G>, settings: Http2Settings, shutdown: Shutdown) -> Arc<Self> {
+        Self::build(service, settings, shutdown, None)
+    }
+
+    /// Like [`Server::new`], with TLS on TCP connections when `tls` is given.
+    #[cfg(feature = "tls")]
+    pub fn with_tls(
+        service: Service<G>,
+        settings: Http2Settings,
+        shutdown: Shutdown,
+        tls: Option<crate::tls::Acceptor>,
+    ) -> Arc<Self> {
+        Self::build(service, settings, shutdown, tls)
+    }
+
+    fn build(
+        service: Service<G>,
+        settings: Http2Settings,
+        shutdown: Shutdown,
+        tls: Option<TlsAcceptor>,
+    ) -> Arc<Self> {
         let core = Arc::new(Core {
             service: Arc::new(service),
             settings,
             shutdown,
+            tls,
         });
         let mut workers = Vec::new();
         let mut threads = Vec::new();
@@ -258,12 +293,18 @@ impl<G: Gate> Server<G> {
 
     /// Accept plain HTTP/1.1 connections (the health port) until shutdown.
     pub async fn serve_plain(self: Arc<Self>, listener: TcpListener) {
+        let plain = Arc::clone(self.core.service.plain());
+        self.serve_plain_with(listener, plain).await;
+    }
+
+    /// Accept plain HTTP/1.1 connections answered by `plain` (the metrics
+    /// port) until shutdown.
+    pub async fn serve_plain_with(self: Arc<Self>, listener: TcpListener, plain: Arc<dyn Plain>) {
         loop {
             match self.core.shutdown.or_shutdown(listener.accept()).await {
                 None => return,
                 Some(Ok((stream, _peer))) => {
-                    let plain = Arc::clone(self.core.service.plain());
-                    tokio::spawn(serve_http1(stream, plain));
+                    tokio::spawn(serve_http1(stream, Arc::clone(&plain)));
                 }
                 Some(Err(e)) => accept_failed(&e).await,
             }
@@ -304,7 +345,10 @@ impl<G: Gate> Core<G> {
     async fn serve_job(self: Arc<Self>, job: Job) {
         match job.stream {
             Accepted::Tcp(s) => match TcpStream::from_std(s) {
-                Ok(s) => self.connection(s).await,
+                Ok(s) => match &self.tls {
+                    None => self.connection(s).await,
+                    Some(tls) => self.tls_connection(tls, s).await,
+                },
                 Err(e) => log::debug("cannot adopt a connection")
                     .display("error", e)
                     .emit(),
@@ -317,6 +361,18 @@ impl<G: Gate> Core<G> {
             },
         }
         drop((job.guard, job.permit));
+    }
+
+    #[cfg(feature = "tls")]
+    async fn tls_connection(&self, tls: &TlsAcceptor, stream: TcpStream) {
+        if let Some(stream) = tls.accept(stream).await {
+            self.connection(stream).await;
+        }
+    }
+
+    #[cfg(not(feature = "tls"))]
+    async fn tls_connection(&self, tls: &TlsAcceptor, _stream: TcpStream) {
+        match *tls {}
     }
 
     async fn connection<IO>(&self, mut io: IO)

@@ -46,6 +46,8 @@ pub enum DiscoveryError {
     MissingJwksUri,
     /// The document's `jwks_uri` is not a URL the fetcher accepts.
     BadJwksUri(UrlError),
+    /// An `https://` issuer's document names an `http://` `jwks_uri`.
+    JwksUriDowngrade,
 }
 
 impl fmt::Display for DiscoveryError {
@@ -67,6 +69,9 @@ impl fmt::Display for DiscoveryError {
                 f.write_str("discovery document has no \"jwks_uri\" string")
             }
             DiscoveryError::BadJwksUri(e) => write!(f, "discovery document's jwks_uri: {e}"),
+            DiscoveryError::JwksUriDowngrade => f.write_str(
+                "discovery document of an https:// issuer names an http:// jwks_uri (refused: keys would travel unprotected)",
+            ),
         }
     }
 }
@@ -101,7 +106,14 @@ pub fn jwks_uri(document: &[u8], issuer: &str) -> Result<HttpUrl, DiscoveryError
     let Some(Value::String(uri)) = doc.get("jwks_uri") else {
         return Err(DiscoveryError::MissingJwksUri);
     };
-    HttpUrl::parse(uri).map_err(DiscoveryError::BadJwksUri)
+    let uri = HttpUrl::parse(uri).map_err(DiscoveryError::BadJwksUri)?;
+    let https_issuer = issuer
+        .get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+    if https_issuer && !uri.is_https() {
+        return Err(DiscoveryError::JwksUriDowngrade);
+    }
+    Ok(uri)
 }
 
 #[cfg(test)]
@@ -130,9 +142,15 @@ mod tests {
             discovery_url("http://idp/?realm=x"),
             Err(DiscoveryError::IssuerHasQuery)
         );
+        #[cfg(not(feature = "tls"))]
         assert_eq!(
             discovery_url("https://idp/"),
             Err(DiscoveryError::IssuerUrl(UrlError::Https))
+        );
+        #[cfg(feature = "tls")]
+        assert_eq!(
+            discovery_url("https://idp/").map(|u| u.to_string()),
+            Ok("https://idp/.well-known/openid-configuration".to_string())
         );
     }
 
@@ -198,6 +216,7 @@ mod tests {
                 doc(serde_json::json!({"issuer": ISSUER, "jwks_uri": ["x"]})),
                 DiscoveryError::MissingJwksUri,
             ),
+            #[cfg(not(feature = "tls"))]
             (
                 doc(serde_json::json!({"issuer": ISSUER, "jwks_uri": "https://idp/certs"})),
                 DiscoveryError::BadJwksUri(UrlError::Https),
@@ -219,6 +238,19 @@ mod tests {
                 String::from_utf8_lossy(&d)
             );
         }
+    }
+
+    #[test]
+    #[cfg(feature = "tls")]
+    fn an_https_issuer_cannot_downgrade_its_keys_to_http() {
+        let issuer = "https://idp/realms/x";
+        let d = doc(serde_json::json!({"issuer": issuer, "jwks_uri": "http://idp/certs"}));
+        assert_eq!(jwks_uri(&d, issuer), Err(DiscoveryError::JwksUriDowngrade));
+        let d = doc(serde_json::json!({"issuer": issuer, "jwks_uri": "https://idp/certs"}));
+        assert!(jwks_uri(&d, issuer).unwrap().is_https());
+        // An http issuer may name an https jwks_uri.
+        let d = doc(serde_json::json!({"issuer": ISSUER, "jwks_uri": "https://idp/certs"}));
+        assert!(jwks_uri(&d, ISSUER).is_ok());
     }
 
     #[test]

@@ -1,13 +1,14 @@
 //! A minimal HTTP/1.1 GET client for the identity provider's discovery
 //! document and JWK Set: hyper's client connection over a tokio
-//! `TcpStream`, and nothing else (no connection pool, no redirects, no TLS,
-//! no compression, no cookies, no proxy).
+//! `TcpStream` (wrapped in TLS for an `https://` URL, in a build with the
+//! `tls` cargo feature: `crate::tls`), and nothing else (no connection
+//! pool, no redirects, no compression, no cookies, no proxy).
 //!
 //! Responses are untrusted input, so every limit of auth.md "Keys" is
 //! enforced here, while reading:
 //!
-//! - connect within [`CONNECT_TIMEOUT_MS`] (name resolution included), the
-//!   whole exchange within [`TOTAL_TIMEOUT_MS`];
+//! - connect within [`CONNECT_TIMEOUT_MS`] (name resolution and the TLS
+//!   handshake included), the whole exchange within [`TOTAL_TIMEOUT_MS`];
 //! - status 200 only; a 3xx is an error that names it (redirects are never
 //!   followed: a key URL is configuration, not something a response moves);
 //! - at most [`MAX_BODY_BYTES`] of body, checked against `content-length`
@@ -92,6 +93,9 @@ pub enum FetchError {
     },
     /// Not connected within the connect timeout (milliseconds).
     ConnectTimeout(u128),
+    /// The TLS handshake failed (an untrusted certificate, a name that
+    /// does not match, …).
+    Tls(String),
     /// No complete response within the total timeout (milliseconds).
     Timeout(u128),
     /// The server broke HTTP/1.1 (or closed the connection early).
@@ -121,6 +125,7 @@ impl fmt::Display for FetchError {
             FetchError::NoAddress => f.write_str("the host resolved to no address"),
             FetchError::Connect { addr, reason } => write!(f, "cannot connect to {addr}: {reason}"),
             FetchError::ConnectTimeout(ms) => write!(f, "no connection within {ms} ms"),
+            FetchError::Tls(e) => write!(f, "TLS handshake failed: {e}"),
             FetchError::Timeout(ms) => write!(f, "no complete response within {ms} ms"),
             FetchError::Http(e) => write!(f, "bad HTTP/1.1 response: {e}"),
             FetchError::Redirect { status, location } => {
@@ -154,11 +159,42 @@ pub async fn get(url: &HttpUrl, limits: &FetchLimits) -> Result<Bytes, FetchErro
         let stream = tokio::time::timeout(limits.connect_timeout, connect(url))
             .await
             .map_err(|_| FetchError::ConnectTimeout(limits.connect_timeout.as_millis()))??;
+        if url.is_https() {
+            return exchange_tls(stream, url, limits).await;
+        }
         exchange(stream, url, limits.max_body_bytes).await
     };
     tokio::time::timeout(limits.total_timeout, work)
         .await
         .map_err(|_| FetchError::Timeout(limits.total_timeout.as_millis()))?
+}
+
+/// The TLS handshake (within the connect timeout), then the exchange.
+#[cfg(feature = "tls")]
+async fn exchange_tls(
+    stream: TcpStream,
+    url: &HttpUrl,
+    limits: &FetchLimits,
+) -> Result<Bytes, FetchError> {
+    let tls = tokio::time::timeout(
+        limits.connect_timeout,
+        crate::tls::connect(stream, url.host()),
+    )
+    .await
+    .map_err(|_| FetchError::ConnectTimeout(limits.connect_timeout.as_millis()))?
+    .map_err(|e| FetchError::Tls(e.to_string()))?;
+    exchange(tls, url, limits.max_body_bytes).await
+}
+
+/// Without the `tls` feature no `https://` URL parses, so this is never
+/// reached; it refuses rather than sending plaintext.
+#[cfg(not(feature = "tls"))]
+async fn exchange_tls(
+    _stream: TcpStream,
+    _url: &HttpUrl,
+    _limits: &FetchLimits,
+) -> Result<Bytes, FetchError> {
+    Err(FetchError::Tls("this build has no TLS support".into()))
 }
 
 async fn connect(url: &HttpUrl) -> Result<TcpStream, FetchError> {

@@ -31,6 +31,7 @@ use super::policy::{self, ALL_SCOPE, Class, Role, Rule};
 use super::{AuthError, Caller, Identity, Verifier};
 use crate::grpc::{Code, Gate, Status};
 use crate::log::{self, Audit};
+use crate::metrics::AuthStats;
 
 /// The header a sandbox supervisor authenticates with.
 pub const SECRET_HEADER: &str = "x-sandbox-secret";
@@ -51,11 +52,31 @@ pub struct Oidc {
     pub scopes: bool,
 }
 
+/// The reason codes of the gate's own decisions (token refusals add
+/// [`AuthError::ALL_CODES`]); `ok` for every allowed call.
+pub const GATE_REASONS: [&str; 9] = [
+    "ok",
+    "secret_not_configured",
+    "missing_secret",
+    "invalid_secret",
+    "missing_authorization",
+    "keys_not_loaded",
+    "keys_expired",
+    "role_required",
+    "scope_required",
+];
+
+/// Every reason code a decision can carry (the metrics' label set).
+pub fn reason_codes() -> impl Iterator<Item = &'static str> {
+    GATE_REASONS.into_iter().chain(AuthError::ALL_CODES)
+}
+
 /// The gateway's gate.
 #[derive(Debug)]
 pub struct AuthGate {
     oidc: Option<Oidc>,
     secret: Option<[u8; 32]>,
+    stats: Option<Arc<AuthStats>>,
 }
 
 impl AuthGate {
@@ -64,7 +85,14 @@ impl AuthGate {
         AuthGate {
             oidc,
             secret: secret.map(|s| fingerprint(s.as_bytes())),
+            stats: None,
         }
+    }
+
+    /// Count every decision in `stats`.
+    pub fn with_stats(mut self, stats: Arc<AuthStats>) -> AuthGate {
+        self.stats = Some(stats);
+        self
     }
 
     async fn decide(&self, rule: &Rule, headers: &HeaderMap) -> Result<Caller, Denied> {
@@ -201,6 +229,9 @@ impl Gate for AuthGate {
         let rule = policy::rule(path);
         match self.decide(&rule, headers).await {
             Ok(caller) => {
+                if let Some(stats) = &self.stats {
+                    stats.record(true, "ok");
+                }
                 if rule.mutating {
                     log::audit(Audit {
                         request_id,
@@ -215,6 +246,9 @@ impl Gate for AuthGate {
                 Ok(ext)
             }
             Err(denied) => {
+                if let Some(stats) = &self.stats {
+                    stats.record(false, denied.reason);
+                }
                 log::audit(Audit {
                     request_id,
                     subject: "unverified",

@@ -1,11 +1,13 @@
-//! `http://host[:port]/path` URLs of the identity provider, parsed by hand
+//! `http://host[:port]/path` URLs of the identity provider (and
+//! `https://` ones in a build with the `tls` cargo feature), parsed by hand
 //! (no URL crate) into exactly what the fetcher needs: a host to resolve or
-//! an IP address to connect to, a port, the `Host` header and the request
-//! target.
+//! an IP address to connect to, a port, the `Host` header, the request
+//! target and whether to speak TLS.
 //!
 //! The grammar is the small subset of RFC 3986 an in-cluster identity
 //! provider needs, and everything else is refused with an error that says
-//! why: a scheme other than `http` (`https` names the `tls` cargo feature),
+//! why: a scheme other than `http` or `https` (`https` in a build without
+//! TLS names the `tls` cargo feature),
 //! userinfo (`user:pass@`, which would put a credential in logs), a fragment,
 //! an empty host, a bare IPv6 address (RFC 3986 §3.2.2 wants brackets), a
 //! zone id, a host of digits and dots that is not a dotted-quad IPv4 address
@@ -23,6 +25,8 @@ pub const MAX_HOST_BYTES: usize = 253;
 pub const MAX_LABEL_BYTES: usize = 63;
 /// The port of `http` when none is given (RFC 9110 §4.2.1).
 pub const HTTP_DEFAULT_PORT: u16 = 80;
+/// The port of `https` when none is given (RFC 9110 §4.2.2).
+pub const HTTPS_DEFAULT_PORT: u16 = 443;
 
 /// Where to connect.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,9 +37,11 @@ pub enum Host {
     Name(String),
 }
 
-/// A parsed `http://` URL.
+/// A parsed `http://` (or, with `tls`, `https://`) URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpUrl {
+    /// `https://`: TLS after connecting.
+    https: bool,
     host: Host,
     port: u16,
     /// `host[:port]` as written (brackets kept): the `Host` header.
@@ -51,7 +57,7 @@ pub enum UrlError {
     TooLong,
     /// No `scheme://`, or a scheme other than `http`/`https`.
     NotHttp,
-    /// `https://`: needs the `tls` cargo feature.
+    /// `https://` in a build without the `tls` cargo feature.
     Https,
     /// `user[:password]@` before the host.
     UserInfo,
@@ -72,9 +78,6 @@ impl fmt::Display for UrlError {
         f.write_str(match self {
             UrlError::TooLong => "URL longer than 2048 bytes",
             UrlError::NotHttp => "not an http:// URL",
-            UrlError::Https if cfg!(feature = "tls") => {
-                "https:// key fetching is not implemented yet (the `tls` feature covers serving only): use an http:// URL inside the cluster"
-            }
             UrlError::Https => {
                 "https:// needs TLS, and this build fetches plain http:// only: rebuild with `--features tls`, or use an http:// URL inside the cluster"
             }
@@ -93,16 +96,18 @@ impl fmt::Display for UrlError {
 impl std::error::Error for UrlError {}
 
 impl HttpUrl {
-    /// Parses an `http://` URL (rules in the module documentation).
+    /// Parses an `http://` or `https://` URL (rules in the module
+    /// documentation).
     pub fn parse(url: &str) -> Result<HttpUrl, UrlError> {
         if url.len() > MAX_URL_BYTES {
             return Err(UrlError::TooLong);
         }
         let (scheme, rest) = url.split_once("://").ok_or(UrlError::NotHttp)?;
-        if scheme.eq_ignore_ascii_case("https") {
+        let https = scheme.eq_ignore_ascii_case("https");
+        if https && !cfg!(feature = "tls") {
             return Err(UrlError::Https);
         }
-        if !scheme.eq_ignore_ascii_case("http") {
+        if !https && !scheme.eq_ignore_ascii_case("http") {
             return Err(UrlError::NotHttp);
         }
         if rest.contains('#') {
@@ -118,6 +123,7 @@ impl HttpUrl {
         }
         let (host, port) = split_authority(authority)?;
         let port = match port {
+            None if https => HTTPS_DEFAULT_PORT,
             None => HTTP_DEFAULT_PORT,
             Some(p) => parse_port(p)?,
         };
@@ -130,11 +136,17 @@ impl HttpUrl {
             return Err(UrlError::BadPath);
         }
         Ok(HttpUrl {
+            https,
             host,
             port,
             authority: authority.to_string(),
             target,
         })
+    }
+
+    /// Whether this is an `https://` URL (TLS after connecting).
+    pub fn is_https(&self) -> bool {
+        self.https
     }
 
     /// Where to connect.
@@ -160,7 +172,8 @@ impl HttpUrl {
 
 impl fmt::Display for HttpUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}{}", self.authority, self.target)
+        let scheme = if self.https { "https" } else { "http" };
+        write!(f, "{scheme}://{}{}", self.authority, self.target)
     }
 }
 
@@ -268,8 +281,6 @@ mod tests {
     #[test]
     fn refused_forms() {
         let cases: &[(&str, UrlError)] = &[
-            ("https://idp/realms/x", UrlError::Https),
-            ("HTTPS://idp", UrlError::Https),
             ("ftp://idp/", UrlError::NotHttp),
             ("idp/realms", UrlError::NotHttp),
             ("http:/idp", UrlError::NotHttp),
@@ -317,5 +328,21 @@ mod tests {
     #[cfg(not(feature = "tls"))]
     fn https_error_names_the_feature() {
         assert!(UrlError::Https.to_string().contains("--features tls"));
+        for url in ["https://idp/realms/x", "HTTPS://idp"] {
+            assert_eq!(HttpUrl::parse(url), Err(UrlError::Https), "{url}");
+        }
+    }
+
+    #[test]
+    #[cfg(feature = "tls")]
+    fn https_urls_with_tls() {
+        let u = ok("https://idp.example/realms/x");
+        assert!(u.is_https());
+        assert_eq!((u.port(), u.authority()), (443, "idp.example"));
+        assert_eq!(u.to_string(), "https://idp.example/realms/x");
+        let u = ok("HTTPS://127.0.0.1:8443/certs");
+        assert_eq!(u.port(), 8443);
+        assert!(!ok("http://idp/").is_https());
+        assert_eq!(HttpUrl::parse("https://u:p@idp/"), Err(UrlError::UserInfo));
     }
 }

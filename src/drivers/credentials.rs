@@ -68,6 +68,11 @@ impl Credentials {
         }
     }
 
+    /// The connection pool to the driver (for `/metrics`).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     /// The current token for `name`: from the cache while it has more than
     /// the margin left, else from the driver (one call per name at a time).
     pub async fn resolve(&self, name: &str, deadline: Option<Instant>) -> Result<String, Status> {

@@ -25,6 +25,7 @@ use tokio::net::UnixStream;
 use crate::grpc::client::{self, CallOptions, Streaming};
 use crate::grpc::{Code, Method, Status};
 use crate::log;
+use crate::metrics::DriverStats;
 use crate::readiness::{Component, Readiness};
 
 /// Startup: connection attempts before giving up (upstream's default).
@@ -129,6 +130,7 @@ struct Shared {
     next: AtomicUsize,
     last_error: Mutex<String>,
     readiness: Option<Readiness>,
+    stats: DriverStats,
 }
 
 /// A few HTTP/2 connections to one driver socket.
@@ -174,6 +176,7 @@ impl Pool {
             next: AtomicUsize::new(0),
             last_error: Mutex::new(String::new()),
             readiness,
+            stats: DriverStats::default(),
             config,
         });
         let pool = Pool { shared };
@@ -209,6 +212,11 @@ impl Pool {
     /// Which driver this pool talks to.
     pub fn driver(&self) -> Driver {
         self.shared.driver
+    }
+
+    /// Calls made through this pool (for `/metrics`).
+    pub fn stats(&self) -> &DriverStats {
+        &self.shared.stats
     }
 
     fn last_error(&self) -> String {
@@ -302,10 +310,18 @@ impl Pool {
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
-        let sender = self.pick()?;
-        client::unary(&sender, method, req, self.options(inbound_deadline))
-            .await
-            .map_err(map)
+        let started = Instant::now();
+        let result = match self.pick() {
+            Ok(sender) => client::unary(&sender, method, req, self.options(inbound_deadline)).await,
+            Err(unavailable) => Err(unavailable),
+        };
+        self.record(&result, started);
+        result.map_err(map)
+    }
+
+    fn record<T>(&self, result: &Result<T, Status>, started: Instant) {
+        let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+        self.shared.stats.record(code, started.elapsed());
     }
 
     /// Open a server stream (no deadline once open).
@@ -318,10 +334,13 @@ impl Pool {
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
-        let sender = self.pick()?;
-        client::server_streaming(&sender, method, req, self.options(None))
-            .await
-            .map_err(|s| map_status(self.shared.driver, method.name(), s))
+        let started = Instant::now();
+        let result = match self.pick() {
+            Ok(sender) => client::server_streaming(&sender, method, req, self.options(None)).await,
+            Err(unavailable) => Err(unavailable),
+        };
+        self.record(&result, started);
+        result.map_err(|s| map_status(self.shared.driver, method.name(), s))
     }
 }
 

@@ -78,6 +78,13 @@ impl Gate for Open {
     }
 }
 
+/// Told about every finished call (metrics). Runs on the call's task
+/// after the final status is sent, so it must be cheap and never block.
+pub trait CallObserver: Send + Sync + 'static {
+    /// A call on `path` ended with `code` after `elapsed`.
+    fn call_ended(&self, path: &str, code: Code, elapsed: Duration);
+}
+
 /// Everything needed to serve calls: routes, gate, limits.
 pub struct Service<G> {
     router: Router,
@@ -85,6 +92,7 @@ pub struct Service<G> {
     plain: Arc<dyn Plain>,
     max_message_bytes: usize,
     shutdown: Shutdown,
+    observer: Option<Arc<dyn CallObserver>>,
 }
 
 impl<G: Gate> Service<G> {
@@ -104,7 +112,19 @@ impl<G: Gate> Service<G> {
             plain,
             max_message_bytes,
             shutdown,
+            observer: None,
         }
+    }
+
+    /// Tell `observer` about every finished call.
+    pub fn with_observer(mut self, observer: Arc<dyn CallObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// The registered method paths.
+    pub fn paths(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.router.paths()
     }
 
     /// The plain endpoints.
@@ -157,6 +177,9 @@ impl<G: Gate> Service<G> {
             }
         };
         let elapsed = started.elapsed();
+        if let Some(observer) = &self.observer {
+            observer.call_ended(path, code, elapsed);
+        }
         let level = if code == Code::Ok {
             log::Level::Debug
         } else {

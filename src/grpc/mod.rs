@@ -14,7 +14,9 @@ mod router;
 pub mod status;
 pub mod timeout;
 
-pub use call::{Gate, MAX_GRPC_MESSAGE_BYTES, MAX_REQUEST_ID_BYTES, Open, Service, new_request_id};
+pub use call::{
+    CallObserver, Gate, MAX_GRPC_MESSAGE_BYTES, MAX_REQUEST_ID_BYTES, Open, Service, new_request_id,
+};
 pub use method::{Method, MethodInfo, Shape};
 pub use router::{Context, Reply, Requests, Router, STREAM_QUEUE_MESSAGES, Sink};
 pub use status::{Code, Status};

@@ -251,6 +251,11 @@ impl Router {
         self.routes.contains_key(path)
     }
 
+    /// Every registered method path.
+    pub fn paths(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.routes.keys().copied()
+    }
+
     /// The fully qualified names of the services with at least one method.
     pub fn services(&self) -> impl Iterator<Item = &str> {
         self.services.iter().map(String::as_str)

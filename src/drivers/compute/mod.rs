@@ -160,6 +160,11 @@ impl Compute {
         }))
     }
 
+    /// The connection pool to the driver (for `/metrics`).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     /// Start the watch and reconcile tasks; they end at shutdown.
     pub fn start(self: &Arc<Self>, shutdown: &Shutdown) -> Vec<JoinHandle<()>> {
         vec![
