@@ -15,7 +15,7 @@
 //! metrics ports stay plaintext.
 
 use std::convert::Infallible;
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::path::Path;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
@@ -240,52 +240,38 @@ impl<G: Gate> Server<G> {
 
     /// Accept TCP connections until shutdown.
     pub async fn serve_tcp(self: Arc<Self>, listener: TcpListener) {
-        loop {
-            let Some(permit) = self
-                .core
-                .shutdown
-                .or_shutdown(Arc::clone(&self.slots).acquire_owned())
-                .await
-            else {
-                return;
-            };
-            let Ok(permit) = permit else { return };
-            match self.core.shutdown.or_shutdown(listener.accept()).await {
-                None => return,
-                Some(Ok((stream, _peer))) => {
-                    let _ = stream.set_nodelay(true);
-                    match stream.into_std() {
-                        Ok(s) => self.dispatch(Accepted::Tcp(s), permit),
-                        Err(e) => log::debug("cannot hand over a connection")
-                            .display("error", e)
-                            .emit(),
-                    }
-                }
-                Some(Err(e)) => accept_failed(&e).await,
-            }
-        }
+        self.accept_loop(|| async {
+            let (stream, _peer) = listener.accept().await?;
+            let _ = stream.set_nodelay(true);
+            stream.into_std().map(Accepted::Tcp)
+        })
+        .await;
     }
 
     /// Accept Unix socket connections until shutdown.
     pub async fn serve_unix(self: Arc<Self>, listener: UnixListener) {
+        self.accept_loop(|| async {
+            let (stream, _peer) = listener.accept().await?;
+            stream.into_std().map(Accepted::Unix)
+        })
+        .await;
+    }
+
+    /// Take a connection slot, accept, hand the connection to an event
+    /// loop; until shutdown.
+    async fn accept_loop<F, Fut>(&self, mut accept: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = std::io::Result<Accepted>>,
+    {
         loop {
-            let Some(permit) = self
-                .core
-                .shutdown
-                .or_shutdown(Arc::clone(&self.slots).acquire_owned())
-                .await
-            else {
+            let slot = Arc::clone(&self.slots).acquire_owned();
+            let Some(Ok(permit)) = self.core.shutdown.or_shutdown(slot).await else {
                 return;
             };
-            let Ok(permit) = permit else { return };
-            match self.core.shutdown.or_shutdown(listener.accept()).await {
+            match self.core.shutdown.or_shutdown(accept()).await {
                 None => return,
-                Some(Ok((stream, _peer))) => match stream.into_std() {
-                    Ok(s) => self.dispatch(Accepted::Unix(s), permit),
-                    Err(e) => log::debug("cannot hand over a connection")
-                        .display("error", e)
-                        .emit(),
-                },
+                Some(Ok(stream)) => self.dispatch(stream, permit),
                 Some(Err(e)) => accept_failed(&e).await,
             }
         }
