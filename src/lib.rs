@@ -11,6 +11,7 @@ pub mod endpoints;
 pub mod events;
 pub mod grpc;
 pub mod io;
+pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod proto;

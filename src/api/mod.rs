@@ -80,38 +80,6 @@ pub fn random_lowercase(n: usize) -> Result<String, Status> {
     Ok(bytes.iter().map(|b| char::from(b'a' + b % 26)).collect())
 }
 
-/// Check a `map<string,string>` field against upstream's limits, with
-/// upstream's messages.
-pub fn check_map(
-    map: &std::collections::BTreeMap<String, String>,
-    max_entries: usize,
-    max_key_bytes: usize,
-    max_value_bytes: usize,
-    field: &str,
-) -> Result<(), Status> {
-    if map.len() > max_entries {
-        return Err(Status::invalid_argument(format!(
-            "{field} exceeds maximum entries ({} > {max_entries})",
-            map.len()
-        )));
-    }
-    for (k, v) in map {
-        if k.len() > max_key_bytes {
-            return Err(Status::invalid_argument(format!(
-                "{field} key exceeds maximum length ({} > {max_key_bytes})",
-                k.len()
-            )));
-        }
-        if v.len() > max_value_bytes {
-            return Err(Status::invalid_argument(format!(
-                "{field} value exceeds maximum length ({} > {max_value_bytes})",
-                v.len()
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// Upstream paging: `limit` 0 means 100, at most 1000.
 pub fn page_limit(limit: u32) -> usize {
     match limit {

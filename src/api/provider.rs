@@ -15,6 +15,7 @@ use prost::Message;
 
 use super::{State, page_limit, store_status};
 use crate::grpc::{Context, Router, Status};
+use crate::limits::MAX_NAME_BYTES;
 use crate::proto::openshell::datamodel::v1::{ObjectMeta, Provider};
 use crate::proto::openshell::v1::{
     CreateProviderRequest, DeleteProviderRequest, DeleteProviderResponse, GetProviderRequest,
@@ -23,18 +24,12 @@ use crate::proto::openshell::v1::{
 };
 use crate::store::{Expect, Kind, ListQuery, NewRecord, Op, Record, StoreError};
 
-/// Longest object name (Kubernetes DNS subdomain length, as upstream).
-pub const MAX_NAME_BYTES: usize = 253;
 /// Longest provider type.
 pub const MAX_PROVIDER_TYPE_BYTES: usize = 64;
 /// Most credential entries.
 pub const MAX_CREDENTIALS: usize = 32;
 /// Most config entries.
 pub const MAX_CONFIG_ENTRIES: usize = 64;
-/// Longest map key.
-pub const MAX_MAP_KEY_BYTES: usize = 256;
-/// Longest map value.
-pub const MAX_MAP_VALUE_BYTES: usize = 8192;
 /// Length of a generated provider name (lowercase letters).
 const GENERATED_NAME_LEN: usize = 6;
 /// Read-modify-write attempts for an update racing other updates.
@@ -246,20 +241,8 @@ fn validate(p: &Provider) -> Result<(), Status> {
             p.r#type.len()
         )));
     }
-    super::check_map(
-        &p.credentials,
-        MAX_CREDENTIALS,
-        MAX_MAP_KEY_BYTES,
-        MAX_MAP_VALUE_BYTES,
-        "provider.credentials",
-    )?;
-    super::check_map(
-        &p.config,
-        MAX_CONFIG_ENTRIES,
-        MAX_MAP_KEY_BYTES,
-        MAX_MAP_VALUE_BYTES,
-        "provider.config",
-    )
+    crate::limits::string_map(&p.credentials, MAX_CREDENTIALS, "provider.credentials")?;
+    crate::limits::string_map(&p.config, MAX_CONFIG_ENTRIES, "provider.config")
 }
 
 fn redact(mut p: Provider) -> Provider {

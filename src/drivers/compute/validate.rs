@@ -12,18 +12,13 @@ use prost::Message;
 use crate::grpc::Status;
 use crate::proto::openshell::v1::{SandboxSpec, SandboxTemplate};
 
-/// Longest sandbox name, in bytes.
-pub const MAX_NAME_BYTES: usize = 253;
+pub use crate::limits::{MAX_MAP_KEY_BYTES, MAX_MAP_VALUE_BYTES, MAX_NAME_BYTES};
 /// Most providers one sandbox may name.
 pub const MAX_PROVIDERS: usize = 32;
 /// Longest `spec.log_level`, in bytes.
 pub const MAX_LOG_LEVEL_BYTES: usize = 32;
 /// Most `spec.environment` entries.
 pub const MAX_ENVIRONMENT_ENTRIES: usize = 128;
-/// Longest key of any string map, in bytes.
-pub const MAX_MAP_KEY_BYTES: usize = 256;
-/// Longest value of any string map, in bytes.
-pub const MAX_MAP_VALUE_BYTES: usize = 8192;
 /// Longest template string (`image`, `runtime_class_name`, `agent_socket`).
 pub const MAX_TEMPLATE_STRING_BYTES: usize = 1024;
 /// Most entries of a template map (`labels`, `annotations`, `environment`).
@@ -67,7 +62,7 @@ pub fn create_request(
             spec.log_level.len()
         )));
     }
-    string_map(
+    crate::limits::string_map(
         &spec.environment,
         MAX_ENVIRONMENT_ENTRIES,
         "spec.environment",
@@ -104,13 +99,13 @@ fn template(t: &SandboxTemplate) -> Result<(), Status> {
             )));
         }
     }
-    string_map(&t.labels, MAX_TEMPLATE_MAP_ENTRIES, "template.labels")?;
-    string_map(
+    crate::limits::string_map(&t.labels, MAX_TEMPLATE_MAP_ENTRIES, "template.labels")?;
+    crate::limits::string_map(
         &t.annotations,
         MAX_TEMPLATE_MAP_ENTRIES,
         "template.annotations",
     )?;
-    string_map(
+    crate::limits::string_map(
         &t.environment,
         MAX_TEMPLATE_MAP_ENTRIES,
         "template.environment",
@@ -123,34 +118,6 @@ fn template(t: &SandboxTemplate) -> Result<(), Status> {
         if size > MAX_TEMPLATE_STRUCT_BYTES {
             return Err(invalid(format!(
                 "{field} serialized size exceeds maximum ({size} > {MAX_TEMPLATE_STRUCT_BYTES})"
-            )));
-        }
-    }
-    Ok(())
-}
-
-fn string_map(
-    map: &BTreeMap<String, String>,
-    max_entries: usize,
-    field: &str,
-) -> Result<(), Status> {
-    if map.len() > max_entries {
-        return Err(invalid(format!(
-            "{field} exceeds maximum entries ({} > {max_entries})",
-            map.len()
-        )));
-    }
-    for (key, value) in map {
-        if key.len() > MAX_MAP_KEY_BYTES {
-            return Err(invalid(format!(
-                "{field} key exceeds maximum length ({} > {MAX_MAP_KEY_BYTES})",
-                key.len()
-            )));
-        }
-        if value.len() > MAX_MAP_VALUE_BYTES {
-            return Err(invalid(format!(
-                "{field} value exceeds maximum length ({} > {MAX_MAP_VALUE_BYTES})",
-                value.len()
             )));
         }
     }
