@@ -200,7 +200,9 @@ async fn start<Req: prost::Message>(
     let (response, mut stream) = sender
         .send_request(request, false)
         .map_err(|e| transport(&e))?;
-    stream.send_data(payload, true).map_err(|e| transport(&e))?;
+    // A server may answer (and close the stream) before it has read the
+    // request; its answer is what counts, so a refused send is not the error.
+    let _ = stream.send_data(payload, true);
     let response = response.await.map_err(|e| transport(&e))?;
     let (head, body) = response.into_parts();
     if head.status != StatusCode::OK {
