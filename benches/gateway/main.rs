@@ -373,19 +373,20 @@ fn providers(n: usize) -> Vec<Provider> {
 /// Creates the providers in slimgate through its API (as an admin) and
 /// returns them as stored (ids and creation times from slimgate, the
 /// original credential values), for the baseline's seed.
-async fn create_providers(addr: SocketAddr, admin: &str, n: usize) -> Vec<Provider> {
+async fn create_providers(addr: SocketAddr, admin: Option<&str>, n: usize) -> Vec<Provider> {
     use slimgate_testkit::pb::openshell::v1::open_shell_client::OpenShellClient;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("endpoint")
         .connect()
         .await
         .expect("connect to slimgate");
-    let auth: tonic::metadata::MetadataValue<_> = format!("Bearer {admin}")
-        .parse()
-        .expect("admin token header");
+    let auth: Option<tonic::metadata::MetadataValue<_>> =
+        admin.map(|t| format!("Bearer {t}").parse().expect("admin token header"));
     let mut client =
         OpenShellClient::with_interceptor(channel, move |mut req: tonic::Request<()>| {
-            req.metadata_mut().insert("authorization", auth.clone());
+            if let Some(a) = &auth {
+                req.metadata_mut().insert("authorization", a.clone());
+            }
             Ok(req)
         });
     let mut stored = Vec::new();
@@ -570,6 +571,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
 enum Kind {
     Health,
     Repeated,
+    /// ListProviders on slimgate with OIDC off.
+    Open,
     Fresh,
 }
 
@@ -578,6 +581,7 @@ impl Kind {
         match self {
             Kind::Health => "Health, no token",
             Kind::Repeated => "ListProviders, same token",
+            Kind::Open => "ListProviders, OIDC off",
             Kind::Fresh => "ListProviders, fresh token",
         }
     }
@@ -695,7 +699,16 @@ fn main() {
     let slim_gw = slimgate(&paths, &slim_db);
     let mut base_gw = baseline(&paths, &base_db);
     let slim = slim_gw.start();
-    let stored = rt.block_on(create_providers(slim.addr, &admin, s.providers));
+    let stored = rt.block_on(create_providers(slim.addr, Some(&admin), s.providers));
+    // The same gateway with OIDC off (loopback development mode), to tell
+    // the cost of authentication from the cost of the call.
+    let open_db = paths.tmp.0.join("slimgate-open.redb");
+    let open = Gateway {
+        args: slimgate(&paths, &open_db).args[..4].to_vec(),
+        ..slimgate(&paths, &open_db)
+    }
+    .start();
+    rt.block_on(create_providers(open.addr, None, s.providers));
     let seed = paths.tmp.0.join("seed.bin");
     std::fs::write(
         &seed,
@@ -712,6 +725,10 @@ fn main() {
 
     // Both answer the same thing, and refuse the same thing.
     let mut reply_bytes = [0usize; 2];
+    match rt.block_on(probe(open.addr, LIST_PROVIDERS, None)) {
+        Ok((0, _)) => {}
+        other => panic!("slimgate with OIDC off does not answer ListProviders: {other:?}"),
+    }
     for (i, (name, server)) in [("slimgate", &slim), ("baseline", &base)]
         .into_iter()
         .enumerate()
@@ -752,7 +769,11 @@ fn main() {
                 results.insert((c, kind, name), f);
             }
         }
+        let f = fixed_load(&open, LIST_PROVIDERS, None, &body, c, s.secs);
+        print_row(c, Kind::Open, "slimgate", &f);
+        results.insert((c, Kind::Open, "slimgate"), f);
     }
+    drop(open);
     let peak_fixed = [slim.peak_rss_kib(), base.peak_rss_kib()];
     drop(slim);
     drop(base);
@@ -776,15 +797,8 @@ fn main() {
 
     println!("slimgate / baseline (throughput: higher is better; latency: lower is better)");
     println!(
-        "{:>5}  {:>16} {:>10} {:>10}   {:>16} {:>10} {:>10}   {:>22}",
-        "conc",
-        "same token: thr",
-        "p50",
-        "p99",
-        "fresh token: thr",
-        "p50",
-        "p99",
-        "same token / own Health"
+        "{:>5}  {:>16} {:>8} {:>8}   {:>17} {:>8} {:>8}",
+        "conc", "same token: thr", "p50", "p99", "fresh token: thr", "p50", "p99"
     );
     for &c in &s.levels {
         let get = |k: Kind, n: &str| results.get(&(c, k, n)).copied().unwrap_or_default();
@@ -793,16 +807,34 @@ fn main() {
             get(Kind::Repeated, "baseline"),
         );
         let (sf, bf) = (get(Kind::Fresh, "slimgate"), get(Kind::Fresh, "baseline"));
-        let sh = get(Kind::Health, "slimgate");
         println!(
-            "{c:>5}  {:>15.2}x {:>9.2}x {:>9.2}x   {:>15.2}x {:>9.2}x {:>9.2}x   {:>21.2}x",
+            "{c:>5}  {:>15.2}x {:>7.2}x {:>7.2}x   {:>16.2}x {:>7.2}x {:>7.2}x",
             ratio(sr.rate, br.rate),
             ratio(sr.p50_us as f64, br.p50_us as f64),
             ratio(sr.p99_us as f64, br.p99_us as f64),
             ratio(sf.rate, bf.rate),
             ratio(sf.p50_us as f64, bf.p50_us as f64),
             ratio(sf.p99_us as f64, bf.p99_us as f64),
-            ratio(sr.rate, sh.rate),
+        );
+    }
+    println!();
+    println!("slimgate's same-token ListProviders throughput relative to");
+    println!(
+        "{:>5}  {:>22} {:>30}",
+        "conc", "its own Health (no auth)", "ListProviders with OIDC off"
+    );
+    for &c in &s.levels {
+        let get = |k: Kind| {
+            results
+                .get(&(c, k, "slimgate"))
+                .copied()
+                .unwrap_or_default()
+        };
+        let r = get(Kind::Repeated);
+        println!(
+            "{c:>5}  {:>21.1} % {:>29.1} %",
+            100.0 * ratio(r.rate, get(Kind::Health).rate),
+            100.0 * ratio(r.rate, get(Kind::Open).rate)
         );
     }
     println!();
@@ -885,10 +917,18 @@ fn main() {
         get(Kind::Health, "slimgate"),
     );
     let rel = ratio(r.rate, h.rate);
+
     println!(
-        "  same-token ListProviders within 10 % of unauthenticated Health: {:.1} %  {}",
+        "  same-token ListProviders within 10 % of unauthenticated Health: {:.1} % of Health  {}",
         100.0 * rel,
         verdict(rel >= 0.9)
+    );
+    let o = get(Kind::Open, "slimgate");
+    println!(
+        "    (authentication alone: same-token ListProviders at {:.1} % of the same call with OIDC off; server CPU {:.1} vs {:.1} µs per call)",
+        100.0 * ratio(r.rate, o.rate),
+        r.server_cpu_us,
+        o.server_cpu_us
     );
     let size = ratio(slim_size as f64, base_size as f64);
     println!(
