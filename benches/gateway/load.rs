@@ -6,7 +6,8 @@
 //! Closed loop: `concurrency` tasks over at most [`CONNECTIONS`] HTTP/2
 //! connections (as h2load's `-c 4 -m c/4`), each sending the next token of
 //! the pool; the run ends after its time or when the pool is used up (every
-//! token is sent once), whichever comes first.
+//! token is sent once), whichever comes first. A pool of one token is sent
+//! on every call; `-` (no pool) sends no `authorization` header.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -150,7 +151,11 @@ pub fn child(args: &[String]) -> ! {
     let arg = |i: usize| args.get(i).map_or("", String::as_str);
     let addr: SocketAddr = arg(0).parse().expect("--load ADDR");
     let path = arg(1).to_string();
-    let tokens: Vec<HeaderValue> = super::tokens::read_pool(Path::new(arg(2)))
+    let pool = match arg(2) {
+        "-" => Vec::new(),
+        file => super::tokens::read_pool(Path::new(file)),
+    };
+    let tokens: Vec<HeaderValue> = pool
         .into_iter()
         .map(|t| HeaderValue::from_str(&format!("Bearer {t}")).expect("token header"))
         .collect();
@@ -205,8 +210,9 @@ async fn run(
                 if t0 >= until {
                     break;
                 }
-                let auth = if tokens.is_empty() {
-                    None
+                let auth = if tokens.len() <= 1 {
+                    // No token, or one token repeated on every call.
+                    tokens.first()
                 } else {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     match tokens.get(i) {
