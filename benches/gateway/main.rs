@@ -42,6 +42,7 @@
 //! The machine is shared: compare the ratios within one run, and read the
 //! load average printed before and after the runs.
 //! A program that prints figures, never a test.
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
