@@ -13,9 +13,13 @@
 //! `HashMap`, so concurrent tasks rarely contend and a lock is held only for
 //! a lookup or an insert (never across an `.await`). The capacity is split
 //! over the shards and never exceeded: a full shard first drops its expired
-//! entries, then the entry closest to expiry.
+//! entries, then the entry closest to expiry. Each shard also keeps its
+//! entries ordered by expiry, so both are taken from the front of that
+//! order: an insert into a full shard costs O(log n), not a scan of the
+//! shard (which made every new token pay for the whole shard once more
+//! than `--oidc-token-cache-size` distinct tokens had been seen).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -29,7 +33,7 @@ use super::jwks::KeySet;
 pub const CACHE_SHARDS: usize = 16;
 
 /// SHA-256 of a token: the cache key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TokenDigest([u8; 32]);
 
 impl TokenDigest {
@@ -85,7 +89,46 @@ struct Entry {
 
 struct Shard {
     map: HashMap<TokenDigest, Entry, BuildHasherDefault<DigestHasher>>,
+    /// The keys of `map` by `exp`, soonest first (always the same set).
+    by_expiry: BTreeSet<(u64, TokenDigest)>,
     capacity: usize,
+}
+
+impl Shard {
+    fn remove(&mut self, digest: &TokenDigest) {
+        if let Some(e) = self.map.remove(digest) {
+            self.by_expiry.remove(&(e.identity.expires_at, *digest));
+        }
+    }
+
+    /// Drops the entry expiring soonest; false when empty.
+    fn pop_soonest(&mut self) -> bool {
+        match self.by_expiry.pop_first() {
+            Some((_, digest)) => {
+                self.map.remove(&digest);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn insert(&mut self, digest: TokenDigest, entry: Entry) {
+        self.by_expiry.insert((entry.identity.expires_at, digest));
+        if let Some(old) = self.map.insert(digest, entry) {
+            self.by_expiry.remove(&(old.identity.expires_at, digest));
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Entry) -> bool) {
+        let Shard { map, by_expiry, .. } = self;
+        map.retain(|d, e| {
+            let k = keep(e);
+            if !k {
+                by_expiry.remove(&(e.identity.expires_at, *d));
+            }
+            k
+        });
+    }
 }
 
 /// A hit: the identity, and the fingerprint of the key that verified it.
@@ -117,6 +160,7 @@ impl TokenCache {
                 let share = capacity / count + usize::from(i < capacity % count);
                 Mutex::new(Shard {
                     map: HashMap::with_capacity_and_hasher(share, Default::default()),
+                    by_expiry: BTreeSet::new(),
                     capacity: share,
                 })
             })
@@ -163,7 +207,7 @@ impl TokenCache {
 
     pub(crate) fn remove(&self, digest: &TokenDigest) {
         if let Some(shard) = self.shard(digest) {
-            lock(shard).map.remove(digest);
+            lock(shard).remove(digest);
         }
     }
 
@@ -182,21 +226,17 @@ impl TokenCache {
             return;
         };
         let mut shard = lock(shard);
-        let capacity = shard.capacity;
-        if shard.map.len() >= capacity && !shard.map.contains_key(&digest) {
-            shard.map.retain(|_, e| e.identity.expires_at > now);
-            if shard.map.len() >= capacity {
-                let victim = shard
-                    .map
-                    .iter()
-                    .min_by_key(|(_, e)| e.identity.expires_at)
-                    .map(|(d, _)| *d);
-                if let Some(victim) = victim {
-                    shard.map.remove(&victim);
-                }
+        if shard.map.len() >= shard.capacity && !shard.map.contains_key(&digest) {
+            // Expired entries first (at most the whole shard), then, if
+            // still full, the one expiring soonest.
+            while shard.by_expiry.first().is_some_and(|&(exp, _)| exp <= now) {
+                shard.pop_soonest();
+            }
+            if shard.map.len() >= shard.capacity {
+                shard.pop_soonest();
             }
         }
-        shard.map.insert(
+        shard.insert(
             digest,
             Entry {
                 identity,
@@ -211,7 +251,7 @@ impl TokenCache {
         for shard in &self.shards {
             let mut shard = lock(shard);
             let before = shard.map.len();
-            shard.map.retain(|_, e| keep(e));
+            shard.retain(&mut keep);
             dropped += before - shard.map.len();
         }
         dropped
@@ -300,6 +340,80 @@ mod tests {
         c.insert(b, identity(1000), 1, None, 0);
         assert!(c.get(&a).is_none());
         assert!(c.get(&b).is_some());
+    }
+
+    /// Digests that land in shard `index`.
+    fn in_shard(c: &TokenCache, index: usize, n: usize) -> Vec<TokenDigest> {
+        (0..10_000)
+            .map(|i| TokenDigest::of(&format!("token{i}")))
+            .filter(|d| std::ptr::eq(c.shard(d).unwrap(), &c.shards[index]))
+            .take(n)
+            .collect()
+    }
+
+    fn consistent(c: &TokenCache) -> bool {
+        c.shards.iter().all(|s| {
+            let s = lock(s);
+            s.map.len() == s.by_expiry.len()
+                && s.by_expiry
+                    .iter()
+                    .all(|(exp, d)| s.map.get(d).is_some_and(|e| e.identity.expires_at == *exp))
+        })
+    }
+
+    #[test]
+    fn full_shard_drops_expired_then_soonest() {
+        let c = TokenCache::new(3 * CACHE_SHARDS); // shards of 3
+        let d = in_shard(&c, 0, 5);
+        c.insert(d[0], identity(100), 1, None, 0);
+        c.insert(d[1], identity(5000), 1, None, 0);
+        c.insert(d[2], identity(3000), 1, None, 0);
+        // Full; at 200, d[0] has expired and goes first.
+        c.insert(d[3], identity(6000), 1, None, 200);
+        assert!(c.get(&d[0]).is_none());
+        assert!(c.get(&d[1]).is_some() && c.get(&d[2]).is_some());
+        // Full, nothing expired: the soonest (d[2], 3000) goes.
+        c.insert(d[4], identity(4000), 1, None, 200);
+        assert!(c.get(&d[2]).is_none());
+        for kept in [d[1], d[3], d[4]] {
+            assert!(c.get(&kept).is_some());
+        }
+        // Re-inserting a present token replaces it without evicting.
+        c.insert(d[4], identity(7000), 1, None, 200);
+        assert_eq!(c.len(), 3);
+        assert!(consistent(&c));
+        c.remove(&d[1]);
+        assert_eq!(c.purge_expired(6500), 1); // d[3]
+        assert!(consistent(&c));
+        assert_eq!(c.len(), 1);
+    }
+
+    #[test]
+    fn expiry_order_follows_every_change() {
+        let c = TokenCache::new(64);
+        for i in 0..2_000u64 {
+            let d = TokenDigest::of(&format!("t{}", i % 300));
+            let kid = if i % 3 == 0 { "a" } else { "b" };
+            c.insert(
+                d,
+                identity(1000 + (i * 7919) % 500),
+                i % 2,
+                Some(kid),
+                i % 700,
+            );
+            if i % 11 == 0 {
+                c.remove(&TokenDigest::of(&format!("t{}", i % 97)));
+            }
+            if i % 401 == 0 {
+                c.purge_kid("a");
+            }
+            assert!(c.len() <= 64);
+        }
+        assert!(consistent(&c));
+        c.purge_expired(1250);
+        assert!(consistent(&c));
+        c.clear();
+        assert!(consistent(&c) && c.is_empty());
     }
 
     #[test]

@@ -242,6 +242,12 @@ impl RedbStore {
     /// payload. Anything inconsistent is an error, never a guess.
     fn open_envelope(&self, kind: Kind, name: &[u8], bytes: &[u8]) -> Result<Record, StoreError> {
         let env = self.decode_checked(kind, name, bytes)?;
+        self.open_checked(kind, env)
+    }
+
+    /// [`open_envelope`](Self::open_envelope) for an envelope that has
+    /// already been through [`decode_checked`](Self::decode_checked).
+    fn open_checked(&self, kind: Kind, env: Envelope) -> Result<Record, StoreError> {
         let payload = match &self.cipher {
             None => env.payload.clone(),
             Some(cipher) => {
@@ -681,8 +687,9 @@ impl Store for RedbStore {
             .open_table(defs.records)
             .map_err(backend("opening a table"))?;
         let prefix = query.name_prefix.as_bytes();
-        // Envelopes are filtered sealed; only the page returned is opened.
-        let mut page: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        // Envelopes are decoded once and filtered sealed; only the page
+        // returned is opened (decrypted).
+        let mut page: Vec<Envelope> = Vec::new();
         let mut skipped = 0;
         let mut consider = |name: &[u8], bytes: &[u8]| -> Result<bool, StoreError> {
             let env = self.decode_checked(kind, name, bytes)?;
@@ -690,7 +697,7 @@ impl Store for RedbStore {
                 if skipped < query.offset {
                     skipped += 1;
                 } else {
-                    page.push((name.to_vec(), bytes.to_vec()));
+                    page.push(env);
                 }
             }
             Ok(page.len() >= limit)
@@ -745,9 +752,11 @@ impl Store for RedbStore {
                 }
             }
         }
-        page.iter()
-            .map(|(name, bytes)| self.open_envelope(kind, name, bytes))
-            .collect()
+        let mut records = Vec::with_capacity(page.len());
+        for env in page {
+            records.push(self.open_checked(kind, env)?);
+        }
+        Ok(records)
     }
 
     fn count(&self, kind: Kind) -> Result<u64, StoreError> {
