@@ -220,18 +220,31 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
         Some((_, auth)) => gate.with_stats(Arc::clone(auth)),
         None => gate,
     };
+    // Methods that need no credential take only small requests: anyone
+    // can call them, and their messages are tiny.
+    router.cap_requests(
+        crate::auth::policy::UNAUTHENTICATED_MAX_REQUEST_BYTES,
+        |path| crate::auth::policy::rule(path).class == crate::auth::policy::Class::Unauthenticated,
+    );
     let mut service = grpc::Service::new(
         router,
         gate,
         Arc::clone(&plain),
         config.max_message_bytes,
         shutdown.clone(),
-    );
+    )
+    .with_limits(grpc::Limits::new(
+        config.request_buffer_per_connection,
+        config.request_buffer_total,
+        config.receive_timeout,
+    ));
     if let Some((grpc, _)) = &stats {
         service = service.with_observer(grpc.clone());
     }
     let settings = Http2Settings {
         max_concurrent_streams: config.max_concurrent_streams,
+        idle_timeout: config.idle_timeout,
+        max_connections: config.max_connections,
         ..Http2Settings::default()
     };
     let (server, tls_failures) = build_server(&config, service, settings, &shutdown)?;

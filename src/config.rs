@@ -306,6 +306,41 @@ pub const FLAGS: &[Flag] = &[
         "drain time on SIGTERM/SIGINT",
     ),
     flag(
+        "idle-timeout-secs",
+        "OPENSHELL_IDLE_TIMEOUT_SECS",
+        "SECS",
+        "300",
+        "close an HTTP/2 connection with no open stream for this long (GOAWAY); 0 = never",
+    ),
+    flag(
+        "max-connections",
+        "OPENSHELL_MAX_CONNECTIONS",
+        "N",
+        "1024",
+        "connections at once on the main port and the Unix socket; at the cap the longest-idle one is closed for a new one",
+    ),
+    flag(
+        "request-buffer-bytes-per-connection",
+        "OPENSHELL_REQUEST_BUFFER_BYTES_PER_CONNECTION",
+        "BYTES",
+        "8388608",
+        "request bytes one connection may have buffered in partial messages; past it its streams wait (at least --max-message-bytes)",
+    ),
+    flag(
+        "request-buffer-bytes-total",
+        "OPENSHELL_REQUEST_BUFFER_BYTES_TOTAL",
+        "BYTES",
+        "25165824",
+        "the same across all connections (at least the per-connection budget)",
+    ),
+    flag(
+        "receive-timeout-secs",
+        "OPENSHELL_RECEIVE_TIMEOUT_SECS",
+        "SECS",
+        "30",
+        "a unary request, or a streamed request message once begun, must arrive within this time",
+    ),
+    flag(
         "tls-cert",
         "OPENSHELL_TLS_CERT",
         "PATH",
@@ -464,6 +499,16 @@ pub struct Config {
     pub max_concurrent_streams: u32,
     /// Drain time.
     pub shutdown_grace: Duration,
+    /// Close HTTP/2 connections idle this long (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// Connections at once on the main port and Unix socket.
+    pub max_connections: usize,
+    /// Request-buffer budget of one connection, in bytes.
+    pub request_buffer_per_connection: usize,
+    /// Request-buffer budget of the process, in bytes.
+    pub request_buffer_total: usize,
+    /// Receive timeout of a request (unary) or a request message (streams).
+    pub receive_timeout: Duration,
     /// Warnings to log once logging is up (ignored flags, unauthenticated mode).
     pub warnings: Vec<String>,
 }
@@ -704,6 +749,9 @@ fn build(raw: &Raw) -> Result<Config, ConfigError> {
         }
     }
 
+    let max_message_bytes = raw.num("max-message-bytes", 1024usize, 1 << 30)?;
+    let (request_buffer_per_connection, request_buffer_total) =
+        request_budgets(raw, max_message_bytes)?;
     Ok(Config {
         bind_address,
         port,
@@ -726,11 +774,31 @@ fn build(raw: &Raw) -> Result<Config, ConfigError> {
             1usize,
             crate::sandbox_logs::MAX_SANDBOX_LOG_LINES,
         )?,
-        max_message_bytes: raw.num("max-message-bytes", 1024usize, 1 << 30)?,
+        max_message_bytes,
         max_concurrent_streams: raw.num("max-concurrent-streams", 1u32, 100_000)?,
         shutdown_grace: Duration::from_secs(raw.num("shutdown-grace-secs", 0u64, 3600)?),
+        idle_timeout: match raw.num("idle-timeout-secs", 0u64, 86_400)? {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        },
+        max_connections: raw.num("max-connections", 1usize, 1_000_000)?,
+        request_buffer_per_connection,
+        request_buffer_total,
+        receive_timeout: Duration::from_secs(raw.num("receive-timeout-secs", 1u64, 3600)?),
         warnings,
     })
+}
+
+/// The request-buffer budgets: a connection must be able to assemble one
+/// message of the largest size, and the process one connection's budget.
+fn request_budgets(raw: &Raw, max_message_bytes: usize) -> Result<(usize, usize), ConfigError> {
+    let per_connection = raw.num(
+        "request-buffer-bytes-per-connection",
+        max_message_bytes,
+        1usize << 40,
+    )?;
+    let total = raw.num("request-buffer-bytes-total", per_connection, 1usize << 40)?;
+    Ok((per_connection, total))
 }
 
 /// TLS flags: honoured only by a build with the `tls` feature.
@@ -955,6 +1023,55 @@ mod tests {
         assert_eq!(c.driver_connections, 2);
         assert_eq!(c.sandbox_log_lines, crate::sandbox_logs::DEFAULT_LOG_LINES);
         assert!(c.oidc.is_none());
+        assert_eq!(c.idle_timeout, Some(crate::server::DEFAULT_IDLE_TIMEOUT));
+        assert_eq!(
+            c.max_connections,
+            crate::connections::DEFAULT_MAX_CONNECTIONS
+        );
+        assert_eq!(
+            c.request_buffer_per_connection,
+            crate::grpc::DEFAULT_CONNECTION_BUDGET_BYTES
+        );
+        assert_eq!(
+            c.request_buffer_total,
+            crate::grpc::DEFAULT_TOTAL_BUDGET_BYTES
+        );
+        assert_eq!(c.receive_timeout, crate::grpc::DEFAULT_RECEIVE_TIMEOUT);
+    }
+
+    #[test]
+    fn request_budgets_hold_at_least_one_message() {
+        let e = run(
+            &[
+                "--max-message-bytes",
+                "1048576",
+                "--request-buffer-bytes-per-connection",
+                "1000000",
+            ],
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("--request-buffer-bytes-per-connection"),
+            "{e}"
+        );
+        let e = run(
+            &[
+                "--request-buffer-bytes-per-connection",
+                "16777216",
+                "--request-buffer-bytes-total",
+                "8388608",
+            ],
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("--request-buffer-bytes-total"),
+            "{e}"
+        );
+        let c = run(&["--idle-timeout-secs", "0"], &[]).unwrap();
+        assert_eq!(c.idle_timeout, None);
     }
 
     #[test]

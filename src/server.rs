@@ -28,9 +28,10 @@ use http::{HeaderValue, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
+use crate::connections::{Entry, Slot, Table};
 use crate::endpoints::{Plain, PlainResponse};
 use crate::grpc::{Gate, Service};
 use crate::io::{Full, HyperIo, Rewind};
@@ -50,21 +51,26 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// long: a slow-loris client cannot hold it open.
 const HTTP1_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Most connections served at once, across all listeners; further clients
-/// wait in the kernel's accept queue.
-pub const MAX_CONNECTIONS: usize = 10_000;
+/// The same on the health and metrics ports, which serve only small
+/// answers to probes and scrapers.
+const PLAIN_PORT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Default of `--idle-timeout-secs`: an HTTP/2 connection with no open
+/// stream for this long gets GOAWAY(NO_ERROR) and is closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Header list limit advertised in SETTINGS_MAX_HEADER_LIST_SIZE (grpc.md
 /// §1.1: "servers may limit"; 16 KiB is hyper's default and twice gRPC's
 /// suggestion).
 pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
-/// Per-stream receive window: large enough for a 1 MiB message without a
-/// window update round trip.
-const STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
+/// Per-stream receive window.
+pub const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
 
-/// Connection receive window.
-const CONNECTION_WINDOW_BYTES: u32 = 2 * 1024 * 1024;
+/// Connection receive window: what a peer may send that nobody has read yet
+/// (h2 holds it), the part of a connection's memory outside the request
+/// budgets (`grpc::body`), so it is kept small.
+pub const CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
 
 /// Mode of the Unix socket the gateway listens on.
 pub const UNIX_SOCKET_MODE: u32 = 0o660;
@@ -82,6 +88,11 @@ pub struct Http2Settings {
     pub keepalive_interval: Duration,
     /// … and close the connection if no PONG comes back within this time.
     pub keepalive_timeout: Duration,
+    /// Close an HTTP/2 connection with no open stream for this long
+    /// (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// Most connections at once on the main port and the Unix socket.
+    pub max_connections: usize,
 }
 
 impl Default for Http2Settings {
@@ -91,6 +102,8 @@ impl Default for Http2Settings {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS)),
             keepalive_interval: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(20),
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            max_connections: crate::connections::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -111,7 +124,7 @@ pub const MAX_WORKERS: usize = 64;
 pub struct Server<G> {
     core: Arc<Core<G>>,
     tracker: Tracker,
-    slots: Arc<Semaphore>,
+    table: Arc<Table>,
     workers: std::sync::Mutex<Vec<mpsc::UnboundedSender<Job>>>,
     threads: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
     next: AtomicUsize,
@@ -137,7 +150,7 @@ enum TlsAcceptor {}
 struct Job {
     stream: Accepted,
     guard: TrackerGuard,
-    permit: OwnedSemaphorePermit,
+    slot: Slot,
 }
 
 enum Accepted {
@@ -194,7 +207,7 @@ impl<G: Gate> Server<G> {
         Arc::new(Server {
             core,
             tracker: Tracker::default(),
-            slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            table: Table::new(settings.max_connections),
             workers: std::sync::Mutex::new(workers),
             threads: std::sync::Mutex::new(threads),
             next: AtomicUsize::new(0),
@@ -202,7 +215,7 @@ impl<G: Gate> Server<G> {
     }
 
     /// Hand a connection to an event loop (or serve it here if there are none).
-    fn dispatch(&self, stream: Accepted, permit: OwnedSemaphorePermit) {
+    fn dispatch(&self, stream: Accepted, slot: Slot) {
         let guard = self.tracker.guard();
         let workers = self
             .workers
@@ -213,7 +226,7 @@ impl<G: Gate> Server<G> {
             let job = Job {
                 stream,
                 guard,
-                permit,
+                slot,
             };
             match workers[i].send(job) {
                 Ok(()) => return,
@@ -229,13 +242,18 @@ impl<G: Gate> Server<G> {
         tokio::spawn(core.serve_job(Job {
             stream,
             guard,
-            permit,
+            slot,
         }));
     }
 
     /// Live connections.
     pub fn connections(&self) -> usize {
         self.tracker.live()
+    }
+
+    /// The main port's connection table (cap, shedding counters).
+    pub fn table(&self) -> &Arc<Table> {
+        &self.table
     }
 
     /// Accept TCP connections until shutdown.
@@ -257,24 +275,35 @@ impl<G: Gate> Server<G> {
         .await;
     }
 
-    /// Take a connection slot, accept, hand the connection to an event
-    /// loop; until shutdown.
+    /// Accept, take a place in the connection table (shedding the
+    /// longest-idle connection at the cap), hand the connection to an event
+    /// loop; until shutdown. The loop never waits on the cap.
     async fn accept_loop<F, Fut>(&self, mut accept: F)
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = std::io::Result<Accepted>>,
     {
         loop {
-            let slot = Arc::clone(&self.slots).acquire_owned();
-            let Some(Ok(permit)) = self.core.shutdown.or_shutdown(slot).await else {
-                return;
-            };
             match self.core.shutdown.or_shutdown(accept()).await {
                 None => return,
-                Some(Ok(stream)) => self.dispatch(stream, permit),
+                Some(Ok(stream)) => {
+                    match self.table.admit() {
+                        Some(slot) => self.dispatch(stream, slot),
+                        None => {
+                            log::debug("connection cap reached with no idle connection; closing the new one")
+                            .num("max_connections", self.table_cap())
+                            .emit();
+                            drop(stream);
+                        }
+                    }
+                }
                 Some(Err(e)) => accept_failed(&e).await,
             }
         }
+    }
+
+    fn table_cap(&self) -> i128 {
+        i128::try_from(self.core.settings.max_connections).unwrap_or(i128::MAX)
     }
 
     /// Accept plain HTTP/1.1 connections (the health port) until shutdown.
@@ -285,12 +314,22 @@ impl<G: Gate> Server<G> {
 
     /// Accept plain HTTP/1.1 connections answered by `plain` (the metrics
     /// port) until shutdown.
+    /// At most `PLAIN_PORT_MAX_CONNECTIONS` at once (the oldest is shed
+    /// for a new one), each for at most `PLAIN_PORT_CONNECTION_TIMEOUT`.
     pub async fn serve_plain_with(self: Arc<Self>, listener: TcpListener, plain: Arc<dyn Plain>) {
+        let table = Table::new(crate::connections::PLAIN_PORT_MAX_CONNECTIONS);
         loop {
             match self.core.shutdown.or_shutdown(listener.accept()).await {
                 None => return,
                 Some(Ok((stream, _peer))) => {
-                    tokio::spawn(serve_http1(stream, Arc::clone(&plain)));
+                    let Some(slot) = table.admit() else {
+                        continue;
+                    };
+                    let plain = Arc::clone(&plain);
+                    tokio::spawn(async move {
+                        let serve = serve_http1(stream, plain, PLAIN_PORT_CONNECTION_TIMEOUT);
+                        slot.entry().unless_shed(serve).await;
+                    });
                 }
                 Some(Err(e)) => accept_failed(&e).await,
             }
@@ -329,39 +368,41 @@ impl<G: Gate> Server<G> {
 
 impl<G: Gate> Core<G> {
     async fn serve_job(self: Arc<Self>, job: Job) {
+        let entry = Arc::clone(job.slot.entry());
         match job.stream {
             Accepted::Tcp(s) => match TcpStream::from_std(s) {
                 Ok(s) => match &self.tls {
-                    None => self.connection(s).await,
-                    Some(tls) => self.tls_connection(tls, s).await,
+                    None => self.connection(s, &entry).await,
+                    Some(tls) => self.tls_connection(tls, s, &entry).await,
                 },
                 Err(e) => log::debug("cannot adopt a connection")
                     .display("error", e)
                     .emit(),
             },
             Accepted::Unix(s) => match UnixStream::from_std(s) {
-                Ok(s) => self.connection(s).await,
+                Ok(s) => self.connection(s, &entry).await,
                 Err(e) => log::debug("cannot adopt a connection")
                     .display("error", e)
                     .emit(),
             },
         }
-        drop((job.guard, job.permit));
+        drop((job.guard, job.slot));
     }
 
     #[cfg(feature = "tls")]
-    async fn tls_connection(&self, tls: &TlsAcceptor, stream: TcpStream) {
-        if let Some(stream) = tls.accept(stream).await {
-            self.connection(stream).await;
+    async fn tls_connection(&self, tls: &TlsAcceptor, stream: TcpStream, entry: &Arc<Entry>) {
+        let accepted = entry.unless_shed(tls.accept(stream)).await.flatten();
+        if let Some(stream) = accepted {
+            self.connection(stream, entry).await;
         }
     }
 
     #[cfg(not(feature = "tls"))]
-    async fn tls_connection(&self, tls: &TlsAcceptor, _stream: TcpStream) {
+    async fn tls_connection(&self, tls: &TlsAcceptor, _stream: TcpStream, _entry: &Arc<Entry>) {
         match *tls {}
     }
 
-    async fn connection<IO>(&self, mut io: IO)
+    async fn connection<IO>(&self, mut io: IO, entry: &Arc<Entry>)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -374,23 +415,30 @@ impl<G: Gate> Core<G> {
             }
             Ok::<(), std::io::Error>(())
         };
-        match tokio::time::timeout(SNIFF_TIMEOUT, sniff).await {
+        let Some(sniffed) = entry
+            .unless_shed(tokio::time::timeout(SNIFF_TIMEOUT, sniff))
+            .await
+        else {
+            return;
+        };
+        match sniffed {
             Ok(Ok(())) if buf.is_empty() => {}
             Ok(Ok(())) if buf.starts_with(PREFACE) => {
-                self.http2(Rewind::new(buf.freeze(), io)).await
+                self.http2(Rewind::new(buf.freeze(), io), entry).await
             }
             Ok(Ok(())) => {
-                serve_http1(
+                let serve = serve_http1(
                     Rewind::new(buf.freeze(), io),
                     Arc::clone(self.service.plain()),
-                )
-                .await
+                    HTTP1_CONNECTION_TIMEOUT,
+                );
+                entry.unless_shed(serve).await;
             }
             Ok(Err(_)) | Err(_) => {}
         }
     }
 
-    async fn http2<IO>(&self, io: IO)
+    async fn http2<IO>(&self, io: IO, entry: &Arc<Entry>)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -405,33 +453,74 @@ impl<G: Gate> Core<G> {
             .max_concurrent_reset_streams(self.settings.max_concurrent_streams as usize)
             .initial_window_size(STREAM_WINDOW_BYTES)
             .initial_connection_window_size(CONNECTION_WINDOW_BYTES);
-        let mut conn =
-            match tokio::time::timeout(HANDSHAKE_TIMEOUT, builder.handshake::<_, bytes::Bytes>(io))
-                .await
-            {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(e)) => {
-                    log::debug("http2 handshake failed")
-                        .display("error", e)
-                        .emit();
-                    return;
-                }
-                Err(_) => return,
-            };
+        let handshake =
+            tokio::time::timeout(HANDSHAKE_TIMEOUT, builder.handshake::<_, bytes::Bytes>(io));
+        let Some(handshake) = entry.unless_shed(handshake).await else {
+            return;
+        };
+        let mut conn = match handshake {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                log::debug("http2 handshake failed")
+                    .display("error", e)
+                    .emit();
+                return;
+            }
+            Err(_) => return,
+        };
+        let budget = self.service.limits().connection();
         let mut keepalive = KeepAlive::new(conn.ping_pong(), self.settings);
+        let mut idle = self
+            .settings
+            .idle_timeout
+            .map(|t| Box::pin(tokio::time::sleep(t)));
         let mut stopping = pin!(self.shutdown.wait());
         let mut stop_registered = false;
+        let mut shed = pin!(entry.shed());
+        let mut shed_registered = false;
         let mut draining = false;
+        let mut closing: Option<Pin<Box<Sleep>>> = None;
         loop {
             let event = poll_fn(|cx| {
                 // Polling the pending shutdown future takes a process-wide
                 // lock (tokio's Notify), and this runs once per stream: poll
                 // it once to register this task's waker, then only once the
-                // signal is set (its wake-up brings us back here).
+                // signal is set (its wake-up brings us back here). The same
+                // for this connection's shed signal.
                 if !draining && (!stop_registered || self.shutdown.is_triggered()) {
                     stop_registered = true;
                     if stopping.as_mut().poll(cx).is_ready() {
                         return Poll::Ready(Event::Drain);
+                    }
+                }
+                if closing.is_none() && (!shed_registered || entry.is_shed()) {
+                    shed_registered = true;
+                    if shed.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Event::Close("shed to make room for a new connection"));
+                    }
+                }
+                if let Some(t) = closing.as_mut()
+                    && t.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(Event::Dead);
+                }
+                // The idle timer fires at most once per idle timeout; a
+                // connection that had a stream since is given the rest of
+                // its timeout from when its last stream ended.
+                if closing.is_none()
+                    && let (Some(t), Some(timeout)) = (idle.as_mut(), self.settings.idle_timeout)
+                {
+                    while t.as_mut().poll(cx).is_ready() {
+                        let idle_for = entry.idle_for();
+                        if idle_for >= timeout {
+                            return Poll::Ready(Event::Close("idle timeout"));
+                        }
+                        let left = if idle_for.is_zero() {
+                            timeout
+                        } else {
+                            timeout - idle_for
+                        };
+                        t.as_mut().reset(Instant::now() + left);
                     }
                 }
                 if keepalive.poll_dead(cx).is_ready() {
@@ -445,13 +534,28 @@ impl<G: Gate> Core<G> {
                     draining = true;
                     conn.graceful_shutdown();
                 }
+                Event::Close(why) => {
+                    log::debug("closing idle http2 connection")
+                        .str("reason", why)
+                        .emit();
+                    // GOAWAY(NO_ERROR) naming the last stream served; h2
+                    // then closes, at once since no stream is open. A peer
+                    // that does not read it is dropped after SHED_GRACE.
+                    conn.abrupt_shutdown(h2::Reason::NO_ERROR);
+                    closing = Some(Box::pin(tokio::time::sleep(crate::connections::SHED_GRACE)));
+                }
                 Event::Dead => {
                     log::debug("closing http2 connection: keepalive ping timed out").emit();
                     return;
                 }
                 Event::Accept(Some(Ok((req, respond)))) => {
                     let service = Arc::clone(&self.service);
-                    tokio::spawn(async move { service.serve(req, respond).await });
+                    let budget = Arc::clone(&budget);
+                    let open = entry.stream_opened();
+                    tokio::spawn(async move {
+                        service.serve(req, respond, &budget).await;
+                        drop(open);
+                    });
                 }
                 Event::Accept(Some(Err(e))) => {
                     log::debug("http2 connection error")
@@ -476,6 +580,7 @@ type NewStream = (
 #[allow(clippy::large_enum_variant)]
 enum Event {
     Drain,
+    Close(&'static str),
     Dead,
     Accept(Option<Result<NewStream, h2::Error>>),
 }
@@ -544,8 +649,9 @@ async fn accept_failed(e: &std::io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-/// Serve one HTTP/1.1 request (no keep-alive) from the plain endpoints.
-async fn serve_http1<IO>(io: IO, plain: Arc<dyn Plain>)
+/// Serve one HTTP/1.1 request (no keep-alive, so no idle keep-alive
+/// connection either) from the plain endpoints, within `limit`.
+async fn serve_http1<IO>(io: IO, plain: Arc<dyn Plain>, limit: Duration)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -556,7 +662,7 @@ where
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(false)
         .serve_connection(HyperIo(io), service);
-    let _ = tokio::time::timeout(HTTP1_CONNECTION_TIMEOUT, conn).await;
+    let _ = tokio::time::timeout(limit, conn).await;
 }
 
 fn http1_answer<B>(plain: &dyn Plain, req: &http::Request<B>) -> http::Response<Full> {

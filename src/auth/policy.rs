@@ -323,6 +323,11 @@ pub const TABLE: &[Rule] = &[
     ),
 ];
 
+/// Request message limit of the methods that need no credential (health,
+/// reflection, the supervisor's session and relay streams): their messages
+/// are tiny, relay frames at most 16 KiB, and anyone may send them.
+pub const UNAUTHENTICATED_MAX_REQUEST_BYTES: usize = 32 * 1024;
+
 /// Path prefixes that need no credential (standard gRPC services).
 pub const UNAUTHENTICATED_PREFIXES: &[&str] = &["/grpc.reflection.", "/grpc.health."];
 

@@ -27,6 +27,7 @@ use http::header::{CONTENT_TYPE, HeaderName};
 use http::{HeaderMap, HeaderValue, StatusCode};
 use tokio::sync::mpsc;
 
+use super::body::{self, Body, ConnectionBudget, Limits, Timing};
 use super::metadata;
 use super::router::{self, Context, Input, Reply, Router};
 use super::status::{Code, Status, encode_message};
@@ -91,6 +92,7 @@ pub struct Service<G> {
     gate: G,
     plain: Arc<dyn Plain>,
     max_message_bytes: usize,
+    limits: Arc<Limits>,
     shutdown: Shutdown,
     observer: Option<Arc<dyn CallObserver>>,
 }
@@ -111,9 +113,21 @@ impl<G: Gate> Service<G> {
             gate,
             plain,
             max_message_bytes,
+            limits: Arc::new(Limits::default()),
             shutdown,
             observer: None,
         }
+    }
+
+    /// Request budgets and the receive timeout (default: `Limits::default`).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = Arc::new(limits);
+        self
+    }
+
+    /// The request budgets; each connection takes its own from them.
+    pub fn limits(&self) -> &Arc<Limits> {
+        &self.limits
     }
 
     /// Tell `observer` about every finished call.
@@ -132,11 +146,16 @@ impl<G: Gate> Service<G> {
         &self.plain
     }
 
-    /// Serve one HTTP/2 stream to completion.
-    pub async fn serve(&self, req: http::Request<RecvStream>, respond: SendResponse<Bytes>) {
+    /// Serve one HTTP/2 stream of a connection whose request budget is
+    /// `budget` to completion.
+    pub async fn serve(
+        &self,
+        req: http::Request<RecvStream>,
+        respond: SendResponse<Bytes>,
+        budget: &Arc<ConnectionBudget>,
+    ) {
         let started = Instant::now();
-        let (parts, body) = req.into_parts();
-        let mut body = Some(body);
+        let (parts, stream) = req.into_parts();
         let http::request::Parts {
             method,
             uri,
@@ -144,6 +163,21 @@ impl<G: Gate> Service<G> {
             ..
         } = parts;
         let path = uri.path();
+        let route = self.router.get(path);
+        let timing = match route {
+            Some(r) if !r.shape.single_request() => Timing::PerMessage,
+            _ => Timing::Whole,
+        };
+        let limit = route
+            .and_then(|r| r.max_request_bytes)
+            .map_or(self.max_message_bytes, |n| n.min(self.max_message_bytes));
+        let mut body = Some(Body::new(
+            stream,
+            limit,
+            Arc::clone(budget),
+            self.limits.receive_timeout(),
+            timing,
+        ));
         let (request_id, from_client) = request_id(&headers);
         let mut out = Out::new(respond, &request_id, from_client);
 
@@ -195,7 +229,7 @@ impl<G: Gate> Service<G> {
             )
             .emit();
         if let Some(rest) = body {
-            drain(rest).await;
+            rest.drain(DRAIN_MAX_BYTES, DRAIN_TIMEOUT).await;
         }
         drop(out);
     }
@@ -261,7 +295,7 @@ impl<G: Gate> Service<G> {
         &self,
         path: &str,
         headers: &mut HeaderMap,
-        body: &mut Option<RecvStream>,
+        body: &mut Option<Body>,
         deadline: Option<Instant>,
         request_id: &Arc<str>,
         out: &mut Out,
@@ -287,7 +321,7 @@ impl<G: Gate> Service<G> {
             };
             let gone = || Status::internal("request body already taken");
             let input = if route.shape.single_request() {
-                Input::One(router::read_single(body.as_mut().ok_or_else(gone)?, limit).await?)
+                Input::One(body::read_single(body.as_mut().ok_or_else(gone)?).await?)
             } else {
                 Input::Stream(body.take().ok_or_else(gone)?)
             };
@@ -318,31 +352,8 @@ impl<G: Gate> Service<G> {
     }
 }
 
-/// After the answer: what is left of a request is read (at most
-/// `DRAIN_MAX_BYTES`, for at most `DRAIN_TIMEOUT`) and thrown away, so the
-/// stream ends cleanly instead of with RST_STREAM. h2 remembers only a few
-/// recently reset streams per connection; frames still in flight for a
-/// forgotten one count against its reset-flood guard, and a client whose
-/// calls are refused early (a bad token, say) would otherwise have its
-/// connection closed with ENHANCE_YOUR_CALM after about a thousand of them.
-async fn drain(mut body: RecvStream) {
-    if body.is_end_stream() {
-        return;
-    }
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        let mut seen = 0usize;
-        while let Some(Ok(chunk)) = body.data().await {
-            seen += chunk.len();
-            let _ = body.flow_control().release_capacity(chunk.len());
-            if seen > DRAIN_MAX_BYTES {
-                break;
-            }
-        }
-    })
-    .await;
-}
-
-/// Most request bytes read and discarded after an early answer.
+/// Most request bytes read and discarded after an early answer (see
+/// `Body::drain`).
 const DRAIN_MAX_BYTES: usize = 64 * 1024;
 /// Longest wait for the rest of a request after an early answer.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(100);

@@ -5,6 +5,9 @@
 //! to message boundaries: the decoder accepts any split and several messages
 //! per frame. The size limit is checked on the 5-byte prefix, before any of
 //! the message is buffered, so a peer cannot make us hold more than the limit.
+//! The buffer grows with the bytes that arrived, never with the declared
+//! length: a prefix that declares 4 MiB followed by silence costs 5 bytes,
+//! not 4 MiB (`Decoder::held` tells the request budget what it really holds).
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -76,12 +79,27 @@ impl Decoder {
         }
         match self.pending.take() {
             None if self.buf.is_empty() => self.pending = Some(chunk),
-            None => self.buf.extend_from_slice(&chunk),
+            None => self.append(&chunk),
             Some(prev) => {
-                self.buf.extend_from_slice(&prev);
-                self.buf.extend_from_slice(&chunk);
+                self.append(&prev);
+                self.append(&chunk);
             }
         }
+    }
+
+    /// Copy `bytes` into the buffer, growing it by at most doubling and
+    /// never past the end of the message being assembled (when its prefix
+    /// is known), so capacity stays within twice the bytes that arrived.
+    fn append(&mut self, bytes: &[u8]) {
+        let needed = self.buf.len() + bytes.len();
+        if needed > self.buf.capacity() {
+            let mut want = needed.max(self.buf.len().saturating_mul(2));
+            if let Ok(Some(len)) = parse_prefix(&self.buf, self.limit) {
+                want = want.min((PREFIX_BYTES + len).max(needed));
+            }
+            self.buf.reserve(want - self.buf.len());
+        }
+        self.buf.extend_from_slice(bytes);
     }
 
     /// The next complete message, `Ok(None)` if more bytes are needed.
@@ -99,7 +117,7 @@ impl Decoder {
                 _ => {
                     // Incomplete: fall back to the copying buffer.
                     if let Some(chunk) = self.pending.take() {
-                        self.buf.extend_from_slice(&chunk);
+                        self.append(&chunk);
                     }
                 }
             }
@@ -107,13 +125,15 @@ impl Decoder {
         match parse_prefix(&self.buf, self.limit)? {
             Some(len) if self.buf.len() >= PREFIX_BYTES + len => {
                 self.buf.advance(PREFIX_BYTES);
-                Ok(Some(self.buf.split_to(len).freeze()))
+                let msg = self.buf.split_to(len).freeze();
+                if self.buf.is_empty() {
+                    // Let the message own the allocation alone: an empty
+                    // buffer holds no memory between messages.
+                    self.buf = BytesMut::new();
+                }
+                Ok(Some(msg))
             }
-            Some(len) => {
-                self.buf.reserve(PREFIX_BYTES + len - self.buf.len());
-                Ok(None)
-            }
-            None => Ok(None),
+            Some(_) | None => Ok(None),
         }
     }
 
@@ -130,6 +150,11 @@ impl Decoder {
     /// Bytes buffered and not yet returned.
     pub fn buffered(&self) -> usize {
         self.buf.len() + self.pending.as_ref().map_or(0, Bytes::len)
+    }
+
+    /// Memory the decoder holds: its buffer's capacity and the pending chunk.
+    pub fn held(&self) -> usize {
+        self.buf.capacity() + self.pending.as_ref().map_or(0, Bytes::len)
     }
 }
 
@@ -233,6 +258,29 @@ mod tests {
         let mut d = Decoder::new(4);
         d.push(Bytes::from_static(&[0, 0, 0, 0, 4, 1, 2, 3, 4]));
         assert_eq!(d.next_message().unwrap().unwrap(), &[1, 2, 3, 4][..]);
+    }
+
+    #[test]
+    fn a_declared_length_reserves_nothing() {
+        let mut d = Decoder::new(4 << 20);
+        // A prefix declaring 4 MiB - 1 and one byte of it, in two chunks.
+        d.push(Bytes::from_static(&[0, 0, 0x3f, 0xff, 0xff]));
+        d.push(Bytes::from_static(&[7]));
+        assert_eq!(d.next_message(), Ok(None));
+        assert!(d.held() < 1024, "holds {} bytes", d.held());
+        // Growing to the whole message keeps capacity within twice the data.
+        let chunk = Bytes::from(vec![1u8; 16 * 1024]);
+        let mut sent = 6usize;
+        while sent + chunk.len() < (4 << 20) {
+            d.push(chunk.clone());
+            sent += chunk.len();
+            assert!(d.held() <= 2 * sent, "held {} for {sent} bytes", d.held());
+        }
+        let rest = (4 << 20) - 1 + PREFIX_BYTES - sent;
+        d.push(Bytes::from(vec![1u8; rest]));
+        let msg = d.next_message().unwrap().unwrap();
+        assert_eq!(msg.len(), (4 << 20) - 1);
+        assert!(d.next_message().unwrap().is_none());
     }
 
     #[test]

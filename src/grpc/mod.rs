@@ -3,6 +3,7 @@
 //! OpenShell: it takes a `Router` of typed handlers and a `Gate` that admits
 //! or refuses each call from its path and headers.
 
+mod body;
 mod call;
 pub mod client;
 pub mod frame;
@@ -14,6 +15,10 @@ mod router;
 pub mod status;
 pub mod timeout;
 
+pub use body::{
+    ConnectionBudget, DEFAULT_CONNECTION_BUDGET_BYTES, DEFAULT_RECEIVE_TIMEOUT,
+    DEFAULT_TOTAL_BUDGET_BYTES, Limits, UNCHARGED_BYTES_PER_STREAM,
+};
 pub use call::{
     CallObserver, Gate, MAX_GRPC_MESSAGE_BYTES, MAX_REQUEST_ID_BYTES, Open, Service, new_request_id,
 };

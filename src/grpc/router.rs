@@ -19,6 +19,7 @@ use h2::RecvStream;
 use http::HeaderMap;
 use tokio::sync::mpsc;
 
+use super::body::{Body, stream_error};
 use super::frame::{self, Decoder, FrameError};
 use super::method::{Method, Shape};
 use super::status::Status;
@@ -71,34 +72,31 @@ impl<T> From<T> for Reply<T> {
     }
 }
 
-/// The request messages of a client-streaming or bidi call.
+/// The request messages of a client-streaming or bidi call. Bytes are read
+/// from the client only as `next` is called (see `grpc::body`).
 pub struct Requests<T> {
-    body: RecvStream,
-    decoder: Decoder,
-    ended: bool,
+    body: Body,
     types: PhantomData<fn() -> T>,
 }
 
 impl<T: prost::Message + Default> Requests<T> {
-    pub(crate) fn new(body: RecvStream, limit: usize) -> Requests<T> {
+    pub(crate) fn new(body: Body) -> Requests<T> {
         Requests {
             body,
-            decoder: Decoder::new(limit),
-            ended: false,
             types: PhantomData,
         }
     }
 
     /// The next request message; `Ok(None)` once the client half-closed.
     pub async fn next(&mut self) -> Result<Option<T>, Status> {
-        match next_raw(&mut self.body, &mut self.decoder, &mut self.ended).await? {
+        match self.body.next().await? {
             Some(bytes) => decode(bytes).map(Some),
             None => Ok(None),
         }
     }
 }
 
-/// Read the next raw message from a request body.
+/// Read the next raw message from a response body (the driver client).
 pub(crate) async fn next_raw(
     body: &mut RecvStream,
     decoder: &mut Decoder,
@@ -125,39 +123,12 @@ pub(crate) async fn next_raw(
     }
 }
 
-/// Read exactly one request message (unary and server-streaming methods).
-/// Zero or several messages are a cardinality violation: UNIMPLEMENTED.
-pub(crate) async fn read_single(body: &mut RecvStream, limit: usize) -> Result<Bytes, Status> {
-    let mut decoder = Decoder::new(limit);
-    let mut ended = false;
-    let first = next_raw(body, &mut decoder, &mut ended).await?;
-    let Some(first) = first else {
-        return Err(Status::unimplemented(
-            "request cardinality violation: expected 1 request message, got 0",
-        ));
-    };
-    match next_raw(body, &mut decoder, &mut ended).await? {
-        None => Ok(first),
-        Some(_) => Err(Status::unimplemented(
-            "request cardinality violation: expected 1 request message, got 2 or more",
-        )),
-    }
-}
-
 pub(crate) fn frame_status(e: FrameError) -> Status {
     match e {
         FrameError::TooLarge { declared, limit } => Status::resource_exhausted(format!(
             "received message larger than max ({declared} vs. {limit})"
         )),
         other => Status::internal(other.to_string()),
-    }
-}
-
-fn stream_error(e: &h2::Error) -> Status {
-    if e.reason() == Some(h2::Reason::CANCEL) {
-        Status::new(super::Code::Cancelled, "call cancelled by the client")
-    } else {
-        Status::internal(format!("request stream failed: {e}"))
     }
 }
 
@@ -206,7 +177,7 @@ fn encode_limited<T: prost::Message>(msg: &T, limit: usize) -> Result<Bytes, Sta
 /// What the driver hands an erased handler.
 pub(crate) enum Input {
     One(Bytes),
-    Stream(RecvStream),
+    Stream(Body),
 }
 
 pub(crate) type HandlerFuture =
@@ -227,6 +198,8 @@ pub(crate) struct Route {
     pub(crate) path: &'static str,
     pub(crate) shape: Shape,
     pub(crate) handler: Box<dyn Erased>,
+    /// A request message limit below the service's, if any.
+    pub(crate) max_request_bytes: Option<usize>,
 }
 
 /// The table from `:path` to handler.
@@ -283,8 +256,19 @@ impl Router {
                 path,
                 shape,
                 handler,
+                max_request_bytes: None,
             },
         );
+    }
+
+    /// Limit request messages to `bytes` on every registered path for which
+    /// `applies` is true (responses keep the service's limit).
+    pub fn cap_requests(&mut self, bytes: usize, applies: impl Fn(&str) -> bool) {
+        for route in self.routes.values_mut() {
+            if applies(route.path) {
+                route.max_request_bytes = Some(bytes);
+            }
+        }
     }
 
     /// Register a unary handler.
@@ -494,7 +478,7 @@ where
             let Input::Stream(body) = input else {
                 return Err(misuse());
             };
-            let reply: Reply<Resp> = f(ctx, Requests::new(body, limit)).await?.into();
+            let reply: Reply<Resp> = f(ctx, Requests::new(body)).await?.into();
             encode_reply(reply, limit)
         })
     }
@@ -526,7 +510,7 @@ where
             };
             f(
                 ctx,
-                Requests::new(body, limit),
+                Requests::new(body),
                 Sink {
                     tx,
                     limit,
