@@ -39,7 +39,9 @@
 //! # Encryption at rest
 //!
 //! With a key (`--store-key-file`, see [`load_key_file`]), every payload is
-//! sealed with AES-256-GCM, bound to its record's kind and name. All
+//! sealed with AES-256-GCM, bound to its record's kind, id, name, revision,
+//! times and labels (`crypto::record_aad`), so it cannot be moved to another
+//! record or an older write of it put back under newer metadata. All
 //! payloads, not only providers': sandbox specs carry environment variables
 //! and settings may hold bytes, and one rule is easier to audit than a list.
 //! Names, ids, times and labels stay in clear, because the indexes and label

@@ -383,7 +383,8 @@ impl fmt::Display for StoreError {
             StoreError::Corrupt(what) => write!(f, "store data is corrupt: {what}"),
             StoreError::Decrypt { kind, name } => write!(
                 f,
-                "{kind} '{name}' failed to decrypt: its stored payload was altered or written with another key"
+                "{kind} '{name}' failed to decrypt: its stored payload was altered, moved from another record, \
+                 rolled back to an older write, or written with another key"
             ),
             StoreError::KeyMismatch => {
                 f.write_str("store key does not match the key this store was written with")

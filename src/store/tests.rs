@@ -688,6 +688,235 @@ fn tampered_or_moved_ciphertext_is_an_error_not_garbage() {
     ));
 }
 
+/// The stored (sealed) payload of `kind`/`name`, read behind the store's back.
+fn sealed_payload(path: &Path, kind: Kind, name: &str) -> Bytes {
+    let db = redb::Database::open(path).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let t = txn.open_table(tables(kind).records).unwrap();
+    let bytes = t.get(name.as_bytes()).unwrap().unwrap().value().to_vec();
+    Envelope::decode(bytes.as_slice()).unwrap().payload
+}
+
+#[test]
+fn a_ciphertext_moved_to_a_record_of_the_same_name_is_an_error() {
+    let dir = TempDir::new();
+    let path = dir.file("s.redb");
+    // A provider deleted and created again under its name gets a new id; a
+    // sealed payload of the old one (from a backup, say) put into the new
+    // one must not open, though kind and name are the same.
+    let store = open(&path, Some(KEY)).unwrap();
+    let old = store.create(Kind::Provider, rec("p", SECRET)).unwrap();
+    drop(store);
+    let old_sealed = sealed_payload(&path, Kind::Provider, "p");
+    let store = open(&path, Some(KEY)).unwrap();
+    assert!(store.delete(Kind::Provider, "p").unwrap());
+    let new = store.create(Kind::Provider, rec("p", "other")).unwrap();
+    assert_ne!(old.id, new.id);
+    assert_eq!(new.revision, old.revision);
+    drop(store);
+    tamper(&path, Kind::Provider, "p", |env| env.payload = old_sealed);
+    let store = open(&path, Some(KEY)).unwrap();
+    let err = store.get(Kind::Provider, "p").unwrap_err();
+    assert!(matches!(err, StoreError::Decrypt { .. }), "{err}");
+    assert!(
+        err.to_string().contains("moved from another record"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains(SECRET));
+
+    // Across names and kinds as well.
+    store.create(Kind::Provider, rec("q", SECRET)).unwrap();
+    store.create(Kind::Sandbox, rec("q", "spec")).unwrap();
+    drop(store);
+    let q = sealed_payload(&path, Kind::Provider, "q");
+    tamper(&path, Kind::Sandbox, "q", |env| env.payload = q);
+    let store = open(&path, Some(KEY)).unwrap();
+    assert!(matches!(
+        store.get(Kind::Sandbox, "q"),
+        Err(StoreError::Decrypt { .. })
+    ));
+    assert_eq!(
+        store.get(Kind::Provider, "q").unwrap().unwrap().payload,
+        SECRET
+    );
+}
+
+#[test]
+fn an_older_ciphertext_written_back_over_a_newer_write_is_an_error() {
+    let dir = TempDir::new();
+    let path = dir.file("s.redb");
+    let store = open(&path, Some(KEY)).unwrap();
+    store
+        .create(Kind::Provider, rec("p", "revoked-credential"))
+        .unwrap();
+    drop(store);
+    let first = sealed_payload(&path, Kind::Provider, "p");
+    let store = open(&path, Some(KEY)).unwrap();
+    let second = store.put(Kind::Provider, rec("p", SECRET)).unwrap();
+    assert_eq!(second.revision, 2);
+    drop(store);
+    // Roll the payload back to revision 1 under revision 2's metadata.
+    tamper(&path, Kind::Provider, "p", |env| env.payload = first);
+    let store = open(&path, Some(KEY)).unwrap();
+    let err = store.get(Kind::Provider, "p").unwrap_err();
+    assert!(matches!(err, StoreError::Decrypt { .. }), "{err}");
+    assert!(err.to_string().contains("rolled back"), "{err}");
+    assert!(store.list(Kind::Provider, &all()).is_err());
+
+    // The clear metadata is bound too: a label or time changed behind the
+    // store's back makes the payload fail to open rather than be trusted.
+    store
+        .put(Kind::Provider, labelled("l", &[("status", "pending")]))
+        .unwrap();
+    store.create(Kind::Provider, rec("t", SECRET)).unwrap();
+    drop(store);
+    tamper(&path, Kind::Provider, "l", |env| {
+        env.labels.insert("status".into(), "loaded".into());
+    });
+    tamper(&path, Kind::Provider, "t", |env| env.updated_at_ms += 1);
+    let store = open(&path, Some(KEY)).unwrap();
+    for name in ["l", "t"] {
+        assert!(matches!(
+            store.get(Kind::Provider, name),
+            Err(StoreError::Decrypt { .. })
+        ));
+    }
+}
+
+/// Copies `tests/data/store-format1.bin` (written by the store before the
+/// format 2 binding, under [`KEY`]: providers `openai` at revision 2 and
+/// `anthropic` labelled `team=a`, sandbox `sb`, counter `settings_revision`
+/// = 3) to `path`.
+fn format1_fixture(path: &Path) {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/store-format1.bin");
+    std::fs::copy(fixture, path).unwrap();
+}
+
+/// The `format` entry of the store's meta table, read behind its back.
+fn meta_format(path: &Path) -> u32 {
+    let db = redb::Database::open(path).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let meta = txn
+        .open_table(redb::TableDefinition::<&str, &[u8]>::new("meta"))
+        .unwrap();
+    let v = meta.get("format").unwrap().unwrap().value().to_vec();
+    u32::from_le_bytes(v.try_into().unwrap())
+}
+
+#[test]
+fn a_format_1_file_is_migrated_once_on_open_and_reads_the_same() {
+    let dir = TempDir::new();
+    let path = dir.file("s.redb");
+    format1_fixture(&path);
+    assert_eq!(meta_format(&path), 1);
+    // Sealed under the format 1 binding, which format 2 does not open: the
+    // migration must reseal it.
+    let openai_v1 = sealed_payload(&path, Kind::Provider, "openai");
+
+    let check = |store: &RedbStore| {
+        let openai = store.get(Kind::Provider, "openai").unwrap().unwrap();
+        assert_eq!(
+            openai.payload,
+            r#"{"OPENAI_API_KEY":"sk-fixture-openai-2"}"#
+        );
+        assert_eq!(
+            (openai.id.as_str(), openai.revision),
+            ("11111111-1111-4111-8111-111111111111", 2)
+        );
+        let anthropic = store.get(Kind::Provider, "anthropic").unwrap().unwrap();
+        assert_eq!(
+            anthropic.payload,
+            r#"{"ANTHROPIC_API_KEY":"sk-fixture-anthropic"}"#
+        );
+        assert_eq!(anthropic.labels.get("team").map(String::as_str), Some("a"));
+        let by_id = store
+            .get_by_id(Kind::Sandbox, "33333333-3333-4333-8333-333333333333")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (by_id.name.as_str(), &by_id.payload[..]),
+            ("sb", &b"sandbox-spec"[..])
+        );
+        assert_eq!(store.list(Kind::Provider, &all()).unwrap().len(), 2);
+        assert_eq!(store.counter("settings_revision").unwrap(), 3);
+    };
+
+    let store = RedbStore::open(&path, Some(KEY)).unwrap();
+    assert_eq!(store.migrated(), Some(3), "every record resealed");
+    check(&store);
+    drop(store);
+    assert_eq!(meta_format(&path), STORE_FORMAT);
+    assert_ne!(sealed_payload(&path, Kind::Provider, "openai"), openai_v1);
+
+    // Reopening finds format 2 and migrates nothing; writes go on as usual.
+    let store = RedbStore::open(&path, Some(KEY)).unwrap();
+    assert_eq!(store.migrated(), None);
+    check(&store);
+    let updated = store
+        .put(Kind::Provider, rec("openai", "sk-after-migration"))
+        .unwrap();
+    assert_eq!(updated.revision, 3);
+    drop(store);
+    let store = RedbStore::open(&path, Some(KEY)).unwrap();
+    assert_eq!(store.migrated(), None);
+    assert_eq!(
+        store
+            .get(Kind::Provider, "openai")
+            .unwrap()
+            .unwrap()
+            .payload,
+        "sk-after-migration"
+    );
+    drop(store);
+    assert!(!contains(&std::fs::read(&path).unwrap(), b"sk-fixture"));
+
+    // The wrong key is still refused before anything is migrated.
+    let other = dir.file("other.redb");
+    format1_fixture(&other);
+    assert!(matches!(
+        RedbStore::open(&other, Some(OTHER_KEY)).err().unwrap(),
+        StoreError::KeyMismatch
+    ));
+    assert_eq!(meta_format(&other), 1);
+}
+
+/// Sets the store's meta `format` behind its back.
+fn set_meta_format(path: &Path, format: u32) {
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(redb::TableDefinition::<&str, &[u8]>::new("meta"))
+        .unwrap()
+        .insert("format", format.to_le_bytes().as_slice())
+        .unwrap();
+    txn.commit().unwrap();
+}
+
+#[test]
+fn an_unencrypted_format_1_file_only_changes_its_format_and_a_newer_one_is_refused() {
+    let dir = TempDir::new();
+    let path = dir.file("s.redb");
+    let store = open(&path, None).unwrap();
+    store.create(Kind::Provider, rec("p", "plain")).unwrap();
+    drop(store);
+    assert_eq!(meta_format(&path), STORE_FORMAT);
+    set_meta_format(&path, 1);
+    let store = RedbStore::open(&path, None).unwrap();
+    assert_eq!(store.migrated(), Some(0));
+    assert_eq!(
+        store.get(Kind::Provider, "p").unwrap().unwrap().payload,
+        "plain"
+    );
+    drop(store);
+    assert_eq!(meta_format(&path), STORE_FORMAT);
+    assert_eq!(RedbStore::open(&path, None).unwrap().migrated(), None);
+
+    set_meta_format(&path, STORE_FORMAT + 1);
+    assert!(matches!(
+        open(&path, None).err().unwrap(),
+        StoreError::UnsupportedFormat(f) if f == STORE_FORMAT + 1
+    ));
+}
+
 #[test]
 fn a_flipped_byte_in_the_file_is_an_error_not_garbage() {
     let dir = TempDir::new();
