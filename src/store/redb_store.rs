@@ -45,7 +45,7 @@ use super::envelope::{
 };
 use super::model::{
     Applied, Expect, Kind, ListQuery, MAX_BATCH_OPS, MAX_COUNTER_NAME_BYTES, MAX_LIST_RECORDS,
-    NewRecord, Op, Order, Record, Store, StoreError, check_fields,
+    MAX_PRUNE_NAMES, NewRecord, Op, Order, Record, Store, StoreError, check_fields,
 };
 
 /// The store file format this code writes and reads: 2, payloads sealed
@@ -518,6 +518,66 @@ impl RedbStore {
                     self.delete(&mut t, name, Expect::Any)?;
                 }
                 Ok(Applied::DeletedPrefix(names.len() as u64))
+            }
+            Op::Prune {
+                kind,
+                prefix,
+                keep,
+                label,
+                removable,
+                except,
+            } => {
+                if prefix.is_empty() {
+                    return Err(StoreError::Invalid("prune prefix is empty".into()));
+                }
+                if removable.len() > MAX_PRUNE_NAMES || except.len() > MAX_PRUNE_NAMES {
+                    return Err(StoreError::Invalid(format!(
+                        "prune names more than {MAX_PRUNE_NAMES} values or exceptions"
+                    )));
+                }
+                let mut t = open_kind(txn, kind)?;
+                let mut names = Vec::new();
+                let end = prefix_end(prefix.as_bytes());
+                for entry in t
+                    .records
+                    .range::<&[u8]>(prefix_range(prefix.as_bytes(), end.as_deref()))
+                    .map_err(backend("scanning records"))?
+                {
+                    let (key, _) = entry.map_err(backend("scanning records"))?;
+                    names.push(key.value().to_vec());
+                }
+                let mut left = names.len();
+                let mut removed = 0u64;
+                for name in &names {
+                    if left <= keep {
+                        break;
+                    }
+                    if except.iter().any(|e| e.as_bytes() == name.as_slice()) {
+                        continue;
+                    }
+                    let may_go = match t
+                        .records
+                        .get(name.as_slice())
+                        .map_err(backend("reading a record"))?
+                    {
+                        Some(g) => self
+                            .decode_checked(kind, name, g.value())?
+                            .labels
+                            .get(&label)
+                            .is_some_and(|v| removable.contains(v)),
+                        None => false,
+                    };
+                    if !may_go {
+                        continue;
+                    }
+                    let name = std::str::from_utf8(name).map_err(|_| {
+                        StoreError::Corrupt(format!("a {kind} record name is not UTF-8"))
+                    })?;
+                    self.delete(&mut t, name, Expect::Any)?;
+                    left -= 1;
+                    removed += 1;
+                }
+                Ok(Applied::Pruned(removed))
             }
             Op::Check { kind, name, expect } => {
                 let t = open_kind(txn, kind)?;

@@ -334,6 +334,95 @@ fn name_prefix_lists_and_deletes_one_sandboxs_revisions() {
 }
 
 #[test]
+fn prune_removes_the_oldest_removable_and_keeps_the_loaded_one() {
+    let dir = TempDir::new();
+    let store = open(&dir.file("s.redb"), Some(KEY)).unwrap();
+    let status = |v: u32| match v {
+        1 => "loaded",
+        9 => "failed",
+        10 => "pending",
+        _ => "superseded",
+    };
+    for owner in ["sb1", "sb10"] {
+        for v in 1u32..=10 {
+            let name = format!("{owner}/{v:010}");
+            store
+                .create(
+                    Kind::PolicyRevision,
+                    labelled(&name, &[("status", status(v))]),
+                )
+                .unwrap();
+        }
+    }
+    let prune_with =
+        |prefix: &str, keep: usize, removable: &[&str], except: Vec<String>| Op::Prune {
+            kind: Kind::PolicyRevision,
+            prefix: prefix.into(),
+            keep,
+            label: "status".into(),
+            removable: removable.iter().map(|v| v.to_string()).collect(),
+            except,
+        };
+    // Version 2 is what the sandbox runs, though superseded.
+    let protected = || vec!["sb1/0000000002".to_string(), "sb1/0000000010".to_string()];
+    let prune = |keep| prune_with("sb1/", keep, &["superseded", "failed"], protected());
+    let versions = |store: &Arc<dyn Store>| -> Vec<String> {
+        let q = ListQuery {
+            order: Order::Name,
+            name_prefix: "sb1/".into(),
+            ..all()
+        };
+        store
+            .list(Kind::PolicyRevision, &q)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name.trim_start_matches("sb1/0000000").to_owned())
+            .collect()
+    };
+
+    // Oldest first; the LOADED 1 (not removable) and the excepted 2 stay.
+    assert_eq!(store.apply(vec![prune(4)]).unwrap(), [Applied::Pruned(6)]);
+    assert_eq!(versions(&store), ["001", "002", "009", "010"]);
+    assert_eq!(store.apply(vec![prune(3)]).unwrap(), [Applied::Pruned(1)]);
+    assert_eq!(versions(&store), ["001", "002", "010"]);
+    // Nothing else may go: more than `keep` remain rather than a kept one.
+    assert_eq!(store.apply(vec![prune(2)]).unwrap(), [Applied::Pruned(0)]);
+    assert_eq!(versions(&store), ["001", "002", "010"]);
+    // Another prefix is untouched, and the removed ones left the indexes.
+    assert_eq!(store.count(Kind::PolicyRevision).unwrap(), 13);
+    assert_eq!(store.list(Kind::PolicyRevision, &all()).unwrap().len(), 13);
+
+    // Part of a batch: rolled back with it.
+    let err = store
+        .apply(vec![
+            prune_with("sb1/", 0, &["loaded", "pending", "superseded"], vec![]),
+            Op::Check {
+                kind: Kind::Sandbox,
+                name: "gone".into(),
+                expect: Expect::Present,
+            },
+        ])
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }));
+    assert_eq!(versions(&store), ["001", "002", "010"]);
+
+    for bad in [
+        prune_with("", 1, &["superseded"], protected()),
+        prune_with(
+            "sb1/",
+            1,
+            &["superseded"],
+            vec!["x".into(); MAX_PRUNE_NAMES + 1],
+        ),
+    ] {
+        assert!(matches!(
+            store.apply(vec![bad]).unwrap_err(),
+            StoreError::Invalid(_)
+        ));
+    }
+}
+
+#[test]
 fn batch_is_all_or_nothing() {
     let dir = TempDir::new();
     let store = open(&dir.file("s.redb"), None).unwrap();
