@@ -214,10 +214,12 @@ impl RedbStore {
     }
 
     /// Reseals every payload of a format 1 file under [`record_aad`], inside
-    /// the open's transaction. Returns (resealed, unreadable): a payload that
-    /// does not open under the old binding either was already damaged; it is
-    /// left as it is, and reading it stays [`StoreError::Decrypt`]. A store
-    /// without a key has nothing to reseal.
+    /// the open's transaction. Returns (resealed, unreadable): a record that
+    /// does not decode, or whose payload does not open under the old
+    /// binding, was already damaged; it is left as it is, so reading it
+    /// stays the error it was ([`StoreError::Corrupt`] or
+    /// [`StoreError::Decrypt`]) and the rest of the store still opens. A
+    /// store without a key has nothing to reseal.
     fn migrate_aad_v1(&self, txn: &WriteTransaction) -> Result<(u64, u64), StoreError> {
         let Some(cipher) = &self.cipher else {
             return Ok((0, 0));
@@ -238,7 +240,10 @@ impl RedbStore {
                     .map_err(backend("reading a record"))?
                     .map(|g| g.value().to_vec())
                     .ok_or(StoreError::Internal("a record vanished during migration"))?;
-                let mut env = self.decode_checked(kind, &name, &bytes)?;
+                let Ok(mut env) = self.decode_checked(kind, &name, &bytes) else {
+                    unreadable += 1;
+                    continue;
+                };
                 let Some(plain) = cipher.open(&record_aad_v1(kind, &env.name), &env.payload) else {
                     unreadable += 1;
                     continue;

@@ -959,6 +959,31 @@ fn a_format_1_file_is_migrated_once_on_open_and_reads_the_same() {
     drop(store);
     assert!(!contains(&std::fs::read(&path).unwrap(), b"sk-fixture"));
 
+    // A record already damaged in the old file stays damaged; the rest
+    // migrates and the store opens.
+    let damaged = dir.file("damaged.redb");
+    format1_fixture(&damaged);
+    tamper(&damaged, Kind::Provider, "anthropic", |env| {
+        let mut p = env.payload.to_vec();
+        p[20] ^= 1;
+        env.payload = p.into();
+    });
+    let store = RedbStore::open(&damaged, Some(KEY)).unwrap();
+    assert_eq!(store.migrated(), Some(2));
+    assert!(matches!(
+        store.get(Kind::Provider, "anthropic"),
+        Err(StoreError::Decrypt { .. })
+    ));
+    assert_eq!(
+        store
+            .get(Kind::Provider, "openai")
+            .unwrap()
+            .unwrap()
+            .payload,
+        r#"{"OPENAI_API_KEY":"sk-fixture-openai-2"}"#
+    );
+    drop(store);
+
     // The wrong key is still refused before anything is migrated.
     let other = dir.file("other.redb");
     format1_fixture(&other);
