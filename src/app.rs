@@ -189,6 +189,7 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
         credentials,
         compute: compute.clone(),
         sandboxes,
+        policy_history_revisions: config.policy_history_revisions,
     });
     let mut router = Router::new();
     api::register(&mut router, &state);

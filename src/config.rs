@@ -128,6 +128,13 @@ pub const FLAGS: &[Flag] = &[
         "32-byte key; encrypts stored provider credentials",
     ),
     flag(
+        "policy-history-revisions",
+        "OPENSHELL_POLICY_HISTORY_REVISIONS",
+        "N",
+        "100",
+        "policy revisions kept per sandbox and for the global policy; the oldest superseded or failed go first (3 to 10000)",
+    ),
+    flag(
         "oidc-issuer",
         "OPENSHELL_OIDC_ISSUER",
         "URL",
@@ -477,6 +484,8 @@ pub struct Config {
     pub db_path: PathBuf,
     /// Key file for encrypting credentials at rest.
     pub store_key_file: Option<PathBuf>,
+    /// Policy revisions kept per history (each sandbox's and the global one).
+    pub policy_history_revisions: usize,
     /// OIDC, when on.
     pub oidc: Option<Oidc>,
     /// The sandbox secret.
@@ -762,6 +771,11 @@ fn build(raw: &Raw) -> Result<Config, ConfigError> {
         log_level,
         db_path: crate::store::parse_db_url(raw.get("db-url")).map_err(err)?,
         store_key_file: raw.opt("store-key-file").map(PathBuf::from),
+        policy_history_revisions: raw.num(
+            "policy-history-revisions",
+            crate::api::policy::MIN_HISTORY_REVISIONS,
+            crate::api::policy::MAX_HISTORY_REVISIONS,
+        )?,
         oidc,
         sandbox_secret: raw.opt("ssh-handshake-secret").map(str::to_string),
         allow_unauthenticated,
@@ -1022,6 +1036,10 @@ mod tests {
         assert_eq!(c.max_concurrent_streams, 256);
         assert_eq!(c.driver_connections, 2);
         assert_eq!(c.sandbox_log_lines, crate::sandbox_logs::DEFAULT_LOG_LINES);
+        assert_eq!(
+            c.policy_history_revisions,
+            crate::api::policy::DEFAULT_HISTORY_REVISIONS
+        );
         assert!(c.oidc.is_none());
         assert_eq!(c.idle_timeout, Some(crate::server::DEFAULT_IDLE_TIMEOUT));
         assert_eq!(
@@ -1072,6 +1090,25 @@ mod tests {
         );
         let c = run(&["--idle-timeout-secs", "0"], &[]).unwrap();
         assert_eq!(c.idle_timeout, None);
+    }
+
+    #[test]
+    fn policy_history_revisions_is_bounded() {
+        let n = |args: &[&str], env: &[(&str, &str)]| {
+            run(args, env).map(|c| c.policy_history_revisions)
+        };
+        assert_eq!(n(&["--policy-history-revisions", "3"], &[]), Ok(3));
+        assert_eq!(
+            n(&[], &[("OPENSHELL_POLICY_HISTORY_REVISIONS", "10000")]),
+            Ok(10_000)
+        );
+        for bad in ["2", "10001", "0", "many"] {
+            let e = n(&["--policy-history-revisions", bad], &[]).unwrap_err();
+            assert!(
+                e.0.contains("--policy-history-revisions") && e.0.contains("from 3 to 10000"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Config and policies through the real server with OIDC on: policies kept
 //! byte for byte, revision numbering and statuses, the sandbox-secret
-//! restriction, settings, global policy, static-field and safety rules, and
-//! a deleted sandbox taking its history with it. Sandboxes come from the
+//! restriction, settings, global policy, static-field and safety rules, the
+//! bounded history, and a deleted sandbox taking its history with it. Sandboxes come from the
 //! tonic compute driver double (tests/support).
 
 mod common;
@@ -50,6 +50,11 @@ struct Env {
 }
 
 async fn env() -> Env {
+    env_with(&[]).await
+}
+
+/// [`env`] with more gateway flags.
+async fn env_with(extra: &[&str]) -> Env {
     let dir = TempDir::new();
     let sock = dir.path("compute.sock");
     let driver = DriverDouble::start(&sock, DriverState::new("img:1"));
@@ -65,7 +70,11 @@ async fn env() -> Env {
             jwks.to_str().unwrap(),
             "--ssh-handshake-secret",
             SECRET,
-        ],
+        ]
+        .iter()
+        .chain(extra)
+        .copied()
+        .collect::<Vec<_>>(),
         support::fast_tuning(),
     )
     .await
@@ -1033,4 +1042,141 @@ async fn a_deleted_sandbox_takes_its_revisions_and_settings_with_it() {
         settings.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
         vec![format!("sandbox/{}", id(&keep))]
     );
+}
+
+/// Versions of a history as ListSandboxPolicies shows them (newest first).
+async fn listed(e: &Env, name: &str, global: bool) -> Vec<u32> {
+    let req = os::ListSandboxPoliciesRequest {
+        name: name.into(),
+        limit: 1000,
+        offset: 0,
+        global,
+    };
+    e.user
+        .call(open_shell::LIST_SANDBOX_POLICIES, req)
+        .await
+        .unwrap()
+        .revisions
+        .iter()
+        .map(|r| r.version)
+        .collect()
+}
+
+#[tokio::test]
+async fn three_hundred_updates_by_the_sandbox_secret_keep_at_most_the_default_history() {
+    // --policy-history-revisions not given: 100.
+    const KEPT: usize = 100;
+    let e = env().await;
+    let sb = create(&e, "churn", Some(policy(&["/usr"], None)))
+        .await
+        .unwrap();
+    let sid = id(&sb);
+    let (a, b) = (policy(&["/usr", "/a"], None), policy(&["/usr", "/b"], None));
+    let up = |p: &[u8]| {
+        e.sandbox
+            .call(open_shell::UPDATE_CONFIG, update_policy("churn", p))
+    };
+    let first = up(&a).await.unwrap().version;
+    assert_eq!(first, 1);
+    // The supervisor runs version 1; then a hostile sandbox alternates two
+    // policies, reporting some of them FAILED.
+    report(&e, &sid, first, PolicyStatus::Loaded, "")
+        .await
+        .unwrap();
+    let mut last = up(&b).await.unwrap();
+    for i in 1..300 {
+        let r = up(if i % 2 == 0 { &b } else { &a }).await.unwrap();
+        assert_eq!(r.version, last.version + 1, "numbers go on, none reused");
+        if i % 7 == 0 {
+            report(&e, &sid, r.version, PolicyStatus::Failed, "no")
+                .await
+                .unwrap();
+        }
+        last = r;
+    }
+    assert_eq!(last.version, 301);
+
+    // The latest and the loaded (old) revision stay; the oldest others went.
+    let kept = listed(&e, "churn", false).await;
+    assert_eq!(kept.len(), KEPT, "{kept:?}");
+    let mut want: Vec<u32> = (301 - KEPT as u32 + 2..=301).rev().collect();
+    want.push(1);
+    assert_eq!(kept, want);
+    let current = status(&e, "churn", 0, false).await.unwrap();
+    assert_eq!(current.active_version, 1);
+    let rev = current.revision.unwrap();
+    assert_eq!(
+        (rev.version, rev.status, rev.policy_hash.as_str()),
+        (301, PolicyStatus::Pending as i32, last.policy_hash.as_str())
+    );
+    let c = config(&e, &sid).await;
+    assert_eq!(
+        (c.version, c.policy_hash.as_str()),
+        (301, last.policy_hash.as_str())
+    );
+    assert_eq!(
+        status(&e, "churn", 1, false)
+            .await
+            .unwrap()
+            .revision
+            .unwrap()
+            .version,
+        1
+    );
+    check(
+        status(&e, "churn", 2, false).await.unwrap_err(),
+        Code::NotFound,
+        "no policy revision found for this sandbox",
+    );
+
+    // Once the sandbox reports the latest loaded, version 1 may go too.
+    report(&e, &sid, 301, PolicyStatus::Loaded, "")
+        .await
+        .unwrap();
+    assert_eq!(up(&b).await.unwrap().version, 302);
+    let kept = listed(&e, "churn", false).await;
+    assert_eq!(kept.len(), KEPT);
+    assert_eq!(kept.first(), Some(&302));
+    assert!(kept.contains(&301) && !kept.contains(&1), "{kept:?}");
+}
+
+#[tokio::test]
+async fn the_history_bound_is_a_flag_and_holds_for_the_global_policy_too() {
+    let e = env_with(&["--policy-history-revisions", "3"]).await;
+    let set_global = |p: Vec<u8>| {
+        e.admin.call(
+            open_shell::UPDATE_CONFIG,
+            os::UpdateConfigRequest {
+                global: true,
+                ..update_policy("", &p)
+            },
+        )
+    };
+    for v in 1..=12u32 {
+        let p = policy(&["/usr", if v % 2 == 0 { "/a" } else { "/b" }], None);
+        assert_eq!(set_global(p).await.unwrap().version, v);
+        assert!(listed(&e, "", true).await.len() <= 3);
+    }
+    assert_eq!(listed(&e, "", true).await, [12, 11, 10]);
+    let g = status(&e, "", 0, true).await.unwrap().revision.unwrap();
+    assert_eq!((g.version, g.status), (12, PolicyStatus::Loaded as i32));
+    // Deleting and setting again goes on from the latest kept version.
+    e.admin
+        .call(
+            open_shell::UPDATE_CONFIG,
+            os::UpdateConfigRequest {
+                delete_setting: true,
+                ..setting("", "policy", None, true)
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        set_global(policy(&["/usr", "/c"], None))
+            .await
+            .unwrap()
+            .version,
+        13
+    );
+    assert_eq!(listed(&e, "", true).await, [13, 12, 11]);
 }

@@ -8,7 +8,7 @@ mod environment;
 mod health;
 pub mod inference;
 mod logs;
-mod policy;
+pub mod policy;
 pub mod provider;
 mod sandbox;
 pub mod settings;
@@ -33,6 +33,8 @@ pub struct State {
     /// Sandbox changes and platform events, for WatchSandbox streams.
     /// Whoever changes a sandbox record publishes the new record here.
     pub sandboxes: Arc<SandboxBus>,
+    /// Policy revisions kept per history (`--policy-history-revisions`).
+    pub policy_history_revisions: usize,
 }
 
 impl std::fmt::Debug for State {

@@ -15,6 +15,13 @@
 //! `current_policy_version`) or FAILED (with `load_error`). Global
 //! revisions are LOADED at once. Every multi-record change is one store
 //! batch, retried when another writer got there first.
+//!
+//! A history is bounded: the batch that adds a revision also prunes the
+//! history to `--policy-history-revisions` ([`DEFAULT_HISTORY_REVISIONS`]),
+//! removing the oldest SUPERSEDED or FAILED revisions first and never the
+//! latest revision, the one the sandbox reported loaded (its
+//! `current_policy_version`) or the newest one still marked LOADED. Version
+//! numbers go on from the latest, which is never pruned, so none is reused.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -42,6 +49,19 @@ pub const MAX_LOAD_ERROR_BYTES: usize = 4096;
 const DEFAULT_LIST_LIMIT: u32 = 50;
 /// The record label mirroring a revision's status.
 const STATUS_LABEL: &str = "status";
+/// Revisions kept per history (each sandbox's, and the global one) when
+/// `--policy-history-revisions` is not given (the flag's default in
+/// `config.rs` says the same): plenty to look back through, while a caller
+/// writing policies in a loop holds at most this many of up to 256 KiB each
+/// per sandbox (about 25 MiB) instead of an ever-growing history.
+pub const DEFAULT_HISTORY_REVISIONS: usize = 100;
+/// Smallest `--policy-history-revisions`: room for the three revisions that
+/// are never pruned (the latest, the sandbox's loaded one, the newest one
+/// marked LOADED), so the bound always holds.
+pub const MIN_HISTORY_REVISIONS: usize = 3;
+/// Largest `--policy-history-revisions`: one store list page, so a whole
+/// history can still be listed and pruned in one pass.
+pub const MAX_HISTORY_REVISIONS: usize = crate::store::MAX_LIST_RECORDS;
 
 /// A handler's answer, computed inside a store transaction closure.
 type Outcome<T> = Result<T, Status>;
@@ -162,6 +182,45 @@ fn supersede(s: &dyn Store, owner: &str, below: u32) -> Result<Vec<Op>, StoreErr
         }
     }
     Ok(ops)
+}
+
+/// The newest of `owner`'s revisions still marked LOADED, if any.
+fn newest_loaded(s: &dyn Store, owner: &str) -> Result<Option<u32>, StoreError> {
+    let query = ListQuery {
+        order: Order::Name,
+        descending: true,
+        name_prefix: record::revision_prefix(owner),
+        labels: BTreeMap::from([(
+            STATUS_LABEL.to_string(),
+            label(PolicyStatus::Loaded as i32).to_string(),
+        )]),
+        limit: 1,
+        ..ListQuery::default()
+    };
+    match s.list(Kind::PolicyRevision, &query)?.first() {
+        Some(r) => Ok(Some(decode(r)?.version)),
+        None => Ok(None),
+    }
+}
+
+/// The last step of a batch adding a revision: `owner`'s history cut to
+/// `keep` revisions, oldest first, removing only SUPERSEDED and FAILED ones
+/// and none of the `protect`ed versions (0: none).
+fn prune(owner: &str, keep: usize, protect: &[u32]) -> Op {
+    Op::Prune {
+        kind: Kind::PolicyRevision,
+        prefix: record::revision_prefix(owner),
+        keep,
+        label: STATUS_LABEL.to_string(),
+        removable: [PolicyStatus::Superseded, PolicyStatus::Failed]
+            .map(|st| label(st as i32).to_string())
+            .to_vec(),
+        except: protect
+            .iter()
+            .filter(|&&v| v != 0)
+            .map(|&v| record::revision_name(owner, v))
+            .collect(),
+    }
 }
 
 fn new_revision(
@@ -291,9 +350,14 @@ pub(super) async fn update_sandbox(
     }
     let hash = policy::hash(&new);
     let (id, name, h) = (record.id.clone(), record.name.clone(), hash.clone());
+    let keep = state.policy_history_revisions;
     let version = state
         .write(move |s| {
             for _ in 0..WRITE_ATTEMPTS {
+                let Some(current) = s.get_by_id(Kind::Sandbox, &id)? else {
+                    return Ok(Err(sandbox_not_found()));
+                };
+                let running = record::decode(&current)?.current_policy_version;
                 let latest = latest(s, &id)?;
                 if let Some((_, rev)) = &latest
                     && rev.policy_hash == h
@@ -310,7 +374,9 @@ pub(super) async fn update_sandbox(
                     &new_revision(version, &new, &h, PolicyStatus::Pending),
                     Expect::Absent,
                 )?);
+                let loaded = newest_loaded(s, &id)?.unwrap_or(0);
                 ops.extend(supersede(s, &id, version)?);
+                ops.push(prune(&id, keep, &[version, running, loaded]));
                 match s.apply(ops) {
                     Ok(_) => return Ok(Ok(version)),
                     Err(StoreError::NotFound {
@@ -369,6 +435,7 @@ pub(super) async fn update_global(
     let new = policy::prepare(sent)?;
     let hash = policy::hash(&new);
     let h = hash.clone();
+    let keep = state.policy_history_revisions;
     let (version, settings_revision) = state
         .write(move |s| {
             let owner = record::GLOBAL_POLICY_OWNER;
@@ -396,7 +463,9 @@ pub(super) async fn update_global(
                             &new_revision(version, &new, &h, PolicyStatus::Loaded),
                             Expect::Absent,
                         )?);
+                        let loaded = newest_loaded(s, owner)?.unwrap_or(0);
                         ops.extend(supersede(s, owner, version)?);
+                        ops.push(prune(owner, keep, &[version, loaded]));
                         version
                     }
                 };

@@ -1,9 +1,11 @@
 //! Encryption at rest and the store's randomness, all through `ring`.
 //!
 //! A payload is sealed with AES-256-GCM under the store key, with a fresh
-//! random 96-bit nonce per write and the record's kind and name as associated
-//! data, so a sealed payload copied onto another record fails to open. The
-//! stored form is `nonce || ciphertext || tag`.
+//! random 96-bit nonce per write and the record's metadata as associated
+//! data ([`record_aad`]: kind, id, name, revision, times and labels), so a
+//! sealed payload copied onto another record, or an older sealed payload of
+//! the same record written back under its newer metadata, fails to open.
+//! The stored form is `nonce || ciphertext || tag`.
 //!
 //! Random nonces are safe for about 2^32 writes under one key (NIST SP
 //! 800-38D, 8.3); a gateway's store stays orders of magnitude below that.
@@ -15,6 +17,7 @@
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
 
+use super::envelope::Envelope;
 use super::model::{Kind, StoreError};
 
 /// Length of a store key, in bytes.
@@ -25,8 +28,10 @@ const KEY_CHECK_AAD: &[u8] = b"slimgate.store.key-check.v1";
 /// Plaintext of the key check value.
 const KEY_CHECK_PLAINTEXT: &[u8] = b"slimgate store key check";
 /// Prefix of every record's associated data (domain separation from the key
-/// check).
-const RECORD_AAD_PREFIX: &[u8] = b"slimgate.store.record.v1";
+/// check and from the store format 1 binding).
+const RECORD_AAD_PREFIX: &[u8] = b"slimgate.store.record.v2";
+/// Prefix of a record's associated data in store format 1 ([`record_aad_v1`]).
+const RECORD_AAD_V1_PREFIX: &[u8] = b"slimgate.store.record.v1";
 
 /// The store key, ready to seal and open.
 pub(crate) struct Cipher {
@@ -86,15 +91,63 @@ impl Cipher {
     }
 }
 
-/// Associated data binding a payload to its record: a prefix, the kind code,
-/// and the name with its length (so no two (kind, name) pairs share one).
-pub(crate) fn record_aad(kind: Kind, name: &str) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(RECORD_AAD_PREFIX.len() + 12 + name.len());
+/// Associated data binding a sealed payload to its record, the one place it
+/// is built (store format 2). Layout, integers big-endian, each string or
+/// byte field preceded by its length as a u64 so no two records share one:
+///
+/// ```text
+/// "slimgate.store.record.v2"
+/// kind code            u32
+/// id                   u64 len || UTF-8
+/// name                 u64 len || UTF-8
+/// revision             u64   (1 at creation, +1 per write)
+/// created_at_ms        i64
+/// updated_at_ms        i64
+/// label count          u64
+/// per label, in key order: key (u64 len || UTF-8), value (u64 len || UTF-8)
+/// ```
+///
+/// Everything the envelope keeps in clear beside the payload is bound, so a
+/// sealed payload opens only under the exact metadata it was written with:
+/// moved to another record (another kind, id or name) or written back over a
+/// newer write of the same record (another revision), it fails to open. The
+/// envelope's `format` and `cipher` are checked on every read instead. What
+/// this cannot see is a whole older envelope (metadata and payload together)
+/// or an older copy of the whole file put back: that needs state kept
+/// outside the file.
+pub(crate) fn record_aad(env: &Envelope) -> Vec<u8> {
+    let labels: usize = env.labels.iter().map(|(k, v)| 16 + k.len() + v.len()).sum();
+    let mut aad = Vec::with_capacity(
+        RECORD_AAD_PREFIX.len() + 4 + 16 + env.id.len() + env.name.len() + 32 + labels,
+    );
     aad.extend_from_slice(RECORD_AAD_PREFIX);
-    aad.extend_from_slice(&kind.code().to_be_bytes());
-    aad.extend_from_slice(&(name.len() as u64).to_be_bytes());
-    aad.extend_from_slice(name.as_bytes());
+    aad.extend_from_slice(&env.kind.to_be_bytes());
+    push_field(&mut aad, env.id.as_bytes());
+    push_field(&mut aad, env.name.as_bytes());
+    aad.extend_from_slice(&env.revision.to_be_bytes());
+    aad.extend_from_slice(&env.created_at_ms.to_be_bytes());
+    aad.extend_from_slice(&env.updated_at_ms.to_be_bytes());
+    aad.extend_from_slice(&(env.labels.len() as u64).to_be_bytes());
+    for (key, value) in &env.labels {
+        push_field(&mut aad, key.as_bytes());
+        push_field(&mut aad, value.as_bytes());
+    }
     aad
+}
+
+/// Store format 1's associated data: a prefix, the kind code, and the name
+/// with its length. Read only, to migrate a format 1 file on open.
+pub(crate) fn record_aad_v1(kind: Kind, name: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(RECORD_AAD_V1_PREFIX.len() + 12 + name.len());
+    aad.extend_from_slice(RECORD_AAD_V1_PREFIX);
+    aad.extend_from_slice(&kind.code().to_be_bytes());
+    push_field(&mut aad, name.as_bytes());
+    aad
+}
+
+fn push_field(aad: &mut Vec<u8>, bytes: &[u8]) {
+    aad.extend_from_slice(&(bytes.len() as u64).to_be_bytes());
+    aad.extend_from_slice(bytes);
 }
 
 /// A random (version 4) UUID in its usual lowercase hyphenated form, for

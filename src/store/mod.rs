@@ -39,7 +39,9 @@
 //! # Encryption at rest
 //!
 //! With a key (`--store-key-file`, see [`load_key_file`]), every payload is
-//! sealed with AES-256-GCM, bound to its record's kind and name. All
+//! sealed with AES-256-GCM, bound to its record's kind, id, name, revision,
+//! times and labels (`crypto::record_aad`), so it cannot be moved to another
+//! record or an older write of it put back under newer metadata. All
 //! payloads, not only providers': sandbox specs carry environment variables
 //! and settings may hold bytes, and one rule is easier to audit than a list.
 //! Names, ids, times and labels stay in clear, because the indexes and label
@@ -85,7 +87,7 @@ pub use envelope::{MAX_ENVELOPE_BYTES, decode_record};
 pub use model::{
     Applied, Expect, Kind, ListQuery, MAX_BATCH_OPS, MAX_COUNTER_NAME_BYTES, MAX_ID_BYTES,
     MAX_LABEL_KEY_BYTES, MAX_LABEL_VALUE_BYTES, MAX_LABELS, MAX_LIST_RECORDS, MAX_NAME_BYTES,
-    MAX_PAYLOAD_BYTES, NewRecord, Op, Order, Record, Store, StoreError,
+    MAX_PAYLOAD_BYTES, MAX_PRUNE_NAMES, NewRecord, Op, Order, Record, Store, StoreError,
 };
 pub use redb_store::{RedbStore, STORE_FORMAT, now_ms};
 

@@ -35,6 +35,10 @@ pub const MAX_BATCH_OPS: usize = 1024;
 pub const MAX_LIST_RECORDS: usize = 10_000;
 /// Longest counter name, in bytes.
 pub const MAX_COUNTER_NAME_BYTES: usize = 128;
+/// Most names in [`Op::Prune`]'s `except` and most values in its
+/// `removable`: a handler protects a few records (the latest, the loaded
+/// one) and names a few statuses, never a list that grows with the data.
+pub const MAX_PRUNE_NAMES: usize = 16;
 
 /// What a record is. One enum rather than free strings so a typo is a compile
 /// error and every backend knows the full set up front (the redb backend
@@ -215,6 +219,27 @@ pub enum Op {
         /// Name prefix; must not be empty.
         prefix: String,
     },
+    /// Keep at most `keep` records of `kind` whose name starts with `prefix`
+    /// (non-empty), removing the first ones in name order (for policy
+    /// revisions, the oldest) until that many remain. Only records whose
+    /// label `label` has one of the `removable` values may go, and never a
+    /// record named in `except`; when too few may go, more than `keep`
+    /// remain. Runs inside the batch's transaction, after the steps before
+    /// it, so the bound holds for what the batch commits.
+    Prune {
+        /// Kind of the records.
+        kind: Kind,
+        /// Name prefix; must not be empty.
+        prefix: String,
+        /// Most records to leave under the prefix.
+        keep: usize,
+        /// The label deciding which records may be removed.
+        label: String,
+        /// Values of `label` that allow removal; at most [`MAX_PRUNE_NAMES`].
+        removable: Vec<String>,
+        /// Names never removed; at most [`MAX_PRUNE_NAMES`].
+        except: Vec<String>,
+    },
     /// Only check a condition (a record the batch depends on but does not
     /// change).
     Check {
@@ -244,6 +269,8 @@ pub enum Applied {
     Deleted(bool),
     /// How many records the prefix removed.
     DeletedPrefix(u64),
+    /// How many records [`Op::Prune`] removed.
+    Pruned(u64),
     /// The condition held.
     Checked,
     /// The counter's new value.
@@ -383,7 +410,8 @@ impl fmt::Display for StoreError {
             StoreError::Corrupt(what) => write!(f, "store data is corrupt: {what}"),
             StoreError::Decrypt { kind, name } => write!(
                 f,
-                "{kind} '{name}' failed to decrypt: its stored payload was altered or written with another key"
+                "{kind} '{name}' failed to decrypt: its stored payload was altered, moved from another record, \
+                 rolled back to an older write, or written with another key"
             ),
             StoreError::KeyMismatch => {
                 f.write_str("store key does not match the key this store was written with")

@@ -12,7 +12,11 @@
 //! | `<kind>.by_created`   | `(i64 created_at_ms, name)` | `()`          |
 //!
 //! `meta` holds `format` (u32 LE, [`STORE_FORMAT`]), `cipher` (`none` or
-//! `aes-256-gcm`) and, when encrypted, `key_check`. The two indexes change
+//! `aes-256-gcm`) and, when encrypted, `key_check`. A format 1 file (payloads
+//! bound only to kind and name) is migrated on open: every payload resealed
+//! under the format 2 binding and `format` set to 2, in the open's one
+//! transaction, so a crash leaves the old file to migrate again and a
+//! migrated file is never migrated twice. The two indexes change
 //! only when a record is created or deleted (id and creation time never
 //! change), always in the same transaction as the record.
 //!
@@ -35,17 +39,22 @@ use redb::{
     Table, TableDefinition, WriteTransaction,
 };
 
-use super::crypto::{Cipher, STORE_KEY_BYTES, record_aad};
+use super::crypto::{Cipher, STORE_KEY_BYTES, record_aad, record_aad_v1};
 use super::envelope::{
     CIPHER_AES_256_GCM, CIPHER_NONE, ENVELOPE_FORMAT, Envelope, decode_envelope, encode_envelope,
 };
 use super::model::{
     Applied, Expect, Kind, ListQuery, MAX_BATCH_OPS, MAX_COUNTER_NAME_BYTES, MAX_LIST_RECORDS,
-    NewRecord, Op, Order, Record, Store, StoreError, check_fields,
+    MAX_PRUNE_NAMES, NewRecord, Op, Order, Record, Store, StoreError, check_fields,
 };
 
-/// The store file format this code writes and reads.
-pub const STORE_FORMAT: u32 = 1;
+/// The store file format this code writes and reads: 2, payloads sealed
+/// under [`record_aad`] (a record's kind, id, name, revision, times and
+/// labels).
+pub const STORE_FORMAT: u32 = 2;
+/// The older format this code migrates on open: payloads sealed under
+/// [`record_aad_v1`] (kind and name only). Everything else is the same.
+const STORE_FORMAT_AAD_V1: u32 = 1;
 
 type Bin = &'static [u8];
 type RecordsDef = TableDefinition<'static, Bin, Bin>;
@@ -115,6 +124,9 @@ pub struct RedbStore {
     db: Database,
     cipher: Option<Cipher>,
     clock: Box<dyn Fn() -> i64 + Send + Sync>,
+    /// Records resealed by the format migration this open ran (`None`: the
+    /// file was already in [`STORE_FORMAT`]).
+    migrated: Option<u64>,
 }
 
 impl RedbStore {
@@ -133,42 +145,117 @@ impl RedbStore {
             create_file(path, key.as_ref())?;
         }
         let cipher = key.as_ref().map(Cipher::new).transpose()?;
-        let store = RedbStore {
+        let mut store = RedbStore {
             db: open_db(path, path, false)?,
             cipher,
             clock,
+            migrated: None,
         };
-        store.init()?;
+        store.migrated = store.init()?;
         Ok(store)
     }
 
-    /// Checks (or, for a new file, writes) the meta table and creates any
-    /// missing table, in one transaction.
-    fn init(&self) -> Result<(), StoreError> {
+    /// How many records this open resealed migrating a format 1 file
+    /// (`None`: the file was already in [`STORE_FORMAT`], or new).
+    pub fn migrated(&self) -> Option<u64> {
+        self.migrated
+    }
+
+    /// Checks (or, for a new file, writes) the meta table, creates any
+    /// missing table and migrates a format 1 file, in one transaction.
+    /// Returns how many records the migration resealed, if it ran.
+    fn init(&self) -> Result<Option<u64>, StoreError> {
         let txn = self.begin_write()?;
         let fresh = txn
             .list_tables()
             .map_err(backend("listing tables"))?
             .next()
             .is_none();
-        {
+        let format = {
             let mut meta = txn.open_table(META).map_err(backend("opening meta"))?;
             let format = meta
                 .get(META_FORMAT)
                 .map_err(backend("reading meta"))?
                 .map(|g| g.value().to_vec());
             match format {
-                None if fresh => self.write_meta(&mut meta)?,
+                None if fresh => {
+                    self.write_meta(&mut meta)?;
+                    STORE_FORMAT
+                }
                 None => return Err(StoreError::NotAStore),
                 Some(format) => self.check_meta(&meta, &format)?,
             }
-        }
+        };
         for kind in Kind::ALL {
             open_kind(&txn, kind)?;
         }
         txn.open_table(COUNTERS)
             .map_err(backend("opening counters"))?;
-        txn.commit().map_err(backend("committing store setup"))
+        let migrated = if format == STORE_FORMAT_AAD_V1 {
+            let (resealed, unreadable) = self.migrate_aad_v1(&txn)?;
+            txn.open_table(META)
+                .map_err(backend("opening meta"))?
+                .insert(META_FORMAT, STORE_FORMAT.to_le_bytes().as_slice())
+                .map_err(backend("writing meta"))?;
+            Some((resealed, unreadable))
+        } else {
+            None
+        };
+        txn.commit().map_err(backend("committing store setup"))?;
+        if let Some((resealed, unreadable)) = migrated {
+            crate::log::info(
+                "store migrated to format 2 (payloads bound to record id and revision)",
+            )
+            .num("records_resealed", resealed)
+            .num("records_unreadable", unreadable)
+            .emit();
+        }
+        Ok(migrated.map(|(resealed, _)| resealed))
+    }
+
+    /// Reseals every payload of a format 1 file under [`record_aad`], inside
+    /// the open's transaction. Returns (resealed, unreadable): a record that
+    /// does not decode, or whose payload does not open under the old
+    /// binding, was already damaged; it is left as it is, so reading it
+    /// stays the error it was ([`StoreError::Corrupt`] or
+    /// [`StoreError::Decrypt`]) and the rest of the store still opens. A
+    /// store without a key has nothing to reseal.
+    fn migrate_aad_v1(&self, txn: &WriteTransaction) -> Result<(u64, u64), StoreError> {
+        let Some(cipher) = &self.cipher else {
+            return Ok((0, 0));
+        };
+        let (mut resealed, mut unreadable) = (0u64, 0u64);
+        for kind in Kind::ALL {
+            let mut records = txn
+                .open_table(tables(kind).records)
+                .map_err(backend("opening a table"))?;
+            let mut names = Vec::new();
+            for entry in records.iter().map_err(backend("scanning records"))? {
+                let (key, _) = entry.map_err(backend("scanning records"))?;
+                names.push(key.value().to_vec());
+            }
+            for name in names {
+                let bytes = records
+                    .get(name.as_slice())
+                    .map_err(backend("reading a record"))?
+                    .map(|g| g.value().to_vec())
+                    .ok_or(StoreError::Internal("a record vanished during migration"))?;
+                let Ok(mut env) = self.decode_checked(kind, &name, &bytes) else {
+                    unreadable += 1;
+                    continue;
+                };
+                let Some(plain) = cipher.open(&record_aad_v1(kind, &env.name), &env.payload) else {
+                    unreadable += 1;
+                    continue;
+                };
+                env.payload = Bytes::from(cipher.seal(&record_aad(&env), &plain)?);
+                records
+                    .insert(name.as_slice(), encode_envelope(&env).as_slice())
+                    .map_err(backend("writing a record"))?;
+                resealed += 1;
+            }
+        }
+        Ok((resealed, unreadable))
     }
 
     fn write_meta(&self, meta: &mut Table<'_, &'static str, Bin>) -> Result<(), StoreError> {
@@ -187,15 +274,18 @@ impl RedbStore {
         }
     }
 
+    /// Checks the meta table of an existing file against this store's key;
+    /// returns the file's format ([`STORE_FORMAT`], or the older one to
+    /// migrate).
     fn check_meta(
         &self,
         meta: &Table<'_, &'static str, Bin>,
         format: &[u8],
-    ) -> Result<(), StoreError> {
+    ) -> Result<u32, StoreError> {
         let format = <[u8; 4]>::try_from(format)
             .map_err(|_| StoreError::Corrupt("meta format is not 4 bytes".into()))?;
         let format = u32::from_le_bytes(format);
-        if format != STORE_FORMAT {
+        if format != STORE_FORMAT && format != STORE_FORMAT_AAD_V1 {
             return Err(StoreError::UnsupportedFormat(format));
         }
         let read = |k: &str| {
@@ -205,14 +295,14 @@ impl RedbStore {
         };
         let cipher_name = read(META_CIPHER)?;
         match (cipher_name.as_deref(), &self.cipher) {
-            (Some(CIPHER_NAME_NONE), None) => Ok(()),
+            (Some(CIPHER_NAME_NONE), None) => Ok(format),
             (Some(CIPHER_NAME_NONE), Some(_)) => Err(StoreError::KeyUnexpected),
             (Some(CIPHER_NAME_AES), None) => Err(StoreError::KeyRequired),
             (Some(CIPHER_NAME_AES), Some(cipher)) => {
                 let check = read(META_KEY_CHECK)?
                     .ok_or_else(|| StoreError::Corrupt("meta key_check is missing".into()))?;
                 if cipher.verify_key_check(&check) {
-                    Ok(())
+                    Ok(format)
                 } else {
                     Err(StoreError::KeyMismatch)
                 }
@@ -251,7 +341,7 @@ impl RedbStore {
         let payload = match &self.cipher {
             None => env.payload.clone(),
             Some(cipher) => {
-                let aad = record_aad(kind, &env.name);
+                let aad = record_aad(&env);
                 let plain = cipher
                     .open(&aad, &env.payload)
                     .ok_or_else(|| StoreError::Decrypt {
@@ -344,14 +434,7 @@ impl RedbStore {
                 (record.id, now, 1)
             }
         };
-        let (cipher, stored) = match &self.cipher {
-            None => (CIPHER_NONE, record.payload.clone()),
-            Some(c) => (
-                CIPHER_AES_256_GCM,
-                Bytes::from(c.seal(&record_aad(kind, &record.name), &record.payload)?),
-            ),
-        };
-        let env = Envelope {
+        let mut env = Envelope {
             format: ENVELOPE_FORMAT,
             kind: kind.code(),
             id,
@@ -360,9 +443,14 @@ impl RedbStore {
             updated_at_ms: now.max(created_at_ms),
             revision,
             labels: record.labels,
-            cipher,
-            payload: stored,
+            cipher: CIPHER_NONE,
+            payload: record.payload.clone(),
         };
+        if let Some(c) = &self.cipher {
+            // Sealed last, over the metadata exactly as stored.
+            env.cipher = CIPHER_AES_256_GCM;
+            env.payload = Bytes::from(c.seal(&record_aad(&env), &record.payload)?);
+        }
         t.records
             .insert(env.name.as_bytes(), encode_envelope(&env).as_slice())
             .map_err(backend("writing a record"))?;
@@ -435,6 +523,66 @@ impl RedbStore {
                     self.delete(&mut t, name, Expect::Any)?;
                 }
                 Ok(Applied::DeletedPrefix(names.len() as u64))
+            }
+            Op::Prune {
+                kind,
+                prefix,
+                keep,
+                label,
+                removable,
+                except,
+            } => {
+                if prefix.is_empty() {
+                    return Err(StoreError::Invalid("prune prefix is empty".into()));
+                }
+                if removable.len() > MAX_PRUNE_NAMES || except.len() > MAX_PRUNE_NAMES {
+                    return Err(StoreError::Invalid(format!(
+                        "prune names more than {MAX_PRUNE_NAMES} values or exceptions"
+                    )));
+                }
+                let mut t = open_kind(txn, kind)?;
+                let mut names = Vec::new();
+                let end = prefix_end(prefix.as_bytes());
+                for entry in t
+                    .records
+                    .range::<&[u8]>(prefix_range(prefix.as_bytes(), end.as_deref()))
+                    .map_err(backend("scanning records"))?
+                {
+                    let (key, _) = entry.map_err(backend("scanning records"))?;
+                    names.push(key.value().to_vec());
+                }
+                let mut left = names.len();
+                let mut removed = 0u64;
+                for name in &names {
+                    if left <= keep {
+                        break;
+                    }
+                    if except.iter().any(|e| e.as_bytes() == name.as_slice()) {
+                        continue;
+                    }
+                    let may_go = match t
+                        .records
+                        .get(name.as_slice())
+                        .map_err(backend("reading a record"))?
+                    {
+                        Some(g) => self
+                            .decode_checked(kind, name, g.value())?
+                            .labels
+                            .get(&label)
+                            .is_some_and(|v| removable.contains(v)),
+                        None => false,
+                    };
+                    if !may_go {
+                        continue;
+                    }
+                    let name = std::str::from_utf8(name).map_err(|_| {
+                        StoreError::Corrupt(format!("a {kind} record name is not UTF-8"))
+                    })?;
+                    self.delete(&mut t, name, Expect::Any)?;
+                    left -= 1;
+                    removed += 1;
+                }
+                Ok(Applied::Pruned(removed))
             }
             Op::Check { kind, name, expect } => {
                 let t = open_kind(txn, kind)?;
@@ -531,6 +679,7 @@ fn create_file(path: &Path, key: Option<&[u8; STORE_KEY_BYTES]>) -> Result<(), S
         db: open_db(&tmp, path, true)?,
         cipher: key.map(Cipher::new).transpose()?,
         clock: Box::new(now_ms),
+        migrated: None,
     };
     fresh.init()?;
     drop(fresh);

@@ -334,6 +334,95 @@ fn name_prefix_lists_and_deletes_one_sandboxs_revisions() {
 }
 
 #[test]
+fn prune_removes_the_oldest_removable_and_keeps_the_loaded_one() {
+    let dir = TempDir::new();
+    let store = open(&dir.file("s.redb"), Some(KEY)).unwrap();
+    let status = |v: u32| match v {
+        1 => "loaded",
+        9 => "failed",
+        10 => "pending",
+        _ => "superseded",
+    };
+    for owner in ["sb1", "sb10"] {
+        for v in 1u32..=10 {
+            let name = format!("{owner}/{v:010}");
+            store
+                .create(
+                    Kind::PolicyRevision,
+                    labelled(&name, &[("status", status(v))]),
+                )
+                .unwrap();
+        }
+    }
+    let prune_with =
+        |prefix: &str, keep: usize, removable: &[&str], except: Vec<String>| Op::Prune {
+            kind: Kind::PolicyRevision,
+            prefix: prefix.into(),
+            keep,
+            label: "status".into(),
+            removable: removable.iter().map(|v| v.to_string()).collect(),
+            except,
+        };
+    // Version 2 is what the sandbox runs, though superseded.
+    let protected = || vec!["sb1/0000000002".to_string(), "sb1/0000000010".to_string()];
+    let prune = |keep| prune_with("sb1/", keep, &["superseded", "failed"], protected());
+    let versions = |store: &Arc<dyn Store>| -> Vec<String> {
+        let q = ListQuery {
+            order: Order::Name,
+            name_prefix: "sb1/".into(),
+            ..all()
+        };
+        store
+            .list(Kind::PolicyRevision, &q)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.name.trim_start_matches("sb1/0000000").to_owned())
+            .collect()
+    };
+
+    // Oldest first; the LOADED 1 (not removable) and the excepted 2 stay.
+    assert_eq!(store.apply(vec![prune(4)]).unwrap(), [Applied::Pruned(6)]);
+    assert_eq!(versions(&store), ["001", "002", "009", "010"]);
+    assert_eq!(store.apply(vec![prune(3)]).unwrap(), [Applied::Pruned(1)]);
+    assert_eq!(versions(&store), ["001", "002", "010"]);
+    // Nothing else may go: more than `keep` remain rather than a kept one.
+    assert_eq!(store.apply(vec![prune(2)]).unwrap(), [Applied::Pruned(0)]);
+    assert_eq!(versions(&store), ["001", "002", "010"]);
+    // Another prefix is untouched, and the removed ones left the indexes.
+    assert_eq!(store.count(Kind::PolicyRevision).unwrap(), 13);
+    assert_eq!(store.list(Kind::PolicyRevision, &all()).unwrap().len(), 13);
+
+    // Part of a batch: rolled back with it.
+    let err = store
+        .apply(vec![
+            prune_with("sb1/", 0, &["loaded", "pending", "superseded"], vec![]),
+            Op::Check {
+                kind: Kind::Sandbox,
+                name: "gone".into(),
+                expect: Expect::Present,
+            },
+        ])
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { .. }));
+    assert_eq!(versions(&store), ["001", "002", "010"]);
+
+    for bad in [
+        prune_with("", 1, &["superseded"], protected()),
+        prune_with(
+            "sb1/",
+            1,
+            &["superseded"],
+            vec!["x".into(); MAX_PRUNE_NAMES + 1],
+        ),
+    ] {
+        assert!(matches!(
+            store.apply(vec![bad]).unwrap_err(),
+            StoreError::Invalid(_)
+        ));
+    }
+}
+
+#[test]
 fn batch_is_all_or_nothing() {
     let dir = TempDir::new();
     let store = open(&dir.file("s.redb"), None).unwrap();
@@ -685,6 +774,260 @@ fn tampered_or_moved_ciphertext_is_an_error_not_garbage() {
     assert!(matches!(
         store.get(Kind::Provider, "b"),
         Err(StoreError::Corrupt(_))
+    ));
+}
+
+/// The stored (sealed) payload of `kind`/`name`, read behind the store's back.
+fn sealed_payload(path: &Path, kind: Kind, name: &str) -> Bytes {
+    let db = redb::Database::open(path).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let t = txn.open_table(tables(kind).records).unwrap();
+    let bytes = t.get(name.as_bytes()).unwrap().unwrap().value().to_vec();
+    Envelope::decode(bytes.as_slice()).unwrap().payload
+}
+
+#[test]
+fn a_ciphertext_moved_to_a_record_of_the_same_name_is_an_error() {
+    let dir = TempDir::new();
+    let path = dir.file("s.redb");
+    // A provider deleted and created again under its name gets a new id; a
+    // sealed payload of the old one (from a backup, say) put into the new
+    // one must not open, though kind and name are the same.
+    let store = open(&path, Some(KEY)).unwrap();
+    let old = store.create(Kind::Provider, rec("p", SECRET)).unwrap();
+    drop(store);
+    let old_sealed = sealed_payload(&path, Kind::Provider, "p");
+    let store = open(&path, Some(KEY)).unwrap();
+    assert!(store.delete(Kind::Provider, "p").unwrap());
+    let new = store.create(Kind::Provider, rec("p", "other")).unwrap();
+    assert_ne!(old.id, new.id);
+    assert_eq!(new.revision, old.revision);
+    drop(store);
+    tamper(&path, Kind::Provider, "p", |env| env.payload = old_sealed);
+    let store = open(&path, Some(KEY)).unwrap();
+    let err = store.get(Kind::Provider, "p").unwrap_err();
+    assert!(matches!(err, StoreError::Decrypt { .. }), "{err}");
+    assert!(
+        err.to_string().contains("moved from another record"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains(SECRET));
+
+    // Across names and kinds as well.
+    store.create(Kind::Provider, rec("q", SECRET)).unwrap();
+    store.create(Kind::Sandbox, rec("q", "spec")).unwrap();
+    drop(store);
+    let q = sealed_payload(&path, Kind::Provider, "q");
+    tamper(&path, Kind::Sandbox, "q", |env| env.payload = q);
+    let store = open(&path, Some(KEY)).unwrap();
+    assert!(matches!(
+        store.get(Kind::Sandbox, "q"),
+        Err(StoreError::Decrypt { .. })
+    ));
+    assert_eq!(
+        store.get(Kind::Provider, "q").unwrap().unwrap().payload,
+        SECRET
+    );
+}
+
+#[test]
+fn an_older_ciphertext_written_back_over_a_newer_write_is_an_error() {
+    let dir = TempDir::new();
+    let path = dir.file("s.redb");
+    let store = open(&path, Some(KEY)).unwrap();
+    store
+        .create(Kind::Provider, rec("p", "revoked-credential"))
+        .unwrap();
+    drop(store);
+    let first = sealed_payload(&path, Kind::Provider, "p");
+    let store = open(&path, Some(KEY)).unwrap();
+    let second = store.put(Kind::Provider, rec("p", SECRET)).unwrap();
+    assert_eq!(second.revision, 2);
+    drop(store);
+    // Roll the payload back to revision 1 under revision 2's metadata.
+    tamper(&path, Kind::Provider, "p", |env| env.payload = first);
+    let store = open(&path, Some(KEY)).unwrap();
+    let err = store.get(Kind::Provider, "p").unwrap_err();
+    assert!(matches!(err, StoreError::Decrypt { .. }), "{err}");
+    assert!(err.to_string().contains("rolled back"), "{err}");
+    assert!(store.list(Kind::Provider, &all()).is_err());
+
+    // The clear metadata is bound too: a label or time changed behind the
+    // store's back makes the payload fail to open rather than be trusted.
+    store
+        .put(Kind::Provider, labelled("l", &[("status", "pending")]))
+        .unwrap();
+    store.create(Kind::Provider, rec("t", SECRET)).unwrap();
+    drop(store);
+    tamper(&path, Kind::Provider, "l", |env| {
+        env.labels.insert("status".into(), "loaded".into());
+    });
+    tamper(&path, Kind::Provider, "t", |env| env.updated_at_ms += 1);
+    let store = open(&path, Some(KEY)).unwrap();
+    for name in ["l", "t"] {
+        assert!(matches!(
+            store.get(Kind::Provider, name),
+            Err(StoreError::Decrypt { .. })
+        ));
+    }
+}
+
+/// Copies `tests/data/store-format1.bin` (written by the store before the
+/// format 2 binding, under [`KEY`]: providers `openai` at revision 2 and
+/// `anthropic` labelled `team=a`, sandbox `sb`, counter `settings_revision`
+/// = 3) to `path`.
+fn format1_fixture(path: &Path) {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/store-format1.bin");
+    std::fs::copy(fixture, path).unwrap();
+}
+
+/// The `format` entry of the store's meta table, read behind its back.
+fn meta_format(path: &Path) -> u32 {
+    let db = redb::Database::open(path).unwrap();
+    let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let meta = txn
+        .open_table(redb::TableDefinition::<&str, &[u8]>::new("meta"))
+        .unwrap();
+    let v = meta.get("format").unwrap().unwrap().value().to_vec();
+    u32::from_le_bytes(v.try_into().unwrap())
+}
+
+#[test]
+fn a_format_1_file_is_migrated_once_on_open_and_reads_the_same() {
+    let dir = TempDir::new();
+    let path = dir.file("s.redb");
+    format1_fixture(&path);
+    assert_eq!(meta_format(&path), 1);
+    // Sealed under the format 1 binding, which format 2 does not open: the
+    // migration must reseal it.
+    let openai_v1 = sealed_payload(&path, Kind::Provider, "openai");
+
+    let check = |store: &RedbStore| {
+        let openai = store.get(Kind::Provider, "openai").unwrap().unwrap();
+        assert_eq!(
+            openai.payload,
+            r#"{"OPENAI_API_KEY":"sk-fixture-openai-2"}"#
+        );
+        assert_eq!(
+            (openai.id.as_str(), openai.revision),
+            ("11111111-1111-4111-8111-111111111111", 2)
+        );
+        let anthropic = store.get(Kind::Provider, "anthropic").unwrap().unwrap();
+        assert_eq!(
+            anthropic.payload,
+            r#"{"ANTHROPIC_API_KEY":"sk-fixture-anthropic"}"#
+        );
+        assert_eq!(anthropic.labels.get("team").map(String::as_str), Some("a"));
+        let by_id = store
+            .get_by_id(Kind::Sandbox, "33333333-3333-4333-8333-333333333333")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (by_id.name.as_str(), &by_id.payload[..]),
+            ("sb", &b"sandbox-spec"[..])
+        );
+        assert_eq!(store.list(Kind::Provider, &all()).unwrap().len(), 2);
+        assert_eq!(store.counter("settings_revision").unwrap(), 3);
+    };
+
+    let store = RedbStore::open(&path, Some(KEY)).unwrap();
+    assert_eq!(store.migrated(), Some(3), "every record resealed");
+    check(&store);
+    drop(store);
+    assert_eq!(meta_format(&path), STORE_FORMAT);
+    assert_ne!(sealed_payload(&path, Kind::Provider, "openai"), openai_v1);
+
+    // Reopening finds format 2 and migrates nothing; writes go on as usual.
+    let store = RedbStore::open(&path, Some(KEY)).unwrap();
+    assert_eq!(store.migrated(), None);
+    check(&store);
+    let updated = store
+        .put(Kind::Provider, rec("openai", "sk-after-migration"))
+        .unwrap();
+    assert_eq!(updated.revision, 3);
+    drop(store);
+    let store = RedbStore::open(&path, Some(KEY)).unwrap();
+    assert_eq!(store.migrated(), None);
+    assert_eq!(
+        store
+            .get(Kind::Provider, "openai")
+            .unwrap()
+            .unwrap()
+            .payload,
+        "sk-after-migration"
+    );
+    drop(store);
+    assert!(!contains(&std::fs::read(&path).unwrap(), b"sk-fixture"));
+
+    // A record already damaged in the old file stays damaged; the rest
+    // migrates and the store opens.
+    let damaged = dir.file("damaged.redb");
+    format1_fixture(&damaged);
+    tamper(&damaged, Kind::Provider, "anthropic", |env| {
+        let mut p = env.payload.to_vec();
+        p[20] ^= 1;
+        env.payload = p.into();
+    });
+    let store = RedbStore::open(&damaged, Some(KEY)).unwrap();
+    assert_eq!(store.migrated(), Some(2));
+    assert!(matches!(
+        store.get(Kind::Provider, "anthropic"),
+        Err(StoreError::Decrypt { .. })
+    ));
+    assert_eq!(
+        store
+            .get(Kind::Provider, "openai")
+            .unwrap()
+            .unwrap()
+            .payload,
+        r#"{"OPENAI_API_KEY":"sk-fixture-openai-2"}"#
+    );
+    drop(store);
+
+    // The wrong key is still refused before anything is migrated.
+    let other = dir.file("other.redb");
+    format1_fixture(&other);
+    assert!(matches!(
+        RedbStore::open(&other, Some(OTHER_KEY)).err().unwrap(),
+        StoreError::KeyMismatch
+    ));
+    assert_eq!(meta_format(&other), 1);
+}
+
+/// Sets the store's meta `format` behind its back.
+fn set_meta_format(path: &Path, format: u32) {
+    let db = redb::Database::open(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    txn.open_table(redb::TableDefinition::<&str, &[u8]>::new("meta"))
+        .unwrap()
+        .insert("format", format.to_le_bytes().as_slice())
+        .unwrap();
+    txn.commit().unwrap();
+}
+
+#[test]
+fn an_unencrypted_format_1_file_only_changes_its_format_and_a_newer_one_is_refused() {
+    let dir = TempDir::new();
+    let path = dir.file("s.redb");
+    let store = open(&path, None).unwrap();
+    store.create(Kind::Provider, rec("p", "plain")).unwrap();
+    drop(store);
+    assert_eq!(meta_format(&path), STORE_FORMAT);
+    set_meta_format(&path, 1);
+    let store = RedbStore::open(&path, None).unwrap();
+    assert_eq!(store.migrated(), Some(0));
+    assert_eq!(
+        store.get(Kind::Provider, "p").unwrap().unwrap().payload,
+        "plain"
+    );
+    drop(store);
+    assert_eq!(meta_format(&path), STORE_FORMAT);
+    assert_eq!(RedbStore::open(&path, None).unwrap().migrated(), None);
+
+    set_meta_format(&path, STORE_FORMAT + 1);
+    assert!(matches!(
+        open(&path, None).err().unwrap(),
+        StoreError::UnsupportedFormat(f) if f == STORE_FORMAT + 1
     ));
 }
 
