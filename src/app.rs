@@ -414,11 +414,14 @@ async fn start_keys(
         (None, Some(uri)) => {
             let url = HttpUrl::parse(uri)
                 .map_err(|e| StartError(format!("--oidc-jwks-uri {uri:?}: {e}")))?;
+            crate::auth::origin::warn_if_in_clear("--oidc-jwks-uri", &url);
             KeySource::remote(Arc::new(JwksUri::new(url, limits)), timings)
         }
         (None, None) => {
             let discovery = Discovery::new(&o.issuer, limits)
                 .map_err(|e| StartError(format!("--oidc-issuer {:?}: {e}", o.issuer)))?;
+            // Discovery only fetches keys from the issuer's origin.
+            crate::auth::origin::warn_if_in_clear("--oidc-issuer", discovery.url());
             KeySource::remote(Arc::new(discovery), timings)
         }
     };

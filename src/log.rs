@@ -8,11 +8,22 @@
 //!
 //! Audit lines (`"audit":true`) record every denied call and every allowed
 //! mutating call: subject, method, decision and reason code.
+//!
+//! Lines are not written on the thread that emits them: [`Line::emit`]
+//! puts the line in a bounded queue ([`LOG_QUEUE_LINES`]) that one writer
+//! thread empties into stderr, so a slow or stalled log reader never
+//! stalls the event loop. When the queue is full the line is dropped and
+//! counted ([`dropped_lines`], `slimgate_log_lines_dropped_total` in
+//! `/metrics`); the writer reports the count in a line of its own once it
+//! catches up. [`flush`] (called by the binary before it exits) waits,
+//! for at most [`FLUSH_TIMEOUT`], until every queued line is written.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::io::Write;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Severity, most severe first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -129,13 +140,178 @@ impl Line {
         self
     }
 
-    /// Write the line (one `write` call, so lines from threads never interleave).
+    /// Queue the line for stderr (dropped and counted if the queue is
+    /// full; never blocks). Only the writer thread writes, so lines never
+    /// interleave.
     pub fn emit(self) {
-        if let Some(mut buf) = self.buf {
-            buf.push_str("}\n");
-            let _ = std::io::stderr().lock().write_all(buf.as_bytes());
+        if let Some(line) = self.finish() {
+            match queue() {
+                Some(q) => {
+                    q.push(line);
+                }
+                // No writer thread could be started: write here.
+                None => {
+                    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+                }
+            }
         }
     }
+
+    /// The finished line, newline included (`None` if its level is off).
+    fn finish(self) -> Option<String> {
+        self.buf.map(|mut buf| {
+            buf.push_str("}\n");
+            buf
+        })
+    }
+}
+
+/// Lines waiting for the writer thread at most. About a second of the
+/// busiest per-call logging, and a few MiB at the longest lines (fields are
+/// cut at [`MAX_FIELD_CHARS`]); more is dropped and counted rather than
+/// held or waited for.
+pub const LOG_QUEUE_LINES: usize = 4096;
+
+/// Longest wait of [`flush`] for the queue to reach stderr (a reader that
+/// never reads must not keep the process from exiting).
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Most bytes the writer hands to one `write` (lines taken from the queue
+/// together; a line is never split across batches).
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+
+/// What the writer thread is sent.
+enum Msg {
+    Line(String),
+    /// Write everything before this, flush, then answer.
+    Flush(SyncSender<()>),
+}
+
+/// A bounded line queue and the thread that writes it out.
+pub struct Queue {
+    tx: SyncSender<Msg>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Queue {
+    /// A queue of at most `capacity` lines written to `out` by a new
+    /// thread.
+    pub fn start(capacity: usize, out: impl Write + Send + 'static) -> std::io::Result<Queue> {
+        let (tx, rx) = mpsc::sync_channel(capacity);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let counter = Arc::clone(&dropped);
+        std::thread::Builder::new()
+            .name("slimgate-log".into())
+            .spawn(move || write_lines(&rx, out, &counter))?;
+        Ok(Queue { tx, dropped })
+    }
+
+    /// Queue `line`; `false` (and counted) if it was dropped.
+    pub fn push(&self, line: String) -> bool {
+        match self.tx.try_send(Msg::Line(line)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                false
+            }
+        }
+    }
+
+    /// Lines dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Wait until every line queued before this call is written and
+    /// flushed, for at most `timeout`; `false` if that took longer.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (done_tx, done_rx) = mpsc::sync_channel(1);
+        let mut msg = Msg::Flush(done_tx);
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => return false,
+                Err(TrySendError::Full(m)) => {
+                    if Instant::now() >= deadline {
+                        return false;
+                    }
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        done_rx.recv_timeout(left).is_ok()
+    }
+}
+
+/// The writer thread: batches of queued lines, one `write` each; after a
+/// drop, once the queue is empty, one line that says how many were lost.
+fn write_lines(rx: &Receiver<Msg>, mut out: impl Write, dropped: &AtomicU64) {
+    let mut reported = 0u64;
+    let mut batch = String::with_capacity(WRITE_BATCH_BYTES);
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        let mut flush = Vec::new();
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Line(line) => batch.push_str(&line),
+                Msg::Flush(done) => flush.push(done),
+            }
+            if batch.len() >= WRITE_BATCH_BYTES {
+                break;
+            }
+            match rx.try_recv() {
+                Ok(m) => next = Some(m),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => {
+                    let now = dropped.load(Ordering::Relaxed);
+                    if now > reported {
+                        reported = now;
+                        if let Some(line) = warn(
+                            "log lines dropped: stderr is not read fast enough (the log queue was full)",
+                        )
+                        .num("dropped_total", now)
+                        .finish()
+                        {
+                            batch.push_str(&line);
+                        }
+                    }
+                }
+            }
+        }
+        let _ = out.write_all(batch.as_bytes());
+        batch.clear();
+        if batch.capacity() > WRITE_BATCH_BYTES * 2 {
+            batch.shrink_to(WRITE_BATCH_BYTES);
+        }
+        if !flush.is_empty() {
+            let _ = out.flush();
+            for done in flush {
+                let _ = done.try_send(());
+            }
+        }
+    }
+}
+
+/// The process's queue to stderr, started on first use (`None` if the
+/// writer thread cannot be started: lines are then written in place).
+fn queue() -> Option<&'static Queue> {
+    static QUEUE: OnceLock<Option<Queue>> = OnceLock::new();
+    QUEUE
+        .get_or_init(|| Queue::start(LOG_QUEUE_LINES, std::io::stderr()).ok())
+        .as_ref()
+}
+
+/// Log lines dropped because the queue to stderr was full.
+pub fn dropped_lines() -> u64 {
+    queue().map_or(0, Queue::dropped)
+}
+
+/// Wait (at most [`FLUSH_TIMEOUT`]) until every line emitted so far has
+/// reached stderr. The binary calls it before exiting.
+pub fn flush() -> bool {
+    queue().is_none_or(|q| q.flush(FLUSH_TIMEOUT))
 }
 
 /// `Line::new(Level::Error, msg)`
@@ -266,6 +442,95 @@ mod tests {
         let mut s = String::new();
         push_json_str(&mut s, &"x".repeat(MAX_FIELD_CHARS * 2));
         assert_eq!(s.chars().count(), MAX_FIELD_CHARS + 3);
+    }
+
+    /// A writer that tells when a write starts and waits for permission
+    /// to finish it.
+    struct Gated {
+        started: SyncSender<()>,
+        go: Receiver<()>,
+        written: Arc<std::sync::Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Gated {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let _ = self.started.send(());
+            let _ = self.go.recv();
+            self.written.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_blocking() {
+        let (started_tx, started) = mpsc::sync_channel(1024);
+        let (go, go_rx) = mpsc::sync_channel(1024);
+        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let out = Gated {
+            started: started_tx,
+            go: go_rx,
+            written: Arc::clone(&written),
+        };
+        let q = Queue::start(8, out).unwrap();
+        // The writer takes the first line and blocks in `write`.
+        assert!(q.push("first\n".into()));
+        started.recv().unwrap();
+        // Eight fit in the queue; the next five are dropped, at once.
+        let t = Instant::now();
+        for i in 0..8 {
+            assert!(q.push(format!("queued {i}\n")), "{i}");
+        }
+        for i in 0..5 {
+            assert!(!q.push(format!("dropped {i}\n")), "{i}");
+        }
+        assert!(t.elapsed() < Duration::from_secs(1));
+        assert_eq!(q.dropped(), 5);
+        // A flush that cannot finish gives up at its timeout.
+        assert!(!q.flush(Duration::from_millis(50)));
+        // The reader catches up: everything queued is written, in order,
+        // then one line counting the loss.
+        for _ in 0..64 {
+            let _ = go.send(());
+        }
+        assert!(q.flush(Duration::from_secs(5)));
+        let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "first");
+        for i in 0..8 {
+            assert_eq!(lines[1 + i], format!("queued {i}"));
+        }
+        assert!(!text.contains("dropped 0"), "{text}");
+        let report: serde_json::Value = serde_json::from_str(lines[9]).unwrap();
+        assert_eq!(report["dropped_total"], 5, "{text}");
+        assert_eq!(lines.len(), 10, "{text}");
+        assert_eq!(q.dropped(), 5);
+    }
+
+    #[test]
+    fn flush_waits_for_the_lines_before_it() {
+        let written = Arc::new(std::sync::Mutex::new(Vec::new()));
+        struct Slow(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Slow {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                std::thread::sleep(Duration::from_millis(20));
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let q = Queue::start(LOG_QUEUE_LINES, Slow(Arc::clone(&written))).unwrap();
+        for i in 0..100 {
+            assert!(q.push(format!("{i}\n")));
+        }
+        assert!(q.flush(FLUSH_TIMEOUT));
+        let text = String::from_utf8(written.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 100);
+        assert_eq!(q.dropped(), 0);
     }
 
     #[test]

@@ -34,7 +34,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(app::run(config)) {
+    let code = match runtime.block_on(app::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             slimgate::log::error("cannot start")
@@ -42,5 +42,10 @@ fn main() -> ExitCode {
                 .emit();
             ExitCode::from(1)
         }
-    }
+    };
+    drop(runtime);
+    // Log lines are written by a thread of their own: let the last ones
+    // (the startup error, the shutdown lines) reach stderr before exiting.
+    slimgate::log::flush();
+    code
 }

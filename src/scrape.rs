@@ -20,6 +20,7 @@
 //! | `slimgate_driver_call_duration_seconds` | histogram | `driver` |
 //! | `slimgate_store_records` | gauge | `kind` |
 //! | `slimgate_tls_handshake_failures_total` (`tls` builds serving TLS) | counter | |
+//! | `slimgate_log_lines_dropped_total` | counter | |
 
 use std::sync::Arc;
 
@@ -105,6 +106,16 @@ impl MetricsEndpoint {
             );
             out.sample("slimgate_tls_handshake_failures_total", &[], failures());
         }
+        out.family(
+            "slimgate_log_lines_dropped_total",
+            Type::Counter,
+            "log lines dropped because stderr was not read fast enough (the log queue was full)",
+        );
+        out.sample(
+            "slimgate_log_lines_dropped_total",
+            &[],
+            crate::log::dropped_lines(),
+        );
         out.finish()
     }
 }

@@ -64,13 +64,15 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 /// suggestion).
 pub const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
-/// Per-stream receive window.
-pub const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
+/// Per-stream receive window (the HTTP/2 default is 65,535).
+pub const STREAM_WINDOW_BYTES: u32 = 64 * 1024;
 
 /// Connection receive window: what a peer may send that nobody has read yet
 /// (h2 holds it), the part of a connection's memory outside the request
-/// budgets (`grpc::body`), so it is kept small.
-pub const CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
+/// budgets (`grpc::body`), so it is kept small: with `--max-connections`
+/// it bounds what stalled connections hold (docs/limits.md). At 64 KiB per
+/// round trip a large message still moves at over 100 MB/s in a cluster.
+pub const CONNECTION_WINDOW_BYTES: u32 = 64 * 1024;
 
 /// Mode of the Unix socket the gateway listens on.
 pub const UNIX_SOCKET_MODE: u32 = 0o660;

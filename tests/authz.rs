@@ -10,7 +10,9 @@
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use prost::Message as _;
 use serde_json::{Value, json};
+use slimgate::proto::grpc::health::v1::HealthCheckRequest;
 use slimgate_testkit::raw::{self, Client};
 
 mod common;
@@ -513,15 +515,146 @@ async fn upstream_oidc_matrix_scopes() {
     gw.stop().await;
 }
 
+/// The spy's path: a dual method (secret or bearer), so the gate's
+/// secret and bearer branches both lead to the handler.
+const SPY: slimgate::grpc::Method<HealthCheckRequest, HealthCheckRequest> =
+    slimgate::grpc::Method::new(
+        "/openshell.v1.OpenShell/UpdateConfig",
+        slimgate::grpc::Shape::Unary,
+    );
+
+/// The real server and the real gate (development mode, the sandbox secret
+/// configured) in front of one handler that answers what it received: the
+/// caller the gate attached, every `x-openshell-auth-source` value left
+/// in its metadata, and how many `x-spy-control` headers it got (proof
+/// that client headers do reach it).
+async fn spy_server() -> (SocketAddr, slimgate::shutdown::Shutdown) {
+    use slimgate::grpc::{Context, Router, Status};
+    let mut router = Router::new();
+    router.unary(SPY, |ctx: Context, _req: HealthCheckRequest| async move {
+        let auth_source: Vec<String> = ctx
+            .metadata
+            .get_all(slimgate::auth::gate::AUTH_SOURCE_HEADER)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+            .collect();
+        let control = ctx.metadata.get_all("x-spy-control").iter().count();
+        let caller = slimgate::auth::Caller::of(&ctx.extensions);
+        Ok::<_, Status>(HealthCheckRequest {
+            service: format!(
+                "caller={} auth_source={auth_source:?} control={control}",
+                caller.subject()
+            ),
+        })
+    });
+    let shutdown = slimgate::shutdown::Shutdown::new();
+    let gate = slimgate::auth::gate::AuthGate::new(None, Some(SECRET));
+    let service = slimgate::grpc::Service::new(
+        router,
+        gate,
+        std::sync::Arc::new(slimgate::endpoints::Liveness),
+        1024 * 1024,
+        shutdown.clone(),
+    );
+    let server = slimgate::server::Server::new(
+        service,
+        slimgate::server::Http2Settings::default(),
+        shutdown.clone(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(server.serve_tcp(listener));
+    (addr, shutdown)
+}
+
+/// What the spy handler saw for one call with these headers.
+async fn spy(addr: SocketAddr, headers: &[(&'static str, &str)]) -> String {
+    let mut c = Client::connect(addr).await.unwrap();
+    let mut req = raw::grpc_request_with(SPY.path, &[], &[]);
+    for (name, value) in headers {
+        req.headers_mut()
+            .append(*name, http::HeaderValue::from_str(value).unwrap());
+    }
+    let resp = c.call(req, vec![raw::grpc_frame(&[])]).await.unwrap();
+    assert_eq!(resp.grpc_status(), Some(0), "{resp:?}");
+    let messages = resp.messages();
+    assert_eq!(messages.len(), 1, "{resp:?}");
+    HealthCheckRequest::decode(messages[0].clone())
+        .unwrap()
+        .service
+}
+
 #[tokio::test]
-async fn spoofed_auth_source_headers_are_ignored() {
+async fn spoofed_auth_source_headers_never_reach_the_handler() {
+    let (addr, shutdown) = spy_server().await;
+    // Without the secret: the caller is whatever the gate decided
+    // (anonymous in development mode), and the forged header is gone.
+    assert_eq!(
+        spy(addr, &[("x-openshell-auth-source", "sandbox")]).await,
+        "caller=anonymous auth_source=[] control=0"
+    );
+    // Several values, and one beside a valid secret: all removed; the
+    // caller comes from the secret, not from the header.
+    assert_eq!(
+        spy(
+            addr,
+            &[
+                ("x-openshell-auth-source", "user"),
+                ("x-openshell-auth-source", "sandbox"),
+                ("x-sandbox-secret", SECRET),
+            ]
+        )
+        .await,
+        "caller=sandbox auth_source=[] control=0"
+    );
+    // The control: a header the gate leaves alone does reach the handler,
+    // so the empty lists above are the gate's doing.
+    assert_eq!(
+        spy(
+            addr,
+            &[
+                ("x-spy-control", "1"),
+                ("x-spy-control", "2"),
+                ("x-openshell-auth-source", "sandbox"),
+            ]
+        )
+        .await,
+        "caller=anonymous auth_source=[] control=2"
+    );
+    shutdown.trigger();
+}
+
+#[tokio::test]
+async fn a_token_also_in_the_query_of_the_path_is_refused() {
     let (gw, _db) = gateway(false).await;
-    let (code, msg) = call(
-        gw.addr,
-        "/openshell.v1.OpenShell/ListSandboxes",
-        &[("x-openshell-auth-source", "sandbox")],
-    )
-    .await;
-    assert_eq!((code, msg.as_str()), (16, "missing authorization header"));
+    let t = token(
+        "q",
+        &["openshell-user"],
+        None,
+        "openshell-cli",
+        "openshell-cli",
+    );
+    let auth = format!("Bearer {t}");
+    let headers = [("authorization", auth.as_str())];
+    let path = format!("{OS}ListSandboxes");
+    // The token alone in the header is accepted.
+    assert_eq!(call(gw.addr, &path, &headers).await, (0, String::new()));
+    // The same call with the token also in `:path`'s query is ambiguous.
+    for query in [
+        format!("access_token={t}"),
+        format!("a=1&access_token={t}"),
+        "access_token".to_string(),
+    ] {
+        assert_eq!(
+            call(gw.addr, &format!("{path}?{query}"), &headers).await,
+            (16, "invalid token: bad_authorization".to_string()),
+            "{query}"
+        );
+    }
+    // Another query parameter is no token: the call is routed as usual.
+    assert_eq!(
+        call(gw.addr, &format!("{path}?my_access_token=x"), &headers).await,
+        (0, String::new())
+    );
     gw.stop().await;
 }

@@ -39,9 +39,14 @@ async fn check_ok(addr: SocketAddr) -> bool {
 
 /// A Health Watch opened on a frame connection: the stream stays open.
 async fn open_watch(c: &mut Conn, stream: u32) {
-    c.send(&frames::headers(stream, &frames::grpc_headers(WATCH), false, true))
-        .await
-        .unwrap();
+    c.send(&frames::headers(
+        stream,
+        &frames::grpc_headers(WATCH),
+        false,
+        true,
+    ))
+    .await
+    .unwrap();
     let msg = prost::Message::encode_to_vec(&HealthCheckRequest::default());
     let mut body = vec![0u8];
     body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
@@ -49,10 +54,15 @@ async fn open_watch(c: &mut Conn, stream: u32) {
     c.send(&frames::data(stream, &body, true)).await.unwrap();
     // The first status arrives: the stream is open and served.
     let got = c
-        .read_until(Duration::from_secs(5), |f| f.ty == frames::DATA && f.stream == stream)
+        .read_until(Duration::from_secs(5), |f| {
+            f.ty == frames::DATA && f.stream == stream
+        })
         .await
         .unwrap();
-    assert!(got.iter().any(|f| f.ty == frames::DATA), "watch answered: {got:?}");
+    assert!(
+        got.iter().any(|f| f.ty == frames::DATA),
+        "watch answered: {got:?}"
+    );
 }
 
 fn goaway(frames: &[frames::Frame]) -> Option<&frames::Frame> {
@@ -77,13 +87,19 @@ async fn an_idle_connection_gets_goaway_and_is_closed() {
         waited >= Duration::from_millis(800) && waited < Duration::from_secs(4),
         "GOAWAY after {waited:?}"
     );
-    assert!(idle.closed(Duration::from_secs(3)).await, "closed after GOAWAY");
+    assert!(
+        idle.closed(Duration::from_secs(3)).await,
+        "closed after GOAWAY"
+    );
     // The connection with an open stream is never idle.
     let got = busy
         .read_until(Duration::from_millis(2500), |f| f.ty == GOAWAY)
         .await
         .unwrap();
-    assert!(goaway(&got).is_none(), "a connection with an open stream got {got:?}");
+    assert!(
+        goaway(&got).is_none(),
+        "a connection with an open stream got {got:?}"
+    );
     assert!(check_ok(child.addr).await);
 }
 
@@ -109,13 +125,20 @@ async fn at_the_cap_the_longest_idle_connection_is_shed() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // A fifth client is served …
-    assert!(check_ok(child.addr).await, "a new client is served at the cap");
+    assert!(
+        check_ok(child.addr).await,
+        "a new client is served at the cap"
+    );
     // … and the oldest idle connection was told to go.
     let got = idle[0]
         .read_until(Duration::from_secs(3), |f| f.ty == GOAWAY)
         .await
         .unwrap();
-    assert_eq!(goaway(&got).and_then(|g| g.error_code()), Some(0), "{got:?}");
+    assert_eq!(
+        goaway(&got).and_then(|g| g.error_code()),
+        Some(0),
+        "{got:?}"
+    );
     assert!(idle[0].closed(Duration::from_secs(3)).await);
     // The others were not.
     for c in &mut idle[1..] {

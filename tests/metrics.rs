@@ -477,3 +477,86 @@ fn the_checker_rejects_bad_expositions() {
         assert!(caught, "accepted: {bad:?}");
     }
 }
+
+/// The binary with its stderr a pipe that nobody reads (held open, so
+/// writes block once the pipe buffer, 64 KiB on Linux, is full), debug
+/// logging (one line per call) and a metrics port: calls keep completing,
+/// and the lines that could not be queued are counted in `/metrics`.
+#[test]
+fn a_stderr_nobody_reads_stalls_no_call_and_drops_are_counted() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = TempDir::new();
+    let db = format!("redb:{}", dir.path("state.redb").display());
+    let (port, mport) = (free_port(), free_port());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_slimgate"))
+        .args([
+            "--port",
+            &port,
+            "--metrics-port",
+            &mport,
+            "--db-url",
+            &db,
+            "--log-level",
+            "debug",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let unread = child.stderr.take().expect("stderr pipe");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let maddr: SocketAddr = format!("127.0.0.1:{mport}").parse().unwrap();
+    // More calls than the pipe buffer and the log queue hold lines.
+    let calls = 3 * slimgate::log::LOG_QUEUE_LINES;
+    let result = rt.block_on(async {
+        let start = std::time::Instant::now();
+        let channel = loop {
+            let e = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
+            if let Ok(c) = e.connect().await {
+                break c;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "gateway did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                use slimgate_testkit::pb::grpc::health::v1 as pb;
+                let mut h = pb::health_client::HealthClient::new(channel.clone());
+                tokio::spawn(async move {
+                    for _ in 0..calls / 8 {
+                        h.check(pb::HealthCheckRequest::default()).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        let done = tokio::time::timeout(Duration::from_secs(120), async {
+            for t in tasks {
+                t.await.unwrap();
+            }
+        })
+        .await;
+        let scraped = match done {
+            Ok(()) => Some(scrape(maddr).await),
+            Err(_) => None,
+        };
+        (scraped, start.elapsed())
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(unread);
+    let (scraped, took) = result;
+    let scraped = scraped.unwrap_or_else(|| panic!("{calls} calls stalled (after {took:?})"));
+    let dropped = scraped.get("slimgate_log_lines_dropped_total", &[]);
+    assert_eq!(scraped.types["slimgate_log_lines_dropped_total"], "counter");
+    assert!(dropped > 0.0, "dropped {dropped}");
+    assert!(dropped < calls as f64, "dropped {dropped} of {calls}");
+    println!("{calls} calls in {took:?}, {dropped} log lines dropped");
+}

@@ -276,6 +276,66 @@ async fn bad_answers_are_refused_with_an_error_that_names_them() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_uri_on_another_origin_is_taken_only_from_the_flag() {
+    // The issuer's discovery names a key server on another port.
+    let issuer_idp = Idp::start(key_set(&[("rsa2048", "k1")])).await;
+    let other = Idp::start(key_set(&[("rsa2048", "k1")])).await;
+    issuer_idp.set_discovery_jwks_uri(&other.jwks_uri());
+    let limits = FetchLimits {
+        total_timeout: Duration::from_millis(1_000),
+        ..FetchLimits::default()
+    };
+    let e = Discovery::new(&issuer_idp.issuer, limits)
+        .unwrap()
+        .load()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "discovery document {}/.well-known/openid-configuration: discovery document names jwks_uri {:?}, on another origin than the issuer's \"http://{}\" (refused: give --oidc-jwks-uri to fetch keys from there)",
+            issuer_idp.issuer,
+            other.jwks_uri(),
+            issuer_idp.addr
+        )
+    );
+
+    // Through the gateway: a failed discovery, retried, never ready, and
+    // the other server never asked.
+    let (gw, _dir) = gateway(&["--oidc-issuer", &issuer_idp.issuer]).await;
+    let keys = gw.keys.as_ref().unwrap();
+    assert!(eventually(Duration::from_secs(10), || keys.metrics().failures >= 2).await);
+    assert!(issuer_idp.discovery_hits() >= 3, "retried");
+    assert!(!gw.readiness.is_ready());
+    assert_eq!(readyz(gw.addr).await, 503);
+    let ch = channel(gw.addr).await;
+    let t = token(&issuer_idp.issuer, "rsa2048", "k1");
+    let err = call(&ch, &t).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::Unavailable, "identity provider keys not loaded")
+    );
+    assert_eq!(other.jwks_hits(), 0, "no key fetched from another origin");
+    assert_eq!(issuer_idp.jwks_hits(), 0);
+    gw.stop().await;
+
+    // Named explicitly with --oidc-jwks-uri, the same location works.
+    let jwks_uri = other.jwks_uri();
+    let (gw, _dir) = gateway(&[
+        "--oidc-issuer",
+        &issuer_idp.issuer,
+        "--oidc-jwks-uri",
+        &jwks_uri,
+    ])
+    .await;
+    assert!(eventually(Duration::from_secs(10), || gw.readiness.is_ready()).await);
+    let ch = channel(gw.addr).await;
+    call(&ch, &t).await.unwrap();
+    assert_eq!(other.jwks_hits(), 1);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_resolve_and_a_refused_connection_is_named() {
     let idp = Idp::start(key_set(&[("rsa2048", "k1")])).await;
     let url = format!("http://localhost:{}{}/jwks", idp.addr.port(), REALM);

@@ -149,6 +149,65 @@ fn each_bad_answer_is_one_clear_log_line() {
     drop(dir);
 }
 
+/// The startup warning about keys in clear (`auth::origin::keys_in_clear`).
+const IN_CLEAR: &str = "identity provider keys are fetched over plain http from a non-loopback host: anyone on the network path can replace them (use https with the tls feature, or keep the provider on a trusted network)";
+
+#[test]
+fn keys_in_clear_from_another_host_are_warned_about_and_other_origins_refused() {
+    let rt = runtime();
+    let dir = TempDir::new("keys-origin");
+    // 192.0.2.1 (TEST-NET-1, RFC 5737) answers nothing: the gateway starts
+    // anyway, and the warning is about the URL, not about an answer.
+    let remote = [
+        (
+            "--oidc-issuer",
+            "http://192.0.2.1/realms/x",
+            "http://192.0.2.1/realms/x/.well-known/openid-configuration",
+        ),
+        (
+            "--oidc-jwks-uri",
+            "http://192.0.2.1:8080/certs",
+            "http://192.0.2.1:8080/certs",
+        ),
+    ];
+    for (i, (flag, url, shown)) in remote.into_iter().enumerate() {
+        let sub = TempDir::new(&format!("keys-origin-{i}"));
+        let mut args = vec![flag, url];
+        if flag == "--oidc-jwks-uri" {
+            args.extend(["--oidc-issuer", "http://idp.test/realms/x"]);
+        }
+        let child = spawn(&sub, &args);
+        let line = wait_line(&child, Duration::from_secs(5), |v| v["msg"] == IN_CLEAR)
+            .unwrap_or_else(|| panic!("{flag}: no warning in {:#?}", child.lines()));
+        assert_eq!(
+            (&line["level"], &line["flag"], &line["url"]),
+            (&json!("warn"), &json!(flag), &json!(shown))
+        );
+    }
+
+    // A loopback provider: no warning. Its discovery names a key server on
+    // another port: refused, one clear line per attempt, nothing fetched.
+    let idp = rt.block_on(Idp::start(key_set(&[("rsa2048", "k1")])));
+    let other = rt.block_on(Idp::start(key_set(&[("rsa2048", "k1")])));
+    idp.set_discovery_jwks_uri(&other.jwks_uri());
+    let child = spawn(&dir, &["--oidc-issuer", &idp.issuer]);
+    let line = wait_line(&child, Duration::from_secs(10), |v| {
+        v["msg"] == "identity provider keys not loaded"
+    })
+    .unwrap_or_else(|| panic!("no failure line in {:#?}", child.lines()));
+    let error = line["error"].as_str().unwrap();
+    assert!(
+        error.contains(&format!(
+            "names jwks_uri {:?}, on another origin than the issuer's",
+            other.jwks_uri()
+        )),
+        "{error}"
+    );
+    assert_eq!(count_lines(&child, IN_CLEAR), 0, "{:#?}", child.lines());
+    assert_eq!(other.jwks_hits(), 0);
+    drop(dir);
+}
+
 #[test]
 fn sighup_rereads_the_jwks_file_and_keeps_the_old_set_when_it_is_bad() {
     let rt = runtime();

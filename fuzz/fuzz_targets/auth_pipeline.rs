@@ -158,7 +158,7 @@ fuzz_target!(|input: Input| {
         && headers.get("x-sandbox-secret").is_some_and(|v| v.as_bytes() == SECRET.as_bytes());
     let _ = right_secret;
     let rule = policy::rule(&path);
-    let decision = w.rt.block_on(w.gate.admit(&path, "fuzz", &mut headers));
+    let decision = w.rt.block_on(w.gate.admit(&path, None, "fuzz", &mut headers));
     assert!(headers.get("x-openshell-auth-source").is_none(), "spoofable header survived");
     let Ok(ext) = decision else { return };
     let caller = ext.get::<Caller>().cloned().expect("an admitted call carries its caller");

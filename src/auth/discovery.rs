@@ -48,6 +48,15 @@ pub enum DiscoveryError {
     BadJwksUri(UrlError),
     /// An `https://` issuer's document names an `http://` `jwks_uri`.
     JwksUriDowngrade,
+    /// The document's `jwks_uri` is on another origin (scheme, host, port)
+    /// than the issuer: whoever answers discovery could point the gateway
+    /// at any key server, so only `--oidc-jwks-uri` may name one.
+    JwksUriOtherOrigin {
+        /// The issuer's origin.
+        issuer: String,
+        /// The `jwks_uri` named (cut).
+        jwks_uri: String,
+    },
 }
 
 impl fmt::Display for DiscoveryError {
@@ -72,6 +81,10 @@ impl fmt::Display for DiscoveryError {
             DiscoveryError::JwksUriDowngrade => f.write_str(
                 "discovery document of an https:// issuer names an http:// jwks_uri (refused: keys would travel unprotected)",
             ),
+            DiscoveryError::JwksUriOtherOrigin { issuer, jwks_uri } => write!(
+                f,
+                "discovery document names jwks_uri {jwks_uri:?}, on another origin than the issuer's {issuer:?} (refused: give --oidc-jwks-uri to fetch keys from there)"
+            ),
         }
     }
 }
@@ -87,7 +100,28 @@ pub fn discovery_url(issuer: &str) -> Result<HttpUrl, DiscoveryError> {
     HttpUrl::parse(&format!("{base}{WELL_KNOWN_PATH}")).map_err(DiscoveryError::IssuerUrl)
 }
 
-/// The `jwks_uri` of a discovery document published by `issuer`.
+/// `jwks_uri` (found by discovery at `discovery`, the issuer's
+/// well-known URL) if it has the issuer's origin: scheme, host and port,
+/// default ports normalised ([`HttpUrl::same_origin`]).
+pub fn check_same_origin(
+    discovery: &HttpUrl,
+    jwks_uri: HttpUrl,
+) -> Result<HttpUrl, DiscoveryError> {
+    if discovery.same_origin(&jwks_uri) {
+        return Ok(jwks_uri);
+    }
+    Err(DiscoveryError::JwksUriOtherOrigin {
+        issuer: discovery.origin(),
+        jwks_uri: jwks_uri
+            .to_string()
+            .chars()
+            .take(MAX_QUOTED_CHARS)
+            .collect(),
+    })
+}
+
+/// The `jwks_uri` of a discovery document published by `issuer`. (Its
+/// origin is checked by the caller, [`check_same_origin`].)
 pub fn jwks_uri(document: &[u8], issuer: &str) -> Result<HttpUrl, DiscoveryError> {
     let limits = Limits {
         depth: json::MAX_JSON_DEPTH,
@@ -248,9 +282,32 @@ mod tests {
         assert_eq!(jwks_uri(&d, issuer), Err(DiscoveryError::JwksUriDowngrade));
         let d = doc(serde_json::json!({"issuer": issuer, "jwks_uri": "https://idp/certs"}));
         assert!(jwks_uri(&d, issuer).unwrap().is_https());
-        // An http issuer may name an https jwks_uri.
+        // An http issuer's document may name an https jwks_uri (the key
+        // source then refuses it as another origin: `check_same_origin`).
         let d = doc(serde_json::json!({"issuer": ISSUER, "jwks_uri": "https://idp/certs"}));
         assert!(jwks_uri(&d, ISSUER).is_ok());
+    }
+
+    #[test]
+    fn a_jwks_uri_on_another_origin_is_refused() {
+        let at = discovery_url(ISSUER).unwrap();
+        let ok = HttpUrl::parse("http://keycloak.keycloak.svc:80/realms/openshell/certs").unwrap();
+        assert_eq!(check_same_origin(&at, ok.clone()), Ok(ok));
+        for other in [
+            "http://keycloak.keycloak.svc:8080/certs",
+            "http://evil.example/realms/openshell/certs",
+            "http://10.0.0.7/certs",
+        ] {
+            let e = check_same_origin(&at, HttpUrl::parse(other).unwrap()).unwrap_err();
+            assert_eq!(
+                e,
+                DiscoveryError::JwksUriOtherOrigin {
+                    issuer: "http://keycloak.keycloak.svc".into(),
+                    jwks_uri: other.into(),
+                }
+            );
+            assert!(e.to_string().contains("--oidc-jwks-uri"), "{e}");
+        }
     }
 
     #[test]

@@ -126,6 +126,11 @@ pub struct Discovery {
 }
 
 impl Discovery {
+    /// Where discovery is fetched from (the issuer's origin).
+    pub fn url(&self) -> &HttpUrl {
+        &self.url
+    }
+
     /// Discovery for `issuer` (byte-exact, as tokens carry it).
     pub fn new(issuer: &str, limits: FetchLimits) -> Result<Discovery, DiscoveryError> {
         Ok(Discovery {
@@ -145,7 +150,11 @@ impl Discovery {
                 url: url.clone(),
                 error,
             })?;
+        // A key server on another origin is never taken from the document
+        // (only from --oidc-jwks-uri): a refusal is a failed discovery,
+        // retried like any other, and nothing is fetched from it.
         let jwks_uri = discovery::jwks_uri(&body, &self.issuer)
+            .and_then(|uri| discovery::check_same_origin(&self.url, uri))
             .map_err(|error| LoadError::Discovery { url, error })?;
         log::info("OIDC discovery")
             .str("issuer", &self.issuer)
@@ -185,6 +194,27 @@ impl KeyOrigin for Discovery {
                 }
             }
         })
+    }
+}
+
+/// Whether keys fetched from `url` travel in clear over a network: plain
+/// `http://` to a host that is not loopback. Anyone on the path could
+/// substitute keys; the gateway warns at startup (in-cluster providers are
+/// the expected case, so it is not refused).
+pub fn keys_in_clear(url: &HttpUrl) -> bool {
+    !url.is_https() && !url.is_loopback()
+}
+
+/// The startup warning for [`keys_in_clear`] keys (`flag` names where the
+/// URL came from), if one is due.
+pub fn warn_if_in_clear(flag: &str, url: &HttpUrl) {
+    if keys_in_clear(url) {
+        log::warn(
+            "identity provider keys are fetched over plain http from a non-loopback host: anyone on the network path can replace them (use https with the tls feature, or keep the provider on a trusted network)",
+        )
+        .str("flag", flag)
+        .display("url", url)
+        .emit();
     }
 }
 
@@ -295,6 +325,19 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, LoadError::File { .. }), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn keys_in_clear_is_plain_http_off_loopback() {
+        let url = |u: &str| HttpUrl::parse(u).unwrap();
+        assert!(keys_in_clear(&url("http://keycloak.keycloak.svc/realms/x")));
+        assert!(keys_in_clear(&url("http://10.0.0.1:8080/certs")));
+        assert!(keys_in_clear(&url("http://[fd00::1]/certs")));
+        assert!(!keys_in_clear(&url("http://127.0.0.1:8080/certs")));
+        assert!(!keys_in_clear(&url("http://[::1]/certs")));
+        assert!(!keys_in_clear(&url("http://localhost/certs")));
+        #[cfg(feature = "tls")]
+        assert!(!keys_in_clear(&url("https://idp.example/certs")));
     }
 
     #[tokio::test]

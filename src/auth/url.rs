@@ -168,6 +168,32 @@ impl HttpUrl {
     pub fn target(&self) -> &str {
         &self.target
     }
+
+    /// Whether `other` has the same origin (RFC 6454 §4: scheme, host and
+    /// port; a default port counts as written, host names compare without
+    /// case and without a trailing dot).
+    pub fn same_origin(&self, other: &HttpUrl) -> bool {
+        let host = |u: &HttpUrl| match &u.host {
+            Host::Ip(ip) => Host::Ip(ip.to_canonical()),
+            Host::Name(n) => Host::Name(n.strip_suffix('.').unwrap_or(n).to_string()),
+        };
+        self.https == other.https && self.port == other.port && host(self) == host(other)
+    }
+
+    /// `scheme://host[:port]`, for messages.
+    pub fn origin(&self) -> String {
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.authority)
+    }
+
+    /// Whether the host is a loopback address, or `localhost` (which the
+    /// resolver maps to one; other names are not resolved here).
+    pub fn is_loopback(&self) -> bool {
+        match &self.host {
+            Host::Ip(ip) => ip.to_canonical().is_loopback(),
+            Host::Name(n) => n == "localhost" || n == "localhost.",
+        }
+    }
 }
 
 impl fmt::Display for HttpUrl {
@@ -322,6 +348,59 @@ mod tests {
         assert_eq!(HttpUrl::parse(&long), Err(UrlError::TooLong));
         let long_host = format!("http://{}.example/", "a".repeat(64));
         assert_eq!(HttpUrl::parse(&long_host), Err(UrlError::BadHost));
+    }
+
+    #[test]
+    fn origins() {
+        let same = [
+            ("http://idp/realms/x", "http://idp:80/certs"),
+            ("http://IdP.example/a", "http://idp.example./b?c=d"),
+            ("http://127.0.0.1:8080/a", "http://127.0.0.1:8080"),
+            (
+                "http://[::ffff:127.0.0.1]:8080/a",
+                "http://127.0.0.1:8080/b",
+            ),
+        ];
+        for (a, b) in same {
+            assert!(ok(a).same_origin(&ok(b)), "{a} {b}");
+            assert!(ok(b).same_origin(&ok(a)), "{b} {a}");
+        }
+        let other = [
+            ("http://idp/realms/x", "http://idp:8080/certs"),
+            ("http://idp/", "http://idp.evil/"),
+            ("http://idp.example/", "http://example/"),
+            ("http://127.0.0.1:8080/", "http://127.0.0.1:8081/"),
+            ("http://127.0.0.1/", "http://localhost/"),
+            ("http://[::1]/", "http://127.0.0.1/"),
+        ];
+        for (a, b) in other {
+            assert!(!ok(a).same_origin(&ok(b)), "{a} {b}");
+            assert!(!ok(b).same_origin(&ok(a)), "{b} {a}");
+        }
+        assert_eq!(ok("http://idp:8080/x?y").origin(), "http://idp:8080");
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for url in [
+            "http://127.0.0.1/",
+            "http://127.9.9.9:1/",
+            "http://[::1]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://localhost:8080/",
+            "http://LOCALHOST./",
+        ] {
+            assert!(ok(url).is_loopback(), "{url}");
+        }
+        for url in [
+            "http://10.0.0.1/",
+            "http://[fd00::1]/",
+            "http://keycloak.keycloak.svc/",
+            "http://localhost.evil.example/",
+            "http://0.0.0.0/",
+        ] {
+            assert!(!ok(url).is_loopback(), "{url}");
+        }
     }
 
     #[test]

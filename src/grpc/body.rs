@@ -33,7 +33,7 @@ use super::status::{Code, Status};
 
 /// Bytes of a partial message a stream may hold without charging the
 /// budgets (a small request split across DATA frames never waits on them).
-pub const UNCHARGED_BYTES_PER_STREAM: usize = 1024;
+pub const UNCHARGED_BYTES_PER_STREAM: usize = 256;
 
 /// Default of `--request-buffer-bytes-per-connection`: twice the default
 /// message limit, so two maximum-size messages can be assembled at once.

@@ -50,15 +50,19 @@ static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 static GRPC_STATUS_DETAILS: HeaderName = HeaderName::from_static("grpc-status-details-bin");
 
-/// Decides, from the method path and the request headers alone, whether a
-/// call may proceed, and attaches what handlers should know of the caller.
-/// It runs for every path, registered or not, before routing.
+/// Decides, from the method path, the request target's query and the
+/// request headers alone, whether a call may proceed, and attaches what
+/// handlers should know of the caller. It runs for every path, registered
+/// or not, before routing.
 pub trait Gate: Send + Sync + 'static {
     /// `Ok(extensions)` to let the call through; `Err(status)` to refuse it.
     /// The gate may remove headers (for example spoofable identity headers).
+    /// `path` is `:path` without its query (what routing uses); `query` is
+    /// what follows its `?`, if any (a bearer token there is refused).
     fn admit(
         &self,
         path: &str,
+        query: Option<&str>,
         request_id: &str,
         headers: &mut HeaderMap,
     ) -> impl Future<Output = Result<http::Extensions, Status>> + Send;
@@ -72,6 +76,7 @@ impl Gate for Open {
     async fn admit(
         &self,
         _path: &str,
+        _query: Option<&str>,
         _request_id: &str,
         _headers: &mut HeaderMap,
     ) -> Result<http::Extensions, Status> {
@@ -199,7 +204,7 @@ impl<G: Gate> Service<G> {
                     status.code()
                 } else {
                     self.run(
-                        path,
+                        &uri,
                         &mut headers,
                         &mut body,
                         deadline,
@@ -293,13 +298,15 @@ impl<G: Gate> Service<G> {
 
     async fn run(
         &self,
-        path: &str,
+        uri: &http::Uri,
         headers: &mut HeaderMap,
         body: &mut Option<Body>,
         deadline: Option<Instant>,
         request_id: &Arc<str>,
         out: &mut Out,
     ) -> Code {
+        // Routing uses the path alone; the gate sees the query too.
+        let (path, query) = (uri.path(), uri.query());
         let route = self.router.get(path);
         let streams_out = route.is_some_and(|r| !r.shape.single_response());
         let (tx, rx) = if streams_out {
@@ -310,7 +317,7 @@ impl<G: Gate> Service<G> {
         };
         let limit = self.max_message_bytes;
         let work = async {
-            let extensions = self.gate.admit(path, request_id, headers).await?;
+            let extensions = self.gate.admit(path, query, request_id, headers).await?;
             let route = route.ok_or_else(|| self.router.unimplemented(path))?;
             let ctx = Context {
                 path: route.path,

@@ -19,6 +19,35 @@ use crate::proto::grpc::health::v1::{
     HealthCheckRequest, HealthCheckResponse, health, health_check_response::ServingStatus,
 };
 
+/// Most bytes of an unknown service's name quoted in Check's NOT_FOUND
+/// message (escapes included). Real service names are a few dozen bytes; a
+/// peer may send megabytes, and the name is cut before anything is built
+/// from it.
+pub const MAX_QUOTED_SERVICE_BYTES: usize = 128;
+
+/// The NOT_FOUND message of Check for `service`: the name quoted and
+/// escaped like `{:?}`, cut at [`MAX_QUOTED_SERVICE_BYTES`] (on a character
+/// boundary, marked `…`). Never holds more than that bound plus the fixed
+/// text around it, whatever the name's length.
+pub fn unknown_service_message(service: &str) -> String {
+    const PREFIX: &str = "unknown service \"";
+    const CUT: &str = "…";
+    let mut out = String::with_capacity(PREFIX.len() + MAX_QUOTED_SERVICE_BYTES + CUT.len() + 1);
+    out.push_str(PREFIX);
+    let limit = PREFIX.len() + MAX_QUOTED_SERVICE_BYTES;
+    for c in service.chars() {
+        let escaped = c.escape_debug();
+        let len: usize = escaped.clone().map(char::len_utf8).sum();
+        if out.len() + len > limit {
+            out.push_str(CUT);
+            break;
+        }
+        out.extend(escaped);
+    }
+    out.push('"');
+    out
+}
+
 /// The health of the server and of named services.
 #[derive(Clone, Debug)]
 pub struct Health {
@@ -103,10 +132,7 @@ impl Health {
                 async move {
                     match status {
                         Some(s) => Ok(HealthCheckResponse { status: s as i32 }),
-                        None => Err(Status::not_found(format!(
-                            "unknown service {:?}",
-                            req.service
-                        ))),
+                        None => Err(Status::not_found(unknown_service_message(&req.service))),
                     }
                 }
             },
@@ -135,5 +161,44 @@ impl Health {
                 return Ok(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_names_are_quoted_whole() {
+        assert_eq!(
+            unknown_service_message("no.such.Service"),
+            "unknown service \"no.such.Service\""
+        );
+        assert_eq!(
+            unknown_service_message("a\"b\n\u{1}é"),
+            format!("unknown service {:?}", "a\"b\n\u{1}é")
+        );
+    }
+
+    #[test]
+    fn the_message_is_bounded_whatever_the_name() {
+        // Fixed text: the prefix, the quotes and the cut mark.
+        let bound = MAX_QUOTED_SERVICE_BYTES + 32;
+        for name in [
+            "x".repeat(1 << 20),
+            "\u{1}".repeat(1 << 20),
+            "é".repeat(1 << 19),
+            "\u{10FFFF}".repeat(1 << 18),
+            format!("{}é", "x".repeat(MAX_QUOTED_SERVICE_BYTES - 1)),
+        ] {
+            let m = unknown_service_message(&name);
+            assert!(m.len() <= bound, "{} bytes", m.len());
+            assert!(m.capacity() <= bound, "capacity {}", m.capacity());
+            assert!(m.ends_with("…\""), "{m}");
+            assert!(m.starts_with("unknown service \""), "{m}");
+        }
+        // Exactly at the bound: not cut.
+        let m = unknown_service_message(&"y".repeat(MAX_QUOTED_SERVICE_BYTES));
+        assert!(!m.contains('…'), "{m}");
     }
 }

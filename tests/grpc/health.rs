@@ -70,6 +70,33 @@ async fn item_33_check_overall_registered_and_unknown() {
 use slimgate::proto::grpc::health::v1::health_check_response::ServingStatus as ServingStatusCore;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_of_a_huge_unknown_name_answers_a_short_not_found() {
+    let s = TestServer::start().await;
+    let mut h = HealthClient::new(s.channel().await);
+    for name in ["x".repeat(1 << 20), "\u{1}".repeat(1 << 20)] {
+        let err = h.check(check(&name)).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::NotFound);
+        let max = slimgate::grpc::health::MAX_QUOTED_SERVICE_BYTES + 32;
+        assert!(
+            err.message().len() <= max,
+            "{} bytes: {:?}",
+            err.message().len(),
+            err.message()
+        );
+        assert!(
+            err.message().starts_with("unknown service \""),
+            "{}",
+            err.message()
+        );
+    }
+    // The server still answers.
+    assert_eq!(
+        h.check(check("")).await.unwrap().into_inner().status,
+        ServingStatus::Serving as i32
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item_34_watch_first_message_flip_and_unknown_service() {
     let s = TestServer::start().await;
     let mut h = HealthClient::new(s.channel().await);

@@ -44,6 +44,7 @@ struct State {
     mode: Mutex<Mode>,
     jwks: Mutex<Value>,
     discovery_issuer: Mutex<Option<String>>,
+    discovery_jwks_uri: Mutex<Option<String>>,
     discovery_hits: AtomicUsize,
     jwks_hits: AtomicUsize,
 }
@@ -75,6 +76,7 @@ impl Idp {
             mode: Mutex::new(Mode::Normal),
             jwks: Mutex::new(jwks),
             discovery_issuer: Mutex::new(None),
+            discovery_jwks_uri: Mutex::new(None),
             discovery_hits: AtomicUsize::new(0),
             jwks_hits: AtomicUsize::new(0),
         });
@@ -111,6 +113,11 @@ impl Idp {
     /// Make the discovery document name another issuer.
     pub fn set_discovery_issuer(&self, issuer: &str) {
         *self.state.discovery_issuer.lock().unwrap() = Some(issuer.into());
+    }
+
+    /// Make the discovery document name another `jwks_uri`.
+    pub fn set_discovery_jwks_uri(&self, uri: &str) {
+        *self.state.discovery_jwks_uri.lock().unwrap() = Some(uri.into());
     }
 
     /// The JWKS URL.
@@ -170,9 +177,15 @@ async fn answer(mut stream: TcpStream, state: &State, addr: SocketAddr) -> std::
             .unwrap()
             .clone()
             .unwrap_or_else(|| issuer_of(addr));
+        let jwks_uri = state
+            .discovery_jwks_uri
+            .lock()
+            .unwrap()
+            .clone()
+            .unwrap_or_else(|| format!("{}/jwks", issuer_of(addr)));
         json!({
             "issuer": issuer,
-            "jwks_uri": format!("{}/jwks", issuer_of(addr)),
+            "jwks_uri": jwks_uri,
             "token_endpoint": format!("{}/token", issuer_of(addr)),
             "id_token_signing_alg_values_supported": ["RS256", "ES256"],
         })
