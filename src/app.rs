@@ -287,7 +287,7 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
             keys: keys.clone(),
             pools,
             store: metrics_store,
-            connections: Box::new(move || counted.connections()),
+            connections: Box::new(move || counted.connection_counts()),
             tls_handshake_failures: tls_failures,
         });
         tasks.push(tokio::spawn(

@@ -10,6 +10,8 @@
 //! |---|---|---|
 //! | `slimgate_build_info` | gauge | `version`, `tls` |
 //! | `slimgate_connections` | gauge | |
+//! | `slimgate_connections_shed_total`, `slimgate_connections_refused_total` | counter | |
+//! | `slimgate_request_buffer_bytes` | gauge | |
 //! | `slimgate_grpc_server_handled_total` | counter | `method`, `code` |
 //! | `slimgate_grpc_server_handling_seconds` | histogram | `method`, `code` |
 //! | `slimgate_auth_decisions_total` | counter | `decision`, `reason` |
@@ -44,10 +46,23 @@ pub struct Sources {
     pub pools: Vec<Pool>,
     /// The store.
     pub store: Arc<dyn Store>,
-    /// Live client connections.
-    pub connections: Box<dyn Fn() -> usize + Send + Sync>,
+    /// Live client connections and what the limits did to them.
+    pub connections: Box<dyn Fn() -> ConnectionCounts + Send + Sync>,
     /// Failed TLS handshakes, when the main port serves TLS.
     pub tls_handshake_failures: Option<Box<dyn Fn() -> u64 + Send + Sync>>,
+}
+
+/// The main port's connection and request-buffer figures.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnectionCounts {
+    /// Connections being served.
+    pub live: usize,
+    /// Idle connections closed to make room at `--max-connections`.
+    pub shed_total: u64,
+    /// New connections closed at once: at the cap, none idle.
+    pub refused_total: u64,
+    /// Bytes of partial request messages held under the request budgets.
+    pub request_buffer_bytes: usize,
 }
 
 /// Serves `GET /metrics` (anything else is 404).
@@ -90,7 +105,26 @@ impl MetricsEndpoint {
             Type::Gauge,
             "client connections being served (main port and Unix socket)",
         );
-        out.sample("slimgate_connections", &[], (s.connections)());
+        let c = (s.connections)();
+        out.sample("slimgate_connections", &[], c.live);
+        out.family(
+            "slimgate_connections_shed_total",
+            Type::Counter,
+            "idle connections closed (GOAWAY) to make room for a new one at --max-connections",
+        );
+        out.sample("slimgate_connections_shed_total", &[], c.shed_total);
+        out.family(
+            "slimgate_connections_refused_total",
+            Type::Counter,
+            "new connections closed at once: --max-connections reached with no idle connection",
+        );
+        out.sample("slimgate_connections_refused_total", &[], c.refused_total);
+        out.family(
+            "slimgate_request_buffer_bytes",
+            Type::Gauge,
+            "bytes of partial request messages held under --request-buffer-bytes-total",
+        );
+        out.sample("slimgate_request_buffer_bytes", &[], c.request_buffer_bytes);
         s.grpc.write(&mut out);
         s.auth.write(&mut out);
         if let Some(keys) = &s.keys {

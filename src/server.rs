@@ -253,9 +253,14 @@ impl<G: Gate> Server<G> {
         self.tracker.live()
     }
 
-    /// The main port's connection table (cap, shedding counters).
-    pub fn table(&self) -> &Arc<Table> {
-        &self.table
+    /// The main port's connection and request-buffer figures (`/metrics`).
+    pub fn connection_counts(&self) -> crate::scrape::ConnectionCounts {
+        crate::scrape::ConnectionCounts {
+            live: self.tracker.live(),
+            shed_total: self.table.shed_total(),
+            refused_total: self.table.refused_total(),
+            request_buffer_bytes: self.core.service.limits().total_in_use(),
+        }
     }
 
     /// Accept TCP connections until shutdown.

@@ -116,9 +116,46 @@ async fn idle_time_counts_from_the_last_stream() {
     }
 }
 
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// One sample of `/metrics` on `port`, waiting for the listener.
+async fn metric(port: u16, name: &str) -> f64 {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut s = loop {
+        match TcpStream::connect(addr).await {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("metrics port: {e}"),
+        }
+    };
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
 #[tokio::test]
 async fn at_the_cap_the_longest_idle_connection_is_shed() {
-    let (child, _db) = gateway("conn-shed", &["--max-connections", "4"]);
+    let metrics = free_port();
+    let m = metrics.to_string();
+    let (child, _db) = gateway(
+        "conn-shed",
+        &["--max-connections", "4", "--metrics-port", &m],
+    );
+    assert_eq!(
+        metric(metrics, "slimgate_connections_shed_total").await,
+        0.0
+    );
     let mut idle = Vec::new();
     for _ in 0..4 {
         idle.push(Conn::handshake(child.addr).await.unwrap().0);
@@ -152,11 +189,21 @@ async fn at_the_cap_the_longest_idle_connection_is_shed() {
     for _ in 0..20 {
         assert!(check_ok(child.addr).await);
     }
+    assert!(metric(metrics, "slimgate_connections_shed_total").await >= 1.0);
+    assert_eq!(
+        metric(metrics, "slimgate_connections_refused_total").await,
+        0.0
+    );
 }
 
 #[tokio::test]
 async fn at_the_cap_with_every_connection_busy_a_new_one_is_closed() {
-    let (child, _db) = gateway("conn-busy", &["--max-connections", "2"]);
+    let metrics = free_port();
+    let m = metrics.to_string();
+    let (child, _db) = gateway(
+        "conn-busy",
+        &["--max-connections", "2", "--metrics-port", &m],
+    );
     let (mut a, _) = Conn::handshake(child.addr).await.unwrap();
     let (mut b, _) = Conn::handshake(child.addr).await.unwrap();
     open_watch(&mut a, 1).await;
@@ -176,15 +223,15 @@ async fn at_the_cap_with_every_connection_busy_a_new_one_is_closed() {
             .unwrap();
         assert!(goaway(&got).is_none());
     }
+    assert_eq!(
+        metric(metrics, "slimgate_connections_refused_total").await,
+        1.0
+    );
 }
 
 #[tokio::test]
 async fn the_health_port_has_its_own_small_cap() {
-    let health = {
-        // A free port for --health-port.
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let health = free_port();
     let port = health.to_string();
     let (child, _db) = gateway("conn-health", &["--health-port", &port]);
     let addr: SocketAddr = format!("127.0.0.1:{health}").parse().unwrap();

@@ -52,6 +52,7 @@ pub const DEFAULT_RECEIVE_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct Limits {
     total: Arc<Semaphore>,
+    total_bytes: usize,
     per_connection: usize,
     receive_timeout: Duration,
 }
@@ -63,6 +64,7 @@ impl Limits {
         let cap = |n: usize| n.min(Semaphore::MAX_PERMITS);
         Limits {
             total: Arc::new(Semaphore::new(cap(total))),
+            total_bytes: cap(total),
             per_connection: cap(per_connection),
             receive_timeout,
         }
@@ -82,9 +84,10 @@ impl Limits {
         self.receive_timeout
     }
 
-    /// Bytes of the process-wide budget not in use.
-    pub fn total_available(&self) -> usize {
-        self.total.available_permits()
+    /// Bytes of the process-wide budget in use.
+    pub fn total_in_use(&self) -> usize {
+        self.total_bytes
+            .saturating_sub(self.total.available_permits())
     }
 }
 
