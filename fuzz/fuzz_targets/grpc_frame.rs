@@ -18,7 +18,7 @@ fn decode(chunks: &[&[u8]]) -> (Vec<Bytes>, Option<FrameError>) {
     for c in chunks {
         d.push(Bytes::copy_from_slice(c));
         assert!(
-            d.held() <= 2 * d.buffered() + 2 * c.len() + 64,
+            d.held() <= 4 * (d.buffered() + c.len()) + 256,
             "holds {} bytes for {} buffered",
             d.held(),
             d.buffered()

@@ -14,6 +14,10 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 /// Length of the message prefix: flag byte + u32 length.
 pub const PREFIX_BYTES: usize = 5;
 
+/// A buffer left with more than twice its bytes plus this much capacity
+/// after a message is taken out is copied into a fitting one.
+const COMPACT_SLACK: usize = 64;
+
 /// Why a byte stream is not a valid sequence of gRPC messages.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FrameError {
@@ -130,6 +134,10 @@ impl Decoder {
                     // Let the message own the allocation alone: an empty
                     // buffer holds no memory between messages.
                     self.buf = BytesMut::new();
+                } else if self.buf.capacity() > 2 * self.buf.len() + COMPACT_SLACK {
+                    // The rest of a large allocation behind a small tail:
+                    // keep only the tail.
+                    self.buf = BytesMut::from(&self.buf[..]);
                 }
                 Ok(Some(msg))
             }
@@ -281,6 +289,21 @@ mod tests {
         let msg = d.next_message().unwrap().unwrap();
         assert_eq!(msg.len(), (4 << 20) - 1);
         assert!(d.next_message().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_small_tail_does_not_keep_a_large_buffer() {
+        // Found by the grpc_frame fuzz target: a message taken out of the
+        // copying buffer left its capacity behind a 2-byte tail.
+        let mut wire = framed(&[9u8; 4000]);
+        wire.extend_from_slice(&[0, 0]);
+        let mut d = Decoder::new(8192);
+        d.push(Bytes::copy_from_slice(&wire[..100]));
+        assert_eq!(d.next_message(), Ok(None));
+        d.push(Bytes::copy_from_slice(&wire[100..]));
+        assert_eq!(d.next_message().unwrap().unwrap().len(), 4000);
+        assert_eq!(d.buffered(), 2);
+        assert!(d.held() <= 2 * 2 + COMPACT_SLACK, "holds {}", d.held());
     }
 
     #[test]
