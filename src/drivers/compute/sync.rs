@@ -26,6 +26,7 @@ use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
 use super::{Compute, record, translate};
+use crate::events::Kept;
 use crate::grpc::{Code, Status};
 use crate::log;
 use crate::proto::openshell::compute::v1::{
@@ -181,7 +182,7 @@ impl Compute {
         {
             return Ok(());
         }
-        self.bus.platform_event(
+        let kept = self.bus.platform_event(
             id,
             PlatformEvent {
                 timestamp_ms: e.timestamp_ms,
@@ -192,6 +193,20 @@ impl Compute {
                 metadata: e.metadata,
             },
         );
+        if kept != Kept::Whole {
+            log::warn("oversized platform event from the compute driver")
+                .str("sandbox_id", id)
+                .str(
+                    "kept",
+                    if kept == Kept::Dropped {
+                        "dropped"
+                    } else {
+                        "message truncated"
+                    },
+                )
+                .num("max_bytes", crate::events::MAX_PLATFORM_EVENT_BYTES as i128)
+                .emit();
+        }
         Ok(())
     }
 
