@@ -306,6 +306,19 @@ async fn delete_reaches_the_driver_and_the_deleted_event_removes_the_record() {
     );
 }
 
+/// A driver failure's reply: the code, and a stable message naming the
+/// call and the request id (the one in `x-request-id`); never the driver's
+/// text.
+fn assert_stable(e: &tonic::Status, code: Code, call: &str, driver_text: &str) {
+    assert_eq!(e.code(), code, "{e:?}");
+    let id = e.metadata().get("x-request-id").unwrap().to_str().unwrap();
+    assert_eq!(
+        e.message(),
+        format!("compute driver call {call} failed (request id {id})")
+    );
+    assert!(!e.message().contains(driver_text), "{}", e.message());
+}
+
 #[tokio::test]
 async fn a_failed_driver_create_removes_the_record_and_keeps_the_code() {
     let s = setup().await;
@@ -314,25 +327,110 @@ async fn a_failed_driver_create_removes_the_record_and_keeps_the_code() {
         Behavior::Fail(Code::AlreadyExists, "pod exists".into()),
     );
     let e = create(&s, "zeta", spec()).await.unwrap_err();
-    assert_eq!((e.code(), e.message()), (Code::AlreadyExists, "pod exists"));
+    assert_stable(&e, Code::AlreadyExists, "CreateSandbox", "pod exists");
     assert_eq!(get(&s, "zeta").await.unwrap_err().code(), Code::NotFound);
-    // Validation's status comes back unchanged, whatever the code.
+    // Validation's code comes back unchanged, whatever it is.
     s.driver.state.set(
         "ValidateSandboxCreate",
         Behavior::Fail(Code::ResourceExhausted, "quota".into()),
     );
     let e = create(&s, "eta", spec()).await.unwrap_err();
-    assert_eq!((e.code(), e.message()), (Code::ResourceExhausted, "quota"));
+    assert_stable(
+        &e,
+        Code::ResourceExhausted,
+        "ValidateSandboxCreate",
+        "quota",
+    );
     assert!(s.driver.state.seen("CreateSandbox").len() == 1);
     // Any other CreateSandbox failure is INTERNAL naming the call.
     s.driver.state.clear("ValidateSandboxCreate");
     s.driver.state.set(
         "CreateSandbox",
-        Behavior::Fail(Code::PermissionDenied, "no".into()),
+        Behavior::Fail(Code::PermissionDenied, "denied by tenant policy".into()),
     );
     let e = create(&s, "theta", spec()).await.unwrap_err();
-    assert_eq!(e.code(), Code::Internal);
-    assert!(e.message().contains("CreateSandbox"), "{}", e.message());
+    assert_stable(&e, Code::Internal, "CreateSandbox", "tenant policy");
+}
+
+#[test]
+fn a_drivers_error_text_reaches_the_log_never_the_client() {
+    const MARKER: &str = "driver-secret-7f3a";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = TempDir::new();
+    let sock = dir.path("compute.sock");
+    let driver = DriverDouble::start(&sock, DriverState::new(IMAGE));
+    let db = format!("redb:{}", dir.path("state.redb").display());
+    let child = slimgate_testkit::proc::Child::spawn(
+        std::path::Path::new(env!("CARGO_BIN_EXE_slimgate")),
+        &[
+            "--port",
+            "0",
+            "--db-url",
+            &db,
+            "--compute-driver-socket",
+            sock.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .unwrap();
+    let channel = rt.block_on(async {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", child.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    });
+    let mut ids = Vec::new();
+    for (method, code) in [
+        ("ValidateSandboxCreate", Code::InvalidArgument),
+        ("CreateSandbox", Code::Unknown),
+        ("CreateSandbox", Code::Unavailable),
+    ] {
+        driver.state.clear("ValidateSandboxCreate");
+        driver.state.set(
+            method,
+            Behavior::Fail(code, format!("{MARKER}: pod quota for tenant-a")),
+        );
+        let req = os::CreateSandboxRequest {
+            spec: Some(spec()),
+            name: "marked".into(),
+            labels: Default::default(),
+        };
+        let e = rt
+            .block_on(call(&channel, open_shell::CREATE_SANDBOX, req, None))
+            .unwrap_err();
+        assert!(!e.message().contains(MARKER), "{e:?}");
+        assert!(!format!("{:?}", e.metadata()).contains(MARKER), "{e:?}");
+        let id = e.metadata().get("x-request-id").unwrap().to_str().unwrap();
+        assert!(e.message().contains(id), "{}", e.message());
+        assert!(e.message().contains(method), "{}", e.message());
+        ids.push(id.to_string());
+    }
+    let logged = eventually_blocking(|| {
+        let lines = slimgate_testkit::proc::json_lines(&child.lines());
+        let hits: Vec<_> = lines
+            .into_iter()
+            .filter(|l| l["msg"] == "driver call failed")
+            .filter(|l| l["error"].as_str().is_some_and(|e| e.contains(MARKER)))
+            .filter_map(|l| l["request_id"].as_str().map(str::to_string))
+            .collect();
+        (hits.len() >= ids.len()).then_some(hits)
+    });
+    assert_eq!(
+        logged, ids,
+        "the driver's text is logged at warn with each request id"
+    );
+}
+
+fn eventually_blocking<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[tokio::test]
@@ -998,6 +1096,10 @@ enum Broken {
     ContentType,
     /// A well-framed message that is not protobuf, then OK.
     Message,
+    /// A valid empty answer whose headers carry 32 KiB of metadata.
+    BigHeaders,
+    /// A message prefix declaring 64 MiB, 256 KiB of it, and no end.
+    BigMessage,
 }
 
 /// A compute driver written directly on h2 that answers GetCapabilities
@@ -1032,13 +1134,19 @@ fn broken_driver(path: &std::path::Path, how: Broken) -> tokio::task::JoinHandle
                         ("ListSandboxes", _) => ("application/grpc", Vec::new()),
                         (_, Broken::ContentType) => ("text/html", b"<html>oops</html>".to_vec()),
                         (_, Broken::Message) => ("application/grpc", vec![0xff, 0xff, 0xff]),
+                        (_, Broken::BigHeaders | Broken::BigMessage) => {
+                            ("application/grpc", Vec::new())
+                        }
                     };
-                    let resp = http::Response::builder()
+                    let big = matches!(how, Broken::BigHeaders)
+                        && !matches!(method.as_str(), "GetCapabilities" | "ListSandboxes");
+                    let mut resp = http::Response::builder()
                         .status(200)
-                        .header("content-type", ct)
-                        .body(())
-                        .unwrap();
-                    let Ok(mut send) = respond.send_response(resp, false) else {
+                        .header("content-type", ct);
+                    if big {
+                        resp = resp.header("x-padding", "p".repeat(32 * 1024));
+                    }
+                    let Ok(mut send) = respond.send_response(resp.body(()).unwrap(), false) else {
                         continue;
                     };
                     let mut framed = vec![0u8];
@@ -1046,6 +1154,20 @@ fn broken_driver(path: &std::path::Path, how: Broken) -> tokio::task::JoinHandle
                     framed.extend_from_slice(&body);
                     if ct != "application/grpc" {
                         framed = body;
+                    }
+                    if matches!(how, Broken::BigMessage)
+                        && !matches!(method.as_str(), "GetCapabilities" | "ListSandboxes")
+                    {
+                        let mut huge = vec![0u8];
+                        huge.extend_from_slice(&(64u32 << 20).to_be_bytes());
+                        huge.resize(256 * 1024, b'x');
+                        let _ = send.send_data(huge.into(), false);
+                        // Never end: the gateway must not wait for the rest.
+                        tokio::spawn(async move {
+                            let _keep = send;
+                            std::future::pending::<()>().await;
+                        });
+                        continue;
                     }
                     let _ = send.send_data(framed.into(), false);
                     let mut trailers = http::HeaderMap::new();
@@ -1059,7 +1181,12 @@ fn broken_driver(path: &std::path::Path, how: Broken) -> tokio::task::JoinHandle
 
 #[tokio::test]
 async fn a_driver_that_breaks_the_protocol_gives_internal_not_a_crash() {
-    for how in [Broken::ContentType, Broken::Message] {
+    for how in [
+        Broken::ContentType,
+        Broken::Message,
+        Broken::BigHeaders,
+        Broken::BigMessage,
+    ] {
         let dir = TempDir::new();
         let sock = dir.path("compute.sock");
         let server = broken_driver(&sock, how);
@@ -1075,10 +1202,12 @@ async fn a_driver_that_breaks_the_protocol_gives_internal_not_a_crash() {
             name: "x".into(),
             labels: Default::default(),
         };
+        let t = Instant::now();
         let e = call(&gw.channel, open_shell::CREATE_SANDBOX, req, None)
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::Internal, "{e:?}");
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
         // The gateway is still serving.
         let req = os::ListSandboxesRequest::default();
         assert!(

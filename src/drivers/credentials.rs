@@ -15,8 +15,9 @@ use std::time::Instant;
 
 use tokio::sync::OnceCell;
 
-use super::uds::Pool;
+use super::uds::{DriverError, Pool};
 use crate::grpc::{Code, Status};
+use crate::log;
 use crate::proto::openshell::credentials::v1::{
     CredentialInfo, ListCredentialsRequest, ResolveCredentialRequest, credentials_driver,
 };
@@ -41,7 +42,16 @@ struct Token {
     expires_at_ms: i64,
 }
 
-type Flight = Arc<OnceCell<Result<Token, Status>>>;
+type Flight = Arc<OnceCell<Result<Token, Failure>>>;
+
+/// Why a resolution failed. The detail is for the log only.
+#[derive(Clone, Debug)]
+enum Failure {
+    /// The driver call failed.
+    Driver(DriverError),
+    /// The driver answered with an empty token.
+    EmptyToken,
+}
 
 /// The credentials driver, with its token cache.
 pub struct Credentials {
@@ -75,7 +85,14 @@ impl Credentials {
 
     /// The current token for `name`: from the cache while it has more than
     /// the margin left, else from the driver (one call per name at a time).
-    pub async fn resolve(&self, name: &str, deadline: Option<Instant>) -> Result<String, Status> {
+    /// A failure names the credential and `request_id`; the driver's text
+    /// goes to the log, never into the reply.
+    pub async fn resolve(
+        &self,
+        name: &str,
+        deadline: Option<Instant>,
+        request_id: &str,
+    ) -> Result<String, Status> {
         if let Some(t) = self.cached(name, crate::store::now_ms()) {
             return Ok(t);
         }
@@ -93,13 +110,16 @@ impl Credentials {
                 flights.remove(name);
             }
         }
-        let token = result?;
+        let token = result.map_err(|f| user_status(name, &f, request_id))?;
         self.remember(name, &token);
         Ok(token.value)
     }
 
     /// The driver's list of credentials (names and scopes; no tokens).
-    pub async fn list(&self, deadline: Option<Instant>) -> Result<Vec<CredentialInfo>, Status> {
+    pub async fn list(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<CredentialInfo>, DriverError> {
         let resp = self
             .pool
             .unary(
@@ -111,7 +131,7 @@ impl Credentials {
         Ok(resp.credentials)
     }
 
-    async fn call(&self, name: &str, deadline: Option<Instant>) -> Result<Token, Status> {
+    async fn call(&self, name: &str, deadline: Option<Instant>) -> Result<Token, Failure> {
         let req = ResolveCredentialRequest {
             name: name.to_string(),
         };
@@ -120,21 +140,12 @@ impl Credentials {
             .unary(credentials_driver::RESOLVE_CREDENTIAL, &req, deadline)
             .await
         {
-            Ok(r) if r.token.is_empty() => Err(Status::unavailable(format!(
-                "credentials driver returned an empty token for credential '{name}'"
-            ))),
+            Ok(r) if r.token.is_empty() => Err(Failure::EmptyToken),
             Ok(r) => Ok(Token {
                 value: r.token,
                 expires_at_ms: r.expires_at_ms,
             }),
-            Err(s) if s.code() == Code::NotFound => Err(Status::failed_precondition(format!(
-                "credential '{name}' is not known to the credentials driver: {}",
-                s.message()
-            ))),
-            Err(s) => Err(Status::unavailable(format!(
-                "credentials driver could not resolve credential '{name}': {}",
-                s.message()
-            ))),
+            Err(e) => Err(Failure::Driver(e)),
         }
     }
 
@@ -166,6 +177,33 @@ impl Credentials {
             }
         }
         cache.insert(name.to_string(), token.clone());
+    }
+}
+
+/// The reply for a failed resolution of credential `name`: NOT_FOUND from
+/// the driver is FAILED_PRECONDITION, anything else UNAVAILABLE; a stable
+/// message naming the credential and the request id. The driver's text is
+/// logged at warn with the same request id.
+fn user_status(name: &str, failure: &Failure, request_id: &str) -> Status {
+    let detail = match failure {
+        Failure::Driver(e) => e.detail(),
+        Failure::EmptyToken => "the driver returned an empty token",
+    };
+    log::warn("credential resolution failed")
+        .str("credential", name)
+        .str("error", detail)
+        .str("request_id", request_id)
+        .emit();
+    match failure {
+        Failure::Driver(e) if e.code() == Code::NotFound => Status::failed_precondition(format!(
+            "credential '{name}' is not known to the credentials driver (request id {request_id})"
+        )),
+        Failure::Driver(_) => Status::unavailable(format!(
+            "credentials driver could not resolve credential '{name}' (request id {request_id})"
+        )),
+        Failure::EmptyToken => Status::unavailable(format!(
+            "credentials driver returned an empty token for credential '{name}' (request id {request_id})"
+        )),
     }
 }
 

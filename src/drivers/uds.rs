@@ -8,10 +8,17 @@
 //!   the others; when none is live a call fails at once with UNAVAILABLE
 //!   instead of hanging. Every call carries a deadline: the inbound call's
 //!   remaining time, capped by `--driver-timeout-secs`.
+//! - What a driver sends back is bounded: response headers and trailers by
+//!   [`MAX_DRIVER_HEADER_LIST_BYTES`], each message by `--max-message-bytes`
+//!   ([`PoolConfig::max_message_bytes`]).
 //! - A driver's status is mapped deliberately (`map_status`): the codes the
-//!   gateway reacts to pass through with the driver's message, UNAVAILABLE
-//!   and DEADLINE_EXCEEDED stay what they are, anything else is INTERNAL
-//!   naming the driver call.
+//!   gateway reacts to pass through, UNAVAILABLE and DEADLINE_EXCEEDED stay
+//!   what they are, anything else is INTERNAL naming the driver call.
+//! - A failed call is a [`DriverError`], not a `Status`: the driver's text
+//!   (or the local reason) is only for the log. A user gets
+//!   [`DriverError::to_user`]: the mapped code and a stable message naming
+//!   the driver call and the request id, while the detail is logged at warn
+//!   with the same request id.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,6 +45,12 @@ pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
 pub const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// The HTTP/2 handshake with a driver must finish within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest header list (response headers, trailers) accepted from a driver,
+/// bytes as HTTP/2 counts them (RFC 9113 §6.5.2). A gRPC answer needs a
+/// few hundred bytes; h2's default (16 MiB) would let a driver make the
+/// gateway hold 16 MiB per stream. Larger response headers fail the call
+/// (INTERNAL); larger trailers are cut at the limit.
+pub const MAX_DRIVER_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
 /// Try to connect to `path` up to `attempts` times, `interval` apart.
 /// The error carries the last failure.
@@ -75,7 +88,8 @@ async fn handshake(
     let window = u32::try_from(max_message_bytes.clamp(65_535, 16 << 20)).unwrap_or(65_535);
     builder
         .initial_window_size(window)
-        .initial_connection_window_size(window.saturating_mul(2));
+        .initial_connection_window_size(window.saturating_mul(2))
+        .max_header_list_size(MAX_DRIVER_HEADER_LIST_BYTES);
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, builder.handshake(stream)).await {
         Ok(Ok(pair)) => Ok(pair),
         Ok(Err(e)) => Err(format!("HTTP/2 handshake failed: {e}")),
@@ -118,7 +132,10 @@ pub struct PoolConfig {
     pub connections: usize,
     /// Cap on one call.
     pub call_timeout: Duration,
-    /// Largest message either way.
+    /// Largest message either way: what the gateway sends and the limit
+    /// on every message a driver sends back (`--max-message-bytes`). The
+    /// limit is checked on the 5-byte length prefix, before any of the
+    /// message is held, and a larger reply fails the call (INTERNAL).
     pub max_message_bytes: usize,
 }
 
@@ -265,7 +282,7 @@ impl Pool {
         method: Method<Req, Resp>,
         req: &Req,
         inbound_deadline: Option<Instant>,
-    ) -> Result<Resp, Status>
+    ) -> Result<Resp, DriverError>
     where
         Req: prost::Message,
         Resp: prost::Message + Default,
@@ -277,16 +294,16 @@ impl Pool {
         .await
     }
 
-    /// Like [`Pool::unary`], but the driver's status passes through
-    /// unchanged (drivers.md: ValidateSandboxCreate's answer goes back to
-    /// the client as it is); only UNAVAILABLE and DEADLINE_EXCEEDED are
-    /// mapped, so they still name the driver.
+    /// Like [`Pool::unary`], but the driver's code passes through
+    /// unchanged (drivers.md: ValidateSandboxCreate's status goes back to
+    /// the client); only UNAVAILABLE and DEADLINE_EXCEEDED are mapped, so
+    /// they still name the driver.
     pub async fn unary_passthrough<Req, Resp>(
         &self,
         method: Method<Req, Resp>,
         req: &Req,
         inbound_deadline: Option<Instant>,
-    ) -> Result<Resp, Status>
+    ) -> Result<Resp, DriverError>
     where
         Req: prost::Message,
         Resp: prost::Message + Default,
@@ -305,7 +322,7 @@ impl Pool {
         req: &Req,
         inbound_deadline: Option<Instant>,
         map: impl FnOnce(Status) -> Status,
-    ) -> Result<Resp, Status>
+    ) -> Result<Resp, DriverError>
     where
         Req: prost::Message,
         Resp: prost::Message + Default,
@@ -316,7 +333,15 @@ impl Pool {
             Err(unavailable) => Err(unavailable),
         };
         self.record(&result, started);
-        result.map_err(map)
+        result.map_err(|s| self.error(method.name(), map(s)))
+    }
+
+    fn error(&self, call: &'static str, status: Status) -> DriverError {
+        DriverError {
+            driver: self.shared.driver,
+            call,
+            status,
+        }
     }
 
     fn record<T>(&self, result: &Result<T, Status>, started: Instant) {
@@ -329,7 +354,7 @@ impl Pool {
         &self,
         method: Method<Req, Resp>,
         req: &Req,
-    ) -> Result<Streaming<Resp>, Status>
+    ) -> Result<Streaming<Resp>, DriverError>
     where
         Req: prost::Message,
         Resp: prost::Message + Default,
@@ -340,7 +365,10 @@ impl Pool {
             Err(unavailable) => Err(unavailable),
         };
         self.record(&result, started);
-        result.map_err(|s| map_status(self.shared.driver, method.name(), s))
+        result.map_err(|s| {
+            let status = map_status(self.shared.driver, method.name(), s);
+            self.error(method.name(), status)
+        })
     }
 }
 
@@ -434,9 +462,82 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(0.5 + f64::from(b[0]) / 512.0)
 }
 
-/// drivers.md: the codes the gateway reacts to pass through with the
-/// driver's message; UNAVAILABLE and DEADLINE_EXCEEDED stay; anything else
-/// is INTERNAL naming the call.
+/// A failed driver call. Its detail (the driver's message, or what went
+/// wrong on the connection) is for the log only: a reply to a user is
+/// [`DriverError::to_user`], never this error's text.
+#[derive(Clone, Debug)]
+pub struct DriverError {
+    driver: Driver,
+    call: &'static str,
+    /// The mapped code, with the detailed message.
+    status: Status,
+}
+
+impl DriverError {
+    /// The code the gateway answers with (drivers.md mapping).
+    pub fn code(&self) -> Code {
+        self.status.code()
+    }
+
+    /// Which driver failed.
+    pub fn driver(&self) -> Driver {
+        self.driver
+    }
+
+    /// The method that failed.
+    pub fn call(&self) -> &'static str {
+        self.call
+    }
+
+    /// The detail, for logs and startup errors only (may hold the driver's
+    /// own text).
+    pub fn detail(&self) -> &str {
+        self.status.message()
+    }
+
+    /// The detail as a status, for background work that only logs it.
+    pub fn into_status(self) -> Status {
+        self.status
+    }
+
+    /// The reply for a user: the mapped code and a stable message naming
+    /// the driver call and `request_id`. The detail is logged at warn with
+    /// the same request id.
+    pub fn to_user(&self, request_id: &str) -> Status {
+        log::warn("driver call failed")
+            .str("driver", self.driver.name())
+            .str("call", self.call)
+            .str("code", self.code().name())
+            .str("error", self.detail())
+            .str("request_id", request_id)
+            .emit();
+        Status::new(self.code(), self.user_message(request_id))
+    }
+
+    fn user_message(&self, request_id: &str) -> String {
+        let (driver, call) = (self.driver.name(), self.call);
+        match self.code() {
+            Code::Unavailable => {
+                format!("{driver} unavailable: call {call} failed (request id {request_id})")
+            }
+            Code::DeadlineExceeded => {
+                format!("{driver} call {call} timed out (request id {request_id})")
+            }
+            _ => format!("{driver} call {call} failed (request id {request_id})"),
+        }
+    }
+}
+
+impl std::fmt::Display for DriverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.detail())
+    }
+}
+
+/// drivers.md: the codes the gateway reacts to pass through;
+/// UNAVAILABLE and DEADLINE_EXCEEDED stay; anything else is INTERNAL naming
+/// the call. The messages made here are details for the log
+/// ([`DriverError`]).
 pub fn map_status(driver: Driver, call: &str, s: Status) -> Status {
     match s.code() {
         Code::AlreadyExists | Code::FailedPrecondition | Code::InvalidArgument | Code::NotFound => {

@@ -26,6 +26,7 @@ use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
 use super::{Compute, record, translate};
+use crate::drivers::uds::DriverError;
 use crate::events::Kept;
 use crate::grpc::{Code, Status};
 use crate::log;
@@ -75,8 +76,8 @@ impl Compute {
                         delay = self.timing.watch_restart_min;
                     }
                 }
-                Err(s) => log::warn("cannot open compute driver watch stream")
-                    .str("error", s.message())
+                Err(e) => log::warn("cannot open compute driver watch stream")
+                    .str("error", e.detail())
                     .num("retry_ms", delay.as_millis() as i128)
                     .emit(),
             }
@@ -219,7 +220,8 @@ impl Compute {
                 &ListSandboxesRequest {},
                 None,
             )
-            .await?;
+            .await
+            .map_err(DriverError::into_status)?;
         let mut known = HashSet::new();
         for sandbox in listed.sandboxes {
             known.insert(sandbox.id.clone());
@@ -271,7 +273,7 @@ impl Compute {
                 Some(sandbox) if sandbox.id == id => self.apply_sandbox(sandbox).await,
                 _ => Ok(()),
             },
-            Err(s) if s.code() == Code::NotFound => {
+            Err(e) if e.code() == Code::NotFound => {
                 let deleting = self
                     .store
                     .get_by_id(Kind::Sandbox, &id)
@@ -297,7 +299,7 @@ impl Compute {
             }
             // Anything else (the driver is down, a timeout) says nothing
             // about the sandbox; try again next pass.
-            Err(s) => Err(s),
+            Err(e) => Err(e.into_status()),
         }
     }
 
