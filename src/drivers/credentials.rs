@@ -8,12 +8,18 @@
 //! cached), concurrent resolutions of one name share one driver call, and a
 //! failure is an error naming the credential: never a stale or empty value.
 //! Tokens are never logged.
+//!
+//! The shared call runs in its own task with the pool's cap
+//! (`--driver-timeout-secs`), not with any caller's deadline: each waiter
+//! waits up to its own deadline, so a caller with a 1 ms deadline fails
+//! alone and cannot fail the others. The task ends within the cap whoever
+//! still waits, and a token it fetched is cached for the next caller.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use tokio::sync::OnceCell;
+use tokio::sync::watch;
 
 use super::uds::{DriverError, Pool};
 use crate::grpc::{Code, Status};
@@ -42,7 +48,8 @@ struct Token {
     expires_at_ms: i64,
 }
 
-type Flight = Arc<OnceCell<Result<Token, Failure>>>;
+/// One resolution in flight: its result, once the driver answered.
+type Flight = watch::Receiver<Option<Result<Token, Failure>>>;
 
 /// Why a resolution failed. The detail is for the log only.
 #[derive(Clone, Debug)]
@@ -55,15 +62,20 @@ enum Failure {
 
 /// The credentials driver, with its token cache.
 pub struct Credentials {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     pool: Pool,
     cache: Mutex<HashMap<String, Token>>,
+    /// At most one per credential name (names come from stored providers).
     flights: Mutex<HashMap<String, Flight>>,
 }
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials")
-            .field("pool", &self.pool)
+            .field("pool", &self.inner.pool)
             .finish_non_exhaustive()
     }
 }
@@ -72,15 +84,17 @@ impl Credentials {
     /// A client over a connected pool.
     pub fn new(pool: Pool) -> Credentials {
         Credentials {
-            pool,
-            cache: Mutex::new(HashMap::new()),
-            flights: Mutex::new(HashMap::new()),
+            inner: Arc::new(Inner {
+                pool,
+                cache: Mutex::new(HashMap::new()),
+                flights: Mutex::new(HashMap::new()),
+            }),
         }
     }
 
     /// The connection pool to the driver (for `/metrics`).
     pub fn pool(&self) -> &Pool {
-        &self.pool
+        &self.inner.pool
     }
 
     /// The current token for `name`: from the cache while it has more than
@@ -93,26 +107,58 @@ impl Credentials {
         deadline: Option<Instant>,
         request_id: &str,
     ) -> Result<String, Status> {
-        if let Some(t) = self.cached(name, crate::store::now_ms()) {
+        if let Some(t) = self.inner.cached(name, crate::store::now_ms()) {
             return Ok(t);
         }
-        let flight: Flight = {
-            let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
-            Arc::clone(flights.entry(name.to_string()).or_default())
+        let mut flight = self.flight(name);
+        let wait = flight.wait_for(Option::is_some);
+        let answered = match deadline {
+            Some(d) => tokio::time::timeout_at(d.into(), wait).await.ok(),
+            None => Some(wait.await),
         };
-        let result = flight
-            .get_or_init(|| self.call(name, deadline))
-            .await
-            .clone();
-        {
-            let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
-            if flights.get(name).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
-                flights.remove(name);
-            }
+        let Some(answered) = answered else {
+            return Err(Status::deadline_exceeded(format!(
+                "deadline exceeded waiting for credential '{name}' (request id {request_id})"
+            )));
+        };
+        let result = answered.ok().and_then(|r| r.as_ref().cloned());
+        match result {
+            Some(Ok(token)) => Ok(token.value),
+            Some(Err(f)) => Err(user_status(name, &f, request_id)),
+            None => Err(Status::unavailable(format!(
+                "credentials driver resolution of credential '{name}' ended without an answer (request id {request_id})"
+            ))),
         }
-        let token = result.map_err(|f| user_status(name, &f, request_id))?;
-        self.remember(name, &token);
-        Ok(token.value)
+    }
+
+    /// The resolution of `name` in flight, started now if there is none.
+    fn flight(&self, name: &str) -> Flight {
+        let mut flights = self
+            .inner
+            .flights
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(f) = flights.get(name) {
+            return f.clone();
+        }
+        let (tx, rx) = watch::channel(None);
+        flights.insert(name.to_string(), rx.clone());
+        let inner = Arc::clone(&self.inner);
+        let name = name.to_string();
+        // No caller's deadline: the pool's cap bounds the call.
+        tokio::spawn(async move {
+            let result = inner.call(&name, None).await;
+            if let Ok(token) = &result {
+                inner.remember(&name, token);
+            }
+            inner
+                .flights
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&name);
+            let _ = tx.send(Some(result));
+        });
+        rx
     }
 
     /// The driver's list of credentials (names and scopes; no tokens).
@@ -121,6 +167,7 @@ impl Credentials {
         deadline: Option<Instant>,
     ) -> Result<Vec<CredentialInfo>, DriverError> {
         let resp = self
+            .inner
             .pool
             .unary(
                 credentials_driver::LIST_CREDENTIALS,
@@ -130,7 +177,9 @@ impl Credentials {
             .await?;
         Ok(resp.credentials)
     }
+}
 
+impl Inner {
     async fn call(&self, name: &str, deadline: Option<Instant>) -> Result<Token, Failure> {
         let req = ResolveCredentialRequest {
             name: name.to_string(),
@@ -214,6 +263,97 @@ fn fresh(t: &Token, now_ms: i64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::drivers::uds::{Driver, PoolConfig};
+    use crate::proto::openshell::credentials::v1::ResolveCredentialResponse;
+    use prost::Message;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// A credentials driver on raw h2 that answers every ResolveCredential
+    /// after `delay` with a token valid for ten minutes; counts the calls.
+    fn slow_driver(path: &std::path::Path, delay: Duration, calls: Arc<AtomicUsize>) {
+        let listener = tokio::net::UnixListener::bind(path).unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let calls = Arc::clone(&calls);
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::handshake(stream).await else {
+                        return;
+                    };
+                    while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            let body = ResolveCredentialResponse {
+                                token: "tok".into(),
+                                expires_at_ms: crate::store::now_ms() + 600_000,
+                                token_type: "bearer".into(),
+                            }
+                            .encode_to_vec();
+                            let mut framed = vec![0u8];
+                            framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
+                            framed.extend_from_slice(&body);
+                            let head = http::Response::builder()
+                                .status(200)
+                                .header("content-type", "application/grpc")
+                                .body(())
+                                .unwrap();
+                            let Ok(mut send) = respond.send_response(head, false) else {
+                                return;
+                            };
+                            let _ = send.send_data(framed.into(), false);
+                            let mut trailers = http::HeaderMap::new();
+                            trailers.insert("grpc-status", "0".parse().unwrap());
+                            let _ = send.send_trailers(trailers);
+                        });
+                    }
+                });
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn each_waiter_keeps_its_own_deadline() {
+        let dir = std::env::temp_dir().join(format!("sg-cred-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cred.sock");
+        let _ = std::fs::remove_file(&path);
+        let calls = Arc::new(AtomicUsize::new(0));
+        slow_driver(&path, Duration::from_millis(300), Arc::clone(&calls));
+        let config = PoolConfig {
+            path: path.clone(),
+            connections: 1,
+            call_timeout: Duration::from_secs(10),
+            max_message_bytes: 1 << 20,
+        };
+        let pool = Pool::connect(
+            Driver::Credentials,
+            config,
+            None,
+            10,
+            Duration::from_millis(10),
+        )
+        .await
+        .unwrap();
+        let creds = Credentials::new(pool);
+        let hasty = Some(Instant::now() + Duration::from_millis(1));
+        let patient = Some(Instant::now() + Duration::from_secs(5));
+        // join! polls in order: the 1 ms caller starts the resolution, the
+        // others join it before it can end.
+        let (a, b, c) = tokio::join!(
+            creds.resolve("gh", hasty, "r1"),
+            creds.resolve("gh", patient, "r2"),
+            creds.resolve("gh", None, "r3"),
+        );
+        assert_eq!(a.unwrap_err().code(), Code::DeadlineExceeded);
+        assert_eq!(b.unwrap(), "tok");
+        assert_eq!(c.unwrap(), "tok");
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "one shared driver call");
+        // The token is cached for the next caller.
+        assert_eq!(creds.resolve("gh", hasty, "r4").await.unwrap(), "tok");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn references() {
