@@ -1089,6 +1089,63 @@ async fn reconcile_refreshes_stale_records_and_drops_unknown_ones() {
     assert!(get(&s, "kept").await.is_ok());
 }
 
+#[tokio::test]
+async fn a_reconcile_answer_older_than_a_watch_event_does_not_undo_it() {
+    let dir = TempDir::new();
+    let sock = dir.path("compute.sock");
+    let driver = DriverDouble::start(&sock, DriverState::new(IMAGE));
+    let mut tuning = support::fast_tuning();
+    tuning.compute.reconcile_interval = Duration::from_millis(100);
+    let gw = start_gateway(
+        &dir,
+        &["--compute-driver-socket", sock.to_str().unwrap()],
+        tuning,
+    )
+    .await
+    .unwrap();
+    let s = Setup { dir, driver, gw };
+    let sb = create(&s, "racy", spec()).await.unwrap();
+    let id = id_of(&sb);
+    // The next ListSandboxes reads the driver's state (not ready yet) and
+    // is held.
+    let gate = std::sync::Arc::new(support::Gate::default());
+    s.driver.state.set(
+        "ListSandboxes",
+        Behavior::Hold(std::sync::Arc::clone(&gate)),
+    );
+    tokio::time::timeout(WAIT, gate.taken.notified())
+        .await
+        .expect("a reconcile pass");
+    // Meanwhile the sandbox becomes ready and the watch says so.
+    s.driver
+        .state
+        .sandboxes
+        .lock()
+        .unwrap()
+        .get_mut(&id)
+        .unwrap()
+        .status = Some(ready("True", ""));
+    s.driver
+        .state
+        .push(status_event(&id, ready("True", "")))
+        .await;
+    phase_becomes(&s, "racy", SandboxPhase::Ready, WAIT).await;
+    // The old answer arrives; the pass after it must not run yet, so it
+    // cannot repair what this one would break.
+    s.driver.state.set("ListSandboxes", Behavior::Hang);
+    let lists = s.driver.state.seen("ListSandboxes").len();
+    gate.release.notify_one();
+    eventually(WAIT, "the stale pass to finish", || async {
+        (s.driver.state.seen("ListSandboxes").len() > lists).then_some(())
+    })
+    .await;
+    assert_eq!(
+        get(&s, "racy").await.unwrap().phase,
+        SandboxPhase::Ready as i32,
+        "the sweep that began before the watch event overwrote it"
+    );
+}
+
 /// How the raw h2 driver double answers everything but startup calls.
 #[derive(Clone, Copy)]
 enum Broken {
