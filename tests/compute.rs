@@ -1277,3 +1277,242 @@ async fn a_driver_that_breaks_the_protocol_gives_internal_not_a_crash() {
         server.abort();
     }
 }
+
+/// A compute driver on raw h2 that behaves like grpcio and grpc-go: a
+/// server stream's response headers leave together with its first message,
+/// so a quiet `WatchSandboxes` sends nothing at all. Unary calls get empty
+/// answers (ListSandboxes an empty list, GetSandbox NOT_FOUND).
+struct QuietDriver {
+    /// `WatchSandboxes` calls received.
+    watches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Events for the open watch stream.
+    events: tokio::sync::mpsc::Sender<drv::WatchSandboxesEvent>,
+    /// Set: the connection carrying the next watch stream sends that
+    /// stream's headers, then stops (no more frames, no PING answers).
+    freeze: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for QuietDriver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn grpc_frame(m: &impl Message) -> bytes::Bytes {
+    let body = m.encode_to_vec();
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&body);
+    framed.into()
+}
+
+fn grpc_head() -> http::Response<()> {
+    http::Response::builder()
+        .status(200)
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap()
+}
+
+fn grpc_ok_trailers() -> http::HeaderMap {
+    let mut t = http::HeaderMap::new();
+    t.insert("grpc-status", "0".parse().unwrap());
+    t
+}
+
+impl QuietDriver {
+    fn start(path: &std::path::Path) -> QuietDriver {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let listener = tokio::net::UnixListener::bind(path).unwrap();
+        let watches = Arc::new(AtomicUsize::new(0));
+        let freeze = Arc::new(AtomicBool::new(false));
+        let (events, rx) = tokio::sync::mpsc::channel(16);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let (w, f) = (Arc::clone(&watches), Arc::clone(&freeze));
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (watches, freeze, rx) = (Arc::clone(&w), Arc::clone(&f), Arc::clone(&rx));
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::handshake(stream).await else {
+                        return;
+                    };
+                    while let Some(Ok((req, mut respond))) = conn.accept().await {
+                        let method = req
+                            .uri()
+                            .path()
+                            .rsplit('/')
+                            .next()
+                            .unwrap_or("")
+                            .to_string();
+                        if method == "WatchSandboxes" {
+                            watches.fetch_add(1, Ordering::SeqCst);
+                            if freeze.swap(false, Ordering::SeqCst) {
+                                let _send = respond.send_response(grpc_head(), false);
+                                // Flush the headers, then go silent for good:
+                                // this connection is never polled again.
+                                let _ = tokio::time::timeout(
+                                    Duration::from_millis(200),
+                                    std::future::poll_fn(|cx| conn.poll_closed(cx)),
+                                )
+                                .await;
+                                std::future::pending::<()>().await;
+                            }
+                            let rx = Arc::clone(&rx);
+                            tokio::spawn(async move {
+                                let mut rx = rx.lock().await;
+                                // Headers only with the first message.
+                                let Some(first) = rx.recv().await else { return };
+                                let Ok(mut send) = respond.send_response(grpc_head(), false) else {
+                                    return;
+                                };
+                                let _ = send.send_data(grpc_frame(&first), false);
+                                while let Some(e) = rx.recv().await {
+                                    if send.send_data(grpc_frame(&e), false).is_err() {
+                                        return;
+                                    }
+                                }
+                            });
+                            continue;
+                        }
+                        let body = match method.as_str() {
+                            "GetCapabilities" => grpc_frame(&drv::GetCapabilitiesResponse {
+                                default_image: IMAGE.into(),
+                                ..Default::default()
+                            }),
+                            "ListSandboxes" => grpc_frame(&drv::ListSandboxesResponse::default()),
+                            "GetSandbox" => {
+                                let mut t = http::HeaderMap::new();
+                                t.insert("grpc-status", "5".parse().unwrap());
+                                let head = http::Response::builder()
+                                    .status(200)
+                                    .header("content-type", "application/grpc")
+                                    .header("grpc-status", "5")
+                                    .body(())
+                                    .unwrap();
+                                let _ = respond.send_response(head, true);
+                                continue;
+                            }
+                            // ValidateSandboxCreate, CreateSandbox, DeleteSandbox: empty answers.
+                            _ => grpc_frame(&drv::CreateSandboxResponse {}),
+                        };
+                        let Ok(mut send) = respond.send_response(grpc_head(), false) else {
+                            continue;
+                        };
+                        let _ = send.send_data(body, false);
+                        let _ = send.send_trailers(grpc_ok_trailers());
+                    }
+                });
+            }
+        });
+        QuietDriver {
+            watches,
+            events,
+            freeze,
+            task,
+        }
+    }
+
+    fn watch_calls(&self) -> usize {
+        self.watches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn a_quiet_watch_stream_stays_open_past_the_driver_timeout() {
+    let dir = TempDir::new();
+    let sock = dir.path("compute.sock");
+    let driver = QuietDriver::start(&sock);
+    // The unary cap at its smallest, so a few seconds of silence are
+    // several caps long.
+    let gw = start_gateway(
+        &dir,
+        &[
+            "--compute-driver-socket",
+            sock.to_str().unwrap(),
+            "--driver-timeout-secs",
+            "1",
+        ],
+        support::fast_tuning(),
+    )
+    .await
+    .unwrap();
+    let req = os::CreateSandboxRequest {
+        spec: Some(spec()),
+        name: "quiet".into(),
+        labels: Default::default(),
+    };
+    let sb = call(&gw.channel, open_shell::CREATE_SANDBOX, req, None)
+        .await
+        .unwrap()
+        .sandbox
+        .unwrap();
+    eventually(WAIT, "the watch stream", || async {
+        (driver.watch_calls() > 0).then_some(())
+    })
+    .await;
+    // Silence: four times the cap.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(driver.watch_calls(), 1, "the quiet stream was torn down");
+    // An event after the silence is applied at once.
+    let t = Instant::now();
+    let Payload::Sandbox(event) = status_event(&id_of(&sb), ready("True", "")) else {
+        unreachable!()
+    };
+    driver
+        .events
+        .send(drv::WatchSandboxesEvent {
+            payload: Some(Payload::Sandbox(event)),
+        })
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(1),
+        "the event to be applied",
+        || async {
+            let req = os::GetSandboxRequest {
+                name: "quiet".into(),
+            };
+            let got = call(&gw.channel, open_shell::GET_SANDBOX, req, None)
+                .await
+                .ok()?;
+            (got.sandbox?.phase == SandboxPhase::Ready as i32).then_some(())
+        },
+    )
+    .await;
+    eprintln!("event applied {:?} after it was sent", t.elapsed());
+    assert_eq!(driver.watch_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_watch_connection_that_stops_answering_pings_is_replaced() {
+    let dir = TempDir::new();
+    let sock = dir.path("compute.sock");
+    let driver = QuietDriver::start(&sock);
+    driver
+        .freeze
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut tuning = support::fast_tuning();
+    tuning.keepalive = slimgate::drivers::uds::Keepalive {
+        interval: Duration::from_millis(200),
+        timeout: Duration::from_millis(300),
+    };
+    let _gw = start_gateway(
+        &dir,
+        &["--compute-driver-socket", sock.to_str().unwrap()],
+        tuning,
+    )
+    .await
+    .unwrap();
+    let t = Instant::now();
+    // The first stream's connection goes silent after its headers; the
+    // PINGs find out, the connection is closed and the stream reopened.
+    eventually(
+        Duration::from_secs(3),
+        "the watch stream to be reopened",
+        || async { (driver.watch_calls() >= 2).then_some(()) },
+    )
+    .await;
+    eprintln!("frozen connection replaced after {:?}", t.elapsed());
+}

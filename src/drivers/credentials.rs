@@ -324,6 +324,7 @@ mod tests {
             path: path.clone(),
             connections: 1,
             call_timeout: Duration::from_secs(10),
+            keepalive: Default::default(),
             max_message_bytes: 1 << 20,
         };
         let pool = Pool::connect(

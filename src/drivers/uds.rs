@@ -6,8 +6,16 @@
 //!   over the live ones; a broken connection is replaced in the background
 //!   with exponential backoff and jitter (100 ms up to 5 s) while calls use
 //!   the others; when none is live a call fails at once with UNAVAILABLE
-//!   instead of hanging. Every call carries a deadline: the inbound call's
-//!   remaining time, capped by `--driver-timeout-secs`.
+//!   instead of hanging. Every unary call carries a deadline: the inbound
+//!   call's remaining time, capped by `--driver-timeout-secs`.
+//! - A long-lived stream (WatchSandboxes) has no deadline at all, not even
+//!   for its response headers: many gRPC servers (grpcio, grpc-go) send a
+//!   server stream's headers together with its first message, so a quiet
+//!   driver is normal. While a connection carries such a stream, its
+//!   liveness is checked with HTTP/2 PINGs instead ([`Keepalive`]): no
+//!   answer within the timeout closes the connection, which fails the
+//!   stream (UNAVAILABLE) so it is reopened. A killed driver closes its
+//!   socket and is seen at once.
 //! - What a driver sends back is bounded: response headers and trailers by
 //!   [`MAX_DRIVER_HEADER_LIST_BYTES`], each message by `--max-message-bytes`
 //!   ([`PoolConfig::max_message_bytes`]).
@@ -51,6 +59,34 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// gateway hold 16 MiB per stream. Larger response headers fail the call
 /// (INTERNAL); larger trailers are cut at the limit.
 pub const MAX_DRIVER_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
+/// Keepalive: time between HTTP/2 PINGs on a connection that carries an
+/// open stream. Longer than the 5 minutes gRPC servers (grpc-go, gRPC core
+/// behind grpcio) require by default between pings on a connection that
+/// sends no data; pinging faster makes such a server close the connection
+/// (GOAWAY `too_many_pings`) after two strikes.
+pub const PING_INTERVAL: Duration = Duration::from_secs(6 * 60);
+/// Keepalive: how long a PING may go unanswered before the connection is
+/// declared dead (gRPC's own keepalive timeout).
+pub const PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How a pool checks that a connection carrying a stream still answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keepalive {
+    /// See [`PING_INTERVAL`].
+    pub interval: Duration,
+    /// See [`PING_TIMEOUT`].
+    pub timeout: Duration,
+}
+
+impl Default for Keepalive {
+    fn default() -> Keepalive {
+        Keepalive {
+            interval: PING_INTERVAL,
+            timeout: PING_TIMEOUT,
+        }
+    }
+}
 
 /// Try to connect to `path` up to `attempts` times, `interval` apart.
 /// The error carries the last failure.
@@ -130,8 +166,10 @@ pub struct PoolConfig {
     pub path: PathBuf,
     /// HTTP/2 connections kept.
     pub connections: usize,
-    /// Cap on one call.
+    /// Cap on one unary call (`--driver-timeout-secs`); streams have none.
     pub call_timeout: Duration,
+    /// PINGs on connections with open streams.
+    pub keepalive: Keepalive,
     /// Largest message either way: what the gateway sends and the limit
     /// on every message a driver sends back (`--max-message-bytes`). The
     /// limit is checked on the 5-byte length prefix, before any of the
@@ -139,10 +177,17 @@ pub struct PoolConfig {
     pub max_message_bytes: usize,
 }
 
+/// One live connection: its sender, and how many streams it carries now.
+#[derive(Clone)]
+struct Conn {
+    sender: SendRequest<Bytes>,
+    streams: Arc<AtomicUsize>,
+}
+
 struct Shared {
     driver: Driver,
     config: PoolConfig,
-    slots: Vec<Mutex<Option<SendRequest<Bytes>>>>,
+    slots: Vec<Mutex<Option<Conn>>>,
     live: AtomicUsize,
     next: AtomicUsize,
     last_error: Mutex<String>,
@@ -245,7 +290,7 @@ impl Pool {
     }
 
     /// A live connection, round-robin; UNAVAILABLE at once if none is live.
-    fn pick(&self) -> Result<SendRequest<Bytes>, Status> {
+    fn pick(&self) -> Result<Conn, Status> {
         let n = self.shared.slots.len();
         let start = self.shared.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..n {
@@ -329,7 +374,10 @@ impl Pool {
     {
         let started = Instant::now();
         let result = match self.pick() {
-            Ok(sender) => client::unary(&sender, method, req, self.options(inbound_deadline)).await,
+            Ok(conn) => {
+                let opts = self.options(inbound_deadline);
+                client::unary(&conn.sender, method, req, opts).await
+            }
             Err(unavailable) => Err(unavailable),
         };
         self.record(&result, started);
@@ -349,19 +397,32 @@ impl Pool {
         self.shared.stats.record(code, started.elapsed());
     }
 
-    /// Open a server stream (no deadline once open).
+    /// Open a long-lived server stream. No deadline, neither for the
+    /// response headers (a quiet driver may send them with its first
+    /// message) nor after: while the stream is open its connection is
+    /// PINGed ([`Keepalive`]), and a connection that stops answering is
+    /// closed, which ends the stream with UNAVAILABLE.
     pub async fn server_streaming<Req, Resp>(
         &self,
         method: Method<Req, Resp>,
         req: &Req,
-    ) -> Result<Streaming<Resp>, DriverError>
+    ) -> Result<DriverStream<Resp>, DriverError>
     where
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
         let started = Instant::now();
+        let opts = CallOptions {
+            deadline: None,
+            max_message_bytes: self.shared.config.max_message_bytes,
+        };
         let result = match self.pick() {
-            Ok(sender) => client::server_streaming(&sender, method, req, self.options(None)).await,
+            Ok(conn) => {
+                let open = OpenStream::new(&conn.streams);
+                client::server_streaming(&conn.sender, method, req, opts)
+                    .await
+                    .map(|inner| DriverStream { inner, _open: open })
+            }
             Err(unavailable) => Err(unavailable),
         };
         self.record(&result, started);
@@ -369,6 +430,67 @@ impl Pool {
             let status = map_status(self.shared.driver, method.name(), s);
             self.error(method.name(), status)
         })
+    }
+}
+
+/// A server stream from a driver; while it lives, its connection is PINGed.
+#[derive(Debug)]
+pub struct DriverStream<T> {
+    inner: Streaming<T>,
+    _open: OpenStream,
+}
+
+impl<T: prost::Message + Default> DriverStream<T> {
+    /// The next message; `Ok(None)` when the driver ended the stream with OK.
+    pub async fn message(&mut self) -> Result<Option<T>, Status> {
+        self.inner.message().await
+    }
+}
+
+/// Counts one open stream on a connection, from before its request is sent
+/// until it is dropped.
+#[derive(Debug)]
+struct OpenStream(Arc<AtomicUsize>);
+
+impl OpenStream {
+    fn new(count: &Arc<AtomicUsize>) -> OpenStream {
+        count.fetch_add(1, Ordering::SeqCst);
+        OpenStream(Arc::clone(count))
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// PING the connection every `keepalive.interval` while it carries an open
+/// stream; returns why it is dead when a PING goes unanswered for
+/// `keepalive.timeout` (never returns while it answers).
+async fn keepalive(
+    ping_pong: Option<h2::PingPong>,
+    streams: Arc<AtomicUsize>,
+    keepalive: Keepalive,
+) -> String {
+    let Some(mut ping_pong) = ping_pong else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(keepalive.interval).await;
+        if streams.load(Ordering::SeqCst) == 0 {
+            continue;
+        }
+        match tokio::time::timeout(keepalive.timeout, ping_pong.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return format!("PING failed: {e}"),
+            Err(_) => {
+                return format!(
+                    "no answer to an HTTP/2 PING within {} ms",
+                    keepalive.timeout.as_millis()
+                );
+            }
+        }
     }
 }
 
@@ -393,23 +515,43 @@ async fn maintain(
             Err(e) => Err(e),
         };
         match connected {
-            Ok((sender, connection)) => {
+            Ok((sender, mut connection)) => {
+                let streams = Arc::new(AtomicUsize::new(0));
+                let pings = keepalive(
+                    connection.ping_pong(),
+                    Arc::clone(&streams),
+                    shared.config.keepalive,
+                );
                 *shared.slots[i]
                     .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(sender);
+                    .unwrap_or_else(PoisonError::into_inner) = Some(Conn { sender, streams });
                 set_live(&shared, 1);
                 if let Some(tx) = first.take() {
                     let _ = tx.send(());
                 }
                 delay = RECONNECT_MIN;
-                let ended = connection.await;
+                // Dropping the connection (a PING went unanswered) fails
+                // every stream on it.
+                let mut pings = std::pin::pin!(pings);
+                let why = std::future::poll_fn(|cx| {
+                    use std::future::Future;
+                    use std::task::Poll;
+                    if let Poll::Ready(ended) = std::pin::Pin::new(&mut connection).poll(cx) {
+                        return Poll::Ready(match ended {
+                            Ok(()) => "connection closed by the driver".to_string(),
+                            Err(e) => format!("connection lost: {e}"),
+                        });
+                    }
+                    pings
+                        .as_mut()
+                        .poll(cx)
+                        .map(|dead| format!("connection closed: {dead}"))
+                })
+                .await;
+                drop(connection);
                 *shared.slots[i]
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner) = None;
-                let why = match ended {
-                    Ok(()) => "connection closed by the driver".to_string(),
-                    Err(e) => format!("connection lost: {e}"),
-                };
                 log::warn("driver connection lost")
                     .str("driver", shared.driver.name())
                     .str("error", &why)
