@@ -107,6 +107,8 @@ pub struct Tuning {
     pub keys: KeyTimings,
     /// Timeouts and body limit of each identity provider fetch.
     pub fetch: FetchLimits,
+    /// PINGs on driver connections that carry a stream.
+    pub keepalive: uds::Keepalive,
 }
 
 /// Build the gateway and start listening.
@@ -159,7 +161,7 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
     let credentials = match &config.credentials_driver_socket {
         None => None,
         Some(path) => Some(Arc::new(
-            connect_credentials(&config, path, &readiness).await?,
+            connect_credentials(&config, path, &readiness, tuning.keepalive).await?,
         )),
     };
 
@@ -168,7 +170,7 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
         None => None,
         Some(path) => Some(
             Compute::connect(
-                pool_config(&config, path),
+                pool_config(&config, path, tuning.keepalive),
                 Some(readiness.clone()),
                 Arc::clone(&store),
                 Arc::clone(&sandboxes),
@@ -496,11 +498,12 @@ fn protocols(config: &Config) -> &'static str {
 }
 
 /// A driver pool's settings from the flags.
-fn pool_config(config: &Config, path: &std::path::Path) -> PoolConfig {
+fn pool_config(config: &Config, path: &std::path::Path, keepalive: uds::Keepalive) -> PoolConfig {
     PoolConfig {
         path: path.to_path_buf(),
         connections: config.driver_connections,
         call_timeout: config.driver_timeout,
+        keepalive,
         max_message_bytes: config.max_message_bytes,
     }
 }
@@ -509,10 +512,11 @@ async fn connect_credentials(
     config: &Config,
     path: &std::path::Path,
     readiness: &Readiness,
+    keepalive: uds::Keepalive,
 ) -> Result<Credentials, StartError> {
     let pool = Pool::connect(
         Driver::Credentials,
-        pool_config(config, path),
+        pool_config(config, path, keepalive),
         Some(readiness.clone()),
         uds::STARTUP_ATTEMPTS,
         uds::STARTUP_INTERVAL,

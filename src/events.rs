@@ -5,8 +5,13 @@
 //! platform event arrives for it, removed when the sandbox is deleted (or
 //! when its last watcher leaves and it holds no events). A topic is a
 //! `tokio::sync::broadcast` channel of [`WATCH_BUFFER_EVENTS`] slots plus
-//! the last [`PLATFORM_EVENT_TAIL`] platform events, replayed to new
-//! watchers.
+//! the last [`PLATFORM_EVENT_TAIL`] platform events (and at most
+//! [`PLATFORM_EVENT_TAIL_BYTES`] of them), replayed to new watchers.
+//!
+//! A platform event comes from the compute driver, so its size is capped
+//! before it is kept or sent ([`cap_platform_event`]): an event larger than
+//! [`MAX_PLATFORM_EVENT_BYTES`] encoded has its `message` cut to fit, and
+//! one that does not fit even without its message is dropped.
 //!
 //! Publishing never waits: a broadcast channel is a ring, so a watcher that
 //! does not keep up loses its oldest unread events and is told how many
@@ -36,6 +41,52 @@ pub const WATCH_BUFFER_EVENTS: usize = 256;
 /// Platform events kept per sandbox and replayed to a new watcher
 /// (upstream's fixed tail; `WatchSandboxRequest.event_tail` is ignored).
 pub const PLATFORM_EVENT_TAIL: usize = 50;
+/// Largest platform event kept or sent, encoded bytes. Kubernetes cuts an
+/// event's message at 1 KiB; 4 KiB leaves room for its metadata while a
+/// topic's broadcast ring ([`WATCH_BUFFER_EVENTS`] slots) stays ≤ 1 MiB.
+pub const MAX_PLATFORM_EVENT_BYTES: usize = 4 * 1024;
+/// Bytes of platform events kept per sandbox (encoded sizes summed); the
+/// oldest go first. 64 KiB holds the whole tail of ordinary events.
+pub const PLATFORM_EVENT_TAIL_BYTES: usize = 64 * 1024;
+/// What a cut message ends with.
+const TRUNCATED_MARK: &str = "…[truncated]";
+
+/// What [`SandboxBus::platform_event`] did with an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kept {
+    /// Kept and sent as it came.
+    Whole,
+    /// Its message was cut to fit [`MAX_PLATFORM_EVENT_BYTES`].
+    Truncated,
+    /// Too large even without its message: dropped.
+    Dropped,
+}
+
+/// `event` within [`MAX_PLATFORM_EVENT_BYTES`]: as it is, with its message
+/// cut (at a character boundary, ending with a mark), or `None` when the
+/// other fields alone are too large.
+pub fn cap_platform_event(mut event: PlatformEvent) -> (Option<PlatformEvent>, Kept) {
+    use prost::Message;
+    let size = event.encoded_len();
+    if size <= MAX_PLATFORM_EVENT_BYTES {
+        return (Some(event), Kept::Whole);
+    }
+    let message = std::mem::take(&mut event.message);
+    // The message field's tag and length prefix take at most 1 + 2 bytes
+    // at this size; keep that much in hand.
+    let room = MAX_PLATFORM_EVENT_BYTES
+        .saturating_sub(event.encoded_len())
+        .saturating_sub(3 + TRUNCATED_MARK.len());
+    if room == 0 {
+        return (None, Kept::Dropped);
+    }
+    let mut cut = room.min(message.len());
+    while !message.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    event.message = format!("{}{TRUNCATED_MARK}", &message[..cut]);
+    (Some(event), Kept::Truncated)
+}
 
 /// One thing that happened to a sandbox.
 #[derive(Clone, Debug)]
@@ -62,6 +113,8 @@ pub enum Received {
 struct Topic {
     tx: broadcast::Sender<SandboxEvent>,
     tail: VecDeque<Arc<PlatformEvent>>,
+    /// Encoded bytes of the events in `tail`.
+    tail_bytes: usize,
 }
 
 impl Topic {
@@ -69,6 +122,15 @@ impl Topic {
         Topic {
             tx: broadcast::channel(WATCH_BUFFER_EVENTS).0,
             tail: VecDeque::new(),
+            tail_bytes: 0,
+        }
+    }
+
+    fn pop_oldest(&mut self) {
+        if let Some(old) = self.tail.pop_front() {
+            self.tail_bytes = self
+                .tail_bytes
+                .saturating_sub(prost::Message::encoded_len(old.as_ref()));
         }
     }
 }
@@ -139,18 +201,28 @@ impl SandboxBus {
         }
     }
 
-    /// A platform event for sandbox `id`: kept in its tail and sent. The
-    /// caller checks that the sandbox exists, so topics stay bounded by
-    /// the sandboxes and their watchers.
-    pub fn platform_event(&self, id: &str, event: PlatformEvent) {
+    /// A platform event for sandbox `id`, capped ([`cap_platform_event`]):
+    /// kept in its tail (within [`PLATFORM_EVENT_TAIL`] events and
+    /// [`PLATFORM_EVENT_TAIL_BYTES`]) and sent. The caller checks that the
+    /// sandbox exists, so topics stay bounded by the sandboxes and their
+    /// watchers.
+    pub fn platform_event(&self, id: &str, event: PlatformEvent) -> Kept {
+        let (Some(event), kept) = cap_platform_event(event) else {
+            return Kept::Dropped;
+        };
+        let size = prost::Message::encoded_len(&event);
         let event = Arc::new(event);
         let mut topics = self.lock();
         let topic = topics.entry(id.to_string()).or_insert_with(Topic::new);
-        if topic.tail.len() == PLATFORM_EVENT_TAIL {
-            topic.tail.pop_front();
+        while topic.tail.len() >= PLATFORM_EVENT_TAIL
+            || (!topic.tail.is_empty() && topic.tail_bytes + size > PLATFORM_EVENT_TAIL_BYTES)
+        {
+            topic.pop_oldest();
         }
         topic.tail.push_back(Arc::clone(&event));
+        topic.tail_bytes += size;
         let _ = topic.tx.send(SandboxEvent::Platform(event));
+        kept
     }
 
     /// Sandbox `id` is gone: tell its watchers and forget its topic and
@@ -265,6 +337,76 @@ mod tests {
         let (_sub, tail) = bus.subscribe("a");
         assert_eq!(tail.len(), PLATFORM_EVENT_TAIL);
         assert_eq!(tail[0].timestamp_ms, 10);
+    }
+
+    fn sized(n: i64, message_bytes: usize) -> PlatformEvent {
+        PlatformEvent {
+            timestamp_ms: n,
+            source: "kubelet".into(),
+            message: "é".repeat(message_bytes / 2),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_oversized_event_has_its_message_cut_to_the_cap() {
+        use prost::Message;
+        let bus = SandboxBus::new();
+        let (mut sub, _) = bus.subscribe("a");
+        assert_eq!(bus.platform_event("a", sized(1, 1 << 20)), Kept::Truncated);
+        let Received::Event(SandboxEvent::Platform(sent)) = sub.recv().await else {
+            panic!("no event sent");
+        };
+        assert!(
+            sent.encoded_len() <= MAX_PLATFORM_EVENT_BYTES,
+            "{}",
+            sent.encoded_len()
+        );
+        assert!(sent.encoded_len() > MAX_PLATFORM_EVENT_BYTES - 64);
+        assert!(sent.message.ends_with(TRUNCATED_MARK));
+        assert_eq!((sent.timestamp_ms, sent.source.as_str()), (1, "kubelet"));
+        let (_again, tail) = bus.subscribe("a");
+        assert_eq!(
+            tail[0].message, sent.message,
+            "the tail keeps the cut event"
+        );
+        // A small event is kept whole.
+        assert_eq!(bus.platform_event("a", sized(2, 100)), Kept::Whole);
+    }
+
+    #[tokio::test]
+    async fn an_event_too_large_without_its_message_is_dropped() {
+        let bus = SandboxBus::new();
+        let (mut sub, _) = bus.subscribe("a");
+        let mut e = event(1);
+        e.metadata
+            .insert("k".into(), "v".repeat(MAX_PLATFORM_EVENT_BYTES));
+        assert_eq!(bus.platform_event("a", e), Kept::Dropped);
+        bus.changed(&sandbox("a"));
+        assert!(matches!(
+            sub.recv().await,
+            Received::Event(SandboxEvent::Changed(_))
+        ));
+        let (_again, tail) = bus.subscribe("a");
+        assert!(tail.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_tail_keeps_within_its_byte_budget() {
+        use prost::Message;
+        let bus = SandboxBus::new();
+        for n in 0..PLATFORM_EVENT_TAIL as i64 {
+            bus.platform_event("a", sized(n, 3000));
+        }
+        let (_sub, tail) = bus.subscribe("a");
+        let bytes: usize = tail.iter().map(|e| e.encoded_len()).sum();
+        assert!(bytes <= PLATFORM_EVENT_TAIL_BYTES, "{bytes}");
+        assert!(tail.len() < PLATFORM_EVENT_TAIL);
+        assert_eq!(
+            tail.last().unwrap().timestamp_ms,
+            PLATFORM_EVENT_TAIL as i64 - 1,
+            "the newest stay"
+        );
     }
 
     #[tokio::test]

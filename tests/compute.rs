@@ -306,6 +306,19 @@ async fn delete_reaches_the_driver_and_the_deleted_event_removes_the_record() {
     );
 }
 
+/// A driver failure's reply: the code, and a stable message naming the
+/// call and the request id (the one in `x-request-id`); never the driver's
+/// text.
+fn assert_stable(e: &tonic::Status, code: Code, call: &str, driver_text: &str) {
+    assert_eq!(e.code(), code, "{e:?}");
+    let id = e.metadata().get("x-request-id").unwrap().to_str().unwrap();
+    assert_eq!(
+        e.message(),
+        format!("compute driver call {call} failed (request id {id})")
+    );
+    assert!(!e.message().contains(driver_text), "{}", e.message());
+}
+
 #[tokio::test]
 async fn a_failed_driver_create_removes_the_record_and_keeps_the_code() {
     let s = setup().await;
@@ -314,25 +327,110 @@ async fn a_failed_driver_create_removes_the_record_and_keeps_the_code() {
         Behavior::Fail(Code::AlreadyExists, "pod exists".into()),
     );
     let e = create(&s, "zeta", spec()).await.unwrap_err();
-    assert_eq!((e.code(), e.message()), (Code::AlreadyExists, "pod exists"));
+    assert_stable(&e, Code::AlreadyExists, "CreateSandbox", "pod exists");
     assert_eq!(get(&s, "zeta").await.unwrap_err().code(), Code::NotFound);
-    // Validation's status comes back unchanged, whatever the code.
+    // Validation's code comes back unchanged, whatever it is.
     s.driver.state.set(
         "ValidateSandboxCreate",
         Behavior::Fail(Code::ResourceExhausted, "quota".into()),
     );
     let e = create(&s, "eta", spec()).await.unwrap_err();
-    assert_eq!((e.code(), e.message()), (Code::ResourceExhausted, "quota"));
+    assert_stable(
+        &e,
+        Code::ResourceExhausted,
+        "ValidateSandboxCreate",
+        "quota",
+    );
     assert!(s.driver.state.seen("CreateSandbox").len() == 1);
     // Any other CreateSandbox failure is INTERNAL naming the call.
     s.driver.state.clear("ValidateSandboxCreate");
     s.driver.state.set(
         "CreateSandbox",
-        Behavior::Fail(Code::PermissionDenied, "no".into()),
+        Behavior::Fail(Code::PermissionDenied, "denied by tenant policy".into()),
     );
     let e = create(&s, "theta", spec()).await.unwrap_err();
-    assert_eq!(e.code(), Code::Internal);
-    assert!(e.message().contains("CreateSandbox"), "{}", e.message());
+    assert_stable(&e, Code::Internal, "CreateSandbox", "tenant policy");
+}
+
+#[test]
+fn a_drivers_error_text_reaches_the_log_never_the_client() {
+    const MARKER: &str = "driver-secret-7f3a";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = TempDir::new();
+    let sock = dir.path("compute.sock");
+    let driver = DriverDouble::start(&sock, DriverState::new(IMAGE));
+    let db = format!("redb:{}", dir.path("state.redb").display());
+    let child = slimgate_testkit::proc::Child::spawn(
+        std::path::Path::new(env!("CARGO_BIN_EXE_slimgate")),
+        &[
+            "--port",
+            "0",
+            "--db-url",
+            &db,
+            "--compute-driver-socket",
+            sock.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .unwrap();
+    let channel = rt.block_on(async {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", child.addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
+    });
+    let mut ids = Vec::new();
+    for (method, code) in [
+        ("ValidateSandboxCreate", Code::InvalidArgument),
+        ("CreateSandbox", Code::Unknown),
+        ("CreateSandbox", Code::Unavailable),
+    ] {
+        driver.state.clear("ValidateSandboxCreate");
+        driver.state.set(
+            method,
+            Behavior::Fail(code, format!("{MARKER}: pod quota for tenant-a")),
+        );
+        let req = os::CreateSandboxRequest {
+            spec: Some(spec()),
+            name: "marked".into(),
+            labels: Default::default(),
+        };
+        let e = rt
+            .block_on(call(&channel, open_shell::CREATE_SANDBOX, req, None))
+            .unwrap_err();
+        assert!(!e.message().contains(MARKER), "{e:?}");
+        assert!(!format!("{:?}", e.metadata()).contains(MARKER), "{e:?}");
+        let id = e.metadata().get("x-request-id").unwrap().to_str().unwrap();
+        assert!(e.message().contains(id), "{}", e.message());
+        assert!(e.message().contains(method), "{}", e.message());
+        ids.push(id.to_string());
+    }
+    let logged = eventually_blocking(|| {
+        let lines = slimgate_testkit::proc::json_lines(&child.lines());
+        let hits: Vec<_> = lines
+            .into_iter()
+            .filter(|l| l["msg"] == "driver call failed")
+            .filter(|l| l["error"].as_str().is_some_and(|e| e.contains(MARKER)))
+            .filter_map(|l| l["request_id"].as_str().map(str::to_string))
+            .collect();
+        (hits.len() >= ids.len()).then_some(hits)
+    });
+    assert_eq!(
+        logged, ids,
+        "the driver's text is logged at warn with each request id"
+    );
+}
+
+fn eventually_blocking<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < end, "timed out");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[tokio::test]
@@ -991,6 +1089,63 @@ async fn reconcile_refreshes_stale_records_and_drops_unknown_ones() {
     assert!(get(&s, "kept").await.is_ok());
 }
 
+#[tokio::test]
+async fn a_reconcile_answer_older_than_a_watch_event_does_not_undo_it() {
+    let dir = TempDir::new();
+    let sock = dir.path("compute.sock");
+    let driver = DriverDouble::start(&sock, DriverState::new(IMAGE));
+    let mut tuning = support::fast_tuning();
+    tuning.compute.reconcile_interval = Duration::from_millis(100);
+    let gw = start_gateway(
+        &dir,
+        &["--compute-driver-socket", sock.to_str().unwrap()],
+        tuning,
+    )
+    .await
+    .unwrap();
+    let s = Setup { dir, driver, gw };
+    let sb = create(&s, "racy", spec()).await.unwrap();
+    let id = id_of(&sb);
+    // The next ListSandboxes reads the driver's state (not ready yet) and
+    // is held.
+    let gate = std::sync::Arc::new(support::Gate::default());
+    s.driver.state.set(
+        "ListSandboxes",
+        Behavior::Hold(std::sync::Arc::clone(&gate)),
+    );
+    tokio::time::timeout(WAIT, gate.taken.notified())
+        .await
+        .expect("a reconcile pass");
+    // Meanwhile the sandbox becomes ready and the watch says so.
+    s.driver
+        .state
+        .sandboxes
+        .lock()
+        .unwrap()
+        .get_mut(&id)
+        .unwrap()
+        .status = Some(ready("True", ""));
+    s.driver
+        .state
+        .push(status_event(&id, ready("True", "")))
+        .await;
+    phase_becomes(&s, "racy", SandboxPhase::Ready, WAIT).await;
+    // The old answer arrives; the pass after it must not run yet, so it
+    // cannot repair what this one would break.
+    s.driver.state.set("ListSandboxes", Behavior::Hang);
+    let lists = s.driver.state.seen("ListSandboxes").len();
+    gate.release.notify_one();
+    eventually(WAIT, "the stale pass to finish", || async {
+        (s.driver.state.seen("ListSandboxes").len() > lists).then_some(())
+    })
+    .await;
+    assert_eq!(
+        get(&s, "racy").await.unwrap().phase,
+        SandboxPhase::Ready as i32,
+        "the sweep that began before the watch event overwrote it"
+    );
+}
+
 /// How the raw h2 driver double answers everything but startup calls.
 #[derive(Clone, Copy)]
 enum Broken {
@@ -998,6 +1153,10 @@ enum Broken {
     ContentType,
     /// A well-framed message that is not protobuf, then OK.
     Message,
+    /// A valid empty answer whose headers carry 32 KiB of metadata.
+    BigHeaders,
+    /// A message prefix declaring 64 MiB, 256 KiB of it, and no end.
+    BigMessage,
 }
 
 /// A compute driver written directly on h2 that answers GetCapabilities
@@ -1032,13 +1191,19 @@ fn broken_driver(path: &std::path::Path, how: Broken) -> tokio::task::JoinHandle
                         ("ListSandboxes", _) => ("application/grpc", Vec::new()),
                         (_, Broken::ContentType) => ("text/html", b"<html>oops</html>".to_vec()),
                         (_, Broken::Message) => ("application/grpc", vec![0xff, 0xff, 0xff]),
+                        (_, Broken::BigHeaders | Broken::BigMessage) => {
+                            ("application/grpc", Vec::new())
+                        }
                     };
-                    let resp = http::Response::builder()
+                    let big = matches!(how, Broken::BigHeaders)
+                        && !matches!(method.as_str(), "GetCapabilities" | "ListSandboxes");
+                    let mut resp = http::Response::builder()
                         .status(200)
-                        .header("content-type", ct)
-                        .body(())
-                        .unwrap();
-                    let Ok(mut send) = respond.send_response(resp, false) else {
+                        .header("content-type", ct);
+                    if big {
+                        resp = resp.header("x-padding", "p".repeat(32 * 1024));
+                    }
+                    let Ok(mut send) = respond.send_response(resp.body(()).unwrap(), false) else {
                         continue;
                     };
                     let mut framed = vec![0u8];
@@ -1046,6 +1211,20 @@ fn broken_driver(path: &std::path::Path, how: Broken) -> tokio::task::JoinHandle
                     framed.extend_from_slice(&body);
                     if ct != "application/grpc" {
                         framed = body;
+                    }
+                    if matches!(how, Broken::BigMessage)
+                        && !matches!(method.as_str(), "GetCapabilities" | "ListSandboxes")
+                    {
+                        let mut huge = vec![0u8];
+                        huge.extend_from_slice(&(64u32 << 20).to_be_bytes());
+                        huge.resize(256 * 1024, b'x');
+                        let _ = send.send_data(huge.into(), false);
+                        // Never end: the gateway must not wait for the rest.
+                        tokio::spawn(async move {
+                            let _keep = send;
+                            std::future::pending::<()>().await;
+                        });
+                        continue;
                     }
                     let _ = send.send_data(framed.into(), false);
                     let mut trailers = http::HeaderMap::new();
@@ -1059,7 +1238,12 @@ fn broken_driver(path: &std::path::Path, how: Broken) -> tokio::task::JoinHandle
 
 #[tokio::test]
 async fn a_driver_that_breaks_the_protocol_gives_internal_not_a_crash() {
-    for how in [Broken::ContentType, Broken::Message] {
+    for how in [
+        Broken::ContentType,
+        Broken::Message,
+        Broken::BigHeaders,
+        Broken::BigMessage,
+    ] {
         let dir = TempDir::new();
         let sock = dir.path("compute.sock");
         let server = broken_driver(&sock, how);
@@ -1075,10 +1259,12 @@ async fn a_driver_that_breaks_the_protocol_gives_internal_not_a_crash() {
             name: "x".into(),
             labels: Default::default(),
         };
+        let t = Instant::now();
         let e = call(&gw.channel, open_shell::CREATE_SANDBOX, req, None)
             .await
             .unwrap_err();
         assert_eq!(e.code(), Code::Internal, "{e:?}");
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
         // The gateway is still serving.
         let req = os::ListSandboxesRequest::default();
         assert!(
@@ -1090,4 +1276,243 @@ async fn a_driver_that_breaks_the_protocol_gives_internal_not_a_crash() {
         );
         server.abort();
     }
+}
+
+/// A compute driver on raw h2 that behaves like grpcio and grpc-go: a
+/// server stream's response headers leave together with its first message,
+/// so a quiet `WatchSandboxes` sends nothing at all. Unary calls get empty
+/// answers (ListSandboxes an empty list, GetSandbox NOT_FOUND).
+struct QuietDriver {
+    /// `WatchSandboxes` calls received.
+    watches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    /// Events for the open watch stream.
+    events: tokio::sync::mpsc::Sender<drv::WatchSandboxesEvent>,
+    /// Set: the connection carrying the next watch stream sends that
+    /// stream's headers, then stops (no more frames, no PING answers).
+    freeze: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for QuietDriver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn grpc_frame(m: &impl Message) -> bytes::Bytes {
+    let body = m.encode_to_vec();
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    framed.extend_from_slice(&body);
+    framed.into()
+}
+
+fn grpc_head() -> http::Response<()> {
+    http::Response::builder()
+        .status(200)
+        .header("content-type", "application/grpc")
+        .body(())
+        .unwrap()
+}
+
+fn grpc_ok_trailers() -> http::HeaderMap {
+    let mut t = http::HeaderMap::new();
+    t.insert("grpc-status", "0".parse().unwrap());
+    t
+}
+
+impl QuietDriver {
+    fn start(path: &std::path::Path) -> QuietDriver {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let listener = tokio::net::UnixListener::bind(path).unwrap();
+        let watches = Arc::new(AtomicUsize::new(0));
+        let freeze = Arc::new(AtomicBool::new(false));
+        let (events, rx) = tokio::sync::mpsc::channel(16);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let (w, f) = (Arc::clone(&watches), Arc::clone(&freeze));
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (watches, freeze, rx) = (Arc::clone(&w), Arc::clone(&f), Arc::clone(&rx));
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::handshake(stream).await else {
+                        return;
+                    };
+                    while let Some(Ok((req, mut respond))) = conn.accept().await {
+                        let method = req
+                            .uri()
+                            .path()
+                            .rsplit('/')
+                            .next()
+                            .unwrap_or("")
+                            .to_string();
+                        if method == "WatchSandboxes" {
+                            watches.fetch_add(1, Ordering::SeqCst);
+                            if freeze.swap(false, Ordering::SeqCst) {
+                                let _send = respond.send_response(grpc_head(), false);
+                                // Flush the headers, then go silent for good:
+                                // this connection is never polled again.
+                                let _ = tokio::time::timeout(
+                                    Duration::from_millis(200),
+                                    std::future::poll_fn(|cx| conn.poll_closed(cx)),
+                                )
+                                .await;
+                                std::future::pending::<()>().await;
+                            }
+                            let rx = Arc::clone(&rx);
+                            tokio::spawn(async move {
+                                let mut rx = rx.lock().await;
+                                // Headers only with the first message.
+                                let Some(first) = rx.recv().await else { return };
+                                let Ok(mut send) = respond.send_response(grpc_head(), false) else {
+                                    return;
+                                };
+                                let _ = send.send_data(grpc_frame(&first), false);
+                                while let Some(e) = rx.recv().await {
+                                    if send.send_data(grpc_frame(&e), false).is_err() {
+                                        return;
+                                    }
+                                }
+                            });
+                            continue;
+                        }
+                        let body = match method.as_str() {
+                            "GetCapabilities" => grpc_frame(&drv::GetCapabilitiesResponse {
+                                default_image: IMAGE.into(),
+                                ..Default::default()
+                            }),
+                            "ListSandboxes" => grpc_frame(&drv::ListSandboxesResponse::default()),
+                            "GetSandbox" => {
+                                let mut t = http::HeaderMap::new();
+                                t.insert("grpc-status", "5".parse().unwrap());
+                                let head = http::Response::builder()
+                                    .status(200)
+                                    .header("content-type", "application/grpc")
+                                    .header("grpc-status", "5")
+                                    .body(())
+                                    .unwrap();
+                                let _ = respond.send_response(head, true);
+                                continue;
+                            }
+                            // ValidateSandboxCreate, CreateSandbox, DeleteSandbox: empty answers.
+                            _ => grpc_frame(&drv::CreateSandboxResponse {}),
+                        };
+                        let Ok(mut send) = respond.send_response(grpc_head(), false) else {
+                            continue;
+                        };
+                        let _ = send.send_data(body, false);
+                        let _ = send.send_trailers(grpc_ok_trailers());
+                    }
+                });
+            }
+        });
+        QuietDriver {
+            watches,
+            events,
+            freeze,
+            task,
+        }
+    }
+
+    fn watch_calls(&self) -> usize {
+        self.watches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn a_quiet_watch_stream_stays_open_past_the_driver_timeout() {
+    let dir = TempDir::new();
+    let sock = dir.path("compute.sock");
+    let driver = QuietDriver::start(&sock);
+    // The unary cap at its smallest, so a few seconds of silence are
+    // several caps long.
+    let gw = start_gateway(
+        &dir,
+        &[
+            "--compute-driver-socket",
+            sock.to_str().unwrap(),
+            "--driver-timeout-secs",
+            "1",
+        ],
+        support::fast_tuning(),
+    )
+    .await
+    .unwrap();
+    let req = os::CreateSandboxRequest {
+        spec: Some(spec()),
+        name: "quiet".into(),
+        labels: Default::default(),
+    };
+    let sb = call(&gw.channel, open_shell::CREATE_SANDBOX, req, None)
+        .await
+        .unwrap()
+        .sandbox
+        .unwrap();
+    eventually(WAIT, "the watch stream", || async {
+        (driver.watch_calls() > 0).then_some(())
+    })
+    .await;
+    // Silence: four times the cap.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(driver.watch_calls(), 1, "the quiet stream was torn down");
+    // An event after the silence is applied at once.
+    let t = Instant::now();
+    let Payload::Sandbox(event) = status_event(&id_of(&sb), ready("True", "")) else {
+        unreachable!()
+    };
+    driver
+        .events
+        .send(drv::WatchSandboxesEvent {
+            payload: Some(Payload::Sandbox(event)),
+        })
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(1),
+        "the event to be applied",
+        || async {
+            let req = os::GetSandboxRequest {
+                name: "quiet".into(),
+            };
+            let got = call(&gw.channel, open_shell::GET_SANDBOX, req, None)
+                .await
+                .ok()?;
+            (got.sandbox?.phase == SandboxPhase::Ready as i32).then_some(())
+        },
+    )
+    .await;
+    eprintln!("event applied {:?} after it was sent", t.elapsed());
+    assert_eq!(driver.watch_calls(), 1);
+}
+
+#[tokio::test]
+async fn a_watch_connection_that_stops_answering_pings_is_replaced() {
+    let dir = TempDir::new();
+    let sock = dir.path("compute.sock");
+    let driver = QuietDriver::start(&sock);
+    driver
+        .freeze
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut tuning = support::fast_tuning();
+    tuning.keepalive = slimgate::drivers::uds::Keepalive {
+        interval: Duration::from_millis(200),
+        timeout: Duration::from_millis(300),
+    };
+    let _gw = start_gateway(
+        &dir,
+        &["--compute-driver-socket", sock.to_str().unwrap()],
+        tuning,
+    )
+    .await
+    .unwrap();
+    let t = Instant::now();
+    // The first stream's connection goes silent after its headers; the
+    // PINGs find out, the connection is closed and the stream reopened.
+    eventually(
+        Duration::from_secs(3),
+        "the watch stream to be reopened",
+        || async { (driver.watch_calls() >= 2).then_some(()) },
+    )
+    .await;
+    eprintln!("frozen connection replaced after {:?}", t.elapsed());
 }

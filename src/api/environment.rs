@@ -52,7 +52,7 @@ async fn environment(
             if !is_env_name(&key) || environment.contains_key(&key) {
                 continue;
             }
-            let value = real_value(state, name, value, ctx.deadline).await?;
+            let value = real_value(state, name, value, ctx).await?;
             environment.insert(key, value);
         }
     }
@@ -66,13 +66,13 @@ pub(super) async fn real_value(
     state: &State,
     provider: &str,
     value: String,
-    deadline: Option<std::time::Instant>,
+    ctx: &Context,
 ) -> Result<String, Status> {
     let Some(cred) = credentials::reference(&value) else {
         return Ok(value);
     };
     match &state.credentials {
-        Some(driver) => driver.resolve(cred, deadline).await,
+        Some(driver) => driver.resolve(cred, ctx.deadline, &ctx.request_id).await,
         None => Err(Status::failed_precondition(format!(
             "credential '{cred}' of provider '{provider}' refers to the credentials driver, and none is configured (set --credentials-driver-socket)"
         ))),

@@ -327,7 +327,7 @@ async fn resolve(
     })?;
     let profile = profile(&p)?;
     let key = api_key(&p, profile)?;
-    let api_key = environment::real_value(state, &config.provider_name, key, ctx.deadline).await?;
+    let api_key = environment::real_value(state, &config.provider_name, key, ctx).await?;
     Ok(Some(ResolvedRoute {
         name: route.to_string(),
         base_url: base_url(&p, profile),

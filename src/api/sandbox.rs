@@ -32,7 +32,9 @@ pub(super) fn register(router: &mut Router, state: &Arc<State>) {
         move |ctx: Context, req: CreateSandboxRequest| {
             let s = Arc::clone(&s);
             async move {
-                let sandbox = compute(&s)?.create(req, ctx.deadline).await?;
+                let sandbox = compute(&s)?
+                    .create(req, ctx.deadline, Arc::clone(&ctx.request_id))
+                    .await?;
                 Ok::<_, Status>(SandboxResponse {
                     sandbox: Some(sandbox),
                 })
@@ -65,7 +67,9 @@ pub(super) fn register(router: &mut Router, state: &Arc<State>) {
                 if req.name.is_empty() {
                     return Err(Status::invalid_argument("name is required"));
                 }
-                let deleted = compute.delete(&req.name, ctx.deadline).await?;
+                let deleted = compute
+                    .delete(&req.name, ctx.deadline, Arc::clone(&ctx.request_id))
+                    .await?;
                 Ok(DeleteSandboxResponse { deleted })
             }
         },

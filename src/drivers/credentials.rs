@@ -8,15 +8,22 @@
 //! cached), concurrent resolutions of one name share one driver call, and a
 //! failure is an error naming the credential: never a stale or empty value.
 //! Tokens are never logged.
+//!
+//! The shared call runs in its own task with the pool's cap
+//! (`--driver-timeout-secs`), not with any caller's deadline: each waiter
+//! waits up to its own deadline, so a caller with a 1 ms deadline fails
+//! alone and cannot fail the others. The task ends within the cap whoever
+//! still waits, and a token it fetched is cached for the next caller.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use tokio::sync::OnceCell;
+use tokio::sync::watch;
 
-use super::uds::Pool;
+use super::uds::{DriverError, Pool};
 use crate::grpc::{Code, Status};
+use crate::log;
 use crate::proto::openshell::credentials::v1::{
     CredentialInfo, ListCredentialsRequest, ResolveCredentialRequest, credentials_driver,
 };
@@ -41,19 +48,34 @@ struct Token {
     expires_at_ms: i64,
 }
 
-type Flight = Arc<OnceCell<Result<Token, Status>>>;
+/// One resolution in flight: its result, once the driver answered.
+type Flight = watch::Receiver<Option<Result<Token, Failure>>>;
+
+/// Why a resolution failed. The detail is for the log only.
+#[derive(Clone, Debug)]
+enum Failure {
+    /// The driver call failed.
+    Driver(DriverError),
+    /// The driver answered with an empty token.
+    EmptyToken,
+}
 
 /// The credentials driver, with its token cache.
 pub struct Credentials {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     pool: Pool,
     cache: Mutex<HashMap<String, Token>>,
+    /// At most one per credential name (names come from stored providers).
     flights: Mutex<HashMap<String, Flight>>,
 }
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials")
-            .field("pool", &self.pool)
+            .field("pool", &self.inner.pool)
             .finish_non_exhaustive()
     }
 }
@@ -62,45 +84,90 @@ impl Credentials {
     /// A client over a connected pool.
     pub fn new(pool: Pool) -> Credentials {
         Credentials {
-            pool,
-            cache: Mutex::new(HashMap::new()),
-            flights: Mutex::new(HashMap::new()),
+            inner: Arc::new(Inner {
+                pool,
+                cache: Mutex::new(HashMap::new()),
+                flights: Mutex::new(HashMap::new()),
+            }),
         }
     }
 
     /// The connection pool to the driver (for `/metrics`).
     pub fn pool(&self) -> &Pool {
-        &self.pool
+        &self.inner.pool
     }
 
     /// The current token for `name`: from the cache while it has more than
     /// the margin left, else from the driver (one call per name at a time).
-    pub async fn resolve(&self, name: &str, deadline: Option<Instant>) -> Result<String, Status> {
-        if let Some(t) = self.cached(name, crate::store::now_ms()) {
+    /// A failure names the credential and `request_id`; the driver's text
+    /// goes to the log, never into the reply.
+    pub async fn resolve(
+        &self,
+        name: &str,
+        deadline: Option<Instant>,
+        request_id: &str,
+    ) -> Result<String, Status> {
+        if let Some(t) = self.inner.cached(name, crate::store::now_ms()) {
             return Ok(t);
         }
-        let flight: Flight = {
-            let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
-            Arc::clone(flights.entry(name.to_string()).or_default())
+        let mut flight = self.flight(name);
+        let wait = flight.wait_for(Option::is_some);
+        let answered = match deadline {
+            Some(d) => tokio::time::timeout_at(d.into(), wait).await.ok(),
+            None => Some(wait.await),
         };
-        let result = flight
-            .get_or_init(|| self.call(name, deadline))
-            .await
-            .clone();
-        {
-            let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
-            if flights.get(name).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
-                flights.remove(name);
-            }
+        let Some(answered) = answered else {
+            return Err(Status::deadline_exceeded(format!(
+                "deadline exceeded waiting for credential '{name}' (request id {request_id})"
+            )));
+        };
+        let result = answered.ok().and_then(|r| r.as_ref().cloned());
+        match result {
+            Some(Ok(token)) => Ok(token.value),
+            Some(Err(f)) => Err(user_status(name, &f, request_id)),
+            None => Err(Status::unavailable(format!(
+                "credentials driver resolution of credential '{name}' ended without an answer (request id {request_id})"
+            ))),
         }
-        let token = result?;
-        self.remember(name, &token);
-        Ok(token.value)
+    }
+
+    /// The resolution of `name` in flight, started now if there is none.
+    fn flight(&self, name: &str) -> Flight {
+        let mut flights = self
+            .inner
+            .flights
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(f) = flights.get(name) {
+            return f.clone();
+        }
+        let (tx, rx) = watch::channel(None);
+        flights.insert(name.to_string(), rx.clone());
+        let inner = Arc::clone(&self.inner);
+        let name = name.to_string();
+        // No caller's deadline: the pool's cap bounds the call.
+        tokio::spawn(async move {
+            let result = inner.call(&name, None).await;
+            if let Ok(token) = &result {
+                inner.remember(&name, token);
+            }
+            inner
+                .flights
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&name);
+            let _ = tx.send(Some(result));
+        });
+        rx
     }
 
     /// The driver's list of credentials (names and scopes; no tokens).
-    pub async fn list(&self, deadline: Option<Instant>) -> Result<Vec<CredentialInfo>, Status> {
+    pub async fn list(
+        &self,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<CredentialInfo>, DriverError> {
         let resp = self
+            .inner
             .pool
             .unary(
                 credentials_driver::LIST_CREDENTIALS,
@@ -110,8 +177,10 @@ impl Credentials {
             .await?;
         Ok(resp.credentials)
     }
+}
 
-    async fn call(&self, name: &str, deadline: Option<Instant>) -> Result<Token, Status> {
+impl Inner {
+    async fn call(&self, name: &str, deadline: Option<Instant>) -> Result<Token, Failure> {
         let req = ResolveCredentialRequest {
             name: name.to_string(),
         };
@@ -120,21 +189,12 @@ impl Credentials {
             .unary(credentials_driver::RESOLVE_CREDENTIAL, &req, deadline)
             .await
         {
-            Ok(r) if r.token.is_empty() => Err(Status::unavailable(format!(
-                "credentials driver returned an empty token for credential '{name}'"
-            ))),
+            Ok(r) if r.token.is_empty() => Err(Failure::EmptyToken),
             Ok(r) => Ok(Token {
                 value: r.token,
                 expires_at_ms: r.expires_at_ms,
             }),
-            Err(s) if s.code() == Code::NotFound => Err(Status::failed_precondition(format!(
-                "credential '{name}' is not known to the credentials driver: {}",
-                s.message()
-            ))),
-            Err(s) => Err(Status::unavailable(format!(
-                "credentials driver could not resolve credential '{name}': {}",
-                s.message()
-            ))),
+            Err(e) => Err(Failure::Driver(e)),
         }
     }
 
@@ -169,6 +229,33 @@ impl Credentials {
     }
 }
 
+/// The reply for a failed resolution of credential `name`: NOT_FOUND from
+/// the driver is FAILED_PRECONDITION, anything else UNAVAILABLE; a stable
+/// message naming the credential and the request id. The driver's text is
+/// logged at warn with the same request id.
+fn user_status(name: &str, failure: &Failure, request_id: &str) -> Status {
+    let detail = match failure {
+        Failure::Driver(e) => e.detail(),
+        Failure::EmptyToken => "the driver returned an empty token",
+    };
+    log::warn("credential resolution failed")
+        .str("credential", name)
+        .str("error", detail)
+        .str("request_id", request_id)
+        .emit();
+    match failure {
+        Failure::Driver(e) if e.code() == Code::NotFound => Status::failed_precondition(format!(
+            "credential '{name}' is not known to the credentials driver (request id {request_id})"
+        )),
+        Failure::Driver(_) => Status::unavailable(format!(
+            "credentials driver could not resolve credential '{name}' (request id {request_id})"
+        )),
+        Failure::EmptyToken => Status::unavailable(format!(
+            "credentials driver returned an empty token for credential '{name}' (request id {request_id})"
+        )),
+    }
+}
+
 fn fresh(t: &Token, now_ms: i64) -> bool {
     t.expires_at_ms.saturating_sub(EXPIRY_MARGIN_MS) > now_ms
 }
@@ -176,6 +263,98 @@ fn fresh(t: &Token, now_ms: i64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::drivers::uds::{Driver, PoolConfig};
+    use crate::proto::openshell::credentials::v1::ResolveCredentialResponse;
+    use prost::Message;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// A credentials driver on raw h2 that answers every ResolveCredential
+    /// after `delay` with a token valid for ten minutes; counts the calls.
+    fn slow_driver(path: &std::path::Path, delay: Duration, calls: Arc<AtomicUsize>) {
+        let listener = tokio::net::UnixListener::bind(path).unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let calls = Arc::clone(&calls);
+                tokio::spawn(async move {
+                    let Ok(mut conn) = h2::server::handshake(stream).await else {
+                        return;
+                    };
+                    while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::spawn(async move {
+                            tokio::time::sleep(delay).await;
+                            let body = ResolveCredentialResponse {
+                                token: "tok".into(),
+                                expires_at_ms: crate::store::now_ms() + 600_000,
+                                token_type: "bearer".into(),
+                            }
+                            .encode_to_vec();
+                            let mut framed = vec![0u8];
+                            framed.extend_from_slice(&(body.len() as u32).to_be_bytes());
+                            framed.extend_from_slice(&body);
+                            let head = http::Response::builder()
+                                .status(200)
+                                .header("content-type", "application/grpc")
+                                .body(())
+                                .unwrap();
+                            let Ok(mut send) = respond.send_response(head, false) else {
+                                return;
+                            };
+                            let _ = send.send_data(framed.into(), false);
+                            let mut trailers = http::HeaderMap::new();
+                            trailers.insert("grpc-status", "0".parse().unwrap());
+                            let _ = send.send_trailers(trailers);
+                        });
+                    }
+                });
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn each_waiter_keeps_its_own_deadline() {
+        let dir = std::env::temp_dir().join(format!("sg-cred-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cred.sock");
+        let _ = std::fs::remove_file(&path);
+        let calls = Arc::new(AtomicUsize::new(0));
+        slow_driver(&path, Duration::from_millis(300), Arc::clone(&calls));
+        let config = PoolConfig {
+            path: path.clone(),
+            connections: 1,
+            call_timeout: Duration::from_secs(10),
+            keepalive: Default::default(),
+            max_message_bytes: 1 << 20,
+        };
+        let pool = Pool::connect(
+            Driver::Credentials,
+            config,
+            None,
+            10,
+            Duration::from_millis(10),
+        )
+        .await
+        .unwrap();
+        let creds = Credentials::new(pool);
+        let hasty = Some(Instant::now() + Duration::from_millis(1));
+        let patient = Some(Instant::now() + Duration::from_secs(5));
+        // join! polls in order: the 1 ms caller starts the resolution, the
+        // others join it before it can end.
+        let (a, b, c) = tokio::join!(
+            creds.resolve("gh", hasty, "r1"),
+            creds.resolve("gh", patient, "r2"),
+            creds.resolve("gh", None, "r3"),
+        );
+        assert_eq!(a.unwrap_err().code(), Code::DeadlineExceeded);
+        assert_eq!(b.unwrap(), "tok");
+        assert_eq!(c.unwrap(), "tok");
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "one shared driver call");
+        // The token is cached for the next caller.
+        assert_eq!(creds.resolve("gh", hasty, "r4").await.unwrap(), "tok");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn references() {

@@ -6,12 +6,27 @@
 //!   over the live ones; a broken connection is replaced in the background
 //!   with exponential backoff and jitter (100 ms up to 5 s) while calls use
 //!   the others; when none is live a call fails at once with UNAVAILABLE
-//!   instead of hanging. Every call carries a deadline: the inbound call's
-//!   remaining time, capped by `--driver-timeout-secs`.
+//!   instead of hanging. Every unary call carries a deadline: the inbound
+//!   call's remaining time, capped by `--driver-timeout-secs`.
+//! - A long-lived stream (WatchSandboxes) has no deadline at all, not even
+//!   for its response headers: many gRPC servers (grpcio, grpc-go) send a
+//!   server stream's headers together with its first message, so a quiet
+//!   driver is normal. While a connection carries such a stream, its
+//!   liveness is checked with HTTP/2 PINGs instead ([`Keepalive`]): no
+//!   answer within the timeout closes the connection, which fails the
+//!   stream (UNAVAILABLE) so it is reopened. A killed driver closes its
+//!   socket and is seen at once.
+//! - What a driver sends back is bounded: response headers and trailers by
+//!   [`MAX_DRIVER_HEADER_LIST_BYTES`], each message by `--max-message-bytes`
+//!   ([`PoolConfig::max_message_bytes`]).
 //! - A driver's status is mapped deliberately (`map_status`): the codes the
-//!   gateway reacts to pass through with the driver's message, UNAVAILABLE
-//!   and DEADLINE_EXCEEDED stay what they are, anything else is INTERNAL
-//!   naming the driver call.
+//!   gateway reacts to pass through, UNAVAILABLE and DEADLINE_EXCEEDED stay
+//!   what they are, anything else is INTERNAL naming the driver call.
+//! - A failed call is a [`DriverError`], not a `Status`: the driver's text
+//!   (or the local reason) is only for the log. A user gets
+//!   [`DriverError::to_user`]: the mapped code and a stable message naming
+//!   the driver call and the request id, while the detail is logged at warn
+//!   with the same request id.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,6 +53,40 @@ pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
 pub const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// The HTTP/2 handshake with a driver must finish within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest header list (response headers, trailers) accepted from a driver,
+/// bytes as HTTP/2 counts them (RFC 9113 §6.5.2). A gRPC answer needs a
+/// few hundred bytes; h2's default (16 MiB) would let a driver make the
+/// gateway hold 16 MiB per stream. Larger response headers fail the call
+/// (INTERNAL); larger trailers are cut at the limit.
+pub const MAX_DRIVER_HEADER_LIST_BYTES: u32 = 16 * 1024;
+
+/// Keepalive: time between HTTP/2 PINGs on a connection that carries an
+/// open stream. Longer than the 5 minutes gRPC servers (grpc-go, gRPC core
+/// behind grpcio) require by default between pings on a connection that
+/// sends no data; pinging faster makes such a server close the connection
+/// (GOAWAY `too_many_pings`) after two strikes.
+pub const PING_INTERVAL: Duration = Duration::from_secs(6 * 60);
+/// Keepalive: how long a PING may go unanswered before the connection is
+/// declared dead (gRPC's own keepalive timeout).
+pub const PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How a pool checks that a connection carrying a stream still answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keepalive {
+    /// See [`PING_INTERVAL`].
+    pub interval: Duration,
+    /// See [`PING_TIMEOUT`].
+    pub timeout: Duration,
+}
+
+impl Default for Keepalive {
+    fn default() -> Keepalive {
+        Keepalive {
+            interval: PING_INTERVAL,
+            timeout: PING_TIMEOUT,
+        }
+    }
+}
 
 /// Try to connect to `path` up to `attempts` times, `interval` apart.
 /// The error carries the last failure.
@@ -75,7 +124,8 @@ async fn handshake(
     let window = u32::try_from(max_message_bytes.clamp(65_535, 16 << 20)).unwrap_or(65_535);
     builder
         .initial_window_size(window)
-        .initial_connection_window_size(window.saturating_mul(2));
+        .initial_connection_window_size(window.saturating_mul(2))
+        .max_header_list_size(MAX_DRIVER_HEADER_LIST_BYTES);
     match tokio::time::timeout(HANDSHAKE_TIMEOUT, builder.handshake(stream)).await {
         Ok(Ok(pair)) => Ok(pair),
         Ok(Err(e)) => Err(format!("HTTP/2 handshake failed: {e}")),
@@ -116,16 +166,28 @@ pub struct PoolConfig {
     pub path: PathBuf,
     /// HTTP/2 connections kept.
     pub connections: usize,
-    /// Cap on one call.
+    /// Cap on one unary call (`--driver-timeout-secs`); streams have none.
     pub call_timeout: Duration,
-    /// Largest message either way.
+    /// PINGs on connections with open streams.
+    pub keepalive: Keepalive,
+    /// Largest message either way: what the gateway sends and the limit
+    /// on every message a driver sends back (`--max-message-bytes`). The
+    /// limit is checked on the 5-byte length prefix, before any of the
+    /// message is held, and a larger reply fails the call (INTERNAL).
     pub max_message_bytes: usize,
+}
+
+/// One live connection: its sender, and how many streams it carries now.
+#[derive(Clone)]
+struct Conn {
+    sender: SendRequest<Bytes>,
+    streams: Arc<AtomicUsize>,
 }
 
 struct Shared {
     driver: Driver,
     config: PoolConfig,
-    slots: Vec<Mutex<Option<SendRequest<Bytes>>>>,
+    slots: Vec<Mutex<Option<Conn>>>,
     live: AtomicUsize,
     next: AtomicUsize,
     last_error: Mutex<String>,
@@ -228,7 +290,7 @@ impl Pool {
     }
 
     /// A live connection, round-robin; UNAVAILABLE at once if none is live.
-    fn pick(&self) -> Result<SendRequest<Bytes>, Status> {
+    fn pick(&self) -> Result<Conn, Status> {
         let n = self.shared.slots.len();
         let start = self.shared.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..n {
@@ -265,7 +327,7 @@ impl Pool {
         method: Method<Req, Resp>,
         req: &Req,
         inbound_deadline: Option<Instant>,
-    ) -> Result<Resp, Status>
+    ) -> Result<Resp, DriverError>
     where
         Req: prost::Message,
         Resp: prost::Message + Default,
@@ -277,16 +339,16 @@ impl Pool {
         .await
     }
 
-    /// Like [`Pool::unary`], but the driver's status passes through
-    /// unchanged (drivers.md: ValidateSandboxCreate's answer goes back to
-    /// the client as it is); only UNAVAILABLE and DEADLINE_EXCEEDED are
-    /// mapped, so they still name the driver.
+    /// Like [`Pool::unary`], but the driver's code passes through
+    /// unchanged (drivers.md: ValidateSandboxCreate's status goes back to
+    /// the client); only UNAVAILABLE and DEADLINE_EXCEEDED are mapped, so
+    /// they still name the driver.
     pub async fn unary_passthrough<Req, Resp>(
         &self,
         method: Method<Req, Resp>,
         req: &Req,
         inbound_deadline: Option<Instant>,
-    ) -> Result<Resp, Status>
+    ) -> Result<Resp, DriverError>
     where
         Req: prost::Message,
         Resp: prost::Message + Default,
@@ -305,18 +367,29 @@ impl Pool {
         req: &Req,
         inbound_deadline: Option<Instant>,
         map: impl FnOnce(Status) -> Status,
-    ) -> Result<Resp, Status>
+    ) -> Result<Resp, DriverError>
     where
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
         let started = Instant::now();
         let result = match self.pick() {
-            Ok(sender) => client::unary(&sender, method, req, self.options(inbound_deadline)).await,
+            Ok(conn) => {
+                let opts = self.options(inbound_deadline);
+                client::unary(&conn.sender, method, req, opts).await
+            }
             Err(unavailable) => Err(unavailable),
         };
         self.record(&result, started);
-        result.map_err(map)
+        result.map_err(|s| self.error(method.name(), map(s)))
+    }
+
+    fn error(&self, call: &'static str, status: Status) -> DriverError {
+        DriverError {
+            driver: self.shared.driver,
+            call,
+            status,
+        }
     }
 
     fn record<T>(&self, result: &Result<T, Status>, started: Instant) {
@@ -324,23 +397,100 @@ impl Pool {
         self.shared.stats.record(code, started.elapsed());
     }
 
-    /// Open a server stream (no deadline once open).
+    /// Open a long-lived server stream. No deadline, neither for the
+    /// response headers (a quiet driver may send them with its first
+    /// message) nor after: while the stream is open its connection is
+    /// PINGed ([`Keepalive`]), and a connection that stops answering is
+    /// closed, which ends the stream with UNAVAILABLE.
     pub async fn server_streaming<Req, Resp>(
         &self,
         method: Method<Req, Resp>,
         req: &Req,
-    ) -> Result<Streaming<Resp>, Status>
+    ) -> Result<DriverStream<Resp>, DriverError>
     where
         Req: prost::Message,
         Resp: prost::Message + Default,
     {
         let started = Instant::now();
+        let opts = CallOptions {
+            deadline: None,
+            max_message_bytes: self.shared.config.max_message_bytes,
+        };
         let result = match self.pick() {
-            Ok(sender) => client::server_streaming(&sender, method, req, self.options(None)).await,
+            Ok(conn) => {
+                let open = OpenStream::new(&conn.streams);
+                client::server_streaming(&conn.sender, method, req, opts)
+                    .await
+                    .map(|inner| DriverStream { inner, _open: open })
+            }
             Err(unavailable) => Err(unavailable),
         };
         self.record(&result, started);
-        result.map_err(|s| map_status(self.shared.driver, method.name(), s))
+        result.map_err(|s| {
+            let status = map_status(self.shared.driver, method.name(), s);
+            self.error(method.name(), status)
+        })
+    }
+}
+
+/// A server stream from a driver; while it lives, its connection is PINGed.
+#[derive(Debug)]
+pub struct DriverStream<T> {
+    inner: Streaming<T>,
+    _open: OpenStream,
+}
+
+impl<T: prost::Message + Default> DriverStream<T> {
+    /// The next message; `Ok(None)` when the driver ended the stream with OK.
+    pub async fn message(&mut self) -> Result<Option<T>, Status> {
+        self.inner.message().await
+    }
+}
+
+/// Counts one open stream on a connection, from before its request is sent
+/// until it is dropped.
+#[derive(Debug)]
+struct OpenStream(Arc<AtomicUsize>);
+
+impl OpenStream {
+    fn new(count: &Arc<AtomicUsize>) -> OpenStream {
+        count.fetch_add(1, Ordering::SeqCst);
+        OpenStream(Arc::clone(count))
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// PING the connection every `keepalive.interval` while it carries an open
+/// stream; returns why it is dead when a PING goes unanswered for
+/// `keepalive.timeout` (never returns while it answers).
+async fn keepalive(
+    ping_pong: Option<h2::PingPong>,
+    streams: Arc<AtomicUsize>,
+    keepalive: Keepalive,
+) -> String {
+    let Some(mut ping_pong) = ping_pong else {
+        return std::future::pending().await;
+    };
+    loop {
+        tokio::time::sleep(keepalive.interval).await;
+        if streams.load(Ordering::SeqCst) == 0 {
+            continue;
+        }
+        match tokio::time::timeout(keepalive.timeout, ping_pong.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return format!("PING failed: {e}"),
+            Err(_) => {
+                return format!(
+                    "no answer to an HTTP/2 PING within {} ms",
+                    keepalive.timeout.as_millis()
+                );
+            }
+        }
     }
 }
 
@@ -365,23 +515,43 @@ async fn maintain(
             Err(e) => Err(e),
         };
         match connected {
-            Ok((sender, connection)) => {
+            Ok((sender, mut connection)) => {
+                let streams = Arc::new(AtomicUsize::new(0));
+                let pings = keepalive(
+                    connection.ping_pong(),
+                    Arc::clone(&streams),
+                    shared.config.keepalive,
+                );
                 *shared.slots[i]
                     .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(sender);
+                    .unwrap_or_else(PoisonError::into_inner) = Some(Conn { sender, streams });
                 set_live(&shared, 1);
                 if let Some(tx) = first.take() {
                     let _ = tx.send(());
                 }
                 delay = RECONNECT_MIN;
-                let ended = connection.await;
+                // Dropping the connection (a PING went unanswered) fails
+                // every stream on it.
+                let mut pings = std::pin::pin!(pings);
+                let why = std::future::poll_fn(|cx| {
+                    use std::future::Future;
+                    use std::task::Poll;
+                    if let Poll::Ready(ended) = std::pin::Pin::new(&mut connection).poll(cx) {
+                        return Poll::Ready(match ended {
+                            Ok(()) => "connection closed by the driver".to_string(),
+                            Err(e) => format!("connection lost: {e}"),
+                        });
+                    }
+                    pings
+                        .as_mut()
+                        .poll(cx)
+                        .map(|dead| format!("connection closed: {dead}"))
+                })
+                .await;
+                drop(connection);
                 *shared.slots[i]
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner) = None;
-                let why = match ended {
-                    Ok(()) => "connection closed by the driver".to_string(),
-                    Err(e) => format!("connection lost: {e}"),
-                };
                 log::warn("driver connection lost")
                     .str("driver", shared.driver.name())
                     .str("error", &why)
@@ -434,9 +604,82 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(0.5 + f64::from(b[0]) / 512.0)
 }
 
-/// drivers.md: the codes the gateway reacts to pass through with the
-/// driver's message; UNAVAILABLE and DEADLINE_EXCEEDED stay; anything else
-/// is INTERNAL naming the call.
+/// A failed driver call. Its detail (the driver's message, or what went
+/// wrong on the connection) is for the log only: a reply to a user is
+/// [`DriverError::to_user`], never this error's text.
+#[derive(Clone, Debug)]
+pub struct DriverError {
+    driver: Driver,
+    call: &'static str,
+    /// The mapped code, with the detailed message.
+    status: Status,
+}
+
+impl DriverError {
+    /// The code the gateway answers with (drivers.md mapping).
+    pub fn code(&self) -> Code {
+        self.status.code()
+    }
+
+    /// Which driver failed.
+    pub fn driver(&self) -> Driver {
+        self.driver
+    }
+
+    /// The method that failed.
+    pub fn call(&self) -> &'static str {
+        self.call
+    }
+
+    /// The detail, for logs and startup errors only (may hold the driver's
+    /// own text).
+    pub fn detail(&self) -> &str {
+        self.status.message()
+    }
+
+    /// The detail as a status, for background work that only logs it.
+    pub fn into_status(self) -> Status {
+        self.status
+    }
+
+    /// The reply for a user: the mapped code and a stable message naming
+    /// the driver call and `request_id`. The detail is logged at warn with
+    /// the same request id.
+    pub fn to_user(&self, request_id: &str) -> Status {
+        log::warn("driver call failed")
+            .str("driver", self.driver.name())
+            .str("call", self.call)
+            .str("code", self.code().name())
+            .str("error", self.detail())
+            .str("request_id", request_id)
+            .emit();
+        Status::new(self.code(), self.user_message(request_id))
+    }
+
+    fn user_message(&self, request_id: &str) -> String {
+        let (driver, call) = (self.driver.name(), self.call);
+        match self.code() {
+            Code::Unavailable => {
+                format!("{driver} unavailable: call {call} failed (request id {request_id})")
+            }
+            Code::DeadlineExceeded => {
+                format!("{driver} call {call} timed out (request id {request_id})")
+            }
+            _ => format!("{driver} call {call} failed (request id {request_id})"),
+        }
+    }
+}
+
+impl std::fmt::Display for DriverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.detail())
+    }
+}
+
+/// drivers.md: the codes the gateway reacts to pass through;
+/// UNAVAILABLE and DEADLINE_EXCEEDED stay; anything else is INTERNAL naming
+/// the call. The messages made here are details for the log
+/// ([`DriverError`]).
 pub fn map_status(driver: Driver, call: &str, s: Status) -> Status {
     match s.code() {
         Code::AlreadyExists | Code::FailedPrecondition | Code::InvalidArgument | Code::NotFound => {

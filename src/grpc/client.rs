@@ -52,10 +52,7 @@ impl<T: prost::Message + Default> Streaming<T> {
                 )),
                 Err(e) => Err(transport(&e)),
             },
-            Err(s) if s.code() == Code::Cancelled => {
-                Err(Status::unavailable("stream reset by the server"))
-            }
-            Err(s) => Err(s),
+            Err(s) => Err(server_cut(s)),
         }
     }
 }
@@ -265,6 +262,13 @@ fn http_to_code(s: StatusCode) -> Code {
 }
 
 fn transport(e: &h2::Error) -> Status {
+    if e.is_library() && e.is_reset() && e.reason() == Some(h2::Reason::PROTOCOL_ERROR) {
+        // h2 reset the stream itself: the answer broke HTTP/2's rules, or
+        // its header list was larger than this connection accepts.
+        return Status::internal(format!(
+            "response rejected (malformed, or header list over this connection's limit): {e}"
+        ));
+    }
     if e.reason() == Some(h2::Reason::REFUSED_STREAM) {
         return Status::unavailable("stream refused");
     }
@@ -274,11 +278,14 @@ fn transport(e: &h2::Error) -> Status {
     Status::unavailable(format!("connection failed: {e}"))
 }
 
-/// A reset or framing error while reading the answer.
+/// A reset or framing error while reading the answer. A message over the
+/// limit is the server's fault here, so INTERNAL (not the RESOURCE_EXHAUSTED
+/// a server answers for a request over its limit), and never mistaken for a
+/// status the server sent.
 fn server_cut(s: Status) -> Status {
-    if s.code() == Code::Cancelled {
-        Status::unavailable("stream reset by the server")
-    } else {
-        s
+    match s.code() {
+        Code::Cancelled => Status::unavailable("stream reset by the server"),
+        Code::ResourceExhausted => Status::internal(format!("response {}", s.message())),
+        _ => s,
     }
 }

@@ -70,6 +70,17 @@ pub enum Behavior {
     Fail(Code, String),
     /// Never answer.
     Hang,
+    /// ListSandboxes only: read the sandboxes, then hold the answer until
+    /// the gate opens (a slow list racing a watch event).
+    Hold(Arc<Gate>),
+}
+
+/// Where a held call waits: `taken` is notified once the double has read
+/// its state, the answer leaves when `release` is notified.
+#[derive(Debug, Default)]
+pub struct Gate {
+    pub taken: tokio::sync::Notify,
+    pub release: tokio::sync::Notify,
 }
 
 /// A request as the double received it: the method name and the raw bytes
@@ -169,7 +180,7 @@ impl DriverState {
     async fn behave(&self, method: &'static str) -> Result<(), Status> {
         let b = self.behavior.lock().unwrap().get(method).cloned();
         match b {
-            None => Ok(()),
+            None | Some(Behavior::Hold(_)) => Ok(()),
             Some(Behavior::Fail(code, msg)) => Err(Status::new(code, msg)),
             Some(Behavior::Hang) => std::future::pending().await,
         }
@@ -314,9 +325,15 @@ impl tower::Service<http::Request<tonic::body::Body>> for DriverService {
                     .await
                 }
                 "ListSandboxes" => {
-                    unary(req, move |_: drv::ListSandboxesRequest| async move {
+                    unary(req, move |r: drv::ListSandboxesRequest| async move {
+                        st.record("ListSandboxes", r.encode_to_vec())?;
                         st.behave("ListSandboxes").await?;
                         let sandboxes = st.sandboxes.lock().unwrap().values().cloned().collect();
+                        let held = st.behavior.lock().unwrap().get("ListSandboxes").cloned();
+                        if let Some(Behavior::Hold(gate)) = held {
+                            gate.taken.notify_one();
+                            gate.release.notified().await;
+                        }
                         Ok(drv::ListSandboxesResponse { sandboxes })
                     })
                     .await

@@ -143,7 +143,7 @@ impl Compute {
                 None,
             )
             .await
-            .map_err(|s| format!("compute driver GetCapabilities failed: {}", s.message()))?;
+            .map_err(|e| format!("compute driver GetCapabilities failed: {}", e.detail()))?;
         log::info("compute driver ready")
             .str("driver", &capabilities.driver_name)
             .str("driver_version", &capabilities.driver_version)
@@ -178,11 +178,14 @@ impl Compute {
         &self.capabilities.default_image
     }
 
-    /// CreateSandbox, from the request to the created sandbox.
+    /// CreateSandbox, from the request to the created sandbox. A driver
+    /// failure answers with a stable message naming `request_id`; the
+    /// driver's text goes to the log.
     pub async fn create(
         self: &Arc<Self>,
         req: CreateSandboxRequest,
         deadline: Option<Instant>,
+        request_id: Arc<str>,
     ) -> Result<Sandbox, Status> {
         let CreateSandboxRequest { spec, name, labels } = req;
         let mut spec = spec.ok_or_else(|| Status::invalid_argument("spec is required"))?;
@@ -241,11 +244,15 @@ impl Compute {
                 },
                 deadline,
             )
-            .await?;
-        let this = Arc::clone(self);
-        tokio::spawn(async move { this.persist_and_create(sandbox, for_driver, deadline).await })
             .await
-            .map_err(|_| Status::internal("sandbox creation task failed"))?
+            .map_err(|e| e.to_user(&request_id))?;
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            this.persist_and_create(sandbox, for_driver, deadline, &request_id)
+                .await
+        })
+        .await
+        .map_err(|_| Status::internal("sandbox creation task failed"))?
     }
 
     /// A generated name no sandbox has yet.
@@ -271,6 +278,7 @@ impl Compute {
         sandbox: Sandbox,
         for_driver: driver::DriverSandbox,
         deadline: Option<Instant>,
+        request_id: &str,
     ) -> Result<Sandbox, Status> {
         let new = record::new_record(&sandbox);
         let name = new.name.clone();
@@ -296,12 +304,13 @@ impl Compute {
                     .emit();
                 Ok(sandbox)
             }
-            Err(status) => {
+            Err(e) => {
+                let status = e.to_user(request_id);
                 log::warn("driver refused to create sandbox; record removed")
                     .str("sandbox_id", &stored.id)
                     .str("sandbox_name", &stored.name)
                     .str("code", status.code().name())
-                    .str("error", status.message())
+                    .str("request_id", request_id)
                     .emit();
                 self.forget(&stored.id).await;
                 Err(status)
@@ -316,6 +325,7 @@ impl Compute {
         self: &Arc<Self>,
         name: &str,
         deadline: Option<Instant>,
+        request_id: Arc<str>,
     ) -> Result<bool, Status> {
         let record = self
             .store
@@ -325,9 +335,12 @@ impl Compute {
         let before = record::decode(&record).map_err(store::status)?.phase;
         let this = Arc::clone(self);
         let (id, name) = (record.id, record.name);
-        tokio::spawn(async move { this.delete_task(id, name, before, deadline).await })
-            .await
-            .map_err(|_| Status::internal("sandbox deletion task failed"))?
+        tokio::spawn(async move {
+            this.delete_task(id, name, before, deadline, &request_id)
+                .await
+        })
+        .await
+        .map_err(|_| Status::internal("sandbox deletion task failed"))?
     }
 
     async fn delete_task(
@@ -336,6 +349,7 @@ impl Compute {
         name: String,
         before: i32,
         deadline: Option<Instant>,
+        request_id: &str,
     ) -> Result<bool, Status> {
         let deleting = SandboxPhase::Deleting as i32;
         let marked = record::modify(&self.store, &id, move |s| {
@@ -368,7 +382,8 @@ impl Compute {
                 }
                 Ok(answer.deleted)
             }
-            Err(status) => {
+            Err(e) => {
+                let status = e.to_user(request_id);
                 // The sandbox still exists: show its phase from before.
                 let restored = record::modify(&self.store, &id, move |s| {
                     let change = s.phase == deleting && before != deleting;

@@ -82,6 +82,34 @@ fn payload(sandbox: &Sandbox) -> Bytes {
 pub async fn modify<F>(
     store: &Arc<dyn Store>,
     id: &str,
+    change: F,
+) -> Result<Option<Sandbox>, StoreError>
+where
+    F: FnMut(&mut Sandbox) -> bool + Send + 'static,
+{
+    modify_inner(store, id, None, change).await
+}
+
+/// Like [`modify`], but only while the record is still at `revision`: a
+/// record written since (by anyone) is left alone and `None` returned.
+/// For a sweep that read the driver's state earlier than the record's last
+/// write (reconcile), so it never overwrites a newer update.
+pub async fn modify_at<F>(
+    store: &Arc<dyn Store>,
+    id: &str,
+    revision: u64,
+    change: F,
+) -> Result<Option<Sandbox>, StoreError>
+where
+    F: FnMut(&mut Sandbox) -> bool + Send + 'static,
+{
+    modify_inner(store, id, Some(revision), change).await
+}
+
+async fn modify_inner<F>(
+    store: &Arc<dyn Store>,
+    id: &str,
+    at: Option<u64>,
     mut change: F,
 ) -> Result<Option<Sandbox>, StoreError>
 where
@@ -94,6 +122,9 @@ where
             let Some(record) = s.get_by_id(Kind::Sandbox, &id)? else {
                 return Ok(None);
             };
+            if at.is_some_and(|r| r != record.revision) {
+                return Ok(None);
+            }
             let mut sandbox = decode(&record)?;
             if !change(&mut sandbox) {
                 return Ok(None);

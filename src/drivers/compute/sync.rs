@@ -10,7 +10,11 @@
 //!   on what happened while nobody watched.
 //! - Reconcile (every `Timing::reconcile_interval`): `ListSandboxes`
 //!   updates every sandbox the driver reports; each stored sandbox the list
-//!   lacks is fetched with `GetSandbox`. A sandbox the driver answers
+//!   lacks is fetched with `GetSandbox`. A sweep never overwrites a record
+//!   that changed after the sweep began: it notes every record's store
+//!   revision before asking the driver and writes only at that revision
+//!   (`record::modify_at`), so a watch event applied while `ListSandboxes`
+//!   was in flight (the newer news) is never undone by the older answer. A sandbox the driver answers
 //!   NOT_FOUND for is removed at once if it was being deleted, otherwise
 //!   once the driver has not known it for `Timing::orphan_grace`.
 //!
@@ -21,11 +25,13 @@
 //! it is gone (or the delete call failed): a driver that reports the old
 //! status once more must not make a deleted sandbox look READY again.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
 use super::{Compute, record, translate};
+use crate::drivers::uds::DriverError;
+use crate::events::Kept;
 use crate::grpc::{Code, Status};
 use crate::log;
 use crate::proto::openshell::compute::v1::{
@@ -74,8 +80,8 @@ impl Compute {
                         delay = self.timing.watch_restart_min;
                     }
                 }
-                Err(s) => log::warn("cannot open compute driver watch stream")
-                    .str("error", s.message())
+                Err(e) => log::warn("cannot open compute driver watch stream")
+                    .str("error", e.detail())
                     .num("retry_ms", delay.as_millis() as i128)
                     .emit(),
             }
@@ -118,7 +124,7 @@ impl Compute {
     async fn apply_event(&self, event: WatchSandboxesEvent) {
         let result = match event.payload {
             Some(Payload::Sandbox(e)) => match e.sandbox {
-                Some(sandbox) => self.apply_sandbox(sandbox).await,
+                Some(sandbox) => self.apply_sandbox(sandbox, None).await,
                 None => Ok(()),
             },
             Some(Payload::Deleted(e)) => {
@@ -135,13 +141,14 @@ impl Compute {
         }
     }
 
-    /// Store what the driver says about one sandbox.
-    async fn apply_sandbox(&self, incoming: DriverSandbox) -> Result<(), Status> {
+    /// Store what the driver says about one sandbox; with `at`, only while
+    /// its record is still at that store revision (a sweep's answer).
+    async fn apply_sandbox(&self, incoming: DriverSandbox, at: Option<u64>) -> Result<(), Status> {
         self.forget_missing(&incoming.id);
         let status = incoming.status.as_ref().map(translate::public_status);
         let phase = translate::phase(incoming.status.as_ref()) as i32;
         let deleting = SandboxPhase::Deleting as i32;
-        let changed = record::modify(&self.store, &incoming.id, move |s| {
+        let change = move |s: &mut crate::proto::openshell::v1::Sandbox| {
             let phase = if s.phase == deleting { deleting } else { phase };
             if s.status == status && s.phase == phase {
                 return false;
@@ -149,8 +156,11 @@ impl Compute {
             s.status = status.clone();
             s.phase = phase;
             true
-        })
-        .await
+        };
+        let changed = match at {
+            None => record::modify(&self.store, &incoming.id, change).await,
+            Some(revision) => record::modify_at(&self.store, &incoming.id, revision, change).await,
+        }
         .map_err(store::status)?;
         if let Some(sandbox) = changed {
             log::debug("sandbox status changed")
@@ -181,7 +191,7 @@ impl Compute {
         {
             return Ok(());
         }
-        self.bus.platform_event(
+        let kept = self.bus.platform_event(
             id,
             PlatformEvent {
                 timestamp_ms: e.timestamp_ms,
@@ -192,11 +202,27 @@ impl Compute {
                 metadata: e.metadata,
             },
         );
+        if kept != Kept::Whole {
+            log::warn("oversized platform event from the compute driver")
+                .str("sandbox_id", id)
+                .str(
+                    "kept",
+                    if kept == Kept::Dropped {
+                        "dropped"
+                    } else {
+                        "message truncated"
+                    },
+                )
+                .num("max_bytes", crate::events::MAX_PLATFORM_EVENT_BYTES as i128)
+                .emit();
+        }
         Ok(())
     }
 
     /// One reconcile pass.
     pub async fn reconcile(&self) -> Result<(), Status> {
+        // Before asking the driver: every stored sandbox's revision now.
+        let began = self.stored_revisions()?;
         let listed = self
             .pool
             .unary(
@@ -204,14 +230,33 @@ impl Compute {
                 &ListSandboxesRequest {},
                 None,
             )
-            .await?;
+            .await
+            .map_err(DriverError::into_status)?;
         let mut known = HashSet::new();
         for sandbox in listed.sandboxes {
             known.insert(sandbox.id.clone());
-            self.apply_sandbox(sandbox).await?;
+            // A sandbox stored after the sweep began is newer than the list.
+            if let Some((revision, _)) = began.get(&sandbox.id) {
+                let revision = *revision;
+                self.apply_sandbox(sandbox, Some(revision)).await?;
+            }
         }
+        for (id, (revision, name)) in &began {
+            if !known.contains(id) {
+                self.refetch(id.clone(), name.clone(), *revision).await?;
+            }
+        }
+        self.missing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|id, _| began.contains_key(id));
+        Ok(())
+    }
+
+    /// Every stored sandbox: id → (store revision, name).
+    fn stored_revisions(&self) -> Result<HashMap<String, (u64, String)>, Status> {
         let mut offset = 0;
-        let mut stored = HashSet::new();
+        let mut stored = HashMap::new();
         loop {
             let query = ListQuery {
                 offset,
@@ -224,25 +269,18 @@ impl Compute {
                 .map_err(store::status)?;
             let n = page.len();
             for r in page {
-                stored.insert(r.id.clone());
-                if !known.contains(&r.id) {
-                    self.refetch(r.id, r.name).await?;
-                }
+                stored.insert(r.id, (r.revision, r.name));
             }
             if n < MAX_LIST_RECORDS {
-                break;
+                return Ok(stored);
             }
             offset += n;
         }
-        self.missing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|id, _| stored.contains(id));
-        Ok(())
     }
 
-    /// A stored sandbox the driver's list lacked: ask for it by id.
-    async fn refetch(&self, id: String, name: String) -> Result<(), Status> {
+    /// A stored sandbox the driver's list lacked: ask for it by id, and
+    /// store the answer only if the record is still at `revision`.
+    async fn refetch(&self, id: String, name: String, revision: u64) -> Result<(), Status> {
         let request = GetSandboxRequest {
             sandbox_id: id.clone(),
             sandbox_name: name.clone(),
@@ -253,10 +291,12 @@ impl Compute {
             .await
         {
             Ok(answer) => match answer.sandbox {
-                Some(sandbox) if sandbox.id == id => self.apply_sandbox(sandbox).await,
+                Some(sandbox) if sandbox.id == id => {
+                    self.apply_sandbox(sandbox, Some(revision)).await
+                }
                 _ => Ok(()),
             },
-            Err(s) if s.code() == Code::NotFound => {
+            Err(e) if e.code() == Code::NotFound => {
                 let deleting = self
                     .store
                     .get_by_id(Kind::Sandbox, &id)
@@ -282,7 +322,7 @@ impl Compute {
             }
             // Anything else (the driver is down, a timeout) says nothing
             // about the sandbox; try again next pass.
-            Err(s) => Err(s),
+            Err(e) => Err(e.into_status()),
         }
     }
 
