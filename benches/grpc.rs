@@ -22,10 +22,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use slimgate::endpoints::Liveness;
 use slimgate::grpc;
-use slimgate::server::{Http2Settings, Server};
-use slimgate::shutdown::Shutdown;
+use slimgate::grpc::server::{Http2Settings, Server};
+use slimgate::net::plain::Liveness;
+use slimgate::net::shutdown::Shutdown;
 use slimgate_testkit::pb::grpc::health::v1::health_check_response::ServingStatus;
 use slimgate_testkit::pb::grpc::health::v1::health_server::{Health, HealthServer};
 use slimgate_testkit::pb::grpc::health::v1::{HealthCheckRequest, HealthCheckResponse};

@@ -17,29 +17,29 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::api;
+use crate::api::scrape::{MetricsEndpoint, Sources};
 use crate::auth::fetch::FetchLimits;
 use crate::auth::gate::{AuthGate, Oidc};
 use crate::auth::keys::{KeySource, KeyTimings};
 use crate::auth::origin::{Discovery, JwksFile, JwksUri};
 use crate::auth::refresh;
-use crate::auth::url::HttpUrl;
 use crate::auth::{Algorithm, Verifier, VerifierConfig};
 use crate::config::Config;
+use crate::domain::events::SandboxBus;
 use crate::drivers::compute::{self, Compute};
 use crate::drivers::credentials::Credentials;
 use crate::drivers::uds::{self, Driver, Pool, PoolConfig};
-use crate::endpoints::{Plain, PlainResponse};
-use crate::events::SandboxBus;
 use crate::grpc::health::Health;
 use crate::grpc::reflection::Reflection;
+use crate::grpc::server::{self, Http2Settings, Server};
 use crate::grpc::{self, Router};
 use crate::log;
-use crate::metrics::{AuthStats, GrpcStats};
+use crate::net::plain::{Plain, PlainResponse};
+use crate::net::shutdown::Shutdown;
+use crate::net::url::HttpUrl;
+use crate::obs::metrics::{AuthStats, GrpcStats};
+use crate::obs::readiness::{Component, Readiness};
 use crate::proto;
-use crate::readiness::{Component, Readiness};
-use crate::scrape::{MetricsEndpoint, Sources};
-use crate::server::{self, Http2Settings, Server};
-use crate::shutdown::Shutdown;
 
 /// The gateway's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -226,8 +226,10 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
     // Methods that need no credential take only small requests: anyone
     // can call them, and their messages are tiny.
     router.cap_requests(
-        crate::auth::policy::UNAUTHENTICATED_MAX_REQUEST_BYTES,
-        |path| crate::auth::policy::rule(path).class == crate::auth::policy::Class::Unauthenticated,
+        crate::auth::methods::UNAUTHENTICATED_MAX_REQUEST_BYTES,
+        |path| {
+            crate::auth::methods::rule(path).class == crate::auth::methods::Class::Unauthenticated
+        },
     );
     let mut service = grpc::Service::new(
         router,
@@ -402,8 +404,8 @@ async fn start_keys(
         || o.ca_file.is_some()
     {
         // Load the trust anchors now: a bad CA file stops the start.
-        let roots = crate::tls::fetch_roots(o.ca_file.as_deref()).map_err(StartError)?;
-        crate::tls::set_fetch_roots(roots);
+        let roots = crate::net::tls::fetch_roots(o.ca_file.as_deref()).map_err(StartError)?;
+        crate::net::tls::set_fetch_roots(roots);
     }
     let limits = tuning.fetch;
     let keys = match (&o.jwks_file, &o.jwks_uri) {
@@ -462,8 +464,8 @@ fn build_server(
     shutdown: &Shutdown,
 ) -> Result<(Arc<Server<AuthGate>>, Option<Failures>), StartError> {
     let tls = match &config.tls {
-        Some(t) => Some(crate::tls::Acceptor::new(
-            crate::tls::server_config(t).map_err(StartError)?,
+        Some(t) => Some(crate::net::tls::Acceptor::new(
+            crate::net::tls::server_config(t).map_err(StartError)?,
         )),
         None => None,
     };

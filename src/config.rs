@@ -449,19 +449,7 @@ pub struct Oidc {
     pub ca_file: Option<PathBuf>,
 }
 
-/// TLS on the main port (only ever set in a `tls` build).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServerTls {
-    /// PEM certificate chain, leaf first.
-    pub cert: PathBuf,
-    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-    /// PEM CA bundle that client certificates must chain to.
-    pub client_ca: Option<PathBuf>,
-    /// Refuse clients without a certificate (`--tls-client-ca` without
-    /// `--disable-gateway-auth`).
-    pub require_client_cert: bool,
-}
+pub use crate::net::ServerTls;
 
 /// The validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -786,7 +774,7 @@ fn build(raw: &Raw) -> Result<Config, ConfigError> {
         sandbox_log_lines: raw.num(
             "sandbox-log-lines",
             1usize,
-            crate::sandbox_logs::MAX_SANDBOX_LOG_LINES,
+            crate::domain::sandbox_logs::MAX_SANDBOX_LOG_LINES,
         )?,
         max_message_bytes,
         max_concurrent_streams: raw.num("max-concurrent-streams", 1u32, 100_000)?,
@@ -1035,16 +1023,22 @@ mod tests {
         assert_eq!(c.max_message_bytes, 4 * 1024 * 1024);
         assert_eq!(c.max_concurrent_streams, 256);
         assert_eq!(c.driver_connections, 2);
-        assert_eq!(c.sandbox_log_lines, crate::sandbox_logs::DEFAULT_LOG_LINES);
+        assert_eq!(
+            c.sandbox_log_lines,
+            crate::domain::sandbox_logs::DEFAULT_LOG_LINES
+        );
         assert_eq!(
             c.policy_history_revisions,
             crate::api::policy::DEFAULT_HISTORY_REVISIONS
         );
         assert!(c.oidc.is_none());
-        assert_eq!(c.idle_timeout, Some(crate::server::DEFAULT_IDLE_TIMEOUT));
+        assert_eq!(
+            c.idle_timeout,
+            Some(crate::grpc::server::DEFAULT_IDLE_TIMEOUT)
+        );
         assert_eq!(
             c.max_connections,
-            crate::connections::DEFAULT_MAX_CONNECTIONS
+            crate::net::connections::DEFAULT_MAX_CONNECTIONS
         );
         assert_eq!(
             c.request_buffer_per_connection,

@@ -109,17 +109,17 @@ fn spec_rows() -> Vec<Row> {
         println!(
             "note: ../shared/spec/api.md not found; expectations come from the gateway's own table"
         );
-        return slimgate::auth::policy::TABLE
+        return slimgate::auth::methods::TABLE
             .iter()
             .map(|r| Row {
                 path: r.path.to_string(),
                 class: match r.class {
-                    slimgate::auth::policy::Class::Unauthenticated => "unauth",
-                    slimgate::auth::policy::Class::SandboxSecret => "secret",
-                    slimgate::auth::policy::Class::Dual => "dual",
-                    slimgate::auth::policy::Class::Bearer => "bearer",
+                    slimgate::auth::methods::Class::Unauthenticated => "unauth",
+                    slimgate::auth::methods::Class::SandboxSecret => "secret",
+                    slimgate::auth::methods::Class::Dual => "dual",
+                    slimgate::auth::methods::Class::Bearer => "bearer",
                 },
-                admin: r.role == Some(slimgate::auth::policy::Role::Admin),
+                admin: r.role == Some(slimgate::auth::methods::Role::Admin),
                 scope: r.scope.map(str::to_string),
             })
             .collect();
@@ -528,7 +528,7 @@ const SPY: slimgate::grpc::Method<HealthCheckRequest, HealthCheckRequest> =
 /// caller the gate attached, every `x-openshell-auth-source` value left
 /// in its metadata, and how many `x-spy-control` headers it got (proof
 /// that client headers do reach it).
-async fn spy_server() -> (SocketAddr, slimgate::shutdown::Shutdown) {
+async fn spy_server() -> (SocketAddr, slimgate::net::shutdown::Shutdown) {
     use slimgate::grpc::{Context, Router, Status};
     let mut router = Router::new();
     router.unary(SPY, |ctx: Context, _req: HealthCheckRequest| async move {
@@ -547,18 +547,18 @@ async fn spy_server() -> (SocketAddr, slimgate::shutdown::Shutdown) {
             ),
         })
     });
-    let shutdown = slimgate::shutdown::Shutdown::new();
+    let shutdown = slimgate::net::shutdown::Shutdown::new();
     let gate = slimgate::auth::gate::AuthGate::new(None, Some(SECRET));
     let service = slimgate::grpc::Service::new(
         router,
         gate,
-        std::sync::Arc::new(slimgate::endpoints::Liveness),
+        std::sync::Arc::new(slimgate::net::plain::Liveness),
         1024 * 1024,
         shutdown.clone(),
     );
-    let server = slimgate::server::Server::new(
+    let server = slimgate::grpc::server::Server::new(
         service,
-        slimgate::server::Http2Settings::default(),
+        slimgate::grpc::server::Http2Settings::default(),
         shutdown.clone(),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

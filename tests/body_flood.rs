@@ -382,7 +382,7 @@ async fn an_unfinished_request_ends_at_the_receive_timeout() {
 async fn unauthenticated_methods_take_small_requests() {
     let (child, _db) = gateway("flood-small", &[]);
     let mut c = raw::Client::connect(child.addr).await.unwrap();
-    let limit = slimgate::auth::policy::UNAUTHENTICATED_MAX_REQUEST_BYTES;
+    let limit = slimgate::auth::methods::UNAUTHENTICATED_MAX_REQUEST_BYTES;
     // A prefix declaring one byte over the limit is refused before the body.
     let mut prefix = vec![0u8];
     prefix.extend_from_slice(&((limit + 1) as u32).to_be_bytes());

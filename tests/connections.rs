@@ -242,7 +242,7 @@ async fn the_health_port_has_its_own_small_cap() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // More silent connections than the cap …
-    let cap = slimgate::connections::PLAIN_PORT_MAX_CONNECTIONS;
+    let cap = slimgate::net::connections::PLAIN_PORT_MAX_CONNECTIONS;
     let mut silent = Vec::new();
     for _ in 0..cap + 8 {
         silent.push(TcpStream::connect(addr).await.unwrap());

@@ -7,7 +7,7 @@ use std::fs;
 
 use slimgate::auth::discovery;
 use slimgate::auth::fetch;
-use slimgate::auth::url::HttpUrl;
+use slimgate::net::url::HttpUrl;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The settings of fuzz_targets/fetch_response.rs and oidc_discovery.rs.

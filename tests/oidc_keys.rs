@@ -14,7 +14,7 @@ use idp::*;
 use serde_json::json;
 use slimgate::auth::fetch::{self, FetchLimits};
 use slimgate::auth::origin::{Discovery, JwksUri, KeyOrigin};
-use slimgate::auth::url::HttpUrl;
+use slimgate::net::url::HttpUrl;
 use slimgate_testkit::pb::grpc::health::v1::health_check_response::ServingStatus;
 use slimgate_testkit::pb::grpc::health::v1::{HealthCheckRequest, health_client::HealthClient};
 use tonic::Code;

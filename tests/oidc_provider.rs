@@ -125,14 +125,15 @@ async fn post(url: &str, form: &str) -> (u16, Bytes) {
     let stream = tokio::net::TcpStream::connect(authority.as_str())
         .await
         .unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(slimgate::io::HyperIo(stream))
-        .await
-        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(slimgate::net::io::HyperIo(stream))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let req = http::Request::post(uri.path())
         .header("host", authority)
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(slimgate::io::Full::new(form.to_string()))
+        .body(slimgate::net::io::Full::new(form.to_string()))
         .unwrap();
     let resp = sender.send_request(req).await.unwrap();
     let status = resp.status().as_u16();

@@ -250,13 +250,16 @@ async fn a_flood_stays_within_the_bounds() {
     let kept = &got.logs[0];
     assert_eq!(
         kept.message.len(),
-        slimgate::sandbox_logs::MAX_LOG_MESSAGE_BYTES
+        slimgate::domain::sandbox_logs::MAX_LOG_MESSAGE_BYTES
     );
-    assert_eq!(kept.fields.len(), slimgate::sandbox_logs::MAX_LOG_FIELDS);
+    assert_eq!(
+        kept.fields.len(),
+        slimgate::domain::sandbox_logs::MAX_LOG_FIELDS
+    );
     assert!(
         kept.fields
             .values()
-            .all(|v| v.len() == slimgate::sandbox_logs::MAX_LOG_FIELD_VALUE_BYTES)
+            .all(|v| v.len() == slimgate::domain::sandbox_logs::MAX_LOG_FIELD_VALUE_BYTES)
     );
 }
 

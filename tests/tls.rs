@@ -27,7 +27,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use serde_json::json;
 use slimgate::auth::fetch::{self, FetchError, FetchLimits};
-use slimgate::auth::url::HttpUrl;
+use slimgate::net::url::HttpUrl;
 use slimgate_testkit::pb::grpc::health::v1 as health;
 use slimgate_testkit::pb::openshell::v1 as pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -444,8 +444,8 @@ async fn https_issuer_keys_are_fetched_with_the_ca_file() {
     // The fetcher itself: trusted with the test CA (by DNS name and by IP
     // address), refused under another CA.
     let limits = FetchLimits::default();
-    slimgate::tls::set_fetch_roots(
-        slimgate::tls::load_roots("test", &PathBuf::from(data("ca.pem"))).unwrap(),
+    slimgate::net::tls::set_fetch_roots(
+        slimgate::net::tls::load_roots("test", &PathBuf::from(data("ca.pem"))).unwrap(),
     );
     for host in ["localhost", "127.0.0.1"] {
         let url =
@@ -453,8 +453,8 @@ async fn https_issuer_keys_are_fetched_with_the_ca_file() {
         let body = fetch::get(&url, &limits).await.unwrap();
         assert!(body.starts_with(b"{\"keys\""));
     }
-    slimgate::tls::set_fetch_roots(
-        slimgate::tls::load_roots("test", &PathBuf::from(data("other-ca.pem"))).unwrap(),
+    slimgate::net::tls::set_fetch_roots(
+        slimgate::net::tls::load_roots("test", &PathBuf::from(data("other-ca.pem"))).unwrap(),
     );
     let url = HttpUrl::parse(&format!(
         "https://localhost:{}/realms/test/jwks",

@@ -17,7 +17,7 @@ use libfuzzer_sys::fuzz_target;
 use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use slimgate::auth::gate::{AuthGate, Oidc};
 use slimgate::auth::keys::KeySource;
-use slimgate::auth::policy::{self, Class, Role};
+use slimgate::auth::methods::{self as policy, Class, Role};
 use slimgate::auth::{Caller, KeySet, Verifier, VerifierConfig};
 use slimgate::grpc::Gate;
 

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use slimgate::auth::fetch;
-use slimgate::auth::url::HttpUrl;
+use slimgate::net::url::HttpUrl;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Small, so that inputs of a few KiB reach the size limit.

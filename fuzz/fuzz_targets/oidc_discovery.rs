@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use slimgate::auth::discovery;
-use slimgate::auth::url::HttpUrl;
+use slimgate::net::url::HttpUrl;
 
 /// The issuer of the seeds (fuzz/seeds/oidc_discovery/).
 const ISSUER: &str = "http://keycloak.keycloak.svc.cluster.local/realms/openshell";

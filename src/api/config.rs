@@ -17,7 +17,7 @@ use prost::Message;
 use super::settings::{self, GLOBAL, POLICY_KEY};
 use super::{State, policy as history, store_status};
 use crate::auth::Caller;
-use crate::drivers::compute::{policy, record};
+use crate::domain::{policy, record};
 use crate::grpc::{Context, Router, Status};
 use crate::proto::openshell::sandbox::v1::{
     GetGatewayConfigRequest, GetGatewayConfigResponse, GetSandboxConfigRequest,

@@ -363,7 +363,7 @@ fn revision(routes: &[ResolvedRoute]) -> String {
         ctx.update(&(encoded.len() as u64).to_le_bytes());
         ctx.update(&encoded);
     }
-    crate::drivers::compute::policy::hex(&ctx.finish().as_ref()[..8])
+    crate::domain::policy::hex(&ctx.finish().as_ref()[..8])
 }
 
 #[cfg(test)]

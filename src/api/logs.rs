@@ -11,12 +11,12 @@
 use std::sync::Arc;
 
 use super::{State, store_status};
+use crate::domain::sandbox_logs::LogFilter;
 use crate::grpc::{Context, Requests, Router, Status};
 use crate::proto::openshell::v1::{
     GetSandboxLogsRequest, GetSandboxLogsResponse, PushSandboxLogsRequest, PushSandboxLogsResponse,
     open_shell,
 };
-use crate::sandbox_logs::LogFilter;
 use crate::store::Kind;
 
 /// Lines kept from one pushed batch; the rest are dropped (upstream's

@@ -11,12 +11,13 @@ mod logs;
 pub mod policy;
 pub mod provider;
 mod sandbox;
+pub mod scrape;
 pub mod settings;
 
 use std::sync::Arc;
 
+use crate::domain::events::SandboxBus;
 use crate::drivers::compute::Compute;
-use crate::events::SandboxBus;
 use crate::grpc::{Router, Status};
 use crate::store::{Store, StoreError};
 
@@ -70,7 +71,7 @@ impl State {
 /// A store failure the handler did not expect, as the client sees it. The
 /// detail goes to the log; the client gets a stable message.
 pub fn store_status(e: StoreError) -> Status {
-    crate::store::status(e)
+    crate::domain::store_status(e)
 }
 
 /// `n` random lowercase letters (generated names).

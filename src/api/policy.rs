@@ -31,7 +31,7 @@ use prost::Message;
 
 use super::settings::{self, GLOBAL, POLICY_KEY};
 use super::{State, page_limit, store_status};
-use crate::drivers::compute::{policy, record};
+use crate::domain::{policy, record};
 use crate::grpc::{Code, Context, Router, Status};
 use crate::proto::openshell::sandbox::v1::{SettingValue, setting_value::Value};
 use crate::proto::openshell::v1::{
@@ -619,7 +619,7 @@ async fn report(
     };
     let mut load_error = req.load_error;
     if status == PolicyStatus::Failed {
-        crate::sandbox_logs::truncate(&mut load_error, MAX_LOAD_ERROR_BYTES);
+        crate::domain::sandbox_logs::truncate(&mut load_error, MAX_LOAD_ERROR_BYTES);
     } else {
         load_error.clear();
     }

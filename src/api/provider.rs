@@ -14,8 +14,8 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::{State, page_limit, store_status};
+use crate::domain::limits::MAX_NAME_BYTES;
 use crate::grpc::{Context, Router, Status};
-use crate::limits::MAX_NAME_BYTES;
 use crate::proto::openshell::datamodel::v1::{ObjectMeta, Provider};
 use crate::proto::openshell::v1::{
     CreateProviderRequest, DeleteProviderRequest, DeleteProviderResponse, GetProviderRequest,
@@ -241,8 +241,8 @@ fn validate(p: &Provider) -> Result<(), Status> {
             p.r#type.len()
         )));
     }
-    crate::limits::string_map(&p.credentials, MAX_CREDENTIALS, "provider.credentials")?;
-    crate::limits::string_map(&p.config, MAX_CONFIG_ENTRIES, "provider.config")
+    crate::domain::limits::string_map(&p.credentials, MAX_CREDENTIALS, "provider.credentials")?;
+    crate::domain::limits::string_map(&p.config, MAX_CONFIG_ENTRIES, "provider.config")
 }
 
 fn redact(mut p: Provider) -> Provider {

@@ -13,8 +13,10 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use super::{State, page_limit, store_status};
-use crate::drivers::compute::{Compute, record, validate};
-use crate::events::{Received, SandboxEvent, Subscription};
+use crate::domain::events::{Received, SandboxEvent, Subscription};
+use crate::domain::sandbox_logs::{LogFilter, LogReceived, LogSubscription};
+use crate::domain::{record, validate};
+use crate::drivers::compute::Compute;
 use crate::grpc::{Context, Router, Sink, Status};
 use crate::proto::openshell::v1::{
     CreateSandboxRequest, DeleteSandboxRequest, DeleteSandboxResponse, GetSandboxRequest,
@@ -22,7 +24,6 @@ use crate::proto::openshell::v1::{
     SandboxStreamEvent, SandboxStreamWarning, WatchSandboxRequest, open_shell,
     sandbox_stream_event::Payload,
 };
-use crate::sandbox_logs::{LogFilter, LogReceived, LogSubscription};
 use crate::store::{Kind, ListQuery, Order};
 
 pub(super) fn register(router: &mut Router, state: &Arc<State>) {

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::error::Malformed;
 use super::json::{self, Limits};
-use super::url::{HttpUrl, UrlError};
+use crate::net::url::{HttpUrl, UrlError};
 
 /// Appended to the issuer (without its trailing slash) to find the document.
 pub const WELL_KNOWN_PATH: &str = "/.well-known/openid-configuration";

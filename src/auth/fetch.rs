@@ -1,7 +1,7 @@
 //! A minimal HTTP/1.1 GET client for the identity provider's discovery
 //! document and JWK Set: hyper's client connection over a tokio
 //! `TcpStream` (wrapped in TLS for an `https://` URL, in a build with the
-//! `tls` cargo feature: `crate::tls`), and nothing else (no connection
+//! `tls` cargo feature: `crate::net::tls`), and nothing else (no connection
 //! pool, no redirects, no compression, no cookies, no proxy).
 //!
 //! Responses are untrusted input, so every limit of auth.md "Keys" is
@@ -34,8 +34,8 @@ use hyper::body::Body as _;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::url::{Host, HttpUrl};
-use crate::io::{Full, HyperIo};
+use crate::net::io::{Full, HyperIo};
+use crate::net::url::{Host, HttpUrl};
 
 /// Time allowed to resolve the host and connect, in milliseconds.
 pub const CONNECT_TIMEOUT_MS: u64 = 2_000;
@@ -178,7 +178,7 @@ async fn exchange_tls(
 ) -> Result<Bytes, FetchError> {
     let tls = tokio::time::timeout(
         limits.connect_timeout,
-        crate::tls::connect(stream, url.host()),
+        crate::net::tls::connect(stream, url.host()),
     )
     .await
     .map_err(|_| FetchError::ConnectTimeout(limits.connect_timeout.as_millis()))?

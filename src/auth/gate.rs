@@ -3,7 +3,7 @@
 //!
 //! 1. remove any inbound `x-openshell-auth-source` (identity never travels
 //!    as a header a client could forge);
-//! 2. classify the path (`policy::rule`; unknown paths are bearer);
+//! 2. classify the path (`methods::rule`; unknown paths are bearer);
 //! 3. sandbox-secret methods: `x-sandbox-secret` compared in constant time;
 //!    missing, wrong or not configured (with OIDC on) is UNAUTHENTICATED;
 //!    no fallback to bearer;
@@ -28,11 +28,11 @@ use ring::digest::{SHA256, digest};
 
 use super::jwks::KeySet;
 use super::keys::{KeySource, KeyState};
-use super::policy::{self, ALL_SCOPE, Class, Role, Rule};
+use super::methods::{self, ALL_SCOPE, Class, Role, Rule};
 use super::{AuthError, Caller, Identity, Verifier};
 use crate::grpc::{Code, Gate, Status};
 use crate::log::{self, Audit};
-use crate::metrics::AuthStats;
+use crate::obs::metrics::AuthStats;
 
 /// The header a sandbox supervisor authenticates with.
 pub const SECRET_HEADER: &str = "x-sandbox-secret";
@@ -240,7 +240,7 @@ impl Gate for AuthGate {
         headers: &mut HeaderMap,
     ) -> Result<http::Extensions, Status> {
         headers.remove(AUTH_SOURCE_HEADER);
-        let rule = policy::rule(path);
+        let rule = methods::rule(path);
         match self.decide(&rule, query, headers).await {
             Ok(caller) => {
                 if let Some(stats) = &self.stats {

@@ -14,7 +14,7 @@ use crate::auth::fetch::FetchError;
 use crate::auth::origin::{Document, LoadFuture, Loaded};
 use crate::auth::refresh::spawn_refresher;
 use crate::auth::{Algorithm, AuthError};
-use crate::shutdown::Shutdown;
+use crate::net::shutdown::Shutdown;
 
 fn jwk(name: &str, kid: &str) -> Value {
     let text = match name {

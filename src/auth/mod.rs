@@ -53,11 +53,10 @@ mod json;
 pub mod jwks;
 pub mod jwt;
 pub mod keys;
+pub mod methods;
 pub mod origin;
-pub mod policy;
 pub mod refresh;
 mod roca;
-pub mod url;
 mod verifier;
 
 pub use alg::Algorithm;

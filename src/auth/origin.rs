@@ -21,8 +21,8 @@ use bytes::Bytes;
 use super::discovery::{self, DiscoveryError};
 use super::fetch::{self, FetchError, FetchLimits};
 use super::jwks::{JwksError, MAX_JWKS_BYTES};
-use super::url::HttpUrl;
 use crate::log;
+use crate::net::url::HttpUrl;
 
 /// A JWK Set document and where it came from (a URL or a path, for logs).
 #[derive(Clone, Debug)]

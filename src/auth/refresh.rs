@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::keys::{KeySource, Trigger, wait};
 use crate::log;
-use crate::shutdown::Shutdown;
+use crate::net::shutdown::Shutdown;
 
 /// Start the refresh loop of a fetching source.
 pub fn spawn_refresher(keys: KeySource, shutdown: Shutdown) -> JoinHandle<()> {

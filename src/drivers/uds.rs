@@ -40,8 +40,8 @@ use tokio::net::UnixStream;
 use crate::grpc::client::{self, CallOptions, Streaming};
 use crate::grpc::{Code, Method, Status};
 use crate::log;
-use crate::metrics::DriverStats;
-use crate::readiness::{Component, Readiness};
+use crate::obs::metrics::DriverStats;
+use crate::obs::readiness::{Component, Readiness};
 
 /// Startup: connection attempts before giving up (upstream's default).
 pub const STARTUP_ATTEMPTS: u32 = 100;

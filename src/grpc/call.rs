@@ -32,9 +32,9 @@ use super::metadata;
 use super::router::{self, Context, Input, Reply, Router};
 use super::status::{Code, Status, encode_message};
 use super::timeout;
-use crate::endpoints::{Plain, PlainResponse};
 use crate::log;
-use crate::shutdown::Shutdown;
+use crate::net::plain::{Plain, PlainResponse};
+use crate::net::shutdown::Shutdown;
 
 /// `x-request-id` values longer than this (or not visible ASCII) are
 /// replaced by a generated id.

@@ -12,6 +12,7 @@ pub mod metadata;
 mod method;
 pub mod reflection;
 mod router;
+pub mod server;
 pub mod status;
 pub mod timeout;
 

@@ -111,23 +111,3 @@ where
         .await
         .map_err(|_| StoreError::Internal("store task failed"))?
 }
-
-/// A store failure the caller did not expect, as a client sees it. The
-/// detail goes to the log; the client gets a stable message.
-pub fn status(e: StoreError) -> crate::grpc::Status {
-    use crate::grpc::{Code, Status};
-    match e {
-        StoreError::NotFound { .. } => Status::not_found("not found"),
-        StoreError::AlreadyExists { .. } => Status::already_exists("already exists"),
-        StoreError::PreconditionFailed { .. } => {
-            Status::new(Code::Aborted, "concurrent modification; retry")
-        }
-        StoreError::Invalid(m) => Status::invalid_argument(m),
-        other => {
-            crate::log::error("store failure")
-                .display("error", &other)
-                .emit();
-            Status::internal("store failure")
-        }
-    }
-}

@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
-use slimgate::endpoints::Liveness;
+use slimgate::grpc::server::{Http2Settings, Server};
 use slimgate::grpc::{self, Code, Context, Method, Reply, Requests, Router, Shape, Sink, Status};
-use slimgate::server::{Http2Settings, Server};
-use slimgate::shutdown::Shutdown;
+use slimgate::net::plain::Liveness;
+use slimgate::net::shutdown::Shutdown;
 use tokio::net::TcpListener;
 
 /// The one message type of the test service.

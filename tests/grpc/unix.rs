@@ -22,7 +22,7 @@ async fn item_39_unix_socket_stale_file_mode_and_grpcio() {
     assert!(meta.file_type().is_socket());
     assert_eq!(
         meta.permissions().mode() & 0o777,
-        slimgate::server::UNIX_SOCKET_MODE
+        slimgate::grpc::server::UNIX_SOCKET_MODE
     );
     // tonic over the socket (testkit's Unix channel).
     let ch = slimgate_testkit::uds::channel(&sock).await.unwrap();

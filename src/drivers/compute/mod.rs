@@ -26,12 +26,8 @@
 //! (watch loop, reconcile).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-mod names;
-pub mod policy;
-pub mod record;
 mod sync;
 pub mod translate;
-pub mod validate;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -41,15 +37,16 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::uds::{self, Driver, Pool, PoolConfig};
-use crate::events::SandboxBus;
+use crate::domain::events::SandboxBus;
+use crate::domain::{names, policy, record, validate};
 use crate::grpc::Status;
 use crate::log;
+use crate::net::shutdown::Shutdown;
+use crate::obs::readiness::Readiness;
 use crate::proto::openshell::compute::v1::{
     self as driver, GetCapabilitiesRequest, GetCapabilitiesResponse, compute_driver,
 };
 use crate::proto::openshell::v1::{CreateSandboxRequest, Sandbox, SandboxPhase};
-use crate::readiness::Readiness;
-use crate::shutdown::Shutdown;
 use crate::store::{self, Kind, Store, StoreError};
 
 /// First delay before reopening a failed or ended `WatchSandboxes` stream.
@@ -194,7 +191,7 @@ impl Compute {
             if self
                 .store
                 .get(Kind::Provider, provider)
-                .map_err(store::status)?
+                .map_err(crate::domain::store_status)?
                 .is_none()
             {
                 return Err(Status::failed_precondition(format!(
@@ -215,14 +212,14 @@ impl Compute {
             if self
                 .store
                 .get(Kind::Sandbox, &name)
-                .map_err(store::status)?
+                .map_err(crate::domain::store_status)?
                 .is_some()
             {
                 return Err(already_exists(&name));
             }
             name
         };
-        let id = store::new_uuid_v4().map_err(store::status)?;
+        let id = store::new_uuid_v4().map_err(crate::domain::store_status)?;
         let sandbox = Sandbox {
             metadata: Some(crate::proto::openshell::datamodel::v1::ObjectMeta {
                 id,
@@ -264,7 +261,7 @@ impl Compute {
             if self
                 .store
                 .get(Kind::Sandbox, &last)
-                .map_err(store::status)?
+                .map_err(crate::domain::store_status)?
                 .is_none()
             {
                 return Ok(last);
@@ -286,9 +283,9 @@ impl Compute {
             .await
             .map_err(|e| match e {
                 StoreError::AlreadyExists { .. } => already_exists(&name),
-                e => store::status(e),
+                e => crate::domain::store_status(e),
             })?;
-        let sandbox = record::decode(&stored).map_err(store::status)?;
+        let sandbox = record::decode(&stored).map_err(crate::domain::store_status)?;
         let request = driver::CreateSandboxRequest {
             sandbox: Some(for_driver),
         };
@@ -330,9 +327,11 @@ impl Compute {
         let record = self
             .store
             .get(Kind::Sandbox, name)
-            .map_err(store::status)?
+            .map_err(crate::domain::store_status)?
             .ok_or_else(|| Status::not_found("sandbox not found"))?;
-        let before = record::decode(&record).map_err(store::status)?.phase;
+        let before = record::decode(&record)
+            .map_err(crate::domain::store_status)?
+            .phase;
         let this = Arc::clone(self);
         let (id, name) = (record.id, record.name);
         tokio::spawn(async move {
@@ -358,7 +357,7 @@ impl Compute {
             change
         })
         .await
-        .map_err(store::status)?;
+        .map_err(crate::domain::store_status)?;
         if let Some(s) = &marked {
             self.bus.changed(s);
         }

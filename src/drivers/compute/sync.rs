@@ -29,18 +29,19 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
-use super::{Compute, record, translate};
+use super::{Compute, translate};
+use crate::domain::events::Kept;
+use crate::domain::record;
 use crate::drivers::uds::DriverError;
-use crate::events::Kept;
 use crate::grpc::{Code, Status};
 use crate::log;
+use crate::net::shutdown::Shutdown;
 use crate::proto::openshell::compute::v1::{
     DriverSandbox, GetSandboxRequest, ListSandboxesRequest, WatchSandboxesEvent,
     WatchSandboxesRequest, compute_driver, watch_sandboxes_event::Payload,
 };
 use crate::proto::openshell::v1::{PlatformEvent, SandboxPhase};
-use crate::shutdown::Shutdown;
-use crate::store::{self, Kind, ListQuery, MAX_LIST_RECORDS};
+use crate::store::{Kind, ListQuery, MAX_LIST_RECORDS};
 
 impl Compute {
     pub(super) async fn watch_loop(self: Arc<Self>, shutdown: Shutdown) {
@@ -161,7 +162,7 @@ impl Compute {
             None => record::modify(&self.store, &incoming.id, change).await,
             Some(revision) => record::modify_at(&self.store, &incoming.id, revision, change).await,
         }
-        .map_err(store::status)?;
+        .map_err(crate::domain::store_status)?;
         if let Some(sandbox) = changed {
             log::debug("sandbox status changed")
                 .str("sandbox_id", &incoming.id)
@@ -186,7 +187,7 @@ impl Compute {
         if self
             .store
             .get_by_id(Kind::Sandbox, id)
-            .map_err(store::status)?
+            .map_err(crate::domain::store_status)?
             .is_none()
         {
             return Ok(());
@@ -213,7 +214,10 @@ impl Compute {
                         "message truncated"
                     },
                 )
-                .num("max_bytes", crate::events::MAX_PLATFORM_EVENT_BYTES as i128)
+                .num(
+                    "max_bytes",
+                    crate::domain::events::MAX_PLATFORM_EVENT_BYTES as i128,
+                )
                 .emit();
         }
         Ok(())
@@ -266,7 +270,7 @@ impl Compute {
             let page = self
                 .store
                 .list(Kind::Sandbox, &query)
-                .map_err(store::status)?;
+                .map_err(crate::domain::store_status)?;
             let n = page.len();
             for r in page {
                 stored.insert(r.id, (r.revision, r.name));
@@ -300,10 +304,10 @@ impl Compute {
                 let deleting = self
                     .store
                     .get_by_id(Kind::Sandbox, &id)
-                    .map_err(store::status)?
+                    .map_err(crate::domain::store_status)?
                     .map(|r| record::decode(&r).map(|s| s.phase))
                     .transpose()
-                    .map_err(store::status)?
+                    .map_err(crate::domain::store_status)?
                     == Some(SandboxPhase::Deleting as i32);
                 let since = *self
                     .missing

@@ -12,7 +12,7 @@ use prost::Message;
 use crate::grpc::Status;
 use crate::proto::openshell::v1::{SandboxSpec, SandboxTemplate};
 
-pub use crate::limits::{MAX_MAP_KEY_BYTES, MAX_MAP_VALUE_BYTES, MAX_NAME_BYTES};
+pub use crate::domain::limits::{MAX_MAP_KEY_BYTES, MAX_MAP_VALUE_BYTES, MAX_NAME_BYTES};
 /// Most providers one sandbox may name.
 pub const MAX_PROVIDERS: usize = 32;
 /// Longest `spec.log_level`, in bytes.
@@ -62,7 +62,7 @@ pub fn create_request(
             spec.log_level.len()
         )));
     }
-    crate::limits::string_map(
+    crate::domain::limits::string_map(
         &spec.environment,
         MAX_ENVIRONMENT_ENTRIES,
         "spec.environment",
@@ -99,13 +99,13 @@ fn template(t: &SandboxTemplate) -> Result<(), Status> {
             )));
         }
     }
-    crate::limits::string_map(&t.labels, MAX_TEMPLATE_MAP_ENTRIES, "template.labels")?;
-    crate::limits::string_map(
+    crate::domain::limits::string_map(&t.labels, MAX_TEMPLATE_MAP_ENTRIES, "template.labels")?;
+    crate::domain::limits::string_map(
         &t.annotations,
         MAX_TEMPLATE_MAP_ENTRIES,
         "template.annotations",
     )?;
-    crate::limits::string_map(
+    crate::domain::limits::string_map(
         &t.environment,
         MAX_TEMPLATE_MAP_ENTRIES,
         "template.environment",

@@ -1,6 +1,6 @@
 //! The `/metrics` endpoint of `--metrics-port`: one Prometheus text
 //! exposition, assembled when it is scraped from the counters the hot
-//! paths keep (`crate::metrics`) and from the state their owners report
+//! paths keep (`crate::obs::metrics`) and from the state their owners report
 //! (key source, driver pools, store, live connections).
 //!
 //! Reading the store's record counts is one read transaction per kind;
@@ -30,8 +30,9 @@ use http::StatusCode;
 
 use crate::auth::keys::KeySource;
 use crate::drivers::uds::Pool;
-use crate::endpoints::{Plain, PlainResponse};
-use crate::metrics::{self, AuthStats, Exposition, GrpcStats, Type};
+use crate::grpc::server::ConnectionCounts;
+use crate::net::plain::{Plain, PlainResponse};
+use crate::obs::metrics::{self, AuthStats, Exposition, GrpcStats, Type};
 use crate::store::{Kind, Store};
 
 /// Where the exposition's figures come from.
@@ -50,19 +51,6 @@ pub struct Sources {
     pub connections: Box<dyn Fn() -> ConnectionCounts + Send + Sync>,
     /// Failed TLS handshakes, when the main port serves TLS.
     pub tls_handshake_failures: Option<Box<dyn Fn() -> u64 + Send + Sync>>,
-}
-
-/// The main port's connection and request-buffer figures.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ConnectionCounts {
-    /// Connections being served.
-    pub live: usize,
-    /// Idle connections closed to make room at `--max-connections`.
-    pub shed_total: u64,
-    /// New connections closed at once: at the cap, none idle.
-    pub refused_total: u64,
-    /// Bytes of partial request messages held under the request budgets.
-    pub request_buffer_bytes: usize,
 }
 
 /// Serves `GET /metrics` (anything else is 404).
@@ -91,7 +79,7 @@ impl MetricsEndpoint {
                 ("version", env!("CARGO_PKG_VERSION")),
                 (
                     "tls",
-                    if crate::config::TLS_BUILD {
+                    if cfg!(feature = "tls") {
                         "true"
                     } else {
                         "false"

@@ -32,8 +32,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::broadcast;
 
+use crate::domain::sandbox_logs::{DEFAULT_LOG_LINES, SandboxLogs};
 use crate::proto::openshell::v1::{PlatformEvent, Sandbox};
-use crate::sandbox_logs::{DEFAULT_LOG_LINES, SandboxLogs};
 
 /// Events a watcher may fall behind by before it lags (upstream's channel
 /// size).

@@ -16,7 +16,7 @@
 //!   keeps one duration histogram.
 //!
 //! Everything else (JWKS counters, live driver connections, store sizes)
-//! is read from its owner when `/metrics` is scraped (`crate::scrape`).
+//! is read from its owner when `/metrics` is scraped (`crate::api::scrape`).
 //!
 //! This module depends on nothing of the gateway but the gRPC status codes
 //! and the call observer hook, so the layers that record into it (the gRPC

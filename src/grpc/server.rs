@@ -31,12 +31,12 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, Sleep};
 
-use crate::connections::{Entry, Slot, Table};
-use crate::endpoints::{Plain, PlainResponse};
 use crate::grpc::{Gate, Service};
-use crate::io::{Full, HyperIo, Rewind};
 use crate::log;
-use crate::shutdown::{Shutdown, Tracker, TrackerGuard};
+use crate::net::connections::{Entry, Slot, Table};
+use crate::net::io::{Full, HyperIo, Rewind};
+use crate::net::plain::{Plain, PlainResponse};
+use crate::net::shutdown::{Shutdown, Tracker, TrackerGuard};
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -105,13 +105,26 @@ impl Default for Http2Settings {
             keepalive_interval: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(20),
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
-            max_connections: crate::connections::DEFAULT_MAX_CONNECTIONS,
+            max_connections: crate::net::connections::DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
 
 /// Most event-loop threads, whatever the core count.
 pub const MAX_WORKERS: usize = 64;
+
+/// The main port's connection and request-buffer figures.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnectionCounts {
+    /// Connections being served.
+    pub live: usize,
+    /// Idle connections closed to make room at `--max-connections`.
+    pub shed_total: u64,
+    /// New connections closed at once: at the cap, none idle.
+    pub refused_total: u64,
+    /// Bytes of partial request messages held under the request budgets.
+    pub request_buffer_bytes: usize,
+}
 
 /// Serves connections for one gRPC service.
 ///
@@ -142,7 +155,7 @@ struct Core<G> {
 }
 
 #[cfg(feature = "tls")]
-type TlsAcceptor = crate::tls::Acceptor;
+type TlsAcceptor = crate::net::tls::Acceptor;
 
 /// Without the `tls` feature there is no acceptor to hold.
 #[cfg(not(feature = "tls"))]
@@ -172,7 +185,7 @@ impl<G: Gate> Server<G> {
         service: Service<G>,
         settings: Http2Settings,
         shutdown: Shutdown,
-        tls: Option<crate::tls::Acceptor>,
+        tls: Option<crate::net::tls::Acceptor>,
     ) -> Arc<Self> {
         Self::build(service, settings, shutdown, tls)
     }
@@ -254,8 +267,8 @@ impl<G: Gate> Server<G> {
     }
 
     /// The main port's connection and request-buffer figures (`/metrics`).
-    pub fn connection_counts(&self) -> crate::scrape::ConnectionCounts {
-        crate::scrape::ConnectionCounts {
+    pub fn connection_counts(&self) -> ConnectionCounts {
+        ConnectionCounts {
             live: self.tracker.live(),
             shed_total: self.table.shed_total(),
             refused_total: self.table.refused_total(),
@@ -324,7 +337,7 @@ impl<G: Gate> Server<G> {
     /// At most `PLAIN_PORT_MAX_CONNECTIONS` at once (the oldest is shed
     /// for a new one), each for at most `PLAIN_PORT_CONNECTION_TIMEOUT`.
     pub async fn serve_plain_with(self: Arc<Self>, listener: TcpListener, plain: Arc<dyn Plain>) {
-        let table = Table::new(crate::connections::PLAIN_PORT_MAX_CONNECTIONS);
+        let table = Table::new(crate::net::connections::PLAIN_PORT_MAX_CONNECTIONS);
         loop {
             match self.core.shutdown.or_shutdown(listener.accept()).await {
                 None => return,
@@ -549,7 +562,9 @@ impl<G: Gate> Core<G> {
                     // then closes, at once since no stream is open. A peer
                     // that does not read it is dropped after SHED_GRACE.
                     conn.abrupt_shutdown(h2::Reason::NO_ERROR);
-                    closing = Some(Box::pin(tokio::time::sleep(crate::connections::SHED_GRACE)));
+                    closing = Some(Box::pin(tokio::time::sleep(
+                        crate::net::connections::SHED_GRACE,
+                    )));
                 }
                 Event::Dead => {
                     log::debug("closing http2 connection: keepalive ping timed out").emit();
