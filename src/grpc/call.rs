@@ -29,7 +29,7 @@ use tokio::sync::mpsc;
 
 use super::body::{self, Body, ConnectionBudget, Limits, Timing};
 use super::metadata;
-use super::router::{self, Context, Input, Reply, Router};
+use super::router::{self, Context, Input, Reply, Route, Router};
 use super::status::{Code, Status, encode_message};
 use super::timeout;
 use crate::log;
@@ -205,6 +205,7 @@ impl<G: Gate> Service<G> {
                 } else {
                     self.run(
                         &uri,
+                        route,
                         &mut headers,
                         &mut body,
                         deadline,
@@ -296,9 +297,12 @@ impl<G: Gate> Service<G> {
         Check::Grpc(timeout)
     }
 
+    // The call's parts, borrowed from `serve` (the route looked up once).
+    #[allow(clippy::too_many_arguments)]
     async fn run(
         &self,
         uri: &http::Uri,
+        route: Option<&Route>,
         headers: &mut HeaderMap,
         body: &mut Option<Body>,
         deadline: Option<Instant>,
@@ -307,7 +311,6 @@ impl<G: Gate> Service<G> {
     ) -> Code {
         // Routing uses the path alone; the gate sees the query too.
         let (path, query) = (uri.path(), uri.query());
-        let route = self.router.get(path);
         let streams_out = route.is_some_and(|r| !r.shape.single_response());
         let (tx, rx) = if streams_out {
             let (tx, rx) = mpsc::channel(router::STREAM_QUEUE_MESSAGES);

@@ -104,7 +104,7 @@ impl Table {
         inner.next_id += 1;
         let entry = Arc::new(Entry {
             open_streams: AtomicUsize::new(0),
-            idle_since_ms: AtomicU64::new(self.now_ms()),
+            idle_since_ms: AtomicU64::new(millis_since(self.epoch)),
             shed: AtomicBool::new(false),
             notify: Notify::new(),
             epoch: self.epoch,
@@ -115,10 +115,6 @@ impl Table {
             id,
             entry,
         })
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     /// Live connections (shed ones included until they are gone).
@@ -215,10 +211,14 @@ pub struct StreamGuard(Arc<Entry>);
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         let e = &self.0;
-        let now = u64::try_from(e.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
-        e.idle_since_ms.store(now, Ordering::Relaxed);
+        e.idle_since_ms
+            .store(millis_since(e.epoch), Ordering::Relaxed);
         e.open_streams.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+fn millis_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
