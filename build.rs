@@ -86,14 +86,8 @@ impl prost_build::ServiceGenerator for MethodTables {
                 m.output_proto_type.trim_start_matches('.')
             );
         }
-        let _ = writeln!(
-            buf,
-            "    /// Every method of the service, in declaration order."
-        );
-        let _ = writeln!(
-            buf,
-            "    pub const METHODS: &[crate::grpc::MethodInfo] = &["
-        );
+        let _ = writeln!(buf, "    /// Every method of the service, in declaration order.");
+        let _ = writeln!(buf, "    pub const METHODS: &[crate::grpc::MethodInfo] = &[");
         buf.push_str(&table);
         let _ = writeln!(buf, "    ];");
         let _ = writeln!(buf, "}}");

@@ -40,10 +40,7 @@ fn us(d: Duration) -> f64 {
 fn create_request(n: usize) -> os::CreateSandboxRequest {
     os::CreateSandboxRequest {
         spec: Some(os::SandboxSpec {
-            template: Some(os::SandboxTemplate {
-                image: "img".into(),
-                ..Default::default()
-            }),
+            template: Some(os::SandboxTemplate { image: "img".into(), ..Default::default() }),
             ..Default::default()
         }),
         name: format!("bench-{n}"),
@@ -73,12 +70,7 @@ async fn gateway(dir: &TempDir, sock: &std::path::Path, connections: usize) -> s
     let conns = connections.to_string();
     support::start_gateway(
         dir,
-        &[
-            "--compute-driver-socket",
-            sock.to_str().unwrap(),
-            "--driver-connections",
-            &conns,
-        ],
+        &["--compute-driver-socket", sock.to_str().unwrap(), "--driver-connections", &conns],
         slimgate::app::Tuning::default(),
     )
     .await
@@ -95,14 +87,9 @@ async fn throughput(gw: &support::Gateway) -> f64 {
         tasks.push(tokio::spawn(async move {
             let mut n = c * 1_000_000;
             while !stop.load(Ordering::Relaxed) {
-                let e = call(
-                    &channel,
-                    os::open_shell::CREATE_SANDBOX,
-                    create_request(n),
-                    None,
-                )
-                .await
-                .unwrap_err();
+                let e = call(&channel, os::open_shell::CREATE_SANDBOX, create_request(n), None)
+                    .await
+                    .unwrap_err();
                 assert_eq!(e.code(), Code::FailedPrecondition);
                 done.fetch_add(1, Ordering::Relaxed);
                 n += 1;
@@ -121,10 +108,7 @@ async fn throughput(gw: &support::Gateway) -> f64 {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let dir = TempDir::new();
         let sock = dir.path("compute.sock");
@@ -178,12 +162,7 @@ fn main() {
         println!("  {:<40} {:>9} {:>9}", "", "p50", "p99");
         let (d50, d99) = (percentile(&direct, 0.5), percentile(&direct, 0.99));
         let (g50, g99) = (percentile(&through, 0.5), percentile(&through, 0.99));
-        println!(
-            "  {:<40} {:>9.1} {:>9.1}",
-            "direct (tonic → driver)",
-            us(d50),
-            us(d99)
-        );
+        println!("  {:<40} {:>9.1} {:>9.1}", "direct (tonic → driver)", us(d50), us(d99));
         println!(
             "  {:<40} {:>9.1} {:>9.1}",
             "through slimgate (tonic → gw → driver)",

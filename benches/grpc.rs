@@ -62,9 +62,7 @@ impl Health for TonicHealth {
             .get(&service)
             .copied();
         match status {
-            Some(s) => Ok(tonic::Response::new(HealthCheckResponse {
-                status: s as i32,
-            })),
+            Some(s) => Ok(tonic::Response::new(HealthCheckResponse { status: s as i32 })),
             None => Err(tonic::Status::not_found("unknown service")),
         }
     }
@@ -83,13 +81,8 @@ async fn start_slimgate() -> SocketAddr {
     let mut router = grpc::Router::new();
     grpc::health::Health::new().register(&mut router);
     let shutdown = Shutdown::new();
-    let service = grpc::Service::new(
-        router,
-        grpc::Open,
-        Arc::new(Liveness),
-        4 << 20,
-        shutdown.clone(),
-    );
+    let service =
+        grpc::Service::new(router, grpc::Open, Arc::new(Liveness), 4 << 20, shutdown.clone());
     let server = Server::new(service, Http2Settings::default(), shutdown.clone());
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -103,9 +96,7 @@ async fn start_tonic() -> SocketAddr {
     let addr = listener.local_addr().expect("addr");
     let mut statuses = HashMap::new();
     statuses.insert(String::new(), ServingStatus::Serving);
-    let svc = HealthServer::new(TonicHealth {
-        statuses: Mutex::new(statuses),
-    });
+    let svc = HealthServer::new(TonicHealth { statuses: Mutex::new(statuses) });
     tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let _ = tonic::transport::Server::builder()
@@ -178,12 +169,8 @@ async fn load(addr: SocketAddr, concurrency: usize, duration: Duration) -> Run {
     for _ in 0..CONNECTIONS.min(concurrency) {
         conns.push(connect(addr).await);
     }
-    let uri: http::Uri = format!("http://{addr}/grpc.health.v1.Health/Check")
-        .parse()
-        .expect("uri");
-    let body = slimgate_testkit::raw::grpc_message(&HealthCheckRequest {
-        service: String::new(),
-    });
+    let uri: http::Uri = format!("http://{addr}/grpc.health.v1.Health/Check").parse().expect("uri");
+    let body = slimgate_testkit::raw::grpc_message(&HealthCheckRequest { service: String::new() });
     let warm_until = Instant::now() + WARMUP;
     let until = warm_until + duration;
     let mut tasks = Vec::new();
@@ -235,10 +222,7 @@ async fn load(addr: SocketAddr, concurrency: usize, duration: Duration) -> Run {
 
 /// `--serve slimgate|tonic`: be that server (a child of the benchmark).
 fn serve(which: &str) -> ! {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let addr = rt.block_on(async {
         match which {
             "tonic" => start_tonic().await,
@@ -255,10 +239,8 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--serve") {
         serve(args.get(i + 1).map_or("slimgate", String::as_str));
     }
-    let secs: u64 = std::env::var("SLIMGATE_BENCH_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+    let secs: u64 =
+        std::env::var("SLIMGATE_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
     let levels: Vec<usize> = std::env::var("SLIMGATE_BENCH_LEVELS")
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
@@ -270,41 +252,25 @@ fn main() {
     let body = std::env::temp_dir().join("slimgate-bench-health.bin");
     std::fs::write(
         &body,
-        slimgate_testkit::raw::grpc_message(&HealthCheckRequest {
-            service: String::new(),
-        }),
+        slimgate_testkit::raw::grpc_message(&HealthCheckRequest { service: String::new() }),
     )
     .expect("body");
     let cores = support::cores();
     println!(
         "gRPC unary Health/Check, closed loop, {secs} s per run after 1 s warm-up; {cores} cores: servers on core 0, load generator ({}) on core 1",
-        if h2load {
-            "h2load"
-        } else {
-            "built-in h2 client"
-        }
+        if h2load { "h2load" } else { "built-in h2 client" }
     );
     println!();
     println!(
         "{:>5}  {:<9} {:>10} {:>9} {:>9} {:>16} {:>7}",
         "conc", "server", "calls/s", "p50 µs", "p99 µs", "server CPU µs/call", "errors"
     );
-    let client = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let client =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let run = |server: &support::Server, c: usize| -> support::Load {
         if h2load {
             let headers = [("content-type", "application/grpc"), ("te", "trailers")];
-            support::h2load(
-                server,
-                "/grpc.health.v1.Health/Check",
-                &body,
-                &headers,
-                c,
-                secs,
-                1,
-            )
+            support::h2load(server, "/grpc.health.v1.Health/Check", &body, &headers, c, secs, 1)
         } else {
             let before = server.cpu_us();
             let r = client.block_on(load(server.addr, c, Duration::from_secs(secs)));

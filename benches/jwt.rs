@@ -71,12 +71,7 @@ fn main() {
     };
     let (rs_input, rs_sig) = split_sig(&rs);
     let rs_ring = median(101, 50, || {
-        rsa.verify(
-            &RSA_PKCS1_2048_8192_SHA256,
-            black_box(rs_input),
-            black_box(&rs_sig),
-        )
-        .unwrap();
+        rsa.verify(&RSA_PKCS1_2048_8192_SHA256, black_box(rs_input), black_box(&rs_sig)).unwrap();
     });
     let ec_point = Signer::load("ec_p256").ec_point();
     let ec = UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &ec_point);
@@ -119,26 +114,16 @@ fn main() {
     show("  of which: claim rules + identity", evaluate);
 
     // Refusals.
-    let one_dot = format!(
-        "{}{}",
-        &rs[..rs.rfind('.').unwrap()],
-        &rs[rs.rfind('.').unwrap() + 1..]
-    );
+    let one_dot = format!("{}{}", &rs[..rs.rfind('.').unwrap()], &rs[rs.rfind('.').unwrap() + 1..]);
     let bad_char_at_end = format!("{rs}=");
     let four_dots = format!("{rs}.x.y");
     let oversized = "A".repeat(9000);
-    let alg_none = format!(
-        "{}.{}.AAAA",
-        b64(br#"{"alg":"none"}"#),
-        b64(claims().to_string().as_bytes())
-    );
+    let alg_none =
+        format!("{}.{}.AAAA", b64(br#"{"alg":"none"}"#), b64(claims().to_string().as_bytes()));
     for (label, token) in [
         ("reject malformed: one dot", &one_dot),
         ("reject malformed: 4 dots", &four_dots),
-        (
-            "reject malformed: '=' at the end (full scan)",
-            &bad_char_at_end,
-        ),
+        ("reject malformed: '=' at the end (full scan)", &bad_char_at_end),
         ("reject oversized (9000 B)", &oversized),
         ("reject alg none (header decoded)", &alg_none),
     ] {

@@ -135,10 +135,7 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
         .await
         .map_err(|_| StartError("store task failed".into()))?
         .map_err(|e| {
-            StartError(format!(
-                "cannot open the store {}: {e}",
-                config.db_path.display()
-            ))
+            StartError(format!("cannot open the store {}: {e}", config.db_path.display()))
         })?;
 
     let mut required = Vec::new();
@@ -160,9 +157,9 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
 
     let credentials = match &config.credentials_driver_socket {
         None => None,
-        Some(path) => Some(Arc::new(
-            connect_credentials(&config, path, &readiness, tuning.keepalive).await?,
-        )),
+        Some(path) => {
+            Some(Arc::new(connect_credentials(&config, path, &readiness, tuning.keepalive).await?))
+        }
     };
 
     let sandboxes = SandboxBus::with_log_lines(config.sandbox_log_lines);
@@ -225,12 +222,9 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
     };
     // Methods that need no credential take only small requests: anyone
     // can call them, and their messages are tiny.
-    router.cap_requests(
-        crate::auth::methods::UNAUTHENTICATED_MAX_REQUEST_BYTES,
-        |path| {
-            crate::auth::methods::rule(path).class == crate::auth::methods::Class::Unauthenticated
-        },
-    );
+    router.cap_requests(crate::auth::methods::UNAUTHENTICATED_MAX_REQUEST_BYTES, |path| {
+        crate::auth::methods::rule(path).class == crate::auth::methods::Class::Unauthenticated
+    });
     let mut service = grpc::Service::new(
         router,
         gate,
@@ -263,10 +257,7 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
     if let Some(compute) = &compute {
         tasks.extend(compute.start(&shutdown));
     }
-    log::info("listening")
-        .display("addr", addr)
-        .str("protocols", protocols(&config))
-        .emit();
+    log::info("listening").display("addr", addr).str("protocols", protocols(&config)).emit();
 
     let mut health_addr = None;
     if let Some(port) = config.health_port {
@@ -274,10 +265,7 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
         health_addr = l.local_addr().ok();
         tasks.push(tokio::spawn(Arc::clone(&server).serve_plain(l)));
         log::info("health endpoints listening")
-            .display(
-                "addr",
-                health_addr.map_or_else(String::new, |a| a.to_string()),
-            )
+            .display("addr", health_addr.map_or_else(String::new, |a| a.to_string()))
             .emit();
     }
     let mut metrics_addr = None;
@@ -294,27 +282,17 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
             connections: Box::new(move || counted.connection_counts()),
             tls_handshake_failures: tls_failures,
         });
-        tasks.push(tokio::spawn(
-            Arc::clone(&server).serve_plain_with(l, Arc::new(endpoint)),
-        ));
+        tasks.push(tokio::spawn(Arc::clone(&server).serve_plain_with(l, Arc::new(endpoint))));
         log::info("metrics listening")
-            .display(
-                "addr",
-                metrics_addr.map_or_else(String::new, |a| a.to_string()),
-            )
+            .display("addr", metrics_addr.map_or_else(String::new, |a| a.to_string()))
             .emit();
     }
     if let Some(path) = &config.unix_socket {
         let l = server::bind_unix(path).map_err(|e| {
-            StartError(format!(
-                "cannot listen on unix socket {}: {e}",
-                path.display()
-            ))
+            StartError(format!("cannot listen on unix socket {}: {e}", path.display()))
         })?;
         tasks.push(tokio::spawn(Arc::clone(&server).serve_unix(l)));
-        log::info("listening")
-            .str("unix_socket", &path.display().to_string())
-            .emit();
+        log::info("listening").str("unix_socket", &path.display().to_string()).emit();
     }
 
     Ok(Running {
@@ -340,20 +318,12 @@ async fn build_gate(
     shutdown: &Shutdown,
 ) -> Result<(AuthGate, Option<Arc<KeySource>>, Vec<JoinHandle<()>>), StartError> {
     let Some(o) = &config.oidc else {
-        return Ok((
-            AuthGate::new(None, config.sandbox_secret.as_deref()),
-            None,
-            Vec::new(),
-        ));
+        return Ok((AuthGate::new(None, config.sandbox_secret.as_deref()), None, Vec::new()));
     };
     let mut vc = VerifierConfig::new(o.issuer.clone(), o.audiences.clone());
     vc.strict_audience = o.strict_audience;
     vc.leeway_secs = o.leeway_secs;
-    vc.algorithms = o
-        .algorithms
-        .iter()
-        .filter_map(|a| Algorithm::from_name(a))
-        .collect();
+    vc.algorithms = o.algorithms.iter().filter_map(|a| Algorithm::from_name(a)).collect();
     vc.max_token_bytes = o.max_token_bytes;
     vc.roles_claim = o.roles_claim.clone();
     vc.scopes_claim = o.scopes_claim.clone();
@@ -367,17 +337,8 @@ async fn build_gate(
     } else {
         Some((o.admin_role.clone(), o.user_role.clone()))
     };
-    let oidc = Oidc {
-        verifier,
-        keys: Arc::clone(&keys),
-        roles,
-        scopes: o.scopes_claim.is_some(),
-    };
-    Ok((
-        AuthGate::new(Some(oidc), config.sandbox_secret.as_deref()),
-        Some(keys),
-        tasks,
-    ))
+    let oidc = Oidc { verifier, keys: Arc::clone(&keys), roles, scopes: o.scopes_claim.is_some() };
+    Ok((AuthGate::new(Some(oidc), config.sandbox_secret.as_deref()), Some(keys), tasks))
 }
 
 /// The issuer's key source (auth.md "Keys"): a JWKS file is read now (a
@@ -392,15 +353,10 @@ async fn start_keys(
     readiness: &Readiness,
     shutdown: &Shutdown,
 ) -> Result<(KeySource, Vec<JoinHandle<()>>), StartError> {
-    let timings = KeyTimings {
-        ttl: o.jwks_ttl,
-        ..tuning.keys
-    };
+    let timings = KeyTimings { ttl: o.jwks_ttl, ..tuning.keys };
     #[cfg(feature = "tls")]
     if o.issuer.starts_with("https://")
-        || o.jwks_uri
-            .as_deref()
-            .is_some_and(|u| u.starts_with("https://"))
+        || o.jwks_uri.as_deref().is_some_and(|u| u.starts_with("https://"))
         || o.ca_file.is_some()
     {
         // Load the trust anchors now: a bad CA file stops the start.
@@ -443,9 +399,7 @@ async fn start_keys(
     let task = if keys.is_remote() {
         refresh::spawn_refresher(keys.clone(), shutdown.clone())
     } else {
-        keys.reload()
-            .await
-            .map_err(|e| StartError(format!("--oidc-jwks-file: {e}")))?;
+        keys.reload().await.map_err(|e| StartError(format!("--oidc-jwks-file: {e}")))?;
         refresh::spawn_reload_on_sighup(keys.clone(), shutdown.clone())
             .map_err(|e| StartError(format!("cannot handle SIGHUP: {e}")))?
     };
@@ -469,9 +423,7 @@ fn build_server(
         )),
         None => None,
     };
-    let failures = tls
-        .clone()
-        .map(|t| Box::new(move || t.failures()) as Failures);
+    let failures = tls.clone().map(|t| Box::new(move || t.failures()) as Failures);
     let server = Server::with_tls(service, settings, shutdown.clone(), tls);
     Ok((server, failures))
 }
@@ -537,19 +489,14 @@ async fn connect_credentials(
                     .emit();
             }
         }
-        Err(e) => log::warn("credentials driver ListCredentials failed")
-            .display("error", e)
-            .emit(),
+        Err(e) => log::warn("credentials driver ListCredentials failed").display("error", e).emit(),
     }
     Ok(credentials)
 }
 
 async fn bind(ip: std::net::IpAddr, port: u16, flag: &str) -> Result<TcpListener, StartError> {
     TcpListener::bind((ip, port)).await.map_err(|e| {
-        StartError(format!(
-            "cannot listen on {} ({flag}): {e}",
-            SocketAddr::new(ip, port)
-        ))
+        StartError(format!("cannot listen on {} ({flag}): {e}", SocketAddr::new(ip, port)))
     })
 }
 

@@ -50,23 +50,11 @@ const fn flag(
     default: &'static str,
     help: &'static str,
 ) -> Flag {
-    Flag {
-        name,
-        env,
-        value: Some(value),
-        default,
-        help,
-    }
+    Flag { name, env, value: Some(value), default, help }
 }
 
 const fn switch(name: &'static str, env: &'static str, help: &'static str) -> Flag {
-    Flag {
-        name,
-        env,
-        value: None,
-        default: "false",
-        help,
-    }
+    Flag { name, env, value: None, default: "false", help }
 }
 
 /// Every flag slimgate honours, in `--help` order.
@@ -106,13 +94,7 @@ pub const FLAGS: &[Flag] = &[
         "",
         "also serve on this Unix socket (mode 0660; a stale socket file is replaced)",
     ),
-    flag(
-        "log-level",
-        "OPENSHELL_LOG_LEVEL",
-        "LEVEL",
-        "info",
-        "error, warn, info, debug or trace",
-    ),
+    flag("log-level", "OPENSHELL_LOG_LEVEL", "LEVEL", "info", "error, warn, info, debug or trace"),
     flag(
         "db-url",
         "OPENSHELL_DB_URL",
@@ -160,13 +142,7 @@ pub const FLAGS: &[Flag] = &[
         "3600",
         "key set lifetime before a background refresh",
     ),
-    flag(
-        "oidc-jwks-uri",
-        "OPENSHELL_OIDC_JWKS_URI",
-        "URL",
-        "",
-        "JWKS location (skips discovery)",
-    ),
+    flag("oidc-jwks-uri", "OPENSHELL_OIDC_JWKS_URI", "URL", "", "JWKS location (skips discovery)"),
     flag(
         "oidc-jwks-file",
         "OPENSHELL_OIDC_JWKS_FILE",
@@ -385,19 +361,13 @@ pub const FLAGS: &[Flag] = &[
 pub const IGNORED: &[(&str, &str)] = &[
     ("sandbox-namespace", "OPENSHELL_SANDBOX_NAMESPACE"),
     ("sandbox-image", "OPENSHELL_SANDBOX_IMAGE"),
-    (
-        "sandbox-image-pull-policy",
-        "OPENSHELL_SANDBOX_IMAGE_PULL_POLICY",
-    ),
+    ("sandbox-image-pull-policy", "OPENSHELL_SANDBOX_IMAGE_PULL_POLICY"),
     ("grpc-endpoint", "OPENSHELL_GRPC_ENDPOINT"),
     ("ssh-gateway-host", "OPENSHELL_SSH_GATEWAY_HOST"),
     ("ssh-gateway-port", "OPENSHELL_SSH_GATEWAY_PORT"),
     ("ssh-connect-path", "OPENSHELL_SSH_CONNECT_PATH"),
     ("sandbox-ssh-port", "OPENSHELL_SANDBOX_SSH_PORT"),
-    (
-        "ssh-handshake-skew-secs",
-        "OPENSHELL_SSH_HANDSHAKE_SKEW_SECS",
-    ),
+    ("ssh-handshake-skew-secs", "OPENSHELL_SSH_HANDSHAKE_SKEW_SECS"),
     ("client-tls-secret-name", "OPENSHELL_CLIENT_TLS_SECRET_NAME"),
     ("host-gateway-ip", "OPENSHELL_HOST_GATEWAY_IP"),
     ("vm-driver-state-dir", "OPENSHELL_VM_DRIVER_STATE_DIR"),
@@ -547,10 +517,7 @@ impl Raw {
         if let Some(v) = self.values.get(name) {
             return v;
         }
-        FLAGS
-            .iter()
-            .find(|f| f.name == name)
-            .map_or("", |f| f.default)
+        FLAGS.iter().find(|f| f.name == name).map_or("", |f| f.default)
     }
 
     fn opt(&self, name: &str) -> Option<&str> {
@@ -581,16 +548,12 @@ impl Raw {
 
     fn port(&self, name: &str) -> Result<u16, ConfigError> {
         let v = self.get(name);
-        v.trim()
-            .parse::<u16>()
-            .map_err(|_| bad(name, v, "a port number from 0 to 65535"))
+        v.trim().parse::<u16>().map_err(|_| bad(name, v, "a port number from 0 to 65535"))
     }
 }
 
 fn bad(name: &str, value: &str, expected: &str) -> ConfigError {
-    err(format!(
-        "invalid value {value:?} for --{name}: expected {expected}"
-    ))
+    err(format!("invalid value {value:?} for --{name}: expected {expected}"))
 }
 
 fn parse_bool(s: &str) -> Option<bool> {
@@ -620,18 +583,14 @@ where
                 if let Some(f) = FLAGS.iter().find(|f| f.name == name) {
                     let value = match f.value {
                         Some(_) => parser.value().map_err(|e| err(e.to_string()))?,
-                        None => parser
-                            .optional_value()
-                            .unwrap_or_else(|| OsString::from("true")),
+                        None => parser.optional_value().unwrap_or_else(|| OsString::from("true")),
                     };
                     let value = value
                         .into_string()
                         .map_err(|v| bad(f.name, &v.to_string_lossy(), "valid UTF-8"))?;
                     values.insert(f.name, value);
                 } else if let Some((ig, _)) = IGNORED.iter().find(|(n, _)| *n == name) {
-                    let _ = parser
-                        .optional_value()
-                        .map_or_else(|| parser.value().ok(), Some);
+                    let _ = parser.optional_value().map_or_else(|| parser.value().ok(), Some);
                     ignored.push(ig);
                 } else {
                     return Err(err(format!("unknown flag --{name} (see --help)")));
@@ -660,8 +619,7 @@ where
     }
     let mut cfg = build(&Raw { values })?;
     for name in ignored {
-        cfg.warnings
-            .push(format!("ignoring --{name}: slimgate has no use for it"));
+        cfg.warnings.push(format!("ignoring --{name}: slimgate has no use for it"));
     }
     Ok(Action::Run(Box::new(cfg)))
 }
@@ -672,25 +630,17 @@ fn build(raw: &Raw) -> Result<Config, ConfigError> {
         IpAddr::from([127, 0, 0, 1])
     } else {
         bind_text.parse().map_err(|_| {
-            bad(
-                "bind-address",
-                bind_text,
-                "an IP address such as 127.0.0.1 or 0.0.0.0",
-            )
+            bad("bind-address", bind_text, "an IP address such as 127.0.0.1 or 0.0.0.0")
         })?
     };
     let port = raw.port("port")?;
     let health_port = Some(raw.port("health-port")?).filter(|p| *p != 0);
     let metrics_port = Some(raw.port("metrics-port")?).filter(|p| *p != 0);
     if port != 0 && health_port == Some(port) {
-        return Err(err(format!(
-            "--port and --health-port must differ (both are {port})"
-        )));
+        return Err(err(format!("--port and --health-port must differ (both are {port})")));
     }
     if port != 0 && metrics_port == Some(port) {
-        return Err(err(format!(
-            "--port and --metrics-port must differ (both are {port})"
-        )));
+        return Err(err(format!("--port and --metrics-port must differ (both are {port})")));
     }
     if health_port.is_some() && health_port == metrics_port {
         return Err(err(format!(
@@ -699,11 +649,7 @@ fn build(raw: &Raw) -> Result<Config, ConfigError> {
         )));
     }
     let log_level = Level::parse(raw.get("log-level")).ok_or_else(|| {
-        bad(
-            "log-level",
-            raw.get("log-level"),
-            "error, warn, info, debug or trace",
-        )
+        bad("log-level", raw.get("log-level"), "error, warn, info, debug or trace")
     })?;
 
     let mut warnings = Vec::new();
@@ -794,11 +740,8 @@ fn build(raw: &Raw) -> Result<Config, ConfigError> {
 /// The request-buffer budgets: a connection must be able to assemble one
 /// message of the largest size, and the process one connection's budget.
 fn request_budgets(raw: &Raw, max_message_bytes: usize) -> Result<(usize, usize), ConfigError> {
-    let per_connection = raw.num(
-        "request-buffer-bytes-per-connection",
-        max_message_bytes,
-        1usize << 40,
-    )?;
+    let per_connection =
+        raw.num("request-buffer-bytes-per-connection", max_message_bytes, 1usize << 40)?;
     let total = raw.num("request-buffer-bytes-total", per_connection, 1usize << 40)?;
     Ok((per_connection, total))
 }
@@ -882,19 +825,10 @@ fn oidc(raw: &Raw, issuer: &str) -> Result<Oidc, ConfigError> {
         .map(str::to_string)
         .collect();
     if audiences.is_empty() {
-        return Err(bad(
-            "oidc-audience",
-            raw.get("oidc-audience"),
-            "at least one audience",
-        ));
+        return Err(bad("oidc-audience", raw.get("oidc-audience"), "at least one audience"));
     }
     let mut algorithms = Vec::new();
-    for a in raw
-        .get("oidc-algorithms")
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
+    for a in raw.get("oidc-algorithms").split(',').map(str::trim).filter(|s| !s.is_empty()) {
         if a != "RS256" && a != "ES256" {
             return Err(bad(
                 "oidc-algorithms",
@@ -979,11 +913,8 @@ pub fn help() -> String {
             Some(v) => format!("--{} <{v}>", f.name),
             None => format!("--{}", f.name),
         };
-        let default = if f.default.is_empty() {
-            String::new()
-        } else {
-            format!(" [default: {}]", f.default)
-        };
+        let default =
+            if f.default.is_empty() { String::new() } else { format!(" [default: {}]", f.default) };
         let _ = writeln!(out, "  {head}");
         let _ = writeln!(out, "      {}  [env: {}]{default}", f.help, f.env);
     }
@@ -1004,10 +935,8 @@ mod tests {
     use super::*;
 
     fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let env: HashMap<String, String> = env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let env: HashMap<String, String> =
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         match parse(args.iter().map(OsString::from), |k| env.get(k).cloned())? {
             Action::Run(c) => Ok(*c),
             other => panic!("{other:?}"),
@@ -1023,51 +952,24 @@ mod tests {
         assert_eq!(c.max_message_bytes, 4 * 1024 * 1024);
         assert_eq!(c.max_concurrent_streams, 256);
         assert_eq!(c.driver_connections, 2);
-        assert_eq!(
-            c.sandbox_log_lines,
-            crate::domain::sandbox_logs::DEFAULT_LOG_LINES
-        );
-        assert_eq!(
-            c.policy_history_revisions,
-            crate::api::policy::DEFAULT_HISTORY_REVISIONS
-        );
+        assert_eq!(c.sandbox_log_lines, crate::domain::sandbox_logs::DEFAULT_LOG_LINES);
+        assert_eq!(c.policy_history_revisions, crate::api::policy::DEFAULT_HISTORY_REVISIONS);
         assert!(c.oidc.is_none());
-        assert_eq!(
-            c.idle_timeout,
-            Some(crate::grpc::server::DEFAULT_IDLE_TIMEOUT)
-        );
-        assert_eq!(
-            c.max_connections,
-            crate::net::connections::DEFAULT_MAX_CONNECTIONS
-        );
-        assert_eq!(
-            c.request_buffer_per_connection,
-            crate::grpc::DEFAULT_CONNECTION_BUDGET_BYTES
-        );
-        assert_eq!(
-            c.request_buffer_total,
-            crate::grpc::DEFAULT_TOTAL_BUDGET_BYTES
-        );
+        assert_eq!(c.idle_timeout, Some(crate::grpc::server::DEFAULT_IDLE_TIMEOUT));
+        assert_eq!(c.max_connections, crate::net::connections::DEFAULT_MAX_CONNECTIONS);
+        assert_eq!(c.request_buffer_per_connection, crate::grpc::DEFAULT_CONNECTION_BUDGET_BYTES);
+        assert_eq!(c.request_buffer_total, crate::grpc::DEFAULT_TOTAL_BUDGET_BYTES);
         assert_eq!(c.receive_timeout, crate::grpc::DEFAULT_RECEIVE_TIMEOUT);
     }
 
     #[test]
     fn request_budgets_hold_at_least_one_message() {
         let e = run(
-            &[
-                "--max-message-bytes",
-                "1048576",
-                "--request-buffer-bytes-per-connection",
-                "1000000",
-            ],
+            &["--max-message-bytes", "1048576", "--request-buffer-bytes-per-connection", "1000000"],
             &[],
         )
         .unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("--request-buffer-bytes-per-connection"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("--request-buffer-bytes-per-connection"), "{e}");
         let e = run(
             &[
                 "--request-buffer-bytes-per-connection",
@@ -1078,10 +980,7 @@ mod tests {
             &[],
         )
         .unwrap_err();
-        assert!(
-            e.to_string().contains("--request-buffer-bytes-total"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("--request-buffer-bytes-total"), "{e}");
         let c = run(&["--idle-timeout-secs", "0"], &[]).unwrap();
         assert_eq!(c.idle_timeout, None);
     }
@@ -1092,10 +991,7 @@ mod tests {
             run(args, env).map(|c| c.policy_history_revisions)
         };
         assert_eq!(n(&["--policy-history-revisions", "3"], &[]), Ok(3));
-        assert_eq!(
-            n(&[], &[("OPENSHELL_POLICY_HISTORY_REVISIONS", "10000")]),
-            Ok(10_000)
-        );
+        assert_eq!(n(&[], &[("OPENSHELL_POLICY_HISTORY_REVISIONS", "10000")]), Ok(10_000));
         for bad in ["2", "10001", "0", "many"] {
             let e = n(&["--policy-history-revisions", bad], &[]).unwrap_err();
             assert!(
@@ -1109,10 +1005,7 @@ mod tests {
     fn flag_beats_env() {
         let c = run(
             &["--port", "9000"],
-            &[
-                ("OPENSHELL_SERVER_PORT", "9100"),
-                ("OPENSHELL_HEALTH_PORT", "9200"),
-            ],
+            &[("OPENSHELL_SERVER_PORT", "9100"), ("OPENSHELL_HEALTH_PORT", "9200")],
         )
         .unwrap();
         assert_eq!(c.port, 9000);
@@ -1145,11 +1038,7 @@ mod tests {
 
     #[test]
     fn ignored_flags_warn() {
-        let c = run(
-            &["--sandbox-namespace", "x"],
-            &[("OPENSHELL_VM_DRIVER_VCPUS", "2")],
-        )
-        .unwrap();
+        let c = run(&["--sandbox-namespace", "x"], &[("OPENSHELL_VM_DRIVER_VCPUS", "2")]).unwrap();
         let ignored = c.warnings.iter().filter(|w| w.starts_with("ignoring --"));
         assert_eq!(ignored.count(), 2);
     }
@@ -1168,9 +1057,7 @@ mod tests {
     fn tls_flags() {
         let ok = |args: &[&str]| run(args, &[]).unwrap();
         let refused = |args: &[&str]| run(args, &[]).unwrap_err().0;
-        let t = ok(&["--tls-cert", "c", "--tls-key", "k", "--tls-client-ca", "ca"])
-            .tls
-            .unwrap();
+        let t = ok(&["--tls-cert", "c", "--tls-key", "k", "--tls-client-ca", "ca"]).tls.unwrap();
         assert!(t.require_client_cert);
         assert_eq!(t.client_ca, Some(PathBuf::from("ca")));
         // The upstream chart sets them as environment variables.
@@ -1186,15 +1073,7 @@ mod tests {
         .unwrap();
         assert!(!c.tls.unwrap().require_client_cert);
         assert!(refused(&["--tls-cert", "c", "--tls-key", "k"]).contains("--disable-gateway-auth"));
-        let t = ok(&[
-            "--tls-cert",
-            "c",
-            "--tls-key",
-            "k",
-            "--disable-gateway-auth",
-        ])
-        .tls
-        .unwrap();
+        let t = ok(&["--tls-cert", "c", "--tls-key", "k", "--disable-gateway-auth"]).tls.unwrap();
         assert_eq!((t.client_ca, t.require_client_cert), (None, false));
         assert!(refused(&["--tls-cert", "c"]).contains("--tls-key"));
         assert!(refused(&["--tls-key", "k"]).contains("--tls-cert"));
@@ -1202,37 +1081,14 @@ mod tests {
         let c = ok(&["--tls-cert", "c", "--tls-key", "k", "--disable-tls"]);
         assert!(c.tls.is_none());
         assert!(c.warnings.iter().any(|w| w.contains("--disable-tls")));
-        assert!(
-            ok(&[])
-                .warnings
-                .iter()
-                .any(|w| w.contains("serving plaintext"))
-        );
+        assert!(ok(&[]).warnings.iter().any(|w| w.contains("serving plaintext")));
         // Required client certificates authenticate callers; optional ones do not.
-        let public = [
-            "--bind-address",
-            "0.0.0.0",
-            "--tls-cert",
-            "c",
-            "--tls-key",
-            "k",
-        ];
+        let public = ["--bind-address", "0.0.0.0", "--tls-cert", "c", "--tls-key", "k"];
         ok(&[&public[..], &["--tls-client-ca", "ca"]].concat());
-        refused(
-            &[
-                &public[..],
-                &["--tls-client-ca", "ca", "--disable-gateway-auth"],
-            ]
-            .concat(),
-        );
-        let o = ok(&[
-            "--oidc-issuer",
-            "https://idp/realms/x",
-            "--oidc-ca-file",
-            "/ca.pem",
-        ])
-        .oidc
-        .unwrap();
+        refused(&[&public[..], &["--tls-client-ca", "ca", "--disable-gateway-auth"]].concat());
+        let o = ok(&["--oidc-issuer", "https://idp/realms/x", "--oidc-ca-file", "/ca.pem"])
+            .oidc
+            .unwrap();
         assert_eq!(o.ca_file, Some(PathBuf::from("/ca.pem")));
     }
 

@@ -298,9 +298,7 @@ fn write_lines(rx: &Receiver<Msg>, mut out: impl Write, dropped: &AtomicU64) {
 /// writer thread cannot be started: lines are then written in place).
 fn queue() -> Option<&'static Queue> {
     static QUEUE: OnceLock<Option<Queue>> = OnceLock::new();
-    QUEUE
-        .get_or_init(|| Queue::start(LOG_QUEUE_LINES, std::io::stderr()).ok())
-        .as_ref()
+    QUEUE.get_or_init(|| Queue::start(LOG_QUEUE_LINES, std::io::stderr()).ok()).as_ref()
 }
 
 /// Log lines dropped because the queue to stderr was full.
@@ -349,11 +347,7 @@ pub struct Audit<'a> {
 /// Write an audit line (always at info level or above, whatever the filter
 /// says for request lines: audit lines are only suppressed at `error`/`warn`).
 pub fn audit(a: Audit<'_>) {
-    let level = if a.decision == "deny" {
-        Level::Warn
-    } else {
-        Level::Info
-    };
+    let level = if a.decision == "deny" { Level::Warn } else { Level::Info };
     Line::new(level, "audit")
         .bool("audit", true)
         .str("request_id", a.request_id)
@@ -469,11 +463,7 @@ mod tests {
         let (started_tx, started) = mpsc::sync_channel(1024);
         let (go, go_rx) = mpsc::sync_channel(1024);
         let written = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let out = Gated {
-            started: started_tx,
-            go: go_rx,
-            written: Arc::clone(&written),
-        };
+        let out = Gated { started: started_tx, go: go_rx, written: Arc::clone(&written) };
         let q = Queue::start(8, out).unwrap();
         // The writer takes the first line and blocks in `write`.
         assert!(q.push("first\n".into()));
@@ -539,10 +529,7 @@ mod tests {
         assert_eq!(civil_from_days(19_723), (2024, 1, 1));
         assert_eq!(civil_from_days(11_016), (2000, 2, 29));
         let mut s = String::new();
-        write_timestamp(
-            &mut s,
-            UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123),
-        );
+        write_timestamp(&mut s, UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123));
         assert_eq!(s, "2023-11-14T22:13:20.123Z");
     }
 }

@@ -24,10 +24,7 @@ fn main() -> ExitCode {
         }
         config::Action::Run(c) => *c,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("slimgate: cannot start the async runtime: {e}");
@@ -37,9 +34,7 @@ fn main() -> ExitCode {
     let code = match runtime.block_on(app::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            slimgate::log::error("cannot start")
-                .str("error", &e.0)
-                .emit();
+            slimgate::log::error("cannot start").str("error", &e.0).emit();
             ExitCode::from(1)
         }
     };

@@ -22,10 +22,7 @@ const ISSUER: &str = "http://idp.test/realms/openshell";
 const SECRET: &str = "sandbox-s3cret";
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
 fn token(sub: &str, roles: &[&str], scope: Option<&str>, aud: &str, azp: &str) -> String {
@@ -148,12 +145,7 @@ fn spec_rows() -> Vec<Row> {
         if methods.starts_with('`') {
             // A full path: `/openshell.inference.v1.Inference/…`
             let path = methods.trim_matches('`').to_string();
-            rows.push(Row {
-                path,
-                class,
-                admin: role.contains("admin"),
-                scope: scope_of(scope),
-            });
+            rows.push(Row { path, class, admin: role.contains("admin"), scope: scope_of(scope) });
             continue;
         }
         for m in methods.split('/').map(str::trim).filter(|m| !m.is_empty()) {
@@ -166,11 +158,7 @@ fn spec_rows() -> Vec<Row> {
             });
         }
     }
-    assert!(
-        rows.len() >= 40,
-        "api.md table not recognised ({} rows)",
-        rows.len()
-    );
+    assert!(rows.len() >= 40, "api.md table not recognised ({} rows)", rows.len());
     rows
 }
 
@@ -235,11 +223,7 @@ fn headers_for(cred: Cred) -> Vec<(&'static str, String)> {
 fn expected(row: &Row, cred: Cred, scopes_on: bool) -> Result<(), (u32, String)> {
     let unauth = |m: &str| Err((16, m.to_string()));
     let role = |admin: bool| {
-        if admin {
-            "openshell-admin"
-        } else {
-            "openshell-user"
-        }
+        if admin { "openshell-admin" } else { "openshell-user" }
     };
     let bearer = |cred: Cred| -> Result<(), (u32, String)> {
         let (roles_admin, roles_user, scopes): (bool, bool, Option<&str>) = match cred {
@@ -251,11 +235,7 @@ fn expected(row: &Row, cred: Cred, scopes_on: bool) -> Result<(), (u32, String)>
             Cred::RolesNoScopes => (true, true, None),
             Cred::All => (false, true, Some("openshell:all")),
         };
-        let has_role = if row.admin {
-            roles_admin
-        } else {
-            roles_user || roles_admin
-        };
+        let has_role = if row.admin { roles_admin } else { roles_user || roles_admin };
         if !has_role {
             return Err((7, format!("role '{}' required", role(row.admin))));
         }
@@ -364,14 +344,9 @@ fn provider_request() -> Vec<u8> {
     use slimgate::proto::openshell::v1::CreateProviderRequest;
     CreateProviderRequest {
         provider: Some(Provider {
-            metadata: Some(ObjectMeta {
-                name: "e2e".into(),
-                ..Default::default()
-            }),
+            metadata: Some(ObjectMeta { name: "e2e".into(), ..Default::default() }),
             r#type: "github".into(),
-            credentials: [("TOKEN".to_string(), "v".to_string())]
-                .into_iter()
-                .collect(),
+            credentials: [("TOKEN".to_string(), "v".to_string())].into_iter().collect(),
             ..Default::default()
         }),
     }
@@ -390,38 +365,17 @@ async fn call_msg(
         auth.iter().map(|a| ("authorization", a.as_str())).collect();
     let req = raw::grpc_request_with(&format!("{OS}{method}"), &headers, &[]);
     let resp = c.call(req, vec![raw::grpc_frame(msg)]).await.unwrap();
-    let m = resp
-        .grpc_message_raw()
-        .map(slimgate::grpc::status::decode_message)
-        .unwrap_or_default();
+    let m = resp.grpc_message_raw().map(slimgate::grpc::status::decode_message).unwrap_or_default();
     (resp.grpc_status().expect("grpc-status"), m)
 }
 
 #[tokio::test]
 async fn upstream_oidc_matrix_roles() {
     let (gw, _db) = gateway(false).await;
-    let admin = token(
-        "ada",
-        &["openshell-admin"],
-        None,
-        "openshell-cli",
-        "openshell-cli",
-    );
-    let user = token(
-        "ulf",
-        &["openshell-user"],
-        None,
-        "openshell-cli",
-        "openshell-cli",
-    );
+    let admin = token("ada", &["openshell-admin"], None, "openshell-cli", "openshell-cli");
+    let user = token("ulf", &["openshell-user"], None, "openshell-cli", "openshell-cli");
     let req = provider_request();
-    assert_eq!(
-        call_msg(gw.addr, "CreateProvider", Some(&admin), &req)
-            .await
-            .0,
-        0,
-        "admin creates"
-    );
+    assert_eq!(call_msg(gw.addr, "CreateProvider", Some(&admin), &req).await.0, 0, "admin creates");
     let (code, msg) = call_msg(gw.addr, "CreateProvider", Some(&user), &req).await;
     assert_eq!(code, 7);
     assert!(msg.contains("openshell-admin"), "{msg}");
@@ -434,34 +388,14 @@ async fn upstream_oidc_matrix_roles() {
         use prost::Message;
         slimgate::proto::openshell::v1::DeleteProviderRequest { name: "e2e".into() }.encode_to_vec()
     };
-    assert_eq!(
-        call_msg(gw.addr, "DeleteProvider", Some(&admin), &del)
-            .await
-            .0,
-        0,
-        "admin deletes"
-    );
+    assert_eq!(call_msg(gw.addr, "DeleteProvider", Some(&admin), &del).await.0, 0, "admin deletes");
     let (code, msg) = call_msg(gw.addr, "ListSandboxes", None, &[]).await;
     assert_eq!((code, msg.as_str()), (16, "missing authorization header"));
-    assert_eq!(
-        call_msg(gw.addr, "Health", None, &[]).await.0,
-        0,
-        "Health needs no auth"
-    );
+    assert_eq!(call_msg(gw.addr, "Health", None, &[]).await.0, 0, "Health needs no auth");
     // A client-credentials token: another audience, its client id in azp,
     // listed in --oidc-audience.
-    let svc = token(
-        "service-account-ci",
-        &["openshell-user"],
-        None,
-        "account",
-        "ci-service",
-    );
-    assert_eq!(
-        call_msg(gw.addr, "ListSandboxes", Some(&svc), &[]).await.0,
-        0,
-        "azp fallback"
-    );
+    let svc = token("service-account-ci", &["openshell-user"], None, "account", "ci-service");
+    assert_eq!(call_msg(gw.addr, "ListSandboxes", Some(&svc), &[]).await.0, 0, "azp fallback");
     let stranger = token("x", &["openshell-user"], None, "account", "someone-else");
     let (code, msg) = call_msg(gw.addr, "ListSandboxes", Some(&stranger), &[]).await;
     assert_eq!((code, msg.as_str()), (16, "invalid token: bad_audience"));
@@ -478,30 +412,14 @@ async fn upstream_oidc_matrix_scopes() {
         "openshell-cli",
         "openshell-cli",
     );
-    assert_eq!(
-        call_msg(gw.addr, "ListSandboxes", Some(&sandboxes), &[])
-            .await
-            .0,
-        0
-    );
+    assert_eq!(call_msg(gw.addr, "ListSandboxes", Some(&sandboxes), &[]).await.0, 0);
     let (code, msg) = call_msg(gw.addr, "ListProviders", Some(&sandboxes), &[]).await;
     assert_eq!(code, 7);
     assert!(msg.contains("provider:read"), "{msg}");
-    let all = token(
-        "a",
-        &["openshell-user"],
-        Some("openshell:all"),
-        "openshell-cli",
-        "openshell-cli",
-    );
-    assert_eq!(
-        call_msg(gw.addr, "ListSandboxes", Some(&all), &[]).await.0,
-        0
-    );
-    assert_eq!(
-        call_msg(gw.addr, "ListProviders", Some(&all), &[]).await.0,
-        0
-    );
+    let all =
+        token("a", &["openshell-user"], Some("openshell:all"), "openshell-cli", "openshell-cli");
+    assert_eq!(call_msg(gw.addr, "ListSandboxes", Some(&all), &[]).await.0, 0);
+    assert_eq!(call_msg(gw.addr, "ListProviders", Some(&all), &[]).await.0, 0);
     let none = token(
         "n",
         &["openshell-user"],
@@ -572,16 +490,13 @@ async fn spy(addr: SocketAddr, headers: &[(&'static str, &str)]) -> String {
     let mut c = Client::connect(addr).await.unwrap();
     let mut req = raw::grpc_request_with(SPY.path, &[], &[]);
     for (name, value) in headers {
-        req.headers_mut()
-            .append(*name, http::HeaderValue::from_str(value).unwrap());
+        req.headers_mut().append(*name, http::HeaderValue::from_str(value).unwrap());
     }
     let resp = c.call(req, vec![raw::grpc_frame(&[])]).await.unwrap();
     assert_eq!(resp.grpc_status(), Some(0), "{resp:?}");
     let messages = resp.messages();
     assert_eq!(messages.len(), 1, "{resp:?}");
-    HealthCheckRequest::decode(messages[0].clone())
-        .unwrap()
-        .service
+    HealthCheckRequest::decode(messages[0].clone()).unwrap().service
 }
 
 #[tokio::test]
@@ -627,24 +542,16 @@ async fn spoofed_auth_source_headers_never_reach_the_handler() {
 #[tokio::test]
 async fn a_token_also_in_the_query_of_the_path_is_refused() {
     let (gw, _db) = gateway(false).await;
-    let t = token(
-        "q",
-        &["openshell-user"],
-        None,
-        "openshell-cli",
-        "openshell-cli",
-    );
+    let t = token("q", &["openshell-user"], None, "openshell-cli", "openshell-cli");
     let auth = format!("Bearer {t}");
     let headers = [("authorization", auth.as_str())];
     let path = format!("{OS}ListSandboxes");
     // The token alone in the header is accepted.
     assert_eq!(call(gw.addr, &path, &headers).await, (0, String::new()));
     // The same call with the token also in `:path`'s query is ambiguous.
-    for query in [
-        format!("access_token={t}"),
-        format!("a=1&access_token={t}"),
-        "access_token".to_string(),
-    ] {
+    for query in
+        [format!("access_token={t}"), format!("a=1&access_token={t}"), "access_token".to_string()]
+    {
         assert_eq!(
             call(gw.addr, &format!("{path}?{query}"), &headers).await,
             (16, "invalid token: bad_authorization".to_string()),

@@ -39,10 +39,7 @@ const FLOOD: Duration = Duration::from_secs(6);
 const HEALTH_WITHIN: Duration = Duration::from_secs(2);
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
 fn token() -> String {
@@ -83,14 +80,9 @@ fn gateway(tag: &str, extra: &[&str]) -> (Child, common::TempDb) {
 async fn health_on_new_connection(addr: SocketAddr) -> Result<Duration, String> {
     let started = Instant::now();
     let call = async {
-        let mut c = raw::Client::connect(addr)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut c = raw::Client::connect(addr).await.map_err(|e| e.to_string())?;
         let r = c
-            .unary(
-                HEALTH,
-                &prost::Message::encode_to_vec(&HealthCheckRequest::default()),
-            )
+            .unary(HEALTH, &prost::Message::encode_to_vec(&HealthCheckRequest::default()))
             .await
             .map_err(|e| e.to_string())?;
         match r.grpc_status() {
@@ -278,15 +270,8 @@ fn report(name: &str, f: &Figures, bound_mib: u64) {
         "{name}: Health failed during the flood: {:?}",
         f.health_failures
     );
-    assert!(
-        f.health_ok >= 10,
-        "{name}: too few Health calls ({})",
-        f.health_ok
-    );
-    assert!(
-        growth < bound_mib * 1024,
-        "{name}: RSS grew by {growth} KiB (bound {bound_mib} MiB)"
-    );
+    assert!(f.health_ok >= 10, "{name}: too few Health calls ({})", f.health_ok);
+    assert!(growth < bound_mib * 1024, "{name}: RSS grew by {growth} KiB (bound {bound_mib} MiB)");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -333,15 +318,10 @@ async fn an_unfinished_request_ends_at_the_receive_timeout() {
     let (resp, mut stream) = send.send_request(req, false).unwrap();
     // 100 bytes declared, 10 sent, then silence.
     stream
-        .send_data(
-            Bytes::from_static(&[0, 0, 0, 0, 100, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]),
-            false,
-        )
+        .send_data(Bytes::from_static(&[0, 0, 0, 0, 100, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]), false)
         .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(10), resp)
-        .await
-        .expect("answered")
-        .unwrap();
+    let resp =
+        tokio::time::timeout(Duration::from_secs(10), resp).await.expect("answered").unwrap();
     let status = match resp.headers().get("grpc-status") {
         Some(s) => s.to_str().unwrap().to_string(),
         None => {
@@ -364,13 +344,8 @@ async fn an_unfinished_request_ends_at_the_receive_timeout() {
         .body(())
         .unwrap();
     let (resp, mut stream) = send.send_request(req, false).unwrap();
-    stream
-        .send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), true)
-        .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(5), resp)
-        .await
-        .unwrap()
-        .unwrap();
+    stream.send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), true).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), resp).await.unwrap().unwrap();
     let mut body = resp.into_body();
     while body.data().await.is_some() {}
     let t = body.trailers().await.unwrap().unwrap();
@@ -387,10 +362,7 @@ async fn unauthenticated_methods_take_small_requests() {
     let mut prefix = vec![0u8];
     prefix.extend_from_slice(&((limit + 1) as u32).to_be_bytes());
     let resp = c
-        .call(
-            raw::grpc_request(HEALTH).body(()).unwrap(),
-            vec![Bytes::from(prefix)],
-        )
+        .call(raw::grpc_request(HEALTH).body(()).unwrap(), vec![Bytes::from(prefix)])
         .await
         .unwrap();
     assert_eq!(resp.grpc_status(), Some(8), "RESOURCE_EXHAUSTED");

@@ -16,10 +16,7 @@ fn refused(args: &[&str], needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
     assert_eq!(stderr.lines().count(), 1, "one line expected: {stderr}");
-    assert!(
-        stderr.contains(needle),
-        "{args:?}: {stderr:?} lacks {needle:?}"
-    );
+    assert!(stderr.contains(needle), "{args:?}: {stderr:?} lacks {needle:?}");
 }
 
 #[test]
@@ -36,27 +33,16 @@ fn out_of_range_port() {
 
 #[test]
 fn port_equal_to_health_port() {
-    refused(
-        &["--port", "9000", "--health-port", "9000"],
-        "--port and --health-port must differ",
-    );
+    refused(&["--port", "9000", "--health-port", "9000"], "--port and --health-port must differ");
 }
 
 #[test]
 fn only_one_role_empty() {
     refused(
-        &[
-            "--oidc-issuer",
-            "http://idp/realms/x",
-            "--oidc-admin-role",
-            "",
-        ],
+        &["--oidc-issuer", "http://idp/realms/x", "--oidc-admin-role", ""],
         "--oidc-admin-role and --oidc-user-role",
     );
-    refused(
-        &["--oidc-issuer", "http://idp/realms/x", "--oidc-user-role="],
-        "both be set",
-    );
+    refused(&["--oidc-issuer", "http://idp/realms/x", "--oidc-user-role="], "both be set");
 }
 
 #[test]
@@ -69,10 +55,7 @@ fn https_issuer_without_tls() {
     if cfg!(feature = "tls") {
         return;
     }
-    refused(
-        &["--oidc-issuer", "https://idp.example/realms/x"],
-        "--features tls",
-    );
+    refused(&["--oidc-issuer", "https://idp.example/realms/x"], "--features tls");
 }
 
 #[test]
@@ -111,11 +94,7 @@ fn help_lists_every_flag_with_variable_and_default() {
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in slimgate::config::FLAGS {
-        assert!(
-            help.contains(&format!("--{}", flag.name)),
-            "--{} missing",
-            flag.name
-        );
+        assert!(help.contains(&format!("--{}", flag.name)), "--{} missing", flag.name);
         assert!(help.contains(flag.env), "{} missing", flag.env);
         if !flag.default.is_empty() {
             assert!(
@@ -131,10 +110,7 @@ fn help_lists_every_flag_with_variable_and_default() {
         let mut n = 0;
         for line in text.lines().filter(|l| l.starts_with("| `--")) {
             let name = line.split('`').nth(1).unwrap_or_default();
-            assert!(
-                help.contains(name),
-                "{name} from config.md missing in --help"
-            );
+            assert!(help.contains(name), "{name} from config.md missing in --help");
             n += 1;
         }
         assert!(n >= 30, "config.md table not recognised ({n} flags)");
@@ -165,14 +141,8 @@ fn a_bad_key_file_stops_startup_with_a_clear_error() {
     let key = dir.join("short.key");
     std::fs::write(&key, b"too short").unwrap();
     let db = format!("redb:{}", dir.join("s.redb").display());
-    let out = slimgate(&[
-        "--port",
-        "0",
-        "--db-url",
-        &db,
-        "--store-key-file",
-        key.to_str().unwrap(),
-    ]);
+    let out =
+        slimgate(&["--port", "0", "--db-url", &db, "--store-key-file", key.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--store-key-file"));
     let _ = std::fs::remove_dir_all(&dir);

@@ -29,9 +29,7 @@ async fn setup_with(extra: &[&str]) -> Setup {
     let driver = DriverDouble::start(&sock, DriverState::new(IMAGE));
     let mut args = vec!["--compute-driver-socket", sock.to_str().unwrap()];
     args.extend_from_slice(extra);
-    let gw = start_gateway(&dir, &args, support::fast_tuning())
-        .await
-        .unwrap();
+    let gw = start_gateway(&dir, &args, support::fast_tuning()).await.unwrap();
     driver.state.wait_for_watcher(WAIT).await;
     Setup { dir, driver, gw }
 }
@@ -54,16 +52,12 @@ async fn create(
         name: name.into(),
         labels: Default::default(),
     };
-    call(&s.gw.channel, open_shell::CREATE_SANDBOX, req, None)
-        .await
-        .map(|r| r.sandbox.unwrap())
+    call(&s.gw.channel, open_shell::CREATE_SANDBOX, req, None).await.map(|r| r.sandbox.unwrap())
 }
 
 async fn get(s: &Setup, name: &str) -> Result<os::Sandbox, tonic::Status> {
     let req = os::GetSandboxRequest { name: name.into() };
-    call(&s.gw.channel, open_shell::GET_SANDBOX, req, None)
-        .await
-        .map(|r| r.sandbox.unwrap())
+    call(&s.gw.channel, open_shell::GET_SANDBOX, req, None).await.map(|r| r.sandbox.unwrap())
 }
 
 fn id_of(s: &os::Sandbox) -> String {
@@ -160,17 +154,7 @@ async fn create_reaches_the_driver_with_the_default_image_and_no_policy_or_provi
     assert_eq!(meta.name, "alpha");
     assert_eq!(meta.id.len(), 36);
     assert!(meta.created_at_ms > 0);
-    assert_eq!(
-        sandbox
-            .spec
-            .as_ref()
-            .unwrap()
-            .template
-            .as_ref()
-            .unwrap()
-            .image,
-        IMAGE
-    );
+    assert_eq!(sandbox.spec.as_ref().unwrap().template.as_ref().unwrap().image, IMAGE);
 
     for method in ["ValidateSandboxCreate", "CreateSandbox"] {
         let seen = s.driver.state.seen(method);
@@ -183,14 +167,8 @@ async fn create_reaches_the_driver_with_the_default_image_and_no_policy_or_provi
         assert_eq!(spec.template.unwrap().image, IMAGE);
         assert_eq!(spec.environment.get("A").map(String::as_str), Some("1"));
         let probe = SandboxProbe::decode(&seen[0][..]).unwrap().spec.unwrap();
-        assert_eq!(
-            probe.policy, None,
-            "{method}: policy must not reach the driver"
-        );
-        assert!(
-            probe.providers.is_empty(),
-            "{method}: providers must not reach the driver"
-        );
+        assert_eq!(probe.policy, None, "{method}: policy must not reach the driver");
+        assert!(probe.providers.is_empty(), "{method}: providers must not reach the driver");
     }
     // The gateway keeps both.
     let stored = get(&s, "alpha").await.unwrap();
@@ -203,10 +181,7 @@ async fn a_ready_watch_event_turns_the_phase_ready() {
     let s = setup().await;
     let sandbox = create(&s, "beta", spec()).await.unwrap();
     let sent = Instant::now();
-    s.driver
-        .state
-        .push(status_event(&id_of(&sandbox), ready("True", "")))
-        .await;
+    s.driver.state.push(status_event(&id_of(&sandbox), ready("True", ""))).await;
     // The issue asks for READY within a second.
     let got = phase_becomes(&s, "beta", SandboxPhase::Ready, Duration::from_secs(1)).await;
     eprintln!("READY visible {:?} after the driver event", sent.elapsed());
@@ -220,15 +195,9 @@ async fn transient_and_terminal_reasons() {
     let s = setup().await;
     let sandbox = create(&s, "gamma", spec()).await.unwrap();
     let id = id_of(&sandbox);
-    s.driver
-        .state
-        .push(status_event(&id, ready("False", "ImagePullBackOff")))
-        .await;
+    s.driver.state.push(status_event(&id, ready("False", "ImagePullBackOff"))).await;
     phase_becomes(&s, "gamma", SandboxPhase::Error, WAIT).await;
-    s.driver
-        .state
-        .push(status_event(&id, ready("False", "containerstarting")))
-        .await;
+    s.driver.state.push(status_event(&id, ready("False", "containerstarting"))).await;
     phase_becomes(&s, "gamma", SandboxPhase::Provisioning, WAIT).await;
 }
 
@@ -237,36 +206,18 @@ async fn delete_reaches_the_driver_and_the_deleted_event_removes_the_record() {
     let s = setup().await;
     let sandbox = create(&s, "delta", spec()).await.unwrap();
     let id = id_of(&sandbox);
-    let req = os::DeleteSandboxRequest {
-        name: "delta".into(),
-    };
-    let answer = call(&s.gw.channel, open_shell::DELETE_SANDBOX, req, None)
-        .await
-        .unwrap();
+    let req = os::DeleteSandboxRequest { name: "delta".into() };
+    let answer = call(&s.gw.channel, open_shell::DELETE_SANDBOX, req, None).await.unwrap();
     assert!(answer.deleted);
     let seen = s.driver.state.seen("DeleteSandbox");
     assert_eq!(seen.len(), 1);
     let d = drv::DeleteSandboxRequest::decode(&seen[0][..]).unwrap();
-    assert_eq!(
-        (d.sandbox_id.as_str(), d.sandbox_name.as_str()),
-        (id.as_str(), "delta")
-    );
+    assert_eq!((d.sandbox_id.as_str(), d.sandbox_name.as_str()), (id.as_str(), "delta"));
     // The driver is deleting: the record stays, DELETING, until the event.
-    assert_eq!(
-        get(&s, "delta").await.unwrap().phase,
-        SandboxPhase::Deleting as i32
-    );
+    assert_eq!(get(&s, "delta").await.unwrap().phase, SandboxPhase::Deleting as i32);
     // A late status from before the delete does not bring it back.
-    s.driver
-        .state
-        .push(status_event(&id, ready("True", "")))
-        .await;
-    s.driver
-        .state
-        .push(Payload::Deleted(drv::WatchSandboxesDeletedEvent {
-            sandbox_id: id,
-        }))
-        .await;
+    s.driver.state.push(status_event(&id, ready("True", ""))).await;
+    s.driver.state.push(Payload::Deleted(drv::WatchSandboxesDeletedEvent { sandbox_id: id })).await;
     eventually(WAIT, "the record to go", || async {
         match get(&s, "delta").await {
             Err(e) if e.code() == Code::NotFound => Some(()),
@@ -281,29 +232,15 @@ async fn delete_reaches_the_driver_and_the_deleted_event_removes_the_record() {
 
     // A driver that had nothing to delete: the record goes at once.
     create(&s, "epsilon", spec()).await.unwrap();
-    s.driver
-        .state
-        .delete_answer
-        .store(false, std::sync::atomic::Ordering::SeqCst);
-    let req = os::DeleteSandboxRequest {
-        name: "epsilon".into(),
-    };
-    let answer = call(&s.gw.channel, open_shell::DELETE_SANDBOX, req, None)
-        .await
-        .unwrap();
+    s.driver.state.delete_answer.store(false, std::sync::atomic::Ordering::SeqCst);
+    let req = os::DeleteSandboxRequest { name: "epsilon".into() };
+    let answer = call(&s.gw.channel, open_shell::DELETE_SANDBOX, req, None).await.unwrap();
     assert!(!answer.deleted);
     assert_eq!(get(&s, "epsilon").await.unwrap_err().code(), Code::NotFound);
 
-    let req = os::DeleteSandboxRequest {
-        name: "nobody".into(),
-    };
-    let e = call(&s.gw.channel, open_shell::DELETE_SANDBOX, req, None)
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (e.code(), e.message()),
-        (Code::NotFound, "sandbox not found")
-    );
+    let req = os::DeleteSandboxRequest { name: "nobody".into() };
+    let e = call(&s.gw.channel, open_shell::DELETE_SANDBOX, req, None).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::NotFound, "sandbox not found"));
 }
 
 /// A driver failure's reply: the code, and a stable message naming the
@@ -312,35 +249,23 @@ async fn delete_reaches_the_driver_and_the_deleted_event_removes_the_record() {
 fn assert_stable(e: &tonic::Status, code: Code, call: &str, driver_text: &str) {
     assert_eq!(e.code(), code, "{e:?}");
     let id = e.metadata().get("x-request-id").unwrap().to_str().unwrap();
-    assert_eq!(
-        e.message(),
-        format!("compute driver call {call} failed (request id {id})")
-    );
+    assert_eq!(e.message(), format!("compute driver call {call} failed (request id {id})"));
     assert!(!e.message().contains(driver_text), "{}", e.message());
 }
 
 #[tokio::test]
 async fn a_failed_driver_create_removes_the_record_and_keeps_the_code() {
     let s = setup().await;
-    s.driver.state.set(
-        "CreateSandbox",
-        Behavior::Fail(Code::AlreadyExists, "pod exists".into()),
-    );
+    s.driver.state.set("CreateSandbox", Behavior::Fail(Code::AlreadyExists, "pod exists".into()));
     let e = create(&s, "zeta", spec()).await.unwrap_err();
     assert_stable(&e, Code::AlreadyExists, "CreateSandbox", "pod exists");
     assert_eq!(get(&s, "zeta").await.unwrap_err().code(), Code::NotFound);
     // Validation's code comes back unchanged, whatever it is.
-    s.driver.state.set(
-        "ValidateSandboxCreate",
-        Behavior::Fail(Code::ResourceExhausted, "quota".into()),
-    );
+    s.driver
+        .state
+        .set("ValidateSandboxCreate", Behavior::Fail(Code::ResourceExhausted, "quota".into()));
     let e = create(&s, "eta", spec()).await.unwrap_err();
-    assert_stable(
-        &e,
-        Code::ResourceExhausted,
-        "ValidateSandboxCreate",
-        "quota",
-    );
+    assert_stable(&e, Code::ResourceExhausted, "ValidateSandboxCreate", "quota");
     assert!(s.driver.state.seen("CreateSandbox").len() == 1);
     // Any other CreateSandbox failure is INTERNAL naming the call.
     s.driver.state.clear("ValidateSandboxCreate");
@@ -362,14 +287,7 @@ fn a_drivers_error_text_reaches_the_log_never_the_client() {
     let db = format!("redb:{}", dir.path("state.redb").display());
     let child = slimgate_testkit::proc::Child::spawn(
         std::path::Path::new(env!("CARGO_BIN_EXE_slimgate")),
-        &[
-            "--port",
-            "0",
-            "--db-url",
-            &db,
-            "--compute-driver-socket",
-            sock.to_str().unwrap(),
-        ],
+        &["--port", "0", "--db-url", &db, "--compute-driver-socket", sock.to_str().unwrap()],
         &[],
     )
     .unwrap();
@@ -387,18 +305,13 @@ fn a_drivers_error_text_reaches_the_log_never_the_client() {
         ("CreateSandbox", Code::Unavailable),
     ] {
         driver.state.clear("ValidateSandboxCreate");
-        driver.state.set(
-            method,
-            Behavior::Fail(code, format!("{MARKER}: pod quota for tenant-a")),
-        );
+        driver.state.set(method, Behavior::Fail(code, format!("{MARKER}: pod quota for tenant-a")));
         let req = os::CreateSandboxRequest {
             spec: Some(spec()),
             name: "marked".into(),
             labels: Default::default(),
         };
-        let e = rt
-            .block_on(call(&channel, open_shell::CREATE_SANDBOX, req, None))
-            .unwrap_err();
+        let e = rt.block_on(call(&channel, open_shell::CREATE_SANDBOX, req, None)).unwrap_err();
         assert!(!e.message().contains(MARKER), "{e:?}");
         assert!(!format!("{:?}", e.metadata()).contains(MARKER), "{e:?}");
         let id = e.metadata().get("x-request-id").unwrap().to_str().unwrap();
@@ -416,10 +329,7 @@ fn a_drivers_error_text_reaches_the_log_never_the_client() {
             .collect();
         (hits.len() >= ids.len()).then_some(hits)
     });
-    assert_eq!(
-        logged, ids,
-        "the driver's text is logged at warn with each request id"
-    );
+    assert_eq!(logged, ids, "the driver's text is logged at warn with each request id");
 }
 
 fn eventually_blocking<T>(mut f: impl FnMut() -> Option<T>) -> T {
@@ -441,40 +351,22 @@ async fn a_killed_driver_fails_fast_and_a_restarted_one_is_used_again() {
     let t = Instant::now();
     let e = create(&s, "two", spec()).await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable, "{e:?}");
-    assert!(
-        e.message().contains("compute driver unavailable"),
-        "{}",
-        e.message()
-    );
-    assert!(
-        t.elapsed() < Duration::from_secs(3),
-        "failed after {:?}",
-        t.elapsed()
-    );
+    assert!(e.message().contains("compute driver unavailable"), "{}", e.message());
+    assert!(t.elapsed() < Duration::from_secs(3), "failed after {:?}", t.elapsed());
     let req = os::DeleteSandboxRequest { name: "one".into() };
-    let e = call(&s.gw.channel, open_shell::DELETE_SANDBOX, req, None)
-        .await
-        .unwrap_err();
+    let e = call(&s.gw.channel, open_shell::DELETE_SANDBOX, req, None).await.unwrap_err();
     assert_eq!(e.code(), Code::Unavailable);
     // Reads keep working from the store.
-    assert_eq!(
-        get(&s, "one").await.unwrap().phase,
-        SandboxPhase::Provisioning as i32
-    );
+    assert_eq!(get(&s, "one").await.unwrap().phase, SandboxPhase::Provisioning as i32);
 
     let state = DriverState::new(IMAGE);
     s.driver = DriverDouble::start(&s.dir.path("compute.sock"), state);
     let t = Instant::now();
-    eventually(
-        Duration::from_secs(10),
-        "the driver to be used again",
-        || async { create(&s, "two", spec()).await.ok() },
-    )
+    eventually(Duration::from_secs(10), "the driver to be used again", || async {
+        create(&s, "two", spec()).await.ok()
+    })
     .await;
-    eprintln!(
-        "service restored {:?} after the driver restarted",
-        t.elapsed()
-    );
+    eprintln!("service restored {:?} after the driver restarted", t.elapsed());
     // The watch stream comes back too.
     s.driver.state.wait_for_watcher(WAIT).await;
 }
@@ -496,11 +388,7 @@ async fn a_hanging_driver_gives_deadline_exceeded_within_the_callers_deadline() 
             .await
             .expect("an answer");
     assert_eq!(code, Code::DeadlineExceeded as i32, "{message}");
-    assert!(
-        t.elapsed() < deadline + Duration::from_secs(2),
-        "{:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < deadline + Duration::from_secs(2), "{:?}", t.elapsed());
 
     // A hang after the record was written: the record is cleaned up even
     // though the caller is gone.
@@ -549,18 +437,11 @@ async fn a_socket_that_never_appears_fails_startup_naming_the_path() {
     let mut tuning = support::fast_tuning();
     tuning.compute.startup_attempts = 3;
     tuning.compute.startup_interval = Duration::from_millis(10);
-    let err = start_gateway(
-        &dir,
-        &["--compute-driver-socket", sock.to_str().unwrap()],
-        tuning,
-    )
-    .await
-    .err()
-    .expect("startup must fail");
-    let want = format!(
-        "timed out waiting for external compute driver socket '{}'",
-        sock.display()
-    );
+    let err = start_gateway(&dir, &["--compute-driver-socket", sock.to_str().unwrap()], tuning)
+        .await
+        .err()
+        .expect("startup must fail");
+    let want = format!("timed out waiting for external compute driver socket '{}'", sock.display());
     assert!(err.0.starts_with(&want), "{}", err.0);
 }
 
@@ -593,18 +474,13 @@ fn the_binary_exits_non_zero_when_the_socket_never_appears() {
     std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains(&sock.display().to_string()), "{stderr}");
-    assert!(
-        stderr.contains("timed out waiting for external compute driver socket"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("timed out waiting for external compute driver socket"), "{stderr}");
 }
 
 async fn next(
     stream: &mut tonic::Streaming<os::SandboxStreamEvent>,
 ) -> Result<Option<os::SandboxStreamEvent>, tonic::Status> {
-    tokio::time::timeout(WAIT, stream.message())
-        .await
-        .expect("a watch message in time")
+    tokio::time::timeout(WAIT, stream.message()).await.expect("a watch message in time")
 }
 
 #[tokio::test]
@@ -619,9 +495,7 @@ async fn watch_sends_a_snapshot_then_changes_and_stops_on_error() {
         stop_on_terminal: true,
         ..Default::default()
     };
-    let mut stream = support::stream(&s.gw.channel, open_shell::WATCH_SANDBOX, req)
-        .await
-        .unwrap();
+    let mut stream = support::stream(&s.gw.channel, open_shell::WATCH_SANDBOX, req).await.unwrap();
     let first = next(&mut stream).await.unwrap().unwrap();
     match first.payload {
         Some(Event::Sandbox(sb)) => assert_eq!(sb.phase, SandboxPhase::Provisioning as i32),
@@ -642,29 +516,19 @@ async fn watch_sends_a_snapshot_then_changes_and_stops_on_error() {
         Some(Event::Event(e)) => assert_eq!(e.reason, "Scheduled"),
         other => panic!("{other:?}"),
     }
-    s.driver
-        .state
-        .push(status_event(&id, ready("False", "Starting")))
-        .await;
-    s.driver
-        .state
-        .push(status_event(&id, ready("False", "ErrImagePull")))
-        .await;
+    s.driver.state.push(status_event(&id, ready("False", "Starting"))).await;
+    s.driver.state.push(status_event(&id, ready("False", "ErrImagePull"))).await;
     let mut phases = Vec::new();
     loop {
         match next(&mut stream).await.unwrap() {
-            Some(os::SandboxStreamEvent {
-                payload: Some(Event::Sandbox(sb)),
-            }) => phases.push(sb.phase),
+            Some(os::SandboxStreamEvent { payload: Some(Event::Sandbox(sb)) }) => {
+                phases.push(sb.phase)
+            }
             Some(other) => panic!("{other:?}"),
             None => break, // stop_on_terminal ended the stream with OK
         }
     }
-    assert_eq!(
-        phases.last().copied(),
-        Some(SandboxPhase::Error as i32),
-        "{phases:?}"
-    );
+    assert_eq!(phases.last().copied(), Some(SandboxPhase::Error as i32), "{phases:?}");
 
     // A new watcher gets the platform event tail after the snapshot.
     let req = os::WatchSandboxRequest {
@@ -673,17 +537,9 @@ async fn watch_sends_a_snapshot_then_changes_and_stops_on_error() {
         follow_events: true,
         ..Default::default()
     };
-    let mut stream = support::stream(&s.gw.channel, open_shell::WATCH_SANDBOX, req)
-        .await
-        .unwrap();
-    assert!(matches!(
-        next(&mut stream).await.unwrap().unwrap().payload,
-        Some(Event::Sandbox(_))
-    ));
-    assert!(matches!(
-        next(&mut stream).await.unwrap().unwrap().payload,
-        Some(Event::Event(_))
-    ));
+    let mut stream = support::stream(&s.gw.channel, open_shell::WATCH_SANDBOX, req).await.unwrap();
+    assert!(matches!(next(&mut stream).await.unwrap().unwrap().payload, Some(Event::Sandbox(_))));
+    assert!(matches!(next(&mut stream).await.unwrap().unwrap().payload, Some(Event::Event(_))));
 
     // Unknown id.
     let req = os::WatchSandboxRequest {
@@ -695,10 +551,7 @@ async fn watch_sends_a_snapshot_then_changes_and_stops_on_error() {
         Err(e) => e,
         Ok(mut st) => st.message().await.unwrap_err(),
     };
-    assert_eq!(
-        (e.code(), e.message()),
-        (Code::NotFound, "sandbox not found")
-    );
+    assert_eq!((e.code(), e.message()), (Code::NotFound, "sandbox not found"));
 }
 
 #[tokio::test]
@@ -706,11 +559,8 @@ async fn a_slow_watcher_is_told_it_lagged_and_never_slows_the_others() {
     let s = setup().await;
     let sandbox = create(&s, "busy", spec()).await.unwrap();
     let id = id_of(&sandbox);
-    let req = || os::WatchSandboxRequest {
-        id: id.clone(),
-        follow_events: true,
-        ..Default::default()
-    };
+    let req =
+        || os::WatchSandboxRequest { id: id.clone(), follow_events: true, ..Default::default() };
     // The slow watcher reads nothing, on a connection with a small window.
     let slow_channel = tonic::transport::Endpoint::from_shared(format!("http://{}", s.gw.addr))
         .unwrap()
@@ -719,18 +569,11 @@ async fn a_slow_watcher_is_told_it_lagged_and_never_slows_the_others() {
         .connect()
         .await
         .unwrap();
-    let mut slow = support::stream(&slow_channel, open_shell::WATCH_SANDBOX, req())
-        .await
-        .unwrap();
-    let mut fast = support::stream(&s.gw.channel, open_shell::WATCH_SANDBOX, req())
-        .await
-        .unwrap();
+    let mut slow = support::stream(&slow_channel, open_shell::WATCH_SANDBOX, req()).await.unwrap();
+    let mut fast = support::stream(&s.gw.channel, open_shell::WATCH_SANDBOX, req()).await.unwrap();
     // Both streams open with the snapshot.
     for st in [&mut slow, &mut fast] {
-        assert!(matches!(
-            next(st).await.unwrap().unwrap().payload,
-            Some(Event::Sandbox(_))
-        ));
+        assert!(matches!(next(st).await.unwrap().unwrap().payload, Some(Event::Sandbox(_))));
     }
     // Enough 4 KiB events to overflow the slow watcher's window, the
     // handler's queue and the 256-event bus buffer.
@@ -790,70 +633,38 @@ async fn list_pages_in_creation_order_and_filters_by_labels() {
         let mut labels = std::collections::BTreeMap::new();
         labels.insert("team".to_string(), team.to_string());
         labels.insert("example.com/n".to_string(), i.to_string());
-        let req = os::CreateSandboxRequest {
-            spec: Some(spec()),
-            name: format!("sb-{i}"),
-            labels,
-        };
-        call(&s.gw.channel, open_shell::CREATE_SANDBOX, req, None)
-            .await
-            .unwrap();
+        let req = os::CreateSandboxRequest { spec: Some(spec()), name: format!("sb-{i}"), labels };
+        call(&s.gw.channel, open_shell::CREATE_SANDBOX, req, None).await.unwrap();
     }
     let list = |limit, offset, selector: &str| {
-        let req = os::ListSandboxesRequest {
-            limit,
-            offset,
-            label_selector: selector.into(),
-        };
+        let req = os::ListSandboxesRequest { limit, offset, label_selector: selector.into() };
         let ch = s.gw.channel.clone();
         async move {
-            call(&ch, open_shell::LIST_SANDBOXES, req, None)
-                .await
-                .map(|r| {
-                    r.sandboxes
-                        .into_iter()
-                        .map(|sb| sb.metadata.unwrap().name)
-                        .collect::<Vec<_>>()
-                })
+            call(&ch, open_shell::LIST_SANDBOXES, req, None).await.map(|r| {
+                r.sandboxes.into_iter().map(|sb| sb.metadata.unwrap().name).collect::<Vec<_>>()
+            })
         }
     };
-    assert_eq!(
-        list(0, 0, "").await.unwrap(),
-        ["sb-0", "sb-1", "sb-2", "sb-3", "sb-4"]
-    );
+    assert_eq!(list(0, 0, "").await.unwrap(), ["sb-0", "sb-1", "sb-2", "sb-3", "sb-4"]);
     assert_eq!(list(2, 0, "").await.unwrap(), ["sb-0", "sb-1"]);
     assert_eq!(list(2, 2, "").await.unwrap(), ["sb-2", "sb-3"]);
     assert_eq!(list(2, 4, "").await.unwrap(), ["sb-4"]);
     assert!(list(2, 9, "").await.unwrap().is_empty());
-    assert_eq!(
-        list(0, 0, "team=a").await.unwrap(),
-        ["sb-0", "sb-2", "sb-4"]
-    );
+    assert_eq!(list(0, 0, "team=a").await.unwrap(), ["sb-0", "sb-2", "sb-4"]);
     assert_eq!(list(1, 1, "team=a").await.unwrap(), ["sb-2"]);
-    assert_eq!(
-        list(0, 0, " team = b , example.com/n=3").await.unwrap(),
-        ["sb-3"]
-    );
+    assert_eq!(list(0, 0, " team = b , example.com/n=3").await.unwrap(), ["sb-3"]);
     assert!(list(0, 0, "team=c").await.unwrap().is_empty());
     let e = list(0, 0, "team").await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    assert_eq!(
-        e.message(),
-        "invalid label selector: expected 'key=value', got 'team'"
-    );
+    assert_eq!(e.message(), "invalid label selector: expected 'key=value', got 'team'");
     let e = list(0, 0, "-bad=x").await.unwrap_err();
     assert_eq!(
         e.message(),
         "label key name segment must start with alphanumeric character: '-bad'"
     );
     // The listed sandboxes carry their metadata.
-    let req = os::ListSandboxesRequest {
-        limit: 1,
-        ..Default::default()
-    };
-    let first = call(&s.gw.channel, open_shell::LIST_SANDBOXES, req, None)
-        .await
-        .unwrap();
+    let req = os::ListSandboxesRequest { limit: 1, ..Default::default() };
+    let first = call(&s.gw.channel, open_shell::LIST_SANDBOXES, req, None).await.unwrap();
     let meta = first.sandboxes[0].metadata.clone().unwrap();
     assert_eq!(meta.labels.get("team").map(String::as_str), Some("a"));
     assert!(meta.created_at_ms > 0);
@@ -863,37 +674,20 @@ async fn list_pages_in_creation_order_and_filters_by_labels() {
 async fn validation_messages() {
     let s = setup().await;
     let bad = |spec: Option<os::SandboxSpec>, name: &str| {
-        let req = os::CreateSandboxRequest {
-            spec,
-            name: name.into(),
-            labels: Default::default(),
-        };
+        let req = os::CreateSandboxRequest { spec, name: name.into(), labels: Default::default() };
         let ch = s.gw.channel.clone();
-        async move {
-            call(&ch, open_shell::CREATE_SANDBOX, req, None)
-                .await
-                .unwrap_err()
-        }
+        async move { call(&ch, open_shell::CREATE_SANDBOX, req, None).await.unwrap_err() }
     };
     let e = bad(None, "x").await;
-    assert_eq!(
-        (e.code(), e.message()),
-        (Code::InvalidArgument, "spec is required")
-    );
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "spec is required"));
     let e = bad(Some(spec()), &"n".repeat(254)).await;
     assert_eq!(e.message(), "name exceeds maximum length (254 > 253)");
     let mut sp = spec();
     sp.providers = (0..33).map(|i| format!("p{i}")).collect();
-    assert_eq!(
-        bad(Some(sp), "x").await.message(),
-        "providers list exceeds maximum (33 > 32)"
-    );
+    assert_eq!(bad(Some(sp), "x").await.message(), "providers list exceeds maximum (33 > 32)");
     let mut sp = spec();
     sp.log_level = "l".repeat(33);
-    assert_eq!(
-        bad(Some(sp), "x").await.message(),
-        "log_level exceeds maximum length (33 > 32)"
-    );
+    assert_eq!(bad(Some(sp), "x").await.message(), "log_level exceeds maximum length (33 > 32)");
     let mut sp = spec();
     for i in 0..129 {
         sp.environment.insert(format!("K{i}"), "v".into());
@@ -909,10 +703,7 @@ async fn validation_messages() {
         "spec.environment value exceeds maximum length (8193 > 8192)"
     );
     let mut sp = spec();
-    sp.template = Some(os::SandboxTemplate {
-        image: "i".repeat(1025),
-        ..Default::default()
-    });
+    sp.template = Some(os::SandboxTemplate { image: "i".repeat(1025), ..Default::default() });
     assert_eq!(
         bad(Some(sp), "x").await.message(),
         "template.image exceeds maximum length (1025 > 1024)"
@@ -934,20 +725,11 @@ async fn validation_messages() {
     let mut sp = spec();
     sp.providers = vec!["missing".into()];
     let e = bad(Some(sp), "x").await;
-    assert_eq!(
-        (e.code(), e.message()),
-        (Code::FailedPrecondition, "provider 'missing' not found")
-    );
+    assert_eq!((e.code(), e.message()), (Code::FailedPrecondition, "provider 'missing' not found"));
     let mut labels = std::collections::BTreeMap::new();
     labels.insert("ok".to_string(), "bad value".to_string());
-    let req = os::CreateSandboxRequest {
-        spec: Some(spec()),
-        name: "x".into(),
-        labels,
-    };
-    let e = call(&s.gw.channel, open_shell::CREATE_SANDBOX, req, None)
-        .await
-        .unwrap_err();
+    let req = os::CreateSandboxRequest { spec: Some(spec()), name: "x".into(), labels };
+    let e = call(&s.gw.channel, open_shell::CREATE_SANDBOX, req, None).await.unwrap_err();
     assert_eq!(
         e.message(),
         "label value contains invalid characters (must be alphanumeric, '-', '_', or '.'): 'bad value'"
@@ -957,10 +739,7 @@ async fn validation_messages() {
 
     create(&s, "taken", spec()).await.unwrap();
     let e = bad(Some(spec()), "taken").await;
-    assert_eq!(
-        (e.code(), e.message()),
-        (Code::AlreadyExists, "sandbox 'taken' already exists")
-    );
+    assert_eq!((e.code(), e.message()), (Code::AlreadyExists, "sandbox 'taken' already exists"));
     // A missing name becomes two random words.
     let named = create(&s, "", spec()).await.unwrap();
     let name = named.metadata.unwrap().name;
@@ -968,15 +747,9 @@ async fn validation_messages() {
     assert!(!a.is_empty() && !b.is_empty() && !b.contains('-'), "{name}");
 
     let e = get(&s, "").await.unwrap_err();
-    assert_eq!(
-        (e.code(), e.message()),
-        (Code::InvalidArgument, "name is required")
-    );
+    assert_eq!((e.code(), e.message()), (Code::InvalidArgument, "name is required"));
     let e = get(&s, "nope").await.unwrap_err();
-    assert_eq!(
-        (e.code(), e.message()),
-        (Code::NotFound, "sandbox not found")
-    );
+    assert_eq!((e.code(), e.message()), (Code::NotFound, "sandbox not found"));
 }
 
 #[tokio::test]
@@ -988,10 +761,7 @@ async fn the_policy_is_stored_as_the_clients_bytes() {
     sp.policy = Some(sent.clone().into());
     create(&s, "pol", sp).await.unwrap();
     let stored = get(&s, "pol").await.unwrap().spec.unwrap().policy.unwrap();
-    assert!(
-        stored.starts_with(&sent),
-        "the client's bytes are kept as sent"
-    );
+    assert!(stored.starts_with(&sent), "the client's bytes are kept as sent");
     let process = slimgate::proto::openshell::sandbox::v1::ProcessPolicy {
         run_as_user: "sandbox".into(),
         run_as_group: "sandbox".into(),
@@ -1018,37 +788,21 @@ async fn the_policy_is_stored_as_the_clients_bytes() {
 #[tokio::test]
 async fn without_a_compute_driver() {
     let dir = TempDir::new();
-    let gw = start_gateway(&dir, &[], support::fast_tuning())
-        .await
-        .unwrap();
-    let req = os::CreateSandboxRequest {
-        spec: Some(spec()),
-        ..Default::default()
-    };
-    let e = call(&gw.channel, open_shell::CREATE_SANDBOX, req, None)
-        .await
-        .unwrap_err();
+    let gw = start_gateway(&dir, &[], support::fast_tuning()).await.unwrap();
+    let req = os::CreateSandboxRequest { spec: Some(spec()), ..Default::default() };
+    let e = call(&gw.channel, open_shell::CREATE_SANDBOX, req, None).await.unwrap_err();
     assert_eq!(
         (e.code(), e.message()),
-        (
-            Code::FailedPrecondition,
-            "no compute driver configured (set --compute-driver-socket)"
-        )
+        (Code::FailedPrecondition, "no compute driver configured (set --compute-driver-socket)")
     );
     let req = os::DeleteSandboxRequest { name: "x".into() };
-    let e = call(&gw.channel, open_shell::DELETE_SANDBOX, req, None)
-        .await
-        .unwrap_err();
+    let e = call(&gw.channel, open_shell::DELETE_SANDBOX, req, None).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     let req = os::ListSandboxesRequest::default();
-    let list = call(&gw.channel, open_shell::LIST_SANDBOXES, req, None)
-        .await
-        .unwrap();
+    let list = call(&gw.channel, open_shell::LIST_SANDBOXES, req, None).await.unwrap();
     assert!(list.sandboxes.is_empty());
     let req = os::GetSandboxRequest { name: "x".into() };
-    let e = call(&gw.channel, open_shell::GET_SANDBOX, req, None)
-        .await
-        .unwrap_err();
+    let e = call(&gw.channel, open_shell::GET_SANDBOX, req, None).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
 }
 
@@ -1060,13 +814,9 @@ async fn reconcile_refreshes_stale_records_and_drops_unknown_ones() {
     let mut tuning = support::fast_tuning();
     tuning.compute.reconcile_interval = Duration::from_millis(200);
     tuning.compute.orphan_grace = Duration::from_millis(500);
-    let gw = start_gateway(
-        &dir,
-        &["--compute-driver-socket", sock.to_str().unwrap()],
-        tuning,
-    )
-    .await
-    .unwrap();
+    let gw = start_gateway(&dir, &["--compute-driver-socket", sock.to_str().unwrap()], tuning)
+        .await
+        .unwrap();
     let s = Setup { dir, driver, gw };
     let kept = create(&s, "kept", spec()).await.unwrap();
     let lost = create(&s, "lost", spec()).await.unwrap();
@@ -1082,10 +832,7 @@ async fn reconcile_refreshes_stale_records_and_drops_unknown_ones() {
         (get(&s, "lost").await.err()?.code() == Code::NotFound).then_some(())
     })
     .await;
-    assert!(
-        !s.driver.state.seen("GetSandbox").is_empty(),
-        "the stale record was re-fetched"
-    );
+    assert!(!s.driver.state.seen("GetSandbox").is_empty(), "the stale record was re-fetched");
     assert!(get(&s, "kept").await.is_ok());
 }
 
@@ -1096,39 +843,20 @@ async fn a_reconcile_answer_older_than_a_watch_event_does_not_undo_it() {
     let driver = DriverDouble::start(&sock, DriverState::new(IMAGE));
     let mut tuning = support::fast_tuning();
     tuning.compute.reconcile_interval = Duration::from_millis(100);
-    let gw = start_gateway(
-        &dir,
-        &["--compute-driver-socket", sock.to_str().unwrap()],
-        tuning,
-    )
-    .await
-    .unwrap();
+    let gw = start_gateway(&dir, &["--compute-driver-socket", sock.to_str().unwrap()], tuning)
+        .await
+        .unwrap();
     let s = Setup { dir, driver, gw };
     let sb = create(&s, "racy", spec()).await.unwrap();
     let id = id_of(&sb);
     // The next ListSandboxes reads the driver's state (not ready yet) and
     // is held.
     let gate = std::sync::Arc::new(support::Gate::default());
-    s.driver.state.set(
-        "ListSandboxes",
-        Behavior::Hold(std::sync::Arc::clone(&gate)),
-    );
-    tokio::time::timeout(WAIT, gate.taken.notified())
-        .await
-        .expect("a reconcile pass");
+    s.driver.state.set("ListSandboxes", Behavior::Hold(std::sync::Arc::clone(&gate)));
+    tokio::time::timeout(WAIT, gate.taken.notified()).await.expect("a reconcile pass");
     // Meanwhile the sandbox becomes ready and the watch says so.
-    s.driver
-        .state
-        .sandboxes
-        .lock()
-        .unwrap()
-        .get_mut(&id)
-        .unwrap()
-        .status = Some(ready("True", ""));
-    s.driver
-        .state
-        .push(status_event(&id, ready("True", "")))
-        .await;
+    s.driver.state.sandboxes.lock().unwrap().get_mut(&id).unwrap().status = Some(ready("True", ""));
+    s.driver.state.push(status_event(&id, ready("True", ""))).await;
     phase_becomes(&s, "racy", SandboxPhase::Ready, WAIT).await;
     // The old answer arrives; the pass after it must not run yet, so it
     // cannot repair what this one would break.
@@ -1173,13 +901,7 @@ fn broken_driver(path: &std::path::Path, how: Broken) -> tokio::task::JoinHandle
                     return;
                 };
                 while let Some(Ok((req, mut respond))) = conn.accept().await {
-                    let method = req
-                        .uri()
-                        .path()
-                        .rsplit('/')
-                        .next()
-                        .unwrap_or("")
-                        .to_string();
+                    let method = req.uri().path().rsplit('/').next().unwrap_or("").to_string();
                     let (ct, body): (&str, Vec<u8>) = match (method.as_str(), how) {
                         ("GetCapabilities", _) => {
                             let m = drv::GetCapabilitiesResponse {
@@ -1197,9 +919,7 @@ fn broken_driver(path: &std::path::Path, how: Broken) -> tokio::task::JoinHandle
                     };
                     let big = matches!(how, Broken::BigHeaders)
                         && !matches!(method.as_str(), "GetCapabilities" | "ListSandboxes");
-                    let mut resp = http::Response::builder()
-                        .status(200)
-                        .header("content-type", ct);
+                    let mut resp = http::Response::builder().status(200).header("content-type", ct);
                     if big {
                         resp = resp.header("x-padding", "p".repeat(32 * 1024));
                     }
@@ -1238,12 +958,7 @@ fn broken_driver(path: &std::path::Path, how: Broken) -> tokio::task::JoinHandle
 
 #[tokio::test]
 async fn a_driver_that_breaks_the_protocol_gives_internal_not_a_crash() {
-    for how in [
-        Broken::ContentType,
-        Broken::Message,
-        Broken::BigHeaders,
-        Broken::BigMessage,
-    ] {
+    for how in [Broken::ContentType, Broken::Message, Broken::BigHeaders, Broken::BigMessage] {
         let dir = TempDir::new();
         let sock = dir.path("compute.sock");
         let server = broken_driver(&sock, how);
@@ -1260,9 +975,7 @@ async fn a_driver_that_breaks_the_protocol_gives_internal_not_a_crash() {
             labels: Default::default(),
         };
         let t = Instant::now();
-        let e = call(&gw.channel, open_shell::CREATE_SANDBOX, req, None)
-            .await
-            .unwrap_err();
+        let e = call(&gw.channel, open_shell::CREATE_SANDBOX, req, None).await.unwrap_err();
         assert_eq!(e.code(), Code::Internal, "{e:?}");
         assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
         // The gateway is still serving.
@@ -1339,13 +1052,7 @@ impl QuietDriver {
                         return;
                     };
                     while let Some(Ok((req, mut respond))) = conn.accept().await {
-                        let method = req
-                            .uri()
-                            .path()
-                            .rsplit('/')
-                            .next()
-                            .unwrap_or("")
-                            .to_string();
+                        let method = req.uri().path().rsplit('/').next().unwrap_or("").to_string();
                         if method == "WatchSandboxes" {
                             watches.fetch_add(1, Ordering::SeqCst);
                             if freeze.swap(false, Ordering::SeqCst) {
@@ -1406,12 +1113,7 @@ impl QuietDriver {
                 });
             }
         });
-        QuietDriver {
-            watches,
-            events,
-            freeze,
-            task,
-        }
+        QuietDriver { watches, events, freeze, task }
     }
 
     fn watch_calls(&self) -> usize {
@@ -1428,12 +1130,7 @@ async fn a_quiet_watch_stream_stays_open_past_the_driver_timeout() {
     // several caps long.
     let gw = start_gateway(
         &dir,
-        &[
-            "--compute-driver-socket",
-            sock.to_str().unwrap(),
-            "--driver-timeout-secs",
-            "1",
-        ],
+        &["--compute-driver-socket", sock.to_str().unwrap(), "--driver-timeout-secs", "1"],
         support::fast_tuning(),
     )
     .await
@@ -1443,15 +1140,10 @@ async fn a_quiet_watch_stream_stays_open_past_the_driver_timeout() {
         name: "quiet".into(),
         labels: Default::default(),
     };
-    let sb = call(&gw.channel, open_shell::CREATE_SANDBOX, req, None)
-        .await
-        .unwrap()
-        .sandbox
-        .unwrap();
-    eventually(WAIT, "the watch stream", || async {
-        (driver.watch_calls() > 0).then_some(())
-    })
-    .await;
+    let sb =
+        call(&gw.channel, open_shell::CREATE_SANDBOX, req, None).await.unwrap().sandbox.unwrap();
+    eventually(WAIT, "the watch stream", || async { (driver.watch_calls() > 0).then_some(()) })
+        .await;
     // Silence: four times the cap.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(driver.watch_calls(), 1, "the quiet stream was torn down");
@@ -1462,24 +1154,14 @@ async fn a_quiet_watch_stream_stays_open_past_the_driver_timeout() {
     };
     driver
         .events
-        .send(drv::WatchSandboxesEvent {
-            payload: Some(Payload::Sandbox(event)),
-        })
+        .send(drv::WatchSandboxesEvent { payload: Some(Payload::Sandbox(event)) })
         .await
         .unwrap();
-    eventually(
-        Duration::from_secs(1),
-        "the event to be applied",
-        || async {
-            let req = os::GetSandboxRequest {
-                name: "quiet".into(),
-            };
-            let got = call(&gw.channel, open_shell::GET_SANDBOX, req, None)
-                .await
-                .ok()?;
-            (got.sandbox?.phase == SandboxPhase::Ready as i32).then_some(())
-        },
-    )
+    eventually(Duration::from_secs(1), "the event to be applied", || async {
+        let req = os::GetSandboxRequest { name: "quiet".into() };
+        let got = call(&gw.channel, open_shell::GET_SANDBOX, req, None).await.ok()?;
+        (got.sandbox?.phase == SandboxPhase::Ready as i32).then_some(())
+    })
     .await;
     eprintln!("event applied {:?} after it was sent", t.elapsed());
     assert_eq!(driver.watch_calls(), 1);
@@ -1490,29 +1172,21 @@ async fn a_watch_connection_that_stops_answering_pings_is_replaced() {
     let dir = TempDir::new();
     let sock = dir.path("compute.sock");
     let driver = QuietDriver::start(&sock);
-    driver
-        .freeze
-        .store(true, std::sync::atomic::Ordering::SeqCst);
+    driver.freeze.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut tuning = support::fast_tuning();
     tuning.keepalive = slimgate::drivers::uds::Keepalive {
         interval: Duration::from_millis(200),
         timeout: Duration::from_millis(300),
     };
-    let _gw = start_gateway(
-        &dir,
-        &["--compute-driver-socket", sock.to_str().unwrap()],
-        tuning,
-    )
-    .await
-    .unwrap();
+    let _gw = start_gateway(&dir, &["--compute-driver-socket", sock.to_str().unwrap()], tuning)
+        .await
+        .unwrap();
     let t = Instant::now();
     // The first stream's connection goes silent after its headers; the
     // PINGs find out, the connection is closed and the stream reopened.
-    eventually(
-        Duration::from_secs(3),
-        "the watch stream to be reopened",
-        || async { (driver.watch_calls() >= 2).then_some(()) },
-    )
+    eventually(Duration::from_secs(3), "the watch stream to be reopened", || async {
+        (driver.watch_calls() >= 2).then_some(())
+    })
     .await;
     eprintln!("frozen connection replaced after {:?}", t.elapsed());
 }

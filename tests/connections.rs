@@ -39,14 +39,7 @@ async fn check_ok(addr: SocketAddr) -> bool {
 
 /// A Health Watch opened on a frame connection: the stream stays open.
 async fn open_watch(c: &mut Conn, stream: u32) {
-    c.send(&frames::headers(
-        stream,
-        &frames::grpc_headers(WATCH),
-        false,
-        true,
-    ))
-    .await
-    .unwrap();
+    c.send(&frames::headers(stream, &frames::grpc_headers(WATCH), false, true)).await.unwrap();
     let msg = prost::Message::encode_to_vec(&HealthCheckRequest::default());
     let mut body = vec![0u8];
     body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
@@ -54,15 +47,10 @@ async fn open_watch(c: &mut Conn, stream: u32) {
     c.send(&frames::data(stream, &body, true)).await.unwrap();
     // The first status arrives: the stream is open and served.
     let got = c
-        .read_until(Duration::from_secs(5), |f| {
-            f.ty == frames::DATA && f.stream == stream
-        })
+        .read_until(Duration::from_secs(5), |f| f.ty == frames::DATA && f.stream == stream)
         .await
         .unwrap();
-    assert!(
-        got.iter().any(|f| f.ty == frames::DATA),
-        "watch answered: {got:?}"
-    );
+    assert!(got.iter().any(|f| f.ty == frames::DATA), "watch answered: {got:?}");
 }
 
 fn goaway(frames: &[frames::Frame]) -> Option<&frames::Frame> {
@@ -76,10 +64,7 @@ async fn an_idle_connection_gets_goaway_and_is_closed() {
     let (mut busy, _) = Conn::handshake(child.addr).await.unwrap();
     open_watch(&mut busy, 1).await;
     let started = Instant::now();
-    let got = idle
-        .read_until(Duration::from_secs(5), |f| f.ty == GOAWAY)
-        .await
-        .unwrap();
+    let got = idle.read_until(Duration::from_secs(5), |f| f.ty == GOAWAY).await.unwrap();
     let g = goaway(&got).expect("GOAWAY on the idle connection");
     assert_eq!(g.error_code(), Some(0), "NO_ERROR");
     let waited = started.elapsed();
@@ -87,19 +72,10 @@ async fn an_idle_connection_gets_goaway_and_is_closed() {
         waited >= Duration::from_millis(800) && waited < Duration::from_secs(4),
         "GOAWAY after {waited:?}"
     );
-    assert!(
-        idle.closed(Duration::from_secs(3)).await,
-        "closed after GOAWAY"
-    );
+    assert!(idle.closed(Duration::from_secs(3)).await, "closed after GOAWAY");
     // The connection with an open stream is never idle.
-    let got = busy
-        .read_until(Duration::from_millis(2500), |f| f.ty == GOAWAY)
-        .await
-        .unwrap();
-    assert!(
-        goaway(&got).is_none(),
-        "a connection with an open stream got {got:?}"
-    );
+    let got = busy.read_until(Duration::from_millis(2500), |f| f.ty == GOAWAY).await.unwrap();
+    assert!(goaway(&got).is_none(), "a connection with an open stream got {got:?}");
     assert!(check_ok(child.addr).await);
 }
 
@@ -134,9 +110,7 @@ async fn metric(port: u16, name: &str) -> f64 {
             Err(e) => panic!("metrics port: {e}"),
         }
     };
-    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).await.unwrap();
     text.lines()
@@ -148,41 +122,22 @@ async fn metric(port: u16, name: &str) -> f64 {
 async fn at_the_cap_the_longest_idle_connection_is_shed() {
     let metrics = free_port();
     let m = metrics.to_string();
-    let (child, _db) = gateway(
-        "conn-shed",
-        &["--max-connections", "4", "--metrics-port", &m],
-    );
-    assert_eq!(
-        metric(metrics, "slimgate_connections_shed_total").await,
-        0.0
-    );
+    let (child, _db) = gateway("conn-shed", &["--max-connections", "4", "--metrics-port", &m]);
+    assert_eq!(metric(metrics, "slimgate_connections_shed_total").await, 0.0);
     let mut idle = Vec::new();
     for _ in 0..4 {
         idle.push(Conn::handshake(child.addr).await.unwrap().0);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // A fifth client is served …
-    assert!(
-        check_ok(child.addr).await,
-        "a new client is served at the cap"
-    );
+    assert!(check_ok(child.addr).await, "a new client is served at the cap");
     // … and the oldest idle connection was told to go.
-    let got = idle[0]
-        .read_until(Duration::from_secs(3), |f| f.ty == GOAWAY)
-        .await
-        .unwrap();
-    assert_eq!(
-        goaway(&got).and_then(|g| g.error_code()),
-        Some(0),
-        "{got:?}"
-    );
+    let got = idle[0].read_until(Duration::from_secs(3), |f| f.ty == GOAWAY).await.unwrap();
+    assert_eq!(goaway(&got).and_then(|g| g.error_code()), Some(0), "{got:?}");
     assert!(idle[0].closed(Duration::from_secs(3)).await);
     // The others were not.
     for c in &mut idle[1..] {
-        let got = c
-            .read_until(Duration::from_millis(200), |f| f.ty == GOAWAY)
-            .await
-            .unwrap();
+        let got = c.read_until(Duration::from_millis(200), |f| f.ty == GOAWAY).await.unwrap();
         assert!(goaway(&got).is_none(), "{got:?}");
     }
     // Many more clients in a row are all served, each shedding an idle one.
@@ -190,20 +145,14 @@ async fn at_the_cap_the_longest_idle_connection_is_shed() {
         assert!(check_ok(child.addr).await);
     }
     assert!(metric(metrics, "slimgate_connections_shed_total").await >= 1.0);
-    assert_eq!(
-        metric(metrics, "slimgate_connections_refused_total").await,
-        0.0
-    );
+    assert_eq!(metric(metrics, "slimgate_connections_refused_total").await, 0.0);
 }
 
 #[tokio::test]
 async fn at_the_cap_with_every_connection_busy_a_new_one_is_closed() {
     let metrics = free_port();
     let m = metrics.to_string();
-    let (child, _db) = gateway(
-        "conn-busy",
-        &["--max-connections", "2", "--metrics-port", &m],
-    );
+    let (child, _db) = gateway("conn-busy", &["--max-connections", "2", "--metrics-port", &m]);
     let (mut a, _) = Conn::handshake(child.addr).await.unwrap();
     let (mut b, _) = Conn::handshake(child.addr).await.unwrap();
     open_watch(&mut a, 1).await;
@@ -217,16 +166,10 @@ async fn at_the_cap_with_every_connection_busy_a_new_one_is_closed() {
     assert_eq!(n, 0, "the new connection is closed without an answer");
     // The busy ones keep their streams.
     for conn in [&mut a, &mut b] {
-        let got = conn
-            .read_until(Duration::from_millis(300), |f| f.ty == GOAWAY)
-            .await
-            .unwrap();
+        let got = conn.read_until(Duration::from_millis(300), |f| f.ty == GOAWAY).await.unwrap();
         assert!(goaway(&got).is_none());
     }
-    assert_eq!(
-        metric(metrics, "slimgate_connections_refused_total").await,
-        1.0
-    );
+    assert_eq!(metric(metrics, "slimgate_connections_refused_total").await, 1.0);
 }
 
 #[tokio::test]
@@ -249,20 +192,13 @@ async fn the_health_port_has_its_own_small_cap() {
     }
     // … and a probe is still answered.
     let mut probe = TcpStream::connect(addr).await.unwrap();
-    probe
-        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
+    probe.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
     let mut answer = Vec::new();
     tokio::time::timeout(Duration::from_secs(3), probe.read_to_end(&mut answer))
         .await
         .expect("probe answered")
         .unwrap();
-    assert!(
-        answer.starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&answer)
-    );
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
     // The oldest silent connections were closed to make room.
     let mut closed = 0;
     for s in &mut silent {

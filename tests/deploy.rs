@@ -47,10 +47,7 @@ fn manifests() -> Vec<(String, Yaml)> {
 }
 
 fn kind<'a>(docs: &'a [(String, Yaml)], kind: &str) -> Vec<&'a Yaml> {
-    docs.iter()
-        .filter(|(_, d)| d["kind"].as_str() == Some(kind))
-        .map(|(_, d)| d)
-        .collect()
+    docs.iter().filter(|(_, d)| d["kind"].as_str() == Some(kind)).map(|(_, d)| d).collect()
 }
 
 fn list(y: &Yaml) -> &[Yaml] {
@@ -76,10 +73,8 @@ struct Help {
 }
 
 fn help() -> Help {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_slimgate"))
-        .arg("--help")
-        .output()
-        .unwrap();
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_slimgate")).arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     let honoured = text.split("Accepted and ignored").next().unwrap();
@@ -128,11 +123,8 @@ fn gateway_invocation(docs: &[(String, Yaml)]) -> (Vec<String>, BTreeMap<String,
         }
     }
     for e in list(&gw["env"]) {
-        let value = if e["valueFrom"].is_badvalue() {
-            s(&e["value"])
-        } else {
-            "placeholder".to_string()
-        };
+        let value =
+            if e["valueFrom"].is_badvalue() { s(&e["value"]) } else { "placeholder".to_string() };
         env.insert(s(&e["name"]), value);
     }
     (args, env)
@@ -149,10 +141,7 @@ fn manifests_parse_and_the_kustomization_lists_existing_files() {
     assert_eq!(k.len(), 1);
     let listed: Vec<String> = list(&k[0]["resources"]).iter().map(s).collect();
     for file in &listed {
-        assert!(
-            root().join("deploy/kubernetes").join(file).is_file(),
-            "{file}"
-        );
+        assert!(root().join("deploy/kubernetes").join(file).is_file(), "{file}");
     }
     for (file, _) in &docs {
         assert!(
@@ -210,26 +199,14 @@ fn the_manifests_make_a_valid_configuration() {
     }
     let action = slimgate::config::parse(args.iter().map(Into::into), |k| env.get(k).cloned())
         .unwrap_or_else(|e| panic!("the manifests' configuration is refused: {e}"));
-    let slimgate::config::Action::Run(c) = action else {
-        panic!("not a run")
-    };
+    let slimgate::config::Action::Run(c) = action else { panic!("not a run") };
     assert_eq!(c.bind_address.to_string(), "0.0.0.0");
-    assert_eq!(
-        (c.port, c.health_port, c.metrics_port),
-        (8080, Some(8081), Some(9090))
-    );
+    assert_eq!((c.port, c.health_port, c.metrics_port), (8080, Some(8081), Some(9090)));
     assert!(c.oidc.is_some(), "OIDC is on");
     assert!(c.sandbox_secret.is_some());
-    assert!(
-        c.store_key_file.is_some(),
-        "credentials are encrypted at rest"
-    );
+    assert!(c.store_key_file.is_some(), "credentials are encrypted at rest");
     assert_eq!(c.db_path, Path::new("/var/lib/slimgate/state.redb"));
-    assert!(
-        c.warnings.iter().all(|w| !w.starts_with("ignoring")),
-        "{:?}",
-        c.warnings
-    );
+    assert!(c.warnings.iter().all(|w| !w.starts_with("ignoring")), "{:?}", c.warnings);
     if cfg!(feature = "tls") {
         let t = c.tls.expect("TLS on");
         assert!(!t.require_client_cert);
@@ -260,18 +237,12 @@ fn probes_hit_the_health_port_and_sockets_are_shared() {
             .map(|p| s(&p["containerPort"]))
             .unwrap()
     };
-    for (probe, path) in [
-        ("startupProbe", "/healthz"),
-        ("livenessProbe", "/healthz"),
-        ("readinessProbe", "/readyz"),
-    ] {
+    for (probe, path) in
+        [("startupProbe", "/healthz"), ("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")]
+    {
         let get = &gw[probe]["httpGet"];
         assert_eq!(get["path"].as_str(), Some(path), "{probe}");
-        assert_eq!(
-            port_of(get["port"].as_str().unwrap()),
-            health_port,
-            "{probe}"
-        );
+        assert_eq!(port_of(get["port"].as_str().unwrap()), health_port, "{probe}");
     }
     assert_eq!(port_of("metrics"), arg("--metrics-port"));
     assert_eq!(port_of("grpc"), arg("--port"));
@@ -310,11 +281,7 @@ fn every_container_is_hardened() {
         let sc = &c["securityContext"];
         let name = s(&c["name"]);
         assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true), "{name}");
-        assert_eq!(
-            sc["allowPrivilegeEscalation"].as_bool(),
-            Some(false),
-            "{name}"
-        );
+        assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false), "{name}");
         assert_eq!(s(&list(&sc["capabilities"]["drop"])[0]), "ALL", "{name}");
     }
 }
@@ -363,14 +330,8 @@ fn the_dockerfile_builds_with_the_commands_ci_runs() {
         )
     );
     // The final stage: distroless static, non-root, only the binary.
-    let last_from = dockerfile
-        .lines()
-        .rfind(|l| l.starts_with("FROM "))
-        .unwrap();
-    assert!(
-        last_from.starts_with("FROM gcr.io/distroless/static"),
-        "{last_from}"
-    );
+    let last_from = dockerfile.lines().rfind(|l| l.starts_with("FROM ")).unwrap();
+    assert!(last_from.starts_with("FROM gcr.io/distroless/static"), "{last_from}");
     assert!(dockerfile.contains("USER 65532:65532"));
     assert!(dockerfile.contains("target/x86_64-unknown-linux-musl/release/slimgate"));
 }

@@ -17,10 +17,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
         .unwrap()
         .map(|e| {
             let e = e.unwrap();
-            (
-                e.file_name().into_string().unwrap(),
-                fs::read(e.path()).unwrap(),
-            )
+            (e.file_name().into_string().unwrap(), fs::read(e.path()).unwrap())
         })
         .collect();
     out.sort();
@@ -36,31 +33,16 @@ fn jwt_token_seeds() {
     for (name, data) in seeds("jwt_token") {
         let token = String::from_utf8(data).unwrap();
         let result = v.verify(&token, &keys, NOW);
-        assert_eq!(
-            result.is_ok(),
-            name.starts_with("valid"),
-            "{name}: {result:?}"
-        );
+        assert_eq!(result.is_ok(), name.starts_with("valid"), "{name}: {result:?}");
     }
 }
 
 #[test]
 fn jwt_claims_seeds() {
-    let accepted = [
-        "aud_array",
-        "azp_only",
-        "float_dates",
-        "roles_deep",
-        "scope_array",
-        "valid",
-    ];
+    let accepted = ["aud_array", "azp_only", "float_dates", "roles_deep", "scope_array", "valid"];
     for (name, data) in seeds("jwt_claims") {
         let result = check_claims(&data, &config(), NOW);
-        assert_eq!(
-            result.is_ok(),
-            accepted.contains(&name.as_str()),
-            "{name}: {result:?}"
-        );
+        assert_eq!(result.is_ok(), accepted.contains(&name.as_str()), "{name}: {result:?}");
     }
 }
 
@@ -69,11 +51,6 @@ fn jwks_parse_seeds() {
     for (name, data) in seeds("jwks_parse") {
         let parsed = KeySet::parse(&data).unwrap_or_else(|e| panic!("{name}: {e}"));
         let clean = ["empty", "no_kid", "test_set"].contains(&name.as_str());
-        assert_eq!(
-            parsed.rejected.is_empty(),
-            clean,
-            "{name}: {:?}",
-            parsed.rejected
-        );
+        assert_eq!(parsed.rejected.is_empty(), clean, "{name}: {:?}", parsed.rejected);
     }
 }

@@ -63,13 +63,7 @@ fn rand_suffix() -> u64 {
 }
 
 async fn check_ok(c: &mut raw::Client) -> bool {
-    match c
-        .unary(
-            CHECK,
-            &prost::Message::encode_to_vec(&HealthCheckRequest::default()),
-        )
-        .await
-    {
+    match c.unary(CHECK, &prost::Message::encode_to_vec(&HealthCheckRequest::default())).await {
         Ok(r) => r.grpc_status() == Some(0),
         Err(_) => false,
     }
@@ -112,21 +106,13 @@ impl Bystander {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         });
-        Bystander {
-            ok,
-            failed,
-            stop,
-            task,
-        }
+        Bystander { ok, failed, stop, task }
     }
 
     async fn finish(self) -> (usize, usize) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.task.await;
-        (
-            self.ok.load(Ordering::SeqCst),
-            self.failed.load(Ordering::SeqCst),
-        )
+        (self.ok.load(Ordering::SeqCst), self.failed.load(Ordering::SeqCst))
     }
 }
 
@@ -162,10 +148,7 @@ async fn read_all(mut r: tokio::net::tcp::OwnedReadHalf, until: Instant) -> Seen
             seen.frames += 1;
             if f.ty == frames::RST_STREAM {
                 seen.resets += 1;
-                *seen
-                    .reset_codes
-                    .entry(f.error_code().unwrap_or(u32::MAX))
-                    .or_default() += 1;
+                *seen.reset_codes.entry(f.error_code().unwrap_or(u32::MAX)).or_default() += 1;
             }
             if f.ty == frames::GOAWAY {
                 let debug =
@@ -188,18 +171,12 @@ async fn read_all(mut r: tokio::net::tcp::OwnedReadHalf, until: Instant) -> Seen
 /// sent blind) and split it.
 async fn open(
     addr: SocketAddr,
-) -> (
-    tokio::net::tcp::OwnedReadHalf,
-    tokio::net::tcp::OwnedWriteHalf,
-) {
+) -> (tokio::net::tcp::OwnedReadHalf, tokio::net::tcp::OwnedWriteHalf) {
     let tcp = TcpStream::connect(addr).await.unwrap();
     tcp.set_nodelay(true).unwrap();
     let (r, mut w) = tcp.into_split();
     let mut hello = frames::PREFACE.to_vec();
-    hello.extend(frames::settings(&[(
-        frames::SETTINGS_INITIAL_WINDOW_SIZE,
-        1 << 20,
-    )]));
+    hello.extend(frames::settings(&[(frames::SETTINGS_INITIAL_WINDOW_SIZE, 1 << 20)]));
     hello.extend(frames::settings_ack());
     w.write_all(&hello).await.unwrap();
     (r, w)
@@ -262,10 +239,7 @@ async fn item_27_rapid_reset_flood_is_bounded() {
     let after = settle_rss(&child).await;
     let (ok, failed) = bystander.finish().await;
     let mut c = raw::Client::connect(child.addr).await.unwrap();
-    assert!(
-        check_ok(&mut c).await,
-        "a new connection is not served after the flood"
-    );
+    assert!(check_ok(&mut c).await, "a new connection is not served after the flood");
     report(
         "rapid reset",
         before,
@@ -276,9 +250,7 @@ async fn item_27_rapid_reset_flood_is_bounded() {
         ),
     );
     assert!(
-        seen.goaway
-            .as_ref()
-            .is_some_and(|(code, _)| *code == frames::ENHANCE_YOUR_CALM)
+        seen.goaway.as_ref().is_some_and(|(code, _)| *code == frames::ENHANCE_YOUR_CALM)
             || sent == 100,
         "neither GOAWAY(ENHANCE_YOUR_CALM) nor bounded work: {seen:?}"
     );
@@ -333,11 +305,7 @@ async fn item_28_invalid_frame_reset_flood_closes_the_connection() {
     // h2 may drop the queued RST_STREAMs when it goes away, so only the
     // upper bound and the GOAWAY are asserted.
     assert!(seen.closed, "connection not closed: {seen:?}");
-    assert_eq!(
-        seen.goaway.as_ref().map(|g| g.0),
-        Some(frames::ENHANCE_YOUR_CALM),
-        "{seen:?}"
-    );
+    assert_eq!(seen.goaway.as_ref().map(|g| g.0), Some(frames::ENHANCE_YOUR_CALM), "{seen:?}");
     assert_eq!(failed, 0);
     assert!(after.saturating_sub(before) < MAX_RSS_GROWTH_KIB);
 }
@@ -374,10 +342,7 @@ async fn item_29_continuation_flood_closes_with_bounded_memory() {
         "CONTINUATION flood",
         before,
         after,
-        &format!(
-            ", {} writes, {seen:?}, bystander ok {ok} failed {failed}",
-            sent
-        ),
+        &format!(", {} writes, {seen:?}, bystander ok {ok} failed {failed}", sent),
     );
     assert!(seen.closed, "connection not closed: {seen:?}");
     assert!(seen.goaway.is_some(), "{seen:?}");
@@ -413,9 +378,7 @@ async fn item_30_empty_data_flood_is_bounded() {
         ),
     );
     assert!(
-        seen.goaway
-            .as_ref()
-            .is_some_and(|(code, _)| *code == frames::ENHANCE_YOUR_CALM)
+        seen.goaway.as_ref().is_some_and(|(code, _)| *code == frames::ENHANCE_YOUR_CALM)
             || sent == 101,
         "{seen:?}"
     );
@@ -443,10 +406,7 @@ async fn item_31_ping_flood_does_not_grow_memory() {
         "PING flood",
         before,
         after,
-        &format!(
-            ", {} PINGs sent, {seen:?}, bystander ok {ok} failed {failed}",
-            sent * 1000
-        ),
+        &format!(", {} PINGs sent, {seen:?}, bystander ok {ok} failed {failed}", sent * 1000),
     );
     assert_eq!(failed, 0);
     assert!(ok > 0);
@@ -488,11 +448,7 @@ async fn ten_thousand_streams_on_one_connection() {
         after,
         &format!(", {n} calls completed, bystander ok {ok} failed {failed}"),
     );
-    assert_eq!(
-        n,
-        32 * 313,
-        "not every call completed within {FLOOD_TIME:?}"
-    );
+    assert_eq!(n, 32 * 313, "not every call completed within {FLOOD_TIME:?}");
     assert_eq!(failed, 0);
     assert!(after.saturating_sub(before) < MAX_RSS_GROWTH_KIB);
 }

@@ -44,23 +44,16 @@ impl cred::credentials_driver_server::CredentialsDriver for DoubleSvc {
         &self,
         _req: tonic::Request<cred::ListCredentialsRequest>,
     ) -> Result<tonic::Response<cred::ListCredentialsResponse>, tonic::Status> {
-        Ok(tonic::Response::new(cred::ListCredentialsResponse {
-            credentials: vec![],
-        }))
+        Ok(tonic::Response::new(cred::ListCredentialsResponse { credentials: vec![] }))
     }
 }
 
 fn provider(name: &str, ty: &str, creds: &[(&str, &str)], config: &[(&str, &str)]) -> Provider {
     let map = |kv: &[(&str, &str)]| -> BTreeMap<String, String> {
-        kv.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     };
     Provider {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            ..Default::default()
-        }),
+        metadata: Some(ObjectMeta { name: name.into(), ..Default::default() }),
         r#type: ty.into(),
         credentials: map(creds),
         config: map(config),
@@ -85,21 +78,14 @@ async fn routes_resolve_into_the_bundle() {
     let listener = tokio::net::UnixListener::bind(&sock).unwrap();
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(
-                cred::credentials_driver_server::CredentialsDriverServer::new(DoubleSvc(
-                    Arc::clone(&double),
-                )),
-            )
+            .add_service(cred::credentials_driver_server::CredentialsDriverServer::new(DoubleSvc(
+                Arc::clone(&double),
+            )))
             .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
     );
     let gw = support::start_gateway(
         &dir,
-        &[
-            "--credentials-driver-socket",
-            sock.to_str().unwrap(),
-            "--ssh-handshake-secret",
-            SECRET,
-        ],
+        &["--credentials-driver-socket", sock.to_str().unwrap(), "--ssh-handshake-secret", SECRET],
         support::fast_tuning(),
     )
     .await
@@ -107,12 +93,7 @@ async fn routes_resolve_into_the_bundle() {
     let admin = Client::new(&gw.channel, &[]);
     let sandbox = Client::new(&gw.channel, &[("x-sandbox-secret", SECRET)]);
     for p in [
-        provider(
-            "oa",
-            "openai",
-            &[("AAA", "other"), ("OPENAI_API_KEY", "sk-plain")],
-            &[],
-        ),
+        provider("oa", "openai", &[("AAA", "other"), ("OPENAI_API_KEY", "sk-plain")], &[]),
         provider(
             "claude",
             "Anthropic",
@@ -123,26 +104,16 @@ async fn routes_resolve_into_the_bundle() {
         provider("empty", "nvidia", &[("NVIDIA_API_KEY", " ")], &[]),
     ] {
         admin
-            .call(
-                open_shell::CREATE_PROVIDER,
-                os::CreateProviderRequest { provider: Some(p) },
-            )
+            .call(open_shell::CREATE_PROVIDER, os::CreateProviderRequest { provider: Some(p) })
             .await
             .unwrap();
     }
-    let bundle = || {
-        sandbox.call(
-            inference::GET_INFERENCE_BUNDLE,
-            inf::GetInferenceBundleRequest {},
-        )
-    };
+    let bundle =
+        || sandbox.call(inference::GET_INFERENCE_BUNDLE, inf::GetInferenceBundleRequest {});
     let empty = bundle().await.unwrap();
     assert!(empty.routes.is_empty() && !empty.revision.is_empty());
 
-    let r = admin
-        .call(inference::SET_CLUSTER_INFERENCE, set("oa", "gpt-4o", ""))
-        .await
-        .unwrap();
+    let r = admin.call(inference::SET_CLUSTER_INFERENCE, set("oa", "gpt-4o", "")).await.unwrap();
     assert_eq!(
         (
             r.route_name.as_str(),
@@ -154,35 +125,21 @@ async fn routes_resolve_into_the_bundle() {
         ("inference.local", 1, "gpt-4o", 30, false)
     );
     let r = admin
-        .call(
-            inference::SET_CLUSTER_INFERENCE,
-            set("oa", "gpt-4.1", "inference.local"),
-        )
+        .call(inference::SET_CLUSTER_INFERENCE, set("oa", "gpt-4.1", "inference.local"))
         .await
         .unwrap();
     assert_eq!(r.version, 2);
     let r = admin
-        .call(
-            inference::SET_CLUSTER_INFERENCE,
-            set("claude", "claude-sonnet", "sandbox-system"),
-        )
+        .call(inference::SET_CLUSTER_INFERENCE, set("claude", "claude-sonnet", "sandbox-system"))
         .await
         .unwrap();
     assert_eq!((r.route_name.as_str(), r.version), ("sandbox-system", 1));
     let got = admin
-        .call(
-            inference::GET_CLUSTER_INFERENCE,
-            inf::GetClusterInferenceRequest::default(),
-        )
+        .call(inference::GET_CLUSTER_INFERENCE, inf::GetClusterInferenceRequest::default())
         .await
         .unwrap();
     assert_eq!(
-        (
-            got.provider_name.as_str(),
-            got.model_id.as_str(),
-            got.version,
-            got.route_name.as_str()
-        ),
+        (got.provider_name.as_str(), got.model_id.as_str(), got.version, got.route_name.as_str()),
         ("oa", "gpt-4.1", 2, "inference.local")
     );
 
@@ -190,44 +147,25 @@ async fn routes_resolve_into_the_bundle() {
     assert_eq!(b.routes.len(), 2);
     let (local, system) = (&b.routes[0], &b.routes[1]);
     assert_eq!(local.name, "inference.local");
-    assert_eq!(
-        local.api_key, "sk-plain",
-        "the preferred key, not the first in order"
-    );
+    assert_eq!(local.api_key, "sk-plain", "the preferred key, not the first in order");
     assert_eq!(local.base_url, "https://api.openai.com/v1");
     assert_eq!(local.provider_type, "openai");
     assert_eq!(local.model_id, "gpt-4.1");
     assert_eq!(local.timeout_secs, 30);
-    assert!(
-        local
-            .protocols
-            .contains(&"openai_chat_completions".to_string())
-    );
+    assert!(local.protocols.contains(&"openai_chat_completions".to_string()));
     assert_eq!(system.name, "sandbox-system");
-    assert_eq!(
-        system.api_key, "tok-anthropic-key-1",
-        "resolved through the credentials driver"
-    );
+    assert_eq!(system.api_key, "tok-anthropic-key-1", "resolved through the credentials driver");
     assert_eq!(system.base_url, "http://llm-proxy.internal/v1");
     assert_eq!(system.provider_type, "anthropic");
-    assert_eq!(
-        system.protocols,
-        vec!["anthropic_messages", "model_discovery"]
-    );
+    assert_eq!(system.protocols, vec!["anthropic_messages", "model_discovery"]);
     assert!(b.generated_at_ms > 0);
     let again = bundle().await.unwrap();
-    assert_eq!(
-        again.revision, b.revision,
-        "stable while nothing changes (token cached)"
-    );
+    assert_eq!(again.revision, b.revision, "stable while nothing changes (token cached)");
     assert_eq!(double.resolves.load(Ordering::SeqCst), 1);
 
     // Refusals.
     let err = admin
-        .call(
-            inference::GET_INFERENCE_BUNDLE,
-            inf::GetInferenceBundleRequest {},
-        )
+        .call(inference::GET_INFERENCE_BUNDLE, inf::GetInferenceBundleRequest {})
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "sandbox secret only");
@@ -242,21 +180,9 @@ async fn routes_resolve_into_the_bundle() {
             Code::InvalidArgument,
             "provider 'empty' has no usable API key credential",
         ),
-        (
-            set("ghost", "m", ""),
-            Code::FailedPrecondition,
-            "provider 'ghost' not found",
-        ),
-        (
-            set("", "m", ""),
-            Code::InvalidArgument,
-            "provider_name is required",
-        ),
-        (
-            set("oa", " ", ""),
-            Code::InvalidArgument,
-            "model_id is required",
-        ),
+        (set("ghost", "m", ""), Code::FailedPrecondition, "provider 'ghost' not found"),
+        (set("", "m", ""), Code::InvalidArgument, "provider_name is required"),
+        (set("oa", " ", ""), Code::InvalidArgument, "model_id is required"),
         (
             set("oa", "m", "elsewhere"),
             Code::InvalidArgument,
@@ -264,31 +190,20 @@ async fn routes_resolve_into_the_bundle() {
         ),
     ];
     for (req, code, message) in cases {
-        let err = admin
-            .call(inference::SET_CLUSTER_INFERENCE, req)
-            .await
-            .unwrap_err();
+        let err = admin.call(inference::SET_CLUSTER_INFERENCE, req).await.unwrap_err();
         assert_eq!((err.code(), err.message()), (code, message));
     }
 
     // The provider behind a route goes away, or comes back with a type
     // that cannot serve inference.
     admin
-        .call(
-            open_shell::DELETE_PROVIDER,
-            os::DeleteProviderRequest {
-                name: "claude".into(),
-            },
-        )
+        .call(open_shell::DELETE_PROVIDER, os::DeleteProviderRequest { name: "claude".into() })
         .await
         .unwrap();
     let err = bundle().await.unwrap_err();
     assert_eq!(
         (err.code(), err.message()),
-        (
-            Code::FailedPrecondition,
-            "configured provider 'claude' was not found"
-        )
+        (Code::FailedPrecondition, "configured provider 'claude' was not found")
     );
     admin
         .call(
@@ -305,9 +220,7 @@ async fn routes_resolve_into_the_bundle() {
     let err = admin
         .call(
             inference::GET_CLUSTER_INFERENCE,
-            inf::GetClusterInferenceRequest {
-                route_name: "nope".into(),
-            },
+            inf::GetClusterInferenceRequest { route_name: "nope".into() },
         )
         .await
         .unwrap_err();
@@ -317,19 +230,13 @@ async fn routes_resolve_into_the_bundle() {
 #[tokio::test]
 async fn an_unset_route_is_not_found() {
     let dir = TempDir::new();
-    let gw = support::start_gateway(
-        &dir,
-        &["--ssh-handshake-secret", SECRET],
-        support::fast_tuning(),
-    )
-    .await
-    .unwrap();
+    let gw =
+        support::start_gateway(&dir, &["--ssh-handshake-secret", SECRET], support::fast_tuning())
+            .await
+            .unwrap();
     let c = Client::new(&gw.channel, &[]);
     let err = c
-        .call(
-            inference::GET_CLUSTER_INFERENCE,
-            inf::GetClusterInferenceRequest::default(),
-        )
+        .call(inference::GET_CLUSTER_INFERENCE, inf::GetClusterInferenceRequest::default())
         .await
         .unwrap_err();
     assert_eq!(

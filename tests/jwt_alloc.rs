@@ -16,21 +16,13 @@ fn item_03_mebibyte_of_dots_rejected_without_allocating() {
     let dots = ".".repeat(MIB);
     let letters_then_dots = format!("{}{}", "A".repeat(MIB / 2), ".".repeat(MIB / 2));
     let no_dots = "A".repeat(MIB);
-    let bad_alphabet = format!(
-        "{}.{}.{}",
-        "A".repeat(MIB / 2),
-        "=".repeat(8),
-        "A".repeat(8)
-    );
+    let bad_alphabet = format!("{}.{}.{}", "A".repeat(MIB / 2), "=".repeat(8), "A".repeat(8));
 
     // Default limit: refused by size, no allocation.
     let default = verifier();
     let info = allocation_counter::measure(|| {
         assert_eq!(default.verify(&dots, &keys, NOW), Err(AuthError::TooLarge));
-        assert_eq!(
-            default.verify_cached(&dots, &keys, NOW).map(|_| ()),
-            Err(AuthError::TooLarge)
-        );
+        assert_eq!(default.verify_cached(&dots, &keys, NOW).map(|_| ()), Err(AuthError::TooLarge));
     });
     assert_eq!(info.count_total, 0, "{info:?}");
 

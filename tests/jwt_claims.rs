@@ -32,10 +32,7 @@ fn at(c: &Value, config: &VerifierConfig, now: u64) -> Result<Identity, AuthErro
 #[test]
 fn item_31_exp_required_and_a_plain_number() {
     let v = verifier();
-    assert_eq!(
-        verify_claims(&v, &unset("exp")),
-        Err(AuthError::MissingClaim("exp"))
-    );
+    assert_eq!(verify_claims(&v, &unset("exp")), Err(AuthError::MissingClaim("exp")));
     for bad in [
         json!("1700000300"),
         json!(true),
@@ -57,13 +54,8 @@ fn item_31_exp_required_and_a_plain_number() {
         );
     }
     // Out of range for f64 altogether is malformed JSON.
-    let c = claims()
-        .to_string()
-        .replace(&format!("\"exp\":{}", NOW + 300), "\"exp\":1e999");
-    assert!(matches!(
-        check_claims(c.as_bytes(), &config(), NOW),
-        Err(AuthError::Malformed(_))
-    ));
+    let c = claims().to_string().replace(&format!("\"exp\":{}", NOW + 300), "\"exp\":1e999");
+    assert!(matches!(check_claims(c.as_bytes(), &config(), NOW), Err(AuthError::Malformed(_))));
     // 2^53 itself is a valid date (here far in the future, so lift the
     // lifetime cap to see it accepted).
     let mut uncapped = config();
@@ -81,10 +73,7 @@ fn item_32_float_dates_are_floored() {
     early["exp"] = json!(1.5e9);
     let id = at(&early, &c, 1_499_999_000).unwrap();
     assert_eq!(id.expires_at, 1_500_000_000);
-    assert_eq!(
-        at(&set("exp", json!(1.5e9)), &c, NOW),
-        Err(AuthError::Expired)
-    );
+    assert_eq!(at(&set("exp", json!(1.5e9)), &c, NOW), Err(AuthError::Expired));
     // 1700000000.9 floors to 1700000000: with leeway 60 it is expired at
     // NOW + 60 exactly (rounding up would still accept it).
     let exp = json!(1_700_000_000.9);
@@ -99,10 +88,7 @@ fn item_32_float_dates_are_floored() {
     assert_eq!(id.issued_at, Some(1_699_999_990));
     // Through the signed path as well.
     let v = verifier();
-    assert_eq!(
-        verify_claims(&v, &set("exp", json!(1.5e9))),
-        Err(AuthError::Expired)
-    );
+    assert_eq!(verify_claims(&v, &set("exp", json!(1.5e9))), Err(AuthError::Expired));
     assert!(verify_claims(&v, &set("exp", json!((NOW + 300) as f64 + 0.25))).is_ok());
 }
 
@@ -110,53 +96,32 @@ fn item_32_float_dates_are_floored() {
 fn item_33_time_rules_at_the_boundaries_with_leeway() {
     let c = config(); // leeway 60
     // exp <= now - leeway → expired.
-    assert_eq!(
-        at(&set("exp", json!(NOW - 60)), &c, NOW),
-        Err(AuthError::Expired)
-    );
+    assert_eq!(at(&set("exp", json!(NOW - 60)), &c, NOW), Err(AuthError::Expired));
     assert!(at(&set("exp", json!(NOW - 59)), &c, NOW).is_ok());
     // nbf > now + leeway → not yet valid.
     assert!(at(&set("nbf", json!(NOW + 60)), &c, NOW).is_ok());
-    assert_eq!(
-        at(&set("nbf", json!(NOW + 61)), &c, NOW),
-        Err(AuthError::NotYetValid)
-    );
+    assert_eq!(at(&set("nbf", json!(NOW + 61)), &c, NOW), Err(AuthError::NotYetValid));
     // iat > now + leeway → refused.
     assert!(at(&set("iat", json!(NOW + 60)), &c, NOW).is_ok());
-    assert_eq!(
-        at(&set("iat", json!(NOW + 61)), &c, NOW),
-        Err(AuthError::IssuedInFuture)
-    );
+    assert_eq!(at(&set("iat", json!(NOW + 61)), &c, NOW), Err(AuthError::IssuedInFuture));
     // Leeway 0 and leeway 300 (the maximum).
     let mut zero = config();
     zero.leeway_secs = 0;
-    assert_eq!(
-        at(&set("exp", json!(NOW)), &zero, NOW),
-        Err(AuthError::Expired)
-    );
+    assert_eq!(at(&set("exp", json!(NOW)), &zero, NOW), Err(AuthError::Expired));
     assert!(at(&set("exp", json!(NOW + 1)), &zero, NOW).is_ok());
-    assert_eq!(
-        at(&set("nbf", json!(NOW + 1)), &zero, NOW),
-        Err(AuthError::NotYetValid)
-    );
+    assert_eq!(at(&set("nbf", json!(NOW + 1)), &zero, NOW), Err(AuthError::NotYetValid));
     assert!(at(&set("nbf", json!(NOW)), &zero, NOW).is_ok());
     let mut max = config();
     max.leeway_secs = 300;
     assert!(at(&set("exp", json!(NOW - 299)), &max, NOW).is_ok());
-    assert_eq!(
-        at(&set("exp", json!(NOW - 300)), &max, NOW),
-        Err(AuthError::Expired)
-    );
+    assert_eq!(at(&set("exp", json!(NOW - 300)), &max, NOW), Err(AuthError::Expired));
     max.leeway_secs = 301;
     assert!(Verifier::new(max).is_err());
     // The signed path uses the injected clock too.
     let v = verifier();
     let token = rs256_token(&claims()); // exp = NOW + 300
     assert!(v.verify(&token, &keyset(), NOW + 359).is_ok());
-    assert_eq!(
-        v.verify(&token, &keyset(), NOW + 360).map(|_| ()),
-        Err(AuthError::Expired)
-    );
+    assert_eq!(v.verify(&token, &keyset(), NOW + 360).map(|_| ()), Err(AuthError::Expired));
 }
 
 #[test]
@@ -208,20 +173,9 @@ fn item_35_issuer_required_and_byte_exact() {
     }
     let slash = verifier_with(|c| c.issuer = "https://a/".into());
     assert_eq!(verify_claims(&slash, &ok), Err(AuthError::BadIssuer));
-    assert_eq!(
-        verify_claims(&v, &unset("iss")),
-        Err(AuthError::MissingClaim("iss"))
-    );
-    for bad in [
-        json!(1),
-        json!(null),
-        json!(["https://a"]),
-        json!({"iss": "https://a"}),
-    ] {
-        assert_eq!(
-            verify_claims(&v, &set("iss", bad)),
-            Err(AuthError::InvalidClaim("iss"))
-        );
+    assert_eq!(verify_claims(&v, &unset("iss")), Err(AuthError::MissingClaim("iss")));
+    for bad in [json!(1), json!(null), json!(["https://a"]), json!({"iss": "https://a"})] {
+        assert_eq!(verify_claims(&v, &set("iss", bad)), Err(AuthError::InvalidClaim("iss")));
     }
 }
 
@@ -247,16 +201,10 @@ fn item_36_audience_string_or_non_empty_string_array() {
         );
     }
     // No match, and azp ("cli") is not an audience.
-    for miss in [
-        json!("account"),
-        json!(["account", "broker"]),
-        json!("SLIMGATE"),
-        json!("slimgate "),
-    ] {
-        assert_eq!(
-            verify_claims(&v, &set("aud", miss)),
-            Err(AuthError::BadAudience)
-        );
+    for miss in
+        [json!("account"), json!(["account", "broker"]), json!("SLIMGATE"), json!("slimgate ")]
+    {
+        assert_eq!(verify_claims(&v, &set("aud", miss)), Err(AuthError::BadAudience));
     }
     // Keycloak compatibility: azp naming a configured audience rescues a
     // missing or non-matching aud, unless strict.
@@ -268,25 +216,16 @@ fn item_36_audience_string_or_non_empty_string_array() {
     assert!(verify_claims(&v, &no_aud).is_ok());
     let strict = verifier_with(|c| c.strict_audience = true);
     assert_eq!(verify_claims(&strict, &c), Err(AuthError::BadAudience));
-    assert_eq!(
-        verify_claims(&strict, &no_aud),
-        Err(AuthError::MissingClaim("aud"))
-    );
+    assert_eq!(verify_claims(&strict, &no_aud), Err(AuthError::MissingClaim("aud")));
     assert!(verify_claims(&strict, &claims()).is_ok());
     // Required by default: no aud and no helpful azp.
-    assert_eq!(
-        verify_claims(&v, &unset("aud")),
-        Err(AuthError::MissingClaim("aud"))
-    );
+    assert_eq!(verify_claims(&v, &unset("aud")), Err(AuthError::MissingClaim("aud")));
 }
 
 #[test]
 fn item_37_sub_jti_azp_must_be_strings() {
     let v = verifier();
-    assert_eq!(
-        verify_claims(&v, &unset("sub")),
-        Err(AuthError::MissingClaim("sub"))
-    );
+    assert_eq!(verify_claims(&v, &unset("sub")), Err(AuthError::MissingClaim("sub")));
     for (claim, bad) in [
         ("sub", json!(1)),
         ("sub", json!(null)),
@@ -304,11 +243,7 @@ fn item_37_sub_jti_azp_must_be_strings() {
             "jti" => "jti",
             _ => "azp",
         }));
-        assert_eq!(
-            verify_claims(&v, &set(claim, bad.clone())),
-            expected,
-            "{claim}: {bad}"
-        );
+        assert_eq!(verify_claims(&v, &set(claim, bad.clone())), expected, "{claim}: {bad}");
     }
     // Optional when absent.
     let id = verify_claims(&v, &unset("jti")).unwrap();
@@ -345,20 +280,14 @@ fn item_38_registered_claim_type_errors_never_downgrade_to_absent() {
     assert_eq!(verify_claims(&v, &c), Err(AuthError::InvalidClaim("aud")));
     // Nor is a wrongly typed roles or scopes claim "no roles".
     assert_eq!(
-        verify_claims(
-            &v,
-            &set("realm_access", json!({"roles": "openshell-admin"}))
-        ),
+        verify_claims(&v, &set("realm_access", json!({"roles": "openshell-admin"}))),
         Err(AuthError::InvalidClaim("roles"))
     );
     assert_eq!(
         verify_claims(&v, &set("realm_access", json!(["openshell-admin"]))),
         Err(AuthError::InvalidClaim("roles"))
     );
-    assert_eq!(
-        verify_claims(&v, &set("scope", json!(7))),
-        Err(AuthError::InvalidClaim("scopes"))
-    );
+    assert_eq!(verify_claims(&v, &set("scope", json!(7))), Err(AuthError::InvalidClaim("scopes")));
 }
 
 #[test]
@@ -379,18 +308,8 @@ fn roles_and_scopes_are_extracted() {
     assert_eq!(id.azp.as_deref(), Some("cli"));
     assert_eq!(id.jti.as_deref(), Some("id-1"));
     // Missing roles claim → no roles; non-string element → refused.
-    assert!(
-        verify_claims(&v, &unset("realm_access"))
-            .unwrap()
-            .roles
-            .is_empty()
-    );
-    assert!(
-        verify_claims(&v, &set("realm_access", json!({})))
-            .unwrap()
-            .roles
-            .is_empty()
-    );
+    assert!(verify_claims(&v, &unset("realm_access")).unwrap().roles.is_empty());
+    assert!(verify_claims(&v, &set("realm_access", json!({}))).unwrap().roles.is_empty());
     assert_eq!(
         verify_claims(&v, &set("realm_access", json!({"roles": ["a", 1]}))),
         Err(AuthError::InvalidClaim("roles"))
@@ -412,12 +331,7 @@ fn roles_and_scopes_are_extracted() {
     assert!(verify_claims(&off, &claims()).unwrap().roles.is_empty());
     // Scopes off when no claim is configured; extra spaces ignored.
     let no_scopes = verifier_with(|c| c.scopes_claim = None);
-    assert!(
-        verify_claims(&no_scopes, &set("scope", json!(7)))
-            .unwrap()
-            .scopes
-            .is_empty()
-    );
+    assert!(verify_claims(&no_scopes, &set("scope", json!(7))).unwrap().scopes.is_empty());
     let id = verify_claims(&v, &set("scope", json!("  a  b openid "))).unwrap();
     assert_eq!(id.scopes, ["a", "b"]);
 }

@@ -27,16 +27,9 @@ fn item_49_only_one_authorization_bearer_header() {
         b"BEARER abc.def.ghi",
         b"bEaReR abc.def.ghi",
     ] {
-        assert_eq!(
-            bearer_token(&headers(&[ok]), None),
-            Ok("abc.def.ghi"),
-            "{ok:?}"
-        );
+        assert_eq!(bearer_token(&headers(&[ok]), None), Ok("abc.def.ghi"), "{ok:?}");
     }
-    assert_eq!(
-        bearer_token(&HeaderMap::new(), None),
-        Err(AuthError::MissingAuthorization)
-    );
+    assert_eq!(bearer_token(&HeaderMap::new(), None), Err(AuthError::MissingAuthorization));
     for bad in [
         &b"Bearer  abc.def.ghi"[..], // two spaces
         b"Bearer\tabc.def.ghi",
@@ -65,23 +58,11 @@ fn item_49_only_one_authorization_bearer_header() {
         bearer_token(&one, Some("access_token=abc.def.ghi")),
         Err(AuthError::BadAuthorization)
     );
-    assert_eq!(
-        bearer_token(&one, Some("x=1&access_token=y")),
-        Err(AuthError::BadAuthorization)
-    );
-    assert_eq!(
-        bearer_token(&one, Some("x=1&not_access_token=y")),
-        Ok("abc.def.ghi")
-    );
+    assert_eq!(bearer_token(&one, Some("x=1&access_token=y")), Err(AuthError::BadAuthorization));
+    assert_eq!(bearer_token(&one, Some("x=1&not_access_token=y")), Ok("abc.def.ghi"));
     let mut with_cookie = one.clone();
-    with_cookie.append(
-        COOKIE,
-        HeaderValue::from_static("theme=dark; access_token=abc"),
-    );
-    assert_eq!(
-        bearer_token(&with_cookie, None),
-        Err(AuthError::BadAuthorization)
-    );
+    with_cookie.append(COOKIE, HeaderValue::from_static("theme=dark; access_token=abc"));
+    assert_eq!(bearer_token(&with_cookie, None), Err(AuthError::BadAuthorization));
     let mut other_cookie = one.clone();
     other_cookie.append(COOKIE, HeaderValue::from_static("theme=dark; session=1"));
     assert_eq!(bearer_token(&other_cookie, None), Ok("abc.def.ghi"));
@@ -89,10 +70,7 @@ fn item_49_only_one_authorization_bearer_header() {
     assert_eq!(bearer_token(&other_cookie, None), Ok("abc.def.ghi"));
     let mut spaced = one.clone();
     spaced.append(COOKIE, HeaderValue::from_static("a=1;access_token =x"));
-    assert_eq!(
-        bearer_token(&spaced, None),
-        Err(AuthError::BadAuthorization)
-    );
+    assert_eq!(bearer_token(&spaced, None), Err(AuthError::BadAuthorization));
     // The extracted token is what the verifier gets.
     let token = rs256_token(&claims());
     let h = headers(&[format!("Bearer {token}").as_bytes()]);
@@ -132,15 +110,7 @@ fn item_50_errors_carry_a_stable_code_and_nothing_else() {
         format!("{good}.x"),
         "x".repeat(9000),
     ];
-    let secrets = [
-        secret_sub,
-        secret_kid,
-        &sig[..40],
-        &n[..40],
-        "SECRET",
-        "alice",
-        "rsa2048",
-    ];
+    let secrets = [secret_sub, secret_kid, &sig[..40], &n[..40], "SECRET", "alice", "rsa2048"];
     let mut seen = std::collections::BTreeSet::new();
     for t in &tokens {
         let e = v.verify(t, &keys, NOW).unwrap_err();
@@ -170,10 +140,7 @@ fn item_50_errors_carry_a_stable_code_and_nothing_else() {
     );
     // Codes are stable strings.
     assert_eq!(AuthError::Expired.to_string(), "expired");
-    assert_eq!(
-        AuthError::InvalidClaim("nbf").to_string(),
-        "invalid_claim (nbf)"
-    );
+    assert_eq!(AuthError::InvalidClaim("nbf").to_string(), "invalid_claim (nbf)");
     assert_eq!(
         AuthError::Malformed(Malformed::DuplicateMember).to_string(),
         "malformed (duplicate JSON member name)"
@@ -185,10 +152,7 @@ fn item_50_errors_carry_a_stable_code_and_nothing_else() {
         j
     }]);
     let shown = format!("{:?} {:?}", parsed.rejected, parsed.keys);
-    assert!(
-        !shown.contains("PRIVATE-SECRET") && !shown.contains(&n[..40]),
-        "{shown}"
-    );
+    assert!(!shown.contains("PRIVATE-SECRET") && !shown.contains(&n[..40]), "{shown}");
     let shown = format!("{:?}", keyset());
     assert!(!shown.contains(&n[..40]));
 }
@@ -204,10 +168,7 @@ fn cache_hit_returns_the_same_identity_and_rechecks_time() {
     assert!(Arc::ptr_eq(&first, &second), "second call is a hit");
     // Still valid inside the leeway, expired after; the entry is then gone.
     assert!(v.verify_cached(&token, &keys, NOW + 359).is_ok());
-    assert_eq!(
-        v.verify_cached(&token, &keys, NOW + 360).map(|_| ()),
-        Err(AuthError::Expired)
-    );
+    assert_eq!(v.verify_cached(&token, &keys, NOW + 360).map(|_| ()), Err(AuthError::Expired));
     assert_eq!(v.cache().len(), 0);
     // A refused token is never cached.
     let mut bad = claims();
@@ -220,10 +181,7 @@ fn cache_hit_returns_the_same_identity_and_rechecks_time() {
     later["nbf"] = json!(NOW);
     let t = rs256_token(&later);
     assert!(v.verify_cached(&t, &keys, NOW).is_ok());
-    assert_eq!(
-        v.verify_cached(&t, &keys, NOW - 61).map(|_| ()),
-        Err(AuthError::NotYetValid)
-    );
+    assert_eq!(v.verify_cached(&t, &keys, NOW - 61).map(|_| ()), Err(AuthError::NotYetValid));
 }
 
 #[test]
@@ -235,31 +193,21 @@ fn cache_entry_dropped_when_its_key_disappears_or_changes() {
     assert_eq!(v.cache().len(), 1);
     // The key is removed from the set: the hit is not honoured.
     let rotated = keyset_of(&[jwk("rsa3072"), jwk("ec_p256")]).keys;
-    assert_eq!(
-        v.verify_cached(&token, &rotated, NOW).map(|_| ()),
-        Err(AuthError::UnknownKid)
-    );
+    assert_eq!(v.verify_cached(&token, &rotated, NOW).map(|_| ()), Err(AuthError::UnknownKid));
     assert_eq!(v.cache().len(), 0);
     // The kid now names a different key: not honoured either.
     v.verify_cached(&token, &keys, NOW).unwrap();
     let mut impostor = jwk("rsa3072");
     impostor["kid"] = json!("rsa2048");
     let swapped = keyset_of(&[impostor]).keys;
-    assert_eq!(
-        v.verify_cached(&token, &swapped, NOW).map(|_| ()),
-        Err(AuthError::BadSignature)
-    );
+    assert_eq!(v.verify_cached(&token, &swapped, NOW).map(|_| ()), Err(AuthError::BadSignature));
     // The kid becomes duplicated.
     v.verify_cached(&token, &keys, NOW).unwrap();
     let dup = keyset_of(&[jwk("rsa2048"), jwk("rsa2048")]).keys;
-    assert_eq!(
-        v.verify_cached(&token, &dup, NOW).map(|_| ()),
-        Err(AuthError::AmbiguousKey)
-    );
+    assert_eq!(v.verify_cached(&token, &dup, NOW).map(|_| ()), Err(AuthError::AmbiguousKey));
     // Explicit purges.
     v.verify_cached(&token, &keys, NOW).unwrap();
-    v.verify_cached(&es256_token(&claims()), &keys, NOW)
-        .unwrap();
+    v.verify_cached(&es256_token(&claims()), &keys, NOW).unwrap();
     assert_eq!(v.cache().len(), 2);
     assert_eq!(v.cache().retain_keys(&rotated), 1);
     assert_eq!(v.cache().purge_kid("ec_p256"), 1);
@@ -297,10 +245,7 @@ fn cache_is_bounded_and_can_be_disabled() {
 
 #[test]
 fn cache_is_shared_by_many_tokio_tasks() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(4)
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).build().unwrap();
     let v = Arc::new(verifier());
     let keys = Arc::new(keyset());
     let tokens: Arc<Vec<String>> = Arc::new(

@@ -29,10 +29,7 @@ fn item_01_token_over_max_bytes_is_too_large_before_decoding() {
     let signer = Signer::load("rsa2048");
     let sized = |total: usize| {
         for header_spaces in 0..4 {
-            let h = format!(
-                r#"{{"alg":"RS256","kid":"rsa2048"{}}}"#,
-                " ".repeat(header_spaces)
-            );
+            let h = format!(r#"{{"alg":"RS256","kid":"rsa2048"{}}}"#, " ".repeat(header_spaces));
             for pad in 0..8192 {
                 let mut c = claims();
                 c["pad"] = json!("x".repeat(pad));
@@ -54,9 +51,7 @@ fn item_01_token_over_max_bytes_is_too_large_before_decoding() {
     // The limit is configurable.
     let small = verifier_with(|c| c.max_token_bytes = 100);
     assert_eq!(
-        small
-            .verify(&rs256_token(&claims()), &keyset(), NOW)
-            .map(|_| ()),
+        small.verify(&rs256_token(&claims()), &keyset(), NOW).map(|_| ()),
         Err(AuthError::TooLarge)
     );
 }
@@ -98,20 +93,13 @@ fn item_04_segments_use_only_base64url_alphabet() {
         .iter()
         .enumerate()
         {
-            assert_eq!(
-                check(bad),
-                malformed(Malformed::Base64),
-                "char {c:?} case {i}"
-            );
+            assert_eq!(check(bad), malformed(Malformed::Base64), "char {c:?} case {i}");
         }
     }
     // Standard-alphabet re-encoding of the same bytes is refused too.
     let std_sig = s.replace('-', "+").replace('_', "/");
     if std_sig != s {
-        assert_eq!(
-            check(&format!("{h}.{p}.{std_sig}")),
-            malformed(Malformed::Base64)
-        );
+        assert_eq!(check(&format!("{h}.{p}.{std_sig}")), malformed(Malformed::Base64));
     }
 }
 
@@ -122,10 +110,7 @@ fn item_05_length_one_mod_four_and_non_canonical_trailing_bits() {
     // 64-byte signature = 86 characters (86 % 4 == 2): adding one makes 87 % 4 == 3
     // (still decodable length), adding three makes 89 % 4 == 1.
     assert_eq!(s.len() % 4, 2);
-    assert_eq!(
-        check(&format!("{h}.{p}.{s}AAA")),
-        malformed(Malformed::Base64)
-    );
+    assert_eq!(check(&format!("{h}.{p}.{s}AAA")), malformed(Malformed::Base64));
     assert_eq!(check(&format!("{h}.{p}.A")), malformed(Malformed::Base64));
     // The last character of an 86-char segment carries 4 unused bits; set one.
     let last = s.chars().last().unwrap();
@@ -141,12 +126,7 @@ fn item_05_length_one_mod_four_and_non_canonical_trailing_bits() {
 fn item_06_empty_segments_rejected() {
     let token = rs256_token(&claims());
     let (h, p, s) = segments(&token);
-    for bad in [
-        format!(".{p}.{s}"),
-        format!("{h}..{s}"),
-        format!("{h}.{p}."),
-        "..".to_owned(),
-    ] {
+    for bad in [format!(".{p}.{s}"), format!("{h}..{s}"), format!("{h}.{p}."), "..".to_owned()] {
         assert_eq!(check(&bad), malformed(Malformed::Segments), "{bad:.40}");
     }
 }
@@ -158,17 +138,9 @@ fn item_07_header_and_payload_must_be_objects() {
     let good_claims = claims().to_string();
     for not_object in ["[]", "\"x\"", "1", "null", "true", "[{\"alg\":\"RS256\"}]"] {
         let t = mint_raw(not_object.as_bytes(), good_claims.as_bytes(), &signer);
-        assert_eq!(
-            check(&t),
-            malformed(Malformed::NotAnObject),
-            "header {not_object}"
-        );
+        assert_eq!(check(&t), malformed(Malformed::NotAnObject), "header {not_object}");
         let t = mint_raw(good_header.as_bytes(), not_object.as_bytes(), &signer);
-        assert_eq!(
-            check(&t),
-            malformed(Malformed::NotAnObject),
-            "payload {not_object}"
-        );
+        assert_eq!(check(&t), malformed(Malformed::NotAnObject), "payload {not_object}");
     }
 }
 
@@ -190,11 +162,7 @@ fn item_08_invalid_utf8_and_lone_surrogates_rejected() {
     );
     assert_eq!(check(&t), malformed(Malformed::Json));
     // CESU-8 encoded surrogate (UTF-8 of U+D800) and lone surrogate escapes.
-    let t = mint_raw(
-        b"{\"alg\":\"RS256\",\"kid\":\"\xed\xa0\x80\"}",
-        c.as_bytes(),
-        &signer,
-    );
+    let t = mint_raw(b"{\"alg\":\"RS256\",\"kid\":\"\xed\xa0\x80\"}", c.as_bytes(), &signer);
     assert_eq!(check(&t), malformed(Malformed::Json));
     for esc in [r"\ud800", r"\udfff", r"\ud800\u0041"] {
         let payload = c.replacen("alice", &format!("al{esc}"), 1);
@@ -221,10 +189,7 @@ fn item_09_nesting_and_member_count_limits() {
         mint(&header("RS256", "rsa2048"), &c, &signer)
     };
     assert!(v.verify(&nested(15), &keys, NOW).is_ok());
-    assert_eq!(
-        v.verify(&nested(16), &keys, NOW).map(|_| ()),
-        malformed(Malformed::TooDeep)
-    );
+    assert_eq!(v.verify(&nested(16), &keys, NOW).map(|_| ()), malformed(Malformed::TooDeep));
     // Header nesting.
     let mut h = header("RS256", "rsa2048");
     h["x"] = serde_json::from_str(&format!("{}1{}", "[".repeat(16), "]".repeat(16))).unwrap();
@@ -252,20 +217,9 @@ fn item_09_nesting_and_member_count_limits() {
         }
         c
     };
+    assert_eq!(check(&mint(&header("RS256", "rsa2048"), &claims_with(256), &signer)), Ok(()));
     assert_eq!(
-        check(&mint(
-            &header("RS256", "rsa2048"),
-            &claims_with(256),
-            &signer
-        )),
-        Ok(())
-    );
-    assert_eq!(
-        check(&mint(
-            &header("RS256", "rsa2048"),
-            &claims_with(257),
-            &signer
-        )),
+        check(&mint(&header("RS256", "rsa2048"), &claims_with(257), &signer)),
         malformed(Malformed::TooManyMembers)
     );
 }

@@ -47,15 +47,9 @@ fn item_12_alg_missing_wrong_type_or_outside_policy_rejected() {
     }
     // An unsigned alg=none token (empty signature is malformed anyway; with a
     // signature segment it is refused by the alg policy).
-    let none = format!(
-        "{}.{}.AAAA",
-        b64(br#"{"alg":"none"}"#),
-        b64(claims().to_string().as_bytes())
-    );
-    assert_eq!(
-        v.verify(&none, &keyset(), NOW).map(|_| ()),
-        Err(AuthError::AlgNotAllowed)
-    );
+    let none =
+        format!("{}.{}.AAAA", b64(br#"{"alg":"none"}"#), b64(claims().to_string().as_bytes()));
+    assert_eq!(v.verify(&none, &keyset(), NOW).map(|_| ()), Err(AuthError::AlgNotAllowed));
     // HS256 "signed" with the RSA public key bytes (algorithm confusion).
     let jwk = jwk("rsa2048");
     let secret = unb64(jwk["n"].as_str().unwrap());
@@ -67,37 +61,18 @@ fn item_12_alg_missing_wrong_type_or_outside_policy_rejected() {
     );
     let mac = ring::hmac::sign(&key, input.as_bytes());
     let confused = format!("{input}.{}", b64(mac.as_ref()));
-    assert_eq!(
-        v.verify(&confused, &keyset(), NOW).map(|_| ()),
-        Err(AuthError::AlgNotAllowed)
-    );
+    assert_eq!(v.verify(&confused, &keyset(), NOW).map(|_| ()), Err(AuthError::AlgNotAllowed));
     // The allowed set is configurable: an ES256-only issuer refuses RS256.
     let es_only = verifier_with(|c| c.algorithms = vec![Algorithm::ES256]);
-    assert_eq!(
-        with_header(&es_only, &header("RS256", "rsa2048")),
-        Err(AuthError::AlgNotAllowed)
-    );
-    assert!(
-        es_only
-            .verify(&es256_token(&claims()), &keyset(), NOW)
-            .is_ok()
-    );
+    assert_eq!(with_header(&es_only, &header("RS256", "rsa2048")), Err(AuthError::AlgNotAllowed));
+    assert!(es_only.verify(&es256_token(&claims()), &keyset(), NOW).is_ok());
 }
 
 #[test]
 fn item_13_alg_comparison_is_byte_exact() {
     let v = verifier();
     assert_eq!(with_header(&v, &header("RS256", "rsa2048")), Ok(()));
-    for alg in [
-        "rs256",
-        "Rs256",
-        "rS256",
-        "RS256 ",
-        " RS256",
-        "RS256\u{0}",
-        "ＲＳ256",
-        "es256",
-    ] {
+    for alg in ["rs256", "Rs256", "rS256", "RS256 ", " RS256", "RS256\u{0}", "ＲＳ256", "es256"] {
         assert_eq!(
             with_header(&v, &rs256_plus("alg", json!(alg))),
             Err(AuthError::AlgNotAllowed),
@@ -155,10 +130,7 @@ fn item_15_key_url_headers_rejected_by_default_never_used() {
     h["jwk"] = attacker_jwk;
     h["jku"] = json!("https://evil.example/jwks.json");
     let forged = mint(&h, &claims(), &attacker);
-    assert_eq!(
-        lax.verify(&forged, &keyset(), NOW).map(|_| ()),
-        Err(AuthError::BadSignature)
-    );
+    assert_eq!(lax.verify(&forged, &keyset(), NOW).map(|_| ()), Err(AuthError::BadSignature));
     let honest = mint(&h, &claims(), &Signer::load("ec_p256"));
     assert!(lax.verify(&honest, &keyset(), NOW).is_ok());
 }
@@ -182,10 +154,7 @@ fn item_16_enc_zip_and_nested_jwt_rejected() {
         );
     }
     // Another content type is not a nested token.
-    assert_eq!(
-        with_header(&v, &rs256_plus("cty", json!("application/json"))),
-        Ok(())
-    );
+    assert_eq!(with_header(&v, &rs256_plus("cty", json!("application/json"))), Ok(()));
 }
 
 #[test]
@@ -204,11 +173,7 @@ fn item_17_typ_absent_or_in_allowlist() {
         "AT+JWT",
         "application/at+jwt",
     ] {
-        assert_eq!(
-            with_header(&v, &rs256_plus("typ", json!(typ))),
-            Ok(()),
-            "{typ}"
-        );
+        assert_eq!(with_header(&v, &rs256_plus("typ", json!(typ))), Ok(()), "{typ}");
     }
     for typ in [
         json!("JWS"),
@@ -229,14 +194,8 @@ fn item_17_typ_absent_or_in_allowlist() {
     }
     // The allowlist is configurable per issuer.
     let strict = verifier_with(|c| c.typ_allowlist = vec!["at+jwt".into()]);
-    assert_eq!(
-        with_header(&strict, &rs256_plus("typ", json!("JWT"))),
-        Err(AuthError::BadTyp)
-    );
-    assert_eq!(
-        with_header(&strict, &rs256_plus("typ", json!("application/at+jwt"))),
-        Ok(())
-    );
+    assert_eq!(with_header(&strict, &rs256_plus("typ", json!("JWT"))), Err(AuthError::BadTyp));
+    assert_eq!(with_header(&strict, &rs256_plus("typ", json!("application/at+jwt"))), Ok(()));
 }
 
 #[test]
@@ -256,22 +215,11 @@ fn item_18_kid_type_length_and_control_characters() {
         json!("\t"),
     ] {
         let label = kid.to_string();
-        assert_eq!(
-            with_header(&v, &rs256_plus("kid", kid)),
-            Err(AuthError::BadKid),
-            "{label:.40}"
-        );
+        assert_eq!(with_header(&v, &rs256_plus("kid", kid)), Err(AuthError::BadKid), "{label:.40}");
     }
     // 256 bytes is allowed (and simply unknown); a path-like kid is only a
     // map key, never a file name or URL.
-    for kid in [
-        "a".repeat(256),
-        "../../../etc/passwd".into(),
-        "https://evil/k".into(),
-    ] {
-        assert_eq!(
-            with_header(&v, &rs256_plus("kid", json!(kid))),
-            Err(AuthError::UnknownKid)
-        );
+    for kid in ["a".repeat(256), "../../../etc/passwd".into(), "https://evil/k".into()] {
+        assert_eq!(with_header(&v, &rs256_plus("kid", json!(kid))), Err(AuthError::UnknownKid));
     }
 }

@@ -49,10 +49,7 @@ fn item_27_es256_signature_must_be_raw_64_bytes_in_range() {
         ("DER", der(&raw)),
         ("65 bytes, leading zero", [&[0u8][..], &raw].concat()),
         ("65 bytes, trailing zero", [&raw[..], &[0u8]].concat()),
-        (
-            "66 bytes, padded r and s",
-            [&[0u8][..], r, &[0], s].concat(),
-        ),
+        ("66 bytes, padded r and s", [&[0u8][..], r, &[0], s].concat()),
         ("63 bytes", raw[1..].to_vec()),
         ("r = 0, s = 0", vec![0; 64]),
         ("r = 0", [&[0u8; 32][..], s].concat()),
@@ -65,11 +62,7 @@ fn item_27_es256_signature_must_be_raw_64_bytes_in_range() {
     // r + n does not fit 32 bytes; r and s swapped is simply wrong.
     cases.push(("r and s swapped", [s, r].concat()));
     for (what, sig) in cases {
-        assert_eq!(
-            check(&with_signature(&token, &sig)),
-            Err(AuthError::BadSignature),
-            "{what}"
-        );
+        assert_eq!(check(&with_signature(&token, &sig)), Err(AuthError::BadSignature), "{what}");
     }
 }
 
@@ -89,24 +82,13 @@ fn item_28_rs256_signature_length_equals_modulus_length() {
         ("doubled", [&sig[..], &sig].concat()),
         ("one byte", vec![1]),
     ] {
-        assert_eq!(
-            check(&with_signature(&token, &bad)),
-            Err(AuthError::BadSignature),
-            "{what}"
-        );
+        assert_eq!(check(&with_signature(&token, &bad)), Err(AuthError::BadSignature), "{what}");
     }
     // A 2048-bit signature presented for the 4096-bit key.
-    let t = mint(
-        &header("RS256", "rsa4096"),
-        &claims(),
-        &Signer::load("rsa2048"),
-    );
+    let t = mint(&header("RS256", "rsa4096"), &claims(), &Signer::load("rsa2048"));
     assert_eq!(check(&t), Err(AuthError::BadSignature));
     // Over-long signatures (beyond RSA-8192) are malformed, not decoded.
-    assert!(matches!(
-        check(&with_signature(&token, &[1u8; 1025])),
-        Err(AuthError::Malformed(_))
-    ));
+    assert!(matches!(check(&with_signature(&token, &[1u8; 1025])), Err(AuthError::Malformed(_))));
 }
 
 #[test]
@@ -120,20 +102,14 @@ fn item_29_signing_input_is_the_exact_wire_bytes() {
     let sig = token.rsplit('.').next().unwrap();
     // The same JSON re-serialized (what a re-encoding verifier would check)
     // does not carry the signature.
-    let reencoded_header = format!(
-        "{}.{}.{sig}",
-        b64(br#"{"kid":"rsa2048","alg":"RS256"}"#),
-        b64(p.as_bytes())
-    );
+    let reencoded_header =
+        format!("{}.{}.{sig}", b64(br#"{"kid":"rsa2048","alg":"RS256"}"#), b64(p.as_bytes()));
     assert_eq!(check(&reencoded_header), Err(AuthError::BadSignature));
     let reencoded_payload = format!("{}.{}.{sig}", b64(h), b64(claims().to_string().as_bytes()));
     assert_eq!(check(&reencoded_payload), Err(AuthError::BadSignature));
     // The signing input the parser hands to ring is the token's prefix.
     let jws = jwt::parse(&token, &config()).unwrap();
-    assert_eq!(
-        jws.signing_input(),
-        &token.as_bytes()[..token.rfind('.').unwrap()]
-    );
+    assert_eq!(jws.signing_input(), &token.as_bytes()[..token.rfind('.').unwrap()]);
 }
 
 #[test]
@@ -150,13 +126,7 @@ fn item_30_claims_not_evaluated_before_the_signature() {
     bad_type["nbf"] = json!("soon");
     let mut admin = claims();
     admin["realm_access"] = json!({"roles": ["openshell-admin"]});
-    for c in [
-        expired.clone(),
-        wrong_aud.clone(),
-        no_sub.clone(),
-        bad_type.clone(),
-        admin,
-    ] {
+    for c in [expired.clone(), wrong_aud.clone(), no_sub.clone(), bad_type.clone(), admin] {
         let forged = mint(&header("RS256", "rsa2048"), &c, &other);
         assert_eq!(check(&forged), Err(AuthError::BadSignature), "{c}");
     }

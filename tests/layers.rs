@@ -40,12 +40,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// The top-level module a file belongs to (`src/a.rs` and `src/a/…` → `a`).
 fn module_of(src: &Path, file: &Path) -> String {
     let rel = file.strip_prefix(src).unwrap();
-    let first = rel
-        .components()
-        .next()
-        .unwrap()
-        .as_os_str()
-        .to_string_lossy();
+    let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
     first.trim_end_matches(".rs").to_string()
 }
 
@@ -103,20 +98,15 @@ fn crate_refs(line: &str) -> Vec<String> {
         if let Some(group) = after.strip_prefix('{') {
             let end = group.find('}').unwrap_or(group.len());
             for item in group[..end].split(',') {
-                let name: String = item
-                    .trim()
-                    .chars()
-                    .take_while(|c| c.is_alphanumeric() || *c == '_')
-                    .collect();
+                let name: String =
+                    item.trim().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
                 if !name.is_empty() {
                     out.push(name);
                 }
             }
         } else {
-            let name: String = after
-                .chars()
-                .take_while(|c| c.is_alphanumeric() || *c == '_')
-                .collect();
+            let name: String =
+                after.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
             if !name.is_empty() {
                 out.push(name);
             }
@@ -152,11 +142,7 @@ fn every_folder_imports_only_the_layers_below_it() {
                 if dep == module {
                     continue;
                 }
-                *graph
-                    .entry(module.clone())
-                    .or_default()
-                    .entry(dep.clone())
-                    .or_default() += 1;
+                *graph.entry(module.clone()).or_default().entry(dep.clone()).or_default() += 1;
                 match layer_of(&dep) {
                     Some(l) if l < own => {}
                     Some(_) => problems.push(format!(
@@ -172,10 +158,7 @@ fn every_folder_imports_only_the_layers_below_it() {
         }
     }
     for (m, deps) in &graph {
-        println!(
-            "{m} -> {}",
-            deps.keys().cloned().collect::<Vec<_>>().join(", ")
-        );
+        println!("{m} -> {}", deps.keys().cloned().collect::<Vec<_>>().join(", "));
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

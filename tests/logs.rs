@@ -20,10 +20,7 @@ const SECRET: &str = "SECRET-sandbox-7f3a9c";
 const CREDENTIAL: &str = "ghp_CREDENTIAL_VALUE_0xdeadbeef";
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
 }
 
 // Multi-threaded: the blocking wait for the child's exit must not starve
@@ -73,10 +70,7 @@ async fn tokens_secrets_and_credentials_never_reach_the_log() {
     use slimgate::proto::openshell::v1::CreateProviderRequest;
     let create = CreateProviderRequest {
         provider: Some(Provider {
-            metadata: Some(ObjectMeta {
-                name: "p".into(),
-                ..Default::default()
-            }),
+            metadata: Some(ObjectMeta { name: "p".into(), ..Default::default() }),
             r#type: "github".into(),
             credentials: [("GITHUB_TOKEN".to_string(), CREDENTIAL.to_string())]
                 .into_iter()
@@ -95,16 +89,8 @@ async fn tokens_secrets_and_credentials_never_reach_the_log() {
             vec![("authorization", &bearer), ("x-request-id", "req-create-1")],
             &create,
         ),
-        (
-            "/openshell.v1.OpenShell/CreateProvider",
-            vec![("authorization", &stale)],
-            &create,
-        ),
-        (
-            "/openshell.v1.OpenShell/GetProvider",
-            vec![("authorization", &bearer)],
-            b"\x0a\x01p",
-        ),
+        ("/openshell.v1.OpenShell/CreateProvider", vec![("authorization", &stale)], &create),
+        ("/openshell.v1.OpenShell/GetProvider", vec![("authorization", &bearer)], b"\x0a\x01p"),
         (
             "/openshell.v1.OpenShell/GetSandboxProviderEnvironment",
             vec![("x-sandbox-secret", SECRET)],
@@ -124,27 +110,17 @@ async fn tokens_secrets_and_credentials_never_reach_the_log() {
     let mut statuses = Vec::new();
     for (path, headers, body) in calls {
         let resp = c
-            .call(
-                raw::grpc_request_with(path, &headers, &[]),
-                vec![raw::grpc_frame(body)],
-            )
+            .call(raw::grpc_request_with(path, &headers, &[]), vec![raw::grpc_frame(body)])
             .await
             .unwrap();
         statuses.push(resp.grpc_status());
     }
-    assert_eq!(
-        statuses[0],
-        Some(0),
-        "the create with a valid token succeeds"
-    );
+    assert_eq!(statuses[0], Some(0), "the create with a valid token succeeds");
     assert_eq!(statuses[1], Some(16), "the expired token is refused");
     drop(c);
     child.terminate().unwrap();
     let mut child = child;
-    child
-        .wait_timeout(Duration::from_secs(15))
-        .unwrap()
-        .expect("exits after SIGTERM");
+    child.wait_timeout(Duration::from_secs(15)).unwrap().expect("exits after SIGTERM");
 
     let lines = child.lines();
     assert!(lines.len() > 5, "too few log lines: {lines:?}");
@@ -166,10 +142,7 @@ async fn tokens_secrets_and_credentials_never_reach_the_log() {
     let json = json_lines(&lines);
     assert_eq!(json.len(), lines.len(), "every line is a JSON object");
     for v in &json {
-        assert!(
-            v["ts"].is_string() && v["level"].is_string() && v["msg"].is_string(),
-            "{v}"
-        );
+        assert!(v["ts"].is_string() && v["level"].is_string() && v["msg"].is_string(), "{v}");
     }
     assert!(
         json.iter().any(|v| v["msg"] == "grpc call"
@@ -181,14 +154,6 @@ async fn tokens_secrets_and_credentials_never_reach_the_log() {
     assert!(audits.iter().any(|v| v["decision"] == "allow"
         && v["subject"] == "ada"
         && v["method"] == "/openshell.v1.OpenShell/CreateProvider"));
-    assert!(
-        audits
-            .iter()
-            .any(|v| v["decision"] == "deny" && v["reason"] == "expired")
-    );
-    assert!(
-        audits
-            .iter()
-            .any(|v| v["decision"] == "deny" && v["reason"] == "invalid_secret")
-    );
+    assert!(audits.iter().any(|v| v["decision"] == "deny" && v["reason"] == "expired"));
+    assert!(audits.iter().any(|v| v["decision"] == "deny" && v["reason"] == "invalid_secret"));
 }

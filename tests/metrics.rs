@@ -35,10 +35,7 @@ impl Scrape {
     /// The value of one series (0 when absent: series appear on first use).
     fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.samples
-            .get(&key(
-                name,
-                labels.iter().map(|(k, v)| (k.to_string(), v.to_string())),
-            ))
+            .get(&key(name, labels.iter().map(|(k, v)| (k.to_string(), v.to_string()))))
             .map_or(0.0, |s| s.value)
     }
 }
@@ -84,9 +81,7 @@ fn parse_labels(s: &str) -> Result<(BTreeMap<String, String>, &str), String> {
         if !is_label_name(name) {
             return Err(format!("bad label name {name:?}"));
         }
-        rest = rest[eq + 1..]
-            .strip_prefix('"')
-            .ok_or("label value not quoted")?;
+        rest = rest[eq + 1..].strip_prefix('"').ok_or("label value not quoted")?;
         let mut value = String::new();
         let mut chars = rest.char_indices();
         let end = loop {
@@ -140,10 +135,7 @@ fn parse(text: &str) -> Scrape {
                 "{at}"
             );
             assert!(helped.contains(name), "{at}: TYPE before HELP");
-            assert!(
-                scrape.types.insert(name.into(), kind.into()).is_none(),
-                "{at}: second TYPE"
-            );
+            assert!(scrape.types.insert(name.into(), kind.into()).is_none(), "{at}: second TYPE");
             if let Some(prev) = current.replace(name.to_string()) {
                 finished.insert(prev);
             }
@@ -166,31 +158,18 @@ fn parse(text: &str) -> Scrape {
         let kind = &scrape.types[&family];
         if kind == "histogram" {
             let suffix = name.strip_prefix(family.as_str()).unwrap_or("");
-            assert!(
-                ["_bucket", "_sum", "_count"].contains(&suffix),
-                "{at}: histogram sample name"
-            );
+            assert!(["_bucket", "_sum", "_count"].contains(&suffix), "{at}: histogram sample name");
             assert_eq!(suffix == "_bucket", labels.contains_key("le"), "{at}: le");
         } else {
             assert_eq!(name, family, "{at}: sample outside its family");
             if kind == "counter" {
-                assert!(
-                    name.ends_with("_total"),
-                    "{at}: counter names end in _total"
-                );
+                assert!(name.ends_with("_total"), "{at}: counter names end in _total");
                 assert!(value >= 0.0, "{at}");
             }
         }
         let k = key(name, labels.clone());
-        let sample = Sample {
-            name: name.into(),
-            labels,
-            value,
-        };
-        assert!(
-            scrape.samples.insert(k, sample).is_none(),
-            "{at}: duplicate series"
-        );
+        let sample = Sample { name: name.into(), labels, value };
+        assert!(scrape.samples.insert(k, sample).is_none(), "{at}: duplicate series");
     }
     check_histograms(&scrape);
     scrape
@@ -207,18 +186,12 @@ fn check_histograms(scrape: &Scrape) {
             if s.name == format!("{family}_bucket") {
                 let mut base = s.labels.clone();
                 let le = parse_value(&base.remove("le").unwrap()).unwrap();
-                series
-                    .entry(key(family, base))
-                    .or_default()
-                    .push((le, s.value));
+                series.entry(key(family, base)).or_default().push((le, s.value));
             }
         }
         for (k, mut buckets) in series {
             buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-            assert!(
-                buckets.windows(2).all(|w| w[0].1 <= w[1].1),
-                "{k}: counts fall"
-            );
+            assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{k}: counts fall");
             let (le, inf) = *buckets.last().unwrap();
             assert!(le.is_infinite(), "{k}: no +Inf bucket");
             let labels: Vec<(String, String)> = scrape
@@ -231,11 +204,7 @@ fn check_histograms(scrape: &Scrape) {
                 .unwrap();
             let count = &scrape.samples[&key(&format!("{family}_count"), labels.clone())];
             assert_eq!(count.value, inf, "{k}: +Inf bucket is not _count");
-            assert!(
-                scrape
-                    .samples
-                    .contains_key(&key(&format!("{family}_sum"), labels))
-            );
+            assert!(scrape.samples.contains_key(&key(&format!("{family}_sum"), labels)));
         }
     }
 }
@@ -258,10 +227,7 @@ async fn http_get(addr: SocketAddr, path: &str) -> (u16, String, String) {
     let req = format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut resp = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut resp))
-        .await
-        .unwrap()
-        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut resp)).await.unwrap().unwrap();
     let text = String::from_utf8(resp).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
@@ -272,8 +238,7 @@ async fn scrape(addr: SocketAddr) -> Scrape {
     let (status, head, body) = http_get(addr, "/metrics").await;
     assert_eq!(status, 200);
     assert!(
-        head.to_ascii_lowercase()
-            .contains("content-type: text/plain; version=0.0.4"),
+        head.to_ascii_lowercase().contains("content-type: text/plain; version=0.0.4"),
         "{head}"
     );
     assert!(!body.contains(SECRET), "a secret reached the metrics");
@@ -309,47 +274,25 @@ async fn metrics_parse_and_move_with_traffic() {
             "slimgate_build_info",
             &[
                 ("version", env!("CARGO_PKG_VERSION")),
-                (
-                    "tls",
-                    if cfg!(feature = "tls") {
-                        "true"
-                    } else {
-                        "false"
-                    }
-                )
+                ("tls", if cfg!(feature = "tls") { "true" } else { "false" })
             ]
         ),
         1.0
     );
-    assert_eq!(
-        before.types["slimgate_grpc_server_handling_seconds"],
-        "histogram"
+    assert_eq!(before.types["slimgate_grpc_server_handling_seconds"], "histogram");
+    assert_eq!(before.get("slimgate_driver_connections", &[("driver", "compute")]), 2.0);
+    assert_eq!(before.get("slimgate_store_records", &[("kind", "sandbox")]), 0.0);
+    assert!(
+        before
+            .samples
+            .contains_key(&key("slimgate_store_records", [("kind".into(), "provider".into())]))
     );
-    assert_eq!(
-        before.get("slimgate_driver_connections", &[("driver", "compute")]),
-        2.0
-    );
-    assert_eq!(
-        before.get("slimgate_store_records", &[("kind", "sandbox")]),
-        0.0
-    );
-    assert!(before.samples.contains_key(&key(
-        "slimgate_store_records",
-        [("kind".into(), "provider".into())]
-    )));
 
     // Traffic: health checks, unknown paths, a refused sandbox-secret call,
     // a sandbox created through the driver.
     let check = health::health::CHECK;
     for _ in 0..3 {
-        call(
-            &gw.channel,
-            check,
-            health::HealthCheckRequest::default(),
-            None,
-        )
-        .await
-        .unwrap();
+        call(&gw.channel, check, health::HealthCheckRequest::default(), None).await.unwrap();
     }
     for path in ["/no.Such/Method", "/another.Unknown/Path"] {
         let m: slimgate::grpc::Method<health::HealthCheckRequest, health::HealthCheckResponse> =
@@ -357,9 +300,8 @@ async fn metrics_parse_and_move_with_traffic() {
                 Box::leak(path.to_string().into_boxed_str()),
                 slimgate::grpc::Shape::Unary,
             );
-        let e = call(&gw.channel, m, health::HealthCheckRequest::default(), None)
-            .await
-            .unwrap_err();
+        let e =
+            call(&gw.channel, m, health::HealthCheckRequest::default(), None).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unimplemented);
     }
     let e = call(
@@ -376,22 +318,14 @@ async fn metrics_parse_and_move_with_traffic() {
         name: "metrics-box".into(),
         labels: Default::default(),
     };
-    call(&gw.channel, open_shell::CREATE_SANDBOX, req, None)
-        .await
-        .unwrap();
+    call(&gw.channel, open_shell::CREATE_SANDBOX, req, None).await.unwrap();
 
     let after = scrape(maddr).await;
     let handled = |s: &Scrape, method: &str, code: &str| {
-        s.get(
-            "slimgate_grpc_server_handled_total",
-            &[("method", method), ("code", code)],
-        )
+        s.get("slimgate_grpc_server_handled_total", &[("method", method), ("code", code)])
     };
     let check_path = "/grpc.health.v1.Health/Check";
-    assert_eq!(
-        handled(&after, check_path, "OK") - handled(&before, check_path, "OK"),
-        3.0
-    );
+    assert_eq!(handled(&after, check_path, "OK") - handled(&before, check_path, "OK"), 3.0);
     assert_eq!(
         after.get(
             "slimgate_grpc_server_handling_seconds_count",
@@ -403,10 +337,7 @@ async fn metrics_parse_and_move_with_traffic() {
         handled(&after, "other", "UNIMPLEMENTED") - handled(&before, "other", "UNIMPLEMENTED"),
         2.0
     );
-    assert!(
-        !after.samples.keys().any(|k| k.contains("no.Such")),
-        "unknown paths aggregate"
-    );
+    assert!(!after.samples.keys().any(|k| k.contains("no.Such")), "unknown paths aggregate");
     let create = open_shell::CREATE_SANDBOX.path;
     assert_eq!(handled(&after, create, "OK"), 1.0);
     let deny = |s: &Scrape| {
@@ -417,34 +348,19 @@ async fn metrics_parse_and_move_with_traffic() {
     };
     assert_eq!(deny(&after) - deny(&before), 1.0);
     let allow = |s: &Scrape| {
-        s.get(
-            "slimgate_auth_decisions_total",
-            &[("decision", "allow"), ("reason", "ok")],
-        )
+        s.get("slimgate_auth_decisions_total", &[("decision", "allow"), ("reason", "ok")])
     };
     // Health checks, unknown paths (the gate runs before routing) and the create.
     assert!(allow(&after) - allow(&before) >= 6.0);
-    let driver_ok = |s: &Scrape| {
-        s.get(
-            "slimgate_driver_calls_total",
-            &[("driver", "compute"), ("code", "OK")],
-        )
-    };
+    let driver_ok =
+        |s: &Scrape| s.get("slimgate_driver_calls_total", &[("driver", "compute"), ("code", "OK")]);
     // ValidateSandboxCreate and CreateSandbox at least.
     assert!(driver_ok(&after) - driver_ok(&before) >= 2.0);
     assert!(
-        after.get(
-            "slimgate_driver_call_duration_seconds_count",
-            &[("driver", "compute")]
-        ) > before.get(
-            "slimgate_driver_call_duration_seconds_count",
-            &[("driver", "compute")]
-        )
+        after.get("slimgate_driver_call_duration_seconds_count", &[("driver", "compute")])
+            > before.get("slimgate_driver_call_duration_seconds_count", &[("driver", "compute")])
     );
-    assert_eq!(
-        after.get("slimgate_store_records", &[("kind", "sandbox")]),
-        1.0
-    );
+    assert_eq!(after.get("slimgate_store_records", &[("kind", "sandbox")]), 1.0);
     assert!(after.get("slimgate_connections", &[]) >= 1.0);
 
     // Only /metrics, only on the metrics port.
@@ -455,9 +371,7 @@ async fn metrics_parse_and_move_with_traffic() {
 #[tokio::test]
 async fn metrics_are_off_by_default() {
     let dir = TempDir::new();
-    let gw = start_gateway(&dir, &[], support::fast_tuning())
-        .await
-        .unwrap();
+    let gw = start_gateway(&dir, &[], support::fast_tuning()).await.unwrap();
     assert!(gw.running.as_ref().unwrap().metrics_addr.is_none());
 }
 
@@ -484,25 +398,13 @@ fn the_checker_rejects_bad_expositions() {
 /// and the lines that could not be queued are counted in `/metrics`.
 #[test]
 fn a_stderr_nobody_reads_stalls_no_call_and_drops_are_counted() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let dir = TempDir::new();
     let db = format!("redb:{}", dir.path("state.redb").display());
     let (port, mport) = (free_port(), free_port());
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_slimgate"))
-        .args([
-            "--port",
-            &port,
-            "--metrics-port",
-            &mport,
-            "--db-url",
-            &db,
-            "--log-level",
-            "debug",
-        ])
+        .args(["--port", &port, "--metrics-port", &mport, "--db-url", &db, "--log-level", "debug"])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
@@ -520,10 +422,7 @@ fn a_stderr_nobody_reads_stalls_no_call_and_drops_are_counted() {
             if let Ok(c) = e.connect().await {
                 break c;
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "gateway did not start"
-            );
+            assert!(start.elapsed() < Duration::from_secs(20), "gateway did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         let tasks: Vec<_> = (0..8)

@@ -20,10 +20,7 @@ fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
         .unwrap()
         .map(|e| {
             let e = e.unwrap();
-            (
-                e.file_name().into_string().unwrap(),
-                fs::read(e.path()).unwrap(),
-            )
+            (e.file_name().into_string().unwrap(), fs::read(e.path()).unwrap())
         })
         .collect();
     out.sort();
@@ -44,11 +41,7 @@ async fn fetch_response_seeds() {
         });
         let result = fetch::exchange(client, &url, MAX_BODY_BYTES).await;
         srv.await.unwrap();
-        assert_eq!(
-            result.is_ok(),
-            name.starts_with("valid"),
-            "{name}: {result:?}"
-        );
+        assert_eq!(result.is_ok(), name.starts_with("valid"), "{name}: {result:?}");
     }
 }
 

@@ -38,9 +38,7 @@ async fn readyz(addr: std::net::SocketAddr) -> u16 {
 
 async fn health(channel: &tonic::transport::Channel) -> i32 {
     HealthClient::new(channel.clone())
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
+        .check(HealthCheckRequest { service: String::new() })
         .await
         .unwrap()
         .into_inner()
@@ -70,10 +68,7 @@ async fn rotation_new_kid_accepted_removed_kid_refused() {
     assert_eq!(err.code(), Code::Unauthenticated);
     assert_eq!(err.message(), "invalid token: unknown_kid");
     let fresh_old = token(&idp.issuer, "rsa2048", "k1");
-    assert_eq!(
-        call(&ch, &fresh_old).await.unwrap_err().message(),
-        "invalid token: unknown_kid"
-    );
+    assert_eq!(call(&ch, &fresh_old).await.unwrap_err().message(), "invalid token: unknown_kid");
     assert_eq!(idp.jwks_hits(), 2, "within the cooldown: no fetch");
     let m = gw.keys.as_ref().unwrap().metrics();
     assert_eq!((m.fetches, m.failures, m.keys), (2, 0, 1));
@@ -92,10 +87,8 @@ async fn ten_thousand_random_kids_cost_at_most_one_fetch_per_cooldown() {
     // a signature that is never looked at.
     let payload = b64(claims(&idp.issuer).to_string().as_bytes());
     let sig = b64(&[7u8; 64]);
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let nonce =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     const WORKERS: usize = 50;
     const PER_WORKER: usize = 200;
     let start = Instant::now();
@@ -128,10 +121,7 @@ async fn ten_thousand_random_kids_cost_at_most_one_fetch_per_cooldown() {
     );
     assert!(fetches >= 1, "the first unknown kid fetches");
     assert!(fetches <= allowed, "{fetches} fetches in {elapsed:?}");
-    assert!(
-        m.cooldown_suppressed + m.negative_cache_hits >= 9_000,
-        "{m:?}"
-    );
+    assert!(m.cooldown_suppressed + m.negative_cache_hits >= 9_000, "{m:?}");
     gw.stop().await;
 }
 
@@ -181,17 +171,9 @@ async fn provider_down_after_keys_loaded_keeps_the_last_good_set() {
 
     idp.set_mode(Mode::Status(503));
     let failures = keys.metrics().failures;
-    assert!(
-        eventually(Duration::from_secs(10), || keys.metrics().failures
-            >= failures + 2)
-        .await
-    );
+    assert!(eventually(Duration::from_secs(10), || keys.metrics().failures >= failures + 2).await);
     drop(idp); // now the port refuses connections
-    assert!(
-        eventually(Duration::from_secs(15), || keys.metrics().failures
-            >= failures + 3)
-        .await
-    );
+    assert!(eventually(Duration::from_secs(15), || keys.metrics().failures >= failures + 3).await);
     // Tokens keep working: the cached one, and new ones of both keys.
     call(&ch, &cached).await.unwrap();
     call(&ch, &token(&issuer, "rsa2048", "k1")).await.unwrap();
@@ -207,10 +189,8 @@ async fn provider_down_after_keys_loaded_keeps_the_last_good_set() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_answers_are_refused_with_an_error_that_names_them() {
     let idp = Idp::start(key_set(&[("rsa2048", "k1")])).await;
-    let limits = FetchLimits {
-        total_timeout: Duration::from_millis(1_000),
-        ..FetchLimits::default()
-    };
+    let limits =
+        FetchLimits { total_timeout: Duration::from_millis(1_000), ..FetchLimits::default() };
     let jwks_uri = idp.jwks_uri();
     let origin = JwksUri::new(HttpUrl::parse(&jwks_uri).unwrap(), limits);
     assert!(origin.load().await.is_ok());
@@ -239,10 +219,7 @@ async fn bad_answers_are_refused_with_an_error_that_names_them() {
     }
     idp.set_mode(Mode::Close);
     let e = origin.load().await.unwrap_err().to_string();
-    assert!(
-        e.starts_with(&format!("JWKS {jwks_uri}: bad HTTP/1.1 response: ")),
-        "{e}"
-    );
+    assert!(e.starts_with(&format!("JWKS {jwks_uri}: bad HTTP/1.1 response: ")), "{e}");
 
     // Discovery: the document must name the configured issuer.
     idp.set_mode(Mode::Normal);
@@ -259,19 +236,11 @@ async fn bad_answers_are_refused_with_an_error_that_names_them() {
             idp.issuer, idp.issuer
         )
     );
-    assert_eq!(
-        idp.jwks_hits(),
-        jwks_before,
-        "no key fetched after a mismatch"
-    );
+    assert_eq!(idp.jwks_hits(), jwks_before, "no key fetched after a mismatch");
     // A trailing slash is a different issuer (and finds the same document).
     let slash = format!("{}/", idp.issuer);
     idp.set_discovery_issuer(&idp.issuer.clone());
-    let e = Discovery::new(&slash, limits)
-        .unwrap()
-        .load()
-        .await
-        .unwrap_err();
+    let e = Discovery::new(&slash, limits).unwrap().load().await.unwrap_err();
     assert!(e.to_string().contains("not the configured"), "{e}");
 }
 
@@ -281,15 +250,9 @@ async fn a_jwks_uri_on_another_origin_is_taken_only_from_the_flag() {
     let issuer_idp = Idp::start(key_set(&[("rsa2048", "k1")])).await;
     let other = Idp::start(key_set(&[("rsa2048", "k1")])).await;
     issuer_idp.set_discovery_jwks_uri(&other.jwks_uri());
-    let limits = FetchLimits {
-        total_timeout: Duration::from_millis(1_000),
-        ..FetchLimits::default()
-    };
-    let e = Discovery::new(&issuer_idp.issuer, limits)
-        .unwrap()
-        .load()
-        .await
-        .unwrap_err();
+    let limits =
+        FetchLimits { total_timeout: Duration::from_millis(1_000), ..FetchLimits::default() };
+    let e = Discovery::new(&issuer_idp.issuer, limits).unwrap().load().await.unwrap_err();
     assert_eq!(
         e.to_string(),
         format!(
@@ -321,13 +284,8 @@ async fn a_jwks_uri_on_another_origin_is_taken_only_from_the_flag() {
 
     // Named explicitly with --oidc-jwks-uri, the same location works.
     let jwks_uri = other.jwks_uri();
-    let (gw, _dir) = gateway(&[
-        "--oidc-issuer",
-        &issuer_idp.issuer,
-        "--oidc-jwks-uri",
-        &jwks_uri,
-    ])
-    .await;
+    let (gw, _dir) =
+        gateway(&["--oidc-issuer", &issuer_idp.issuer, "--oidc-jwks-uri", &jwks_uri]).await;
     assert!(eventually(Duration::from_secs(10), || gw.readiness.is_ready()).await);
     let ch = channel(gw.addr).await;
     call(&ch, &t).await.unwrap();
@@ -346,9 +304,5 @@ async fn names_resolve_and_a_refused_connection_is_named() {
     let port = free_port().await;
     let url = HttpUrl::parse(&format!("http://127.0.0.1:{port}/jwks")).unwrap();
     let e = fetch::get(&url, &FetchLimits::default()).await.unwrap_err();
-    assert!(
-        e.to_string()
-            .starts_with(&format!("cannot connect to 127.0.0.1:{port}: ")),
-        "{e}"
-    );
+    assert!(e.to_string().starts_with(&format!("cannot connect to 127.0.0.1:{port}: ")), "{e}");
 }

@@ -22,11 +22,7 @@ fn bin() -> &'static Path {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
 fn token(issuer: &str, name: &str, kid: &str) -> String {
@@ -50,22 +46,12 @@ fn wait_line(child: &Child, wait: Duration, f: impl Fn(&Value) -> bool) -> Optio
 }
 
 fn count_lines(child: &Child, msg: &str) -> usize {
-    json_lines(&child.lines())
-        .iter()
-        .filter(|v| v["msg"] == msg)
-        .count()
+    json_lines(&child.lines()).iter().filter(|v| v["msg"] == msg).count()
 }
 
 fn spawn(dir: &TempDir, args: &[&str]) -> Child {
     let db = dir.db_url();
-    let mut all = vec![
-        "--port",
-        "0",
-        "--db-url",
-        db.as_str(),
-        "--oidc-audience",
-        AUDIENCE,
-    ];
+    let mut all = vec!["--port", "0", "--db-url", db.as_str(), "--oidc-audience", AUDIENCE];
     all.extend_from_slice(args);
     Child::spawn(bin(), &all, &[]).expect("gateway starts")
 }
@@ -110,15 +96,7 @@ fn each_bad_answer_is_one_clear_log_line() {
             idp.set_discovery_issuer("http://evil.example/realms/test");
             spawn(&sub, &["--oidc-issuer", &idp.issuer])
         } else {
-            spawn(
-                &sub,
-                &[
-                    "--oidc-issuer",
-                    &idp.issuer,
-                    "--oidc-jwks-uri",
-                    &idp.jwks_uri(),
-                ],
-            )
+            spawn(&sub, &["--oidc-issuer", &idp.issuer, "--oidc-jwks-uri", &idp.jwks_uri()])
         };
         running.push((idp, sub, child, mode, mismatch, why));
     }
@@ -164,11 +142,7 @@ fn keys_in_clear_from_another_host_are_warned_about_and_other_origins_refused() 
             "http://192.0.2.1/realms/x",
             "http://192.0.2.1/realms/x/.well-known/openid-configuration",
         ),
-        (
-            "--oidc-jwks-uri",
-            "http://192.0.2.1:8080/certs",
-            "http://192.0.2.1:8080/certs",
-        ),
+        ("--oidc-jwks-uri", "http://192.0.2.1:8080/certs", "http://192.0.2.1:8080/certs"),
     ];
     for (i, (flag, url, shown)) in remote.into_iter().enumerate() {
         let sub = TempDir::new(&format!("keys-origin-{i}"));
@@ -216,23 +190,15 @@ fn sighup_rereads_the_jwks_file_and_keeps_the_old_set_when_it_is_bad() {
     let issuer = "http://idp.test/realms/x";
     std::fs::write(&file, key_set(&[("rsa2048", "a")]).to_string()).unwrap();
     let file_arg = file.display().to_string();
-    let child = spawn(
-        &dir,
-        &["--oidc-issuer", issuer, "--oidc-jwks-file", &file_arg],
-    );
+    let child = spawn(&dir, &["--oidc-issuer", issuer, "--oidc-jwks-file", &file_arg]);
     let ch = rt.block_on(channel(child.addr));
     let a = token(issuer, "rsa2048", "a");
     let b = token(issuer, "ec_p256", "b");
     rt.block_on(call(&ch, &a)).unwrap();
-    assert_eq!(
-        rt.block_on(call(&ch, &b)).unwrap_err().message(),
-        "invalid token: unknown_kid"
-    );
+    assert_eq!(rt.block_on(call(&ch, &b)).unwrap_err().message(), "invalid token: unknown_kid");
     let hup = || {
-        let status = Command::new("kill")
-            .args(["-HUP", &child.pid().to_string()])
-            .status()
-            .unwrap();
+        let status =
+            Command::new("kill").args(["-HUP", &child.pid().to_string()]).status().unwrap();
         assert!(status.success());
     };
 
@@ -271,9 +237,7 @@ fn sighup_rereads_the_jwks_file_and_keeps_the_old_set_when_it_is_bad() {
     hup();
     let line = wait_line(&child, Duration::from_secs(10), |v| {
         v["msg"] == "identity provider keys not refreshed; keeping the current key set"
-            && v["error"]
-                .as_str()
-                .is_some_and(|e| e.starts_with("JWKS file "))
+            && v["error"].as_str().is_some_and(|e| e.starts_with("JWKS file "))
     })
     .unwrap_or_else(|| panic!("{:#?}", child.lines()));
     assert!(line["error"].as_str().unwrap().contains(&file_arg));
@@ -329,8 +293,5 @@ fn a_jwks_file_and_a_jwks_uri_exclude_each_other() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("--oidc-jwks-file and --oidc-jwks-uri exclude each other"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("--oidc-jwks-file and --oidc-jwks-uri exclude each other"), "{stderr}");
 }

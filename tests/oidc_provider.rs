@@ -40,9 +40,7 @@ fn available() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    let package = oidc_dir()
-        .join("node_modules/oidc-provider/package.json")
-        .exists();
+    let package = oidc_dir().join("node_modules/oidc-provider/package.json").exists();
     if node && package {
         return true;
     }
@@ -96,10 +94,7 @@ impl NodeProvider {
             let _ = child.kill();
             let _ = child.wait();
             std::thread::sleep(Duration::from_millis(200));
-            panic!(
-                "oidc-provider did not start: {line:?}\n{}",
-                stderr.lock().unwrap()
-            );
+            panic!("oidc-provider did not start: {line:?}\n{}", stderr.lock().unwrap());
         };
         NodeProvider {
             child,
@@ -122,13 +117,9 @@ async fn post(url: &str, form: &str) -> (u16, Bytes) {
     use hyper::body::Body as _;
     let uri: http::Uri = url.parse().unwrap();
     let authority = uri.authority().unwrap().to_string();
-    let stream = tokio::net::TcpStream::connect(authority.as_str())
-        .await
-        .unwrap();
+    let stream = tokio::net::TcpStream::connect(authority.as_str()).await.unwrap();
     let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(slimgate::net::io::HyperIo(stream))
-            .await
-            .unwrap();
+        hyper::client::conn::http1::handshake(slimgate::net::io::HyperIo(stream)).await.unwrap();
     tokio::spawn(conn);
     let req = http::Request::post(uri.path())
         .header("host", authority)
@@ -156,13 +147,7 @@ async fn client_credentials(p: &NodeProvider, resource: &str) -> String {
         resource.replace(':', "%3A")
     );
     let (status, body) = post(&p.token_endpoint, &form).await;
-    assert_eq!(
-        status,
-        200,
-        "{}\n{}",
-        String::from_utf8_lossy(&body),
-        p.stderr.lock().unwrap()
-    );
+    assert_eq!(status, 200, "{}\n{}", String::from_utf8_lossy(&body), p.stderr.lock().unwrap());
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["token_type"], "Bearer");
     v["access_token"].as_str().unwrap().to_string()

@@ -9,24 +9,15 @@ use slimgate::proto::openshell::v1 as os;
 
 #[test]
 fn health_response_fields_1_and_2() {
-    let m = os::HealthResponse {
-        status: os::ServiceStatus::Healthy as i32,
-        version: "v".into(),
-    };
+    let m = os::HealthResponse { status: os::ServiceStatus::Healthy as i32, version: "v".into() };
     // field 1 varint 1; field 2 length-delimited "v"
     assert_eq!(m.encode_to_vec(), [0x08, 0x01, 0x12, 0x01, b'v']);
 }
 
 #[test]
 fn provider_metadata_and_credentials_map() {
-    let mut p = Provider {
-        r#type: "t".into(),
-        ..Default::default()
-    };
-    p.metadata = Some(ObjectMeta {
-        name: "n".into(),
-        ..Default::default()
-    });
+    let mut p = Provider { r#type: "t".into(), ..Default::default() };
+    p.metadata = Some(ObjectMeta { name: "n".into(), ..Default::default() });
     p.credentials.insert("k".into(), "v".into());
     let wire = p.encode_to_vec();
     // 1: metadata { 2: "n" }, 2: "t", 3: map entry { 1: "k", 2: "v" }
@@ -42,29 +33,17 @@ fn provider_metadata_and_credentials_map() {
 #[test]
 fn policy_fields_are_opaque_and_keep_presence() {
     // SandboxSpec field 7, present but empty, must stay present.
-    let spec = os::SandboxSpec {
-        policy: Some(Default::default()),
-        ..Default::default()
-    };
+    let spec = os::SandboxSpec { policy: Some(Default::default()), ..Default::default() };
     assert_eq!(spec.encode_to_vec(), [0x3a, 0x00]);
     let back = os::SandboxSpec::decode(&[0x3a, 0x00][..]).unwrap();
     assert_eq!(back.policy.as_deref(), Some(&[][..]));
     // UpdateConfigRequest field 2, SandboxPolicyRevision field 7,
     // GetSandboxConfigResponse field 1.
-    let u = os::UpdateConfigRequest {
-        policy: Some(vec![1, 2].into()),
-        ..Default::default()
-    };
+    let u = os::UpdateConfigRequest { policy: Some(vec![1, 2].into()), ..Default::default() };
     assert_eq!(u.encode_to_vec(), [0x12, 0x02, 1, 2]);
-    let r = os::SandboxPolicyRevision {
-        policy: Some(vec![9].into()),
-        ..Default::default()
-    };
+    let r = os::SandboxPolicyRevision { policy: Some(vec![9].into()), ..Default::default() };
     assert_eq!(r.encode_to_vec(), [0x3a, 0x01, 9]);
-    let g = sb::GetSandboxConfigResponse {
-        policy: Some(vec![7].into()),
-        ..Default::default()
-    };
+    let g = sb::GetSandboxConfigResponse { policy: Some(vec![7].into()), ..Default::default() };
     assert_eq!(g.encode_to_vec(), [0x0a, 0x01, 7]);
 }
 
@@ -87,10 +66,7 @@ fn a_full_policy_passes_through_byte_for_byte() {
     };
     let mut bytes = policy.encode_to_vec();
     bytes.extend_from_slice(&[0x9a, 0x06, 0x03, b'x', b'y', b'z']); // field 99, "xyz"
-    let spec = os::SandboxSpec {
-        policy: Some(bytes.clone().into()),
-        ..Default::default()
-    };
+    let spec = os::SandboxSpec { policy: Some(bytes.clone().into()), ..Default::default() };
     let wire = spec.encode_to_vec();
     let back = os::SandboxSpec::decode(wire.as_slice()).unwrap();
     assert_eq!(back.policy.as_deref(), Some(bytes.as_slice()));
@@ -108,18 +84,9 @@ fn method_tables_match_the_protos() {
     assert_eq!(open_shell::WATCH_SANDBOX.shape, Shape::ServerStreaming);
     assert_eq!(open_shell::PUSH_SANDBOX_LOGS.shape, Shape::ClientStreaming);
     assert_eq!(open_shell::HEALTH.path, "/openshell.v1.OpenShell/Health");
-    let cfg = open_shell::METHODS
-        .iter()
-        .find(|m| m.path.ends_with("/GetSandboxConfig"))
-        .unwrap();
-    assert_eq!(
-        cfg.request_type,
-        "openshell.sandbox.v1.GetSandboxConfigRequest"
-    );
+    let cfg = open_shell::METHODS.iter().find(|m| m.path.ends_with("/GetSandboxConfig")).unwrap();
+    assert_eq!(cfg.request_type, "openshell.sandbox.v1.GetSandboxConfigRequest");
     use slimgate::proto::openshell::compute::v1::compute_driver;
-    assert_eq!(
-        compute_driver::WATCH_SANDBOXES.shape,
-        Shape::ServerStreaming
-    );
+    assert_eq!(compute_driver::WATCH_SANDBOXES.shape, Shape::ServerStreaming);
     assert_eq!(compute_driver::METHODS.len(), 8);
 }

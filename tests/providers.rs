@@ -42,12 +42,8 @@ impl Drop for TempDir {
 }
 
 fn config(args: &[String]) -> slimgate::config::Config {
-    let mut all = vec![
-        "--port".to_string(),
-        "0".to_string(),
-        "--log-level".to_string(),
-        "error".to_string(),
-    ];
+    let mut all =
+        vec!["--port".to_string(), "0".to_string(), "--log-level".to_string(), "error".to_string()];
     all.extend_from_slice(args);
     match slimgate::config::parse(all.into_iter().map(Into::into), |_| None).unwrap() {
         slimgate::config::Action::Run(c) => *c,
@@ -56,52 +52,36 @@ fn config(args: &[String]) -> slimgate::config::Config {
 }
 
 async fn client(addr: std::net::SocketAddr) -> OpenShellClient<Channel> {
-    OpenShellClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap()
+    OpenShellClient::connect(format!("http://{addr}")).await.unwrap()
 }
 
 fn provider(name: &str, ty: &str, creds: &[(&str, &str)]) -> Provider {
     Provider {
-        metadata: Some(ObjectMeta {
-            name: name.into(),
-            ..Default::default()
-        }),
+        metadata: Some(ObjectMeta { name: name.into(), ..Default::default() }),
         r#type: ty.into(),
-        credentials: creds
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        credentials: creds.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         config: HashMap::new(),
     }
 }
 
 async fn create(c: &mut OpenShellClient<Channel>, p: Provider) -> Result<Provider, tonic::Status> {
-    Ok(
-        c.create_provider(pb::CreateProviderRequest { provider: Some(p) })
-            .await?
-            .into_inner()
-            .provider
-            .unwrap(),
-    )
+    Ok(c.create_provider(pb::CreateProviderRequest { provider: Some(p) })
+        .await?
+        .into_inner()
+        .provider
+        .unwrap())
 }
 
 #[tokio::test]
 async fn crud_redaction_and_merge_rules() {
     let dir = TempDir::new("prov");
     let db = format!("redb:{}", dir.path("s.redb").display());
-    let running = slimgate::app::start(config(&["--db-url".into(), db]))
-        .await
-        .unwrap();
+    let running = slimgate::app::start(config(&["--db-url".into(), db])).await.unwrap();
     let mut c = client(running.addr).await;
 
     let created = create(
         &mut c,
-        provider(
-            "gh",
-            "github",
-            &[("GITHUB_TOKEN", "ghp_secret1"), ("OTHER", "x")],
-        ),
+        provider("gh", "github", &[("GITHUB_TOKEN", "ghp_secret1"), ("OTHER", "x")]),
     )
     .await
     .unwrap();
@@ -111,13 +91,8 @@ async fn crud_redaction_and_merge_rules() {
     assert_eq!(meta.id.len(), 36, "a UUID id");
     assert!(meta.created_at_ms > 0);
 
-    let err = create(&mut c, provider("gh", "github", &[("K", "v")]))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (err.code(), err.message()),
-        (Code::AlreadyExists, "provider already exists")
-    );
+    let err = create(&mut c, provider("gh", "github", &[("K", "v")])).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::AlreadyExists, "provider already exists"));
 
     let got = c
         .get_provider(pb::GetProviderRequest { name: "gh".into() })
@@ -126,41 +101,20 @@ async fn crud_redaction_and_merge_rules() {
         .into_inner()
         .provider
         .unwrap();
-    assert_eq!(
-        got.credentials.values().collect::<Vec<_>>(),
-        vec!["REDACTED", "REDACTED"]
-    );
+    assert_eq!(got.credentials.values().collect::<Vec<_>>(), vec!["REDACTED", "REDACTED"]);
     assert_eq!(got.metadata.unwrap().id, meta.id);
 
-    let err = c
-        .get_provider(pb::GetProviderRequest {
-            name: "nope".into(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (err.code(), err.message()),
-        (Code::NotFound, "provider not found")
-    );
-    let err = c
-        .get_provider(pb::GetProviderRequest {
-            name: String::new(),
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(
-        (err.code(), err.message()),
-        (Code::InvalidArgument, "name is required")
-    );
+    let err = c.get_provider(pb::GetProviderRequest { name: "nope".into() }).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::NotFound, "provider not found"));
+    let err = c.get_provider(pb::GetProviderRequest { name: String::new() }).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "name is required"));
 
     // Update: an empty value deletes a key, a new value sets it, keys not
     // mentioned stay; an empty config map changes nothing.
     let mut upd = provider("gh", "", &[("OTHER", ""), ("NEW", "n")]);
     upd.config.insert("region".into(), "eu".into());
     let updated = c
-        .update_provider(pb::UpdateProviderRequest {
-            provider: Some(upd),
-        })
+        .update_provider(pb::UpdateProviderRequest { provider: Some(upd) })
         .await
         .unwrap()
         .into_inner()
@@ -173,18 +127,13 @@ async fn crud_redaction_and_merge_rules() {
     assert_eq!(updated.config["region"], "eu");
     let upd = provider("gh", "GitHub", &[]);
     let again = c
-        .update_provider(pb::UpdateProviderRequest {
-            provider: Some(upd),
-        })
+        .update_provider(pb::UpdateProviderRequest { provider: Some(upd) })
         .await
         .unwrap()
         .into_inner()
         .provider
         .unwrap();
-    assert_eq!(
-        again.config["region"], "eu",
-        "same type in another case is not a change"
-    );
+    assert_eq!(again.config["region"], "eu", "same type in another case is not a change");
     assert_eq!(again.credentials.len(), 2);
 
     let err = c
@@ -194,40 +143,22 @@ async fn crud_redaction_and_merge_rules() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
-    assert_eq!(
-        err.message(),
-        "provider type cannot be changed; delete and recreate the provider"
-    );
+    assert_eq!(err.message(), "provider type cannot be changed; delete and recreate the provider");
     let err = c
-        .update_provider(pb::UpdateProviderRequest {
-            provider: Some(provider("ghost", "", &[])),
-        })
+        .update_provider(pb::UpdateProviderRequest { provider: Some(provider("ghost", "", &[])) })
         .await
         .unwrap_err();
-    assert_eq!(
-        (err.code(), err.message()),
-        (Code::NotFound, "provider not found")
-    );
+    assert_eq!((err.code(), err.message()), (Code::NotFound, "provider not found"));
     let err = c
-        .update_provider(pb::UpdateProviderRequest {
-            provider: Some(provider("", "", &[])),
-        })
+        .update_provider(pb::UpdateProviderRequest { provider: Some(provider("", "", &[])) })
         .await
         .unwrap_err();
     assert_eq!(err.message(), "provider.name is required");
 
     // List (creation order, paging) and delete.
-    create(
-        &mut c,
-        provider("", "openai", &[("OPENAI_API_KEY", "sk-1")]),
-    )
-    .await
-    .unwrap();
+    create(&mut c, provider("", "openai", &[("OPENAI_API_KEY", "sk-1")])).await.unwrap();
     let all = c
-        .list_providers(pb::ListProvidersRequest {
-            limit: 0,
-            offset: 0,
-        })
+        .list_providers(pb::ListProvidersRequest { limit: 0, offset: 0 })
         .await
         .unwrap()
         .into_inner()
@@ -240,20 +171,14 @@ async fn crud_redaction_and_merge_rules() {
         "{generated}"
     );
     let page = c
-        .list_providers(pb::ListProvidersRequest {
-            limit: 1,
-            offset: 1,
-        })
+        .list_providers(pb::ListProvidersRequest { limit: 1, offset: 1 })
         .await
         .unwrap()
         .into_inner()
         .providers;
     assert_eq!(page.len(), 1);
     assert_eq!(&page[0].metadata.as_ref().unwrap().name, generated);
-    assert!(
-        all.iter()
-            .all(|p| p.credentials.values().all(|v| v == "REDACTED"))
-    );
+    assert!(all.iter().all(|p| p.credentials.values().all(|v| v == "REDACTED")));
 
     let d = c
         .delete_provider(pb::DeleteProviderRequest { name: "gh".into() })
@@ -274,19 +199,11 @@ async fn crud_redaction_and_merge_rules() {
 async fn validation_messages() {
     let dir = TempDir::new("provval");
     let db = format!("redb:{}", dir.path("s.redb").display());
-    let running = slimgate::app::start(config(&["--db-url".into(), db]))
-        .await
-        .unwrap();
+    let running = slimgate::app::start(config(&["--db-url".into(), db])).await.unwrap();
     let mut c = client(running.addr).await;
     let cases: Vec<(Provider, &str)> = vec![
-        (
-            provider("a", "", &[("K", "v")]),
-            "provider.type is required",
-        ),
-        (
-            provider("a", "t", &[]),
-            "provider.credentials must not be empty",
-        ),
+        (provider("a", "", &[("K", "v")]), "provider.type is required"),
+        (provider("a", "t", &[]), "provider.credentials must not be empty"),
         (
             provider(&"n".repeat(254), "t", &[("K", "v")]),
             "provider.name exceeds maximum length (254 > 253)",
@@ -304,20 +221,12 @@ async fn validation_messages() {
         let err = create(&mut c, p).await.unwrap_err();
         assert_eq!((err.code(), err.message()), (Code::InvalidArgument, want));
     }
-    let many: Vec<(String, String)> = (0..33)
-        .map(|i| (format!("K{i}"), "v".to_string()))
-        .collect();
+    let many: Vec<(String, String)> = (0..33).map(|i| (format!("K{i}"), "v".to_string())).collect();
     let mut p = provider("a", "t", &[]);
     p.credentials = many.into_iter().collect();
     let err = create(&mut c, p).await.unwrap_err();
-    assert_eq!(
-        err.message(),
-        "provider.credentials exceeds maximum entries (33 > 32)"
-    );
-    let err = c
-        .create_provider(pb::CreateProviderRequest { provider: None })
-        .await
-        .unwrap_err();
+    assert_eq!(err.message(), "provider.credentials exceeds maximum entries (33 > 32)");
+    let err = c.create_provider(pb::CreateProviderRequest { provider: None }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     running.stop().await;
 }
@@ -334,9 +243,7 @@ async fn a_provider_survives_sigkill() {
         slimgate_testkit::proc::Child::spawn(bin(), &["--port", "0", "--db-url", &db], &[])
             .unwrap();
     let mut c = client(child.addr).await;
-    create(&mut c, provider("durable", "github", &[("T", "v")]))
-        .await
-        .unwrap();
+    create(&mut c, provider("durable", "github", &[("T", "v")])).await.unwrap();
     let status = child.kill().unwrap();
     assert!(!status.success());
     drop(c);
@@ -344,9 +251,7 @@ async fn a_provider_survives_sigkill() {
         .unwrap();
     let mut c = client(child.addr).await;
     let got = c
-        .get_provider(pb::GetProviderRequest {
-            name: "durable".into(),
-        })
+        .get_provider(pb::GetProviderRequest { name: "durable".into() })
         .await
         .unwrap()
         .into_inner();
@@ -368,10 +273,7 @@ async fn sigkill_during_a_loop_of_writes_loses_no_acknowledged_write() {
         let writer = tokio::spawn(async move {
             for i in 0..200 {
                 let name = format!("r{round}-{i:03}");
-                if create(&mut c, provider(&name, "t", &[("K", "v")]))
-                    .await
-                    .is_ok()
-                {
+                if create(&mut c, provider(&name, "t", &[("K", "v")])).await.is_ok() {
                     let _ = tx.send(name);
                 } else {
                     break;
@@ -396,10 +298,7 @@ async fn sigkill_during_a_loop_of_writes_loses_no_acknowledged_write() {
     let mut offset = 0;
     loop {
         let page = c
-            .list_providers(pb::ListProvidersRequest {
-                limit: 1000,
-                offset,
-            })
+            .list_providers(pb::ListProvidersRequest { limit: 1000, offset })
             .await
             .unwrap()
             .into_inner()
@@ -436,20 +335,14 @@ async fn credentials_are_not_plaintext_on_disk_with_a_key() {
     .await
     .unwrap();
     let mut c = client(running.addr).await;
-    create(
-        &mut c,
-        provider("enc", "github", &[("TOKEN", "ghp_PLAINTEXT_MARKER_1234")]),
-    )
-    .await
-    .unwrap();
+    create(&mut c, provider("enc", "github", &[("TOKEN", "ghp_PLAINTEXT_MARKER_1234")]))
+        .await
+        .unwrap();
     drop(c);
     running.stop().await;
     let bytes = std::fs::read(&file).unwrap();
     let marker = b"ghp_PLAINTEXT_MARKER_1234";
-    assert!(
-        !bytes.windows(marker.len()).any(|w| w == marker),
-        "credential found in plaintext"
-    );
+    assert!(!bytes.windows(marker.len()).any(|w| w == marker), "credential found in plaintext");
 }
 
 // --- GetSandboxProviderEnvironment with a credentials driver double ---
@@ -510,9 +403,9 @@ async fn serve_double(path: &Path, double: Arc<Double>) {
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(
-                cred::credentials_driver_server::CredentialsDriverServer::new(DoubleSvc(double)),
-            )
+            .add_service(cred::credentials_driver_server::CredentialsDriverServer::new(DoubleSvc(
+                double,
+            )))
             .serve_with_incoming(incoming),
     );
 }
@@ -523,11 +416,7 @@ fn seed_sandbox(db_file: &Path, id: &str, providers: &[&str]) {
     use slimgate::proto::openshell::v1::{Sandbox, SandboxSpec};
     let store = slimgate::store::open(db_file, None).unwrap();
     let sandbox = Sandbox {
-        metadata: Some(Meta {
-            id: id.into(),
-            name: format!("sb-{id}"),
-            ..Default::default()
-        }),
+        metadata: Some(Meta { id: id.into(), name: format!("sb-{id}"), ..Default::default() }),
         spec: Some(SandboxSpec {
             providers: providers.iter().map(|s| s.to_string()).collect(),
             ..Default::default()
@@ -548,17 +437,12 @@ async fn env(
     id: &str,
     secret: Option<&str>,
 ) -> Result<HashMap<String, String>, tonic::Status> {
-    let mut req = tonic::Request::new(pb::GetSandboxProviderEnvironmentRequest {
-        sandbox_id: id.into(),
-    });
+    let mut req =
+        tonic::Request::new(pb::GetSandboxProviderEnvironmentRequest { sandbox_id: id.into() });
     if let Some(s) = secret {
-        req.metadata_mut()
-            .insert("x-sandbox-secret", s.parse().unwrap());
+        req.metadata_mut().insert("x-sandbox-secret", s.parse().unwrap());
     }
-    Ok(c.get_sandbox_provider_environment(req)
-        .await?
-        .into_inner()
-        .environment)
+    Ok(c.get_sandbox_provider_environment(req).await?.into_inner().environment)
 }
 
 #[tokio::test]
@@ -594,21 +478,15 @@ async fn provider_environment_resolves_through_the_credentials_driver() {
     )
     .await
     .unwrap();
-    create(
-        &mut c,
-        provider("misc", "generic", &[("SHARED", "second"), ("PLAIN", "p")]),
-    )
-    .await
-    .unwrap();
+    create(&mut c, provider("misc", "generic", &[("SHARED", "second"), ("PLAIN", "p")]))
+        .await
+        .unwrap();
 
     let e = env(&mut c, "sb1", Some("s3cret")).await.unwrap();
     assert_eq!(e["GITHUB_TOKEN"], "tok-github-api-1");
     assert_eq!(e["SHARED"], "first", "the first provider wins");
     assert_eq!(e["PLAIN"], "p", "real values, not redacted");
-    assert!(
-        !e.contains_key("bad-key"),
-        "keys that are not environment names are left out"
-    );
+    assert!(!e.contains_key("bad-key"), "keys that are not environment names are left out");
 
     // Cached: the second call does not reach the driver.
     let e = env(&mut c, "sb1", Some("s3cret")).await.unwrap();
@@ -621,10 +499,7 @@ async fn provider_environment_resolves_through_the_credentials_driver() {
         (Code::FailedPrecondition, "provider 'missing' not found")
     );
     let err = env(&mut c, "nope", Some("s3cret")).await.unwrap_err();
-    assert_eq!(
-        (err.code(), err.message()),
-        (Code::NotFound, "sandbox not found")
-    );
+    assert_eq!((err.code(), err.message()), (Code::NotFound, "sandbox not found"));
     running.stop().await;
 }
 
@@ -636,9 +511,7 @@ async fn concurrent_resolutions_share_one_call_and_expired_tokens_are_re_resolve
     let socket = dir.path("cred.sock");
     let double = Arc::new(Double::default());
     // Tokens that expire within the 30 s margin are never served from cache.
-    double
-        .expires_at_ms
-        .store(slimgate::store::now_ms() + 20_000, Ordering::SeqCst);
+    double.expires_at_ms.store(slimgate::store::now_ms() + 20_000, Ordering::SeqCst);
     double.delay_ms.store(200, Ordering::SeqCst);
     serve_double(&socket, Arc::clone(&double)).await;
     let args = vec![
@@ -651,28 +524,15 @@ async fn concurrent_resolutions_share_one_call_and_expired_tokens_are_re_resolve
     ];
     let running = slimgate::app::start(config(&args)).await.unwrap();
     let mut c = client(running.addr).await;
-    create(
-        &mut c,
-        provider(
-            "gh",
-            "github",
-            &[("GITHUB_TOKEN", "credentials-driver:github-api")],
-        ),
-    )
-    .await
-    .unwrap();
+    create(&mut c, provider("gh", "github", &[("GITHUB_TOKEN", "credentials-driver:github-api")]))
+        .await
+        .unwrap();
 
     let (mut c1, mut c2) = (c.clone(), c.clone());
-    let (a, b) = tokio::join!(
-        env(&mut c1, "sb1", Some("s3cret")),
-        env(&mut c2, "sb1", Some("s3cret"))
-    );
+    let (a, b) =
+        tokio::join!(env(&mut c1, "sb1", Some("s3cret")), env(&mut c2, "sb1", Some("s3cret")));
     assert_eq!(a.unwrap()["GITHUB_TOKEN"], b.unwrap()["GITHUB_TOKEN"]);
-    assert_eq!(
-        double.resolves.load(Ordering::SeqCst),
-        1,
-        "two concurrent calls, one resolution"
-    );
+    assert_eq!(double.resolves.load(Ordering::SeqCst), 1, "two concurrent calls, one resolution");
 
     // The token is inside its last 30 s: the next call resolves again.
     let e = env(&mut c, "sb1", Some("s3cret")).await.unwrap();

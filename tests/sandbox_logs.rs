@@ -51,13 +51,7 @@ async fn env() -> Env {
     // the sandbox-only methods.
     let user = Client::new(&gw.channel, &[]);
     let sandbox = Client::new(&gw.channel, &[("x-sandbox-secret", SECRET)]);
-    Env {
-        _dir: dir,
-        driver,
-        _gw: gw,
-        user,
-        sandbox,
-    }
+    Env { _dir: dir, driver, _gw: gw, user, sandbox }
 }
 
 async fn create(e: &Env, name: &str) -> String {
@@ -84,17 +78,11 @@ fn line(ts: i64, level: &str, message: &str) -> SandboxLogLine {
 }
 
 fn batch(id: &str, lines: Vec<SandboxLogLine>) -> os::PushSandboxLogsRequest {
-    os::PushSandboxLogsRequest {
-        sandbox_id: id.into(),
-        logs: lines,
-    }
+    os::PushSandboxLogsRequest { sandbox_id: id.into(), logs: lines }
 }
 
 async fn push(e: &Env, batches: Vec<os::PushSandboxLogsRequest>) -> Result<(), tonic::Status> {
-    e.sandbox
-        .push(open_shell::PUSH_SANDBOX_LOGS, batches)
-        .await
-        .map(|_| ())
+    e.sandbox.push(open_shell::PUSH_SANDBOX_LOGS, batches).await.map(|_| ())
 }
 
 async fn get(
@@ -112,10 +100,7 @@ async fn get(
         sources: sources.iter().map(|s| s.to_string()).collect(),
         min_level: level.into(),
     };
-    e.user
-        .call(open_shell::GET_SANDBOX_LOGS, req)
-        .await
-        .unwrap()
+    e.user.call(open_shell::GET_SANDBOX_LOGS, req).await.unwrap()
 }
 
 fn messages(logs: &[SandboxLogLine]) -> Vec<&str> {
@@ -131,14 +116,7 @@ async fn pushed_lines_come_back_filtered() {
         vec![
             batch("", vec![line(1, "ERROR", "skipped: no sandbox id")]),
             batch(&id, vec![line(10, "INFO", "a"), line(20, "WARN", "b")]),
-            batch(
-                &id,
-                vec![
-                    line(30, "DEBUG", "c"),
-                    line(40, "OCSF", "d"),
-                    line(50, "error", "e"),
-                ],
-            ),
+            batch(&id, vec![line(30, "DEBUG", "c"), line(40, "OCSF", "d"), line(50, "error", "e")]),
         ],
     )
     .await
@@ -146,57 +124,30 @@ async fn pushed_lines_come_back_filtered() {
     let all = get(&e, &id, 0, 0, &[], "").await;
     assert_eq!(messages(&all.logs), vec!["a", "b", "c", "d", "e"]);
     assert_eq!(all.buffer_total, 5);
-    assert!(
-        all.logs
-            .iter()
-            .all(|l| l.source == "sandbox" && l.sandbox_id == id)
-    );
+    assert!(all.logs.iter().all(|l| l.source == "sandbox" && l.sandbox_id == id));
 
     let warn = get(&e, &id, 0, 0, &[], "WARN").await;
-    assert_eq!(
-        messages(&warn.logs),
-        vec!["b", "d", "e"],
-        "unknown levels pass"
-    );
+    assert_eq!(messages(&warn.logs), vec!["b", "d", "e"], "unknown levels pass");
     assert_eq!(warn.buffer_total, 5, "counted before filtering");
     let since = get(&e, &id, 0, 30, &[], "").await;
     assert_eq!(messages(&since.logs), vec!["c", "d", "e"]);
     let tail = get(&e, &id, 2, 0, &[], "").await;
-    assert_eq!(
-        (messages(&tail.logs), tail.buffer_total),
-        (vec!["d", "e"], 2)
-    );
+    assert_eq!((messages(&tail.logs), tail.buffer_total), (vec!["d", "e"], 2));
     assert!(get(&e, &id, 0, 0, &["gateway"], "").await.logs.is_empty());
     assert_eq!(get(&e, &id, 0, 0, &["sandbox"], "").await.logs.len(), 5);
     assert!(get(&e, "other", 0, 0, &[], "").await.logs.is_empty());
 
     let err = e
         .user
-        .call(
-            open_shell::GET_SANDBOX_LOGS,
-            os::GetSandboxLogsRequest::default(),
-        )
+        .call(open_shell::GET_SANDBOX_LOGS, os::GetSandboxLogsRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(
-        (err.code(), err.message()),
-        (Code::InvalidArgument, "sandbox_id is required")
-    );
-    let err = push(
-        &e,
-        vec![batch("no-such-sandbox", vec![line(1, "INFO", "x")])],
-    )
-    .await
-    .unwrap_err();
-    assert_eq!(
-        (err.code(), err.message()),
-        (Code::NotFound, "sandbox not found")
-    );
-    let err = e
-        .user
-        .push(open_shell::PUSH_SANDBOX_LOGS, vec![batch(&id, vec![])])
-        .await
-        .unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "sandbox_id is required"));
+    let err =
+        push(&e, vec![batch("no-such-sandbox", vec![line(1, "INFO", "x")])]).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::NotFound, "sandbox not found"));
+    let err =
+        e.user.push(open_shell::PUSH_SANDBOX_LOGS, vec![batch(&id, vec![])]).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "sandbox secret only");
 }
 
@@ -205,9 +156,7 @@ async fn a_flood_stays_within_the_bounds() {
     let e = env().await;
     let id = create(&e, "flood").await;
     // One batch of 150 lines: the first 100 are kept (upstream's cap).
-    let big: Vec<_> = (0..150)
-        .map(|n| line(n, "INFO", &format!("big {n}")))
-        .collect();
+    let big: Vec<_> = (0..150).map(|n| line(n, "INFO", &format!("big {n}"))).collect();
     push(&e, vec![batch(&id, big)]).await.unwrap();
     let got = get(&e, &id, 1000, 0, &[], "").await;
     assert_eq!(got.buffer_total as usize, BUFFER);
@@ -229,33 +178,18 @@ async fn a_flood_stays_within_the_bounds() {
         push(&e, batches).await.unwrap();
     }
     let got = get(&e, &id, 0, 0, &[], "").await;
-    assert_eq!(
-        (got.logs.len(), got.buffer_total as usize),
-        (BUFFER, BUFFER)
-    );
-    assert_eq!(
-        got.logs.last().unwrap().message,
-        "flood 39999",
-        "the newest lines are kept"
-    );
+    assert_eq!((got.logs.len(), got.buffer_total as usize), (BUFFER, BUFFER));
+    assert_eq!(got.logs.last().unwrap().message, "flood 39999", "the newest lines are kept");
     assert_eq!(got.logs[0].timestamp_ms, 40_000 - BUFFER as i64);
 
     // One enormous line is cut to the per-line limit.
     let mut huge = line(1, "INFO", &"x".repeat(1 << 20));
-    huge.fields = (0..100)
-        .map(|n| (format!("k{n:03}"), "v".repeat(10_000)))
-        .collect();
+    huge.fields = (0..100).map(|n| (format!("k{n:03}"), "v".repeat(10_000))).collect();
     push(&e, vec![batch(&id, vec![huge])]).await.unwrap();
     let got = get(&e, &id, 1, 0, &[], "").await;
     let kept = &got.logs[0];
-    assert_eq!(
-        kept.message.len(),
-        slimgate::domain::sandbox_logs::MAX_LOG_MESSAGE_BYTES
-    );
-    assert_eq!(
-        kept.fields.len(),
-        slimgate::domain::sandbox_logs::MAX_LOG_FIELDS
-    );
+    assert_eq!(kept.message.len(), slimgate::domain::sandbox_logs::MAX_LOG_MESSAGE_BYTES);
+    assert_eq!(kept.fields.len(), slimgate::domain::sandbox_logs::MAX_LOG_FIELDS);
     assert!(
         kept.fields
             .values()
@@ -281,11 +215,7 @@ async fn watch_with_follow_logs_sends_the_tail_then_live_lines() {
         &e,
         vec![batch(
             &id,
-            vec![
-                line(1, "INFO", "old 1"),
-                line(2, "WARN", "old 2"),
-                line(3, "ERROR", "old 3"),
-            ],
+            vec![line(1, "INFO", "old 1"), line(2, "WARN", "old 2"), line(3, "ERROR", "old 3")],
         )],
     )
     .await
@@ -307,15 +237,9 @@ async fn watch_with_follow_logs_sends_the_tail_then_live_lines() {
         })
         .collect();
     assert_eq!(tail, vec!["old 2", "old 3"]);
-    push(
-        &e,
-        vec![batch(
-            &id,
-            vec![line(4, "INFO", "filtered out"), line(5, "ERROR", "live")],
-        )],
-    )
-    .await
-    .unwrap();
+    push(&e, vec![batch(&id, vec![line(4, "INFO", "filtered out"), line(5, "ERROR", "live")])])
+        .await
+        .unwrap();
     match next_event(&mut stream).await {
         Payload::Log(l) => assert_eq!((l.message.as_str(), l.source.as_str()), ("live", "sandbox")),
         other => panic!("{other:?}"),
@@ -326,29 +250,18 @@ async fn watch_with_follow_logs_sends_the_tail_then_live_lines() {
         .user
         .stream(
             open_shell::WATCH_SANDBOX,
-            os::WatchSandboxRequest {
-                id: id.clone(),
-                follow_status: true,
-                ..Default::default()
-            },
+            os::WatchSandboxRequest { id: id.clone(), follow_status: true, ..Default::default() },
         )
         .await
         .unwrap();
     assert!(matches!(next_event(&mut quiet).await, Payload::Sandbox(_)));
-    push(
-        &e,
-        vec![batch(&id, vec![line(6, "ERROR", "only for followers")])],
-    )
-    .await
-    .unwrap();
+    push(&e, vec![batch(&id, vec![line(6, "ERROR", "only for followers")])]).await.unwrap();
     match next_event(&mut stream).await {
         Payload::Log(l) => assert_eq!(l.message, "only for followers"),
         other => panic!("{other:?}"),
     }
     assert!(
-        tokio::time::timeout(Duration::from_millis(200), quiet.message())
-            .await
-            .is_err(),
+        tokio::time::timeout(Duration::from_millis(200), quiet.message()).await.is_err(),
         "no log line for a watcher that did not ask"
     );
 }
@@ -356,35 +269,21 @@ async fn watch_with_follow_logs_sends_the_tail_then_live_lines() {
 #[tokio::test]
 async fn a_deleted_sandbox_loses_its_logs() {
     let e = env().await;
-    e.driver
-        .state
-        .delete_answer
-        .store(false, std::sync::atomic::Ordering::SeqCst);
+    e.driver.state.delete_answer.store(false, std::sync::atomic::Ordering::SeqCst);
     let id = create(&e, "short-lived").await;
-    push(&e, vec![batch(&id, vec![line(1, "INFO", "hello")])])
-        .await
-        .unwrap();
+    push(&e, vec![batch(&id, vec![line(1, "INFO", "hello")])]).await.unwrap();
     let mut stream = e
         .user
         .stream(
             open_shell::WATCH_SANDBOX,
-            os::WatchSandboxRequest {
-                id: id.clone(),
-                follow_logs: true,
-                ..Default::default()
-            },
+            os::WatchSandboxRequest { id: id.clone(), follow_logs: true, ..Default::default() },
         )
         .await
         .unwrap();
     assert!(matches!(next_event(&mut stream).await, Payload::Sandbox(_)));
     assert!(matches!(next_event(&mut stream).await, Payload::Log(_)));
     e.user
-        .call(
-            open_shell::DELETE_SANDBOX,
-            os::DeleteSandboxRequest {
-                name: "short-lived".into(),
-            },
-        )
+        .call(open_shell::DELETE_SANDBOX, os::DeleteSandboxRequest { name: "short-lived".into() })
         .await
         .unwrap();
     let got = get(&e, &id, 0, 0, &[], "").await;
@@ -400,9 +299,7 @@ async fn a_deleted_sandbox_loses_its_logs() {
     .await
     .expect("the watch ends");
     assert!(matches!(end, Ok(None)), "{end:?}");
-    let err = push(&e, vec![batch(&id, vec![line(2, "INFO", "late")])])
-        .await
-        .unwrap_err();
+    let err = push(&e, vec![batch(&id, vec![line(2, "INFO", "late")])]).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     assert_eq!(get(&e, &id, 0, 0, &[], "").await.buffer_total, 0);
 }

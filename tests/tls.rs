@@ -163,20 +163,14 @@ async fn start(extra: &[&str]) -> Result<Gateway, String> {
     args.extend(extra.iter().map(|s| s.to_string()));
     let action = slimgate::config::parse(args.into_iter().map(Into::into), |_| None)
         .map_err(|e| e.to_string())?;
-    let slimgate::config::Action::Run(config) = action else {
-        panic!("not a run")
-    };
+    let slimgate::config::Action::Run(config) = action else { panic!("not a run") };
     let running = slimgate::app::start(*config).await.map_err(|e| e.0)?;
     Ok(Gateway { running, _dir: dir })
 }
 
 fn tls_flags(client_ca: bool) -> Vec<String> {
-    let mut v = vec![
-        "--tls-cert".to_string(),
-        data("server.pem"),
-        "--tls-key".into(),
-        data("server.key"),
-    ];
+    let mut v =
+        vec!["--tls-cert".to_string(), data("server.pem"), "--tls-key".into(), data("server.key")];
     if client_ca {
         v.extend(["--tls-client-ca".to_string(), data("ca.pem")]);
     }
@@ -190,9 +184,7 @@ fn refs(v: &[String]) -> Vec<&str> {
 async fn handshake_failures(gw: &Gateway) -> u64 {
     let addr = gw.running.metrics_addr.unwrap();
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
     let mut body = String::new();
     s.read_to_string(&mut body).await.unwrap();
     body.lines()
@@ -209,18 +201,12 @@ async fn grpc_and_http1_over_tls_with_a_client_certificate() {
     health_check(addr, Some("client")).await.unwrap();
 
     // ALPN: h2 when offered, http/1.1 for an HTTP/1.1 client.
-    let tls = tls_connect(addr, client_config(Some("client"), b"h2"))
-        .await
-        .unwrap();
+    let tls = tls_connect(addr, client_config(Some("client"), b"h2")).await.unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     drop(tls);
-    let mut tls = tls_connect(addr, client_config(Some("client"), b"http/1.1"))
-        .await
-        .unwrap();
+    let mut tls = tls_connect(addr, client_config(Some("client"), b"http/1.1")).await.unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
-    tls.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n")
-        .await
-        .unwrap();
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n").await.unwrap();
     let mut resp = Vec::new();
     let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut resp)).await;
     let resp = String::from_utf8_lossy(&resp);
@@ -371,11 +357,7 @@ async fn https_idp(jwks: serde_json::Value) -> (SocketAddr, String) {
                 } else {
                     String::new()
                 };
-                let status = if body.is_empty() {
-                    "404 Not Found"
-                } else {
-                    "200 OK"
-                };
+                let status = if body.is_empty() { "404 Not Found" } else { "200 OK" };
                 let resp = format!(
                     "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
@@ -419,25 +401,16 @@ async fn https_issuer_keys_are_fetched_with_the_ca_file() {
     assert_eq!((keys.keys, keys.failures), (1, 0));
 
     // A bearer call over TLS with a token the fetched key verifies.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let mut claims = common::claims();
     claims["iss"] = json!(issuer);
     claims["iat"] = json!(now - 5);
     claims["exp"] = json!(now + 300);
     let token = common::es256_token(&claims);
-    let channel = tls_channel(gw.running.addr, client_config(None, b"h2"))
-        .await
-        .unwrap();
+    let channel = tls_channel(gw.running.addr, client_config(None, b"h2")).await.unwrap();
     let mut client = pb::open_shell_client::OpenShellClient::new(channel);
-    let mut req = tonic::Request::new(pb::ListProvidersRequest {
-        limit: 0,
-        offset: 0,
-    });
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let mut req = tonic::Request::new(pb::ListProvidersRequest { limit: 0, offset: 0 });
+    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
     client.list_providers(req).await.unwrap();
     gw.running.stop().await;
 
@@ -456,11 +429,8 @@ async fn https_issuer_keys_are_fetched_with_the_ca_file() {
     slimgate::net::tls::set_fetch_roots(
         slimgate::net::tls::load_roots("test", &PathBuf::from(data("other-ca.pem"))).unwrap(),
     );
-    let url = HttpUrl::parse(&format!(
-        "https://localhost:{}/realms/test/jwks",
-        idp.port()
-    ))
-    .unwrap();
+    let url =
+        HttpUrl::parse(&format!("https://localhost:{}/realms/test/jwks", idp.port())).unwrap();
     match fetch::get(&url, &limits).await {
         Err(FetchError::Tls(e)) => assert!(e.to_lowercase().contains("certificate"), "{e}"),
         other => panic!("untrusted server accepted: {other:?}"),

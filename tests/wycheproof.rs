@@ -36,10 +36,7 @@ fn exclusions() -> BTreeMap<(String, u64), String> {
         let id: u64 = parts.next().unwrap().parse().unwrap();
         let reason = parts.next().unwrap_or("").trim().to_owned();
         assert!(!reason.is_empty(), "exclusion without reason: {line}");
-        assert!(
-            out.insert((file, id), reason).is_none(),
-            "listed twice: {line}"
-        );
+        assert!(out.insert((file, id), reason).is_none(), "listed twice: {line}");
     }
     out
 }
@@ -55,13 +52,7 @@ struct Tally {
 
 impl Tally {
     fn new(file: &'static str) -> Tally {
-        Tally {
-            file,
-            cases: 0,
-            agree: 0,
-            excluded: 0,
-            problems: Vec::new(),
-        }
+        Tally { file, cases: 0, agree: 0, excluded: 0, problems: Vec::new() }
     }
 
     /// Records one case: `accepted` is our verdict.
@@ -86,9 +77,7 @@ impl Tally {
                 tc["comment"].as_str().unwrap_or(""),
                 if accepted { "accept" } else { "refuse" }
             )),
-            (true, true) => self
-                .problems
-                .push(format!("{} tc{id}: stale exclusion", self.file)),
+            (true, true) => self.problems.push(format!("{} tc{id}: stale exclusion", self.file)),
         }
     }
 
@@ -112,15 +101,8 @@ fn load(file: &str) -> Value {
 /// A group's keys as a JWK Set document (public keys when given, else the
 /// private ones, which our parser refuses as it should).
 fn group_jwks(group: &Value) -> Vec<u8> {
-    let key = group
-        .get("public")
-        .or_else(|| group.get("private"))
-        .unwrap();
-    let set = if key.get("keys").is_some() {
-        key.clone()
-    } else {
-        json!({"keys": [key]})
-    };
+    let key = group.get("public").or_else(|| group.get("private")).unwrap();
+    let set = if key.get("keys").is_some() { key.clone() } else { json!({"keys": [key]}) };
     set.to_string().into_bytes()
 }
 
@@ -130,9 +112,7 @@ fn jws_accepted(jws: &Value, keys: &KeySet, config: &VerifierConfig) -> bool {
     let Some(token) = jws.as_str() else {
         return false; // JSON serialization: compact only
     };
-    jwt::parse(token, config)
-        .and_then(|j| j.verify_signature(keys).map(|_| ()))
-        .is_ok()
+    jwt::parse(token, config).and_then(|j| j.verify_signature(keys).map(|_| ())).is_ok()
 }
 
 fn run_jose(file: &'static str, excl: &BTreeMap<(String, u64), String>) -> Vec<String> {
@@ -140,9 +120,8 @@ fn run_jose(file: &'static str, excl: &BTreeMap<(String, u64), String>) -> Vec<S
     let config = VerifierConfig::new("unused", vec!["unused".into()]);
     let mut tally = Tally::new(file);
     for group in doc["testGroups"].as_array().unwrap() {
-        let keys = KeySet::parse(&group_jwks(group))
-            .map(|p| p.keys)
-            .unwrap_or_else(|_| KeySet::empty());
+        let keys =
+            KeySet::parse(&group_jwks(group)).map(|p| p.keys).unwrap_or_else(|_| KeySet::empty());
         for tc in group["tests"].as_array().unwrap() {
             tally.record(excl, tc, jws_accepted(&tc["jws"], &keys, &config));
         }
@@ -151,9 +130,7 @@ fn run_jose(file: &'static str, excl: &BTreeMap<(String, u64), String>) -> Vec<S
 }
 
 fn hex(s: &str) -> Vec<u8> {
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
-        .collect()
+    (0..s.len() / 2).map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap()).collect()
 }
 
 /// A big-endian integer as exactly 32 bytes (Wycheproof's wx/wy may carry a
@@ -211,12 +188,8 @@ fn check_jwk_reasons() {
         ("wrong_curve", R::UnsupportedCurve),
     ];
     for (comment, reason) in expected {
-        let group = doc["testGroups"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|g| g["comment"] == comment)
-            .unwrap();
+        let group =
+            doc["testGroups"].as_array().unwrap().iter().find(|g| g["comment"] == comment).unwrap();
         let parsed = KeySet::parse(&group_jwks(group)).unwrap();
         let got: Vec<_> = parsed.rejected.iter().map(|r| r.reason).collect();
         assert_eq!(got, [reason], "{comment}");
@@ -234,11 +207,7 @@ fn wycheproof_vectors_match_expected_results() {
     let mut problems = Vec::new();
     problems.extend(run_jose("json_web_signature_test", &excl));
     problems.extend(run_jose("json_web_key_test", &excl));
-    problems.extend(run_raw(
-        "ecdsa_secp256r1_sha256_p1363_test",
-        &excl,
-        Algorithm::ES256,
-    ));
+    problems.extend(run_raw("ecdsa_secp256r1_sha256_p1363_test", &excl, Algorithm::ES256));
     for bits in ["2048", "3072", "4096"] {
         let file: &'static str = match bits {
             "2048" => "rsa_signature_2048_sha256_test",
@@ -262,10 +231,5 @@ fn wycheproof_vectors_match_expected_results() {
             "exclusion for unknown file {file}"
         );
     }
-    assert!(
-        problems.is_empty(),
-        "{} disagreements:\n{}",
-        problems.len(),
-        problems.join("\n")
-    );
+    assert!(problems.is_empty(), "{} disagreements:\n{}", problems.len(), problems.join("\n"));
 }

@@ -32,13 +32,9 @@ pub struct Reply {
 
 /// An HTTP/2 connection to `addr`.
 pub async fn connect(addr: SocketAddr) -> Result<h2::client::SendRequest<Bytes>, String> {
-    let tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
+    let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     tcp.set_nodelay(true).map_err(|e| e.to_string())?;
-    let (send, conn) = h2::client::handshake(tcp)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (send, conn) = h2::client::handshake(tcp).await.map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -63,9 +59,7 @@ pub async fn call(
     let req = req.body(()).map_err(|e| e.to_string())?;
     let mut ready = send.clone().ready().await.map_err(|e| e.to_string())?;
     let (resp, mut stream) = ready.send_request(req, false).map_err(|e| e.to_string())?;
-    stream
-        .send_data(body.clone(), true)
-        .map_err(|e| e.to_string())?;
+    stream.send_data(body.clone(), true).map_err(|e| e.to_string())?;
     let resp = resp.await.map_err(|e| e.to_string())?;
     let header_status = grpc_status(resp.headers());
     let mut recv = resp.into_body();
@@ -76,10 +70,7 @@ pub async fn call(
         let _ = recv.flow_control().release_capacity(chunk.len());
     }
     let trailers = recv.trailers().await.map_err(|e| e.to_string())?;
-    Ok(Reply {
-        status: trailers.as_ref().and_then(grpc_status).or(header_status),
-        body: got,
-    })
+    Ok(Reply { status: trailers.as_ref().and_then(grpc_status).or(header_status), body: got })
 }
 
 fn grpc_status(h: &http::HeaderMap) -> Option<u32> {
@@ -162,10 +153,7 @@ pub fn child(args: &[String]) -> ! {
     let concurrency: usize = arg(3).parse().expect("--load CONCURRENCY");
     let secs: f64 = arg(4).parse().expect("--load SECS");
     let warmup_ms: u64 = arg(5).parse().expect("--load WARMUP_MS");
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let outcome = rt.block_on(run(
         addr,
         &path,

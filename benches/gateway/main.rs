@@ -73,10 +73,7 @@ const HEALTH: &str = "/openshell.v1.OpenShell/Health";
 const LIST_PROVIDERS: &str = "/openshell.v1.OpenShell/ListProviders";
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
+    std::env::var(name).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(default)
 }
 
 /// The run's settings.
@@ -166,29 +163,15 @@ fn cargo() -> Command {
 /// Runs a cargo command, quietly; panics with its output on failure.
 fn run_cargo(mut cmd: Command, what: &str) -> Duration {
     let started = Instant::now();
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(out.status.success(), "{what} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     started.elapsed()
 }
 
 fn build_slimgate(paths: &Paths, target_dir: &Path) -> Duration {
     let mut cmd = cargo();
     cmd.current_dir(&paths.root)
-        .args([
-            "build",
-            "--release",
-            "--locked",
-            "--bin",
-            "slimgate",
-            "--target-dir",
-        ])
+        .args(["build", "--release", "--locked", "--bin", "slimgate", "--target-dir"])
         .arg(target_dir);
     run_cargo(cmd, "cargo build --release --bin slimgate")
 }
@@ -208,11 +191,7 @@ fn baseline_features(crypto: &str) -> Vec<String> {
     if crypto == "aws_lc_rs" {
         Vec::new()
     } else {
-        vec![
-            "--no-default-features".into(),
-            "--features".into(),
-            crypto.into(),
-        ]
+        vec!["--no-default-features".into(), "--features".into(), crypto.into()]
     }
 }
 
@@ -223,11 +202,7 @@ fn crate_count(mut cmd: Command) -> usize {
     let out = cmd.stderr(Stdio::null()).output().expect("cargo tree");
     let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
-        .map(|l| {
-            l.trim_end_matches(" (*)")
-                .trim_end_matches(" (proc-macro)")
-                .to_string()
-        })
+        .map(|l| l.trim_end_matches(" (*)").trim_end_matches(" (proc-macro)").to_string())
         .filter(|l| !l.is_empty())
         .collect();
     lines.sort();
@@ -243,10 +218,7 @@ fn budget(root: &Path) -> BTreeMap<String, u64> {
         .filter(|l| !l.trim_start().starts_with('#'))
         .filter_map(|l| {
             let (k, v) = l.split_once('=')?;
-            Some((
-                k.trim().to_string(),
-                v.trim().replace('_', "").parse().ok()?,
-            ))
+            Some((k.trim().to_string(), v.trim().replace('_', "").parse().ok()?))
         })
         .collect()
 }
@@ -351,18 +323,12 @@ fn providers(n: usize) -> Vec<Provider> {
                     "API_KEY".to_string(),
                     format!("sk-bench-{i:03}-0123456789abcdef0123456789abcdef"),
                 ),
-                (
-                    "ORG_TOKEN".to_string(),
-                    format!("org-{i:03}-fedcba9876543210"),
-                ),
+                ("ORG_TOKEN".to_string(), format!("org-{i:03}-fedcba9876543210")),
             ]
             .into_iter()
             .collect(),
             config: [
-                (
-                    "base_url".to_string(),
-                    "https://api.example.com/v1".to_string(),
-                ),
+                ("base_url".to_string(), "https://api.example.com/v1".to_string()),
                 ("region".to_string(), "us-east-1".to_string()),
             ]
             .into_iter()
@@ -393,9 +359,7 @@ async fn create_providers(addr: SocketAddr, admin: Option<&str>, n: usize) -> Ve
     let mut stored = Vec::new();
     for mut p in providers(n) {
         let reply = client
-            .create_provider(pb::CreateProviderRequest {
-                provider: Some(p.clone()),
-            })
+            .create_provider(pb::CreateProviderRequest { provider: Some(p.clone()) })
             .await
             .expect("CreateProvider")
             .into_inner();
@@ -409,9 +373,7 @@ async fn create_providers(addr: SocketAddr, admin: Option<&str>, n: usize) -> Ve
 /// response bytes).
 async fn probe(addr: SocketAddr, path: &str, token: Option<&str>) -> Result<(u32, usize), String> {
     let send = load::connect(addr).await?;
-    let uri: http::Uri = format!("http://{addr}{path}")
-        .parse()
-        .map_err(|e| format!("{e}"))?;
+    let uri: http::Uri = format!("http://{addr}{path}").parse().map_err(|e| format!("{e}"))?;
     let auth = token.map(|t| HeaderValue::from_str(&format!("Bearer {t}")).expect("token header"));
     let reply = load::call(&send, &uri, &Bytes::from_static(&[0; 5]), auth.as_ref()).await?;
     Ok((reply.status.unwrap_or(u32::MAX), reply.body.len()))
@@ -533,8 +495,7 @@ fn startup(gw: &Gateway, rt: &tokio::runtime::Runtime) -> Duration {
         let ok = if gw.name == "slimgate" {
             readyz(addr)
         } else {
-            rt.block_on(probe(addr, HEALTH, None))
-                .is_ok_and(|(s, _)| s == 0)
+            rt.block_on(probe(addr, HEALTH, None)).is_ok_and(|(s, _)| s == 0)
         };
         if ok {
             ready = Some(started.elapsed());
@@ -553,8 +514,7 @@ fn readyz(addr: SocketAddr) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    if s.write_all(b"GET /readyz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
-        .is_err()
+    if s.write_all(b"GET /readyz HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n").is_err()
     {
         return false;
     }
@@ -618,10 +578,7 @@ fn main() {
     }
     let s = Settings::from_env();
     let paths = Paths::new(&s.crypto);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
 
     println!("slimgate gateway benchmark");
     println!(
@@ -632,22 +589,14 @@ fn main() {
     );
     println!(
         "gateways pinned to core 0, load generator to core 1 (h2load: {}); {} s per run after 1 s warm-up",
-        if support::which("h2load") {
-            "yes"
-        } else {
-            "no, Rust client for all runs"
-        },
+        if support::which("h2load") { "yes" } else { "no, Rust client for all runs" },
         s.secs
     );
     println!();
 
     // Build both (incremental; the clean build is timed at the end).
     let t = build_slimgate(&paths, &paths.target.join("gateway-bench"));
-    println!(
-        "built {} in {:.1} s (incremental)",
-        paths.slimgate.display(),
-        t.as_secs_f64()
-    );
+    println!("built {} in {:.1} s (incremental)", paths.slimgate.display(), t.as_secs_f64());
     let t = build_baseline(&paths, &s.crypto);
     println!(
         "built the baseline (jsonwebtoken backend {}) in {:.1} s (incremental)",
@@ -674,16 +623,10 @@ fn main() {
     // Tokens.
     let pool = tokens::pool(&paths.root, &paths.target.join("gateway-bench"), s.tokens);
     match pool.minted_in {
-        Some(d) => println!(
-            "minted {} distinct RS256 tokens in {:.1} s",
-            pool.len,
-            d.as_secs_f64()
-        ),
-        None => println!(
-            "reused {} distinct RS256 tokens from {}",
-            pool.len,
-            pool.file.display()
-        ),
+        Some(d) => {
+            println!("minted {} distinct RS256 tokens in {:.1} s", pool.len, d.as_secs_f64())
+        }
+        None => println!("reused {} distinct RS256 tokens from {}", pool.len, pool.file.display()),
     }
     let signer = tokens::Signer::load(&paths.root);
     let iat = tokens::now().saturating_sub(5);
@@ -711,18 +654,11 @@ fn main() {
     .start();
     rt.block_on(create_providers(open.addr, None, s.providers));
     let seed = paths.tmp.0.join("seed.bin");
-    std::fs::write(
-        &seed,
-        pb::ListProvidersResponse { providers: stored }.encode_to_vec(),
-    )
-    .expect("seed file");
+    std::fs::write(&seed, pb::ListProvidersResponse { providers: stored }.encode_to_vec())
+        .expect("seed file");
     let mut seeded = base_gw.args.clone();
     seeded.extend(["--seed".to_string(), seed.display().to_string()]);
-    let base = Gateway {
-        args: seeded,
-        ..baseline(&paths, &base_db)
-    }
-    .start();
+    let base = Gateway { args: seeded, ..baseline(&paths, &base_db) }.start();
 
     // Both answer the same thing, and refuse the same thing.
     let mut reply_bytes = [0usize; 2];
@@ -730,10 +666,7 @@ fn main() {
         Ok((0, _)) => {}
         other => panic!("slimgate with OIDC off does not answer ListProviders: {other:?}"),
     }
-    for (i, (name, server)) in [("slimgate", &slim), ("baseline", &base)]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, (name, server)) in [("slimgate", &slim), ("baseline", &base)].into_iter().enumerate() {
         let ok = rt.block_on(probe(server.addr, LIST_PROVIDERS, Some(&user)));
         let denied = rt.block_on(probe(server.addr, LIST_PROVIDERS, None));
         let health = rt.block_on(probe(server.addr, HEALTH, None));
@@ -755,15 +688,10 @@ fn main() {
     );
     let mut results: BTreeMap<(usize, Kind, &str), Figures> = BTreeMap::new();
     for &c in &s.levels {
-        for (kind, token) in [
-            (Kind::Health, None),
-            (Kind::Repeated, Some((user.as_str(), user_file.as_path()))),
-        ] {
-            let path = if kind == Kind::Health {
-                HEALTH
-            } else {
-                LIST_PROVIDERS
-            };
+        for (kind, token) in
+            [(Kind::Health, None), (Kind::Repeated, Some((user.as_str(), user_file.as_path())))]
+        {
+            let path = if kind == Kind::Health { HEALTH } else { LIST_PROVIDERS };
             for (name, server) in [("slimgate", &slim), ("baseline", &base)] {
                 let f = fixed_load(server, path, token, &body, c, s.secs);
                 print_row(c, kind, name, &f);
@@ -813,10 +741,7 @@ fn main() {
     );
     for &c in &s.levels {
         let get = |k: Kind, n: &str| results.get(&(c, k, n)).copied().unwrap_or_default();
-        let (sr, br) = (
-            get(Kind::Repeated, "slimgate"),
-            get(Kind::Repeated, "baseline"),
-        );
+        let (sr, br) = (get(Kind::Repeated, "slimgate"), get(Kind::Repeated, "baseline"));
         let (sf, bf) = (get(Kind::Fresh, "slimgate"), get(Kind::Fresh, "baseline"));
         println!(
             "{c:>5}  {:>15.2}x {:>7.2}x {:>7.2}x {:>9.2}x   {:>16.2}x {:>7.2}x {:>7.2}x {:>9.2}x",
@@ -837,12 +762,7 @@ fn main() {
         "conc", "its own Health (no auth)", "ListProviders with OIDC off"
     );
     for &c in &s.levels {
-        let get = |k: Kind| {
-            results
-                .get(&(c, k, "slimgate"))
-                .copied()
-                .unwrap_or_default()
-        };
+        let get = |k: Kind| results.get(&(c, k, "slimgate")).copied().unwrap_or_default();
         let r = get(Kind::Repeated);
         println!(
             "{c:>5}  {:>21.1} % {:>29.1} %",
@@ -861,10 +781,7 @@ fn main() {
     let starts = starts.map(median);
 
     let kib = |k: u64| format!("{:.1} MiB", k as f64 / 1024.0);
-    println!(
-        "{:<44} {:>14} {:>14} {:>8}",
-        "", "slimgate", "baseline", "s/b"
-    );
+    println!("{:<44} {:>14} {:>14} {:>8}", "", "slimgate", "baseline", "s/b");
     println!(
         "{:<44} {:>14} {:>14} {:>7.2}x",
         "stripped release binary, bytes",
@@ -927,10 +844,7 @@ fn main() {
             verdict(p99 <= 0.5)
         );
     }
-    let (r, h) = (
-        get(Kind::Repeated, "slimgate"),
-        get(Kind::Health, "slimgate"),
-    );
+    let (r, h) = (get(Kind::Repeated, "slimgate"), get(Kind::Health, "slimgate"));
     let rel = ratio(r.rate, h.rate);
 
     println!(
@@ -946,14 +860,8 @@ fn main() {
         o.server_cpu_us
     );
     let size = ratio(slim_size as f64, base_size as f64);
-    println!(
-        "  stripped binary <= 0.5x baseline: {size:.2}x  {}",
-        verdict(size <= 0.5)
-    );
-    println!(
-        "  <= 55 crates in the normal tree: {slim_crates}  {}",
-        verdict(slim_crates <= 55)
-    );
+    println!("  stripped binary <= 0.5x baseline: {size:.2}x  {}", verdict(size <= 0.5));
+    println!("  <= 55 crates in the normal tree: {slim_crates}  {}", verdict(slim_crates <= 55));
     println!();
 
     if s.clean_build {

@@ -32,9 +32,7 @@ const POOL_MAGIC: &str = "# slimgate gateway bench tokens v1 exp=";
 
 /// Unix time, seconds.
 pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Signs tokens with the test key.
@@ -57,24 +55,15 @@ impl Signer {
     /// for [`LIFETIME_SECS`].
     pub fn token(&self, sub: &str, roles: &[&str], jti: &str, iat: u64) -> String {
         let header = format!(r#"{{"alg":"RS256","typ":"JWT","kid":"{KID}"}}"#);
-        let roles = roles
-            .iter()
-            .map(|r| format!("\"{r}\""))
-            .collect::<Vec<_>>()
-            .join(",");
+        let roles = roles.iter().map(|r| format!("\"{r}\"")).collect::<Vec<_>>().join(",");
         let claims = format!(
             r#"{{"iss":"{ISSUER}","aud":"{AUDIENCE}","azp":"{AUDIENCE}","sub":"{sub}","iat":{iat},"exp":{},"jti":"{jti}","realm_access":{{"roles":[{roles}]}}}}"#,
             iat + LIFETIME_SECS
         );
-        let input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(header),
-            URL_SAFE_NO_PAD.encode(claims)
-        );
+        let input =
+            format!("{}.{}", URL_SAFE_NO_PAD.encode(header), URL_SAFE_NO_PAD.encode(claims));
         let mut sig = vec![0u8; self.key.public().modulus_len()];
-        self.key
-            .sign(&RSA_PKCS1_SHA256, &self.rng, input.as_bytes(), &mut sig)
-            .expect("sign");
+        self.key.sign(&RSA_PKCS1_SHA256, &self.rng, input.as_bytes(), &mut sig).expect("sign");
         format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig))
     }
 }
@@ -101,11 +90,7 @@ pub fn pool(root: &Path, dir: &Path, n: usize) -> Pool {
         && exp > now() + REUSE_MARGIN_SECS
         && text.lines().skip(1).filter(|l| !l.is_empty()).count() >= n
     {
-        return Pool {
-            file,
-            len: n,
-            minted_in: None,
-        };
+        return Pool { file, len: n, minted_in: None };
     }
     let started = Instant::now();
     let iat = now().saturating_sub(5);
@@ -124,10 +109,7 @@ pub fn pool(root: &Path, dir: &Path, n: usize) -> Pool {
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("minting thread"))
-            .collect()
+        handles.into_iter().map(|h| h.join().expect("minting thread")).collect()
     });
     std::fs::create_dir_all(dir).expect("token dir");
     let mut out = std::io::BufWriter::new(std::fs::File::create(&file).expect("token file"));
@@ -136,11 +118,7 @@ pub fn pool(root: &Path, dir: &Path, n: usize) -> Pool {
         writeln!(out, "{t}").expect("write tokens");
     }
     out.flush().expect("write tokens");
-    Pool {
-        file,
-        len: n,
-        minted_in: Some(started.elapsed()),
-    }
+    Pool { file, len: n, minted_in: Some(started.elapsed()) }
 }
 
 /// The tokens of a pool file (header line skipped).

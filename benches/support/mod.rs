@@ -38,21 +38,12 @@ impl Server {
         } else {
             Command::new(program)
         };
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start the server");
         let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
         for pipe in [
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child.stdout.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -66,9 +57,8 @@ impl Server {
                 }
             });
         }
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the server says where it listens");
+        let addr =
+            rx.recv_timeout(Duration::from_secs(30)).expect("the server says where it listens");
         Server { child, addr }
     }
 
@@ -177,10 +167,7 @@ pub fn h2load(
     } else {
         Command::new("h2load")
     };
-    cmd.arg("-c")
-        .arg(conns.to_string())
-        .arg("-m")
-        .arg(streams.to_string());
+    cmd.arg("-c").arg(conns.to_string()).arg("-m").arg(streams.to_string());
     cmd.arg("-D").arg(secs.to_string()).arg("--warm-up-time=1");
     cmd.arg("-d").arg(body_file).arg("--log-file").arg(&log);
     for (k, v) in headers {
@@ -229,11 +216,5 @@ pub fn h2load(
     };
     let calls = lat.len().max(1) as f64;
     // The log covers the warm-up too; CPU was measured over the whole run.
-    Load {
-        rate,
-        p50_us: pct(0.50),
-        p99_us: pct(0.99),
-        errors,
-        server_cpu_us: cpu / calls,
-    }
+    Load { rate, p50_us: pct(0.50), p99_us: pct(0.99), errors, server_cpu_us: cpu / calls }
 }

@@ -44,13 +44,10 @@ pub(super) fn register(router: &mut Router, state: &Arc<State>) {
         },
     );
     let s = Arc::clone(state);
-    router.unary(
-        open_shell::UPDATE_CONFIG,
-        move |ctx: Context, req: UpdateConfigRequest| {
-            let s = Arc::clone(&s);
-            async move { update(&s, &ctx, req).await }
-        },
-    );
+    router.unary(open_shell::UPDATE_CONFIG, move |ctx: Context, req: UpdateConfigRequest| {
+        let s = Arc::clone(&s);
+        async move { update(&s, &ctx, req).await }
+    });
 }
 
 fn gateway_config(state: &State) -> Result<GetGatewayConfigResponse, Status> {
@@ -79,10 +76,8 @@ async fn sandbox_config(
         match history::latest(store, &record.id).map_err(store_status)? {
             Some((_, rev)) => (rev.policy, rev.version, rev.policy_hash),
             None => {
-                let spec = sandbox
-                    .spec
-                    .as_ref()
-                    .ok_or_else(|| Status::internal("sandbox has no spec"))?;
+                let spec =
+                    sandbox.spec.as_ref().ok_or_else(|| Status::internal("sandbox has no spec"))?;
                 match &spec.policy {
                     None => (None, 0, String::new()),
                     Some(p) => {
@@ -150,14 +145,10 @@ fn config_revision(
 /// sandbox-scoped full-policy update and nothing else (upstream's texts).
 fn sandbox_secret_allows(req: &UpdateConfigRequest) -> Result<(), Status> {
     if req.global {
-        return Err(Status::permission_denied(
-            "sandbox secret cannot mutate global config",
-        ));
+        return Err(Status::permission_denied("sandbox secret cannot mutate global config"));
     }
     if req.delete_setting {
-        return Err(Status::permission_denied(
-            "sandbox secret cannot delete settings",
-        ));
+        return Err(Status::permission_denied("sandbox secret cannot delete settings"));
     }
     if req.name.trim().is_empty() || req.policy.is_none() || !req.setting_key.trim().is_empty() {
         return Err(Status::permission_denied(
@@ -177,10 +168,7 @@ async fn update(
     }
     let key = req.setting_key.trim().to_string();
     let has_merge = !req.merge_operations.is_empty();
-    let given = [req.policy.is_some(), !key.is_empty(), has_merge]
-        .iter()
-        .filter(|b| **b)
-        .count();
+    let given = [req.policy.is_some(), !key.is_empty(), has_merge].iter().filter(|b| **b).count();
     if given > 1 {
         return Err(Status::invalid_argument(
             "policy, setting_key, and merge_operations are mutually exclusive",
@@ -208,9 +196,7 @@ async fn update(
         return global_setting(state, &key, &req).await;
     }
     if req.name.is_empty() {
-        return Err(Status::invalid_argument(
-            "name is required for sandbox-scoped updates",
-        ));
+        return Err(Status::invalid_argument("name is required for sandbox-scoped updates"));
     }
     let record = state
         .store
@@ -370,24 +356,15 @@ mod tests {
         assert!(sandbox_secret_allows(&sync).is_ok());
         let cases = [
             (
-                UpdateConfigRequest {
-                    global: true,
-                    ..sync.clone()
-                },
+                UpdateConfigRequest { global: true, ..sync.clone() },
                 "sandbox secret cannot mutate global config",
             ),
             (
-                UpdateConfigRequest {
-                    delete_setting: true,
-                    ..sync.clone()
-                },
+                UpdateConfigRequest { delete_setting: true, ..sync.clone() },
                 "sandbox secret cannot delete settings",
             ),
             (
-                UpdateConfigRequest {
-                    name: String::new(),
-                    ..sync.clone()
-                },
+                UpdateConfigRequest { name: String::new(), ..sync.clone() },
                 "sandbox secret may only perform sandbox policy sync",
             ),
             (

@@ -34,16 +34,11 @@ async fn environment(
     ctx: &Context,
     sandbox_id: &str,
 ) -> Result<GetSandboxProviderEnvironmentResponse, Status> {
-    let record = state
-        .store
-        .get_by_id(Kind::Sandbox, sandbox_id)
-        .map_err(store_status)?;
+    let record = state.store.get_by_id(Kind::Sandbox, sandbox_id).map_err(store_status)?;
     let record = record.ok_or_else(|| Status::not_found("sandbox not found"))?;
     let sandbox = Sandbox::decode(record.payload.clone())
         .map_err(|_| Status::internal("stored sandbox is corrupt"))?;
-    let spec = sandbox
-        .spec
-        .ok_or_else(|| Status::internal("sandbox has no spec"))?;
+    let spec = sandbox.spec.ok_or_else(|| Status::internal("sandbox has no spec"))?;
     let mut environment = BTreeMap::new();
     for name in &spec.providers {
         let provider = super::provider::load(state, name)?

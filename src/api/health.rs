@@ -9,13 +9,10 @@ use crate::proto::openshell::v1::{HealthRequest, HealthResponse, ServiceStatus, 
 
 pub(super) fn register(router: &mut Router, state: &Arc<State>) {
     let version = state.version;
-    router.unary(
-        open_shell::HEALTH,
-        move |_ctx: Context, _req: HealthRequest| async move {
-            Ok::<_, Status>(HealthResponse {
-                status: ServiceStatus::Healthy as i32,
-                version: version.to_string(),
-            })
-        },
-    );
+    router.unary(open_shell::HEALTH, move |_ctx: Context, _req: HealthRequest| async move {
+        Ok::<_, Status>(HealthResponse {
+            status: ServiceStatus::Healthy as i32,
+            version: version.to_string(),
+        })
+    });
 }

@@ -53,12 +53,8 @@ pub struct Profile {
     pub base_url_keys: &'static [&'static str],
 }
 
-const OPENAI_PROTOCOLS: &[&str] = &[
-    "openai_chat_completions",
-    "openai_completions",
-    "openai_responses",
-    "model_discovery",
-];
+const OPENAI_PROTOCOLS: &[&str] =
+    &["openai_chat_completions", "openai_completions", "openai_responses", "model_discovery"];
 
 /// The provider types a route may use (upstream's profiles).
 pub const PROFILES: &[Profile] = &[
@@ -131,17 +127,14 @@ fn provider_name(p: &Provider) -> &str {
 /// INVALID_ARGUMENT naming the supported types.
 pub fn profile(p: &Provider) -> Result<&'static Profile, Status> {
     let ty = p.r#type.trim();
-    PROFILES
-        .iter()
-        .find(|pr| pr.provider_type.eq_ignore_ascii_case(ty))
-        .ok_or_else(|| {
-            let supported: Vec<&str> = PROFILES.iter().map(|pr| pr.provider_type).collect();
-            Status::invalid_argument(format!(
-                "provider '{}' has unsupported type '{ty}' for cluster inference (supported: {})",
-                provider_name(p),
-                supported.join(", ")
-            ))
-        })
+    PROFILES.iter().find(|pr| pr.provider_type.eq_ignore_ascii_case(ty)).ok_or_else(|| {
+        let supported: Vec<&str> = PROFILES.iter().map(|pr| pr.provider_type).collect();
+        Status::invalid_argument(format!(
+            "provider '{}' has unsupported type '{ty}' for cluster inference (supported: {})",
+            provider_name(p),
+            supported.join(", ")
+        ))
+    })
 }
 
 /// The stored API key value (maybe a credentials-driver reference): a
@@ -176,11 +169,7 @@ fn load_route(
     state: &State,
     name: &str,
 ) -> Result<Option<(crate::store::Record, InferenceRoute)>, Status> {
-    match state
-        .store
-        .get(Kind::InferenceRoute, name)
-        .map_err(store_status)?
-    {
+    match state.store.get(Kind::InferenceRoute, name).map_err(store_status)? {
         None => Ok(None),
         Some(r) => {
             let route = InferenceRoute::decode(r.payload.clone())
@@ -226,11 +215,8 @@ async fn set(
                         (old.version.wrapping_add(1), Expect::Revision(r.revision))
                     }
                 };
-                let payload = InferenceRoute {
-                    metadata: None,
-                    config: Some(stored.clone()),
-                    version,
-                };
+                let payload =
+                    InferenceRoute { metadata: None, config: Some(stored.clone()), version };
                 let op = Op::Put {
                     kind: Kind::InferenceRoute,
                     record: NewRecord {
@@ -315,9 +301,7 @@ async fn resolve(
         )));
     }
     if config.model_id.trim().is_empty() {
-        return Err(Status::failed_precondition(format!(
-            "route '{route}' is missing model_id"
-        )));
+        return Err(Status::failed_precondition(format!("route '{route}' is missing model_id")));
     }
     let p = provider::load(state, &config.provider_name)?.ok_or_else(|| {
         Status::failed_precondition(format!(
@@ -377,14 +361,8 @@ mod tests {
                 ..Default::default()
             }),
             r#type: ty.into(),
-            credentials: creds
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            config: config
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            credentials: creds.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            config: config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         }
     }
 
@@ -400,11 +378,7 @@ mod tests {
             &[("ANTHROPIC_BASE_URL", " http://proxy/v1 ")],
         );
         let pr = profile(&p).unwrap();
-        assert_eq!(
-            api_key(&p, pr).unwrap(),
-            "c",
-            "first non-blank in key order"
-        );
+        assert_eq!(api_key(&p, pr).unwrap(), "c", "first non-blank in key order");
         assert_eq!(base_url(&p, pr), "http://proxy/v1");
         let p = provider("nvidia", &[("X", "")], &[]);
         assert_eq!(

@@ -35,21 +35,14 @@ pub(super) fn register(router: &mut Router, state: &Arc<State>) {
         },
     );
     let s = Arc::clone(state);
-    router.unary(
-        open_shell::GET_SANDBOX_LOGS,
-        move |_ctx: Context, req: GetSandboxLogsRequest| {
-            let r = get(&s, &req);
-            async move { r }
-        },
-    );
+    router.unary(open_shell::GET_SANDBOX_LOGS, move |_ctx: Context, req: GetSandboxLogsRequest| {
+        let r = get(&s, &req);
+        async move { r }
+    });
 }
 
 fn exists(state: &State, id: &str) -> Result<bool, Status> {
-    Ok(state
-        .store
-        .get_by_id(Kind::Sandbox, id)
-        .map_err(store_status)?
-        .is_some())
+    Ok(state.store.get_by_id(Kind::Sandbox, id).map_err(store_status)?.is_some())
 }
 
 async fn push(
@@ -65,15 +58,11 @@ async fn push(
         if !exists(state, &id)? {
             return Err(Status::not_found("sandbox not found"));
         }
-        let lines = batch
-            .logs
-            .into_iter()
-            .take(MAX_LINES_PER_PUSH)
-            .map(|mut line| {
-                line.source = PUSHED_SOURCE.to_string();
-                line.sandbox_id.clone_from(&id);
-                line
-            });
+        let lines = batch.logs.into_iter().take(MAX_LINES_PER_PUSH).map(|mut line| {
+            line.source = PUSHED_SOURCE.to_string();
+            line.sandbox_id.clone_from(&id);
+            line
+        });
         logs.push(&id, lines);
         // A deletion between the check and the push would leave a buffer
         // for a sandbox that is gone (deletion clears the buffer after
@@ -101,10 +90,6 @@ fn get(state: &State, req: &GetSandboxLogsRequest) -> Result<GetSandboxLogsRespo
     let tail = logs.tail(&req.sandbox_id, lines);
     let filter = LogFilter::new(req.since_ms, &req.sources, &req.min_level);
     let buffer_total = u32::try_from(tail.len()).unwrap_or(u32::MAX);
-    let logs = tail
-        .iter()
-        .filter(|l| filter.matches(l))
-        .map(|l| (**l).clone())
-        .collect();
+    let logs = tail.iter().filter(|l| filter.matches(l)).map(|l| (**l).clone()).collect();
     Ok(GetSandboxLogsResponse { logs, buffer_total })
 }

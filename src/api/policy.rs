@@ -245,27 +245,18 @@ fn next_version(latest: Option<&SandboxPolicyRevision>) -> Outcome<u32> {
     match latest {
         None => Ok(1),
         Some(r) => r.version.checked_add(1).ok_or_else(|| {
-            Status::new(
-                Code::ResourceExhausted,
-                "policy version numbers are exhausted",
-            )
+            Status::new(Code::ResourceExhausted, "policy version numbers are exhausted")
         }),
     }
 }
 
 /// Whether a failed batch lost a race and should be tried again.
 fn lost_race(e: &StoreError) -> bool {
-    matches!(
-        e,
-        StoreError::PreconditionFailed { .. } | StoreError::AlreadyExists { .. }
-    )
+    matches!(e, StoreError::PreconditionFailed { .. } | StoreError::AlreadyExists { .. })
 }
 
 fn busy() -> Status {
-    Status::new(
-        Code::Aborted,
-        "policy is being modified concurrently; retry",
-    )
+    Status::new(Code::Aborted, "policy is being modified concurrently; retry")
 }
 
 fn sandbox_not_found() -> Status {
@@ -274,11 +265,7 @@ fn sandbox_not_found() -> Status {
 
 /// The check that keeps a sandbox's records from outliving it.
 fn sandbox_present(name: &str) -> Op {
-    Op::Check {
-        kind: Kind::Sandbox,
-        name: name.to_string(),
-        expect: Expect::Present,
-    }
+    Op::Check { kind: Kind::Sandbox, name: name.to_string(), expect: Expect::Present }
 }
 
 /// GetSandboxConfig without history: store the sandbox's `spec.policy` as
@@ -292,12 +279,7 @@ pub(super) async fn backfill(
     let rev = new_revision(1, policy, &policy::hash(policy), PolicyStatus::Loaded);
     let (id, name) = (sandbox.id.clone(), sandbox.name.clone());
     let written = state
-        .write_raw(move |s| {
-            s.apply(vec![
-                sandbox_present(&name),
-                put(&id, &rev, Expect::Absent)?,
-            ])
-        })
+        .write_raw(move |s| s.apply(vec![sandbox_present(&name), put(&id, &rev, Expect::Absent)?]))
         .await;
     match written {
         Ok(_) | Err(StoreError::AlreadyExists { .. } | StoreError::NotFound { .. }) => Ok(()),
@@ -320,10 +302,7 @@ pub(super) async fn update_sandbox(
     if settings::global_policy(&global).is_some() {
         return Err(managed_globally());
     }
-    let spec = sandbox
-        .spec
-        .as_ref()
-        .ok_or_else(|| Status::internal("sandbox has no spec"))?;
+    let spec = sandbox.spec.as_ref().ok_or_else(|| Status::internal("sandbox has no spec"))?;
     let new = policy::with_default_process(sent)?;
     match &spec.policy {
         Some(baseline) => {
@@ -379,10 +358,7 @@ pub(super) async fn update_sandbox(
                 ops.push(prune(&id, keep, &[version, running, loaded]));
                 match s.apply(ops) {
                     Ok(_) => return Ok(Ok(version)),
-                    Err(StoreError::NotFound {
-                        kind: Kind::Sandbox,
-                        ..
-                    }) => {
+                    Err(StoreError::NotFound { kind: Kind::Sandbox, .. }) => {
                         return Ok(Err(sandbox_not_found()));
                     }
                     Err(e) if lost_race(&e) => continue,
@@ -398,12 +374,7 @@ pub(super) async fn update_sandbox(
         .num("version", version)
         .str("policy_hash", &hash)
         .emit();
-    Ok(UpdateConfigResponse {
-        version,
-        policy_hash: hash,
-        settings_revision: 0,
-        deleted: false,
-    })
+    Ok(UpdateConfigResponse { version, policy_hash: hash, settings_revision: 0, deleted: false })
 }
 
 /// FAILED_PRECONDITION while a global policy exists (upstream's text).
@@ -441,9 +412,7 @@ pub(super) async fn update_global(
             let owner = record::GLOBAL_POLICY_OWNER;
             for _ in 0..WRITE_ATTEMPTS {
                 let (mut global, at) = settings::read(s, GLOBAL)?;
-                let value = SettingValue {
-                    value: Some(Value::BytesValue(new.clone())),
-                };
+                let value = SettingValue { value: Some(Value::BytesValue(new.clone())) };
                 let changed = settings::upsert(&mut global, POLICY_KEY, value);
                 let latest = latest(s, owner)?;
                 let mut ops = Vec::new();
@@ -485,12 +454,7 @@ pub(super) async fn update_global(
         .num("version", version)
         .str("policy_hash", &hash)
         .emit();
-    Ok(UpdateConfigResponse {
-        version,
-        policy_hash: hash,
-        settings_revision,
-        deleted: false,
-    })
+    Ok(UpdateConfigResponse { version, policy_hash: hash, settings_revision, deleted: false })
 }
 
 /// Deleting the global `policy` setting: the policy goes, and every global
@@ -514,12 +478,7 @@ pub(super) async fn delete_global(state: &State) -> Result<UpdateConfigResponse,
             Ok(Err(busy()))
         })
         .await??;
-    Ok(UpdateConfigResponse {
-        version: 0,
-        policy_hash: String::new(),
-        settings_revision,
-        deleted,
-    })
+    Ok(UpdateConfigResponse { version: 0, policy_hash: String::new(), settings_revision, deleted })
 }
 
 /// The revision history a request names: `__global__`'s, or a sandbox's
@@ -546,12 +505,9 @@ fn get_status(
 ) -> Result<GetSandboxPolicyStatusResponse, Status> {
     let (owner, sandbox) = owner(state, &req.name, req.global)?;
     let s = state.store.as_ref();
-    let found = if req.version == 0 {
-        latest(s, &owner)
-    } else {
-        by_version(s, &owner, req.version)
-    }
-    .map_err(store_status)?;
+    let found =
+        if req.version == 0 { latest(s, &owner) } else { by_version(s, &owner, req.version) }
+            .map_err(store_status)?;
     let (_, revision) = found.ok_or_else(|| {
         Status::not_found(if req.global {
             "no global policy revision found"
@@ -571,11 +527,7 @@ fn list(
     req: &ListSandboxPoliciesRequest,
 ) -> Result<ListSandboxPoliciesResponse, Status> {
     let (owner, _) = owner(state, &req.name, req.global)?;
-    let limit = if req.limit == 0 {
-        DEFAULT_LIST_LIMIT
-    } else {
-        req.limit
-    };
+    let limit = if req.limit == 0 { DEFAULT_LIST_LIMIT } else { req.limit };
     let query = ListQuery {
         order: Order::Name,
         descending: true,

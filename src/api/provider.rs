@@ -39,51 +39,34 @@ pub const REDACTED: &str = "REDACTED";
 
 pub(super) fn register(router: &mut Router, state: &Arc<State>) {
     let s = Arc::clone(state);
-    router.unary(
-        open_shell::CREATE_PROVIDER,
-        move |_ctx: Context, req: CreateProviderRequest| {
-            let s = Arc::clone(&s);
-            async move { create(&s, req).await }
-        },
-    );
+    router.unary(open_shell::CREATE_PROVIDER, move |_ctx: Context, req: CreateProviderRequest| {
+        let s = Arc::clone(&s);
+        async move { create(&s, req).await }
+    });
     let s = Arc::clone(state);
-    router.unary(
-        open_shell::GET_PROVIDER,
-        move |_ctx: Context, req: GetProviderRequest| {
-            let r = get(&s, &req.name);
-            async move { r }
-        },
-    );
+    router.unary(open_shell::GET_PROVIDER, move |_ctx: Context, req: GetProviderRequest| {
+        let r = get(&s, &req.name);
+        async move { r }
+    });
     let s = Arc::clone(state);
-    router.unary(
-        open_shell::LIST_PROVIDERS,
-        move |_ctx: Context, req: ListProvidersRequest| {
-            let r = list(&s, &req);
-            async move { r }
-        },
-    );
+    router.unary(open_shell::LIST_PROVIDERS, move |_ctx: Context, req: ListProvidersRequest| {
+        let r = list(&s, &req);
+        async move { r }
+    });
     let s = Arc::clone(state);
-    router.unary(
-        open_shell::UPDATE_PROVIDER,
-        move |_ctx: Context, req: UpdateProviderRequest| {
-            let s = Arc::clone(&s);
-            async move { update(&s, req).await }
-        },
-    );
+    router.unary(open_shell::UPDATE_PROVIDER, move |_ctx: Context, req: UpdateProviderRequest| {
+        let s = Arc::clone(&s);
+        async move { update(&s, req).await }
+    });
     let s = Arc::clone(state);
-    router.unary(
-        open_shell::DELETE_PROVIDER,
-        move |_ctx: Context, req: DeleteProviderRequest| {
-            let s = Arc::clone(&s);
-            async move { delete(&s, req.name).await }
-        },
-    );
+    router.unary(open_shell::DELETE_PROVIDER, move |_ctx: Context, req: DeleteProviderRequest| {
+        let s = Arc::clone(&s);
+        async move { delete(&s, req.name).await }
+    });
 }
 
 async fn create(state: &State, req: CreateProviderRequest) -> Result<ProviderResponse, Status> {
-    let mut p = req
-        .provider
-        .ok_or_else(|| Status::invalid_argument("provider is required"))?;
+    let mut p = req.provider.ok_or_else(|| Status::invalid_argument("provider is required"))?;
     let mut meta = p.metadata.take().unwrap_or_default();
     if meta.name.is_empty() {
         meta.name = super::random_lowercase(GENERATED_NAME_LEN)?;
@@ -95,30 +78,18 @@ async fn create(state: &State, req: CreateProviderRequest) -> Result<ProviderRes
         return Err(Status::invalid_argument("provider.type is required"));
     }
     if p.credentials.is_empty() {
-        return Err(Status::invalid_argument(
-            "provider.credentials must not be empty",
-        ));
+        return Err(Status::invalid_argument("provider.credentials must not be empty"));
     }
     validate(&p)?;
-    let record = NewRecord {
-        id,
-        name,
-        labels,
-        payload: Bytes::from(p.encode_to_vec()),
-    };
-    let written = state
-        .write(move |s| s.create(Kind::Provider, record))
-        .await
-        .map_err(|e| {
-            if e.code() == crate::grpc::Code::AlreadyExists {
-                Status::already_exists("provider already exists")
-            } else {
-                e
-            }
-        })?;
-    Ok(ProviderResponse {
-        provider: Some(redact(from_record(&written)?)),
-    })
+    let record = NewRecord { id, name, labels, payload: Bytes::from(p.encode_to_vec()) };
+    let written = state.write(move |s| s.create(Kind::Provider, record)).await.map_err(|e| {
+        if e.code() == crate::grpc::Code::AlreadyExists {
+            Status::already_exists("provider already exists")
+        } else {
+            e
+        }
+    })?;
+    Ok(ProviderResponse { provider: Some(redact(from_record(&written)?)) })
 }
 
 fn get(state: &State, name: &str) -> Result<ProviderResponse, Status> {
@@ -126,9 +97,7 @@ fn get(state: &State, name: &str) -> Result<ProviderResponse, Status> {
         return Err(Status::invalid_argument("name is required"));
     }
     let provider = load(state, name)?.ok_or_else(|| Status::not_found("provider not found"))?;
-    Ok(ProviderResponse {
-        provider: Some(redact(provider)),
-    })
+    Ok(ProviderResponse { provider: Some(redact(provider)) })
 }
 
 fn list(state: &State, req: &ListProvidersRequest) -> Result<ListProvidersResponse, Status> {
@@ -137,34 +106,19 @@ fn list(state: &State, req: &ListProvidersRequest) -> Result<ListProvidersRespon
         limit: page_limit(req.limit),
         ..ListQuery::default()
     };
-    let records = state
-        .store
-        .list(Kind::Provider, &query)
-        .map_err(store_status)?;
-    let providers = records
-        .iter()
-        .map(|r| from_record(r).map(redact))
-        .collect::<Result<_, _>>()?;
+    let records = state.store.list(Kind::Provider, &query).map_err(store_status)?;
+    let providers = records.iter().map(|r| from_record(r).map(redact)).collect::<Result<_, _>>()?;
     Ok(ListProvidersResponse { providers })
 }
 
 async fn update(state: &State, req: UpdateProviderRequest) -> Result<ProviderResponse, Status> {
-    let incoming = req
-        .provider
-        .ok_or_else(|| Status::invalid_argument("provider is required"))?;
-    let name = incoming
-        .metadata
-        .as_ref()
-        .map(|m| m.name.clone())
-        .unwrap_or_default();
+    let incoming = req.provider.ok_or_else(|| Status::invalid_argument("provider is required"))?;
+    let name = incoming.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
     if name.is_empty() {
         return Err(Status::invalid_argument("provider.name is required"));
     }
     for _ in 0..UPDATE_ATTEMPTS {
-        let record = state
-            .store
-            .get(Kind::Provider, &name)
-            .map_err(store_status)?;
+        let record = state.store.get(Kind::Provider, &name).map_err(store_status)?;
         let record = record.ok_or_else(|| Status::not_found("provider not found"))?;
         let mut candidate = from_record(&record)?;
         let new_type = incoming.r#type.trim();
@@ -188,9 +142,7 @@ async fn update(state: &State, req: UpdateProviderRequest) -> Result<ProviderRes
         };
         match state.write_raw(move |s| s.apply(vec![op])).await {
             Ok(_) => {
-                return Ok(ProviderResponse {
-                    provider: Some(redact(candidate)),
-                });
+                return Ok(ProviderResponse { provider: Some(redact(candidate)) });
             }
             Err(StoreError::PreconditionFailed { .. }) => continue,
             Err(StoreError::NotFound { .. }) => {
@@ -199,19 +151,14 @@ async fn update(state: &State, req: UpdateProviderRequest) -> Result<ProviderRes
             Err(e) => return Err(store_status(e)),
         }
     }
-    Err(Status::new(
-        crate::grpc::Code::Aborted,
-        "provider is being modified concurrently; retry",
-    ))
+    Err(Status::new(crate::grpc::Code::Aborted, "provider is being modified concurrently; retry"))
 }
 
 async fn delete(state: &State, name: String) -> Result<DeleteProviderResponse, Status> {
     if name.is_empty() {
         return Err(Status::invalid_argument("name is required"));
     }
-    let deleted = state
-        .write(move |s| s.delete(Kind::Provider, &name))
-        .await?;
+    let deleted = state.write(move |s| s.delete(Kind::Provider, &name)).await?;
     Ok(DeleteProviderResponse { deleted })
 }
 
@@ -273,11 +220,7 @@ pub fn from_record(r: &Record) -> Result<Provider, Status> {
 /// The provider with real credential values (for the sandbox environment
 /// and inference routes; never for a reply to a user).
 pub fn load(state: &State, name: &str) -> Result<Option<Provider>, Status> {
-    match state
-        .store
-        .get(Kind::Provider, name)
-        .map_err(store_status)?
-    {
+    match state.store.get(Kind::Provider, name).map_err(store_status)? {
         Some(r) => from_record(&r).map(Some),
         None => Ok(None),
     }

@@ -28,53 +28,37 @@ use crate::store::{Kind, ListQuery, Order};
 
 pub(super) fn register(router: &mut Router, state: &Arc<State>) {
     let s = Arc::clone(state);
-    router.unary(
-        open_shell::CREATE_SANDBOX,
-        move |ctx: Context, req: CreateSandboxRequest| {
-            let s = Arc::clone(&s);
-            async move {
-                let sandbox = compute(&s)?
-                    .create(req, ctx.deadline, Arc::clone(&ctx.request_id))
-                    .await?;
-                Ok::<_, Status>(SandboxResponse {
-                    sandbox: Some(sandbox),
-                })
+    router.unary(open_shell::CREATE_SANDBOX, move |ctx: Context, req: CreateSandboxRequest| {
+        let s = Arc::clone(&s);
+        async move {
+            let sandbox =
+                compute(&s)?.create(req, ctx.deadline, Arc::clone(&ctx.request_id)).await?;
+            Ok::<_, Status>(SandboxResponse { sandbox: Some(sandbox) })
+        }
+    });
+    let s = Arc::clone(state);
+    router.unary(open_shell::GET_SANDBOX, move |_ctx: Context, req: GetSandboxRequest| {
+        let s = Arc::clone(&s);
+        async move { get(&s, &req.name) }
+    });
+    let s = Arc::clone(state);
+    router.unary(open_shell::LIST_SANDBOXES, move |_ctx: Context, req: ListSandboxesRequest| {
+        let s = Arc::clone(&s);
+        async move { list(&s, &req) }
+    });
+    let s = Arc::clone(state);
+    router.unary(open_shell::DELETE_SANDBOX, move |ctx: Context, req: DeleteSandboxRequest| {
+        let s = Arc::clone(&s);
+        async move {
+            let compute = compute(&s)?;
+            if req.name.is_empty() {
+                return Err(Status::invalid_argument("name is required"));
             }
-        },
-    );
-    let s = Arc::clone(state);
-    router.unary(
-        open_shell::GET_SANDBOX,
-        move |_ctx: Context, req: GetSandboxRequest| {
-            let s = Arc::clone(&s);
-            async move { get(&s, &req.name) }
-        },
-    );
-    let s = Arc::clone(state);
-    router.unary(
-        open_shell::LIST_SANDBOXES,
-        move |_ctx: Context, req: ListSandboxesRequest| {
-            let s = Arc::clone(&s);
-            async move { list(&s, &req) }
-        },
-    );
-    let s = Arc::clone(state);
-    router.unary(
-        open_shell::DELETE_SANDBOX,
-        move |ctx: Context, req: DeleteSandboxRequest| {
-            let s = Arc::clone(&s);
-            async move {
-                let compute = compute(&s)?;
-                if req.name.is_empty() {
-                    return Err(Status::invalid_argument("name is required"));
-                }
-                let deleted = compute
-                    .delete(&req.name, ctx.deadline, Arc::clone(&ctx.request_id))
-                    .await?;
-                Ok(DeleteSandboxResponse { deleted })
-            }
-        },
-    );
+            let deleted =
+                compute.delete(&req.name, ctx.deadline, Arc::clone(&ctx.request_id)).await?;
+            Ok(DeleteSandboxResponse { deleted })
+        }
+    });
     let s = Arc::clone(state);
     router.server_streaming(
         open_shell::WATCH_SANDBOX,
@@ -105,9 +89,7 @@ fn get(state: &State, name: &str) -> Result<SandboxResponse, Status> {
         .map_err(store_status)?
         .ok_or_else(|| Status::not_found("sandbox not found"))?;
     let sandbox = record::decode(&record).map_err(store_status)?;
-    Ok(SandboxResponse {
-        sandbox: Some(sandbox),
-    })
+    Ok(SandboxResponse { sandbox: Some(sandbox) })
 }
 
 /// Creation order (then name), paged; the selector filters by exact label
@@ -133,9 +115,7 @@ fn list(state: &State, req: &ListSandboxesRequest) -> Result<ListSandboxesRespon
 }
 
 fn event(payload: Payload) -> SandboxStreamEvent {
-    SandboxStreamEvent {
-        payload: Some(payload),
-    }
+    SandboxStreamEvent { payload: Some(payload) }
 }
 
 /// READY or ERROR: where `stop_on_terminal` ends the stream. Upstream
@@ -173,8 +153,7 @@ async fn watch(
     };
     // The snapshot is sent whatever the follow flags say (as upstream), so
     // every stream opens with the sandbox as it is.
-    sink.send(&event(Payload::Sandbox(snapshot.clone())))
-        .await?;
+    sink.send(&event(Payload::Sandbox(snapshot.clone()))).await?;
     if req.stop_on_terminal && terminal(snapshot.phase) {
         return Ok(());
     }
@@ -199,8 +178,7 @@ async fn watch(
                 let message = format!(
                     "watch stream lagged: {missed} log lines were dropped because this client read too slowly"
                 );
-                sink.send(&event(Payload::Warning(SandboxStreamWarning { message })))
-                    .await?;
+                sink.send(&event(Payload::Warning(SandboxStreamWarning { message }))).await?;
                 continue;
             }
             Next::Log(LogReceived::Closed) => {
@@ -212,8 +190,7 @@ async fn watch(
         match received {
             Received::Event(SandboxEvent::Changed(sandbox)) => {
                 if req.follow_status {
-                    sink.send(&event(Payload::Sandbox((*sandbox).clone())))
-                        .await?;
+                    sink.send(&event(Payload::Sandbox((*sandbox).clone()))).await?;
                 }
                 if req.stop_on_terminal && terminal(sandbox.phase) {
                     return Ok(());
@@ -231,8 +208,7 @@ async fn watch(
                 let message = format!(
                     "watch stream lagged: {missed} events were dropped because this client read too slowly"
                 );
-                sink.send(&event(Payload::Warning(SandboxStreamWarning { message })))
-                    .await?;
+                sink.send(&event(Payload::Warning(SandboxStreamWarning { message }))).await?;
                 let Some(now) = read(state, &req.id)? else {
                     return Ok(());
                 };

@@ -68,23 +68,12 @@ impl MetricsEndpoint {
     pub fn render(&self) -> String {
         let s = &self.sources;
         let mut out = Exposition::new();
-        out.family(
-            "slimgate_build_info",
-            Type::Gauge,
-            "always 1; the labels describe the build",
-        );
+        out.family("slimgate_build_info", Type::Gauge, "always 1; the labels describe the build");
         out.sample(
             "slimgate_build_info",
             &[
                 ("version", env!("CARGO_PKG_VERSION")),
-                (
-                    "tls",
-                    if cfg!(feature = "tls") {
-                        "true"
-                    } else {
-                        "false"
-                    },
-                ),
+                ("tls", if cfg!(feature = "tls") { "true" } else { "false" }),
             ],
             1,
         );
@@ -133,11 +122,7 @@ impl MetricsEndpoint {
             Type::Counter,
             "log lines dropped because stderr was not read fast enough (the log queue was full)",
         );
-        out.sample(
-            "slimgate_log_lines_dropped_total",
-            &[],
-            crate::log::dropped_lines(),
-        );
+        out.sample("slimgate_log_lines_dropped_total", &[], crate::log::dropped_lines());
         out.finish()
     }
 }
@@ -145,11 +130,7 @@ impl MetricsEndpoint {
 fn write_keys(out: &mut Exposition, keys: &KeySource) {
     let m = keys.metrics();
     let counters: [(&str, &str, u64); 5] = [
-        (
-            "slimgate_jwks_loads_total",
-            "key set loads started (fetches or file reads)",
-            m.fetches,
-        ),
+        ("slimgate_jwks_loads_total", "key set loads started (fetches or file reads)", m.fetches),
         (
             "slimgate_jwks_load_failures_total",
             "key set loads that failed (the set in force was kept)",
@@ -201,11 +182,7 @@ fn write_pools(out: &mut Exposition, pools: &[Pool]) {
         "live HTTP/2 connections to the driver sidecar",
     );
     for p in pools {
-        out.sample(
-            "slimgate_driver_connections",
-            &[("driver", driver(p))],
-            p.live(),
-        );
+        out.sample("slimgate_driver_connections", &[("driver", driver(p))], p.live());
     }
     out.family(
         "slimgate_driver_calls_total",
@@ -236,11 +213,7 @@ fn write_pools(out: &mut Exposition, pools: &[Pool]) {
 }
 
 fn write_store(out: &mut Exposition, store: &dyn Store) {
-    out.family(
-        "slimgate_store_records",
-        Type::Gauge,
-        "records in the embedded store, by kind",
-    );
+    out.family("slimgate_store_records", Type::Gauge, "records in the embedded store, by kind");
     for kind in Kind::ALL {
         // A failed read leaves the series out rather than reporting 0.
         if let Ok(n) = store.count(kind) {

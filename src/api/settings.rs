@@ -50,10 +50,8 @@ impl ValueKind {
 /// `providers_v2_enabled` is accepted and stored; slimgate does not compose
 /// provider-profile network rules into policies (README "Config and
 /// policies").
-pub const REGISTERED: &[(&str, ValueKind)] = &[
-    ("providers_v2_enabled", ValueKind::Bool),
-    ("ocsf_json_enabled", ValueKind::Bool),
-];
+pub const REGISTERED: &[(&str, ValueKind)] =
+    &[("providers_v2_enabled", ValueKind::Bool), ("ocsf_json_enabled", ValueKind::Bool)];
 
 /// A scope's settings as stored.
 #[derive(Clone, PartialEq, Message)]
@@ -69,17 +67,13 @@ pub struct Stored {
 /// The kind of registered key `key`, or upstream's INVALID_ARGUMENT
 /// "unknown setting key '<k>'. Allowed keys: …".
 pub fn kind_of(key: &str) -> Result<ValueKind, Status> {
-    REGISTERED
-        .iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, kind)| *kind)
-        .ok_or_else(|| {
-            let allowed: Vec<&str> = REGISTERED.iter().map(|(k, _)| *k).collect();
-            Status::invalid_argument(format!(
-                "unknown setting key '{key}'. Allowed keys: {}",
-                allowed.join(", ")
-            ))
-        })
+    REGISTERED.iter().find(|(k, _)| *k == key).map(|(_, kind)| *kind).ok_or_else(|| {
+        let allowed: Vec<&str> = REGISTERED.iter().map(|(k, _)| *k).collect();
+        Status::invalid_argument(format!(
+            "unknown setting key '{key}'. Allowed keys: {}",
+            allowed.join(", ")
+        ))
+    })
 }
 
 /// The value to store for `key`, checked against the key's type (messages
@@ -165,10 +159,8 @@ fn listed(key: &str) -> bool {
 /// GetGatewayConfig's map: every registered key (unset: no value), then the
 /// global values.
 pub fn gateway_view(global: &Stored) -> BTreeMap<String, SettingValue> {
-    let mut out: BTreeMap<String, SettingValue> = REGISTERED
-        .iter()
-        .map(|(k, _)| ((*k).to_string(), SettingValue { value: None }))
-        .collect();
+    let mut out: BTreeMap<String, SettingValue> =
+        REGISTERED.iter().map(|(k, _)| ((*k).to_string(), SettingValue { value: None })).collect();
     for (k, v) in &global.values {
         if listed(k) {
             out.insert(k.clone(), v.clone());
@@ -183,23 +175,14 @@ pub fn effective(global: &Stored, sandbox: &Stored) -> BTreeMap<String, Effectiv
     let mut out: BTreeMap<String, EffectiveSetting> = REGISTERED
         .iter()
         .map(|(k, _)| {
-            let unset = EffectiveSetting {
-                value: None,
-                scope: SettingScope::Unspecified as i32,
-            };
+            let unset = EffectiveSetting { value: None, scope: SettingScope::Unspecified as i32 };
             ((*k).to_string(), unset)
         })
         .collect();
-    for (scope, stored) in [
-        (SettingScope::Sandbox, sandbox),
-        (SettingScope::Global, global),
-    ] {
+    for (scope, stored) in [(SettingScope::Sandbox, sandbox), (SettingScope::Global, global)] {
         for (k, v) in &stored.values {
             if listed(k) {
-                let setting = EffectiveSetting {
-                    value: Some(v.clone()),
-                    scope: scope as i32,
-                };
+                let setting = EffectiveSetting { value: Some(v.clone()), scope: scope as i32 };
                 out.insert(k.clone(), setting);
             }
         }
@@ -212,36 +195,24 @@ mod tests {
     use super::*;
 
     fn bool_value(b: bool) -> SettingValue {
-        SettingValue {
-            value: Some(Value::BoolValue(b)),
-        }
+        SettingValue { value: Some(Value::BoolValue(b)) }
     }
 
     #[test]
     fn type_checks_use_upstream_messages() {
         assert!(checked_value("ocsf_json_enabled", Some(&bool_value(true))).is_ok());
-        let s = SettingValue {
-            value: Some(Value::StringValue("yes".into())),
-        };
+        let s = SettingValue { value: Some(Value::StringValue("yes".into())) };
         assert_eq!(
-            checked_value("ocsf_json_enabled", Some(&s))
-                .unwrap_err()
-                .message(),
+            checked_value("ocsf_json_enabled", Some(&s)).unwrap_err().message(),
             "setting 'ocsf_json_enabled' expects bool value"
         );
-        let b = SettingValue {
-            value: Some(Value::BytesValue(Bytes::from_static(b"1"))),
-        };
+        let b = SettingValue { value: Some(Value::BytesValue(Bytes::from_static(b"1"))) };
         assert_eq!(
-            checked_value("providers_v2_enabled", Some(&b))
-                .unwrap_err()
-                .message(),
+            checked_value("providers_v2_enabled", Some(&b)).unwrap_err().message(),
             "setting 'providers_v2_enabled' expects bool value; bytes are not supported for this key"
         );
         assert_eq!(
-            checked_value("nope", Some(&bool_value(true)))
-                .unwrap_err()
-                .message(),
+            checked_value("nope", Some(&bool_value(true))).unwrap_err().message(),
             "unknown setting key 'nope'. Allowed keys: providers_v2_enabled, ocsf_json_enabled"
         );
         assert_eq!(
@@ -251,9 +222,7 @@ mod tests {
             "setting_value.value is required"
         );
         assert_eq!(
-            checked_value("ocsf_json_enabled", None)
-                .unwrap_err()
-                .message(),
+            checked_value("ocsf_json_enabled", None).unwrap_err().message(),
             "setting_value is required"
         );
     }
@@ -265,9 +234,8 @@ mod tests {
         assert!(upsert(&mut sandbox, "ocsf_json_enabled", bool_value(true)));
         assert!(!upsert(&mut sandbox, "ocsf_json_enabled", bool_value(true)));
         assert_eq!(sandbox.revision, 1);
-        let policy = SettingValue {
-            value: Some(Value::BytesValue(Bytes::from_static(b"\x08\x01"))),
-        };
+        let policy =
+            SettingValue { value: Some(Value::BytesValue(Bytes::from_static(b"\x08\x01"))) };
         upsert(&mut global, POLICY_KEY, policy);
         upsert(&mut global, "providers_v2_enabled", bool_value(false));
         let view = gateway_view(&global);
@@ -276,14 +244,8 @@ mod tests {
         let eff = effective(&global, &sandbox);
         assert_eq!(eff.len(), 2);
         assert_eq!(eff["ocsf_json_enabled"].scope, SettingScope::Sandbox as i32);
-        assert_eq!(
-            eff["providers_v2_enabled"].scope,
-            SettingScope::Global as i32
-        );
-        assert_eq!(
-            global_policy(&global).unwrap(),
-            Bytes::from_static(b"\x08\x01")
-        );
+        assert_eq!(eff["providers_v2_enabled"].scope, SettingScope::Global as i32);
+        assert_eq!(global_policy(&global).unwrap(), Bytes::from_static(b"\x08\x01"));
         assert!(remove(&mut global, POLICY_KEY));
         assert!(!remove(&mut global, POLICY_KEY));
         assert_eq!(global.revision, 3);

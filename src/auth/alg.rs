@@ -60,9 +60,7 @@ mod tests {
     fn names_are_exact() {
         assert_eq!(Algorithm::from_name("RS256"), Some(Algorithm::RS256));
         assert_eq!(Algorithm::from_name("ES256"), Some(Algorithm::ES256));
-        for bad in [
-            "rs256", "Rs256", "RS256 ", " RS256", "RS256\0", "none", "HS256", "PS256",
-        ] {
+        for bad in ["rs256", "Rs256", "RS256 ", " RS256", "RS256\0", "none", "HS256", "PS256"] {
             assert_eq!(Algorithm::from_name(bad), None, "{bad:?}");
         }
     }

@@ -199,10 +199,10 @@ impl TokenCache {
 
     pub(crate) fn get(&self, digest: &TokenDigest) -> Option<Hit> {
         let shard = lock(self.shard(digest)?);
-        shard.map.get(digest).map(|e| Hit {
-            identity: Arc::clone(&e.identity),
-            key_fingerprint: e.key_fingerprint,
-        })
+        shard
+            .map
+            .get(digest)
+            .map(|e| Hit { identity: Arc::clone(&e.identity), key_fingerprint: e.key_fingerprint })
     }
 
     pub(crate) fn remove(&self, digest: &TokenDigest) {
@@ -238,11 +238,7 @@ impl TokenCache {
         }
         shard.insert(
             digest,
-            Entry {
-                identity,
-                key_fingerprint,
-                key_kid: key_kid.map(str::to_owned),
-            },
+            Entry { identity, key_fingerprint, key_kid: key_kid.map(str::to_owned) },
         );
     }
 
@@ -394,13 +390,7 @@ mod tests {
         for i in 0..2_000u64 {
             let d = TokenDigest::of(&format!("t{}", i % 300));
             let kid = if i % 3 == 0 { "a" } else { "b" };
-            c.insert(
-                d,
-                identity(1000 + (i * 7919) % 500),
-                i % 2,
-                Some(kid),
-                i % 700,
-            );
+            c.insert(d, identity(1000 + (i * 7919) % 500), i % 2, Some(kid), i % 700);
             if i % 11 == 0 {
                 c.remove(&TokenDigest::of(&format!("t{}", i % 97)));
             }
@@ -430,13 +420,7 @@ mod tests {
         let c = TokenCache::new(100);
         for i in 0..10u64 {
             let kid = if i % 2 == 0 { "even" } else { "odd" };
-            c.insert(
-                TokenDigest::of(&i.to_string()),
-                identity(100 + i),
-                i,
-                Some(kid),
-                0,
-            );
+            c.insert(TokenDigest::of(&i.to_string()), identity(100 + i), i, Some(kid), 0);
         }
         assert_eq!(c.purge_kid("even"), 5);
         assert_eq!(c.len(), 5);

@@ -30,10 +30,7 @@ pub const MAX_NUMERIC_DATE_SECS: u64 = 1 << 53;
 const DROPPED_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 
 /// Limits for payload JSON.
-const PAYLOAD_LIMITS: Limits = Limits {
-    depth: json::MAX_JSON_DEPTH,
-    members: MAX_CLAIMS,
-};
+const PAYLOAD_LIMITS: Limits = Limits { depth: json::MAX_JSON_DEPTH, members: MAX_CLAIMS };
 
 /// Who a verified token says the caller is. Carries claim values: it goes
 /// to handlers and the audit log, never into an error message.
@@ -117,9 +114,7 @@ pub fn evaluate(
     };
     check_times(expires_at, not_before, issued_at, config, now)?;
     let azp_matches = !config.strict_audience
-        && azp
-            .as_deref()
-            .is_some_and(|azp| config.audiences.iter().any(|a| a == azp));
+        && azp.as_deref().is_some_and(|azp| config.audiences.iter().any(|a| a == azp));
     match aud_matches {
         Some(true) => {}
         Some(false) if azp_matches => {}
@@ -276,11 +271,7 @@ fn scopes(claims: &Map<String, Value>, name: Option<&str>) -> Result<Vec<String>
     let keep = |s: &str| !s.is_empty() && !DROPPED_SCOPES.contains(&s);
     match claims.get(name) {
         None => Ok(Vec::new()),
-        Some(Value::String(s)) => Ok(s
-            .split(' ')
-            .filter(|s| keep(s))
-            .map(str::to_owned)
-            .collect()),
+        Some(Value::String(s)) => Ok(s.split(' ').filter(|s| keep(s)).map(str::to_owned).collect()),
         Some(value) => {
             let all = string_array(value).ok_or(AuthError::InvalidClaim("scopes"))?;
             Ok(all.into_iter().filter(|s| keep(s)).collect())
@@ -293,8 +284,5 @@ fn string_array(value: &Value) -> Option<Vec<String>> {
     let Value::Array(items) = value else {
         return None;
     };
-    items
-        .iter()
-        .map(|v| v.as_str().map(str::to_owned))
-        .collect()
+    items.iter().map(|v| v.as_str().map(str::to_owned)).collect()
 }

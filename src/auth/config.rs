@@ -73,10 +73,7 @@ impl VerifierConfig {
             roles_claim: DEFAULT_ROLES_CLAIM.to_owned(),
             scopes_claim: None,
             max_lifetime_secs: DEFAULT_MAX_LIFETIME_SECS,
-            typ_allowlist: DEFAULT_TYP_ALLOWLIST
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect(),
+            typ_allowlist: DEFAULT_TYP_ALLOWLIST.iter().map(|s| (*s).to_owned()).collect(),
             ignore_key_url_headers: false,
             cache_entries: DEFAULT_TOKEN_CACHE_ENTRIES,
         }

@@ -112,21 +112,14 @@ pub fn check_same_origin(
     }
     Err(DiscoveryError::JwksUriOtherOrigin {
         issuer: discovery.origin(),
-        jwks_uri: jwks_uri
-            .to_string()
-            .chars()
-            .take(MAX_QUOTED_CHARS)
-            .collect(),
+        jwks_uri: jwks_uri.to_string().chars().take(MAX_QUOTED_CHARS).collect(),
     })
 }
 
 /// The `jwks_uri` of a discovery document published by `issuer`. (Its
 /// origin is checked by the caller, [`check_same_origin`].)
 pub fn jwks_uri(document: &[u8], issuer: &str) -> Result<HttpUrl, DiscoveryError> {
-    let limits = Limits {
-        depth: json::MAX_JSON_DEPTH,
-        members: MAX_DISCOVERY_MEMBERS,
-    };
+    let limits = Limits { depth: json::MAX_JSON_DEPTH, members: MAX_DISCOVERY_MEMBERS };
     let doc = json::parse_object(document, limits).map_err(DiscoveryError::Malformed)?;
     let Some(Value::String(found)) = doc.get("issuer") else {
         return Err(DiscoveryError::MissingIssuer);
@@ -141,9 +134,7 @@ pub fn jwks_uri(document: &[u8], issuer: &str) -> Result<HttpUrl, DiscoveryError
         return Err(DiscoveryError::MissingJwksUri);
     };
     let uri = HttpUrl::parse(uri).map_err(DiscoveryError::BadJwksUri)?;
-    let https_issuer = issuer
-        .get(..8)
-        .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+    let https_issuer = issuer.get(..8).is_some_and(|s| s.eq_ignore_ascii_case("https://"));
     if https_issuer && !uri.is_https() {
         return Err(DiscoveryError::JwksUriDowngrade);
     }
@@ -172,15 +163,9 @@ mod tests {
             discovery_url("http://idp:8080").unwrap().to_string(),
             "http://idp:8080/.well-known/openid-configuration"
         );
-        assert_eq!(
-            discovery_url("http://idp/?realm=x"),
-            Err(DiscoveryError::IssuerHasQuery)
-        );
+        assert_eq!(discovery_url("http://idp/?realm=x"), Err(DiscoveryError::IssuerHasQuery));
         #[cfg(not(feature = "tls"))]
-        assert_eq!(
-            discovery_url("https://idp/"),
-            Err(DiscoveryError::IssuerUrl(UrlError::Https))
-        );
+        assert_eq!(discovery_url("https://idp/"), Err(DiscoveryError::IssuerUrl(UrlError::Https)));
         #[cfg(feature = "tls")]
         assert_eq!(
             discovery_url("https://idp/").map(|u| u.to_string()),
@@ -207,23 +192,14 @@ mod tests {
     fn refusals() {
         let ok_uri = "http://idp/certs";
         let cases: Vec<(Vec<u8>, DiscoveryError)> = vec![
-            (
-                b"[]".to_vec(),
-                DiscoveryError::Malformed(Malformed::NotAnObject),
-            ),
-            (
-                b"<html>".to_vec(),
-                DiscoveryError::Malformed(Malformed::Json),
-            ),
+            (b"[]".to_vec(), DiscoveryError::Malformed(Malformed::NotAnObject)),
+            (b"<html>".to_vec(), DiscoveryError::Malformed(Malformed::Json)),
             (
                 format!(r#"{{"issuer":"{ISSUER}","issuer":"{ISSUER}","jwks_uri":"{ok_uri}"}}"#)
                     .into_bytes(),
                 DiscoveryError::Malformed(Malformed::DuplicateMember),
             ),
-            (
-                doc(serde_json::json!({"jwks_uri": ok_uri})),
-                DiscoveryError::MissingIssuer,
-            ),
+            (doc(serde_json::json!({"jwks_uri": ok_uri})), DiscoveryError::MissingIssuer),
             (
                 doc(serde_json::json!({"issuer": 1, "jwks_uri": ok_uri})),
                 DiscoveryError::MissingIssuer,
@@ -242,10 +218,7 @@ mod tests {
                     found: ISSUER.to_uppercase(),
                 },
             ),
-            (
-                doc(serde_json::json!({"issuer": ISSUER})),
-                DiscoveryError::MissingJwksUri,
-            ),
+            (doc(serde_json::json!({"issuer": ISSUER})), DiscoveryError::MissingJwksUri),
             (
                 doc(serde_json::json!({"issuer": ISSUER, "jwks_uri": ["x"]})),
                 DiscoveryError::MissingJwksUri,
@@ -265,12 +238,7 @@ mod tests {
             ),
         ];
         for (d, want) in cases {
-            assert_eq!(
-                jwks_uri(&d, ISSUER),
-                Err(want),
-                "{}",
-                String::from_utf8_lossy(&d)
-            );
+            assert_eq!(jwks_uri(&d, ISSUER), Err(want), "{}", String::from_utf8_lossy(&d));
         }
     }
 

@@ -129,10 +129,7 @@ impl fmt::Display for FetchError {
             FetchError::Timeout(ms) => write!(f, "no complete response within {ms} ms"),
             FetchError::Http(e) => write!(f, "bad HTTP/1.1 response: {e}"),
             FetchError::Redirect { status, location } => {
-                write!(
-                    f,
-                    "redirect (status {status}) refused: redirects are not followed"
-                )?;
+                write!(f, "redirect (status {status}) refused: redirects are not followed")?;
                 if let Some(l) = location {
                     write!(f, " (location {l:?})")?;
                 }
@@ -176,13 +173,11 @@ async fn exchange_tls(
     url: &HttpUrl,
     limits: &FetchLimits,
 ) -> Result<Bytes, FetchError> {
-    let tls = tokio::time::timeout(
-        limits.connect_timeout,
-        crate::net::tls::connect(stream, url.host()),
-    )
-    .await
-    .map_err(|_| FetchError::ConnectTimeout(limits.connect_timeout.as_millis()))?
-    .map_err(|e| FetchError::Tls(e.to_string()))?;
+    let tls =
+        tokio::time::timeout(limits.connect_timeout, crate::net::tls::connect(stream, url.host()))
+            .await
+            .map_err(|_| FetchError::ConnectTimeout(limits.connect_timeout.as_millis()))?
+            .map_err(|e| FetchError::Tls(e.to_string()))?;
     exchange(tls, url, limits.max_body_bytes).await
 }
 
@@ -213,12 +208,7 @@ async fn connect(url: &HttpUrl) -> Result<TcpStream, FetchError> {
                 let _ = stream.set_nodelay(true);
                 return Ok(stream);
             }
-            Err(e) => {
-                last = FetchError::Connect {
-                    addr,
-                    reason: e.to_string(),
-                }
-            }
+            Err(e) => last = FetchError::Connect { addr, reason: e.to_string() },
         }
     }
     Err(last)
@@ -396,15 +386,8 @@ mod tests {
         )
         .await;
         assert_eq!(r.unwrap(), &b"{\"keys\":[]}"[..]);
-        assert!(
-            req.starts_with("GET /realms/x/certs?a=1 HTTP/1.1\r\n"),
-            "{req}"
-        );
-        assert!(
-            req.to_ascii_lowercase()
-                .contains("\r\nhost: idp.test:8080\r\n"),
-            "{req}"
-        );
+        assert!(req.starts_with("GET /realms/x/certs?a=1 HTTP/1.1\r\n"), "{req}");
+        assert!(req.to_ascii_lowercase().contains("\r\nhost: idp.test:8080\r\n"), "{req}");
     }
 
     #[tokio::test]
@@ -426,10 +409,7 @@ mod tests {
             (
                 b"HTTP/1.1 302 Found\r\nlocation: http://evil/\r\ncontent-length: 0\r\n\r\n"
                     .to_vec(),
-                FetchError::Redirect {
-                    status: 302,
-                    location: Some("http://evil/".into()),
-                },
+                FetchError::Redirect { status: 302, location: Some("http://evil/".into()) },
             ),
             (
                 b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n".to_vec(),
@@ -439,9 +419,7 @@ mod tests {
             (
                 b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 6\r\n\r\n<html>"
                     .to_vec(),
-                FetchError::NotJson {
-                    content_type: Some("text/html".into()),
-                },
+                FetchError::NotJson { content_type: Some("text/html".into()) },
             ),
             (
                 b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".to_vec(),
@@ -478,20 +456,11 @@ mod tests {
         assert_eq!(check_head(StatusCode::OK, &h, 10), Ok(()));
         assert_eq!(
             check_head(StatusCode::MOVED_PERMANENTLY, &h, 10),
-            Err(FetchError::Redirect {
-                status: 301,
-                location: None
-            })
+            Err(FetchError::Redirect { status: 301, location: None })
         );
-        assert_eq!(
-            check_head(StatusCode::NO_CONTENT, &h, 10),
-            Err(FetchError::Status(204))
-        );
+        assert_eq!(check_head(StatusCode::NO_CONTENT, &h, 10), Err(FetchError::Status(204)));
         h.insert(CONTENT_LENGTH, HeaderValue::from_static("11"));
-        assert_eq!(
-            check_head(StatusCode::OK, &h, 10),
-            Err(FetchError::TooLarge(10))
-        );
+        assert_eq!(check_head(StatusCode::OK, &h, 10), Err(FetchError::TooLarge(10)));
         h.insert(LOCATION, HeaderValue::from_bytes(&[b'a'; 500]).unwrap());
         let Err(FetchError::Redirect { location, .. }) = check_head(StatusCode::FOUND, &h, 10)
         else {
@@ -502,10 +471,7 @@ mod tests {
 
     #[test]
     fn messages_name_the_problem() {
-        let e = FetchError::Redirect {
-            status: 307,
-            location: Some("http://x/".into()),
-        };
+        let e = FetchError::Redirect { status: 307, location: Some("http://x/".into()) };
         assert_eq!(
             e.to_string(),
             "redirect (status 307) refused: redirects are not followed (location \"http://x/\")"
@@ -514,13 +480,7 @@ mod tests {
             FetchError::TooLarge(262_144).to_string(),
             "response body larger than 262144 bytes"
         );
-        assert_eq!(
-            FetchError::Status(500).to_string(),
-            "status 500, expected 200"
-        );
-        assert_eq!(
-            FetchError::Timeout(5000).to_string(),
-            "no complete response within 5000 ms"
-        );
+        assert_eq!(FetchError::Status(500).to_string(), "status 500, expected 200");
+        assert_eq!(FetchError::Timeout(5000).to_string(), "no complete response within 5000 ms");
     }
 }

@@ -83,11 +83,7 @@ pub struct AuthGate {
 impl AuthGate {
     /// A gate with optional OIDC and an optional sandbox secret.
     pub fn new(oidc: Option<Oidc>, secret: Option<&str>) -> AuthGate {
-        AuthGate {
-            oidc,
-            secret: secret.map(|s| fingerprint(s.as_bytes())),
-            stats: None,
-        }
+        AuthGate { oidc, secret: secret.map(|s| fingerprint(s.as_bytes())), stats: None }
     }
 
     /// Count every decision in `stats`.
@@ -117,10 +113,9 @@ impl AuthGate {
                     "missing_secret",
                     "sandbox secret required for this method",
                 )),
-                Secret::Wrong => Err(Denied::unauthenticated(
-                    "invalid_secret",
-                    "invalid sandbox secret",
-                )),
+                Secret::Wrong => {
+                    Err(Denied::unauthenticated("invalid_secret", "invalid sandbox secret"))
+                }
             },
             Class::Dual => match self.secret(headers) {
                 Secret::Valid => Ok(Caller::Sandbox),
@@ -180,9 +175,7 @@ async fn verify(oidc: &Oidc, token: &str) -> Result<Arc<Identity>, Denied> {
                 .ok()
                 .and_then(|j| j.header().kid.clone());
             let keys = ready(oidc.keys.refresh_for_unknown_kid(kid.as_deref()).await)?;
-            oidc.verifier
-                .verify_cached(token, &keys, now_secs())
-                .map_err(Denied::token)
+            oidc.verifier.verify_cached(token, &keys, now_secs()).map_err(Denied::token)
         }
         other => other.map_err(Denied::token),
     }
@@ -290,10 +283,7 @@ struct Denied {
 
 impl Denied {
     fn unauthenticated(reason: &'static str, message: &str) -> Denied {
-        Denied {
-            status: Status::new(Code::Unauthenticated, message),
-            reason,
-        }
+        Denied { status: Status::new(Code::Unauthenticated, message), reason }
     }
 
     fn token(e: AuthError) -> Denied {
@@ -341,9 +331,7 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 }
 
 fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

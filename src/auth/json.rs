@@ -35,11 +35,7 @@ pub(crate) struct Limits {
 /// Parses `bytes` as one JSON object under `limits`.
 pub(crate) fn parse_object(bytes: &[u8], limits: Limits) -> Result<Map<String, Value>, Malformed> {
     let failure = Cell::new(None);
-    let seed = ValueSeed {
-        depth: 1,
-        limits,
-        failure: &failure,
-    };
+    let seed = ValueSeed { depth: 1, limits, failure: &failure };
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let parsed = seed.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
     match parsed {
@@ -64,11 +60,7 @@ impl ValueSeed<'_> {
     }
 
     fn child(&self) -> ValueSeed<'_> {
-        ValueSeed {
-            depth: self.depth + 1,
-            limits: self.limits,
-            failure: self.failure,
-        }
+        ValueSeed { depth: self.depth + 1, limits: self.limits, failure: self.failure }
     }
 }
 
@@ -105,9 +97,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
         // serde_json never yields a non-finite float; refuse one anyway.
-        Number::from_f64(v)
-            .map(Value::Number)
-            .ok_or_else(|| E::custom("non-finite number"))
+        Number::from_f64(v).map(Value::Number).ok_or_else(|| E::custom("non-finite number"))
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
@@ -152,10 +142,7 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
 mod tests {
     use super::*;
 
-    const LIMITS: Limits = Limits {
-        depth: MAX_JSON_DEPTH,
-        members: 8,
-    };
+    const LIMITS: Limits = Limits { depth: MAX_JSON_DEPTH, members: 8 };
 
     fn parse(s: &str) -> Result<Map<String, Value>, Malformed> {
         parse_object(s.as_bytes(), LIMITS)
@@ -178,15 +165,9 @@ mod tests {
     fn rejects_duplicate_members_at_any_level() {
         assert_eq!(parse(r#"{"a":1,"a":2}"#), Err(Malformed::DuplicateMember));
         assert_eq!(parse(r#"{"a":1,"a":1}"#), Err(Malformed::DuplicateMember));
-        assert_eq!(
-            parse(r#"{"x":{"a":1,"a":2}}"#),
-            Err(Malformed::DuplicateMember)
-        );
+        assert_eq!(parse(r#"{"x":{"a":1,"a":2}}"#), Err(Malformed::DuplicateMember));
         // An escape that spells the same name is still the same name.
-        assert_eq!(
-            parse(r#"{"alg":1,"\u0061lg":2}"#),
-            Err(Malformed::DuplicateMember)
-        );
+        assert_eq!(parse(r#"{"alg":1,"\u0061lg":2}"#), Err(Malformed::DuplicateMember));
         // Different names (case differs) are fine.
         assert!(parse(r#"{"a":1,"A":2}"#).is_ok());
     }
@@ -210,10 +191,7 @@ mod tests {
         let eight: Vec<String> = (0..8).map(|i| format!("\"k{i}\":0")).collect();
         assert!(parse(&format!("{{{}}}", eight.join(","))).is_ok());
         let nine: Vec<String> = (0..9).map(|i| format!("\"k{i}\":0")).collect();
-        assert_eq!(
-            parse(&format!("{{{}}}", nine.join(","))),
-            Err(Malformed::TooManyMembers)
-        );
+        assert_eq!(parse(&format!("{{{}}}", nine.join(","))), Err(Malformed::TooManyMembers));
     }
 
     #[test]
@@ -241,14 +219,8 @@ mod tests {
         ] {
             assert_eq!(parse(s), Err(Malformed::Json), "{s:?}");
         }
-        assert_eq!(
-            parse_object(b"{\"a\":\"\xff\"}", LIMITS),
-            Err(Malformed::Json)
-        );
-        assert_eq!(
-            parse_object(b"{\"a\":\"\xed\xa0\x80\"}", LIMITS),
-            Err(Malformed::Json)
-        );
+        assert_eq!(parse_object(b"{\"a\":\"\xff\"}", LIMITS), Err(Malformed::Json));
+        assert_eq!(parse_object(b"{\"a\":\"\xed\xa0\x80\"}", LIMITS), Err(Malformed::Json));
         // A proper surrogate pair is fine.
         assert!(parse("{\"a\":\"\\ud83d\\ude00\"}").is_ok());
     }

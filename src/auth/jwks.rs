@@ -59,9 +59,7 @@ pub struct JwksPolicy {
 
 impl Default for JwksPolicy {
     fn default() -> Self {
-        JwksPolicy {
-            rsa_exponents: vec![RSA_EXPONENT_F4],
-        }
+        JwksPolicy { rsa_exponents: vec![RSA_EXPONENT_F4] }
     }
 }
 
@@ -179,9 +177,7 @@ pub struct ParsedJwks {
 /// The ring key of one JWK.
 enum KeyMaterial {
     /// `n` and `e` big-endian without leading zeros; `modulus_len` = `n.len()`.
-    Rsa {
-        components: RsaPublicKeyComponents<Vec<u8>>,
-    },
+    Rsa { components: RsaPublicKeyComponents<Vec<u8>> },
     /// `0x04 || x || y`, validated on the curve at load time.
     Ec(UnparsedPublicKey<[u8; 1 + 2 * P256_COORDINATE_BYTES]>),
 }
@@ -229,11 +225,7 @@ impl VerifyingKey {
             }
             _ => return Err(AuthError::KeyMismatch),
         };
-        if ok {
-            Ok(())
-        } else {
-            Err(AuthError::BadSignature)
-        }
+        if ok { Ok(()) } else { Err(AuthError::BadSignature) }
     }
 }
 
@@ -288,10 +280,7 @@ impl KeySet {
         if document.len() > MAX_JWKS_BYTES {
             return Err(JwksError::TooLarge);
         }
-        let limits = Limits {
-            depth: json::MAX_JSON_DEPTH,
-            members: MAX_JWKS_MEMBERS,
-        };
+        let limits = Limits { depth: json::MAX_JSON_DEPTH, members: MAX_JWKS_MEMBERS };
         let root = json::parse_object(document, limits).map_err(JwksError::Malformed)?;
         let Some(Value::Array(entries)) = root.get("keys") else {
             return Err(JwksError::MissingKeys);
@@ -312,17 +301,10 @@ impl KeySet {
                         });
                     }
                 }
-                Err(reason) => rejected.push(KeyRejection {
-                    index,
-                    kid: entry_kid(entry),
-                    reason,
-                }),
+                Err(reason) => rejected.push(KeyRejection { index, kid: entry_kid(entry), reason }),
             }
         }
-        Ok(ParsedJwks {
-            keys: set,
-            rejected,
-        })
+        Ok(ParsedJwks { keys: set, rejected })
     }
 
     /// Adds a key; returns `DuplicateKid` if its kid was already taken by a
@@ -450,11 +432,7 @@ fn parse_entry(entry: &Value, policy: &JwksPolicy) -> Result<VerifyingKey, KeyRe
         Algorithm::ES256 => ec_material(jwk)?,
     };
     let fingerprint = fingerprint(&material);
-    Ok(VerifyingKey {
-        kid,
-        material,
-        fingerprint,
-    })
+    Ok(VerifyingKey { kid, material, fingerprint })
 }
 
 /// Decodes a required base64url member into bytes.
@@ -502,9 +480,7 @@ fn rsa_material(
     if roca::has_roca_fingerprint(&n) {
         return Err(KeyRejectReason::RocaVulnerable);
     }
-    Ok(KeyMaterial::Rsa {
-        components: RsaPublicKeyComponents { n, e },
-    })
+    Ok(KeyMaterial::Rsa { components: RsaPublicKeyComponents { n, e } })
 }
 
 fn ec_material(jwk: &Map<String, Value>) -> Result<KeyMaterial, KeyRejectReason> {
@@ -525,10 +501,7 @@ fn ec_material(jwk: &Map<String, Value>) -> Result<KeyMaterial, KeyRejectReason>
     if !p256_point_is_valid(&point) {
         return Err(KeyRejectReason::PointNotOnCurve);
     }
-    Ok(KeyMaterial::Ec(UnparsedPublicKey::new(
-        &signature::ECDSA_P256_SHA256_FIXED,
-        point,
-    )))
+    Ok(KeyMaterial::Ec(UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)))
 }
 
 /// True if `point` is a valid P-256 public point (coordinates below the

@@ -42,10 +42,7 @@ const BEARER_SCHEME: &str = "Bearer";
 const ACCESS_TOKEN_PARAM: &str = "access_token";
 
 /// Limits for header JSON.
-const HEADER_LIMITS: Limits = Limits {
-    depth: json::MAX_JSON_DEPTH,
-    members: MAX_HEADER_MEMBERS,
-};
+const HEADER_LIMITS: Limits = Limits { depth: json::MAX_JSON_DEPTH, members: MAX_HEADER_MEMBERS };
 
 /// The header fields that survive the policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,13 +98,7 @@ pub fn parse<'t>(token: &'t str, config: &VerifierConfig) -> Result<CompactJws<'
     let signing_input = token
         .get(..header_b64.len() + 1 + payload_b64.len())
         .ok_or(AuthError::Malformed(Malformed::Segments))?;
-    Ok(CompactJws {
-        header,
-        signing_input,
-        payload_b64,
-        signature,
-        signature_len,
-    })
+    Ok(CompactJws { header, signing_input, payload_b64, signature, signature_len })
 }
 
 impl<'t> CompactJws<'t> {
@@ -215,11 +206,7 @@ pub fn bearer_token<'h>(headers: &'h HeaderMap, query: Option<&str>) -> Result<&
                 .is_some_and(|rest| rest.trim_ascii_start().starts_with(b"="))
         })
     };
-    if headers
-        .get_all(COOKIE)
-        .iter()
-        .any(|c| cookie_named_access_token(c.as_bytes()))
-    {
+    if headers.get_all(COOKIE).iter().any(|c| cookie_named_access_token(c.as_bytes())) {
         return Err(AuthError::BadAuthorization);
     }
     Ok(token)
@@ -227,9 +214,7 @@ pub fn bearer_token<'h>(headers: &'h HeaderMap, query: Option<&str>) -> Result<&
 
 /// True if a query string carries an `access_token` parameter.
 fn has_access_token_pair(query: &str) -> bool {
-    query
-        .split('&')
-        .any(|pair| pair.split('=').next() == Some(ACCESS_TOKEN_PARAM))
+    query.split('&').any(|pair| pair.split('=').next() == Some(ACCESS_TOKEN_PARAM))
 }
 
 #[cfg(test)]
@@ -256,16 +241,10 @@ mod tests {
         ] {
             assert_eq!(split(bad, 100), seg, "{bad:?}");
         }
-        assert_eq!(
-            split("aa=.bb.cc", 100),
-            Err(AuthError::Malformed(Malformed::Base64))
-        );
+        assert_eq!(split("aa=.bb.cc", 100), Err(AuthError::Malformed(Malformed::Base64)));
         assert_eq!(split("ab.cd.ef", 100), Ok(("ab", "cd", "ef")));
         // A segment of length 1 mod 4 cannot be base64.
-        assert_eq!(
-            split("ab.c.de", 100),
-            Err(AuthError::Malformed(Malformed::Base64))
-        );
+        assert_eq!(split("ab.c.de", 100), Err(AuthError::Malformed(Malformed::Base64)));
     }
 
     #[test]

@@ -106,10 +106,7 @@ impl Default for KeyTimings {
 impl KeyTimings {
     /// The defaults with this TTL.
     pub fn with_ttl(ttl: Duration) -> KeyTimings {
-        KeyTimings {
-            ttl,
-            ..KeyTimings::default()
-        }
+        KeyTimings { ttl, ..KeyTimings::default() }
     }
 
     /// Time from a successful load to the next background refresh: the
@@ -294,12 +291,7 @@ impl KeySource {
 
     /// What the verifier can use now.
     pub fn state(&self) -> KeyState {
-        let current = self
-            .inner
-            .current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let current = self.inner.current.read().unwrap_or_else(PoisonError::into_inner).clone();
         match current {
             None => KeyState::Loading,
             Some(c)
@@ -315,14 +307,8 @@ impl KeySource {
     /// verifying at once. Counts as a successful load.
     pub fn install(&self, set: KeySet) {
         let set = Arc::new(set);
-        *self
-            .inner
-            .current
-            .write()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Current {
-            set: Arc::clone(&set),
-            loaded_at: Instant::now(),
-        });
+        *self.inner.current.write().unwrap_or_else(PoisonError::into_inner) =
+            Some(Current { set: Arc::clone(&set), loaded_at: Instant::now() });
         // The negative cache was about the old set.
         lock(&self.inner.negative).clear();
         if let Some(hook) = self.inner.on_replace.get() {
@@ -337,12 +323,7 @@ impl KeySource {
     /// Counters and gauges now.
     pub fn metrics(&self) -> KeyMetrics {
         let c = &self.inner.counters;
-        let current = self
-            .inner
-            .current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let current = self.inner.current.read().unwrap_or_else(PoisonError::into_inner).clone();
         KeyMetrics {
             fetches: c.fetches.load(Ordering::Relaxed),
             failures: c.failures.load(Ordering::Relaxed),
@@ -373,9 +354,7 @@ impl KeySource {
             bump(&self.inner.counters.cooldown_suppressed, 1);
             return state;
         };
-        let done = tokio::time::timeout(self.inner.timings.max_wait, wait(flight))
-            .await
-            .is_ok();
+        let done = tokio::time::timeout(self.inner.timings.max_wait, wait(flight)).await.is_ok();
         let state = self.state();
         if done
             && let (Some(kid), KeyState::Ready(set)) = (kid, &state)
@@ -442,10 +421,7 @@ impl KeySource {
         let result = match origin.load().await {
             Ok(loaded) => KeySet::parse(&loaded.body)
                 .map(|parsed| (parsed, loaded.from.clone()))
-                .map_err(|error| LoadError::Jwks {
-                    from: loaded.from,
-                    error,
-                }),
+                .map_err(|error| LoadError::Jwks { from: loaded.from, error }),
             Err(e) => Err(e),
         };
         match result {
@@ -458,10 +434,7 @@ impl KeySource {
                         .str("reason", r.reason.code())
                         .emit();
                 }
-                bump(
-                    &self.inner.counters.rejected_keys,
-                    parsed.rejected.len() as u64,
-                );
+                bump(&self.inner.counters.rejected_keys, parsed.rejected.len() as u64);
                 let n = parsed.keys.len();
                 if n == 0 {
                     log::warn("JWKS has no usable key: every token will be refused")
@@ -495,9 +468,7 @@ impl KeySource {
                     .num("age_secs", age),
                     None => log::warn("identity provider keys not loaded"),
                 };
-                line.display("error", &e)
-                    .str("trigger", trigger.name())
-                    .emit();
+                line.display("error", &e).str("trigger", trigger.name()).emit();
                 Err(e)
             }
         }
@@ -505,18 +476,10 @@ impl KeySource {
 
     /// Whether `new` holds other keys than the current set.
     fn differs(&self, new: &KeySet) -> bool {
-        let current = self
-            .inner
-            .current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let current = self.inner.current.read().unwrap_or_else(PoisonError::into_inner).clone();
         let Some(current) = current else { return true };
-        let mut a: Vec<(u64, Option<&str>)> = current
-            .set
-            .keys()
-            .map(|k| (k.fingerprint(), k.kid()))
-            .collect();
+        let mut a: Vec<(u64, Option<&str>)> =
+            current.set.keys().map(|k| (k.fingerprint(), k.kid())).collect();
         let mut b: Vec<(u64, Option<&str>)> =
             new.keys().map(|k| (k.fingerprint(), k.kid())).collect();
         a.sort_unstable();

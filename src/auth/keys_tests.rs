@@ -79,10 +79,7 @@ impl KeyOrigin for Fake {
             let delay = *self.delay.lock().unwrap();
             tokio::time::sleep(delay).await;
             let answer = self.answer.lock().unwrap().clone();
-            answer.map(|body| Loaded {
-                body,
-                from: "fake".into(),
-            })
+            answer.map(|body| Loaded { body, from: "fake".into() })
         })
     }
 }
@@ -106,16 +103,9 @@ async fn loading_until_the_first_set_then_ready() {
     let keys = KeySource::remote(fake.clone(), KeyTimings::default());
     assert!(matches!(keys.state(), KeyState::Loading));
     assert_eq!(keys.reload().await, Ok(1));
-    assert!(
-        ready(keys.state())
-            .select(Algorithm::RS256, Some("a"))
-            .is_ok()
-    );
+    assert!(ready(keys.state()).select(Algorithm::RS256, Some("a")).is_ok());
     let m = keys.metrics();
-    assert_eq!(
-        (m.fetches, m.failures, m.keys, m.age_secs),
-        (1, 0, 1, Some(0))
-    );
+    assert_eq!((m.fetches, m.failures, m.keys, m.age_secs), (1, 0, 1, Some(0)));
 }
 
 #[tokio::test(start_paused = true)]
@@ -127,9 +117,7 @@ async fn concurrent_kid_misses_share_one_load() {
     let mut tasks = Vec::new();
     for _ in 0..100 {
         let keys = keys.clone();
-        tasks.push(tokio::spawn(async move {
-            keys.refresh_for_unknown_kid(Some("new")).await
-        }));
+        tasks.push(tokio::spawn(async move { keys.refresh_for_unknown_kid(Some("new")).await }));
     }
     for t in tasks {
         let set = ready(t.await.unwrap());
@@ -144,8 +132,7 @@ async fn a_flood_of_random_kids_costs_one_load_per_cooldown() {
     let keys = remote_loaded(&fake, KeyTimings::default()).await;
     let start = Instant::now();
     for i in 0..10_000u32 {
-        keys.refresh_for_unknown_kid(Some(&format!("random-{i}")))
-            .await;
+        keys.refresh_for_unknown_kid(Some(&format!("random-{i}"))).await;
         if i % 1000 == 999 {
             tokio::time::advance(Duration::from_millis(500)).await;
         }
@@ -167,10 +154,7 @@ async fn a_flood_of_random_kids_costs_one_load_per_cooldown() {
 #[tokio::test(start_paused = true)]
 async fn negative_cache_expires() {
     let fake = Fake::new(Ok(doc(&[jwk("rsa", "a")])));
-    let timings = KeyTimings {
-        cooldown: Duration::from_secs(1),
-        ..KeyTimings::default()
-    };
+    let timings = KeyTimings { cooldown: Duration::from_secs(1), ..KeyTimings::default() };
     let keys = remote_loaded(&fake, timings).await;
     keys.refresh_for_unknown_kid(Some("ghost")).await;
     assert_eq!(fake.loads(), 2);
@@ -187,10 +171,7 @@ async fn negative_cache_expires() {
 #[tokio::test(start_paused = true)]
 async fn negative_cache_is_bounded() {
     let fake = Fake::new(Ok(doc(&[jwk("rsa", "a")])));
-    let timings = KeyTimings {
-        cooldown: Duration::ZERO,
-        ..KeyTimings::default()
-    };
+    let timings = KeyTimings { cooldown: Duration::ZERO, ..KeyTimings::default() };
     let keys = remote_loaded(&fake, timings).await;
     for i in 0..MAX_NEGATIVE_KIDS + 10 {
         keys.remember_unknown(&format!("k{i}"));
@@ -213,11 +194,7 @@ async fn a_request_waits_at_most_max_wait_and_the_load_goes_on() {
     assert!(ready(state).select(Algorithm::ES256, Some("slow")).is_err());
     // The load was not cancelled with the request: it lands later.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert!(
-        ready(keys.state())
-            .select(Algorithm::ES256, Some("slow"))
-            .is_ok()
-    );
+    assert!(ready(keys.state()).select(Algorithm::ES256, Some("slow")).is_ok());
     // A waiter that gave up does not put the kid in the negative cache.
     assert!(lock(&keys.inner.negative).is_empty());
 }
@@ -235,10 +212,7 @@ async fn rotation_replaces_the_set_atomically_and_calls_the_hook() {
     fake.set(Ok(doc(&[jwk("ec", "keep"), jwk("ec_b", "new")])));
     let after = ready(keys.refresh_for_unknown_kid(Some("new")).await);
     assert!(after.select(Algorithm::ES256, Some("new")).is_ok());
-    assert_eq!(
-        after.select(Algorithm::RS256, Some("old")).unwrap_err(),
-        AuthError::UnknownKid
-    );
+    assert_eq!(after.select(Algorithm::RS256, Some("old")).unwrap_err(), AuthError::UnknownKid);
     // A holder of the old Arc still sees the old set: nothing is mutated.
     assert!(before.select(Algorithm::RS256, Some("old")).is_ok());
     assert_eq!(*seen.lock().unwrap(), vec![2, 2]);
@@ -251,11 +225,7 @@ async fn one_bad_key_never_discards_the_others() {
     let fake = Fake::new(Ok(doc(&[weak, jwk("ec", "good")])));
     let keys = KeySource::remote(fake.clone(), KeyTimings::default());
     assert_eq!(keys.reload().await, Ok(1));
-    assert!(
-        ready(keys.state())
-            .select(Algorithm::ES256, Some("good"))
-            .is_ok()
-    );
+    assert!(ready(keys.state()).select(Algorithm::ES256, Some("good")).is_ok());
     assert_eq!(keys.metrics().rejected_keys, 1);
 }
 
@@ -266,20 +236,13 @@ async fn a_refused_document_keeps_the_set_in_force() {
     fake.set(Ok(Bytes::from_static(b"{\"no_keys\":1}")));
     let e = keys.reload().await.unwrap_err();
     assert_eq!(e.to_string(), "JWKS fake: JWK set has no \"keys\" array");
-    assert!(
-        ready(keys.state())
-            .select(Algorithm::RS256, Some("a"))
-            .is_ok()
-    );
+    assert!(ready(keys.state()).select(Algorithm::RS256, Some("a")).is_ok());
     assert_eq!(keys.metrics().failures, 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn stale_if_error_then_fail_closed_then_recover() {
-    assert_eq!(
-        KeyTimings::default().max_stale,
-        Duration::from_secs(24 * 3600)
-    );
+    assert_eq!(KeyTimings::default().max_stale, Duration::from_secs(24 * 3600));
     // The default stale limit is 24 h; 10 min here keeps the retry log short.
     let fake = Fake::new(Ok(doc(&[jwk("rsa", "a")])));
     let timings = KeyTimings {
@@ -324,13 +287,8 @@ async fn startup_retries_back_off_from_1s_doubling_to_10s() {
     let task = spawn_refresher(keys.clone(), shutdown.clone());
     tokio::time::sleep(Duration::from_secs(46)).await;
     assert!(matches!(keys.state(), KeyState::Loading));
-    let offsets: Vec<u64> = fake
-        .started
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|t| t.duration_since(t0).as_secs())
-        .collect();
+    let offsets: Vec<u64> =
+        fake.started.lock().unwrap().iter().map(|t| t.duration_since(t0).as_secs()).collect();
     assert_eq!(offsets, vec![0, 1, 3, 7, 15, 25, 35, 45]);
     fake.set(Ok(doc(&[jwk("rsa", "a")])));
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -347,22 +305,15 @@ async fn background_refresh_runs_at_80_percent_of_the_ttl() {
     let t0 = Instant::now();
     let task = spawn_refresher(keys.clone(), shutdown.clone());
     tokio::time::sleep(Duration::from_secs(250)).await;
-    let offsets: Vec<u64> = fake
-        .started
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|t| t.duration_since(t0).as_secs())
-        .collect();
+    let offsets: Vec<u64> =
+        fake.started.lock().unwrap().iter().map(|t| t.duration_since(t0).as_secs()).collect();
     assert_eq!(offsets, vec![0, 80, 160, 240]);
     // A kid-triggered load moves the schedule: next refresh 80 s after it.
     tokio::time::sleep(Duration::from_secs(5)).await; // t = 255
     keys.refresh_for_unknown_kid(Some("x")).await;
     tokio::time::sleep(Duration::from_secs(81)).await; // t = 336
-    let last: Vec<u64> = fake.started.lock().unwrap()[4..]
-        .iter()
-        .map(|t| t.duration_since(t0).as_secs())
-        .collect();
+    let last: Vec<u64> =
+        fake.started.lock().unwrap()[4..].iter().map(|t| t.duration_since(t0).as_secs()).collect();
     assert_eq!(last, vec![255, 335]);
     shutdown.trigger();
     task.await.unwrap();
@@ -370,15 +321,9 @@ async fn background_refresh_runs_at_80_percent_of_the_ttl() {
 
 #[test]
 fn the_refresh_interval_never_outlives_the_stale_limit() {
-    assert_eq!(
-        KeyTimings::default().refresh_interval(),
-        Duration::from_secs(2880)
-    );
+    assert_eq!(KeyTimings::default().refresh_interval(), Duration::from_secs(2880));
     let week = KeyTimings::with_ttl(Duration::from_secs(7 * 86_400));
-    assert_eq!(
-        week.refresh_interval(),
-        Duration::from_secs(86_400 * 8 / 10)
-    );
+    assert_eq!(week.refresh_interval(), Duration::from_secs(86_400 * 8 / 10));
 }
 
 #[tokio::test(start_paused = true)]
@@ -392,18 +337,10 @@ async fn a_fixed_source_reloads_on_request_only_and_never_expires() {
     assert!(matches!(keys.state(), KeyState::Ready(_)));
     fake.set(Err(down()));
     assert!(keys.reload().await.is_err());
-    assert!(
-        ready(keys.state())
-            .select(Algorithm::RS256, Some("a"))
-            .is_ok()
-    );
+    assert!(ready(keys.state()).select(Algorithm::RS256, Some("a")).is_ok());
     fake.set(Ok(doc(&[jwk("ec", "b")])));
     assert_eq!(keys.reload().await, Ok(1));
-    assert!(
-        ready(keys.state())
-            .select(Algorithm::ES256, Some("b"))
-            .is_ok()
-    );
+    assert!(ready(keys.state()).select(Algorithm::ES256, Some("b")).is_ok());
 }
 
 #[tokio::test(start_paused = true)]
@@ -412,10 +349,7 @@ async fn a_source_without_origin_only_holds_what_is_installed() {
     assert!(matches!(keys.state(), KeyState::Loading));
     assert_eq!(keys.reload().await, Err(LoadError::NoOrigin));
     keys.install(set(&[jwk("rsa", "a")]));
-    assert!(matches!(
-        keys.refresh_for_unknown_kid(Some("z")).await,
-        KeyState::Ready(_)
-    ));
+    assert!(matches!(keys.refresh_for_unknown_kid(Some("z")).await, KeyState::Ready(_)));
     let flag = Arc::new(AtomicBool::new(false));
     let f = Arc::clone(&flag);
     keys.on_ready(move |up| f.store(up, Ordering::SeqCst));

@@ -46,33 +46,15 @@ pub struct Rule {
 pub const ALL_SCOPE: &str = "openshell:all";
 
 const fn unauth(path: &'static str) -> Rule {
-    Rule {
-        path,
-        class: Class::Unauthenticated,
-        role: None,
-        scope: None,
-        mutating: false,
-    }
+    Rule { path, class: Class::Unauthenticated, role: None, scope: None, mutating: false }
 }
 
 const fn secret(path: &'static str, mutating: bool) -> Rule {
-    Rule {
-        path,
-        class: Class::SandboxSecret,
-        role: None,
-        scope: None,
-        mutating,
-    }
+    Rule { path, class: Class::SandboxSecret, role: None, scope: None, mutating }
 }
 
 const fn dual(path: &'static str, role: Role, scope: &'static str, mutating: bool) -> Rule {
-    Rule {
-        path,
-        class: Class::Dual,
-        role: Some(role),
-        scope: Some(scope),
-        mutating,
-    }
+    Rule { path, class: Class::Dual, role: Some(role), scope: Some(scope), mutating }
 }
 
 const fn bearer(
@@ -81,13 +63,7 @@ const fn bearer(
     scope: Option<&'static str>,
     mutating: bool,
 ) -> Rule {
-    Rule {
-        path,
-        class: Class::Bearer,
-        role: Some(role),
-        scope,
-        mutating,
-    }
+    Rule { path, class: Class::Bearer, role: Some(role), scope, mutating }
 }
 
 use Role::{Admin, User};
@@ -101,214 +77,45 @@ pub const TABLE: &[Rule] = &[
     unauth("/openshell.inference.v1.Inference/Health"),
     secret("/openshell.v1.OpenShell/ReportPolicyStatus", true),
     secret("/openshell.v1.OpenShell/PushSandboxLogs", true),
-    secret(
-        "/openshell.v1.OpenShell/GetSandboxProviderEnvironment",
-        false,
-    ),
+    secret("/openshell.v1.OpenShell/GetSandboxProviderEnvironment", false),
     secret("/openshell.v1.OpenShell/SubmitPolicyAnalysis", true),
     // Dead upstream entry: sandbox.proto defines no service.
-    secret(
-        "/openshell.sandbox.v1.SandboxService/GetSandboxConfig",
-        false,
-    ),
-    secret(
-        "/openshell.inference.v1.Inference/GetInferenceBundle",
-        false,
-    ),
-    dual(
-        "/openshell.v1.OpenShell/UpdateConfig",
-        Admin,
-        "config:write",
-        true,
-    ),
-    dual(
-        "/openshell.v1.OpenShell/GetSandboxConfig",
-        User,
-        "config:read",
-        false,
-    ),
-    bearer(
-        "/openshell.v1.OpenShell/CreateSandbox",
-        User,
-        Some("sandbox:write"),
-        true,
-    ),
-    bearer(
-        "/openshell.v1.OpenShell/GetSandbox",
-        User,
-        Some("sandbox:read"),
-        false,
-    ),
-    bearer(
-        "/openshell.v1.OpenShell/ListSandboxes",
-        User,
-        Some("sandbox:read"),
-        false,
-    ),
-    bearer(
-        "/openshell.v1.OpenShell/DeleteSandbox",
-        User,
-        Some("sandbox:write"),
-        true,
-    ),
-    bearer(
-        "/openshell.v1.OpenShell/CreateSshSession",
-        User,
-        Some("sandbox:write"),
-        true,
-    ),
-    bearer(
-        "/openshell.v1.OpenShell/RevokeSshSession",
-        User,
-        Some("sandbox:write"),
-        true,
-    ),
-    bearer(
-        "/openshell.v1.OpenShell/ExecSandbox",
-        User,
-        Some("sandbox:write"),
-        true,
-    ),
-    bearer(
-        "/openshell.v1.OpenShell/CreateProvider",
-        Admin,
-        Some("provider:write"),
-        true,
-    ),
-    bearer(
-        "/openshell.v1.OpenShell/GetProvider",
-        User,
-        Some("provider:read"),
-        false,
-    ),
-    bearer(
-        "/openshell.v1.OpenShell/ListProviders",
-        User,
-        Some("provider:read"),
-        false,
-    ),
-    bearer(
-        "/openshell.v1.OpenShell/ListProviderProfiles",
-        User,
-        None,
-        false,
-    ),
-    bearer(
-        "/openshell.v1.OpenShell/GetProviderProfile",
-        User,
-        None,
-        false,
-    ),
+    secret("/openshell.sandbox.v1.SandboxService/GetSandboxConfig", false),
+    secret("/openshell.inference.v1.Inference/GetInferenceBundle", false),
+    dual("/openshell.v1.OpenShell/UpdateConfig", Admin, "config:write", true),
+    dual("/openshell.v1.OpenShell/GetSandboxConfig", User, "config:read", false),
+    bearer("/openshell.v1.OpenShell/CreateSandbox", User, Some("sandbox:write"), true),
+    bearer("/openshell.v1.OpenShell/GetSandbox", User, Some("sandbox:read"), false),
+    bearer("/openshell.v1.OpenShell/ListSandboxes", User, Some("sandbox:read"), false),
+    bearer("/openshell.v1.OpenShell/DeleteSandbox", User, Some("sandbox:write"), true),
+    bearer("/openshell.v1.OpenShell/CreateSshSession", User, Some("sandbox:write"), true),
+    bearer("/openshell.v1.OpenShell/RevokeSshSession", User, Some("sandbox:write"), true),
+    bearer("/openshell.v1.OpenShell/ExecSandbox", User, Some("sandbox:write"), true),
+    bearer("/openshell.v1.OpenShell/CreateProvider", Admin, Some("provider:write"), true),
+    bearer("/openshell.v1.OpenShell/GetProvider", User, Some("provider:read"), false),
+    bearer("/openshell.v1.OpenShell/ListProviders", User, Some("provider:read"), false),
+    bearer("/openshell.v1.OpenShell/ListProviderProfiles", User, None, false),
+    bearer("/openshell.v1.OpenShell/GetProviderProfile", User, None, false),
     // Upstream requires only the user role here (not admin).
-    bearer(
-        "/openshell.v1.OpenShell/ImportProviderProfiles",
-        User,
-        None,
-        true,
-    ),
-    bearer(
-        "/openshell.v1.OpenShell/LintProviderProfiles",
-        User,
-        None,
-        false,
-    ),
-    bearer(
-        "/openshell.v1.OpenShell/UpdateProvider",
-        Admin,
-        Some("provider:write"),
-        true,
-    ),
-    bearer(
-        "/openshell.v1.OpenShell/DeleteProvider",
-        Admin,
-        Some("provider:write"),
-        true,
-    ),
+    bearer("/openshell.v1.OpenShell/ImportProviderProfiles", User, None, true),
+    bearer("/openshell.v1.OpenShell/LintProviderProfiles", User, None, false),
+    bearer("/openshell.v1.OpenShell/UpdateProvider", Admin, Some("provider:write"), true),
+    bearer("/openshell.v1.OpenShell/DeleteProvider", Admin, Some("provider:write"), true),
     // Upstream requires only the user role here (not admin).
-    bearer(
-        "/openshell.v1.OpenShell/DeleteProviderProfile",
-        User,
-        None,
-        true,
-    ),
-    bearer(
-        "/openshell.v1.OpenShell/GetGatewayConfig",
-        User,
-        Some("config:read"),
-        false,
-    ),
-    bearer(
-        "/openshell.v1.OpenShell/GetSandboxPolicyStatus",
-        User,
-        Some("sandbox:read"),
-        false,
-    ),
-    bearer(
-        "/openshell.v1.OpenShell/ListSandboxPolicies",
-        User,
-        Some("sandbox:read"),
-        false,
-    ),
-    bearer(
-        "/openshell.v1.OpenShell/GetSandboxLogs",
-        User,
-        Some("sandbox:read"),
-        false,
-    ),
-    bearer(
-        "/openshell.v1.OpenShell/WatchSandbox",
-        User,
-        Some("sandbox:read"),
-        false,
-    ),
-    bearer(
-        "/openshell.v1.OpenShell/GetDraftPolicy",
-        User,
-        Some("config:read"),
-        false,
-    ),
-    bearer(
-        "/openshell.v1.OpenShell/ApproveDraftChunk",
-        Admin,
-        Some("config:write"),
-        true,
-    ),
-    bearer(
-        "/openshell.v1.OpenShell/RejectDraftChunk",
-        Admin,
-        Some("config:write"),
-        true,
-    ),
-    bearer(
-        "/openshell.v1.OpenShell/ApproveAllDraftChunks",
-        Admin,
-        Some("config:write"),
-        true,
-    ),
-    bearer(
-        "/openshell.v1.OpenShell/EditDraftChunk",
-        Admin,
-        Some("config:write"),
-        true,
-    ),
-    bearer(
-        "/openshell.v1.OpenShell/UndoDraftChunk",
-        Admin,
-        Some("config:write"),
-        true,
-    ),
-    bearer(
-        "/openshell.v1.OpenShell/ClearDraftChunks",
-        Admin,
-        Some("config:write"),
-        true,
-    ),
-    bearer(
-        "/openshell.v1.OpenShell/GetDraftHistory",
-        User,
-        Some("config:read"),
-        false,
-    ),
+    bearer("/openshell.v1.OpenShell/DeleteProviderProfile", User, None, true),
+    bearer("/openshell.v1.OpenShell/GetGatewayConfig", User, Some("config:read"), false),
+    bearer("/openshell.v1.OpenShell/GetSandboxPolicyStatus", User, Some("sandbox:read"), false),
+    bearer("/openshell.v1.OpenShell/ListSandboxPolicies", User, Some("sandbox:read"), false),
+    bearer("/openshell.v1.OpenShell/GetSandboxLogs", User, Some("sandbox:read"), false),
+    bearer("/openshell.v1.OpenShell/WatchSandbox", User, Some("sandbox:read"), false),
+    bearer("/openshell.v1.OpenShell/GetDraftPolicy", User, Some("config:read"), false),
+    bearer("/openshell.v1.OpenShell/ApproveDraftChunk", Admin, Some("config:write"), true),
+    bearer("/openshell.v1.OpenShell/RejectDraftChunk", Admin, Some("config:write"), true),
+    bearer("/openshell.v1.OpenShell/ApproveAllDraftChunks", Admin, Some("config:write"), true),
+    bearer("/openshell.v1.OpenShell/EditDraftChunk", Admin, Some("config:write"), true),
+    bearer("/openshell.v1.OpenShell/UndoDraftChunk", Admin, Some("config:write"), true),
+    bearer("/openshell.v1.OpenShell/ClearDraftChunks", Admin, Some("config:write"), true),
+    bearer("/openshell.v1.OpenShell/GetDraftHistory", User, Some("config:read"), false),
     bearer(
         "/openshell.inference.v1.Inference/SetClusterInference",
         Admin,
@@ -346,13 +153,7 @@ pub fn rule(path: &str) -> Rule {
             mutating: false,
         };
     }
-    Rule {
-        path: "",
-        class: Class::Bearer,
-        role: Some(Role::User),
-        scope: None,
-        mutating: false,
-    }
+    Rule { path: "", class: Class::Bearer, role: Some(Role::User), scope: None, mutating: false }
 }
 
 #[cfg(test)]
@@ -389,11 +190,7 @@ mod tests {
         use crate::proto::openshell::inference::v1::inference;
         use crate::proto::openshell::v1::open_shell;
         for m in open_shell::METHODS.iter().chain(inference::METHODS) {
-            assert!(
-                TABLE.iter().any(|r| r.path == m.path),
-                "{} missing from the table",
-                m.path
-            );
+            assert!(TABLE.iter().any(|r| r.path == m.path), "{} missing from the table", m.path);
         }
     }
 
@@ -401,17 +198,11 @@ mod tests {
     fn unknown_paths_are_bearer_and_standard_services_open() {
         assert_eq!(rule("/x.Y/Z").class, Class::Bearer);
         assert_eq!(rule("/x.Y/Z").scope, None);
-        assert_eq!(
-            rule("/grpc.health.v1.Health/Check").class,
-            Class::Unauthenticated
-        );
+        assert_eq!(rule("/grpc.health.v1.Health/Check").class, Class::Unauthenticated);
         assert_eq!(
             rule("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo").class,
             Class::Unauthenticated
         );
-        assert_eq!(
-            rule("/openshell.v1.OpenShell/UpdateConfig").class,
-            Class::Dual
-        );
+        assert_eq!(rule("/openshell.v1.OpenShell/UpdateConfig").class, Class::Dual);
     }
 }

@@ -35,10 +35,7 @@
 //! Modules import downward only: `error`, `alg`, `b64`, `json`, `roca`,
 //! `config` → `jwks` → `jwt`, `claims` → `cache` → `verifier`; `url` →
 //! `fetch` → `discovery` → `origin` → `keys` → `refresh`; `gate` on top.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod alg;
 mod b64;
@@ -102,9 +99,6 @@ impl Caller {
 
     /// The caller of a call (anonymous when the gate attached nothing).
     pub fn of(extensions: &http::Extensions) -> Caller {
-        extensions
-            .get::<Caller>()
-            .cloned()
-            .unwrap_or(Caller::Anonymous)
+        extensions.get::<Caller>().cloned().unwrap_or(Caller::Anonymous)
     }
 }

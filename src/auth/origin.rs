@@ -101,11 +101,7 @@ pub enum LoadError {
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            LoadError::Fetch {
-                document,
-                url,
-                error,
-            } => write!(f, "{document} {url}: {error}"),
+            LoadError::Fetch { document, url, error } => write!(f, "{document} {url}: {error}"),
             LoadError::Discovery { url, error } => write!(f, "discovery document {url}: {error}"),
             LoadError::Jwks { from, error } => write!(f, "JWKS {from}: {error}"),
             LoadError::File { path, reason } => write!(f, "JWKS file {path}: {reason}"),
@@ -143,13 +139,11 @@ impl Discovery {
 
     async fn discover(&self) -> Result<HttpUrl, LoadError> {
         let url = self.url.to_string();
-        let body = fetch::get(&self.url, &self.limits)
-            .await
-            .map_err(|error| LoadError::Fetch {
-                document: Document::Discovery,
-                url: url.clone(),
-                error,
-            })?;
+        let body = fetch::get(&self.url, &self.limits).await.map_err(|error| LoadError::Fetch {
+            document: Document::Discovery,
+            url: url.clone(),
+            error,
+        })?;
         // A key server on another origin is never taken from the document
         // (only from --oidc-jwks-uri): a refusal is a failed discovery,
         // retried like any other, and nothing is fetched from it.
@@ -164,10 +158,7 @@ impl Discovery {
     }
 
     fn cached(&self) -> Option<HttpUrl> {
-        self.jwks_uri
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.jwks_uri.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     fn remember(&self, uri: Option<HttpUrl>) {
@@ -242,11 +233,7 @@ async fn fetch_jwks(url: &HttpUrl, limits: &FetchLimits) -> Result<Loaded, LoadE
     let from = url.to_string();
     match fetch::get(url, limits).await {
         Ok(body) => Ok(Loaded { body, from }),
-        Err(error) => Err(LoadError::Fetch {
-            document: Document::Jwks,
-            url: from,
-            error,
-        }),
+        Err(error) => Err(LoadError::Fetch { document: Document::Jwks, url: from, error }),
     }
 }
 
@@ -270,18 +257,11 @@ impl KeyOrigin for JwksFile {
             let shown = path.display().to_string();
             let read = tokio::task::spawn_blocking(move || read_capped(&path)).await;
             match read {
-                Ok(Ok(body)) => Ok(Loaded {
-                    body: Bytes::from(body),
-                    from: shown,
-                }),
-                Ok(Err(reason)) => Err(LoadError::File {
-                    path: shown,
-                    reason,
-                }),
-                Err(_) => Err(LoadError::File {
-                    path: shown,
-                    reason: "the reading task failed".into(),
-                }),
+                Ok(Ok(body)) => Ok(Loaded { body: Bytes::from(body), from: shown }),
+                Ok(Err(reason)) => Err(LoadError::File { path: shown, reason }),
+                Err(_) => {
+                    Err(LoadError::File { path: shown, reason: "the reading task failed".into() })
+                }
             }
         })
     }
@@ -291,9 +271,7 @@ impl KeyOrigin for JwksFile {
 fn read_capped(path: &std::path::Path) -> Result<Vec<u8>, String> {
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let mut body = Vec::new();
-    file.take(MAX_JWKS_BYTES as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| e.to_string())?;
+    file.take(MAX_JWKS_BYTES as u64 + 1).read_to_end(&mut body).map_err(|e| e.to_string())?;
     if body.len() > MAX_JWKS_BYTES {
         return Err(format!("larger than {MAX_JWKS_BYTES} bytes"));
     }
@@ -319,10 +297,7 @@ mod tests {
         let e = JwksFile::new(big).load().await.unwrap_err();
         assert!(e.to_string().ends_with("larger than 262144 bytes"), "{e}");
 
-        let e = JwksFile::new(dir.join("missing.json"))
-            .load()
-            .await
-            .unwrap_err();
+        let e = JwksFile::new(dir.join("missing.json")).load().await.unwrap_err();
         assert!(matches!(e, LoadError::File { .. }), "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -37,10 +37,7 @@ async fn refresh_loop(keys: KeySource) {
         };
         let now = Instant::now();
         if due > now {
-            if tokio::time::timeout(due - now, keys.installed())
-                .await
-                .is_ok()
-            {
+            if tokio::time::timeout(due - now, keys.installed()).await.is_ok() {
                 // A set was installed (by a kid-triggered load, or by the
                 // load below): the schedule starts from it.
                 retry_at = None;

@@ -43,9 +43,7 @@ fn in_generated_subgroup(r: u32, p: u32) -> bool {
 
 /// True if the big-endian modulus `n` has the ROCA fingerprint.
 pub(crate) fn has_roca_fingerprint(n: &[u8]) -> bool {
-    ROCA_PRIMES
-        .iter()
-        .all(|&p| in_generated_subgroup(mod_small(n, p), p))
+    ROCA_PRIMES.iter().all(|&p| in_generated_subgroup(mod_small(n, p), p))
 }
 
 #[cfg(test)]
@@ -67,10 +65,8 @@ mod tests {
             (23, 8388606),
         ];
         for (p, mask) in published {
-            let ours: u128 = (0..p)
-                .filter(|&r| in_generated_subgroup(r, p))
-                .map(|r| 1u128 << r)
-                .sum();
+            let ours: u128 =
+                (0..p).filter(|&r| in_generated_subgroup(r, p)).map(|r| 1u128 << r).sum();
             assert_eq!(ours, mask, "p = {p}");
         }
     }

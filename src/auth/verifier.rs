@@ -48,8 +48,7 @@ impl Verifier {
     /// Verifies `token` against `keys` at time `now` (unix seconds), without
     /// the cache.
     pub fn verify(&self, token: &str, keys: &KeySet, now: u64) -> Result<Identity, AuthError> {
-        self.verify_with_key(token, keys, now)
-            .map(|(identity, _)| identity)
+        self.verify_with_key(token, keys, now).map(|(identity, _)| identity)
     }
 
     /// As [`verify`](Self::verify), through the verified-token cache. A hit
@@ -95,13 +94,7 @@ impl Verifier {
         }
         let (identity, key) = self.verify_with_key(token, keys, now)?;
         let identity = Arc::new(identity);
-        self.cache.insert(
-            digest,
-            Arc::clone(&identity),
-            key.fingerprint(),
-            key.kid(),
-            now,
-        );
+        self.cache.insert(digest, Arc::clone(&identity), key.fingerprint(), key.kid(), now);
         Ok(identity)
     }
 

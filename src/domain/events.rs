@@ -128,9 +128,8 @@ impl Topic {
 
     fn pop_oldest(&mut self) {
         if let Some(old) = self.tail.pop_front() {
-            self.tail_bytes = self
-                .tail_bytes
-                .saturating_sub(prost::Message::encoded_len(old.as_ref()));
+            self.tail_bytes =
+                self.tail_bytes.saturating_sub(prost::Message::encoded_len(old.as_ref()));
         }
     }
 }
@@ -143,9 +142,7 @@ pub struct SandboxBus {
 
 impl std::fmt::Debug for SandboxBus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SandboxBus")
-            .field("topics", &self.topics())
-            .finish()
+        f.debug_struct("SandboxBus").field("topics", &self.topics()).finish()
     }
 }
 
@@ -181,11 +178,7 @@ impl SandboxBus {
         let rx = topic.tx.subscribe();
         let tail = topic.tail.iter().cloned().collect();
         drop(topics);
-        let sub = Subscription {
-            bus: Arc::clone(self),
-            id: id.to_string(),
-            rx: Some(rx),
-        };
+        let sub = Subscription { bus: Arc::clone(self), id: id.to_string(), rx: Some(rx) };
         (sub, tail)
     }
 
@@ -195,9 +188,7 @@ impl SandboxBus {
             return;
         };
         if let Some(topic) = self.lock().get(id) {
-            let _ = topic
-                .tx
-                .send(SandboxEvent::Changed(Arc::new(sandbox.clone())));
+            let _ = topic.tx.send(SandboxEvent::Changed(Arc::new(sandbox.clone())));
         }
     }
 
@@ -242,10 +233,7 @@ impl SandboxBus {
     /// Drop an idle topic after its last watcher left.
     fn release(&self, id: &str) {
         let mut topics = self.lock();
-        if topics
-            .get(id)
-            .is_some_and(|t| t.tx.receiver_count() == 0 && t.tail.is_empty())
-        {
+        if topics.get(id).is_some_and(|t| t.tx.receiver_count() == 0 && t.tail.is_empty()) {
             topics.remove(id);
         }
     }
@@ -260,9 +248,7 @@ pub struct Subscription {
 
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscription")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
+        f.debug_struct("Subscription").field("id", &self.id).finish_non_exhaustive()
     }
 }
 
@@ -295,19 +281,13 @@ mod tests {
 
     fn sandbox(id: &str) -> Sandbox {
         Sandbox {
-            metadata: Some(ObjectMeta {
-                id: id.into(),
-                ..Default::default()
-            }),
+            metadata: Some(ObjectMeta { id: id.into(), ..Default::default() }),
             ..Default::default()
         }
     }
 
     fn event(n: i64) -> PlatformEvent {
-        PlatformEvent {
-            timestamp_ms: n,
-            ..Default::default()
-        }
+        PlatformEvent { timestamp_ms: n, ..Default::default() }
     }
 
     #[tokio::test]
@@ -316,15 +296,9 @@ mod tests {
         let (mut a, _) = bus.subscribe("a");
         let (mut b, _) = bus.subscribe("b");
         bus.changed(&sandbox("a"));
-        assert!(matches!(
-            a.recv().await,
-            Received::Event(SandboxEvent::Changed(_))
-        ));
+        assert!(matches!(a.recv().await, Received::Event(SandboxEvent::Changed(_))));
         bus.deleted("b");
-        assert!(matches!(
-            b.recv().await,
-            Received::Event(SandboxEvent::Deleted)
-        ));
+        assert!(matches!(b.recv().await, Received::Event(SandboxEvent::Deleted)));
         assert!(matches!(b.recv().await, Received::Closed));
     }
 
@@ -357,19 +331,12 @@ mod tests {
         let Received::Event(SandboxEvent::Platform(sent)) = sub.recv().await else {
             panic!("no event sent");
         };
-        assert!(
-            sent.encoded_len() <= MAX_PLATFORM_EVENT_BYTES,
-            "{}",
-            sent.encoded_len()
-        );
+        assert!(sent.encoded_len() <= MAX_PLATFORM_EVENT_BYTES, "{}", sent.encoded_len());
         assert!(sent.encoded_len() > MAX_PLATFORM_EVENT_BYTES - 64);
         assert!(sent.message.ends_with(TRUNCATED_MARK));
         assert_eq!((sent.timestamp_ms, sent.source.as_str()), (1, "kubelet"));
         let (_again, tail) = bus.subscribe("a");
-        assert_eq!(
-            tail[0].message, sent.message,
-            "the tail keeps the cut event"
-        );
+        assert_eq!(tail[0].message, sent.message, "the tail keeps the cut event");
         // A small event is kept whole.
         assert_eq!(bus.platform_event("a", sized(2, 100)), Kept::Whole);
     }
@@ -379,14 +346,10 @@ mod tests {
         let bus = SandboxBus::new();
         let (mut sub, _) = bus.subscribe("a");
         let mut e = event(1);
-        e.metadata
-            .insert("k".into(), "v".repeat(MAX_PLATFORM_EVENT_BYTES));
+        e.metadata.insert("k".into(), "v".repeat(MAX_PLATFORM_EVENT_BYTES));
         assert_eq!(bus.platform_event("a", e), Kept::Dropped);
         bus.changed(&sandbox("a"));
-        assert!(matches!(
-            sub.recv().await,
-            Received::Event(SandboxEvent::Changed(_))
-        ));
+        assert!(matches!(sub.recv().await, Received::Event(SandboxEvent::Changed(_))));
         let (_again, tail) = bus.subscribe("a");
         assert!(tail.is_empty());
     }

@@ -24,9 +24,7 @@ pub fn store_status(e: StoreError) -> Status {
         }
         StoreError::Invalid(m) => Status::invalid_argument(m),
         other => {
-            crate::log::error("store failure")
-                .display("error", &other)
-                .emit();
+            crate::log::error("store failure").display("error", &other).emit();
             Status::internal("store failure")
         }
     }

@@ -40,11 +40,7 @@ fn pick(rng: &SystemRandom, words: &[&'static str]) -> Option<&'static str> {
 /// A random `adjective-noun`; `None` only if the system RNG fails.
 pub fn two_words() -> Option<String> {
     let rng = SystemRandom::new();
-    Some(format!(
-        "{}-{}",
-        pick(&rng, ADJECTIVES)?,
-        pick(&rng, NOUNS)?
-    ))
+    Some(format!("{}-{}", pick(&rng, ADJECTIVES)?, pick(&rng, NOUNS)?))
 }
 
 #[cfg(test)]

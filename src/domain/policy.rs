@@ -55,11 +55,7 @@ struct StaticView {
 
 /// One static field's value: `None` when absent, else all its bytes.
 fn joined(occurrences: &[Bytes]) -> Option<Vec<u8>> {
-    if occurrences.is_empty() {
-        None
-    } else {
-        Some(occurrences.concat())
-    }
+    if occurrences.is_empty() { None } else { Some(occurrences.concat()) }
 }
 
 /// The bytes to append: field 4 holding the default `ProcessPolicy`.
@@ -108,9 +104,7 @@ pub fn with_default_process(policy: Bytes) -> Result<Bytes, Status> {
     };
     let mut out = BytesMut::with_capacity(policy.len() + field.encoded_len());
     out.extend_from_slice(&policy);
-    field
-        .encode(&mut out)
-        .map_err(|_| Status::internal("policy encoding failed"))?;
+    field.encode(&mut out).map_err(|_| Status::internal("policy encoding failed"))?;
     Ok(out.freeze())
 }
 
@@ -150,23 +144,18 @@ pub fn check_safety(policy: &[u8]) -> Result<(), Status> {
 fn violations(policy: &SandboxPolicy) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(process) = &policy.process {
-        for (field, value) in [
-            ("run_as_user", &process.run_as_user),
-            ("run_as_group", &process.run_as_group),
-        ] {
+        for (field, value) in
+            [("run_as_user", &process.run_as_user), ("run_as_group", &process.run_as_group)]
+        {
             if value != DEFAULT_PROCESS_IDENTITY {
-                out.push(format!(
-                    "{field} must be '{DEFAULT_PROCESS_IDENTITY}', got '{value}'"
-                ));
+                out.push(format!("{field} must be '{DEFAULT_PROCESS_IDENTITY}', got '{value}'"));
             }
         }
     }
     if let Some(fs) = &policy.filesystem {
         let total = fs.read_only.len() + fs.read_write.len();
         if total > MAX_FILESYSTEM_PATHS {
-            out.push(format!(
-                "too many filesystem paths ({total} > {MAX_FILESYSTEM_PATHS})"
-            ));
+            out.push(format!("too many filesystem paths ({total} > {MAX_FILESYSTEM_PATHS})"));
         }
         for path in fs.read_only.iter().chain(&fs.read_write) {
             if path.len() > MAX_PATH_BYTES {
@@ -191,11 +180,7 @@ fn violations(policy: &SandboxPolicy) -> Vec<String> {
         }
     }
     for (key, rule) in &policy.network_policies {
-        let name = if rule.name.is_empty() {
-            key
-        } else {
-            &rule.name
-        };
+        let name = if rule.name.is_empty() { key } else { &rule.name };
         for endpoint in &rule.endpoints {
             if top_level_wildcard(&endpoint.host) {
                 out.push(format!(
@@ -231,9 +216,7 @@ pub fn check_static_fields(baseline: &[u8], new: &[u8]) -> Result<(), Status> {
         .map_err(|_| Status::internal("stored baseline policy is corrupt"))?;
     let next = StaticView::decode(new).map_err(|e| invalid(&e))?;
     let filesystem = |v: &StaticView| -> Result<Option<FilesystemPolicy>, prost::DecodeError> {
-        joined(&v.filesystem)
-            .map(|b| FilesystemPolicy::decode(&b[..]))
-            .transpose()
+        joined(&v.filesystem).map(|b| FilesystemPolicy::decode(&b[..])).transpose()
     };
     let base_fs =
         filesystem(&base).map_err(|_| Status::internal("stored baseline policy is corrupt"))?;
@@ -275,10 +258,7 @@ mod tests {
     };
 
     fn sandbox_process() -> Option<ProcessPolicy> {
-        Some(ProcessPolicy {
-            run_as_user: "sandbox".into(),
-            run_as_group: "sandbox".into(),
-        })
+        Some(ProcessPolicy { run_as_user: "sandbox".into(), run_as_group: "sandbox".into() })
     }
 
     fn message(err: Status) -> String {
@@ -292,9 +272,7 @@ mod tests {
         // field 99 that a decode-and-re-encode would lose.
         let mut sent = SandboxPolicy {
             version: 7,
-            landlock: Some(LandlockPolicy {
-                compatibility: "best_effort".into(),
-            }),
+            landlock: Some(LandlockPolicy { compatibility: "best_effort".into() }),
             ..Default::default()
         }
         .encode_to_vec();
@@ -310,11 +288,8 @@ mod tests {
 
     #[test]
     fn leaves_a_policy_with_process_alone() {
-        let sent = SandboxPolicy {
-            process: Some(ProcessPolicy::default()),
-            ..Default::default()
-        }
-        .encode_to_vec();
+        let sent = SandboxPolicy { process: Some(ProcessPolicy::default()), ..Default::default() }
+            .encode_to_vec();
         let stored = with_default_process(Bytes::from(sent.clone())).unwrap();
         assert_eq!(stored, sent);
     }
@@ -335,14 +310,8 @@ mod tests {
             NetworkPolicyRule {
                 name: String::new(),
                 endpoints: vec![
-                    NetworkEndpoint {
-                        host: "*.com".into(),
-                        ..Default::default()
-                    },
-                    NetworkEndpoint {
-                        host: "*.example.com".into(),
-                        ..Default::default()
-                    },
+                    NetworkEndpoint { host: "*.com".into(), ..Default::default() },
+                    NetworkEndpoint { host: "*.example.com".into(), ..Default::default() },
                 ],
                 binaries: vec![],
             },
@@ -386,15 +355,9 @@ mod tests {
         };
         let m = message(check_safety(&policy.encode_to_vec()).unwrap_err());
         assert!(m.contains("too many filesystem paths (257 > 256)"), "{m}");
-        assert!(
-            m.contains("path exceeds maximum length (8193 > 4096): /"),
-            "{m}"
-        );
+        assert!(m.contains("path exceeds maximum length (8193 > 4096): /"), "{m}");
         assert!(check_safety(&[]).is_ok());
-        let ok = SandboxPolicy {
-            process: sandbox_process(),
-            ..Default::default()
-        };
+        let ok = SandboxPolicy { process: sandbox_process(), ..Default::default() };
         assert!(check_safety(&ok.encode_to_vec()).is_ok());
     }
 
@@ -411,9 +374,7 @@ mod tests {
     fn with_static(fs: Option<FilesystemPolicy>, landlock: &str) -> Vec<u8> {
         SandboxPolicy {
             filesystem: fs,
-            landlock: Some(LandlockPolicy {
-                compatibility: landlock.into(),
-            }),
+            landlock: Some(LandlockPolicy { compatibility: landlock.into() }),
             process: sandbox_process(),
             ..Default::default()
         }
@@ -431,10 +392,7 @@ mod tests {
     #[test]
     fn static_fields_may_only_grow() {
         let base = with_static(fs(&["/usr"], &["/tmp"], true), "best_effort");
-        let grown = with_static(
-            fs(&["/usr", "/opt"], &["/tmp", "/data"], true),
-            "best_effort",
-        );
+        let grown = with_static(fs(&["/usr", "/opt"], &["/tmp", "/data"], true), "best_effort");
         assert!(check_static_fields(&base, &grown).is_ok());
         let cases = [
             (
@@ -459,18 +417,12 @@ mod tests {
             ),
         ];
         for (next, want) in cases {
-            assert_eq!(
-                message(check_static_fields(&base, &next).unwrap_err()),
-                want
-            );
+            assert_eq!(message(check_static_fields(&base, &next).unwrap_err()), want);
         }
         let mut other_process = SandboxPolicy::decode(&base[..]).unwrap();
         other_process.process = None;
         let other = with_default_process(Bytes::from(other_process.encode_to_vec())).unwrap();
-        assert!(
-            check_static_fields(&base, &other).is_ok(),
-            "same default bytes"
-        );
+        assert!(check_static_fields(&base, &other).is_ok(), "same default bytes");
         other_process.process = Some(ProcessPolicy::default());
         assert_eq!(
             message(check_static_fields(&base, &other_process.encode_to_vec()).unwrap_err()),
@@ -483,10 +435,7 @@ mod tests {
 
     #[test]
     fn hash_is_hex_sha256_of_the_bytes() {
-        assert_eq!(
-            hash(b""),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+        assert_eq!(hash(b""), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
         assert!(check_size(&vec![0; MAX_POLICY_BYTES]).is_ok());
         assert_eq!(
             message(check_size(&vec![0; MAX_POLICY_BYTES + 1]).unwrap_err()),

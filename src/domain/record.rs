@@ -61,12 +61,7 @@ pub fn decode(record: &Record) -> Result<Sandbox, StoreError> {
 /// The record for a sandbox (its metadata gives id, name and labels).
 pub fn new_record(sandbox: &Sandbox) -> NewRecord {
     let meta = sandbox.metadata.clone().unwrap_or_default();
-    NewRecord {
-        id: meta.id,
-        name: meta.name,
-        labels: meta.labels,
-        payload: payload(sandbox),
-    }
+    NewRecord { id: meta.id, name: meta.name, labels: meta.labels, payload: payload(sandbox) }
 }
 
 fn payload(sandbox: &Sandbox) -> Bytes {
@@ -161,20 +156,9 @@ pub async fn remove(store: &Arc<dyn Store>, id: &str) -> Result<bool, StoreError
             return Ok(false);
         };
         s.apply(vec![
-            Op::Delete {
-                kind: Kind::Sandbox,
-                name: record.name,
-                expect: Expect::Any,
-            },
-            Op::DeletePrefix {
-                kind: Kind::PolicyRevision,
-                prefix: revision_prefix(&id),
-            },
-            Op::Delete {
-                kind: Kind::Setting,
-                name: settings_name(&id),
-                expect: Expect::Any,
-            },
+            Op::Delete { kind: Kind::Sandbox, name: record.name, expect: Expect::Any },
+            Op::DeletePrefix { kind: Kind::PolicyRevision, prefix: revision_prefix(&id) },
+            Op::Delete { kind: Kind::Setting, name: settings_name(&id), expect: Expect::Any },
         ])?;
         Ok(true)
     })

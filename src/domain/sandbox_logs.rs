@@ -116,11 +116,7 @@ fn rank(level: &str) -> Option<u8> {
 impl LogFilter {
     /// The filter a request asks for.
     pub fn new(since_ms: i64, sources: &[String], min_level: &str) -> LogFilter {
-        LogFilter {
-            since_ms,
-            sources: sources.to_vec(),
-            max_rank: rank(min_level),
-        }
+        LogFilter { since_ms, sources: sources.to_vec(), max_rank: rank(min_level) }
     }
 
     /// Whether `line` passes.
@@ -129,11 +125,7 @@ impl LogFilter {
             return false;
         }
         if !self.sources.is_empty() {
-            let source = if line.source.is_empty() {
-                DEFAULT_SOURCE
-            } else {
-                &line.source
-            };
+            let source = if line.source.is_empty() { DEFAULT_SOURCE } else { &line.source };
             if !self.sources.iter().any(|s| s == source) {
                 return false;
             }
@@ -152,10 +144,7 @@ struct Buffer {
 
 impl Buffer {
     fn new() -> Buffer {
-        Buffer {
-            lines: VecDeque::new(),
-            tx: broadcast::channel(LOG_WATCH_BUFFER_LINES).0,
-        }
+        Buffer { lines: VecDeque::new(), tx: broadcast::channel(LOG_WATCH_BUFFER_LINES).0 }
     }
 }
 
@@ -176,20 +165,13 @@ impl std::fmt::Debug for SandboxLogs {
 
 /// The last `max` lines of `lines`, oldest first.
 fn last(lines: &VecDeque<Arc<SandboxLogLine>>, max: usize) -> Vec<Arc<SandboxLogLine>> {
-    lines
-        .iter()
-        .skip(lines.len().saturating_sub(max))
-        .cloned()
-        .collect()
+    lines.iter().skip(lines.len().saturating_sub(max)).cloned().collect()
 }
 
 impl SandboxLogs {
     /// Buffers of at most `capacity` lines each (at least 1).
     pub fn new(capacity: usize) -> SandboxLogs {
-        SandboxLogs {
-            capacity: capacity.max(1),
-            buffers: Mutex::new(HashMap::new()),
-        }
+        SandboxLogs { capacity: capacity.max(1), buffers: Mutex::new(HashMap::new()) }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Buffer>> {
@@ -220,10 +202,7 @@ impl SandboxLogs {
 
     /// The last `max` lines of sandbox `id`, oldest first.
     pub fn tail(&self, id: &str, max: usize) -> Vec<Arc<SandboxLogLine>> {
-        self.lock()
-            .get(id)
-            .map(|b| last(&b.lines, max))
-            .unwrap_or_default()
+        self.lock().get(id).map(|b| last(&b.lines, max)).unwrap_or_default()
     }
 
     /// Start following sandbox `id`, and take its last `tail` lines at the
@@ -238,11 +217,7 @@ impl SandboxLogs {
         let rx = buffer.tx.subscribe();
         let lines = last(&buffer.lines, tail);
         drop(buffers);
-        let sub = LogSubscription {
-            logs: Arc::clone(self),
-            id: id.to_string(),
-            rx: Some(rx),
-        };
+        let sub = LogSubscription { logs: Arc::clone(self), id: id.to_string(), rx: Some(rx) };
         (sub, lines)
     }
 
@@ -263,10 +238,7 @@ impl SandboxLogs {
 
     fn release(&self, id: &str) {
         let mut buffers = self.lock();
-        if buffers
-            .get(id)
-            .is_some_and(|b| b.tx.receiver_count() == 0 && b.lines.is_empty())
-        {
+        if buffers.get(id).is_some_and(|b| b.tx.receiver_count() == 0 && b.lines.is_empty()) {
             buffers.remove(id);
         }
     }
@@ -292,9 +264,7 @@ pub struct LogSubscription {
 
 impl std::fmt::Debug for LogSubscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogSubscription")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
+        f.debug_struct("LogSubscription").field("id", &self.id).finish_non_exhaustive()
     }
 }
 
@@ -363,11 +333,7 @@ mod tests {
         assert_eq!(l.message.len(), MAX_LOG_MESSAGE_BYTES);
         assert_eq!(l.target.len(), MAX_LOG_TARGET_BYTES);
         assert_eq!(l.fields.len(), MAX_LOG_FIELDS);
-        assert!(
-            l.fields
-                .values()
-                .all(|v| v.len() == MAX_LOG_FIELD_VALUE_BYTES)
-        );
+        assert!(l.fields.values().all(|v| v.len() == MAX_LOG_FIELD_VALUE_BYTES));
         assert!(l.fields.keys().all(|k| k.len() <= MAX_LOG_FIELD_KEY_BYTES));
     }
 
@@ -395,10 +361,7 @@ mod tests {
         assert_eq!(tail.len(), 1);
         logs.push("a", [line(1, "INFO", "")]);
         assert!(matches!(sub.recv().await, LogReceived::Line(l) if l.timestamp_ms == 1));
-        logs.push(
-            "a",
-            (0..LOG_WATCH_BUFFER_LINES as i64 + 3).map(|n| line(n, "INFO", "")),
-        );
+        logs.push("a", (0..LOG_WATCH_BUFFER_LINES as i64 + 3).map(|n| line(n, "INFO", "")));
         assert!(matches!(sub.recv().await, LogReceived::Lagged(3)));
         logs.remove("a");
         let mut drained = 0;
@@ -415,10 +378,6 @@ mod tests {
         let (sub, _) = logs.subscribe("b", 1);
         assert_eq!(logs.buffers(), 1);
         drop(sub);
-        assert_eq!(
-            logs.buffers(),
-            0,
-            "an idle empty buffer goes with its last follower"
-        );
+        assert_eq!(logs.buffers(), 0, "an idle empty buffer goes with its last follower");
     }
 }

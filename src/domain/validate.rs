@@ -150,9 +150,7 @@ pub fn label_key(key: &str) -> Result<(), Status> {
         None => (None, key),
     };
     if name.is_empty() {
-        return Err(invalid(format!(
-            "label key name segment cannot be empty: '{key}'"
-        )));
+        return Err(invalid(format!("label key name segment cannot be empty: '{key}'")));
     }
     if name.len() > MAX_LABEL_NAME_BYTES {
         return Err(invalid(format!(
@@ -182,9 +180,7 @@ pub fn label_key(key: &str) -> Result<(), Status> {
             "label key prefix cannot be empty when '/' is present: '{key}'"
         )));
     }
-    if !prefix
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+    if !prefix.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
     {
         return Err(invalid(format!(
             "label key prefix must be a DNS subdomain (lowercase alphanumeric, '-', '.'): '{key}'"
@@ -196,9 +192,7 @@ pub fn label_key(key: &str) -> Result<(), Status> {
         )));
     }
     if prefix.contains("..") {
-        return Err(invalid(format!(
-            "label key prefix cannot contain consecutive dots: '{key}'"
-        )));
+        return Err(invalid(format!("label key prefix cannot contain consecutive dots: '{key}'")));
     }
     Ok(())
 }
@@ -240,9 +234,7 @@ pub fn label_selector(selector: &str) -> Result<BTreeMap<String, String>, Status
     for pair in selector.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         count += 1;
         if count > MAX_SELECTOR_PAIRS {
-            return Err(invalid(format!(
-                "label selector exceeds {MAX_SELECTOR_PAIRS} pair limit"
-            )));
+            return Err(invalid(format!("label selector exceeds {MAX_SELECTOR_PAIRS} pair limit")));
         }
         let Some((key, value)) = pair.split_once('=') else {
             return Err(invalid(format!(
@@ -305,15 +297,9 @@ mod tests {
         assert_eq!(s["env"], "prod");
         assert!(label_selector("").unwrap().is_empty());
         let e = label_selector("team").unwrap_err();
-        assert_eq!(
-            e.message(),
-            "invalid label selector: expected 'key=value', got 'team'"
-        );
+        assert_eq!(e.message(), "invalid label selector: expected 'key=value', got 'team'");
         let e = label_selector("=a").unwrap_err();
-        assert_eq!(
-            e.message(),
-            "invalid label selector: key cannot be empty in '=a'"
-        );
+        assert_eq!(e.message(), "invalid label selector: key cannot be empty in '=a'");
         let many = (0..65).map(|i| format!("k{i}=v")).collect::<Vec<_>>();
         assert!(label_selector(&many.join(",")).is_err());
     }

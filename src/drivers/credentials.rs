@@ -37,9 +37,7 @@ pub const MAX_CACHED_TOKENS: usize = 1024;
 
 /// The driver name in a credential value, if it is a reference.
 pub fn reference(value: &str) -> Option<&str> {
-    value
-        .strip_prefix(REFERENCE_PREFIX)
-        .filter(|n| !n.is_empty())
+    value.strip_prefix(REFERENCE_PREFIX).filter(|n| !n.is_empty())
 }
 
 #[derive(Clone, Debug)]
@@ -74,9 +72,7 @@ struct Inner {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("pool", &self.inner.pool)
-            .finish_non_exhaustive()
+        f.debug_struct("Credentials").field("pool", &self.inner.pool).finish_non_exhaustive()
     }
 }
 
@@ -133,11 +129,7 @@ impl Credentials {
 
     /// The resolution of `name` in flight, started now if there is none.
     fn flight(&self, name: &str) -> Flight {
-        let mut flights = self
-            .inner
-            .flights
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut flights = self.inner.flights.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(f) = flights.get(name) {
             return f.clone();
         }
@@ -151,11 +143,7 @@ impl Credentials {
             if let Ok(token) = &result {
                 inner.remember(&name, token);
             }
-            inner
-                .flights
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .remove(&name);
+            inner.flights.lock().unwrap_or_else(PoisonError::into_inner).remove(&name);
             let _ = tx.send(Some(result));
         });
         rx
@@ -169,11 +157,7 @@ impl Credentials {
         let resp = self
             .inner
             .pool
-            .unary(
-                credentials_driver::LIST_CREDENTIALS,
-                &ListCredentialsRequest {},
-                deadline,
-            )
+            .unary(credentials_driver::LIST_CREDENTIALS, &ListCredentialsRequest {}, deadline)
             .await?;
         Ok(resp.credentials)
     }
@@ -181,29 +165,17 @@ impl Credentials {
 
 impl Inner {
     async fn call(&self, name: &str, deadline: Option<Instant>) -> Result<Token, Failure> {
-        let req = ResolveCredentialRequest {
-            name: name.to_string(),
-        };
-        match self
-            .pool
-            .unary(credentials_driver::RESOLVE_CREDENTIAL, &req, deadline)
-            .await
-        {
+        let req = ResolveCredentialRequest { name: name.to_string() };
+        match self.pool.unary(credentials_driver::RESOLVE_CREDENTIAL, &req, deadline).await {
             Ok(r) if r.token.is_empty() => Err(Failure::EmptyToken),
-            Ok(r) => Ok(Token {
-                value: r.token,
-                expires_at_ms: r.expires_at_ms,
-            }),
+            Ok(r) => Ok(Token { value: r.token, expires_at_ms: r.expires_at_ms }),
             Err(e) => Err(Failure::Driver(e)),
         }
     }
 
     fn cached(&self, name: &str, now_ms: i64) -> Option<String> {
         let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        cache
-            .get(name)
-            .filter(|t| fresh(t, now_ms))
-            .map(|t| t.value.clone())
+        cache.get(name).filter(|t| fresh(t, now_ms)).map(|t| t.value.clone())
     }
 
     fn remember(&self, name: &str, token: &Token) {
@@ -216,10 +188,8 @@ impl Inner {
             cache.retain(|_, t| fresh(t, now));
             if cache.len() >= MAX_CACHED_TOKENS {
                 // Still full of live tokens: forget the one expiring first.
-                if let Some(first) = cache
-                    .iter()
-                    .min_by_key(|(_, t)| t.expires_at_ms)
-                    .map(|(k, _)| k.clone())
+                if let Some(first) =
+                    cache.iter().min_by_key(|(_, t)| t.expires_at_ms).map(|(k, _)| k.clone())
                 {
                     cache.remove(&first);
                 }
@@ -327,15 +297,9 @@ mod tests {
             keepalive: Default::default(),
             max_message_bytes: 1 << 20,
         };
-        let pool = Pool::connect(
-            Driver::Credentials,
-            config,
-            None,
-            10,
-            Duration::from_millis(10),
-        )
-        .await
-        .unwrap();
+        let pool = Pool::connect(Driver::Credentials, config, None, 10, Duration::from_millis(10))
+            .await
+            .unwrap();
         let creds = Credentials::new(pool);
         let hasty = Some(Instant::now() + Duration::from_millis(1));
         let patient = Some(Instant::now() + Duration::from_secs(5));
@@ -358,20 +322,14 @@ mod tests {
 
     #[test]
     fn references() {
-        assert_eq!(
-            reference("credentials-driver:github-api"),
-            Some("github-api")
-        );
+        assert_eq!(reference("credentials-driver:github-api"), Some("github-api"));
         assert_eq!(reference("credentials-driver:"), None);
         assert_eq!(reference("ghp_plain"), None);
     }
 
     #[test]
     fn freshness_keeps_a_margin() {
-        let t = Token {
-            value: "x".into(),
-            expires_at_ms: 100_000,
-        };
+        let t = Token { value: "x".into(), expires_at_ms: 100_000 };
         assert!(fresh(&t, 69_999));
         assert!(!fresh(&t, 70_000));
     }

@@ -81,10 +81,7 @@ pub struct Keepalive {
 
 impl Default for Keepalive {
     fn default() -> Keepalive {
-        Keepalive {
-            interval: PING_INTERVAL,
-            timeout: PING_TIMEOUT,
-        }
+        Keepalive { interval: PING_INTERVAL, timeout: PING_TIMEOUT }
     }
 }
 
@@ -113,13 +110,7 @@ pub async fn connect_with_retry(
 async fn handshake(
     stream: UnixStream,
     max_message_bytes: usize,
-) -> Result<
-    (
-        SendRequest<Bytes>,
-        h2::client::Connection<UnixStream, Bytes>,
-    ),
-    String,
-> {
+) -> Result<(SendRequest<Bytes>, h2::client::Connection<UnixStream, Bytes>), String> {
     let mut builder = h2::client::Builder::new();
     let window = u32::try_from(max_message_bytes.clamp(65_535, 16 << 20)).unwrap_or(65_535);
     builder
@@ -221,15 +212,13 @@ impl Pool {
         attempts: u32,
         interval: Duration,
     ) -> Result<Pool, String> {
-        let first = connect_with_retry(&config.path, attempts, interval)
-            .await
-            .map_err(|e| {
-                format!(
-                    "timed out waiting for external {} socket '{}': {e}",
-                    driver.name(),
-                    config.path.display()
-                )
-            })?;
+        let first = connect_with_retry(&config.path, attempts, interval).await.map_err(|e| {
+            format!(
+                "timed out waiting for external {} socket '{}': {e}",
+                driver.name(),
+                config.path.display()
+            )
+        })?;
         let n = config.connections.max(1);
         let shared = Arc::new(Shared {
             driver,
@@ -282,11 +271,7 @@ impl Pool {
     }
 
     fn last_error(&self) -> String {
-        self.shared
-            .last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.shared.last_error.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// A live connection, round-robin; UNAVAILABLE at once if none is live.
@@ -294,9 +279,8 @@ impl Pool {
         let n = self.shared.slots.len();
         let start = self.shared.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..n {
-            let slot = self.shared.slots[(start + i) % n]
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let slot =
+                self.shared.slots[(start + i) % n].lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(s) = slot.as_ref() {
                 return Ok(s.clone());
             }
@@ -333,10 +317,7 @@ impl Pool {
         Resp: prost::Message + Default,
     {
         let driver = self.shared.driver;
-        self.call(method, req, inbound_deadline, |s| {
-            map_status(driver, method.name(), s)
-        })
-        .await
+        self.call(method, req, inbound_deadline, |s| map_status(driver, method.name(), s)).await
     }
 
     /// Like [`Pool::unary`], but the driver's code passes through
@@ -385,11 +366,7 @@ impl Pool {
     }
 
     fn error(&self, call: &'static str, status: Status) -> DriverError {
-        DriverError {
-            driver: self.shared.driver,
-            call,
-            status,
-        }
+        DriverError { driver: self.shared.driver, call, status }
     }
 
     fn record<T>(&self, result: &Result<T, Status>, started: Instant) {
@@ -412,10 +389,8 @@ impl Pool {
         Resp: prost::Message + Default,
     {
         let started = Instant::now();
-        let opts = CallOptions {
-            deadline: None,
-            max_message_bytes: self.shared.config.max_message_bytes,
-        };
+        let opts =
+            CallOptions { deadline: None, max_message_bytes: self.shared.config.max_message_bytes };
         let result = match self.pick() {
             Ok(conn) => {
                 let open = OpenStream::new(&conn.streams);
@@ -506,9 +481,7 @@ async fn maintain(
     loop {
         let s = match stream.take() {
             Some(s) => Ok(s),
-            None => UnixStream::connect(&shared.config.path)
-                .await
-                .map_err(|e| e.to_string()),
+            None => UnixStream::connect(&shared.config.path).await.map_err(|e| e.to_string()),
         };
         let connected = match s {
             Ok(s) => handshake(s, shared.config.max_message_bytes).await,
@@ -522,9 +495,8 @@ async fn maintain(
                     Arc::clone(&streams),
                     shared.config.keepalive,
                 );
-                *shared.slots[i]
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = Some(Conn { sender, streams });
+                *shared.slots[i].lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some(Conn { sender, streams });
                 set_live(&shared, 1);
                 if let Some(tx) = first.take() {
                     let _ = tx.send(());
@@ -542,31 +514,20 @@ async fn maintain(
                             Err(e) => format!("connection lost: {e}"),
                         });
                     }
-                    pings
-                        .as_mut()
-                        .poll(cx)
-                        .map(|dead| format!("connection closed: {dead}"))
+                    pings.as_mut().poll(cx).map(|dead| format!("connection closed: {dead}"))
                 })
                 .await;
                 drop(connection);
-                *shared.slots[i]
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = None;
+                *shared.slots[i].lock().unwrap_or_else(PoisonError::into_inner) = None;
                 log::warn("driver connection lost")
                     .str("driver", shared.driver.name())
                     .str("error", &why)
                     .emit();
-                *shared
-                    .last_error
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = why;
+                *shared.last_error.lock().unwrap_or_else(PoisonError::into_inner) = why;
                 set_live(&shared, -1);
             }
             Err(e) => {
-                *shared
-                    .last_error
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner) = e;
+                *shared.last_error.lock().unwrap_or_else(PoisonError::into_inner) = e;
                 if let Some(tx) = first.take() {
                     let _ = tx.send(());
                 }
@@ -587,13 +548,9 @@ fn set_live(shared: &Shared, delta: isize) {
         r.set(shared.driver.component(), now > 0);
     }
     if now == 0 {
-        log::warn("no live driver connection")
-            .str("driver", shared.driver.name())
-            .emit();
+        log::warn("no live driver connection").str("driver", shared.driver.name()).emit();
     } else if delta > 0 && now == 1 {
-        log::info("driver connected")
-            .str("driver", shared.driver.name())
-            .emit();
+        log::info("driver connected").str("driver", shared.driver.name()).emit();
     }
 }
 

@@ -86,8 +86,7 @@ impl Limits {
 
     /// Bytes of the process-wide budget in use.
     pub fn total_in_use(&self) -> usize {
-        self.total_bytes
-            .saturating_sub(self.total.available_permits())
+        self.total_bytes.saturating_sub(self.total.available_permits())
     }
 }
 
@@ -188,9 +187,7 @@ impl Body {
             if self.timing == Timing::PerMessage {
                 self.deadline = match self.decoder.buffered() {
                     0 => None,
-                    _ => self
-                        .deadline
-                        .or_else(|| Instant::now().checked_add(self.timeout)),
+                    _ => self.deadline.or_else(|| Instant::now().checked_add(self.timeout)),
                 };
             }
             // More bytes are needed: keep the partial message's bytes on
@@ -241,9 +238,7 @@ impl Body {
         if self.decoder.buffered() == 0 {
             return 0;
         }
-        self.decoder
-            .held()
-            .saturating_sub(UNCHARGED_BYTES_PER_STREAM)
+        self.decoder.held().saturating_sub(UNCHARGED_BYTES_PER_STREAM)
     }
 
     /// Charge the decoder's memory to the connection's and the process's
@@ -270,9 +265,9 @@ impl Body {
                 };
                 let got = match self.deadline {
                     None => wait.await,
-                    Some(d) => tokio::time::timeout_at(d, wait)
-                        .await
-                        .map_err(|_| self.buffers_full())?,
+                    Some(d) => {
+                        tokio::time::timeout_at(d, wait).await.map_err(|_| self.buffers_full())?
+                    }
                 };
                 got.ok_or_else(|| self.buffers_full())?
             }

@@ -161,12 +161,7 @@ impl<G: Gate> Service<G> {
     ) {
         let started = Instant::now();
         let (parts, stream) = req.into_parts();
-        let http::request::Parts {
-            method,
-            uri,
-            mut headers,
-            ..
-        } = parts;
+        let http::request::Parts { method, uri, mut headers, .. } = parts;
         let path = uri.path();
         let route = self.router.get(path);
         let timing = match route {
@@ -203,16 +198,8 @@ impl<G: Gate> Service<G> {
                     out.refuse(StatusCode::OK, &status);
                     status.code()
                 } else {
-                    self.run(
-                        &uri,
-                        route,
-                        &mut headers,
-                        &mut body,
-                        deadline,
-                        &request_id,
-                        &mut out,
-                    )
-                    .await
+                    self.run(&uri, route, &mut headers, &mut body, deadline, &request_id, &mut out)
+                        .await
                 }
             }
         };
@@ -220,19 +207,12 @@ impl<G: Gate> Service<G> {
         if let Some(observer) = &self.observer {
             observer.call_ended(path, code, elapsed);
         }
-        let level = if code == Code::Ok {
-            log::Level::Debug
-        } else {
-            log::Level::Info
-        };
+        let level = if code == Code::Ok { log::Level::Debug } else { log::Level::Info };
         log::Line::new(level, "grpc call")
             .str("request_id", &request_id)
             .str("method", path)
             .str("status", code.name())
-            .num(
-                "duration_us",
-                elapsed.as_micros().min(i128::MAX as u128) as i128,
-            )
+            .num("duration_us", elapsed.as_micros().min(i128::MAX as u128) as i128)
             .emit();
         if let Some(rest) = body {
             rest.drain(DRAIN_MAX_BYTES, DRAIN_TIMEOUT).await;
@@ -251,15 +231,11 @@ impl<G: Gate> Service<G> {
             }
             return Check::Refuse(
                 StatusCode::METHOD_NOT_ALLOWED,
-                Status::internal(format!(
-                    "method {method} is not allowed: gRPC requires POST"
-                )),
+                Status::internal(format!("method {method} is not allowed: gRPC requires POST")),
             );
         }
         if !content_type.is_some_and(is_grpc_content_type) {
-            let shown = content_type
-                .map(String::from_utf8_lossy)
-                .unwrap_or_default();
+            let shown = content_type.map(String::from_utf8_lossy).unwrap_or_default();
             return Check::Refuse(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 Status::invalid_argument(format!("invalid gRPC request content-type {shown:?}")),
@@ -337,11 +313,7 @@ impl<G: Gate> Service<G> {
             };
             route.handler.call(ctx, input, tx, limit).await
         };
-        let shutdown = if streams_out {
-            Some(&self.shutdown)
-        } else {
-            None
-        };
+        let shutdown = if streams_out { Some(&self.shutdown) } else { None };
         let work = pin!(work);
         match out.drive(work, rx, deadline, shutdown).await {
             End::Done(Ok(trailers)) => out.finish(&Status::new(Code::Ok, ""), trailers),
@@ -428,11 +400,9 @@ impl Out {
         };
         let mut resp = http::Response::new(());
         *resp.status_mut() = answer.status;
-        resp.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
+        resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
         if self.echo {
-            resp.headers_mut()
-                .insert(X_REQUEST_ID.clone(), self.request_id_header());
+            resp.headers_mut().insert(X_REQUEST_ID.clone(), self.request_id_header());
         }
         let Ok(mut stream) = respond.send_response(resp, answer.body.is_empty()) else {
             return;
@@ -573,11 +543,7 @@ impl Out {
                 });
             }
             loop {
-                let waiting = if stop {
-                    Poll::Ready(End::Shutdown)
-                } else {
-                    Poll::Pending
-                };
+                let waiting = if stop { Poll::Ready(End::Shutdown) } else { Poll::Pending };
                 if !self.writing.is_empty() {
                     match self.poll_write(cx) {
                         Poll::Ready(Ok(())) => {}
@@ -646,10 +612,7 @@ impl Out {
 }
 
 fn put_status(h: &mut HeaderMap, status: &Status) {
-    h.insert(
-        GRPC_STATUS.clone(),
-        HeaderValue::from_static(status.code().as_header()),
-    );
+    h.insert(GRPC_STATUS.clone(), HeaderValue::from_static(status.code().as_header()));
     if !status.message().is_empty() {
         let mut enc = encode_message(status.message());
         if enc.len() > MAX_GRPC_MESSAGE_BYTES {
@@ -737,12 +700,7 @@ mod tests {
         ] {
             assert!(is_grpc_content_type(ok));
         }
-        for bad in [
-            &b"application/json"[..],
-            b"application/grpcx",
-            b"application/grp",
-            b"",
-        ] {
+        for bad in [&b"application/json"[..], b"application/grpcx", b"application/grp", b""] {
             assert!(!is_grpc_content_type(bad));
         }
     }

@@ -47,9 +47,7 @@ impl<T: prost::Message + Default> Streaming<T> {
                 .map_err(|e| Status::internal(format!("malformed response message: {e}"))),
             Ok(None) => match self.body.trailers().await {
                 Ok(Some(t)) => status_from(&t).map(|()| None),
-                Ok(None) => Err(Status::internal(
-                    "response stream ended without grpc-status",
-                )),
+                Ok(None) => Err(Status::internal("response stream ended without grpc-status")),
                 Err(e) => Err(transport(&e)),
             },
             Err(s) => Err(server_cut(s)),
@@ -96,9 +94,7 @@ where
         match body.trailers().await {
             Ok(Some(t)) => {
                 status_from(&t)?;
-                Err(Status::internal(
-                    "server sent no response message to a unary call",
-                ))
+                Err(Status::internal("server sent no response message to a unary call"))
             }
             Ok(None) => Err(Status::internal("response ended without grpc-status")),
             Err(e) => Err(transport(&e)),
@@ -120,16 +116,8 @@ where
     Resp: prost::Message + Default,
 {
     let open = async {
-        let (_, body) = start(
-            sender,
-            method.path,
-            req,
-            CallOptions {
-                deadline: None,
-                ..opts
-            },
-        )
-        .await?;
+        let (_, body) =
+            start(sender, method.path, req, CallOptions { deadline: None, ..opts }).await?;
         Ok(Streaming {
             body,
             decoder: Decoder::new(opts.max_message_bytes),
@@ -148,9 +136,7 @@ async fn with_deadline<T>(
         None => f.await,
         Some(d) => match tokio::time::timeout_at(d.into(), f).await {
             Ok(r) => r,
-            Err(_) => Err(Status::deadline_exceeded(
-                "deadline exceeded waiting for the driver",
-            )),
+            Err(_) => Err(Status::deadline_exceeded("deadline exceeded waiting for the driver")),
         },
     }
 }
@@ -185,18 +171,14 @@ async fn start<Req: prost::Message>(
     if let Some(d) = opts.deadline {
         let left = d.saturating_duration_since(Instant::now());
         if left == Duration::ZERO {
-            return Err(Status::deadline_exceeded(
-                "deadline exceeded before the driver call",
-            ));
+            return Err(Status::deadline_exceeded("deadline exceeded before the driver call"));
         }
         if let Ok(v) = HeaderValue::from_str(&timeout::format(left)) {
             h.insert("grpc-timeout", v);
         }
     }
     let mut sender = sender.clone().ready().await.map_err(|e| transport(&e))?;
-    let (response, mut stream) = sender
-        .send_request(request, false)
-        .map_err(|e| transport(&e))?;
+    let (response, mut stream) = sender.send_request(request, false).map_err(|e| transport(&e))?;
     // A server may answer (and close the stream) before it has read the
     // request; its answer is what counts, so a refused send is not the error.
     let _ = stream.send_data(payload, true);
@@ -214,11 +196,7 @@ async fn start<Req: prost::Message>(
             format!("HTTP status {}", head.status.as_u16()),
         ));
     }
-    let ct = head
-        .headers
-        .get(CONTENT_TYPE)
-        .map(HeaderValue::as_bytes)
-        .unwrap_or_default();
+    let ct = head.headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes).unwrap_or_default();
     if !(ct.starts_with(b"application/grpc") && matches!(ct.get(16), None | Some(b'+' | b';'))) {
         return Err(Status::internal(format!(
             "unexpected content-type {:?}",
@@ -244,9 +222,7 @@ fn status_from(h: &HeaderMap) -> Result<(), Status> {
 }
 
 fn message_of(h: &HeaderMap) -> String {
-    h.get("grpc-message")
-        .map(|m| decode_message(m.as_bytes()))
-        .unwrap_or_default()
+    h.get("grpc-message").map(|m| decode_message(m.as_bytes())).unwrap_or_default()
 }
 
 /// grpc.md §1.5: HTTP status to gRPC code, only when grpc-status is absent.

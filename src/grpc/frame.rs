@@ -40,10 +40,7 @@ impl std::fmt::Display for FrameError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             FrameError::TooLarge { declared, limit } => {
-                write!(
-                    f,
-                    "message of {declared} bytes is larger than the limit of {limit} bytes"
-                )
+                write!(f, "message of {declared} bytes is larger than the limit of {limit} bytes")
             }
             FrameError::CompressedWithoutEncoding => {
                 f.write_str("compressed-flag set but no grpc-encoding")
@@ -69,11 +66,7 @@ pub struct Decoder {
 impl Decoder {
     /// A decoder that refuses messages larger than `limit` bytes.
     pub fn new(limit: usize) -> Decoder {
-        Decoder {
-            buf: BytesMut::new(),
-            pending: None,
-            limit,
-        }
+        Decoder { buf: BytesMut::new(), pending: None, limit }
     }
 
     /// Add received bytes.
@@ -148,11 +141,7 @@ impl Decoder {
     /// Call at end of stream: an error if bytes of a partial message remain.
     pub fn finish(&self) -> Result<(), FrameError> {
         let pending = self.pending.as_ref().map_or(0, Bytes::len);
-        if self.buf.is_empty() && pending == 0 {
-            Ok(())
-        } else {
-            Err(FrameError::Truncated)
-        }
+        if self.buf.is_empty() && pending == 0 { Ok(()) } else { Err(FrameError::Truncated) }
     }
 
     /// Bytes buffered and not yet returned.
@@ -179,10 +168,7 @@ fn parse_prefix(buf: &[u8], limit: usize) -> Result<Option<usize>, FrameError> {
     let declared = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]);
     let len = usize::try_from(declared).unwrap_or(usize::MAX);
     if len > limit {
-        return Err(FrameError::TooLarge {
-            declared: u64::from(declared),
-            limit,
-        });
+        return Err(FrameError::TooLarge { declared: u64::from(declared), limit });
     }
     Ok(Some(len))
 }
@@ -243,11 +229,7 @@ mod tests {
                     out.push(m);
                 }
             }
-            assert_eq!(
-                out,
-                vec![&b"hello"[..], &b""[..], &b"world!"[..]],
-                "split at {split}"
-            );
+            assert_eq!(out, vec![&b"hello"[..], &b""[..], &b"world!"[..]], "split at {split}");
             d.finish().unwrap();
         }
     }
@@ -256,13 +238,7 @@ mod tests {
     fn limit_checked_on_prefix() {
         let mut d = Decoder::new(4);
         d.push(Bytes::from_static(&[0, 0, 0, 0, 5]));
-        assert_eq!(
-            d.next_message(),
-            Err(FrameError::TooLarge {
-                declared: 5,
-                limit: 4
-            })
-        );
+        assert_eq!(d.next_message(), Err(FrameError::TooLarge { declared: 5, limit: 4 }));
         let mut d = Decoder::new(4);
         d.push(Bytes::from_static(&[0, 0, 0, 0, 4, 1, 2, 3, 4]));
         assert_eq!(d.next_message().unwrap().unwrap(), &[1, 2, 3, 4][..]);

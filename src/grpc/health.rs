@@ -72,21 +72,12 @@ impl Health {
         let mut statuses = BTreeMap::new();
         statuses.insert(String::new(), ServingStatus::Serving);
         let (changed, _) = watch::channel(0);
-        Health {
-            inner: Arc::new(Inner {
-                statuses: Mutex::new(statuses),
-                changed,
-            }),
-        }
+        Health { inner: Arc::new(Inner { statuses: Mutex::new(statuses), changed }) }
     }
 
     /// Register or update one service's status.
     pub fn set(&self, service: &str, status: ServingStatus) {
-        let mut map = self
-            .inner
-            .statuses
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.inner.statuses.lock().unwrap_or_else(PoisonError::into_inner);
         let old = map.insert(service.to_string(), status);
         drop(map);
         if old != Some(status) {
@@ -96,11 +87,7 @@ impl Health {
 
     /// Set every registered service (and the server) to one status.
     pub fn set_all(&self, status: ServingStatus) {
-        let mut map = self
-            .inner
-            .statuses
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.inner.statuses.lock().unwrap_or_else(PoisonError::into_inner);
         let mut any = false;
         for v in map.values_mut() {
             any |= *v != status;
@@ -114,29 +101,21 @@ impl Health {
 
     /// The status of a service, `None` if it is not registered.
     pub fn get(&self, service: &str) -> Option<ServingStatus> {
-        self.inner
-            .statuses
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(service)
-            .copied()
+        self.inner.statuses.lock().unwrap_or_else(PoisonError::into_inner).get(service).copied()
     }
 
     /// Add Check and Watch to a router.
     pub fn register(&self, router: &mut Router) {
         let me = self.clone();
-        router.unary(
-            health::CHECK,
-            move |_ctx: Context, req: HealthCheckRequest| {
-                let status = me.get(&req.service);
-                async move {
-                    match status {
-                        Some(s) => Ok(HealthCheckResponse { status: s as i32 }),
-                        None => Err(Status::not_found(unknown_service_message(&req.service))),
-                    }
+        router.unary(health::CHECK, move |_ctx: Context, req: HealthCheckRequest| {
+            let status = me.get(&req.service);
+            async move {
+                match status {
+                    Some(s) => Ok(HealthCheckResponse { status: s as i32 }),
+                    None => Err(Status::not_found(unknown_service_message(&req.service))),
                 }
-            },
-        );
+            }
+        });
         let me = self.clone();
         router.server_streaming(
             health::WATCH,
@@ -153,8 +132,7 @@ impl Health {
         loop {
             let now = self.get(&service).unwrap_or(ServingStatus::ServiceUnknown);
             if last != Some(now) {
-                sink.send(&HealthCheckResponse { status: now as i32 })
-                    .await?;
+                sink.send(&HealthCheckResponse { status: now as i32 }).await?;
                 last = Some(now);
             }
             if changes.changed().await.is_err() {

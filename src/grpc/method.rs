@@ -42,11 +42,7 @@ pub struct Method<Req, Resp> {
 impl<Req, Resp> Method<Req, Resp> {
     /// A method descriptor (used by the generated tables).
     pub const fn new(path: &'static str, shape: Shape) -> Self {
-        Method {
-            path,
-            shape,
-            types: PhantomData,
-        }
+        Method { path, shape, types: PhantomData }
     }
 
     /// The method name: the part of the path after the last `/`.
@@ -65,10 +61,7 @@ impl<Req, Resp> Copy for Method<Req, Resp> {}
 
 impl<Req, Resp> fmt::Debug for Method<Req, Resp> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Method")
-            .field("path", &self.path)
-            .field("shape", &self.shape)
-            .finish()
+        f.debug_struct("Method").field("path", &self.path).field("shape", &self.shape).finish()
     }
 }
 

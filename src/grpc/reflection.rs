@@ -119,12 +119,7 @@ impl Reflection {
             files.insert(name, (raw, file.dependency));
         }
         let services: BTreeSet<String> = services.into_iter().collect();
-        Ok(Reflection {
-            files,
-            symbols,
-            messages,
-            services: services.into_iter().collect(),
-        })
+        Ok(Reflection { files, symbols, messages, services: services.into_iter().collect() })
     }
 
     /// Add both reflection services to a router.
@@ -247,18 +242,11 @@ fn index_message(
 }
 
 fn join(scope: &str, name: &str) -> String {
-    if scope.is_empty() {
-        name.to_string()
-    } else {
-        format!("{scope}.{name}")
-    }
+    if scope.is_empty() { name.to_string() } else { format!("{scope}.{name}") }
 }
 
 fn not_found(message: String) -> MessageResponse {
-    MessageResponse::ErrorResponse(ErrorResponse {
-        error_code: NOT_FOUND,
-        error_message: message,
-    })
+    MessageResponse::ErrorResponse(ErrorResponse { error_code: NOT_FOUND, error_message: message })
 }
 
 #[cfg(test)]

@@ -46,8 +46,7 @@ pub struct Context {
 impl Context {
     /// Time left before the deadline (`None`: no deadline).
     pub fn remaining(&self) -> Option<Duration> {
-        self.deadline
-            .map(|d| d.saturating_duration_since(Instant::now()))
+        self.deadline.map(|d| d.saturating_duration_since(Instant::now()))
     }
 }
 
@@ -64,11 +63,7 @@ pub struct Reply<T> {
 
 impl<T> From<T> for Reply<T> {
     fn from(message: T) -> Reply<T> {
-        Reply {
-            message,
-            headers: HeaderMap::new(),
-            trailers: HeaderMap::new(),
-        }
+        Reply { message, headers: HeaderMap::new(), trailers: HeaderMap::new() }
     }
 }
 
@@ -81,10 +76,7 @@ pub struct Requests<T> {
 
 impl<T: prost::Message + Default> Requests<T> {
     pub(crate) fn new(body: Body) -> Requests<T> {
-        Requests {
-            body,
-            types: PhantomData,
-        }
+        Requests { body, types: PhantomData }
     }
 
     /// The next request message; `Ok(None)` once the client half-closed.
@@ -250,15 +242,7 @@ impl Router {
         if let Some((service, _)) = path.strip_prefix('/').and_then(|p| p.rsplit_once('/')) {
             self.services.insert(service.to_string());
         }
-        self.routes.insert(
-            path,
-            Route {
-                path,
-                shape,
-                handler,
-                max_request_bytes: None,
-            },
-        );
+        self.routes.insert(path, Route { path, shape, handler, max_request_bytes: None });
     }
 
     /// Limit request messages to `bytes` on every registered path for which
@@ -284,10 +268,7 @@ impl Router {
         self.insert(
             method.path,
             method.shape,
-            Box::new(Unary {
-                f: Arc::new(f),
-                types: PhantomData,
-            }),
+            Box::new(Unary { f: Arc::new(f), types: PhantomData }),
         );
     }
 
@@ -299,19 +280,11 @@ impl Router {
         F: Fn(Context, Req, Sink<Resp>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), Status>> + Send + 'static,
     {
-        assert_eq!(
-            method.shape,
-            Shape::ServerStreaming,
-            "{} is not server-streaming",
-            method.path
-        );
+        assert_eq!(method.shape, Shape::ServerStreaming, "{} is not server-streaming", method.path);
         self.insert(
             method.path,
             method.shape,
-            Box::new(ServerStreaming {
-                f: Arc::new(f),
-                types: PhantomData,
-            }),
+            Box::new(ServerStreaming { f: Arc::new(f), types: PhantomData }),
         );
     }
 
@@ -324,19 +297,11 @@ impl Router {
         Fut: Future<Output = Result<R, Status>> + Send + 'static,
         R: Into<Reply<Resp>> + 'static,
     {
-        assert_eq!(
-            method.shape,
-            Shape::ClientStreaming,
-            "{} is not client-streaming",
-            method.path
-        );
+        assert_eq!(method.shape, Shape::ClientStreaming, "{} is not client-streaming", method.path);
         self.insert(
             method.path,
             method.shape,
-            Box::new(ClientStreaming {
-                f: Arc::new(f),
-                types: PhantomData,
-            }),
+            Box::new(ClientStreaming { f: Arc::new(f), types: PhantomData }),
         );
     }
 
@@ -348,19 +313,11 @@ impl Router {
         F: Fn(Context, Requests<Req>, Sink<Resp>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), Status>> + Send + 'static,
     {
-        assert_eq!(
-            method.shape,
-            Shape::BidiStreaming,
-            "{} is not bidi-streaming",
-            method.path
-        );
+        assert_eq!(method.shape, Shape::BidiStreaming, "{} is not bidi-streaming", method.path);
         self.insert(
             method.path,
             method.shape,
-            Box::new(Bidi {
-                f: Arc::new(f),
-                types: PhantomData,
-            }),
+            Box::new(Bidi { f: Arc::new(f), types: PhantomData }),
         );
     }
 }
@@ -370,11 +327,7 @@ fn encode_reply<Resp: prost::Message>(
     limit: usize,
 ) -> Result<Option<Reply<Bytes>>, Status> {
     let message = encode_limited(&reply.message, limit)?;
-    Ok(Some(Reply {
-        message,
-        headers: reply.headers,
-        trailers: reply.trailers,
-    }))
+    Ok(Some(Reply { message, headers: reply.headers, trailers: reply.trailers }))
 }
 
 fn misuse() -> Status {
@@ -438,16 +391,7 @@ where
                 return Err(misuse());
             };
             let req = decode::<Req>(bytes)?;
-            f(
-                ctx,
-                req,
-                Sink {
-                    tx,
-                    limit,
-                    types: PhantomData,
-                },
-            )
-            .await?;
+            f(ctx, req, Sink { tx, limit, types: PhantomData }).await?;
             Ok(None)
         })
     }
@@ -508,16 +452,7 @@ where
             let (Input::Stream(body), Some(tx)) = (input, sink) else {
                 return Err(misuse());
             };
-            f(
-                ctx,
-                Requests::new(body),
-                Sink {
-                    tx,
-                    limit,
-                    types: PhantomData,
-                },
-            )
-            .await?;
+            f(ctx, Requests::new(body), Sink { tx, limit, types: PhantomData }).await?;
             Ok(None)
         })
     }

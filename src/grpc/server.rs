@@ -196,12 +196,7 @@ impl<G: Gate> Server<G> {
         shutdown: Shutdown,
         tls: Option<TlsAcceptor>,
     ) -> Arc<Self> {
-        let core = Arc::new(Core {
-            service: Arc::new(service),
-            settings,
-            shutdown,
-            tls,
-        });
+        let core = Arc::new(Core { service: Arc::new(service), settings, shutdown, tls });
         let mut workers = Vec::new();
         let mut threads = Vec::new();
         for i in 0..settings.workers.min(MAX_WORKERS) {
@@ -232,17 +227,10 @@ impl<G: Gate> Server<G> {
     /// Hand a connection to an event loop (or serve it here if there are none).
     fn dispatch(&self, stream: Accepted, slot: Slot) {
         let guard = self.tracker.guard();
-        let workers = self
-            .workers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let workers = self.workers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if !workers.is_empty() {
             let i = self.next.fetch_add(1, Ordering::Relaxed) % workers.len();
-            let job = Job {
-                stream,
-                guard,
-                slot,
-            };
+            let job = Job { stream, guard, slot };
             match workers[i].send(job) {
                 Ok(()) => return,
                 Err(mpsc::error::SendError(job)) => {
@@ -254,11 +242,7 @@ impl<G: Gate> Server<G> {
             }
         }
         let core = Arc::clone(&self.core);
-        tokio::spawn(core.serve_job(Job {
-            stream,
-            guard,
-            slot,
-        }));
+        tokio::spawn(core.serve_job(Job { stream, guard, slot }));
     }
 
     /// Live connections.
@@ -359,15 +343,9 @@ impl<G: Gate> Server<G> {
     /// Stop the event loops (what is still running on them ends) and wait
     /// for their threads, so everything they held is released.
     pub async fn stop_workers(&self) {
-        self.workers
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
+        self.workers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
         let threads = std::mem::take(
-            &mut *self
-                .threads
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            &mut *self.threads.lock().unwrap_or_else(std::sync::PoisonError::into_inner),
         );
         let _ = tokio::task::spawn_blocking(move || {
             for t in threads {
@@ -380,9 +358,7 @@ impl<G: Gate> Server<G> {
     /// Wait until every connection has finished, at most `grace`. Returns
     /// whether they all finished.
     pub async fn drain(&self, grace: Duration) -> bool {
-        tokio::time::timeout(grace, self.tracker.wait_idle())
-            .await
-            .is_ok()
+        tokio::time::timeout(grace, self.tracker.wait_idle()).await.is_ok()
     }
 }
 
@@ -395,15 +371,11 @@ impl<G: Gate> Core<G> {
                     None => self.connection(s, &entry).await,
                     Some(tls) => self.tls_connection(tls, s, &entry).await,
                 },
-                Err(e) => log::debug("cannot adopt a connection")
-                    .display("error", e)
-                    .emit(),
+                Err(e) => log::debug("cannot adopt a connection").display("error", e).emit(),
             },
             Accepted::Unix(s) => match UnixStream::from_std(s) {
                 Ok(s) => self.connection(s, &entry).await,
-                Err(e) => log::debug("cannot adopt a connection")
-                    .display("error", e)
-                    .emit(),
+                Err(e) => log::debug("cannot adopt a connection").display("error", e).emit(),
             },
         }
         drop((job.guard, job.slot));
@@ -435,9 +407,7 @@ impl<G: Gate> Core<G> {
             }
             Ok::<(), std::io::Error>(())
         };
-        let Some(sniffed) = entry
-            .unless_shed(tokio::time::timeout(SNIFF_TIMEOUT, sniff))
-            .await
+        let Some(sniffed) = entry.unless_shed(tokio::time::timeout(SNIFF_TIMEOUT, sniff)).await
         else {
             return;
         };
@@ -481,19 +451,14 @@ impl<G: Gate> Core<G> {
         let mut conn = match handshake {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => {
-                log::debug("http2 handshake failed")
-                    .display("error", e)
-                    .emit();
+                log::debug("http2 handshake failed").display("error", e).emit();
                 return;
             }
             Err(_) => return,
         };
         let budget = self.service.limits().connection();
         let mut keepalive = KeepAlive::new(conn.ping_pong(), self.settings);
-        let mut idle = self
-            .settings
-            .idle_timeout
-            .map(|t| Box::pin(tokio::time::sleep(t)));
+        let mut idle = self.settings.idle_timeout.map(|t| Box::pin(tokio::time::sleep(t)));
         let mut stopping = pin!(self.shutdown.wait());
         let mut stop_registered = false;
         let mut shed = pin!(entry.shed());
@@ -535,11 +500,7 @@ impl<G: Gate> Core<G> {
                         if idle_for >= timeout {
                             return Poll::Ready(Event::Close("idle timeout"));
                         }
-                        let left = if idle_for.is_zero() {
-                            timeout
-                        } else {
-                            timeout - idle_for
-                        };
+                        let left = if idle_for.is_zero() { timeout } else { timeout - idle_for };
                         t.as_mut().reset(Instant::now() + left);
                     }
                 }
@@ -555,16 +516,13 @@ impl<G: Gate> Core<G> {
                     conn.graceful_shutdown();
                 }
                 Event::Close(why) => {
-                    log::debug("closing idle http2 connection")
-                        .str("reason", why)
-                        .emit();
+                    log::debug("closing idle http2 connection").str("reason", why).emit();
                     // GOAWAY(NO_ERROR) naming the last stream served; h2
                     // then closes, at once since no stream is open. A peer
                     // that does not read it is dropped after SHED_GRACE.
                     conn.abrupt_shutdown(h2::Reason::NO_ERROR);
-                    closing = Some(Box::pin(tokio::time::sleep(
-                        crate::net::connections::SHED_GRACE,
-                    )));
+                    closing =
+                        Some(Box::pin(tokio::time::sleep(crate::net::connections::SHED_GRACE)));
                 }
                 Event::Dead => {
                     log::debug("closing http2 connection: keepalive ping timed out").emit();
@@ -580,9 +538,7 @@ impl<G: Gate> Core<G> {
                     });
                 }
                 Event::Accept(Some(Err(e))) => {
-                    log::debug("http2 connection error")
-                        .display("error", e)
-                        .emit();
+                    log::debug("http2 connection error").display("error", e).emit();
                     return;
                 }
                 Event::Accept(None) => return,
@@ -592,10 +548,7 @@ impl<G: Gate> Core<G> {
 }
 
 /// A stream h2 accepted: the request and the handle to answer it.
-type NewStream = (
-    http::Request<h2::RecvStream>,
-    h2::server::SendResponse<bytes::Bytes>,
-);
+type NewStream = (http::Request<h2::RecvStream>, h2::server::SendResponse<bytes::Bytes>);
 
 // One `Event` lives on the stack per loop turn; boxing `Accept` would cost
 // an allocation per stream for nothing.
@@ -619,12 +572,7 @@ struct KeepAlive {
 impl KeepAlive {
     fn new(ping_pong: Option<h2::PingPong>, settings: Http2Settings) -> KeepAlive {
         let timer = Box::pin(tokio::time::sleep(settings.keepalive_interval));
-        KeepAlive {
-            ping_pong,
-            settings,
-            timer,
-            waiting: false,
-        }
+        KeepAlive { ping_pong, settings, timer, waiting: false }
     }
 
     fn poll_dead(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -640,9 +588,7 @@ impl KeepAlive {
                         self.ping_pong = None;
                         return Poll::Pending;
                     }
-                    self.timer
-                        .as_mut()
-                        .reset(Instant::now() + self.settings.keepalive_interval);
+                    self.timer.as_mut().reset(Instant::now() + self.settings.keepalive_interval);
                     continue;
                 }
                 return if self.timer.as_mut().poll(cx).is_ready() {
@@ -688,35 +634,22 @@ where
 }
 
 fn http1_answer<B>(plain: &dyn Plain, req: &http::Request<B>) -> http::Response<Full> {
-    let is_grpc = req
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|ct| {
-            ct.as_bytes().len() >= 16
-                && ct.as_bytes()[..16].eq_ignore_ascii_case(b"application/grpc")
-        });
+    let is_grpc = req.headers().get(http::header::CONTENT_TYPE).is_some_and(|ct| {
+        ct.as_bytes().len() >= 16 && ct.as_bytes()[..16].eq_ignore_ascii_case(b"application/grpc")
+    });
     let answer = if is_grpc {
-        PlainResponse::text(
-            StatusCode::HTTP_VERSION_NOT_SUPPORTED,
-            "gRPC requires HTTP/2\n",
-        )
+        PlainResponse::text(StatusCode::HTTP_VERSION_NOT_SUPPORTED, "gRPC requires HTTP/2\n")
     } else {
         plain.answer(req.method(), req.uri().path())
     };
     let mut resp = http::Response::new(Full::new(answer.body));
     *resp.status_mut() = answer.status;
     let h = resp.headers_mut();
-    h.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static(answer.content_type),
-    );
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
     h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     if is_grpc {
         h.insert("grpc-status", HeaderValue::from_static("13"));
-        h.insert(
-            "grpc-message",
-            HeaderValue::from_static("gRPC requires HTTP/2"),
-        );
+        h.insert("grpc-message", HeaderValue::from_static("gRPC requires HTTP/2"));
     }
     resp
 }
@@ -727,12 +660,9 @@ fn spawn_worker<G: Gate>(
     i: usize,
 ) -> std::io::Result<(mpsc::UnboundedSender<Job>, std::thread::JoinHandle<()>)> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let thread = std::thread::Builder::new()
-        .name(format!("slimgate-loop-{i}"))
-        .spawn(move || {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let thread =
+        std::thread::Builder::new().name(format!("slimgate-loop-{i}")).spawn(move || {
             runtime.block_on(async move {
                 while let Some(job) = rx.recv().await {
                     tokio::spawn(Arc::clone(&core).serve_job(job));

@@ -76,9 +76,7 @@ impl Code {
     /// The code for a `grpc-status` value; anything unparseable or out of
     /// range is `Unknown`, as the spec asks of clients.
     pub fn from_header(value: &[u8]) -> Code {
-        let parsed = std::str::from_utf8(value)
-            .ok()
-            .and_then(|s| s.parse::<usize>().ok());
+        let parsed = std::str::from_utf8(value).ok().and_then(|s| s.parse::<usize>().ok());
         match parsed {
             Some(n) if n < Code::ALL.len() => Code::ALL[n],
             _ => Code::Unknown,
@@ -138,11 +136,7 @@ pub struct Status {
 impl Status {
     /// A status with a code and a message for the client.
     pub fn new(code: Code, message: impl Into<String>) -> Status {
-        Status {
-            code,
-            message: message.into(),
-            details: None,
-        }
+        Status { code, message: message.into(), details: None }
     }
 
     /// Attach an encoded `google.rpc.Status` (sent as `grpc-status-details-bin`).
@@ -214,10 +208,7 @@ impl Status {
 
 impl fmt::Debug for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Status")
-            .field("code", &self.code)
-            .field("message", &self.message)
-            .finish()
+        f.debug_struct("Status").field("code", &self.code).field("message", &self.message).finish()
     }
 }
 

@@ -34,9 +34,7 @@ pub fn parse(value: &[u8]) -> Result<Duration, MalformedTimeout> {
     {
         return Err(MalformedTimeout);
     }
-    let n = digits
-        .iter()
-        .fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
+    let n = digits.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
     let d = match unit {
         b'H' => Duration::from_secs(n.saturating_mul(3600)),
         b'M' => Duration::from_secs(n.saturating_mul(60)),
@@ -89,24 +87,10 @@ mod tests {
 
     #[test]
     fn malformed_values() {
-        for bad in [
-            &b"xyz"[..],
-            b"123456789S",
-            b"5x",
-            b"",
-            b"S",
-            b"-1S",
-            b" 1S",
-            b"1 S",
-            b"1s",
-            b"1.5S",
-        ] {
-            assert_eq!(
-                parse(bad),
-                Err(MalformedTimeout),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
+        for bad in
+            [&b"xyz"[..], b"123456789S", b"5x", b"", b"S", b"-1S", b" 1S", b"1 S", b"1s", b"1.5S"]
+        {
+            assert_eq!(parse(bad), Err(MalformedTimeout), "{:?}", String::from_utf8_lossy(bad));
         }
     }
 

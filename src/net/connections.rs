@@ -110,11 +110,7 @@ impl Table {
             epoch: self.epoch,
         });
         inner.live.insert(id, Arc::clone(&entry));
-        Some(Slot {
-            table: Arc::clone(self),
-            id,
-            entry,
-        })
+        Some(Slot { table: Arc::clone(self), id, entry })
     }
 
     /// Live connections (shed ones included until they are gone).
@@ -211,8 +207,7 @@ pub struct StreamGuard(Arc<Entry>);
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         let e = &self.0;
-        e.idle_since_ms
-            .store(millis_since(e.epoch), Ordering::Relaxed);
+        e.idle_since_ms.store(millis_since(e.epoch), Ordering::Relaxed);
         e.open_streams.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -246,10 +241,7 @@ mod tests {
         let b = t.admit().unwrap();
         let _sa = a.entry().stream_opened();
         let sb = b.entry().stream_opened();
-        assert!(
-            t.admit().is_none(),
-            "no idle connection: the new one is refused"
-        );
+        assert!(t.admit().is_none(), "no idle connection: the new one is refused");
         assert_eq!(t.refused_total(), 1);
         drop(sb);
         let c = t.admit().unwrap();

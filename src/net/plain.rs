@@ -19,20 +19,12 @@ pub struct PlainResponse {
 impl PlainResponse {
     /// A text answer.
     pub fn text(status: StatusCode, body: impl Into<Bytes>) -> PlainResponse {
-        PlainResponse {
-            status,
-            content_type: "text/plain; charset=utf-8",
-            body: body.into(),
-        }
+        PlainResponse { status, content_type: "text/plain; charset=utf-8", body: body.into() }
     }
 
     /// A JSON answer.
     pub fn json(status: StatusCode, body: impl Into<Bytes>) -> PlainResponse {
-        PlainResponse {
-            status,
-            content_type: "application/json",
-            body: body.into(),
-        }
+        PlainResponse { status, content_type: "application/json", body: body.into() }
     }
 
     /// 404 for anything that is not an endpoint.

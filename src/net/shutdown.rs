@@ -27,10 +27,7 @@ impl Shutdown {
     /// A signal not yet triggered.
     pub fn new() -> Shutdown {
         let (tx, rx) = watch::channel(false);
-        Shutdown {
-            tx: Arc::new(tx),
-            rx,
-        }
+        Shutdown { tx: Arc::new(tx), rx }
     }
 
     /// Start shutting down (idempotent).
@@ -89,9 +86,7 @@ impl Tracker {
     /// Register one live connection.
     pub fn guard(&self) -> TrackerGuard {
         self.inner.live.fetch_add(1, Ordering::SeqCst);
-        TrackerGuard {
-            inner: Arc::clone(&self.inner),
-        }
+        TrackerGuard { inner: Arc::clone(&self.inner) }
     }
 
     /// Live connections now.

@@ -73,10 +73,7 @@ fn read_pem(what: &str, path: &Path) -> Result<Vec<u8>, String> {
         .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
     if bytes.len() as u64 > MAX_PEM_BYTES {
-        return Err(format!(
-            "{what} {} is larger than {MAX_PEM_BYTES} bytes",
-            path.display()
-        ));
+        return Err(format!("{what} {} is larger than {MAX_PEM_BYTES} bytes", path.display()));
     }
     Ok(bytes)
 }
@@ -88,10 +85,7 @@ pub fn load_certs(what: &str, path: &Path) -> Result<Vec<CertificateDer<'static>
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{what} {}: bad PEM: {e}", path.display()))?;
     if certs.is_empty() {
-        return Err(format!(
-            "{what} {}: no CERTIFICATE block found",
-            path.display()
-        ));
+        return Err(format!("{what} {}: no CERTIFICATE block found", path.display()));
     }
     Ok(certs)
 }
@@ -126,20 +120,15 @@ pub fn server_config(t: &ServerTls) -> Result<Arc<ServerConfig>, String> {
         Some(path) => {
             let roots = load_roots("--tls-client-ca", path)?;
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
-            let verifier = if t.require_client_cert {
-                verifier
-            } else {
-                verifier.allow_unauthenticated()
-            };
-            let verifier = verifier
-                .build()
-                .map_err(|e| format!("--tls-client-ca {}: {e}", path.display()))?;
+            let verifier =
+                if t.require_client_cert { verifier } else { verifier.allow_unauthenticated() };
+            let verifier =
+                verifier.build().map_err(|e| format!("--tls-client-ca {}: {e}", path.display()))?;
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
+    let mut config =
+        builder.with_single_cert(certs, key).map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
     config.alpn_protocols = SERVER_ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
@@ -153,9 +142,7 @@ pub struct Acceptor {
 
 impl std::fmt::Debug for Acceptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Acceptor")
-            .field("failures", &self.failures())
-            .finish_non_exhaustive()
+        f.debug_struct("Acceptor").field("failures", &self.failures()).finish_non_exhaustive()
     }
 }
 
@@ -200,11 +187,7 @@ pub fn system_roots() -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     let (added, _ignored) = roots.add_parsable_certificates(found.certs);
     if added == 0 {
-        let detail = found
-            .errors
-            .first()
-            .map(|e| format!(" ({e})"))
-            .unwrap_or_default();
+        let detail = found.errors.first().map(|e| format!(" ({e})")).unwrap_or_default();
         return Err(format!(
             "no system CA certificates found{detail}: give --oidc-ca-file (or SSL_CERT_FILE)"
         ));
@@ -232,18 +215,12 @@ pub fn set_fetch_roots(roots: RootCertStore) {
         Ok(c) => {
             *FETCH_CONFIG.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(c));
         }
-        Err(e) => log::error("cannot build the https fetch settings")
-            .display("error", e)
-            .emit(),
+        Err(e) => log::error("cannot build the https fetch settings").display("error", e).emit(),
     }
 }
 
 fn fetch_config() -> Result<Arc<ClientConfig>, String> {
-    if let Some(c) = FETCH_CONFIG
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .as_ref()
-    {
+    if let Some(c) = FETCH_CONFIG.read().unwrap_or_else(PoisonError::into_inner).as_ref() {
         return Ok(Arc::clone(c));
     }
     set_fetch_roots(system_roots()?);
@@ -266,7 +243,5 @@ pub async fn connect(
         Host::Name(n) => ServerName::try_from(n.clone())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
     };
-    tokio_rustls::TlsConnector::from(config)
-        .connect(name, stream)
-        .await
+    tokio_rustls::TlsConnector::from(config).connect(name, stream).await
 }

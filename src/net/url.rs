@@ -135,13 +135,7 @@ impl HttpUrl {
         if !target.bytes().all(|b| b.is_ascii_graphic()) {
             return Err(UrlError::BadPath);
         }
-        Ok(HttpUrl {
-            https,
-            host,
-            port,
-            authority: authority.to_string(),
-            target,
-        })
+        Ok(HttpUrl { https, host, port, authority: authority.to_string(), target })
     }
 
     /// Whether this is an `https://` URL (TLS after connecting).
@@ -244,9 +238,7 @@ fn check_dns_name(host: &str) -> Result<(), UrlError> {
     let ok = name.split('.').all(|label| {
         !label.is_empty()
             && label.len() <= MAX_LABEL_BYTES
-            && label
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     });
     if ok { Ok(()) } else { Err(UrlError::BadHost) }
 }
@@ -272,17 +264,11 @@ mod tests {
     #[test]
     fn accepted_forms() {
         let u = ok("http://keycloak.keycloak.svc.cluster.local/realms/openshell");
-        assert_eq!(
-            u.host(),
-            &Host::Name("keycloak.keycloak.svc.cluster.local".into())
-        );
+        assert_eq!(u.host(), &Host::Name("keycloak.keycloak.svc.cluster.local".into()));
         assert_eq!(u.port(), 80);
         assert_eq!(u.authority(), "keycloak.keycloak.svc.cluster.local");
         assert_eq!(u.target(), "/realms/openshell");
-        assert_eq!(
-            u.to_string(),
-            "http://keycloak.keycloak.svc.cluster.local/realms/openshell"
-        );
+        assert_eq!(u.to_string(), "http://keycloak.keycloak.svc.cluster.local/realms/openshell");
 
         let u = ok("http://127.0.0.1:8080");
         assert_eq!(u.host(), &Host::Ip("127.0.0.1".parse().unwrap()));
@@ -297,10 +283,7 @@ mod tests {
         let u = ok("HTTP://[2001:db8::7]/");
         assert_eq!(u.port(), 80);
         assert_eq!(ok("http://idp?a=b").target(), "/?a=b");
-        assert_eq!(
-            ok("http://IdP.Example.").host(),
-            &Host::Name("idp.example.".into())
-        );
+        assert_eq!(ok("http://IdP.Example.").host(), &Host::Name("idp.example.".into()));
         assert_eq!(ok("http://a_b-c.d:65535/x").port(), 65535);
     }
 
@@ -356,10 +339,7 @@ mod tests {
             ("http://idp/realms/x", "http://idp:80/certs"),
             ("http://IdP.example/a", "http://idp.example./b?c=d"),
             ("http://127.0.0.1:8080/a", "http://127.0.0.1:8080"),
-            (
-                "http://[::ffff:127.0.0.1]:8080/a",
-                "http://127.0.0.1:8080/b",
-            ),
+            ("http://[::ffff:127.0.0.1]:8080/a", "http://127.0.0.1:8080/b"),
         ];
         for (a, b) in same {
             assert!(ok(a).same_origin(&ok(b)), "{a} {b}");

@@ -75,19 +75,13 @@ impl Default for Histogram {
 impl Histogram {
     /// An empty histogram.
     pub const fn new() -> Histogram {
-        Histogram {
-            buckets: [const { AtomicU64::new(0) }; BUCKETS],
-            sum_us: AtomicU64::new(0),
-        }
+        Histogram { buckets: [const { AtomicU64::new(0) }; BUCKETS], sum_us: AtomicU64::new(0) }
     }
 
     /// Count one observation.
     pub fn observe(&self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        let i = DURATION_BUCKETS_US
-            .iter()
-            .position(|&bound| us <= bound)
-            .unwrap_or(BUCKETS - 1);
+        let i = DURATION_BUCKETS_US.iter().position(|&bound| us <= bound).unwrap_or(BUCKETS - 1);
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
         self.sum_us.fetch_add(us, Ordering::Relaxed);
     }
@@ -98,10 +92,7 @@ impl Histogram {
         for (out, b) in buckets.iter_mut().zip(&self.buckets) {
             *out = b.load(Ordering::Relaxed);
         }
-        HistogramSnapshot {
-            buckets,
-            sum_us: self.sum_us.load(Ordering::Relaxed),
-        }
+        HistogramSnapshot { buckets, sum_us: self.sum_us.load(Ordering::Relaxed) }
     }
 }
 
@@ -243,18 +234,11 @@ impl AuthStats {
         }
         list.push(OTHER_REASON);
         let zeros = || (0..list.len()).map(|_| AtomicU64::new(0)).collect();
-        AuthStats {
-            allowed: zeros(),
-            denied: zeros(),
-            reasons: list,
-        }
+        AuthStats { allowed: zeros(), denied: zeros(), reasons: list }
     }
 
     fn index(&self, reason: &str) -> usize {
-        self.reasons
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(self.reasons.len() - 1)
+        self.reasons.iter().position(|r| *r == reason).unwrap_or(self.reasons.len() - 1)
     }
 
     /// Count one decision.
@@ -443,22 +427,10 @@ mod tests {
         e.family("x_seconds", Type::Histogram, "a test");
         e.histogram("x_seconds", &[("a", "b")], &snap);
         let text = e.finish();
-        assert!(
-            text.contains("x_seconds_bucket{a=\"b\",le=\"0.0005\"} 2\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("x_seconds_bucket{a=\"b\",le=\"0.005\"} 3\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("x_seconds_bucket{a=\"b\",le=\"10\"} 3\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("x_seconds_bucket{a=\"b\",le=\"+Inf\"} 4\n"),
-            "{text}"
-        );
+        assert!(text.contains("x_seconds_bucket{a=\"b\",le=\"0.0005\"} 2\n"), "{text}");
+        assert!(text.contains("x_seconds_bucket{a=\"b\",le=\"0.005\"} 3\n"), "{text}");
+        assert!(text.contains("x_seconds_bucket{a=\"b\",le=\"10\"} 3\n"), "{text}");
+        assert!(text.contains("x_seconds_bucket{a=\"b\",le=\"+Inf\"} 4\n"), "{text}");
         assert!(text.contains("x_seconds_count{a=\"b\"} 4\n"), "{text}");
         assert!(text.contains("x_seconds_sum{a=\"b\"} 60.0039\n"), "{text}");
     }

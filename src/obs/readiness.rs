@@ -21,11 +21,8 @@ pub enum Component {
 }
 
 impl Component {
-    const ALL: [Component; 3] = [
-        Component::Keys,
-        Component::ComputeDriver,
-        Component::CredentialsDriver,
-    ];
+    const ALL: [Component; 3] =
+        [Component::Keys, Component::ComputeDriver, Component::CredentialsDriver];
 
     /// Name used in `/readyz`.
     pub fn name(self) -> &'static str {
@@ -56,10 +53,8 @@ impl Readiness {
     /// Readiness over the given required components, reported through
     /// `health` for the server (`""`) and each of `services`.
     pub fn new(required: &[Component], health: Health, services: Vec<String>) -> Readiness {
-        let slots = Component::ALL.map(|c| Slot {
-            required: required.contains(&c),
-            up: AtomicBool::new(false),
-        });
+        let slots = Component::ALL
+            .map(|c| Slot { required: required.contains(&c), up: AtomicBool::new(false) });
         let r = Readiness {
             slots: Arc::new(slots),
             stopping: Arc::new(AtomicBool::new(false)),
@@ -112,11 +107,8 @@ impl Readiness {
     }
 
     fn publish(&self) {
-        let status = if self.is_ready() {
-            ServingStatus::Serving
-        } else {
-            ServingStatus::NotServing
-        };
+        let status =
+            if self.is_ready() { ServingStatus::Serving } else { ServingStatus::NotServing };
         self.health.set("", status);
         for s in self.services.iter() {
             self.health.set(s, status);

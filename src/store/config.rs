@@ -41,24 +41,19 @@ pub fn parse_db_url(url: &str) -> Result<PathBuf, String> {
             }
             Ok(PathBuf::from(path))
         }
-        "sqlite" | "postgres" | "postgresql" => Err(format!(
-            "--db-url scheme '{scheme}' is not supported: {USE_INSTEAD}"
-        )),
-        _ => Err(format!(
-            "--db-url scheme '{}' is not supported: {USE_INSTEAD}",
-            printable(&scheme)
-        )),
+        "sqlite" | "postgres" | "postgresql" => {
+            Err(format!("--db-url scheme '{scheme}' is not supported: {USE_INSTEAD}"))
+        }
+        _ => {
+            Err(format!("--db-url scheme '{}' is not supported: {USE_INSTEAD}", printable(&scheme)))
+        }
     }
 }
 
 /// The scheme as shown in an error: at most 32 characters, control
 /// characters replaced.
 fn printable(scheme: &str) -> String {
-    scheme
-        .chars()
-        .take(32)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
+    scheme.chars().take(32).map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 /// Reads a `--store-key-file`: exactly 32 raw bytes (`head -c 32

@@ -44,26 +44,17 @@ fn crash_writer_child() {
         let mut ops = vec![
             Op::Put {
                 kind: Kind::Sandbox,
-                record: NewRecord {
-                    payload: crash_payload(&name),
-                    ..rec(&name, "")
-                },
+                record: NewRecord { payload: crash_payload(&name), ..rec(&name, "") },
                 expect: Expect::Absent,
             },
-            Op::AddToCounter {
-                name: CRASH_COUNTER.into(),
-                delta: 1,
-            },
+            Op::AddToCounter { name: CRASH_COUNTER.into(), delta: 1 },
         ];
         if i > 0 {
             // Rewrite the previous record too, so batches span several pages.
             let prev = format!("r{round}-{:03}", i - 1);
             ops.push(Op::Put {
                 kind: Kind::Sandbox,
-                record: NewRecord {
-                    payload: crash_payload(&prev),
-                    ..rec(&prev, "")
-                },
+                record: NewRecord { payload: crash_payload(&prev), ..rec(&prev, "") },
                 expect: Expect::Revision(1),
             });
         }
@@ -76,13 +67,7 @@ fn crash_writer_child() {
 /// Starts the writer on `path`, its stdout piped.
 fn spawn_writer(path: &Path, round: u32) -> Child {
     Command::new(std::env::current_exe().unwrap())
-        .args([
-            CRASH_CHILD_TEST,
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+        .args([CRASH_CHILD_TEST, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env(CRASH_DB_ENV, path)
         .env(CRASH_ROUND_ENV, round.to_string())
         .stdout(Stdio::piped())
@@ -108,10 +93,7 @@ fn open_and_check(path: &Path) -> Arc<dyn Store> {
     let listed = store.list(Kind::Sandbox, &all()).unwrap();
     assert_eq!(listed.len() as u64, count);
     for r in &listed {
-        assert_eq!(
-            store.get_by_id(Kind::Sandbox, &r.id).unwrap().as_ref(),
-            Some(r)
-        );
+        assert_eq!(store.get_by_id(Kind::Sandbox, &r.id).unwrap().as_ref(), Some(r));
         assert_eq!(r.payload, crash_payload(&r.name));
     }
     store
@@ -155,10 +137,7 @@ fn crash_kill_9_keeps_every_acknowledged_write() {
         let store = open_and_check(&path);
         for name in &acked {
             let found = store.get(Kind::Sandbox, name).unwrap();
-            assert!(
-                found.is_some(),
-                "acknowledged write {name} lost in round {round}"
-            );
+            assert!(found.is_some(), "acknowledged write {name} lost in round {round}");
         }
         let count = store.count(Kind::Sandbox).unwrap();
         assert!(count >= acked.len() as u64);
@@ -190,9 +169,7 @@ fn crash_while_creating_the_file_leaves_a_usable_store() {
     for attempt in 0..CRASH_CREATE_ATTEMPTS {
         let path = dir.file(&format!("create-{attempt}.redb"));
         let child = spawn_writer(&path, 0);
-        std::thread::sleep(Duration::from_micros(u64::from(random_below(
-            &rng, span_us,
-        ))));
+        std::thread::sleep(Duration::from_micros(u64::from(random_below(&rng, span_us))));
         kill_9(child);
         complete += u32::from(path.exists());
         open_and_check(&path);

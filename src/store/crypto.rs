@@ -43,10 +43,7 @@ impl Cipher {
     pub(crate) fn new(key: &[u8; STORE_KEY_BYTES]) -> Result<Cipher, StoreError> {
         let unbound = UnboundKey::new(&AES_256_GCM, key)
             .map_err(|_| StoreError::Internal("AES-256-GCM refused a 32-byte key"))?;
-        Ok(Cipher {
-            key: LessSafeKey::new(unbound),
-            rng: SystemRandom::new(),
-        })
+        Ok(Cipher { key: LessSafeKey::new(unbound), rng: SystemRandom::new() })
     }
 
     /// `nonce || ciphertext || tag` of `plaintext`, bound to `aad`.
@@ -73,10 +70,7 @@ impl Cipher {
         let (nonce, ciphertext) = sealed.split_at_checked(NONCE_LEN)?;
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
         let mut in_out = ciphertext.to_vec();
-        let plaintext = self
-            .key
-            .open_in_place(nonce, Aad::from(aad), &mut in_out)
-            .ok()?;
+        let plaintext = self.key.open_in_place(nonce, Aad::from(aad), &mut in_out).ok()?;
         Some(plaintext.to_vec())
     }
 
@@ -154,9 +148,7 @@ fn push_field(aad: &mut Vec<u8>, bytes: &[u8]) {
 /// record ids.
 pub fn new_uuid_v4() -> Result<String, StoreError> {
     let mut b = [0u8; 16];
-    SystemRandom::new()
-        .fill(&mut b)
-        .map_err(|_| StoreError::Random)?;
+    SystemRandom::new().fill(&mut b).map_err(|_| StoreError::Random)?;
     b[6] = (b[6] & 0x0f) | 0x40; // version 4
     b[8] = (b[8] & 0x3f) | 0x80; // RFC 9562 variant
     let mut out = String::with_capacity(36);

@@ -95,9 +95,7 @@ pub(crate) fn decode_envelope(bytes: &[u8]) -> Result<(Kind, Envelope), StoreErr
         CIPHER_NONE => MAX_PAYLOAD_BYTES,
         CIPHER_AES_256_GCM => MAX_PAYLOAD_BYTES + SEAL_OVERHEAD_BYTES,
         other => {
-            return Err(StoreError::Corrupt(format!(
-                "record has unknown cipher {other}"
-            )));
+            return Err(StoreError::Corrupt(format!("record has unknown cipher {other}")));
         }
     };
     if env.payload.len() > payload_limit {
@@ -106,10 +104,7 @@ pub(crate) fn decode_envelope(bytes: &[u8]) -> Result<(Kind, Envelope), StoreErr
     check_fields(&env.name, Some(&env.id), &env.labels, 0)
         .map_err(|what| StoreError::Corrupt(format!("stored {kind}: {what}")))?;
     if env.revision == 0 {
-        return Err(StoreError::Corrupt(format!(
-            "stored {kind} '{}' has revision 0",
-            env.name
-        )));
+        return Err(StoreError::Corrupt(format!("stored {kind} '{}' has revision 0", env.name)));
     }
     Ok((kind, env))
 }

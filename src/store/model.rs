@@ -63,13 +63,8 @@ pub enum Kind {
 
 impl Kind {
     /// Every kind, in code order.
-    pub const ALL: [Kind; 5] = [
-        Kind::Sandbox,
-        Kind::Provider,
-        Kind::Setting,
-        Kind::PolicyRevision,
-        Kind::InferenceRoute,
-    ];
+    pub const ALL: [Kind; 5] =
+        [Kind::Sandbox, Kind::Provider, Kind::Setting, Kind::PolicyRevision, Kind::InferenceRoute];
 
     /// The kind's name in logs, metrics and table names.
     pub fn as_str(self) -> &'static str {
@@ -397,12 +392,7 @@ impl fmt::Display for StoreError {
             StoreError::IdInUse { kind, id } => {
                 write!(f, "another {kind} already has id '{id}'")
             }
-            StoreError::PreconditionFailed {
-                kind,
-                name,
-                expected,
-                found,
-            } => write!(
+            StoreError::PreconditionFailed { kind, name, expected, found } => write!(
                 f,
                 "{kind} '{name}' changed concurrently: expected revision {expected}, found {found}"
             ),
@@ -423,10 +413,9 @@ impl fmt::Display for StoreError {
                 "store was written without encryption but a store key was given; \
                  start without --store-key-file, or with a new store file",
             ),
-            StoreError::UnsupportedFormat(v) => write!(
-                f,
-                "store file has format version {v}, which this slimgate does not support"
-            ),
+            StoreError::UnsupportedFormat(v) => {
+                write!(f, "store file has format version {v}, which this slimgate does not support")
+            }
             StoreError::NotAStore => {
                 f.write_str("file is a redb database but not a slimgate store")
             }
@@ -479,22 +468,14 @@ pub trait Store: Send + Sync {
 
     /// Create a record; [`StoreError::AlreadyExists`] if the name is taken.
     fn create(&self, kind: Kind, record: NewRecord) -> Result<Record, StoreError> {
-        let op = Op::Put {
-            kind,
-            record,
-            expect: Expect::Absent,
-        };
+        let op = Op::Put { kind, record, expect: Expect::Absent };
         expect_put(self.apply(vec![op])?)
     }
 
     /// Create or overwrite a record (keeping id and creation time if it
     /// exists).
     fn put(&self, kind: Kind, record: NewRecord) -> Result<Record, StoreError> {
-        let op = Op::Put {
-            kind,
-            record,
-            expect: Expect::Any,
-        };
+        let op = Op::Put { kind, record, expect: Expect::Any };
         expect_put(self.apply(vec![op])?)
     }
 
@@ -507,27 +488,14 @@ pub trait Store: Send + Sync {
         labels: BTreeMap<String, String>,
         payload: Bytes,
     ) -> Result<Record, StoreError> {
-        let record = NewRecord {
-            id: String::new(),
-            name: name.to_owned(),
-            labels,
-            payload,
-        };
-        let op = Op::Put {
-            kind,
-            record,
-            expect: Expect::Present,
-        };
+        let record = NewRecord { id: String::new(), name: name.to_owned(), labels, payload };
+        let op = Op::Put { kind, record, expect: Expect::Present };
         expect_put(self.apply(vec![op])?)
     }
 
     /// Remove a record; `Ok(false)` if it did not exist.
     fn delete(&self, kind: Kind, name: &str) -> Result<bool, StoreError> {
-        let op = Op::Delete {
-            kind,
-            name: name.to_owned(),
-            expect: Expect::Any,
-        };
+        let op = Op::Delete { kind, name: name.to_owned(), expect: Expect::Any };
         match self.apply(vec![op])?.pop() {
             Some(Applied::Deleted(existed)) => Ok(existed),
             _ => Err(StoreError::Internal("delete did not answer Deleted")),
@@ -569,14 +537,10 @@ pub(crate) fn check_fields(
     }
     for (key, value) in labels {
         if key.is_empty() || key.len() > MAX_LABEL_KEY_BYTES {
-            return Err(format!(
-                "label key is empty or longer than {MAX_LABEL_KEY_BYTES} bytes"
-            ));
+            return Err(format!("label key is empty or longer than {MAX_LABEL_KEY_BYTES} bytes"));
         }
         if value.len() > MAX_LABEL_VALUE_BYTES {
-            return Err(format!(
-                "label value is longer than {MAX_LABEL_VALUE_BYTES} bytes"
-            ));
+            return Err(format!("label value is longer than {MAX_LABEL_VALUE_BYTES} bytes"));
         }
     }
     if payload_bytes > MAX_PAYLOAD_BYTES {

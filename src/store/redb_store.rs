@@ -80,16 +80,12 @@ pub(super) fn tables(kind: Kind) -> KindTables {
         Kind::Sandbox => ("sandbox.records", "sandbox.by_id", "sandbox.by_created"),
         Kind::Provider => ("provider.records", "provider.by_id", "provider.by_created"),
         Kind::Setting => ("setting.records", "setting.by_id", "setting.by_created"),
-        Kind::PolicyRevision => (
-            "policy_revision.records",
-            "policy_revision.by_id",
-            "policy_revision.by_created",
-        ),
-        Kind::InferenceRoute => (
-            "inference_route.records",
-            "inference_route.by_id",
-            "inference_route.by_created",
-        ),
+        Kind::PolicyRevision => {
+            ("policy_revision.records", "policy_revision.by_id", "policy_revision.by_created")
+        }
+        Kind::InferenceRoute => {
+            ("inference_route.records", "inference_route.by_id", "inference_route.by_created")
+        }
     };
     KindTables {
         records: TableDefinition::new(records),
@@ -111,10 +107,7 @@ fn backend<E: Into<redb::Error>>(context: &'static str) -> impl FnOnce(E) -> Sto
     move |e| match e.into() {
         redb::Error::Corrupted(what) => StoreError::Corrupt(what),
         redb::Error::DatabaseAlreadyOpen => StoreError::Locked,
-        other => StoreError::Backend {
-            context,
-            source: Box::new(other),
-        },
+        other => StoreError::Backend { context, source: Box::new(other) },
     }
 }
 
@@ -145,12 +138,8 @@ impl RedbStore {
             create_file(path, key.as_ref())?;
         }
         let cipher = key.as_ref().map(Cipher::new).transpose()?;
-        let mut store = RedbStore {
-            db: open_db(path, path, false)?,
-            cipher,
-            clock,
-            migrated: None,
-        };
+        let mut store =
+            RedbStore { db: open_db(path, path, false)?, cipher, clock, migrated: None };
         store.migrated = store.init()?;
         Ok(store)
     }
@@ -166,17 +155,11 @@ impl RedbStore {
     /// Returns how many records the migration resealed, if it ran.
     fn init(&self) -> Result<Option<u64>, StoreError> {
         let txn = self.begin_write()?;
-        let fresh = txn
-            .list_tables()
-            .map_err(backend("listing tables"))?
-            .next()
-            .is_none();
+        let fresh = txn.list_tables().map_err(backend("listing tables"))?.next().is_none();
         let format = {
             let mut meta = txn.open_table(META).map_err(backend("opening meta"))?;
-            let format = meta
-                .get(META_FORMAT)
-                .map_err(backend("reading meta"))?
-                .map(|g| g.value().to_vec());
+            let format =
+                meta.get(META_FORMAT).map_err(backend("reading meta"))?.map(|g| g.value().to_vec());
             match format {
                 None if fresh => {
                     self.write_meta(&mut meta)?;
@@ -189,8 +172,7 @@ impl RedbStore {
         for kind in Kind::ALL {
             open_kind(&txn, kind)?;
         }
-        txn.open_table(COUNTERS)
-            .map_err(backend("opening counters"))?;
+        txn.open_table(COUNTERS).map_err(backend("opening counters"))?;
         let migrated = if format == STORE_FORMAT_AAD_V1 {
             let (resealed, unreadable) = self.migrate_aad_v1(&txn)?;
             txn.open_table(META)
@@ -226,9 +208,8 @@ impl RedbStore {
         };
         let (mut resealed, mut unreadable) = (0u64, 0u64);
         for kind in Kind::ALL {
-            let mut records = txn
-                .open_table(tables(kind).records)
-                .map_err(backend("opening a table"))?;
+            let mut records =
+                txn.open_table(tables(kind).records).map_err(backend("opening a table"))?;
             let mut names = Vec::new();
             for entry in records.iter().map_err(backend("scanning records"))? {
                 let (key, _) = entry.map_err(backend("scanning records"))?;
@@ -260,9 +241,7 @@ impl RedbStore {
 
     fn write_meta(&self, meta: &mut Table<'_, &'static str, Bin>) -> Result<(), StoreError> {
         let put = |meta: &mut Table<'_, &'static str, Bin>, k: &str, v: &[u8]| {
-            meta.insert(k, v)
-                .map(|_| ())
-                .map_err(backend("writing meta"))
+            meta.insert(k, v).map(|_| ()).map_err(backend("writing meta"))
         };
         put(meta, META_FORMAT, &STORE_FORMAT.to_le_bytes())?;
         match &self.cipher {
@@ -289,9 +268,7 @@ impl RedbStore {
             return Err(StoreError::UnsupportedFormat(format));
         }
         let read = |k: &str| {
-            meta.get(k)
-                .map(|g| g.map(|g| g.value().to_vec()))
-                .map_err(backend("reading meta"))
+            meta.get(k).map(|g| g.map(|g| g.value().to_vec())).map_err(backend("reading meta"))
         };
         let cipher_name = read(META_CIPHER)?;
         match (cipher_name.as_deref(), &self.cipher) {
@@ -307,19 +284,13 @@ impl RedbStore {
                     Err(StoreError::KeyMismatch)
                 }
             }
-            _ => Err(StoreError::Corrupt(
-                "meta cipher is missing or unknown".into(),
-            )),
+            _ => Err(StoreError::Corrupt("meta cipher is missing or unknown".into())),
         }
     }
 
     fn begin_write(&self) -> Result<WriteTransaction, StoreError> {
-        let mut txn = self
-            .db
-            .begin_write()
-            .map_err(backend("beginning a write"))?;
-        txn.set_durability(Durability::Immediate)
-            .map_err(backend("setting durability"))?;
+        let mut txn = self.db.begin_write().map_err(backend("beginning a write"))?;
+        txn.set_durability(Durability::Immediate).map_err(backend("setting durability"))?;
         txn.set_two_phase_commit(true);
         Ok(txn)
     }
@@ -344,10 +315,7 @@ impl RedbStore {
                 let aad = record_aad(&env);
                 let plain = cipher
                     .open(&aad, &env.payload)
-                    .ok_or_else(|| StoreError::Decrypt {
-                        kind,
-                        name: env.name.clone(),
-                    })?;
+                    .ok_or_else(|| StoreError::Decrypt { kind, name: env.name.clone() })?;
                 Bytes::from(plain)
             }
         };
@@ -369,11 +337,7 @@ impl RedbStore {
                 env.name
             )));
         }
-        let want = if self.cipher.is_some() {
-            CIPHER_AES_256_GCM
-        } else {
-            CIPHER_NONE
-        };
+        let want = if self.cipher.is_some() { CIPHER_AES_256_GCM } else { CIPHER_NONE };
         if env.cipher != want {
             return Err(StoreError::Corrupt(format!(
                 "{kind} '{}' is stored with cipher {} in a store using cipher {want}",
@@ -398,12 +362,7 @@ impl RedbStore {
             Some(g) => Some(self.decode_checked(kind, name, g.value())?),
             None => None,
         };
-        check_expect(
-            kind,
-            &record.name,
-            expect,
-            existing.as_ref().map(|e| e.revision),
-        )?;
+        check_expect(kind, &record.name, expect, existing.as_ref().map(|e| e.revision))?;
         let (id, created_at_ms, revision) = match existing {
             Some(e) => {
                 let revision = e.revision.checked_add(1).ok_or_else(|| {
@@ -420,10 +379,7 @@ impl RedbStore {
                     .map_err(backend("reading the id index"))?
                     .is_some();
                 if taken {
-                    return Err(StoreError::IdInUse {
-                        kind,
-                        id: record.id,
-                    });
+                    return Err(StoreError::IdInUse { kind, id: record.id });
                 }
                 t.by_id
                     .insert(record.id.as_bytes(), name)
@@ -475,9 +431,7 @@ impl RedbStore {
         };
         let env = self.decode_checked(kind, name.as_bytes(), &bytes)?;
         check_expect(kind, name, expect, Some(env.revision))?;
-        t.by_id
-            .remove(env.id.as_bytes())
-            .map_err(backend("deleting from the id index"))?;
+        t.by_id.remove(env.id.as_bytes()).map_err(backend("deleting from the id index"))?;
         t.by_created
             .remove((env.created_at_ms, name.as_bytes()))
             .map_err(backend("deleting from the creation index"))?;
@@ -486,21 +440,12 @@ impl RedbStore {
 
     fn apply_one(&self, txn: &WriteTransaction, op: Op, now: i64) -> Result<Applied, StoreError> {
         match op {
-            Op::Put {
-                kind,
-                record,
-                expect,
-            } => Ok(Applied::Put(self.put(
-                &mut open_kind(txn, kind)?,
-                record,
-                expect,
-                now,
-            )?)),
-            Op::Delete { kind, name, expect } => Ok(Applied::Deleted(self.delete(
-                &mut open_kind(txn, kind)?,
-                &name,
-                expect,
-            )?)),
+            Op::Put { kind, record, expect } => {
+                Ok(Applied::Put(self.put(&mut open_kind(txn, kind)?, record, expect, now)?))
+            }
+            Op::Delete { kind, name, expect } => {
+                Ok(Applied::Deleted(self.delete(&mut open_kind(txn, kind)?, &name, expect)?))
+            }
             Op::DeletePrefix { kind, prefix } => {
                 if prefix.is_empty() {
                     return Err(StoreError::Invalid("delete prefix is empty".into()));
@@ -524,14 +469,7 @@ impl RedbStore {
                 }
                 Ok(Applied::DeletedPrefix(names.len() as u64))
             }
-            Op::Prune {
-                kind,
-                prefix,
-                keep,
-                label,
-                removable,
-                except,
-            } => {
+            Op::Prune { kind, prefix, keep, label, removable, except } => {
                 if prefix.is_empty() {
                     return Err(StoreError::Invalid("prune prefix is empty".into()));
                 }
@@ -586,25 +524,19 @@ impl RedbStore {
             }
             Op::Check { kind, name, expect } => {
                 let t = open_kind(txn, kind)?;
-                let found = match t
-                    .records
-                    .get(name.as_bytes())
-                    .map_err(backend("reading a record"))?
-                {
-                    Some(g) => Some(
-                        self.decode_checked(kind, name.as_bytes(), g.value())?
-                            .revision,
-                    ),
-                    None => None,
-                };
+                let found =
+                    match t.records.get(name.as_bytes()).map_err(backend("reading a record"))? {
+                        Some(g) => {
+                            Some(self.decode_checked(kind, name.as_bytes(), g.value())?.revision)
+                        }
+                        None => None,
+                    };
                 check_expect(kind, &name, expect, found)?;
                 Ok(Applied::Checked)
             }
             Op::AddToCounter { name, delta } => {
                 check_counter_name(&name)?;
-                let mut counters = txn
-                    .open_table(COUNTERS)
-                    .map_err(backend("opening counters"))?;
+                let mut counters = txn.open_table(COUNTERS).map_err(backend("opening counters"))?;
                 let old = counters
                     .get(name.as_bytes())
                     .map_err(backend("reading a counter"))?
@@ -613,9 +545,7 @@ impl RedbStore {
                 let new = old.checked_add(delta).ok_or_else(|| {
                     StoreError::Invalid(format!("counter '{name}' would overflow"))
                 })?;
-                counters
-                    .insert(name.as_bytes(), new)
-                    .map_err(backend("writing a counter"))?;
+                counters.insert(name.as_bytes(), new).map_err(backend("writing a counter"))?;
                 Ok(Applied::Counter(new))
             }
         }
@@ -627,11 +557,7 @@ impl RedbStore {
 fn open_db(file: &Path, shown: &Path, create: bool) -> Result<Database, StoreError> {
     let mut builder = Database::builder();
     builder.set_check_integrity_on_open(true);
-    let opened = if create {
-        builder.create(file)
-    } else {
-        builder.open(file)
-    };
+    let opened = if create { builder.create(file) } else { builder.open(file) };
     opened.map_err(|e| match redb::Error::from(e) {
         redb::Error::DatabaseAlreadyOpen => StoreError::Locked,
         redb::Error::Corrupted(what) => StoreError::Corrupt(what),
@@ -640,10 +566,7 @@ fn open_db(file: &Path, shown: &Path, create: bool) -> Result<Database, StoreErr
 }
 
 fn open_error(path: &Path, source: impl Into<redb::Error>) -> StoreError {
-    StoreError::Open {
-        path: path.to_path_buf(),
-        source: Box::new(source.into()),
-    }
+    StoreError::Open { path: path.to_path_buf(), source: Box::new(source.into()) }
 }
 
 /// Whether the store file is missing or empty.
@@ -688,24 +611,16 @@ fn create_file(path: &Path, key: Option<&[u8; STORE_KEY_BYTES]>) -> Result<(), S
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| open_error(dir, e))
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| open_error(dir, e))
 }
 
 fn open_kind(txn: &WriteTransaction, kind: Kind) -> Result<WriteTables<'_>, StoreError> {
     let defs = tables(kind);
     Ok(WriteTables {
         kind,
-        records: txn
-            .open_table(defs.records)
-            .map_err(backend("opening a table"))?,
-        by_id: txn
-            .open_table(defs.by_id)
-            .map_err(backend("opening a table"))?,
-        by_created: txn
-            .open_table(defs.by_created)
-            .map_err(backend("opening a table"))?,
+        records: txn.open_table(defs.records).map_err(backend("opening a table"))?,
+        by_id: txn.open_table(defs.by_id).map_err(backend("opening a table"))?,
+        by_created: txn.open_table(defs.by_created).map_err(backend("opening a table"))?,
     })
 }
 
@@ -723,12 +638,9 @@ fn check_expect(
             Err(StoreError::NotFound { kind, name: name() })
         }
         (Expect::Revision(expected), Some(found)) if expected == found => Ok(()),
-        (Expect::Revision(expected), Some(found)) => Err(StoreError::PreconditionFailed {
-            kind,
-            name: name(),
-            expected,
-            found,
-        }),
+        (Expect::Revision(expected), Some(found)) => {
+            Err(StoreError::PreconditionFailed { kind, name: name(), expected, found })
+        }
     }
 }
 
@@ -757,10 +669,7 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 /// The key range of all names starting with `prefix`, `end` being
 /// [`prefix_end`] of it.
 fn prefix_range<'a>(prefix: &'a [u8], end: Option<&'a [u8]>) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
-    (
-        Bound::Included(prefix),
-        end.map_or(Bound::Unbounded, Bound::Excluded),
-    )
+    (Bound::Included(prefix), end.map_or(Bound::Unbounded, Bound::Excluded))
 }
 
 fn labels_match(have: &BTreeMap<String, String>, want: &BTreeMap<String, String>) -> bool {
@@ -778,18 +687,9 @@ pub fn now_ms() -> i64 {
 impl Store for RedbStore {
     fn get(&self, kind: Kind, name: &str) -> Result<Option<Record>, StoreError> {
         let txn = self.begin_read()?;
-        let records = txn
-            .open_table(tables(kind).records)
-            .map_err(backend("opening a table"))?;
-        match records
-            .get(name.as_bytes())
-            .map_err(backend("reading a record"))?
-        {
-            Some(g) => Ok(Some(self.open_envelope(
-                kind,
-                name.as_bytes(),
-                g.value(),
-            )?)),
+        let records = txn.open_table(tables(kind).records).map_err(backend("opening a table"))?;
+        match records.get(name.as_bytes()).map_err(backend("reading a record"))? {
+            Some(g) => Ok(Some(self.open_envelope(kind, name.as_bytes(), g.value())?)),
             None => Ok(None),
         }
     }
@@ -797,9 +697,7 @@ impl Store for RedbStore {
     fn get_by_id(&self, kind: Kind, id: &str) -> Result<Option<Record>, StoreError> {
         let txn = self.begin_read()?;
         let defs = tables(kind);
-        let by_id = txn
-            .open_table(defs.by_id)
-            .map_err(backend("opening a table"))?;
+        let by_id = txn.open_table(defs.by_id).map_err(backend("opening a table"))?;
         let Some(name) = by_id
             .get(id.as_bytes())
             .map_err(backend("reading the id index"))?
@@ -807,15 +705,10 @@ impl Store for RedbStore {
         else {
             return Ok(None);
         };
-        let records = txn
-            .open_table(defs.records)
-            .map_err(backend("opening a table"))?;
-        let g = records
-            .get(name.as_slice())
-            .map_err(backend("reading a record"))?
-            .ok_or_else(|| {
-                StoreError::Corrupt(format!("{kind} id '{id}' points at a missing record"))
-            })?;
+        let records = txn.open_table(defs.records).map_err(backend("opening a table"))?;
+        let g = records.get(name.as_slice()).map_err(backend("reading a record"))?.ok_or_else(
+            || StoreError::Corrupt(format!("{kind} id '{id}' points at a missing record")),
+        )?;
         let record = self.open_envelope(kind, &name, g.value())?;
         if record.id != id {
             return Err(StoreError::Corrupt(format!(
@@ -832,9 +725,7 @@ impl Store for RedbStore {
         };
         let txn = self.begin_read()?;
         let defs = tables(kind);
-        let records = txn
-            .open_table(defs.records)
-            .map_err(backend("opening a table"))?;
+        let records = txn.open_table(defs.records).map_err(backend("opening a table"))?;
         let prefix = query.name_prefix.as_bytes();
         // Envelopes are decoded once and filtered sealed; only the page
         // returned is opened (decrypted).
@@ -857,11 +748,8 @@ impl Store for RedbStore {
                 let range = records
                     .range::<&[u8]>(prefix_range(prefix, end.as_deref()))
                     .map_err(backend("scanning records"))?;
-                let iter: Box<dyn Iterator<Item = _>> = if query.descending {
-                    Box::new(range.rev())
-                } else {
-                    Box::new(range)
-                };
+                let iter: Box<dyn Iterator<Item = _>> =
+                    if query.descending { Box::new(range.rev()) } else { Box::new(range) };
                 for entry in iter {
                     let (key, value) = entry.map_err(backend("scanning records"))?;
                     if consider(key.value(), value.value())? {
@@ -870,31 +758,23 @@ impl Store for RedbStore {
                 }
             }
             Order::Created => {
-                let index = txn
-                    .open_table(defs.by_created)
-                    .map_err(backend("opening a table"))?;
-                let range = index
-                    .iter()
-                    .map_err(backend("scanning the creation index"))?;
-                let iter: Box<dyn Iterator<Item = _>> = if query.descending {
-                    Box::new(range.rev())
-                } else {
-                    Box::new(range)
-                };
+                let index = txn.open_table(defs.by_created).map_err(backend("opening a table"))?;
+                let range = index.iter().map_err(backend("scanning the creation index"))?;
+                let iter: Box<dyn Iterator<Item = _>> =
+                    if query.descending { Box::new(range.rev()) } else { Box::new(range) };
                 for entry in iter {
                     let (key, _) = entry.map_err(backend("scanning the creation index"))?;
                     let (_, name) = key.value();
                     if !name.starts_with(prefix) {
                         continue;
                     }
-                    let g = records
-                        .get(name)
-                        .map_err(backend("reading a record"))?
-                        .ok_or_else(|| {
+                    let g = records.get(name).map_err(backend("reading a record"))?.ok_or_else(
+                        || {
                             StoreError::Corrupt(format!(
                                 "{kind} creation index points at a missing record"
                             ))
-                        })?;
+                        },
+                    )?;
                     if consider(name, g.value())? {
                         break;
                     }
@@ -918,9 +798,7 @@ impl Store for RedbStore {
 
     fn counter(&self, name: &str) -> Result<u64, StoreError> {
         let txn = self.begin_read()?;
-        let counters = txn
-            .open_table(COUNTERS)
-            .map_err(backend("opening counters"))?;
+        let counters = txn.open_table(COUNTERS).map_err(backend("opening counters"))?;
         Ok(counters
             .get(name.as_bytes())
             .map_err(backend("reading a counter"))?
@@ -944,9 +822,8 @@ impl Store for RedbStore {
             // An error drops `txn` uncommitted: redb rolls the batch back.
             applied.push(self.apply_one(&txn, op, now)?);
         }
-        txn.commit().map_err(backend(
-            "committing a write (it may or may not have been applied)",
-        ))?;
+        txn.commit()
+            .map_err(backend("committing a write (it may or may not have been applied)"))?;
         Ok(applied)
     }
 }

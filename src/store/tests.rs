@@ -44,12 +44,9 @@ impl Drop for TempDir {
 fn store_with_clock(path: &Path, key: Option<[u8; 32]>) -> (RedbStore, Arc<AtomicI64>) {
     let now = Arc::new(AtomicI64::new(1_000));
     let clock = Arc::clone(&now);
-    let store = RedbStore::open_with_clock(
-        path,
-        key,
-        Box::new(move || clock.load(AtomicOrdering::SeqCst)),
-    )
-    .unwrap();
+    let store =
+        RedbStore::open_with_clock(path, key, Box::new(move || clock.load(AtomicOrdering::SeqCst)))
+            .unwrap();
     (store, now)
 }
 
@@ -64,10 +61,7 @@ pub(super) fn rec(name: &str, payload: &str) -> NewRecord {
 
 fn labelled(name: &str, labels: &[(&str, &str)]) -> NewRecord {
     NewRecord {
-        labels: labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         ..rec(name, name)
     }
 }
@@ -87,53 +81,33 @@ fn create_get_update_delete() {
     let new = rec("alpha", "v1");
     let id = new.id.clone();
     let created = store.create(Kind::Provider, new).unwrap();
-    assert_eq!(
-        (created.created_at_ms, created.updated_at_ms),
-        (1_000, 1_000)
-    );
+    assert_eq!((created.created_at_ms, created.updated_at_ms), (1_000, 1_000));
     assert_eq!(created.revision, 1);
     assert_eq!(created.id, id);
 
     let got = store.get(Kind::Provider, "alpha").unwrap().unwrap();
     assert_eq!(got, created);
     assert_eq!(got.payload, Bytes::from_static(b"v1"));
-    assert_eq!(
-        store.get_by_id(Kind::Provider, &id).unwrap().unwrap(),
-        created
-    );
+    assert_eq!(store.get_by_id(Kind::Provider, &id).unwrap().unwrap(), created);
     // Kinds are separate name spaces.
     assert!(store.get(Kind::Sandbox, "alpha").unwrap().is_none());
     assert!(store.get_by_id(Kind::Sandbox, &id).unwrap().is_none());
 
     now.store(5_000, AtomicOrdering::SeqCst);
     let labels = BTreeMap::from([("team".to_owned(), "a".to_owned())]);
-    let updated = store
-        .update(
-            Kind::Provider,
-            "alpha",
-            labels.clone(),
-            Bytes::from_static(b"v2"),
-        )
-        .unwrap();
+    let updated =
+        store.update(Kind::Provider, "alpha", labels.clone(), Bytes::from_static(b"v2")).unwrap();
     assert_eq!(updated.id, id);
     assert_eq!(updated.created_at_ms, 1_000);
     assert_eq!(updated.updated_at_ms, 5_000);
     assert_eq!(updated.revision, 2);
     assert_eq!(updated.labels, labels);
-    assert_eq!(
-        store.get(Kind::Provider, "alpha").unwrap().unwrap(),
-        updated
-    );
+    assert_eq!(store.get(Kind::Provider, "alpha").unwrap().unwrap(), updated);
 
     // A clock that steps back never makes updated_at earlier than created_at.
     now.store(10, AtomicOrdering::SeqCst);
-    let r = store
-        .update(Kind::Provider, "alpha", labels, Bytes::from_static(b"v3"))
-        .unwrap();
-    assert_eq!(
-        (r.created_at_ms, r.updated_at_ms, r.revision),
-        (1_000, 1_000, 3)
-    );
+    let r = store.update(Kind::Provider, "alpha", labels, Bytes::from_static(b"v3")).unwrap();
+    assert_eq!((r.created_at_ms, r.updated_at_ms, r.revision), (1_000, 1_000, 3));
 
     assert!(store.delete(Kind::Provider, "alpha").unwrap());
     assert!(!store.delete(Kind::Provider, "alpha").unwrap());
@@ -153,21 +127,13 @@ fn create_twice_update_missing_and_id_reuse_are_errors() {
         matches!(err, StoreError::AlreadyExists { kind: Kind::Provider, ref name } if name == "p")
     );
     assert_eq!(err.to_string(), "provider 'p' already exists");
-    assert_eq!(
-        store.get(Kind::Provider, "p").unwrap().unwrap().payload,
-        "1"
-    );
+    assert_eq!(store.get(Kind::Provider, "p").unwrap().unwrap().payload, "1");
 
-    let err = store
-        .update(Kind::Provider, "q", BTreeMap::new(), Bytes::new())
-        .unwrap_err();
+    let err = store.update(Kind::Provider, "q", BTreeMap::new(), Bytes::new()).unwrap_err();
     assert!(matches!(err, StoreError::NotFound { kind: Kind::Provider, ref name } if name == "q"));
     assert_eq!(err.to_string(), "provider 'q' not found");
 
-    let reused = NewRecord {
-        id: first.id.clone(),
-        ..rec("other", "x")
-    };
+    let reused = NewRecord { id: first.id.clone(), ..rec("other", "x") };
     let err = store.create(Kind::Provider, reused).unwrap_err();
     assert!(matches!(err, StoreError::IdInUse { .. }), "{err}");
     assert!(store.get(Kind::Provider, "other").unwrap().is_none());
@@ -192,9 +158,7 @@ fn list_is_creation_order_then_name_with_offset_and_limit() {
     now.store(2_000, AtomicOrdering::SeqCst);
     store.create(Kind::Sandbox, rec("0", "0")).unwrap();
     // An update does not move a record.
-    store
-        .update(Kind::Sandbox, "c", BTreeMap::new(), Bytes::new())
-        .unwrap();
+    store.update(Kind::Sandbox, "c", BTreeMap::new(), Bytes::new()).unwrap();
 
     let listed = store.list(Kind::Sandbox, &all()).unwrap();
     assert_eq!(names(&listed), ["z", "a", "b", "c", "0"]);
@@ -202,31 +166,16 @@ fn list_is_creation_order_then_name_with_offset_and_limit() {
     assert_eq!(store.list(Kind::Sandbox, &all()).unwrap(), listed);
 
     let page = |offset, limit| {
-        let q = ListQuery {
-            offset,
-            limit,
-            ..all()
-        };
+        let q = ListQuery { offset, limit, ..all() };
         store.list(Kind::Sandbox, &q).unwrap()
     };
     assert_eq!(names(&page(1, 2)), ["a", "b"]);
     assert_eq!(names(&page(4, 10)), ["0"]);
     assert!(page(5, 10).is_empty());
-    assert_eq!(
-        names(&page(0, 0)).len(),
-        5,
-        "limit 0 means the store maximum"
-    );
+    assert_eq!(names(&page(0, 0)).len(), 5, "limit 0 means the store maximum");
 
-    let newest_first = ListQuery {
-        descending: true,
-        limit: 2,
-        ..all()
-    };
-    assert_eq!(
-        names(&store.list(Kind::Sandbox, &newest_first).unwrap()),
-        ["0", "c"]
-    );
+    let newest_first = ListQuery { descending: true, limit: 2, ..all() };
+    assert_eq!(names(&store.list(Kind::Sandbox, &newest_first).unwrap()), ["0", "c"]);
     assert_eq!(store.count(Kind::Sandbox).unwrap(), 5);
     assert_eq!(store.count(Kind::Provider).unwrap(), 0);
 }
@@ -235,41 +184,19 @@ fn list_is_creation_order_then_name_with_offset_and_limit() {
 fn list_filters_by_every_given_label() {
     let dir = TempDir::new();
     let store = open(&dir.file("s.redb"), None).unwrap();
-    store
-        .create(
-            Kind::Sandbox,
-            labelled("a", &[("env", "dev"), ("team", "x")]),
-        )
-        .unwrap();
-    store
-        .create(
-            Kind::Sandbox,
-            labelled("b", &[("env", "prod"), ("team", "x")]),
-        )
-        .unwrap();
-    store
-        .create(Kind::Sandbox, labelled("c", &[("env", "dev")]))
-        .unwrap();
+    store.create(Kind::Sandbox, labelled("a", &[("env", "dev"), ("team", "x")])).unwrap();
+    store.create(Kind::Sandbox, labelled("b", &[("env", "prod"), ("team", "x")])).unwrap();
+    store.create(Kind::Sandbox, labelled("c", &[("env", "dev")])).unwrap();
     let with = |pairs: &[(&str, &str)], offset| ListQuery {
         order: Order::Name,
-        labels: pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        labels: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         offset,
         ..all()
     };
     let list = |q: ListQuery| store.list(Kind::Sandbox, &q).unwrap();
     assert_eq!(names(&list(with(&[("env", "dev")], 0))), ["a", "c"]);
-    assert_eq!(
-        names(&list(with(&[("env", "dev"), ("team", "x")], 0))),
-        ["a"]
-    );
-    assert_eq!(
-        names(&list(with(&[("team", "x")], 1))),
-        ["b"],
-        "offset counts matches"
-    );
+    assert_eq!(names(&list(with(&[("env", "dev"), ("team", "x")], 0))), ["a"]);
+    assert_eq!(names(&list(with(&[("team", "x")], 1))), ["b"], "offset counts matches");
     assert!(list(with(&[("env", "DEV")], 0)).is_empty());
     assert!(list(with(&[("missing", "")], 0)).is_empty());
 }
@@ -281,42 +208,20 @@ fn name_prefix_lists_and_deletes_one_sandboxs_revisions() {
     for sandbox in ["sb1", "sb10", "sb2"] {
         for version in [1u32, 2, 10] {
             let name = format!("{sandbox}/{version:010}");
-            store
-                .create(Kind::PolicyRevision, rec(&name, &name))
-                .unwrap();
+            store.create(Kind::PolicyRevision, rec(&name, &name)).unwrap();
         }
     }
-    let q = ListQuery {
-        order: Order::Name,
-        name_prefix: "sb1/".into(),
-        ..all()
-    };
+    let q = ListQuery { order: Order::Name, name_prefix: "sb1/".into(), ..all() };
     let revs = store.list(Kind::PolicyRevision, &q).unwrap();
-    assert_eq!(
-        names(&revs),
-        ["sb1/0000000001", "sb1/0000000002", "sb1/0000000010"]
-    );
-    let latest = ListQuery {
-        descending: true,
-        limit: 1,
-        ..q.clone()
-    };
-    assert_eq!(
-        names(&store.list(Kind::PolicyRevision, &latest).unwrap()),
-        ["sb1/0000000010"]
-    );
+    assert_eq!(names(&revs), ["sb1/0000000001", "sb1/0000000002", "sb1/0000000010"]);
+    let latest = ListQuery { descending: true, limit: 1, ..q.clone() };
+    assert_eq!(names(&store.list(Kind::PolicyRevision, &latest).unwrap()), ["sb1/0000000010"]);
     // In creation order the prefix is a filter.
-    let created = ListQuery {
-        order: Order::Created,
-        ..q.clone()
-    };
+    let created = ListQuery { order: Order::Created, ..q.clone() };
     assert_eq!(store.list(Kind::PolicyRevision, &created).unwrap().len(), 3);
 
     let applied = store
-        .apply(vec![Op::DeletePrefix {
-            kind: Kind::PolicyRevision,
-            prefix: "sb1/".into(),
-        }])
+        .apply(vec![Op::DeletePrefix { kind: Kind::PolicyRevision, prefix: "sb1/".into() }])
         .unwrap();
     assert_eq!(applied, [Applied::DeletedPrefix(3)]);
     assert!(store.list(Kind::PolicyRevision, &q).unwrap().is_empty());
@@ -325,10 +230,7 @@ fn name_prefix_lists_and_deletes_one_sandboxs_revisions() {
     assert_eq!(store.list(Kind::PolicyRevision, &all()).unwrap().len(), 6);
 
     let err = store
-        .apply(vec![Op::DeletePrefix {
-            kind: Kind::PolicyRevision,
-            prefix: String::new(),
-        }])
+        .apply(vec![Op::DeletePrefix { kind: Kind::PolicyRevision, prefix: String::new() }])
         .unwrap_err();
     assert!(matches!(err, StoreError::Invalid(_)));
 }
@@ -346,12 +248,7 @@ fn prune_removes_the_oldest_removable_and_keeps_the_loaded_one() {
     for owner in ["sb1", "sb10"] {
         for v in 1u32..=10 {
             let name = format!("{owner}/{v:010}");
-            store
-                .create(
-                    Kind::PolicyRevision,
-                    labelled(&name, &[("status", status(v))]),
-                )
-                .unwrap();
+            store.create(Kind::PolicyRevision, labelled(&name, &[("status", status(v))])).unwrap();
         }
     }
     let prune_with =
@@ -367,11 +264,7 @@ fn prune_removes_the_oldest_removable_and_keeps_the_loaded_one() {
     let protected = || vec!["sb1/0000000002".to_string(), "sb1/0000000010".to_string()];
     let prune = |keep| prune_with("sb1/", keep, &["superseded", "failed"], protected());
     let versions = |store: &Arc<dyn Store>| -> Vec<String> {
-        let q = ListQuery {
-            order: Order::Name,
-            name_prefix: "sb1/".into(),
-            ..all()
-        };
+        let q = ListQuery { order: Order::Name, name_prefix: "sb1/".into(), ..all() };
         store
             .list(Kind::PolicyRevision, &q)
             .unwrap()
@@ -396,11 +289,7 @@ fn prune_removes_the_oldest_removable_and_keeps_the_loaded_one() {
     let err = store
         .apply(vec![
             prune_with("sb1/", 0, &["loaded", "pending", "superseded"], vec![]),
-            Op::Check {
-                kind: Kind::Sandbox,
-                name: "gone".into(),
-                expect: Expect::Present,
-            },
+            Op::Check { kind: Kind::Sandbox, name: "gone".into(), expect: Expect::Present },
         ])
         .unwrap_err();
     assert!(matches!(err, StoreError::NotFound { .. }));
@@ -408,17 +297,9 @@ fn prune_removes_the_oldest_removable_and_keeps_the_loaded_one() {
 
     for bad in [
         prune_with("", 1, &["superseded"], protected()),
-        prune_with(
-            "sb1/",
-            1,
-            &["superseded"],
-            vec!["x".into(); MAX_PRUNE_NAMES + 1],
-        ),
+        prune_with("sb1/", 1, &["superseded"], vec!["x".into(); MAX_PRUNE_NAMES + 1]),
     ] {
-        assert!(matches!(
-            store.apply(vec![bad]).unwrap_err(),
-            StoreError::Invalid(_)
-        ));
+        assert!(matches!(store.apply(vec![bad]).unwrap_err(), StoreError::Invalid(_)));
     }
 }
 
@@ -427,47 +308,18 @@ fn batch_is_all_or_nothing() {
     let dir = TempDir::new();
     let store = open(&dir.file("s.redb"), None).unwrap();
     let sandbox = store.create(Kind::Sandbox, rec("sb", "spec")).unwrap();
-    store
-        .create(Kind::PolicyRevision, rec("sb/0000000001", "p1"))
-        .unwrap();
+    store.create(Kind::PolicyRevision, rec("sb/0000000001", "p1")).unwrap();
 
     // The last step fails: the writes and deletes before it are undone.
     let ops = vec![
-        Op::Put {
-            kind: Kind::Provider,
-            record: rec("new", "x"),
-            expect: Expect::Absent,
-        },
-        Op::Delete {
-            kind: Kind::Sandbox,
-            name: "sb".into(),
-            expect: Expect::Present,
-        },
-        Op::DeletePrefix {
-            kind: Kind::PolicyRevision,
-            prefix: "sb/".into(),
-        },
-        Op::AddToCounter {
-            name: "settings_revision".into(),
-            delta: 1,
-        },
-        Op::Check {
-            kind: Kind::Setting,
-            name: "must-exist".into(),
-            expect: Expect::Present,
-        },
+        Op::Put { kind: Kind::Provider, record: rec("new", "x"), expect: Expect::Absent },
+        Op::Delete { kind: Kind::Sandbox, name: "sb".into(), expect: Expect::Present },
+        Op::DeletePrefix { kind: Kind::PolicyRevision, prefix: "sb/".into() },
+        Op::AddToCounter { name: "settings_revision".into(), delta: 1 },
+        Op::Check { kind: Kind::Setting, name: "must-exist".into(), expect: Expect::Present },
     ];
     let err = store.apply(ops).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreError::NotFound {
-                kind: Kind::Setting,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, StoreError::NotFound { kind: Kind::Setting, .. }), "{err}");
     assert!(store.get(Kind::Provider, "new").unwrap().is_none());
     assert_eq!(store.get(Kind::Sandbox, "sb").unwrap().unwrap(), sandbox);
     assert_eq!(store.count(Kind::PolicyRevision).unwrap(), 1);
@@ -475,10 +327,7 @@ fn batch_is_all_or_nothing() {
 
     // A stale revision fails the batch the same way.
     let stale = vec![
-        Op::AddToCounter {
-            name: "settings_revision".into(),
-            delta: 1,
-        },
+        Op::AddToCounter { name: "settings_revision".into(), delta: 1 },
         Op::Put {
             kind: Kind::Sandbox,
             record: rec("sb", "changed"),
@@ -486,47 +335,19 @@ fn batch_is_all_or_nothing() {
         },
     ];
     let err = store.apply(stale).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreError::PreconditionFailed {
-                expected: 2,
-                found: 1,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, StoreError::PreconditionFailed { expected: 2, found: 1, .. }), "{err}");
     assert_eq!(store.counter("settings_revision").unwrap(), 0);
-    assert_eq!(
-        store.get(Kind::Sandbox, "sb").unwrap().unwrap().payload,
-        "spec"
-    );
+    assert_eq!(store.get(Kind::Sandbox, "sb").unwrap().unwrap().payload, "spec");
 
     // Later steps see earlier ones: delete then re-create gives a fresh record.
     let fresh = rec("sb", "again");
     let fresh_id = fresh.id.clone();
     let applied = store
         .apply(vec![
-            Op::Delete {
-                kind: Kind::Sandbox,
-                name: "sb".into(),
-                expect: Expect::Revision(1),
-            },
-            Op::Put {
-                kind: Kind::Sandbox,
-                record: fresh,
-                expect: Expect::Absent,
-            },
-            Op::AddToCounter {
-                name: "settings_revision".into(),
-                delta: 1,
-            },
-            Op::Check {
-                kind: Kind::Sandbox,
-                name: "sb".into(),
-                expect: Expect::Revision(1),
-            },
+            Op::Delete { kind: Kind::Sandbox, name: "sb".into(), expect: Expect::Revision(1) },
+            Op::Put { kind: Kind::Sandbox, record: fresh, expect: Expect::Absent },
+            Op::AddToCounter { name: "settings_revision".into(), delta: 1 },
+            Op::Check { kind: Kind::Sandbox, name: "sb".into(), expect: Expect::Revision(1) },
         ])
         .unwrap();
     assert_eq!(applied[0], Applied::Deleted(true));
@@ -534,12 +355,7 @@ fn batch_is_all_or_nothing() {
     assert_eq!(applied[3], Applied::Checked);
     let now = store.get(Kind::Sandbox, "sb").unwrap().unwrap();
     assert_eq!((now.id.as_str(), now.revision), (fresh_id.as_str(), 1));
-    assert!(
-        store
-            .get_by_id(Kind::Sandbox, &sandbox.id)
-            .unwrap()
-            .is_none()
-    );
+    assert!(store.get_by_id(Kind::Sandbox, &sandbox.id).unwrap().is_none());
     assert_eq!(store.counter("settings_revision").unwrap(), 1);
     assert_eq!(store.apply(Vec::new()).unwrap(), []);
 }
@@ -556,27 +372,13 @@ fn limits_are_enforced() {
     invalid(rec("", "x"));
     let msg = invalid(rec(&"n".repeat(MAX_NAME_BYTES + 1), "x"));
     assert!(msg.contains("1024 bytes"), "{msg}");
-    invalid(NewRecord {
-        id: String::new(),
-        ..rec("p", "x")
-    });
-    let many: Vec<(String, String)> = (0..=MAX_LABELS)
-        .map(|i| (i.to_string(), String::new()))
-        .collect();
-    invalid(NewRecord {
-        labels: many.into_iter().collect(),
-        ..rec("p", "x")
-    });
-    invalid(NewRecord {
-        payload: Bytes::from(vec![0; MAX_PAYLOAD_BYTES + 1]),
-        ..rec("p", "x")
-    });
-    let ops = (0..=MAX_BATCH_OPS)
-        .map(|i| Op::AddToCounter {
-            name: format!("c{i}"),
-            delta: 1,
-        })
-        .collect();
+    invalid(NewRecord { id: String::new(), ..rec("p", "x") });
+    let many: Vec<(String, String)> =
+        (0..=MAX_LABELS).map(|i| (i.to_string(), String::new())).collect();
+    invalid(NewRecord { labels: many.into_iter().collect(), ..rec("p", "x") });
+    invalid(NewRecord { payload: Bytes::from(vec![0; MAX_PAYLOAD_BYTES + 1]), ..rec("p", "x") });
+    let ops =
+        (0..=MAX_BATCH_OPS).map(|i| Op::AddToCounter { name: format!("c{i}"), delta: 1 }).collect();
     assert!(matches!(store.apply(ops), Err(StoreError::Invalid(_))));
     assert_eq!(store.count(Kind::Provider).unwrap(), 0);
 }
@@ -586,34 +388,15 @@ fn reopen_keeps_everything_and_a_second_open_is_refused() {
     let dir = TempDir::new();
     let path = dir.file("s.redb");
     let store = open(&path, None).unwrap();
-    let a = store
-        .create(Kind::InferenceRoute, rec("inference.local", "r"))
-        .unwrap();
-    store
-        .apply(vec![Op::AddToCounter {
-            name: "settings_revision".into(),
-            delta: 7,
-        }])
-        .unwrap();
+    let a = store.create(Kind::InferenceRoute, rec("inference.local", "r")).unwrap();
+    store.apply(vec![Op::AddToCounter { name: "settings_revision".into(), delta: 7 }]).unwrap();
     let err = open(&path, None).err().unwrap();
     assert!(matches!(err, StoreError::Locked), "{err}");
     drop(store);
 
     let store = open(&path, None).unwrap();
-    assert_eq!(
-        store
-            .get(Kind::InferenceRoute, "inference.local")
-            .unwrap()
-            .unwrap(),
-        a
-    );
-    assert_eq!(
-        store
-            .get_by_id(Kind::InferenceRoute, &a.id)
-            .unwrap()
-            .unwrap(),
-        a
-    );
+    assert_eq!(store.get(Kind::InferenceRoute, "inference.local").unwrap().unwrap(), a);
+    assert_eq!(store.get_by_id(Kind::InferenceRoute, &a.id).unwrap().unwrap(), a);
     assert_eq!(store.counter("settings_revision").unwrap(), 7);
 }
 
@@ -626,15 +409,8 @@ fn encrypted_payloads_are_not_in_the_file() {
     };
     // Control: without a key the secret is in the file, so the search works.
     let plain_path = dir.file("plain.redb");
-    drop(
-        open(&plain_path, None)
-            .unwrap()
-            .create(Kind::Provider, provider()),
-    );
-    assert!(contains(
-        &std::fs::read(&plain_path).unwrap(),
-        SECRET.as_bytes()
-    ));
+    drop(open(&plain_path, None).unwrap().create(Kind::Provider, provider()));
+    assert!(contains(&std::fs::read(&plain_path).unwrap(), SECRET.as_bytes()));
 
     let path = dir.file("sealed.redb");
     let store = open(&path, Some(KEY)).unwrap();
@@ -648,14 +424,7 @@ fn encrypted_payloads_are_not_in_the_file() {
     assert!(!contains(&raw, b"SUPERSECRET"));
 
     let store = open(&path, Some(KEY)).unwrap();
-    assert_eq!(
-        store
-            .get(Kind::Provider, "openai")
-            .unwrap()
-            .unwrap()
-            .payload,
-        got.payload
-    );
+    assert_eq!(store.get(Kind::Provider, "openai").unwrap().unwrap().payload, got.payload);
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
@@ -672,10 +441,7 @@ fn key_mismatches_are_clear_errors_at_open() {
 
     let err = open(&sealed, Some(OTHER_KEY)).err().unwrap();
     assert!(matches!(err, StoreError::KeyMismatch));
-    assert_eq!(
-        err.to_string(),
-        "store key does not match the key this store was written with"
-    );
+    assert_eq!(err.to_string(), "store key does not match the key this store was written with");
     let err = open(&sealed, None).err().unwrap();
     assert!(matches!(err, StoreError::KeyRequired));
     assert!(err.to_string().contains("--store-key-file"));
@@ -692,17 +458,10 @@ fn tamper(path: &Path, kind: Kind, name: &str, change: impl FnOnce(&mut Envelope
     let txn = db.begin_write().unwrap();
     {
         let mut records = txn.open_table(tables(kind).records).unwrap();
-        let bytes = records
-            .get(name.as_bytes())
-            .unwrap()
-            .unwrap()
-            .value()
-            .to_vec();
+        let bytes = records.get(name.as_bytes()).unwrap().unwrap().value().to_vec();
         let mut env = Envelope::decode(bytes.as_slice()).unwrap();
         change(&mut env);
-        records
-            .insert(name.as_bytes(), encode_envelope(&env).as_slice())
-            .unwrap();
+        records.insert(name.as_bytes(), encode_envelope(&env).as_slice()).unwrap();
     }
     txn.commit().unwrap();
 }
@@ -735,21 +494,12 @@ fn tampered_or_moved_ciphertext_is_an_error_not_garbage() {
     drop(db);
     tamper(&path, Kind::Provider, "c", |env| env.payload = b_payload);
     // Truncated below the nonce.
-    tamper(&path, Kind::Sandbox, "a", |env| {
-        env.payload = Bytes::from_static(b"short")
-    });
+    tamper(&path, Kind::Sandbox, "a", |env| env.payload = Bytes::from_static(b"short"));
 
     let store = open(&path, Some(KEY)).unwrap();
-    for (kind, name) in [
-        (Kind::Provider, "a"),
-        (Kind::Provider, "c"),
-        (Kind::Sandbox, "a"),
-    ] {
+    for (kind, name) in [(Kind::Provider, "a"), (Kind::Provider, "c"), (Kind::Sandbox, "a")] {
         let err = store.get(kind, name).unwrap_err();
-        assert!(
-            matches!(err, StoreError::Decrypt { .. }),
-            "{kind} {name}: {err}"
-        );
+        assert!(matches!(err, StoreError::Decrypt { .. }), "{kind} {name}: {err}");
         assert!(!err.to_string().contains(SECRET));
     }
     assert!(matches!(
@@ -757,10 +507,7 @@ fn tampered_or_moved_ciphertext_is_an_error_not_garbage() {
         Err(StoreError::Decrypt { .. })
     ));
     assert!(store.list(Kind::Provider, &all()).is_err());
-    assert_eq!(
-        store.get(Kind::Provider, "b").unwrap().unwrap().payload,
-        SECRET
-    );
+    assert_eq!(store.get(Kind::Provider, "b").unwrap().unwrap().payload, SECRET);
     // A damaged record can still be deleted.
     assert!(store.delete(Kind::Provider, "a").unwrap());
 
@@ -771,10 +518,7 @@ fn tampered_or_moved_ciphertext_is_an_error_not_garbage() {
         env.payload = Bytes::from_static(b"injected");
     });
     let store = open(&path, Some(KEY)).unwrap();
-    assert!(matches!(
-        store.get(Kind::Provider, "b"),
-        Err(StoreError::Corrupt(_))
-    ));
+    assert!(matches!(store.get(Kind::Provider, "b"), Err(StoreError::Corrupt(_))));
 }
 
 /// The stored (sealed) payload of `kind`/`name`, read behind the store's back.
@@ -807,10 +551,7 @@ fn a_ciphertext_moved_to_a_record_of_the_same_name_is_an_error() {
     let store = open(&path, Some(KEY)).unwrap();
     let err = store.get(Kind::Provider, "p").unwrap_err();
     assert!(matches!(err, StoreError::Decrypt { .. }), "{err}");
-    assert!(
-        err.to_string().contains("moved from another record"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("moved from another record"), "{err}");
     assert!(!err.to_string().contains(SECRET));
 
     // Across names and kinds as well.
@@ -820,14 +561,8 @@ fn a_ciphertext_moved_to_a_record_of_the_same_name_is_an_error() {
     let q = sealed_payload(&path, Kind::Provider, "q");
     tamper(&path, Kind::Sandbox, "q", |env| env.payload = q);
     let store = open(&path, Some(KEY)).unwrap();
-    assert!(matches!(
-        store.get(Kind::Sandbox, "q"),
-        Err(StoreError::Decrypt { .. })
-    ));
-    assert_eq!(
-        store.get(Kind::Provider, "q").unwrap().unwrap().payload,
-        SECRET
-    );
+    assert!(matches!(store.get(Kind::Sandbox, "q"), Err(StoreError::Decrypt { .. })));
+    assert_eq!(store.get(Kind::Provider, "q").unwrap().unwrap().payload, SECRET);
 }
 
 #[test]
@@ -835,9 +570,7 @@ fn an_older_ciphertext_written_back_over_a_newer_write_is_an_error() {
     let dir = TempDir::new();
     let path = dir.file("s.redb");
     let store = open(&path, Some(KEY)).unwrap();
-    store
-        .create(Kind::Provider, rec("p", "revoked-credential"))
-        .unwrap();
+    store.create(Kind::Provider, rec("p", "revoked-credential")).unwrap();
     drop(store);
     let first = sealed_payload(&path, Kind::Provider, "p");
     let store = open(&path, Some(KEY)).unwrap();
@@ -854,9 +587,7 @@ fn an_older_ciphertext_written_back_over_a_newer_write_is_an_error() {
 
     // The clear metadata is bound too: a label or time changed behind the
     // store's back makes the payload fail to open rather than be trusted.
-    store
-        .put(Kind::Provider, labelled("l", &[("status", "pending")]))
-        .unwrap();
+    store.put(Kind::Provider, labelled("l", &[("status", "pending")])).unwrap();
     store.create(Kind::Provider, rec("t", SECRET)).unwrap();
     drop(store);
     tamper(&path, Kind::Provider, "l", |env| {
@@ -865,10 +596,7 @@ fn an_older_ciphertext_written_back_over_a_newer_write_is_an_error() {
     tamper(&path, Kind::Provider, "t", |env| env.updated_at_ms += 1);
     let store = open(&path, Some(KEY)).unwrap();
     for name in ["l", "t"] {
-        assert!(matches!(
-            store.get(Kind::Provider, name),
-            Err(StoreError::Decrypt { .. })
-        ));
+        assert!(matches!(store.get(Kind::Provider, name), Err(StoreError::Decrypt { .. })));
     }
 }
 
@@ -885,9 +613,7 @@ fn format1_fixture(path: &Path) {
 fn meta_format(path: &Path) -> u32 {
     let db = redb::Database::open(path).unwrap();
     let txn = redb::ReadableDatabase::begin_read(&db).unwrap();
-    let meta = txn
-        .open_table(redb::TableDefinition::<&str, &[u8]>::new("meta"))
-        .unwrap();
+    let meta = txn.open_table(redb::TableDefinition::<&str, &[u8]>::new("meta")).unwrap();
     let v = meta.get("format").unwrap().unwrap().value().to_vec();
     u32::from_le_bytes(v.try_into().unwrap())
 }
@@ -904,28 +630,19 @@ fn a_format_1_file_is_migrated_once_on_open_and_reads_the_same() {
 
     let check = |store: &RedbStore| {
         let openai = store.get(Kind::Provider, "openai").unwrap().unwrap();
-        assert_eq!(
-            openai.payload,
-            r#"{"OPENAI_API_KEY":"sk-fixture-openai-2"}"#
-        );
+        assert_eq!(openai.payload, r#"{"OPENAI_API_KEY":"sk-fixture-openai-2"}"#);
         assert_eq!(
             (openai.id.as_str(), openai.revision),
             ("11111111-1111-4111-8111-111111111111", 2)
         );
         let anthropic = store.get(Kind::Provider, "anthropic").unwrap().unwrap();
-        assert_eq!(
-            anthropic.payload,
-            r#"{"ANTHROPIC_API_KEY":"sk-fixture-anthropic"}"#
-        );
+        assert_eq!(anthropic.payload, r#"{"ANTHROPIC_API_KEY":"sk-fixture-anthropic"}"#);
         assert_eq!(anthropic.labels.get("team").map(String::as_str), Some("a"));
         let by_id = store
             .get_by_id(Kind::Sandbox, "33333333-3333-4333-8333-333333333333")
             .unwrap()
             .unwrap();
-        assert_eq!(
-            (by_id.name.as_str(), &by_id.payload[..]),
-            ("sb", &b"sandbox-spec"[..])
-        );
+        assert_eq!((by_id.name.as_str(), &by_id.payload[..]), ("sb", &b"sandbox-spec"[..]));
         assert_eq!(store.list(Kind::Provider, &all()).unwrap().len(), 2);
         assert_eq!(store.counter("settings_revision").unwrap(), 3);
     };
@@ -941,21 +658,12 @@ fn a_format_1_file_is_migrated_once_on_open_and_reads_the_same() {
     let store = RedbStore::open(&path, Some(KEY)).unwrap();
     assert_eq!(store.migrated(), None);
     check(&store);
-    let updated = store
-        .put(Kind::Provider, rec("openai", "sk-after-migration"))
-        .unwrap();
+    let updated = store.put(Kind::Provider, rec("openai", "sk-after-migration")).unwrap();
     assert_eq!(updated.revision, 3);
     drop(store);
     let store = RedbStore::open(&path, Some(KEY)).unwrap();
     assert_eq!(store.migrated(), None);
-    assert_eq!(
-        store
-            .get(Kind::Provider, "openai")
-            .unwrap()
-            .unwrap()
-            .payload,
-        "sk-after-migration"
-    );
+    assert_eq!(store.get(Kind::Provider, "openai").unwrap().unwrap().payload, "sk-after-migration");
     drop(store);
     assert!(!contains(&std::fs::read(&path).unwrap(), b"sk-fixture"));
 
@@ -970,16 +678,9 @@ fn a_format_1_file_is_migrated_once_on_open_and_reads_the_same() {
     });
     let store = RedbStore::open(&damaged, Some(KEY)).unwrap();
     assert_eq!(store.migrated(), Some(2));
-    assert!(matches!(
-        store.get(Kind::Provider, "anthropic"),
-        Err(StoreError::Decrypt { .. })
-    ));
+    assert!(matches!(store.get(Kind::Provider, "anthropic"), Err(StoreError::Decrypt { .. })));
     assert_eq!(
-        store
-            .get(Kind::Provider, "openai")
-            .unwrap()
-            .unwrap()
-            .payload,
+        store.get(Kind::Provider, "openai").unwrap().unwrap().payload,
         r#"{"OPENAI_API_KEY":"sk-fixture-openai-2"}"#
     );
     drop(store);
@@ -1016,10 +717,7 @@ fn an_unencrypted_format_1_file_only_changes_its_format_and_a_newer_one_is_refus
     set_meta_format(&path, 1);
     let store = RedbStore::open(&path, None).unwrap();
     assert_eq!(store.migrated(), Some(0));
-    assert_eq!(
-        store.get(Kind::Provider, "p").unwrap().unwrap().payload,
-        "plain"
-    );
+    assert_eq!(store.get(Kind::Provider, "p").unwrap().unwrap().payload, "plain");
     drop(store);
     assert_eq!(meta_format(&path), STORE_FORMAT);
     assert_eq!(RedbStore::open(&path, None).unwrap().migrated(), None);
@@ -1070,10 +768,7 @@ fn decode_record_never_panics_and_round_trips() {
     };
     let bytes = encode_envelope(&env);
     let r = decode_record(&bytes).unwrap();
-    assert_eq!(
-        (r.kind, r.name.as_str(), r.revision),
-        (Kind::Setting, "global/policy", 2)
-    );
+    assert_eq!((r.kind, r.name.as_str(), r.revision), (Kind::Setting, "global/policy", 2));
     assert_eq!(r.payload, env.payload);
 
     // Every truncation and a few thousand random inputs and mutations.
@@ -1096,10 +791,7 @@ fn decode_record_never_panics_and_round_trips() {
         change(&mut e);
         decode_record(&encode_envelope(&e)).unwrap_err()
     };
-    assert!(matches!(
-        wrong(|e| e.format = 2),
-        StoreError::UnsupportedFormat(2)
-    ));
+    assert!(matches!(wrong(|e| e.format = 2), StoreError::UnsupportedFormat(2)));
     assert!(matches!(wrong(|e| e.kind = 99), StoreError::Corrupt(_)));
     assert!(matches!(wrong(|e| e.name.clear()), StoreError::Corrupt(_)));
     assert!(matches!(wrong(|e| e.revision = 0), StoreError::Corrupt(_)));
@@ -1109,35 +801,13 @@ fn decode_record_never_panics_and_round_trips() {
 
 #[test]
 fn db_urls() {
-    assert_eq!(
-        parse_db_url(DEFAULT_DB_URL).unwrap(),
-        PathBuf::from("./slimgate.redb")
-    );
-    assert_eq!(
-        parse_db_url("redb:/var/lib/s.redb").unwrap(),
-        PathBuf::from("/var/lib/s.redb")
-    );
-    assert_eq!(
-        parse_db_url("redb:///var/lib/s.redb").unwrap(),
-        PathBuf::from("/var/lib/s.redb")
-    );
-    assert_eq!(
-        parse_db_url("REDB://state.redb").unwrap(),
-        PathBuf::from("state.redb")
-    );
-    for bad in [
-        "redb:",
-        "redb://",
-        "",
-        "/var/lib/s.redb",
-        "mysql://h/db",
-        "file:/x",
-    ] {
+    assert_eq!(parse_db_url(DEFAULT_DB_URL).unwrap(), PathBuf::from("./slimgate.redb"));
+    assert_eq!(parse_db_url("redb:/var/lib/s.redb").unwrap(), PathBuf::from("/var/lib/s.redb"));
+    assert_eq!(parse_db_url("redb:///var/lib/s.redb").unwrap(), PathBuf::from("/var/lib/s.redb"));
+    assert_eq!(parse_db_url("REDB://state.redb").unwrap(), PathBuf::from("state.redb"));
+    for bad in ["redb:", "redb://", "", "/var/lib/s.redb", "mysql://h/db", "file:/x"] {
         let err = parse_db_url(bad).unwrap_err();
-        assert!(
-            err.contains("use --db-url redb:/path/to/state.redb"),
-            "{bad}: {err}"
-        );
+        assert!(err.contains("use --db-url redb:/path/to/state.redb"), "{bad}: {err}");
     }
     for upstream in [
         "sqlite:openshell.db",
@@ -1165,16 +835,9 @@ fn key_files() {
     assert_eq!(load_key_file(&write("raw", &KEY)).unwrap(), KEY);
     let hex: String = KEY.iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(load_key_file(&write("hex", hex.as_bytes())).unwrap(), KEY);
+    assert_eq!(load_key_file(&write("hexnl", format!("{hex}\n").as_bytes())).unwrap(), KEY);
     assert_eq!(
-        load_key_file(&write("hexnl", format!("{hex}\n").as_bytes())).unwrap(),
-        KEY
-    );
-    assert_eq!(
-        load_key_file(&write(
-            "HEX",
-            format!("{}\r\n", hex.to_uppercase()).as_bytes()
-        ))
-        .unwrap(),
+        load_key_file(&write("HEX", format!("{}\r\n", hex.to_uppercase()).as_bytes())).unwrap(),
         KEY
     );
     for (name, bytes) in [
@@ -1184,10 +847,7 @@ fn key_files() {
         ("twonl", format!("{hex}\n\n").as_bytes()),
     ] {
         let err = load_key_file(&write(name, bytes)).unwrap_err();
-        assert!(
-            err.contains("32 raw bytes or 64 hex characters"),
-            "{name}: {err}"
-        );
+        assert!(err.contains("32 raw bytes or 64 hex characters"), "{name}: {err}");
         assert!(!err.contains(&hex[..16]), "key material in error: {err}");
     }
     let err = load_key_file(&write("zero", &[0; 32])).unwrap_err();
@@ -1205,26 +865,16 @@ fn uuids_are_version_4() {
     assert_ne!(a, b);
     assert_eq!(a.len(), 36);
     let groups: Vec<&str> = a.split('-').collect();
-    assert_eq!(
-        groups.iter().map(|g| g.len()).collect::<Vec<_>>(),
-        [8, 4, 4, 4, 12]
-    );
+    assert_eq!(groups.iter().map(|g| g.len()).collect::<Vec<_>>(), [8, 4, 4, 4, 12]);
     assert!(groups[2].starts_with('4'));
     assert!(matches!(groups[3].as_bytes()[0], b'8' | b'9' | b'a' | b'b'));
-    assert!(
-        a.bytes()
-            .all(|c| c == b'-' || c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
-    );
+    assert!(a.bytes().all(|c| c == b'-' || c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
 }
 
 #[test]
 fn debug_output_hides_payloads() {
     let r = rec("p", SECRET);
     assert!(!format!("{r:?}").contains(SECRET));
-    let op = Op::Put {
-        kind: Kind::Provider,
-        record: r,
-        expect: Expect::Any,
-    };
+    let op = Op::Put { kind: Kind::Provider, record: r, expect: Expect::Any };
     assert!(!format!("{op:?}").contains(SECRET));
 }

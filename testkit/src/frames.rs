@@ -133,22 +133,12 @@ pub fn headers(stream: u32, block: &[u8], end_stream: bool, end_headers: bool) -
 
 /// A CONTINUATION frame.
 pub fn continuation(stream: u32, block: &[u8], end_headers: bool) -> Vec<u8> {
-    frame(
-        CONTINUATION,
-        if end_headers { END_HEADERS } else { 0 },
-        stream,
-        block,
-    )
+    frame(CONTINUATION, if end_headers { END_HEADERS } else { 0 }, stream, block)
 }
 
 /// A DATA frame.
 pub fn data(stream: u32, payload: &[u8], end_stream: bool) -> Vec<u8> {
-    frame(
-        DATA,
-        if end_stream { END_STREAM } else { 0 },
-        stream,
-        payload,
-    )
+    frame(DATA, if end_stream { END_STREAM } else { 0 }, stream, payload)
 }
 
 /// An RST_STREAM frame.
@@ -187,9 +177,7 @@ impl Frame {
             GOAWAY => 4,
             _ => return None,
         };
-        self.payload
-            .get(at..at + 4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        self.payload.get(at..at + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     /// The last stream id of a GOAWAY.
@@ -197,9 +185,7 @@ impl Frame {
         if self.ty != GOAWAY {
             return None;
         }
-        self.payload
-            .get(..4)
-            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff)
+        self.payload.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) & 0x7fff_ffff)
     }
 
     /// The values of a SETTINGS frame.
@@ -210,10 +196,7 @@ impl Frame {
         self.payload
             .chunks_exact(6)
             .map(|c| {
-                (
-                    u16::from_be_bytes([c[0], c[1]]),
-                    u32::from_be_bytes([c[2], c[3], c[4], c[5]]),
-                )
+                (u16::from_be_bytes([c[0], c[1]]), u32::from_be_bytes([c[2], c[3], c[4], c[5]]))
             })
             .collect()
     }
@@ -243,10 +226,7 @@ impl Conn {
         let mut hello = PREFACE.to_vec();
         hello.extend(settings(settings_values));
         tcp.write_all(&hello).await?;
-        Ok(Conn {
-            tcp,
-            buf: Vec::new(),
-        })
+        Ok(Conn { tcp, buf: Vec::new() })
     }
 
     /// Connect, exchange SETTINGS (ACK theirs) and return their SETTINGS.

@@ -43,26 +43,18 @@ impl Child {
     /// Spawn `bin args…` (with `envs`), wait for its listening line.
     pub fn spawn(bin: &Path, args: &[&str], envs: &[(&str, &str)]) -> std::io::Result<Child> {
         let mut cmd = Command::new(bin);
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
         for (k, v) in envs {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn()?;
-        let stderr = child
-            .stderr
-            .take()
-            .ok_or_else(|| std::io::Error::other("no stderr pipe"))?;
+        let stderr = child.stderr.take().ok_or_else(|| std::io::Error::other("no stderr pipe"))?;
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&lines);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                sink.lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(line);
+                sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(line);
             }
         });
         let deadline = Instant::now() + START_TIMEOUT;
@@ -76,10 +68,8 @@ impl Child {
                 return Ok(Child { child, lines, addr });
             }
             if let Some(status) = child.try_wait()? {
-                let all = lines
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .join("\n");
+                let all =
+                    lines.lock().unwrap_or_else(std::sync::PoisonError::into_inner).join("\n");
                 return Err(std::io::Error::other(format!(
                     "exited with {status} before listening:\n{all}"
                 )));
@@ -100,10 +90,7 @@ impl Child {
 
     /// The stderr lines so far.
     pub fn lines(&self) -> Vec<String> {
-        self.lines
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+        self.lines.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Resident memory now, KiB (`VmRSS` of `/proc/<pid>/status`).
@@ -113,10 +100,7 @@ impl Child {
 
     /// Send SIGTERM (through `kill(1)`: no unsafe, no libc).
     pub fn terminate(&self) -> std::io::Result<()> {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.pid().to_string())
-            .status()?;
+        let status = Command::new("kill").arg("-TERM").arg(self.pid().to_string()).status()?;
         if status.success() {
             Ok(())
         } else {

@@ -70,9 +70,7 @@ pub fn run_json(script: &Path, args: &[&str]) -> serde_json::Value {
             Err(e) => panic!("waiting for python3: {e}"),
         }
     }
-    let out = child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("reading python3 output: {e}"));
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("reading python3 output: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -81,15 +79,8 @@ pub fn run_json(script: &Path, args: &[&str]) -> serde_json::Value {
         script.display(),
         out.status
     );
-    let last = stdout
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or_default();
+    let last = stdout.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
     serde_json::from_str(last).unwrap_or_else(|e| {
-        panic!(
-            "{} printed no JSON ({e}):\n{stdout}\n{stderr}",
-            script.display()
-        )
+        panic!("{} printed no JSON ({e}):\n{stdout}\n{stderr}", script.display())
     })
 }

@@ -132,18 +132,12 @@ impl Client {
             }
             collect(resp).await
         };
-        tokio::time::timeout(CALL_TIMEOUT, fut)
-            .await
-            .map_err(|_| RawError::Timeout)?
+        tokio::time::timeout(CALL_TIMEOUT, fut).await.map_err(|_| RawError::Timeout)?
     }
 
     /// A unary call with one message in one DATA frame.
     pub async fn unary(&mut self, path: &str, message: &[u8]) -> Result<Response, RawError> {
-        self.call(
-            grpc_request(path).body(()).expect("request"),
-            vec![grpc_frame(message)],
-        )
-        .await
+        self.call(grpc_request(path).body(()).expect("request"), vec![grpc_frame(message)]).await
     }
 }
 
@@ -169,8 +163,7 @@ pub fn grpc_request_with(
         req.headers_mut().remove(*name);
     }
     for (name, value) in set {
-        req.headers_mut()
-            .insert(*name, HeaderValue::from_str(value).expect("header value"));
+        req.headers_mut().insert(*name, HeaderValue::from_str(value).expect("header value"));
     }
     req
 }
@@ -206,9 +199,7 @@ impl Response {
 
     /// The raw `grpc-message` bytes.
     pub fn grpc_message_raw(&self) -> Option<&[u8]> {
-        self.status_headers()
-            .get("grpc-message")
-            .map(HeaderValue::as_bytes)
+        self.status_headers().get("grpc-message").map(HeaderValue::as_bytes)
     }
 
     /// The whole body.
@@ -237,18 +228,8 @@ pub async fn collect(resp: ResponseFuture) -> Result<Response, RawError> {
         let _ = body.flow_control().release_capacity(chunk.len());
         data.push(chunk);
     }
-    let trailers = if trailers_only {
-        None
-    } else {
-        body.trailers().await?
-    };
-    Ok(Response {
-        status: parts.status,
-        headers: parts.headers,
-        data,
-        trailers,
-        trailers_only,
-    })
+    let trailers = if trailers_only { None } else { body.trailers().await? };
+    Ok(Response { status: parts.status, headers: parts.headers, data, trailers, trailers_only })
 }
 
 /// Prefix one message: flag 0, big-endian length.

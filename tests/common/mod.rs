@@ -67,8 +67,7 @@ impl Signer {
         match self {
             Signer::Rsa(k) => {
                 let mut sig = vec![0u8; k.public().modulus_len()];
-                k.sign(&RSA_PKCS1_SHA256, &rng, message, &mut sig)
-                    .expect("sign");
+                k.sign(&RSA_PKCS1_SHA256, &rng, message, &mut sig).expect("sign");
                 sig
             }
             Signer::Ec(k) => k.sign(&rng, message).expect("sign").as_ref().to_vec(),
@@ -93,11 +92,7 @@ pub fn mint_raw(header: &[u8], payload: &[u8], key: &Signer) -> String {
 
 /// Signs JSON values (serialized compactly).
 pub fn mint(header: &Value, claims: &Value, key: &Signer) -> String {
-    mint_raw(
-        header.to_string().as_bytes(),
-        claims.to_string().as_bytes(),
-        key,
-    )
+    mint_raw(header.to_string().as_bytes(), claims.to_string().as_bytes(), key)
 }
 
 /// A valid claim set at `NOW`.
@@ -122,20 +117,12 @@ pub fn header(alg: &str, kid: &str) -> Value {
 
 /// A valid RS256 token signed by `rsa2048`.
 pub fn rs256_token(claims: &Value) -> String {
-    mint(
-        &header("RS256", "rsa2048"),
-        claims,
-        &Signer::load("rsa2048"),
-    )
+    mint(&header("RS256", "rsa2048"), claims, &Signer::load("rsa2048"))
 }
 
 /// A valid ES256 token signed by `ec_p256`.
 pub fn es256_token(claims: &Value) -> String {
-    mint(
-        &header("ES256", "ec_p256"),
-        claims,
-        &Signer::load("ec_p256"),
-    )
+    mint(&header("ES256", "ec_p256"), claims, &Signer::load("ec_p256"))
 }
 
 /// The checked-in key set (rsa2048, rsa3072, rsa4096, ec_p256).

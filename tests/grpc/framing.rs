@@ -15,28 +15,17 @@ use crate::support::*;
 const CHECK: &str = "/grpc.health.v1.Health/Check";
 
 fn check_request(service: &str) -> bytes::Bytes {
-    slimgate_testkit::raw::grpc_message(&HealthCheckRequest {
-        service: service.into(),
-    })
+    slimgate_testkit::raw::grpc_message(&HealthCheckRequest { service: service.into() })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item_01_grpcio_unary_check_serving() {
     let (gw, _dir) = gateway(&[]).await;
     // The wire shape, seen by a raw client.
-    let mut c = slimgate_testkit::raw::Client::connect(gw.addr)
-        .await
-        .unwrap();
-    let r = c
-        .call(req(CHECK).body(()).unwrap(), vec![check_request("")])
-        .await
-        .unwrap();
+    let mut c = slimgate_testkit::raw::Client::connect(gw.addr).await.unwrap();
+    let r = c.call(req(CHECK).body(()).unwrap(), vec![check_request("")]).await.unwrap();
     assert_eq!(r.status, 200);
-    assert!(
-        text(&r.headers, "content-type")
-            .unwrap()
-            .starts_with("application/grpc")
-    );
+    assert!(text(&r.headers, "content-type").unwrap().starts_with("application/grpc"));
     let trailers = r.trailers.as_ref().expect("trailers after the message");
     assert_eq!(text(trailers, "grpc-status").as_deref(), Some("0"));
     let [m] = r.messages().try_into().expect("one message");
@@ -49,12 +38,8 @@ async fn item_01_grpcio_unary_check_serving() {
         .connect()
         .await
         .unwrap();
-    let r = HealthClient::new(ch)
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap();
+    let r =
+        HealthClient::new(ch).check(HealthCheckRequest { service: String::new() }).await.unwrap();
     assert_eq!(r.into_inner().status, ServingStatus::Serving as i32);
     // grpcio.
     if slimgate_testkit::python::available() {
@@ -70,33 +55,16 @@ async fn item_01_grpcio_unary_check_serving() {
 async fn item_02_message_split_across_frames_and_two_in_one_frame() {
     let s = TestServer::start().await;
     let mut c = s.raw().await;
-    let whole = msg(&TestMsg {
-        payload: b"split me".to_vec(),
-        value: 7,
-        ..TestMsg::default()
-    });
+    let whole = msg(&TestMsg { payload: b"split me".to_vec(), value: 7, ..TestMsg::default() });
     let chunks = vec![whole.slice(0..1), whole.slice(1..5), whole.slice(5..)];
-    let r = c
-        .call(req(ECHO.path).body(()).unwrap(), chunks)
-        .await
-        .unwrap();
+    let r = c.call(req(ECHO.path).body(()).unwrap(), chunks).await.unwrap();
     assert_eq!(r.grpc_status(), Some(0));
     let [m] = r.messages().try_into().unwrap();
     assert_eq!(decode(&m).payload, b"split me");
 
-    let mut two = msg(&TestMsg {
-        value: 2,
-        ..TestMsg::default()
-    })
-    .to_vec();
-    two.extend_from_slice(&msg(&TestMsg {
-        value: 40,
-        ..TestMsg::default()
-    }));
-    let r = c
-        .call(req(SUM.path).body(()).unwrap(), vec![two.into()])
-        .await
-        .unwrap();
+    let mut two = msg(&TestMsg { value: 2, ..TestMsg::default() }).to_vec();
+    two.extend_from_slice(&msg(&TestMsg { value: 40, ..TestMsg::default() }));
+    let r = c.call(req(SUM.path).body(()).unwrap(), vec![two.into()]).await.unwrap();
     assert_eq!(r.grpc_status(), Some(0));
     let [m] = r.messages().try_into().unwrap();
     let sum = decode(&m);
@@ -107,24 +75,12 @@ async fn item_02_message_split_across_frames_and_two_in_one_frame() {
 async fn item_03_empty_end_stream_data_and_end_stream_on_headers() {
     let s = TestServer::start().await;
     let mut c = s.raw().await;
-    let m = msg(&TestMsg {
-        value: 3,
-        ..TestMsg::default()
-    });
-    let r = c
-        .call(
-            req(ECHO.path).body(()).unwrap(),
-            vec![m, bytes::Bytes::new()],
-        )
-        .await
-        .unwrap();
+    let m = msg(&TestMsg { value: 3, ..TestMsg::default() });
+    let r = c.call(req(ECHO.path).body(()).unwrap(), vec![m, bytes::Bytes::new()]).await.unwrap();
     assert_eq!(r.grpc_status(), Some(0));
     assert_eq!(decode(&r.messages()[0]).value, 3);
     // Zero-message client stream: END_STREAM on HEADERS.
-    let r = c
-        .call(req(SUM.path).body(()).unwrap(), vec![])
-        .await
-        .unwrap();
+    let r = c.call(req(SUM.path).body(()).unwrap(), vec![]).await.unwrap();
     assert_eq!(r.grpc_status(), Some(0), "{r:?}");
     assert_eq!(decode(&r.messages()[0]).count, 0);
 }
@@ -147,34 +103,21 @@ async fn item_04_unknown_service_and_method_are_trailers_only_unimplemented() {
         None,
         "sanity: no status without headers"
     );
-    let r = c
-        .unary("/slimgate.test.Test/NoSuchMethod", b"")
-        .await
-        .unwrap();
+    let r = c.unary("/slimgate.test.Test/NoSuchMethod", b"").await.unwrap();
     assert_eq!(
         r.grpc_message_raw(),
         Some(&b"unknown method NoSuchMethod for service slimgate.test.Test"[..])
     );
     let r = c.unary("/no.such.Service/Call", b"").await.unwrap();
-    assert_eq!(
-        r.grpc_message_raw(),
-        Some(&b"unknown service no.such.Service"[..])
-    );
+    assert_eq!(r.grpc_message_raw(), Some(&b"unknown service no.such.Service"[..]));
 
     // The same at frame level: exactly one HEADERS frame, END_STREAM set, no DATA.
     let (mut conn, _) = frames::Conn::handshake(s.addr).await.unwrap();
-    let mut out = frames::headers(
-        1,
-        &frames::grpc_headers("/no.such.Service/Call"),
-        false,
-        true,
-    );
+    let mut out = frames::headers(1, &frames::grpc_headers("/no.such.Service/Call"), false, true);
     out.extend(frames::data(1, &grpc_frame(b""), true));
     conn.send(&out).await.unwrap();
     let got = conn
-        .read_until(Duration::from_secs(5), |f| {
-            f.stream == 1 && f.has(frames::END_STREAM)
-        })
+        .read_until(Duration::from_secs(5), |f| f.stream == 1 && f.has(frames::END_STREAM))
         .await
         .unwrap();
     let on_stream: Vec<_> = got.iter().filter(|f| f.stream == 1).collect();
@@ -192,17 +135,10 @@ async fn item_05_json_content_type_gets_415_with_grpc_status() {
         &[("content-type", "application/json")],
         &[],
     );
-    let r = c
-        .call(request, vec![msg(&TestMsg::default())])
-        .await
-        .unwrap();
+    let r = c.call(request, vec![msg(&TestMsg::default())]).await.unwrap();
     assert_eq!(r.status, 415);
     assert_eq!(r.grpc_status(), Some(3));
-    assert!(
-        text(r.status_headers(), "grpc-message")
-            .unwrap()
-            .contains("content-type")
-    );
+    assert!(text(r.status_headers(), "grpc-message").unwrap().contains("content-type"));
     assert_eq!(Counters::get(&s.c.echo_calls), 0, "the handler ran");
 }
 
@@ -210,23 +146,11 @@ async fn item_05_json_content_type_gets_415_with_grpc_status() {
 async fn item_06_grpc_content_type_variants_accepted() {
     let s = TestServer::start().await;
     let mut c = s.raw().await;
-    for ct in [
-        "application/grpc",
-        "application/grpc+proto",
-        "application/grpc;charset=x",
-    ] {
+    for ct in ["application/grpc", "application/grpc+proto", "application/grpc;charset=x"] {
         let request =
             slimgate_testkit::raw::grpc_request_with(ECHO.path, &[("content-type", ct)], &[]);
-        let r = c
-            .call(
-                request,
-                vec![msg(&TestMsg {
-                    value: 6,
-                    ..TestMsg::default()
-                })],
-            )
-            .await
-            .unwrap();
+        let r =
+            c.call(request, vec![msg(&TestMsg { value: 6, ..TestMsg::default() })]).await.unwrap();
         assert_eq!((r.status.as_u16(), r.grpc_status()), (200, Some(0)), "{ct}");
         assert_eq!(decode(&r.messages()[0]).value, 6);
     }
@@ -263,12 +187,7 @@ async fn item_08_http1_request_gets_http1_answer_then_close() {
     let grpc = "POST /grpc.health.v1.Health/Check HTTP/1.1\r\nHost: localhost\r\ncontent-type: application/grpc\r\ncontent-length: 0\r\n\r\n";
     let answer = http1_exchange(gw.addr, grpc).await;
     assert!(answer.starts_with("HTTP/1.1 505 "), "{answer}");
-    assert!(
-        answer
-            .to_ascii_lowercase()
-            .contains("content-type: text/plain"),
-        "{answer}"
-    );
+    assert!(answer.to_ascii_lowercase().contains("content-type: text/plain"), "{answer}");
     assert!(answer.ends_with("gRPC requires HTTP/2\n"), "{answer}");
     let answer = http1_exchange(gw.addr, "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
     assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
@@ -283,16 +202,7 @@ async fn item_09_missing_te_is_served() {
     let mut c = s.raw().await;
     let request = slimgate_testkit::raw::grpc_request_with(ECHO.path, &[], &["te"]);
     assert!(request.headers().get("te").is_none());
-    let r = c
-        .call(
-            request,
-            vec![msg(&TestMsg {
-                value: 9,
-                ..TestMsg::default()
-            })],
-        )
-        .await
-        .unwrap();
+    let r = c.call(request, vec![msg(&TestMsg { value: 9, ..TestMsg::default() })]).await.unwrap();
     assert_eq!(r.grpc_status(), Some(0));
     assert_eq!(decode(&r.messages()[0]).value, 9);
 }

@@ -29,10 +29,7 @@ async fn item_25_settings_advertise_stream_and_header_limits() {
     // Configurable.
     let (gw, _dir) = gateway(&["--max-concurrent-streams", "7"]).await;
     let (conn, settings) = frames::Conn::handshake(gw.addr).await.unwrap();
-    assert_eq!(
-        setting(&settings, frames::SETTINGS_MAX_CONCURRENT_STREAMS),
-        Some(7)
-    );
+    assert_eq!(setting(&settings, frames::SETTINGS_MAX_CONCURRENT_STREAMS), Some(7));
     drop(conn);
     gw.stop().await;
 }
@@ -42,40 +39,20 @@ async fn item_25_settings_advertise_stream_and_header_limits() {
 /// compliant server; a raw client that ignores the limit does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item_26_streams_over_the_limit_are_refused() {
-    let s = TestServer::with(Opts {
-        max_concurrent_streams: 2,
-        ..Opts::default()
-    })
-    .await;
+    let s = TestServer::with(Opts { max_concurrent_streams: 2, ..Opts::default() }).await;
     let (mut conn, _) = frames::Conn::handshake(s.addr).await.unwrap();
     let mut out = Vec::new();
     for id in [1u32, 3, 5, 7] {
-        out.extend(frames::headers(
-            id,
-            &frames::grpc_headers(SLOW.path),
-            false,
-            true,
-        ));
-        out.extend(frames::data(
-            id,
-            &msg(&TestMsg {
-                count: 300,
-                ..TestMsg::default()
-            }),
-            true,
-        ));
+        out.extend(frames::headers(id, &frames::grpc_headers(SLOW.path), false, true));
+        out.extend(frames::data(id, &msg(&TestMsg { count: 300, ..TestMsg::default() }), true));
     }
     conn.send(&out).await.unwrap();
     let got = conn
-        .read_until(Duration::from_secs(5), |f| {
-            f.stream == 7 && f.ty == frames::RST_STREAM
-        })
+        .read_until(Duration::from_secs(5), |f| f.stream == 7 && f.ty == frames::RST_STREAM)
         .await
         .unwrap();
     for id in [5, 7] {
-        let rst = got
-            .iter()
-            .find(|f| f.stream == id && f.ty == frames::RST_STREAM);
+        let rst = got.iter().find(|f| f.stream == id && f.ty == frames::RST_STREAM);
         assert_eq!(
             rst.and_then(frames::Frame::error_code),
             Some(frames::REFUSED_STREAM),
@@ -84,9 +61,7 @@ async fn item_26_streams_over_the_limit_are_refused() {
     }
     // The two admitted calls complete normally; no GOAWAY.
     let got = conn
-        .read_until(Duration::from_secs(5), |f| {
-            f.stream == 3 && f.has(frames::END_STREAM)
-        })
+        .read_until(Duration::from_secs(5), |f| f.stream == 3 && f.has(frames::END_STREAM))
         .await
         .unwrap();
     assert!(
@@ -95,11 +70,7 @@ async fn item_26_streams_over_the_limit_are_refused() {
         "{got:?}"
     );
     // Stream 1 may end just after stream 3.
-    assert!(
-        eventually(Duration::from_secs(5), || Counters::get(&s.c.slow_finished)
-            == 2)
-        .await
-    );
+    assert!(eventually(Duration::from_secs(5), || Counters::get(&s.c.slow_finished) == 2).await);
     assert_eq!(Counters::get(&s.c.slow_started), 2);
     // grpcio with the same limit: the third concurrent call is queued by the
     // client and succeeds (it is never refused).
@@ -133,9 +104,7 @@ async fn many_early_refusals_keep_the_connection() {
                 let (resp, mut body) = c.start(req, false).await.expect("start");
                 tokio::time::sleep(Duration::from_micros(200)).await;
                 let _ = body.send_data(slimgate_testkit::raw::grpc_frame(&[1u8; 512]), true);
-                let resp = slimgate_testkit::raw::collect(resp)
-                    .await
-                    .map(|r| r.grpc_status());
+                let resp = slimgate_testkit::raw::collect(resp).await.map(|r| r.grpc_status());
                 codes.push(resp.ok().flatten());
             }
             codes
@@ -144,19 +113,12 @@ async fn many_early_refusals_keep_the_connection() {
     let mut n = 0;
     for t in tasks {
         for code in t.await.expect("task") {
-            assert_eq!(
-                code,
-                Some(12),
-                "every call answered UNIMPLEMENTED on a live connection"
-            );
+            assert_eq!(code, Some(12), "every call answered UNIMPLEMENTED on a live connection");
             n += 1;
         }
     }
     assert_eq!(n, 3200);
     let mut c = client.clone();
-    let ok = c
-        .unary("/slimgate.test.Test/Echo", &[])
-        .await
-        .expect("the connection still serves");
+    let ok = c.unary("/slimgate.test.Test/Echo", &[]).await.expect("the connection still serves");
     assert_eq!(ok.grpc_status(), Some(0));
 }

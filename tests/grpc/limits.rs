@@ -33,24 +33,14 @@ async fn item_15_prefix_over_limit_rejected_before_body() {
     }
     // Exactly 4 MiB (the whole encoded message) is accepted.
     let payload = vec![7u8; MIB4 - 5]; // field tag (1) + 4-byte varint length
-    let m = TestMsg {
-        payload,
-        ..TestMsg::default()
-    };
+    let m = TestMsg { payload, ..TestMsg::default() };
     assert_eq!(prost::Message::encoded_len(&m), MIB4);
-    let r = c
-        .call(req(SUM.path).body(()).unwrap(), vec![msg(&m)])
-        .await
-        .unwrap();
+    let r = c.call(req(SUM.path).body(()).unwrap(), vec![msg(&m)]).await.unwrap();
     assert_eq!(r.grpc_status(), Some(0), "{r:?}");
     assert_eq!(decode(&r.messages()[0]).size, (MIB4 - 5) as u64);
 
     // The limit is configurable.
-    let small = TestServer::with(Opts {
-        max_message_bytes: 1000,
-        ..Opts::default()
-    })
-    .await;
+    let small = TestServer::with(Opts { max_message_bytes: 1000, ..Opts::default() }).await;
     let mut c = small.raw().await;
     let r = c.unary(ECHO.path, &vec![0u8; 1001]).await.unwrap();
     assert_eq!(r.grpc_status(), Some(8));
@@ -71,18 +61,12 @@ async fn item_15_prefix_over_limit_rejected_before_body() {
 async fn item_16_bad_flags_and_truncation_are_internal() {
     let s = TestServer::start().await;
     let mut c = s.raw().await;
-    let body = prost::Message::encode_to_vec(&TestMsg {
-        value: 1,
-        ..TestMsg::default()
-    });
+    let body = prost::Message::encode_to_vec(&TestMsg { value: 1, ..TestMsg::default() });
     for flag in [1u8, 2, 3, 128, 255] {
         let mut m = prefix(flag, body.len() as u32).to_vec();
         m.extend_from_slice(&body);
         for path in [ECHO.path, SUM.path] {
-            let r = c
-                .call(req(path).body(()).unwrap(), vec![m.clone().into()])
-                .await
-                .unwrap();
+            let r = c.call(req(path).body(()).unwrap(), vec![m.clone().into()]).await.unwrap();
             assert_eq!(r.grpc_status(), Some(13), "flag {flag} on {path}: {r:?}");
         }
     }
@@ -90,19 +74,11 @@ async fn item_16_bad_flags_and_truncation_are_internal() {
     for path in [ECHO.path, SUM.path] {
         let mut m = prefix(0, 10).to_vec();
         m.extend_from_slice(&[8, 1, 8]);
-        let r = c
-            .call(req(path).body(()).unwrap(), vec![m.into()])
-            .await
-            .unwrap();
+        let r = c.call(req(path).body(()).unwrap(), vec![m.into()]).await.unwrap();
         assert_eq!(r.grpc_status(), Some(13), "{path}: {r:?}");
         // A prefix cut short is truncated too.
-        let r = c
-            .call(
-                req(path).body(()).unwrap(),
-                vec![Bytes::from_static(&[0, 0])],
-            )
-            .await
-            .unwrap();
+        let r =
+            c.call(req(path).body(()).unwrap(), vec![Bytes::from_static(&[0, 0])]).await.unwrap();
         assert_eq!(r.grpc_status(), Some(13), "{path}: {r:?}");
     }
     assert_eq!(Counters::get(&s.c.echo_calls), 0);
@@ -112,29 +88,14 @@ async fn item_16_bad_flags_and_truncation_are_internal() {
 async fn item_17_unsupported_encoding_is_unimplemented_with_accept_encoding() {
     let s = TestServer::start().await;
     let mut c = s.raw().await;
-    let request = req(ECHO.path)
-        .header("grpc-encoding", "snappy")
-        .body(())
-        .unwrap();
-    let r = c
-        .call(request, vec![msg(&TestMsg::default())])
-        .await
-        .unwrap();
+    let request = req(ECHO.path).header("grpc-encoding", "snappy").body(()).unwrap();
+    let r = c.call(request, vec![msg(&TestMsg::default())]).await.unwrap();
     assert_eq!((r.status.as_u16(), r.grpc_status()), (200, Some(12)));
     let accept = text(r.status_headers(), "grpc-accept-encoding").expect("grpc-accept-encoding");
-    assert!(
-        accept.split(',').any(|e| e.trim() == "identity"),
-        "{accept}"
-    );
+    assert!(accept.split(',').any(|e| e.trim() == "identity"), "{accept}");
     // `identity` is accepted.
-    let request = req(ECHO.path)
-        .header("grpc-encoding", "identity")
-        .body(())
-        .unwrap();
-    let r = c
-        .call(request, vec![msg(&TestMsg::default())])
-        .await
-        .unwrap();
+    let request = req(ECHO.path).header("grpc-encoding", "identity").body(()).unwrap();
+    let r = c.call(request, vec![msg(&TestMsg::default())]).await.unwrap();
     assert_eq!(r.grpc_status(), Some(0));
     assert_eq!(Counters::get(&s.c.echo_calls), 1);
 }
@@ -145,13 +106,9 @@ async fn item_17_unsupported_encoding_is_unimplemented_with_accept_encoding() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item_36_gzip_compressed_check_fails_in_the_documented_way() {
     let (gw, _dir) = gateway(&[]).await;
-    let mut c = slimgate_testkit::raw::Client::connect(gw.addr)
-        .await
-        .unwrap();
+    let mut c = slimgate_testkit::raw::Client::connect(gw.addr).await.unwrap();
     // A gzip member of an empty HealthCheckRequest (flag 1).
-    let gz: &[u8] = &[
-        0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    ];
+    let gz: &[u8] = &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0];
     let mut m = prefix(1, gz.len() as u32).to_vec();
     m.extend_from_slice(gz);
     let request = req("/grpc.health.v1.Health/Check")
@@ -163,10 +120,7 @@ async fn item_36_gzip_compressed_check_fails_in_the_documented_way() {
     let r = c.call(request, vec![m.into()]).await.unwrap();
     assert!(r.trailers_only);
     assert_eq!((r.status.as_u16(), r.grpc_status()), (200, Some(12)));
-    assert_eq!(
-        text(&r.headers, "grpc-accept-encoding").as_deref(),
-        Some("identity")
-    );
+    assert_eq!(text(&r.headers, "grpc-accept-encoding").as_deref(), Some("identity"));
     assert!(r.data.is_empty(), "a response body was sent");
     gw.stop().await;
 }

@@ -132,10 +132,7 @@ fn test_router(c: &Arc<Counters>) -> Router {
         }
     });
     r.unary(FAIL, move |_ctx: Context, req: TestMsg| async move {
-        let code = grpc::Code::ALL
-            .get(req.code as usize)
-            .copied()
-            .unwrap_or(Code::Unknown);
+        let code = grpc::Code::ALL.get(req.code as usize).copied().unwrap_or(Code::Unknown);
         let mut s = Status::new(code, req.message);
         if !req.details.is_empty() {
             s = s.with_details(Bytes::from(req.details));
@@ -152,10 +149,7 @@ fn test_router(c: &Arc<Counters>) -> Router {
             tokio::time::sleep(Duration::from_millis(ms)).await;
             std::mem::forget(guard);
             k.slow_finished.fetch_add(1, Ordering::SeqCst);
-            Ok::<_, Status>(TestMsg {
-                value: 1,
-                ..TestMsg::default()
-            })
+            Ok::<_, Status>(TestMsg { value: 1, ..TestMsg::default() })
         }
     });
     let k = Arc::clone(c);
@@ -173,51 +167,40 @@ fn test_router(c: &Arc<Counters>) -> Router {
             Ok::<_, Status>(out)
         }
     });
-    r.client_streaming(
-        FAIL_EARLY,
-        move |_ctx: Context, _reqs: Requests<TestMsg>| async move {
-            Err::<TestMsg, _>(Status::invalid_argument(
-                "refused before reading the request stream",
-            ))
-        },
-    );
+    r.client_streaming(FAIL_EARLY, move |_ctx: Context, _reqs: Requests<TestMsg>| async move {
+        Err::<TestMsg, _>(Status::invalid_argument("refused before reading the request stream"))
+    });
     let k = Arc::clone(c);
-    r.server_streaming(
-        TICKS,
-        move |_ctx: Context, req: TestMsg, sink: Sink<TestMsg>| {
-            let k = Arc::clone(&k);
-            async move {
-                k.ticks_started.fetch_add(1, Ordering::SeqCst);
-                let _guard = OnDrop(Arc::clone(&k), |c| &c.ticks_dropped);
-                // `count` messages, then wait until the call ends.
-                for i in 0..req.count.max(1) {
-                    sink.send(&TestMsg {
-                        count: i,
-                        payload: req.payload.clone(),
-                        ..TestMsg::default()
-                    })
-                    .await?;
-                }
-                std::future::pending::<()>().await;
-                Ok(())
+    r.server_streaming(TICKS, move |_ctx: Context, req: TestMsg, sink: Sink<TestMsg>| {
+        let k = Arc::clone(&k);
+        async move {
+            k.ticks_started.fetch_add(1, Ordering::SeqCst);
+            let _guard = OnDrop(Arc::clone(&k), |c| &c.ticks_dropped);
+            // `count` messages, then wait until the call ends.
+            for i in 0..req.count.max(1) {
+                sink.send(&TestMsg {
+                    count: i,
+                    payload: req.payload.clone(),
+                    ..TestMsg::default()
+                })
+                .await?;
             }
-        },
-    );
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    });
     let k = Arc::clone(c);
-    r.bidi(
-        PING_PONG,
-        move |_ctx: Context, mut reqs: Requests<TestMsg>, sink: Sink<TestMsg>| {
-            let k = Arc::clone(&k);
-            async move {
-                k.stream_started.fetch_add(1, Ordering::SeqCst);
-                let _guard = OnDrop(Arc::clone(&k), |c| &c.stream_dropped);
-                while let Some(m) = reqs.next().await? {
-                    sink.send(&m).await?;
-                }
-                Ok(())
+    r.bidi(PING_PONG, move |_ctx: Context, mut reqs: Requests<TestMsg>, sink: Sink<TestMsg>| {
+        let k = Arc::clone(&k);
+        async move {
+            k.stream_started.fetch_add(1, Ordering::SeqCst);
+            let _guard = OnDrop(Arc::clone(&k), |c| &c.stream_dropped);
+            while let Some(m) = reqs.next().await? {
+                sink.send(&m).await?;
             }
-        },
-    );
+            Ok(())
+        }
+    });
     r
 }
 
@@ -230,10 +213,7 @@ pub struct Opts {
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts {
-            max_message_bytes: 4 * 1024 * 1024,
-            max_concurrent_streams: 256,
-        }
+        Opts { max_message_bytes: 4 * 1024 * 1024, max_concurrent_streams: 256 }
     }
 }
 
@@ -272,19 +252,11 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         tokio::spawn(Arc::clone(&server).serve_tcp(listener));
-        TestServer {
-            addr,
-            c,
-            shutdown,
-            server,
-            health,
-        }
+        TestServer { addr, c, shutdown, server, health }
     }
 
     pub async fn raw(&self) -> slimgate_testkit::raw::Client {
-        slimgate_testkit::raw::Client::connect(self.addr)
-            .await
-            .expect("connect")
+        slimgate_testkit::raw::Client::connect(self.addr).await.expect("connect")
     }
 
     pub async fn channel(&self) -> tonic::transport::Channel {
@@ -306,20 +278,11 @@ impl Drop for TestServer {
 pub async fn gateway(extra: &[&str]) -> (slimgate::app::Running, tempdir::TempDir) {
     let dir = tempdir::TempDir::new();
     let db = format!("redb:{}", dir.path().join("store.redb").display());
-    let mut args = vec![
-        "--port",
-        "0",
-        "--log-level",
-        "warn",
-        "--db-url",
-        db.as_str(),
-    ];
+    let mut args = vec!["--port", "0", "--log-level", "warn", "--db-url", db.as_str()];
     args.extend_from_slice(extra);
     let action = slimgate::config::parse(args.iter().map(std::ffi::OsString::from), |_| None)
         .expect("config");
-    let slimgate::config::Action::Run(config) = action else {
-        panic!("not a run action")
-    };
+    let slimgate::config::Action::Run(config) = action else { panic!("not a run action") };
     let running = slimgate::app::start(*config).await.expect("gateway starts");
     (running, dir)
 }
@@ -341,8 +304,7 @@ pub fn decode(b: &Bytes) -> TestMsg {
 
 /// Header value as text.
 pub fn text(h: &HeaderMap, name: &str) -> Option<String> {
-    h.get(name)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    h.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
 /// A call of a test method through tonic (a client the project did not write).
@@ -352,15 +314,9 @@ pub async fn tonic_unary(
     req: tonic::Request<TestMsg>,
 ) -> Result<tonic::Response<TestMsg>, tonic::Status> {
     let mut g = tonic::client::Grpc::new(ch);
-    g.ready()
+    g.ready().await.map_err(|e| tonic::Status::unknown(e.to_string()))?;
+    g.unary(req, http::uri::PathAndQuery::from_static(path), tonic_prost::ProstCodec::default())
         .await
-        .map_err(|e| tonic::Status::unknown(e.to_string()))?;
-    g.unary(
-        req,
-        http::uri::PathAndQuery::from_static(path),
-        tonic_prost::ProstCodec::default(),
-    )
-    .await
 }
 
 /// A temporary directory removed on drop (no extra dependency).

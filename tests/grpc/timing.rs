@@ -17,10 +17,7 @@ const SOON: Duration = Duration::from_secs(2);
 async fn item_20_unary_deadline_drops_the_handler() {
     let s = TestServer::start().await;
     let mut c = s.raw().await;
-    let request = req(SLOW.path)
-        .header("grpc-timeout", "1m")
-        .body(())
-        .unwrap();
+    let request = req(SLOW.path).header("grpc-timeout", "1m").body(()).unwrap();
     let r = tokio::time::timeout(SOON, c.call(request, vec![msg(&TestMsg::default())]))
         .await
         .expect("answered in time");
@@ -29,9 +26,8 @@ async fn item_20_unary_deadline_drops_the_handler() {
         Err(e) => assert_eq!(e.reason(), Some(h2::Reason::CANCEL), "{e}"),
     }
     assert!(
-        eventually(SOON, || Counters::get(&s.c.slow_dropped)
-            == Counters::get(&s.c.slow_started))
-        .await,
+        eventually(SOON, || Counters::get(&s.c.slow_dropped) == Counters::get(&s.c.slow_started))
+            .await,
         "handler not dropped"
     );
     assert_eq!(Counters::get(&s.c.slow_finished), 0);
@@ -43,20 +39,13 @@ async fn item_20_unary_deadline_drops_the_handler() {
     for round in 0..2u32 {
         let mut request = tonic::Request::new(TestMsg::default());
         if round == 0 {
-            request
-                .metadata_mut()
-                .insert("grpc-timeout", "20m".parse().unwrap());
+            request.metadata_mut().insert("grpc-timeout", "20m".parse().unwrap());
         } else {
             request.set_timeout(Duration::from_millis(20));
         }
-        let err = tonic_unary(s.channel().await, SLOW.path, request)
-            .await
-            .unwrap_err();
+        let err = tonic_unary(s.channel().await, SLOW.path, request).await.unwrap_err();
         assert!(
-            matches!(
-                err.code(),
-                tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
-            ),
+            matches!(err.code(), tonic::Code::DeadlineExceeded | tonic::Code::Cancelled),
             "{err:?}"
         );
         let want = 2 + round as usize;
@@ -64,14 +53,8 @@ async fn item_20_unary_deadline_drops_the_handler() {
     }
 
     // A zero deadline is exceeded before the handler starts.
-    let request = req(SLOW.path)
-        .header("grpc-timeout", "0n")
-        .body(())
-        .unwrap();
-    let r = c
-        .call(request, vec![msg(&TestMsg::default())])
-        .await
-        .unwrap();
+    let request = req(SLOW.path).header("grpc-timeout", "0n").body(()).unwrap();
+    let r = c.call(request, vec![msg(&TestMsg::default())]).await.unwrap();
     assert_eq!(r.grpc_status(), Some(4));
     assert_eq!(Counters::get(&s.c.slow_started), 3);
 }
@@ -80,19 +63,9 @@ async fn item_20_unary_deadline_drops_the_handler() {
 async fn item_21_deadline_fires_on_a_server_stream_after_headers() {
     let s = TestServer::start().await;
     let mut c = s.raw().await;
-    let request = req(TICKS.path)
-        .header("grpc-timeout", "300m")
-        .body(())
-        .unwrap();
+    let request = req(TICKS.path).header("grpc-timeout", "300m").body(()).unwrap();
     let (resp, mut body) = c.start(request, false).await.unwrap();
-    body.send_data(
-        msg(&TestMsg {
-            count: 2,
-            ..TestMsg::default()
-        }),
-        true,
-    )
-    .unwrap();
+    body.send_data(msg(&TestMsg { count: 2, ..TestMsg::default() }), true).unwrap();
     let r = tokio::time::timeout(Duration::from_secs(5), collect(resp))
         .await
         .expect("the deadline ends the stream");
@@ -112,10 +85,7 @@ async fn item_21_deadline_fires_on_a_server_stream_after_headers() {
     // tonic, streaming.
     let mut g = tonic::client::Grpc::new(s.channel().await);
     g.ready().await.unwrap();
-    let mut request = tonic::Request::new(TestMsg {
-        count: 1,
-        ..TestMsg::default()
-    });
+    let mut request = tonic::Request::new(TestMsg { count: 1, ..TestMsg::default() });
     request.set_timeout(Duration::from_millis(200));
     let mut stream = g
         .server_streaming(
@@ -127,9 +97,8 @@ async fn item_21_deadline_fires_on_a_server_stream_after_headers() {
         .unwrap()
         .into_inner();
     assert!(stream.message().await.unwrap().is_some());
-    let end = tokio::time::timeout(Duration::from_secs(5), stream.message())
-        .await
-        .expect("stream ends");
+    let end =
+        tokio::time::timeout(Duration::from_secs(5), stream.message()).await.expect("stream ends");
     assert_eq!(end.unwrap_err().code(), tonic::Code::DeadlineExceeded);
     assert!(eventually(SOON, || Counters::get(&s.c.ticks_dropped) == 2).await);
 }
@@ -140,37 +109,15 @@ async fn item_22_malformed_grpc_timeout_is_400_internal_and_huge_is_clamped() {
     let mut c = s.raw().await;
     for bad in ["xyz", "123456789S", "5x", "", "1.5S", "-1S"] {
         let request = req(ECHO.path).header("grpc-timeout", bad).body(()).unwrap();
-        let r = c
-            .call(request, vec![msg(&TestMsg::default())])
-            .await
-            .unwrap();
-        assert_eq!(
-            (r.status.as_u16(), r.grpc_status()),
-            (400, Some(13)),
-            "{bad:?}"
-        );
-        assert_eq!(
-            r.grpc_message_raw(),
-            Some(&b"malformed grpc-timeout"[..]),
-            "{bad:?}"
-        );
+        let r = c.call(request, vec![msg(&TestMsg::default())]).await.unwrap();
+        assert_eq!((r.status.as_u16(), r.grpc_status()), (400, Some(13)), "{bad:?}");
+        assert_eq!(r.grpc_message_raw(), Some(&b"malformed grpc-timeout"[..]), "{bad:?}");
     }
     assert_eq!(Counters::get(&s.c.echo_calls), 0);
     for huge in ["99999999H", "99999999M", "99999999S"] {
-        let request = req(ECHO.path)
-            .header("grpc-timeout", huge)
-            .body(())
-            .unwrap();
-        let r = c
-            .call(
-                request,
-                vec![msg(&TestMsg {
-                    value: 22,
-                    ..TestMsg::default()
-                })],
-            )
-            .await
-            .unwrap();
+        let request = req(ECHO.path).header("grpc-timeout", huge).body(()).unwrap();
+        let r =
+            c.call(request, vec![msg(&TestMsg { value: 22, ..TestMsg::default() })]).await.unwrap();
         assert_eq!(r.grpc_status(), Some(0), "{huge}");
         assert_eq!(decode(&r.messages()[0]).value, 22);
     }
@@ -179,11 +126,7 @@ async fn item_22_malformed_grpc_timeout_is_400_internal_and_huge_is_clamped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn item_23_client_cancel_drops_the_handler_and_frees_the_slot() {
     // One stream allowed: a slot that is not freed would refuse the next.
-    let s = TestServer::with(Opts {
-        max_concurrent_streams: 1,
-        ..Opts::default()
-    })
-    .await;
+    let s = TestServer::with(Opts { max_concurrent_streams: 1, ..Opts::default() }).await;
     let (mut conn, _) = frames::Conn::handshake(s.addr).await.unwrap();
     let mut id = 1;
     for round in 0..3 {
@@ -191,9 +134,7 @@ async fn item_23_client_cancel_drops_the_handler_and_frees_the_slot() {
         out.extend(frames::data(id, &msg(&TestMsg::default()), true));
         conn.send(&out).await.unwrap();
         assert!(eventually(SOON, || Counters::get(&s.c.slow_started) == round + 1).await);
-        conn.send(&frames::rst_stream(id, frames::CANCEL))
-            .await
-            .unwrap();
+        conn.send(&frames::rst_stream(id, frames::CANCEL)).await.unwrap();
         assert!(
             eventually(SOON, || Counters::get(&s.c.slow_dropped) == round + 1).await,
             "handler not dropped"
@@ -210,16 +151,8 @@ async fn item_23_client_cancel_drops_the_handler_and_frees_the_slot() {
         })
         .await
         .unwrap();
-    let kinds: Vec<u8> = got
-        .iter()
-        .filter(|f| f.stream == id)
-        .map(|f| f.ty)
-        .collect();
-    assert_eq!(
-        kinds,
-        [frames::HEADERS, frames::DATA, frames::HEADERS],
-        "{got:?}"
-    );
+    let kinds: Vec<u8> = got.iter().filter(|f| f.stream == id).map(|f| f.ty).collect();
+    assert_eq!(kinds, [frames::HEADERS, frames::DATA, frames::HEADERS], "{got:?}");
 
     // cancel_after_begin (tonic): a client stream cancelled before any message.
     let ch = s.channel().await;
@@ -248,10 +181,7 @@ async fn item_23_client_cancel_drops_the_handler_and_frees_the_slot() {
     g.ready().await.unwrap();
     let mut stream = g
         .server_streaming(
-            tonic::Request::new(TestMsg {
-                count: 1,
-                ..TestMsg::default()
-            }),
+            tonic::Request::new(TestMsg { count: 1, ..TestMsg::default() }),
             http::uri::PathAndQuery::from_static(TICKS.path),
             tonic_prost::ProstCodec::<TestMsg, TestMsg>::default(),
         )
@@ -271,15 +201,9 @@ async fn item_24_early_error_sends_trailers_then_rst_no_error() {
     let s = TestServer::start().await;
     // The client sees our status, not CANCELLED (h2 client).
     let mut c = s.raw().await;
-    let (resp, mut body) = c
-        .start(req(FAIL_EARLY.path).body(()).unwrap(), false)
-        .await
-        .unwrap();
+    let (resp, mut body) = c.start(req(FAIL_EARLY.path).body(()).unwrap(), false).await.unwrap();
     body.send_data(msg(&TestMsg::default()), false).unwrap();
-    let r = tokio::time::timeout(SOON, collect(resp))
-        .await
-        .unwrap()
-        .unwrap();
+    let r = tokio::time::timeout(SOON, collect(resp)).await.unwrap().unwrap();
     assert_eq!(r.grpc_status(), Some(3), "{r:?}");
 
     // At frame level: the status HEADERS (END_STREAM), then RST_STREAM(NO_ERROR).
@@ -287,10 +211,7 @@ async fn item_24_early_error_sends_trailers_then_rst_no_error() {
     let mut out = frames::headers(1, &frames::grpc_headers(FAIL_EARLY.path), false, true);
     out.extend(frames::data(1, &msg(&TestMsg::default()), false));
     conn.send(&out).await.unwrap();
-    let got = conn
-        .read_until(SOON, |f| f.stream == 1 && f.ty == frames::RST_STREAM)
-        .await
-        .unwrap();
+    let got = conn.read_until(SOON, |f| f.stream == 1 && f.ty == frames::RST_STREAM).await.unwrap();
     let on_stream: Vec<_> = got.iter().filter(|f| f.stream == 1).collect();
     assert_eq!(on_stream.len(), 2, "{on_stream:?}");
     assert_eq!(on_stream[0].ty, frames::HEADERS);

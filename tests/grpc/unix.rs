@@ -20,18 +20,11 @@ async fn item_39_unix_socket_stale_file_mode_and_grpcio() {
     let (gw, _d) = gateway(&["--unix-socket", &sock_arg]).await;
     let meta = std::fs::metadata(&sock).unwrap();
     assert!(meta.file_type().is_socket());
-    assert_eq!(
-        meta.permissions().mode() & 0o777,
-        slimgate::grpc::server::UNIX_SOCKET_MODE
-    );
+    assert_eq!(meta.permissions().mode() & 0o777, slimgate::grpc::server::UNIX_SOCKET_MODE);
     // tonic over the socket (testkit's Unix channel).
     let ch = slimgate_testkit::uds::channel(&sock).await.unwrap();
-    let r = HealthClient::new(ch)
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap();
+    let r =
+        HealthClient::new(ch).check(HealthCheckRequest { service: String::new() }).await.unwrap();
     assert_eq!(r.into_inner().status, ServingStatus::Serving as i32);
     // grpcio with grpc.default_authority=localhost.
     if slimgate_testkit::python::available() {
@@ -70,12 +63,8 @@ async fn item_40_grpcio_default_uds_authority_is_refused_by_h2() {
     assert!(authority.parse::<http::uri::Authority>().is_err());
     // The gateway itself keeps serving on the socket.
     let ch = slimgate_testkit::uds::channel(&sock).await.unwrap();
-    let r = HealthClient::new(ch)
-        .check(HealthCheckRequest {
-            service: String::new(),
-        })
-        .await
-        .unwrap();
+    let r =
+        HealthClient::new(ch).check(HealthCheckRequest { service: String::new() }).await.unwrap();
     assert_eq!(r.into_inner().status, ServingStatus::Serving as i32);
     gw.stop().await;
 }

@@ -92,12 +92,7 @@ impl Idp {
                 });
             }
         });
-        Idp {
-            addr,
-            issuer: issuer_of(addr),
-            state,
-            task,
-        }
+        Idp { addr, issuer: issuer_of(addr), state, task }
     }
 
     /// Switch the behaviour.
@@ -171,12 +166,8 @@ async fn answer(mut stream: TcpStream, state: &State, addr: SocketAddr) -> std::
     let mode = state.mode.lock().unwrap().clone();
     let body = if path.ends_with("/.well-known/openid-configuration") {
         state.discovery_hits.fetch_add(1, Ordering::SeqCst);
-        let issuer = state
-            .discovery_issuer
-            .lock()
-            .unwrap()
-            .clone()
-            .unwrap_or_else(|| issuer_of(addr));
+        let issuer =
+            state.discovery_issuer.lock().unwrap().clone().unwrap_or_else(|| issuer_of(addr));
         let jwks_uri = state
             .discovery_jwks_uri
             .lock()
@@ -237,10 +228,8 @@ async fn write(
     content_type: &str,
     body: &[u8],
 ) -> std::io::Result<()> {
-    let mut head = format!(
-        "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n",
-        body.len()
-    );
+    let mut head =
+        format!("HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n", body.len());
     if !content_type.is_empty() {
         head.push_str(&format!("content-type: {content_type}\r\n"));
     }
@@ -304,19 +293,14 @@ pub async fn gateway(extra: &[&str]) -> (slimgate::app::Running, TempDir) {
     args.extend_from_slice(extra);
     let action = slimgate::config::parse(args.iter().map(std::ffi::OsString::from), |_| None)
         .expect("config");
-    let slimgate::config::Action::Run(config) = action else {
-        panic!("not a run action")
-    };
+    let slimgate::config::Action::Run(config) = action else { panic!("not a run action") };
     let running = slimgate::app::start(*config).await.expect("gateway starts");
     (running, dir)
 }
 
 /// Unix time now.
 pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
 /// Valid claims for `issuer` now (user role, a unique `jti`).
@@ -339,11 +323,9 @@ pub fn key_set(keys: &[(&str, &str)]) -> Value {
     let keys: Vec<Value> = keys
         .iter()
         .map(|(name, kid)| {
-            let text = std::fs::read(format!(
-                "{}/tests/keys/{name}.jwk.json",
-                env!("CARGO_MANIFEST_DIR")
-            ))
-            .unwrap();
+            let text =
+                std::fs::read(format!("{}/tests/keys/{name}.jwk.json", env!("CARGO_MANIFEST_DIR")))
+                    .unwrap();
             let mut jwk: Value = serde_json::from_slice(&text).unwrap();
             jwk["kid"] = json!(kid);
             jwk
@@ -365,12 +347,8 @@ pub async fn channel(addr: SocketAddr) -> tonic::transport::Channel {
 pub async fn call(channel: &tonic::transport::Channel, token: &str) -> Result<(), tonic::Status> {
     use slimgate_testkit::pb::openshell::v1 as pb;
     let mut client = pb::open_shell_client::OpenShellClient::new(channel.clone());
-    let mut req = tonic::Request::new(pb::ListProvidersRequest {
-        limit: 0,
-        offset: 0,
-    });
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let mut req = tonic::Request::new(pb::ListProvidersRequest { limit: 0, offset: 0 });
+    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
     client.list_providers(req).await.map(|_| ())
 }
 

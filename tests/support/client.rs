@@ -35,9 +35,7 @@ impl Client {
 
     async fn grpc(&self) -> Result<tonic::client::Grpc<tonic::transport::Channel>, Status> {
         let mut grpc = tonic::client::Grpc::new(self.channel.clone());
-        grpc.ready()
-            .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+        grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(grpc)
     }
 

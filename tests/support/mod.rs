@@ -152,11 +152,7 @@ impl DriverState {
     pub async fn push(&self, event: drv::watch_sandboxes_event::Payload) {
         let senders: Vec<_> = self.watchers.lock().unwrap().clone();
         for tx in senders {
-            let _ = tx
-                .send(Ok(drv::WatchSandboxesEvent {
-                    payload: Some(event.clone()),
-                }))
-                .await;
+            let _ = tx.send(Ok(drv::WatchSandboxesEvent { payload: Some(event.clone()) })).await;
         }
     }
 
@@ -164,10 +160,7 @@ impl DriverState {
     pub async fn wait_for_watcher(&self, within: Duration) {
         let end = Instant::now() + within;
         while self.watcher_count() == 0 {
-            assert!(
-                Instant::now() < end,
-                "the gateway never opened WatchSandboxes"
-            );
+            assert!(Instant::now() < end, "the gateway never opened WatchSandboxes");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -210,15 +203,9 @@ impl DriverDouble {
         let svc = DriverService(Arc::clone(&state));
         runtime.spawn(async move {
             let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-            let _ = tonic::transport::Server::builder()
-                .serve_with_incoming(svc, incoming)
-                .await;
+            let _ = tonic::transport::Server::builder().serve_with_incoming(svc, incoming).await;
         });
-        DriverDouble {
-            state,
-            path: path.to_path_buf(),
-            runtime: Some(runtime),
-        }
+        DriverDouble { state, path: path.to_path_buf(), runtime: Some(runtime) }
     }
 
     /// Kill it: every connection and stream drops at once; the socket file
@@ -258,13 +245,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for DriverService {
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
         let st = Arc::clone(&self.0);
-        let name = req
-            .uri()
-            .path()
-            .rsplit('/')
-            .next()
-            .unwrap_or("")
-            .to_string();
+        let name = req.uri().path().rsplit('/').next().unwrap_or("").to_string();
         Box::pin(async move {
             Ok(match name.as_str() {
                 "GetCapabilities" => {
@@ -293,10 +274,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for DriverService {
                         st.behave("CreateSandbox").await?;
                         let sandbox = drv::DriverSandbox::decode(&r.sandbox[..])
                             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-                        st.sandboxes
-                            .lock()
-                            .unwrap()
-                            .insert(sandbox.id.clone(), sandbox);
+                        st.sandboxes.lock().unwrap().insert(sandbox.id.clone(), sandbox);
                         Ok(drv::CreateSandboxResponse {})
                     })
                     .await
@@ -384,9 +362,7 @@ where
             }
         }
     });
-    tonic::server::Grpc::new(ProstCodec::<Resp, Req>::default())
-        .unary(svc, req)
-        .await
+    tonic::server::Grpc::new(ProstCodec::<Resp, Req>::default()).unary(svc, req).await
 }
 
 /// slimgate started in-process.
@@ -423,11 +399,7 @@ pub async fn start_gateway(
         .connect()
         .await
         .unwrap();
-    Ok(Gateway {
-        running: Some(running),
-        channel,
-        addr,
-    })
+    Ok(Gateway { running: Some(running), channel, addr })
 }
 
 /// Short intervals for tests.
@@ -450,9 +422,7 @@ where
     Resp: Message + Default + Send + Sync + 'static,
 {
     let mut grpc = tonic::client::Grpc::new(channel.clone());
-    grpc.ready()
-        .await
-        .map_err(|e| Status::unavailable(e.to_string()))?;
+    grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
     let mut request = Request::new(req);
     if let Some(t) = timeout {
         // Only the header: tonic would otherwise cancel locally at the
@@ -460,13 +430,9 @@ where
         let v = format!("{}m", t.as_millis()).parse().unwrap();
         request.metadata_mut().insert("grpc-timeout", v);
     }
-    grpc.unary(
-        request,
-        PathAndQuery::from_static(method.path),
-        ProstCodec::<Req, Resp>::default(),
-    )
-    .await
-    .map(Response::into_inner)
+    grpc.unary(request, PathAndQuery::from_static(method.path), ProstCodec::<Req, Resp>::default())
+        .await
+        .map(Response::into_inner)
 }
 
 /// Open a server stream to `channel`.
@@ -480,9 +446,7 @@ where
     Resp: Message + Default + Send + Sync + 'static,
 {
     let mut grpc = tonic::client::Grpc::new(channel.clone());
-    grpc.ready()
-        .await
-        .map_err(|e| Status::unavailable(e.to_string()))?;
+    grpc.ready().await.map_err(|e| Status::unavailable(e.to_string()))?;
     grpc.server_streaming(
         Request::new(req),
         PathAndQuery::from_static(method.path),
@@ -503,10 +467,7 @@ where
         if let Some(v) = f().await {
             return v;
         }
-        assert!(
-            Instant::now() < end,
-            "timed out after {within:?} waiting for {what}"
-        );
+        assert!(Instant::now() < end, "timed out after {within:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -544,15 +505,8 @@ pub async fn raw_unary<Req: Message>(
     let response = response.await.unwrap();
     let (head, mut body) = response.into_parts();
     let read = |h: &http::HeaderMap| {
-        let code = h
-            .get("grpc-status")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        let msg = h
-            .get("grpc-message")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+        let code = h.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        let msg = h.get("grpc-message").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
         code.map(|c| (c, msg))
     };
     if let Some(answer) = read(&head.headers) {

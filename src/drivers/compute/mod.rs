@@ -134,11 +134,7 @@ impl Compute {
         )
         .await?;
         let capabilities = pool
-            .unary(
-                compute_driver::GET_CAPABILITIES,
-                &GetCapabilitiesRequest {},
-                None,
-            )
+            .unary(compute_driver::GET_CAPABILITIES, &GetCapabilitiesRequest {}, None)
             .await
             .map_err(|e| format!("compute driver GetCapabilities failed: {}", e.detail()))?;
         log::info("compute driver ready")
@@ -209,11 +205,7 @@ impl Compute {
         let name = if name.is_empty() {
             self.free_name()?
         } else {
-            if self
-                .store
-                .get(Kind::Sandbox, &name)
-                .map_err(crate::domain::store_status)?
-                .is_some()
+            if self.store.get(Kind::Sandbox, &name).map_err(crate::domain::store_status)?.is_some()
             {
                 return Err(already_exists(&name));
             }
@@ -236,17 +228,14 @@ impl Compute {
         self.pool
             .unary_passthrough(
                 compute_driver::VALIDATE_SANDBOX_CREATE,
-                &driver::ValidateSandboxCreateRequest {
-                    sandbox: Some(for_driver.clone()),
-                },
+                &driver::ValidateSandboxCreateRequest { sandbox: Some(for_driver.clone()) },
                 deadline,
             )
             .await
             .map_err(|e| e.to_user(&request_id))?;
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            this.persist_and_create(sandbox, for_driver, deadline, &request_id)
-                .await
+            this.persist_and_create(sandbox, for_driver, deadline, &request_id).await
         })
         .await
         .map_err(|_| Status::internal("sandbox creation task failed"))?
@@ -258,11 +247,7 @@ impl Compute {
         for _ in 0..NAME_ATTEMPTS {
             last = names::two_words()
                 .ok_or_else(|| Status::internal("system random number generator failed"))?;
-            if self
-                .store
-                .get(Kind::Sandbox, &last)
-                .map_err(crate::domain::store_status)?
-                .is_none()
+            if self.store.get(Kind::Sandbox, &last).map_err(crate::domain::store_status)?.is_none()
             {
                 return Ok(last);
             }
@@ -286,14 +271,8 @@ impl Compute {
                 e => crate::domain::store_status(e),
             })?;
         let sandbox = record::decode(&stored).map_err(crate::domain::store_status)?;
-        let request = driver::CreateSandboxRequest {
-            sandbox: Some(for_driver),
-        };
-        match self
-            .pool
-            .unary(compute_driver::CREATE_SANDBOX, &request, deadline)
-            .await
-        {
+        let request = driver::CreateSandboxRequest { sandbox: Some(for_driver) };
+        match self.pool.unary(compute_driver::CREATE_SANDBOX, &request, deadline).await {
             Ok(_) => {
                 log::info("sandbox created")
                     .str("sandbox_id", &stored.id)
@@ -329,17 +308,12 @@ impl Compute {
             .get(Kind::Sandbox, name)
             .map_err(crate::domain::store_status)?
             .ok_or_else(|| Status::not_found("sandbox not found"))?;
-        let before = record::decode(&record)
-            .map_err(crate::domain::store_status)?
-            .phase;
+        let before = record::decode(&record).map_err(crate::domain::store_status)?.phase;
         let this = Arc::clone(self);
         let (id, name) = (record.id, record.name);
-        tokio::spawn(async move {
-            this.delete_task(id, name, before, deadline, &request_id)
-                .await
-        })
-        .await
-        .map_err(|_| Status::internal("sandbox deletion task failed"))?
+        tokio::spawn(async move { this.delete_task(id, name, before, deadline, &request_id).await })
+            .await
+            .map_err(|_| Status::internal("sandbox deletion task failed"))?
     }
 
     async fn delete_task(
@@ -361,15 +335,9 @@ impl Compute {
         if let Some(s) = &marked {
             self.bus.changed(s);
         }
-        let request = driver::DeleteSandboxRequest {
-            sandbox_id: id.clone(),
-            sandbox_name: name.clone(),
-        };
-        match self
-            .pool
-            .unary(compute_driver::DELETE_SANDBOX, &request, deadline)
-            .await
-        {
+        let request =
+            driver::DeleteSandboxRequest { sandbox_id: id.clone(), sandbox_name: name.clone() };
+        match self.pool.unary(compute_driver::DELETE_SANDBOX, &request, deadline).await {
             Ok(answer) => {
                 log::info("sandbox deletion requested")
                     .str("sandbox_id", &id)

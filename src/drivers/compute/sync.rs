@@ -86,11 +86,7 @@ impl Compute {
                     .num("retry_ms", delay.as_millis() as i128)
                     .emit(),
             }
-            if shutdown
-                .or_shutdown(tokio::time::sleep(delay))
-                .await
-                .is_none()
-            {
+            if shutdown.or_shutdown(tokio::time::sleep(delay)).await.is_none() {
                 return;
             }
             delay = (delay * 2).min(self.timing.watch_restart_max);
@@ -115,9 +111,7 @@ impl Compute {
                 return;
             }
             if let Some(Err(s)) = shutdown.or_shutdown(self.reconcile()).await {
-                log::warn("compute driver reconcile failed")
-                    .str("error", s.message())
-                    .emit();
+                log::warn("compute driver reconcile failed").str("error", s.message()).emit();
             }
         }
     }
@@ -136,9 +130,7 @@ impl Compute {
             None => Ok(()),
         };
         if let Err(s) = result {
-            log::warn("cannot apply compute driver event")
-                .str("error", s.message())
-                .emit();
+            log::warn("cannot apply compute driver event").str("error", s.message()).emit();
         }
     }
 
@@ -184,12 +176,7 @@ impl Compute {
         event: Option<crate::proto::openshell::compute::v1::DriverPlatformEvent>,
     ) -> Result<(), Status> {
         let Some(e) = event else { return Ok(()) };
-        if self
-            .store
-            .get_by_id(Kind::Sandbox, id)
-            .map_err(crate::domain::store_status)?
-            .is_none()
-        {
+        if self.store.get_by_id(Kind::Sandbox, id).map_err(crate::domain::store_status)?.is_none() {
             return Ok(());
         }
         let kept = self.bus.platform_event(
@@ -206,18 +193,8 @@ impl Compute {
         if kept != Kept::Whole {
             log::warn("oversized platform event from the compute driver")
                 .str("sandbox_id", id)
-                .str(
-                    "kept",
-                    if kept == Kept::Dropped {
-                        "dropped"
-                    } else {
-                        "message truncated"
-                    },
-                )
-                .num(
-                    "max_bytes",
-                    crate::domain::events::MAX_PLATFORM_EVENT_BYTES as i128,
-                )
+                .str("kept", if kept == Kept::Dropped { "dropped" } else { "message truncated" })
+                .num("max_bytes", crate::domain::events::MAX_PLATFORM_EVENT_BYTES as i128)
                 .emit();
         }
         Ok(())
@@ -229,11 +206,7 @@ impl Compute {
         let began = self.stored_revisions()?;
         let listed = self
             .pool
-            .unary(
-                compute_driver::LIST_SANDBOXES,
-                &ListSandboxesRequest {},
-                None,
-            )
+            .unary(compute_driver::LIST_SANDBOXES, &ListSandboxesRequest {}, None)
             .await
             .map_err(DriverError::into_status)?;
         let mut known = HashSet::new();
@@ -262,15 +235,9 @@ impl Compute {
         let mut offset = 0;
         let mut stored = HashMap::new();
         loop {
-            let query = ListQuery {
-                offset,
-                limit: MAX_LIST_RECORDS,
-                ..ListQuery::default()
-            };
-            let page = self
-                .store
-                .list(Kind::Sandbox, &query)
-                .map_err(crate::domain::store_status)?;
+            let query = ListQuery { offset, limit: MAX_LIST_RECORDS, ..ListQuery::default() };
+            let page =
+                self.store.list(Kind::Sandbox, &query).map_err(crate::domain::store_status)?;
             let n = page.len();
             for r in page {
                 stored.insert(r.id, (r.revision, r.name));
@@ -285,15 +252,8 @@ impl Compute {
     /// A stored sandbox the driver's list lacked: ask for it by id, and
     /// store the answer only if the record is still at `revision`.
     async fn refetch(&self, id: String, name: String, revision: u64) -> Result<(), Status> {
-        let request = GetSandboxRequest {
-            sandbox_id: id.clone(),
-            sandbox_name: name.clone(),
-        };
-        match self
-            .pool
-            .unary(compute_driver::GET_SANDBOX, &request, None)
-            .await
-        {
+        let request = GetSandboxRequest { sandbox_id: id.clone(), sandbox_name: name.clone() };
+        match self.pool.unary(compute_driver::GET_SANDBOX, &request, None).await {
             Ok(answer) => match answer.sandbox {
                 Some(sandbox) if sandbox.id == id => {
                     self.apply_sandbox(sandbox, Some(revision)).await
@@ -331,9 +291,6 @@ impl Compute {
     }
 
     pub(super) fn forget_missing(&self, id: &str) {
-        self.missing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(id);
+        self.missing.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
     }
 }

@@ -41,19 +41,14 @@ pub fn phase(status: Option<&DriverSandboxStatus>) -> SandboxPhase {
     if status.deleting {
         return SandboxPhase::Deleting;
     }
-    let Some(ready) = status
-        .conditions
-        .iter()
-        .find(|c| c.r#type.eq_ignore_ascii_case("Ready"))
+    let Some(ready) = status.conditions.iter().find(|c| c.r#type.eq_ignore_ascii_case("Ready"))
     else {
         return SandboxPhase::Provisioning;
     };
     if ready.status.eq_ignore_ascii_case("True") {
         SandboxPhase::Ready
     } else if ready.status.eq_ignore_ascii_case("False")
-        && !TRANSIENT_REASONS
-            .iter()
-            .any(|r| r.eq_ignore_ascii_case(&ready.reason))
+        && !TRANSIENT_REASONS.iter().any(|r| r.eq_ignore_ascii_case(&ready.reason))
     {
         SandboxPhase::Error
     } else {
@@ -71,10 +66,7 @@ pub fn to_driver(sandbox: &Sandbox) -> DriverSandbox {
         // The driver fills in its own namespace.
         namespace: String::new(),
         spec: sandbox.spec.as_ref().map(driver_spec),
-        status: sandbox
-            .status
-            .as_ref()
-            .map(|s| driver_status(s, phase == SandboxPhase::Deleting)),
+        status: sandbox.status.as_ref().map(|s| driver_status(s, phase == SandboxPhase::Deleting)),
     }
 }
 
@@ -104,16 +96,10 @@ fn driver_template(t: &SandboxTemplate) -> DriverSandboxTemplate {
             .iter()
             .map(|(k, v)| (k.clone(), kind(Kind::StringValue(v.clone()))))
             .collect();
-        platform.insert(
-            "annotations".to_string(),
-            kind(Kind::StructValue(Struct { fields })),
-        );
+        platform.insert("annotations".to_string(), kind(Kind::StructValue(Struct { fields })));
     }
     if let Some(v) = &t.volume_claim_templates {
-        platform.insert(
-            "volume_claim_templates".to_string(),
-            kind(Kind::StructValue(v.clone())),
-        );
+        platform.insert("volume_claim_templates".to_string(), kind(Kind::StructValue(v.clone())));
     }
     if let Some(raw) = leftover {
         platform.insert("resources_raw".to_string(), kind(Kind::StructValue(raw)));
@@ -143,16 +129,12 @@ fn split_resources(
     };
     let mut left = resources.clone();
     let mut take = |section: &str, key: &str| -> String {
-        let Some(Value {
-            kind: Some(Kind::StructValue(inner)),
-        }) = left.fields.get_mut(section)
+        let Some(Value { kind: Some(Kind::StructValue(inner)) }) = left.fields.get_mut(section)
         else {
             return String::new();
         };
         let value = match inner.fields.get(key) {
-            Some(Value {
-                kind: Some(Kind::StringValue(s)),
-            }) => s.clone(),
+            Some(Value { kind: Some(Kind::StringValue(s)) }) => s.clone(),
             _ => return String::new(),
         };
         inner.fields.remove(key);
@@ -171,10 +153,7 @@ fn split_resources(
         && typed.cpu_limit.is_empty()
         && typed.memory_request.is_empty()
         && typed.memory_limit.is_empty());
-    (
-        any.then_some(typed),
-        (!left.fields.is_empty()).then_some(left),
-    )
+    (any.then_some(typed), (!left.fields.is_empty()).then_some(left))
 }
 
 fn driver_status(s: &SandboxStatus, deleting: bool) -> DriverSandboxStatus {
@@ -238,28 +217,16 @@ mod tests {
     #[test]
     fn phases() {
         assert_eq!(phase(None), SandboxPhase::Unknown);
-        let deleting = DriverSandboxStatus {
-            deleting: true,
-            ..ready("True", "")
-        };
+        let deleting = DriverSandboxStatus { deleting: true, ..ready("True", "") };
         assert_eq!(phase(Some(&deleting)), SandboxPhase::Deleting);
         assert_eq!(phase(Some(&ready("True", ""))), SandboxPhase::Ready);
-        assert_eq!(
-            phase(Some(&ready("False", "ImagePullBackOff"))),
-            SandboxPhase::Error
-        );
+        assert_eq!(phase(Some(&ready("False", "ImagePullBackOff"))), SandboxPhase::Error);
         assert_eq!(phase(Some(&ready("False", ""))), SandboxPhase::Error);
         for r in TRANSIENT_REASONS {
             let lower = r.to_ascii_lowercase();
-            assert_eq!(
-                phase(Some(&ready("False", &lower))),
-                SandboxPhase::Provisioning
-            );
+            assert_eq!(phase(Some(&ready("False", &lower))), SandboxPhase::Provisioning);
         }
-        assert_eq!(
-            phase(Some(&ready("Unknown", ""))),
-            SandboxPhase::Provisioning
-        );
+        assert_eq!(phase(Some(&ready("Unknown", ""))), SandboxPhase::Provisioning);
         let none = DriverSandboxStatus::default();
         assert_eq!(phase(Some(&none)), SandboxPhase::Provisioning);
     }
@@ -269,31 +236,14 @@ mod tests {
     }
 
     fn st(fields: &[(&str, Value)]) -> Struct {
-        Struct {
-            fields: fields
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.clone()))
-                .collect(),
-        }
+        Struct { fields: fields.iter().map(|(k, v)| (k.to_string(), v.clone())).collect() }
     }
 
     #[test]
     fn resources_split_into_typed_and_leftover() {
         let r = st(&[
-            (
-                "requests",
-                kind(Kind::StructValue(st(&[
-                    ("cpu", s("1")),
-                    ("memory", s("1Gi")),
-                ]))),
-            ),
-            (
-                "limits",
-                kind(Kind::StructValue(st(&[
-                    ("cpu", s("2")),
-                    ("nvidia.com/gpu", s("1")),
-                ]))),
-            ),
+            ("requests", kind(Kind::StructValue(st(&[("cpu", s("1")), ("memory", s("1Gi"))])))),
+            ("limits", kind(Kind::StructValue(st(&[("cpu", s("2")), ("nvidia.com/gpu", s("1"))])))),
         ]);
         let (typed, left) = split_resources(Some(&r));
         let typed = typed.unwrap();
@@ -304,10 +254,7 @@ mod tests {
         let left = left.unwrap();
         assert_eq!(
             left,
-            st(&[(
-                "limits",
-                kind(Kind::StructValue(st(&[("nvidia.com/gpu", s("1"))])))
-            )])
+            st(&[("limits", kind(Kind::StructValue(st(&[("nvidia.com/gpu", s("1"))]))))])
         );
         assert_eq!(split_resources(Some(&st(&[]))), (None, None));
     }
