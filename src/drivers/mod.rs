@@ -3,4 +3,5 @@
 
 pub mod compute;
 pub mod credentials;
+mod error;
 pub mod uds;

@@ -28,6 +28,7 @@
 //!   the driver call and the request id, while the detail is logged at warn
 //!   with the same request id.
 
+pub use super::error::{Driver, DriverError, map_status};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -41,7 +42,7 @@ use crate::grpc::client::{self, CallOptions, Streaming};
 use crate::grpc::{Code, Method, Status};
 use crate::log;
 use crate::obs::metrics::DriverStats;
-use crate::obs::readiness::{Component, Readiness};
+use crate::obs::readiness::Readiness;
 
 /// Startup: connection attempts before giving up (upstream's default).
 pub const STARTUP_ATTEMPTS: u32 = 100;
@@ -121,32 +122,6 @@ async fn handshake(
         Ok(Ok(pair)) => Ok(pair),
         Ok(Err(e)) => Err(format!("HTTP/2 handshake failed: {e}")),
         Err(_) => Err("HTTP/2 handshake timed out".to_string()),
-    }
-}
-
-/// Which driver a pool talks to (for messages and readiness).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Driver {
-    /// `openshell.compute.v1.ComputeDriver`
-    Compute,
-    /// `openshell.credentials.v1.CredentialsDriver`
-    Credentials,
-}
-
-impl Driver {
-    /// "compute driver" / "credentials driver"
-    pub fn name(self) -> &'static str {
-        match self {
-            Driver::Compute => "compute driver",
-            Driver::Credentials => "credentials driver",
-        }
-    }
-
-    fn component(self) -> Component {
-        match self {
-            Driver::Compute => Component::ComputeDriver,
-            Driver::Credentials => Component::CredentialsDriver,
-        }
     }
 }
 
@@ -559,101 +534,4 @@ fn jitter(d: Duration) -> Duration {
     let mut b = [0u8; 1];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
     d.mul_f64(0.5 + f64::from(b[0]) / 512.0)
-}
-
-/// A failed driver call. Its detail (the driver's message, or what went
-/// wrong on the connection) is for the log only: a reply to a user is
-/// [`DriverError::to_user`], never this error's text.
-#[derive(Clone, Debug)]
-pub struct DriverError {
-    driver: Driver,
-    call: &'static str,
-    /// The mapped code, with the detailed message.
-    status: Status,
-}
-
-impl DriverError {
-    /// The code the gateway answers with (drivers.md mapping).
-    pub fn code(&self) -> Code {
-        self.status.code()
-    }
-
-    /// Which driver failed.
-    pub fn driver(&self) -> Driver {
-        self.driver
-    }
-
-    /// The method that failed.
-    pub fn call(&self) -> &'static str {
-        self.call
-    }
-
-    /// The detail, for logs and startup errors only (may hold the driver's
-    /// own text).
-    pub fn detail(&self) -> &str {
-        self.status.message()
-    }
-
-    /// The detail as a status, for background work that only logs it.
-    pub fn into_status(self) -> Status {
-        self.status
-    }
-
-    /// The reply for a user: the mapped code and a stable message naming
-    /// the driver call and `request_id`. The detail is logged at warn with
-    /// the same request id.
-    pub fn to_user(&self, request_id: &str) -> Status {
-        log::warn("driver call failed")
-            .str("driver", self.driver.name())
-            .str("call", self.call)
-            .str("code", self.code().name())
-            .str("error", self.detail())
-            .str("request_id", request_id)
-            .emit();
-        Status::new(self.code(), self.user_message(request_id))
-    }
-
-    fn user_message(&self, request_id: &str) -> String {
-        let (driver, call) = (self.driver.name(), self.call);
-        match self.code() {
-            Code::Unavailable => {
-                format!("{driver} unavailable: call {call} failed (request id {request_id})")
-            }
-            Code::DeadlineExceeded => {
-                format!("{driver} call {call} timed out (request id {request_id})")
-            }
-            _ => format!("{driver} call {call} failed (request id {request_id})"),
-        }
-    }
-}
-
-impl std::fmt::Display for DriverError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.detail())
-    }
-}
-
-/// drivers.md: the codes the gateway reacts to pass through;
-/// UNAVAILABLE and DEADLINE_EXCEEDED stay; anything else is INTERNAL naming
-/// the call. The messages made here are details for the log
-/// ([`DriverError`]).
-pub fn map_status(driver: Driver, call: &str, s: Status) -> Status {
-    match s.code() {
-        Code::AlreadyExists | Code::FailedPrecondition | Code::InvalidArgument | Code::NotFound => {
-            s
-        }
-        Code::Unavailable => {
-            Status::unavailable(format!("{} unavailable: {}", driver.name(), s.message()))
-        }
-        Code::DeadlineExceeded => Status::deadline_exceeded(format!(
-            "{} call {call} timed out: {}",
-            driver.name(),
-            s.message()
-        )),
-        code => Status::internal(format!(
-            "{} call {call} failed: {code}: {}",
-            driver.name(),
-            s.message()
-        )),
-    }
 }

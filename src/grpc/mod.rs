@@ -6,11 +6,13 @@
 mod body;
 mod call;
 pub mod client;
+mod conn;
 pub mod frame;
 pub mod health;
 pub mod metadata;
 mod method;
 pub mod reflection;
+mod respond;
 mod router;
 pub mod server;
 pub mod status;
@@ -20,9 +22,8 @@ pub use body::{
     ConnectionBudget, DEFAULT_CONNECTION_BUDGET_BYTES, DEFAULT_RECEIVE_TIMEOUT,
     DEFAULT_TOTAL_BUDGET_BYTES, Limits, UNCHARGED_BYTES_PER_STREAM,
 };
-pub use call::{
-    CallObserver, Gate, MAX_GRPC_MESSAGE_BYTES, MAX_REQUEST_ID_BYTES, Open, Service, new_request_id,
-};
+pub use call::{CallObserver, Gate, MAX_REQUEST_ID_BYTES, Open, Service, new_request_id};
 pub use method::{Method, MethodInfo, Shape};
+pub use respond::MAX_GRPC_MESSAGE_BYTES;
 pub use router::{Context, Reply, Requests, Router, STREAM_QUEUE_MESSAGES, Sink};
 pub use status::{Code, Status};
