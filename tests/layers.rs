@@ -15,6 +15,7 @@ const LAYERS: &[&[&str]] = &[
     &["obs"],
     &["store"],
     &["domain"],
+    &["relay"],
     &["auth"],
     &["drivers"],
     &["api"],
