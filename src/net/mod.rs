@@ -2,6 +2,7 @@
 //! signal, plain HTTP answers, and the table of live connections.
 
 pub mod connections;
+pub mod head;
 pub mod io;
 pub mod plain;
 pub mod shutdown;
@@ -24,3 +25,4 @@ pub struct ServerTls {
     /// `--disable-gateway-auth`).
     pub require_client_cert: bool,
 }
+pub mod ws;
