@@ -33,7 +33,7 @@ use super::router::{self, Context, Input, Route, Router};
 use super::status::{Code, Status};
 use super::timeout;
 use crate::log;
-use crate::net::plain::Plain;
+use crate::net::plain::{Plain, Tunnels};
 use crate::net::shutdown::Shutdown;
 
 /// `x-request-id` values longer than this (or not visible ASCII) are
@@ -86,6 +86,7 @@ pub struct Service<G> {
     router: Router,
     gate: G,
     plain: Arc<dyn Plain>,
+    tunnels: Option<Arc<dyn Tunnels>>,
     max_message_bytes: usize,
     limits: Arc<Limits>,
     shutdown: Shutdown,
@@ -107,6 +108,7 @@ impl<G: Gate> Service<G> {
             router,
             gate,
             plain,
+            tunnels: None,
             max_message_bytes,
             limits: Arc::new(Limits::default()),
             shutdown,
@@ -139,6 +141,17 @@ impl<G: Gate> Service<G> {
     /// The plain endpoints.
     pub fn plain(&self) -> &Arc<dyn Plain> {
         &self.plain
+    }
+
+    /// Requests that take an HTTP/1.1 connection over (`CONNECT` tunnels).
+    pub fn with_tunnels(mut self, tunnels: Arc<dyn Tunnels>) -> Self {
+        self.tunnels = Some(tunnels);
+        self
+    }
+
+    /// The tunnels, if any.
+    pub fn tunnels(&self) -> Option<&Arc<dyn Tunnels>> {
+        self.tunnels.as_ref()
     }
 
     /// Serve one HTTP/2 stream of a connection whose request budget is

@@ -9,7 +9,6 @@
 //! shed for a new one, when a keepalive PING goes unanswered, or drained with
 //! GOAWAY at shutdown.
 
-use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
@@ -17,7 +16,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use http::{HeaderValue, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
@@ -27,8 +25,7 @@ use super::server::{
 use crate::grpc::Gate;
 use crate::log;
 use crate::net::connections::Entry;
-use crate::net::io::{Full, HyperIo, Rewind};
-use crate::net::plain::{Plain, PlainResponse};
+use crate::net::io::Rewind;
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -39,16 +36,10 @@ const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
 /// The HTTP/2 handshake (SETTINGS exchange) must finish within this time.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// An HTTP/1.1 connection (one request, no keep-alive) lives at most this
-/// long: a slow-loris client cannot hold it open.
-const HTTP1_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The same on the health and metrics ports, which serve only small
-/// answers to probes and scrapers.
-pub(super) const PLAIN_PORT_CONNECTION_TIMEOUT: Duration = Duration::from_secs(5);
-
 impl<G: Gate> Core<G> {
-    pub(super) async fn connection<IO>(&self, mut io: IO, entry: &Arc<Entry>)
+    /// Serve one connection; `nested` for the inside of a WebSocket tunnel
+    /// (which may not open another).
+    pub(super) async fn connection<IO>(&self, mut io: IO, entry: &Arc<Entry>, nested: bool)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -70,14 +61,7 @@ impl<G: Gate> Core<G> {
             Ok(Ok(())) if buf.starts_with(PREFACE) => {
                 self.http2(Rewind::new(buf.freeze(), io), entry).await
             }
-            Ok(Ok(())) => {
-                let serve = serve_http1(
-                    Rewind::new(buf.freeze(), io),
-                    Arc::clone(self.service.plain()),
-                    HTTP1_CONNECTION_TIMEOUT,
-                );
-                entry.unless_shed(serve).await;
-            }
+            Ok(Ok(())) => self.http1(buf, io, entry, nested).await,
             Ok(Err(_)) | Err(_) => {}
         }
     }
@@ -263,41 +247,4 @@ impl KeepAlive {
             self.timer.as_mut().reset(Instant::now() + next);
         }
     }
-}
-
-/// Serve one HTTP/1.1 request (no keep-alive, so no idle keep-alive
-/// connection either) from the plain endpoints, within `limit`.
-pub(super) async fn serve_http1<IO>(io: IO, plain: Arc<dyn Plain>, limit: Duration)
-where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        let answer = http1_answer(&*plain, &req);
-        async move { Ok::<_, Infallible>(answer) }
-    });
-    let conn = hyper::server::conn::http1::Builder::new()
-        .keep_alive(false)
-        .serve_connection(HyperIo(io), service);
-    let _ = tokio::time::timeout(limit, conn).await;
-}
-
-fn http1_answer<B>(plain: &dyn Plain, req: &http::Request<B>) -> http::Response<Full> {
-    let is_grpc = req.headers().get(http::header::CONTENT_TYPE).is_some_and(|ct| {
-        ct.as_bytes().len() >= 16 && ct.as_bytes()[..16].eq_ignore_ascii_case(b"application/grpc")
-    });
-    let answer = if is_grpc {
-        PlainResponse::text(StatusCode::HTTP_VERSION_NOT_SUPPORTED, "gRPC requires HTTP/2\n")
-    } else {
-        plain.answer(req.method(), req.uri().path())
-    };
-    let mut resp = http::Response::new(Full::new(answer.body));
-    *resp.status_mut() = answer.status;
-    let h = resp.headers_mut();
-    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(answer.content_type));
-    h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-    if is_grpc {
-        h.insert("grpc-status", HeaderValue::from_static("13"));
-        h.insert("grpc-message", HeaderValue::from_static("gRPC requires HTTP/2"));
-    }
-    resp
 }

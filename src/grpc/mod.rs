@@ -9,6 +9,7 @@ pub mod client;
 mod conn;
 pub mod frame;
 pub mod health;
+mod http1;
 pub mod metadata;
 mod method;
 pub mod reflection;

@@ -237,6 +237,14 @@ impl Out {
                 }
                 if let Some(queue) = rx.as_mut() {
                     match queue.poll_recv(cx) {
+                        // An empty item asks for the response headers now
+                        // (`Sink::send_headers`); messages are never empty.
+                        Poll::Ready(Some(msg)) if msg.is_empty() => {
+                            if self.ensure_headers().is_err() {
+                                return Poll::Ready(End::Broken);
+                            }
+                            continue;
+                        }
                         Poll::Ready(Some(msg)) => {
                             self.writing = msg;
                             continue;

@@ -146,6 +146,16 @@ impl<T: prost::Message> Sink<T> {
             .map_err(|_| Status::new(super::Code::Cancelled, "the call has ended"))
     }
 
+    /// Send the response headers now, before any message (a client may
+    /// wait for them before it starts, as the supervisor's `RelayStream`
+    /// does).
+    pub async fn send_headers(&self) -> Result<(), Status> {
+        self.tx
+            .send(Bytes::new())
+            .await
+            .map_err(|_| Status::new(super::Code::Cancelled, "the call has ended"))
+    }
+
     /// Whether the call is already over (the client went away or the deadline passed).
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()

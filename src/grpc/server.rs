@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::mpsc;
 
-use super::conn::{PLAIN_PORT_CONNECTION_TIMEOUT, serve_http1};
+use super::http1::{PLAIN_PORT_CONNECTION_TIMEOUT, serve_http1};
 use crate::grpc::{Gate, Service};
 use crate::log;
 use crate::net::connections::{Entry, Slot, Table};
@@ -340,13 +340,13 @@ impl<G: Gate> Core<G> {
         match job.stream {
             Accepted::Tcp(s) => match TcpStream::from_std(s) {
                 Ok(s) => match &self.tls {
-                    None => self.connection(s, &entry).await,
+                    None => self.connection(s, &entry, false).await,
                     Some(tls) => self.tls_connection(tls, s, &entry).await,
                 },
                 Err(e) => log::debug("cannot adopt a connection").display("error", e).emit(),
             },
             Accepted::Unix(s) => match UnixStream::from_std(s) {
-                Ok(s) => self.connection(s, &entry).await,
+                Ok(s) => self.connection(s, &entry, false).await,
                 Err(e) => log::debug("cannot adopt a connection").display("error", e).emit(),
             },
         }
@@ -357,7 +357,7 @@ impl<G: Gate> Core<G> {
     async fn tls_connection(&self, tls: &TlsAcceptor, stream: TcpStream, entry: &Arc<Entry>) {
         let accepted = entry.unless_shed(tls.accept(stream)).await.flatten();
         if let Some(stream) = accepted {
-            self.connection(stream, entry).await;
+            self.connection(stream, entry, false).await;
         }
     }
 

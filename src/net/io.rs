@@ -138,3 +138,20 @@ impl hyper::body::Body for Full {
         hyper::body::SizeHint::with_exact(self.0.as_ref().map_or(0, |b| b.len() as u64))
     }
 }
+
+/// Run `a` and `b` together until either finishes; the other is dropped.
+pub async fn either<A, B>(a: A, b: B)
+where
+    A: std::future::Future<Output = ()>,
+    B: std::future::Future<Output = ()>,
+{
+    let (mut a, mut b) = (std::pin::pin!(a), std::pin::pin!(b));
+    std::future::poll_fn(|cx| {
+        if a.as_mut().poll(cx).is_ready() || b.as_mut().poll(cx).is_ready() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}

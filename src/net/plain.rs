@@ -53,3 +53,25 @@ impl Plain for Liveness {
         }
     }
 }
+
+/// A byte stream a tunnel can take over (a client connection, plaintext or
+/// TLS, or the inside of a WebSocket tunnel).
+pub trait RawStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> RawStream for T {}
+
+/// A client connection handed to a tunnel, with the bytes that followed
+/// the request head replayed first.
+pub type RawIo = crate::net::io::Rewind<Box<dyn RawStream>>;
+
+/// A tunnel's work on its connection.
+pub type TunnelFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Requests answered on the raw HTTP/1.1 connection rather than by the
+/// HTTP server, because they take the connection over (`CONNECT`).
+pub trait Tunnels: Send + Sync + 'static {
+    /// Whether this request head is one of this handler's (by its path).
+    fn wants(&self, head: &crate::net::head::Head) -> bool;
+    /// Answer it: write the status line, then, if accepted, carry bytes
+    /// until either side is done.
+    fn serve(&self, head: crate::net::head::Head, io: RawIo) -> TunnelFuture;
+}
