@@ -8,6 +8,7 @@ pub mod names;
 pub mod policy;
 pub mod record;
 pub mod sandbox_logs;
+pub mod supervisor;
 pub mod validate;
 
 use crate::grpc::{Code, Status};
