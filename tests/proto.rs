@@ -79,7 +79,10 @@ fn a_full_policy_passes_through_byte_for_byte() {
 fn method_tables_match_the_protos() {
     use slimgate::proto::openshell::v1::open_shell;
     let paths: Vec<&str> = open_shell::METHODS.iter().map(|m| m.path).collect();
-    assert_eq!(paths.len(), 20);
+    assert_eq!(paths.len(), 25);
+    assert_eq!(open_shell::CONNECT_SUPERVISOR.shape, Shape::BidiStreaming);
+    assert_eq!(open_shell::RELAY_STREAM.shape, Shape::BidiStreaming);
+    assert_eq!(open_shell::EXEC_SANDBOX.shape, Shape::ServerStreaming);
     assert!(paths.contains(&"/openshell.v1.OpenShell/GetSandboxProviderEnvironment"));
     assert_eq!(open_shell::WATCH_SANDBOX.shape, Shape::ServerStreaming);
     assert_eq!(open_shell::PUSH_SANDBOX_LOGS.shape, Shape::ClientStreaming);
@@ -89,4 +92,35 @@ fn method_tables_match_the_protos() {
     use slimgate::proto::openshell::compute::v1::compute_driver;
     assert_eq!(compute_driver::WATCH_SANDBOXES.shape, Shape::ServerStreaming);
     assert_eq!(compute_driver::METHODS.len(), 8);
+}
+
+#[test]
+fn data_path_field_numbers() {
+    use slimgate::proto::openshell::v1::{gateway_message, relay_frame};
+    // RelayFrame.init = 1 (RelayInit.channel_id = 1), RelayFrame.data = 2.
+    let init = os::RelayFrame {
+        payload: Some(relay_frame::Payload::Init(os::RelayInit { channel_id: "c".into() })),
+    };
+    assert_eq!(init.encode_to_vec(), [0x0a, 0x03, 0x0a, 0x01, b'c']);
+    let data = os::RelayFrame { payload: Some(relay_frame::Payload::Data(vec![7].into())) };
+    assert_eq!(data.encode_to_vec(), [0x12, 0x01, 7]);
+    // GatewayMessage.session_accepted = 1 {session_id = 1, heartbeat_interval_secs = 2};
+    // relay_open = 4.
+    let accepted = os::GatewayMessage {
+        payload: Some(gateway_message::Payload::SessionAccepted(os::SessionAccepted {
+            session_id: "s".into(),
+            heartbeat_interval_secs: 15,
+        })),
+    };
+    assert_eq!(accepted.encode_to_vec(), [0x0a, 0x05, 0x0a, 0x01, b's', 0x10, 15]);
+    let open = os::GatewayMessage {
+        payload: Some(gateway_message::Payload::RelayOpen(os::RelayOpen {
+            channel_id: "c".into(),
+        })),
+    };
+    assert_eq!(open.encode_to_vec(), [0x22, 0x03, 0x0a, 0x01, b'c']);
+    // CreateSshSessionResponse.gateway_port = 4, expires_at_ms = 8.
+    let resp =
+        os::CreateSshSessionResponse { gateway_port: 8080, expires_at_ms: 1, ..Default::default() };
+    assert_eq!(resp.encode_to_vec(), [0x20, 0x90, 0x3f, 0x40, 0x01]);
 }

@@ -6,8 +6,7 @@
 
 use crate::proto::openshell::v1::{Sandbox, SandboxCondition, SandboxPhase};
 
-const CONNECTED: (&str, &str, &str) =
-    ("True", "DependenciesReady", "Supervisor session connected");
+const CONNECTED: (&str, &str, &str) = ("True", "DependenciesReady", "Supervisor session connected");
 const DISCONNECTED: (&str, &str, &str) =
     ("False", "DependenciesNotReady", "Supervisor session disconnected");
 
