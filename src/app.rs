@@ -181,7 +181,13 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
     let mut pools = Vec::new();
     pools.extend(compute.as_ref().map(|c| c.pool().clone()));
     pools.extend(credentials.as_ref().map(|c| c.pool().clone()));
+    let main = bind(config.bind_address, config.port, "--port").await?;
+    let addr = main
+        .local_addr()
+        .map_err(|e| StartError(format!("cannot read the listening address: {e}")))?;
     let metrics_store = Arc::clone(&store);
+    let relays = crate::relay::Relays::new();
+    relays.spawn_reaper();
     let state = Arc::new(api::State {
         version: VERSION,
         store,
@@ -189,7 +195,10 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
         compute: compute.clone(),
         sandboxes,
         policy_history_revisions: config.policy_history_revisions,
+        relays,
+        ssh: ssh_config(&config, addr),
     });
+    api::ssh::spawn_reaper(&state);
     let mut router = Router::new();
     api::register(&mut router, &state);
     health.register(&mut router);
@@ -232,6 +241,7 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
         config.max_message_bytes,
         shutdown.clone(),
     )
+    .with_tunnels(api::ssh::Tunnel::new(Arc::clone(&state), &state.ssh.connect_path))
     .with_limits(grpc::Limits::new(
         config.request_buffer_per_connection,
         config.request_buffer_total,
@@ -248,10 +258,6 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
     };
     let (server, tls_failures) = build_server(&config, service, settings, &shutdown)?;
 
-    let main = bind(config.bind_address, config.port, "--port").await?;
-    let addr = main
-        .local_addr()
-        .map_err(|e| StartError(format!("cannot read the listening address: {e}")))?;
     let mut tasks = key_tasks;
     tasks.push(tokio::spawn(Arc::clone(&server).serve_tcp(main)));
     if let Some(compute) = &compute {
@@ -452,6 +458,19 @@ fn protocols(config: &Config) -> &'static str {
 }
 
 /// A driver pool's settings from the flags.
+/// What CreateSshSession answers: the loopback address and the port
+/// served (the CLI swaps a loopback host for the host of its own gateway
+/// URL), the scheme of the main port, the default connect path and TTL.
+fn ssh_config(config: &Config, addr: std::net::SocketAddr) -> api::ssh::SshConfig {
+    api::ssh::SshConfig {
+        host: "127.0.0.1".to_string(),
+        port: addr.port(),
+        scheme: if config.tls.is_some() { "https" } else { "http" },
+        connect_path: api::ssh::DEFAULT_CONNECT_PATH.to_string(),
+        ttl_secs: api::ssh::DEFAULT_SESSION_TTL_SECS,
+    }
+}
+
 fn pool_config(config: &Config, path: &std::path::Path, keepalive: uds::Keepalive) -> PoolConfig {
     PoolConfig {
         path: path.to_path_buf(),

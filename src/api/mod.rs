@@ -10,9 +10,11 @@ pub mod inference;
 mod logs;
 pub mod policy;
 pub mod provider;
+mod relay;
 mod sandbox;
 pub mod scrape;
 pub mod settings;
+pub mod ssh;
 
 use std::sync::Arc;
 
@@ -36,6 +38,10 @@ pub struct State {
     pub sandboxes: Arc<SandboxBus>,
     /// Policy revisions kept per history (`--policy-history-revisions`).
     pub policy_history_revisions: usize,
+    /// Supervisor sessions, pending relays and open tunnels.
+    pub relays: Arc<crate::relay::Relays>,
+    /// What CreateSshSession answers, and where the tunnel is served.
+    pub ssh: ssh::SshConfig,
 }
 
 impl std::fmt::Debug for State {
@@ -101,4 +107,27 @@ pub fn register(router: &mut Router, state: &Arc<State>) {
     policy::register(router, state);
     logs::register(router, state);
     inference::register(router, state);
+    register_data_path(router, state);
+}
+
+fn register_data_path(router: &mut Router, state: &Arc<State>) {
+    use crate::proto::openshell::v1::open_shell;
+    let s = Arc::clone(state);
+    router.bidi(open_shell::CONNECT_SUPERVISOR, move |ctx, reqs, sink| {
+        relay::connect_supervisor(Arc::clone(&s), ctx, reqs, sink)
+    });
+    let s = Arc::clone(state);
+    router.bidi(open_shell::RELAY_STREAM, move |_ctx, reqs, sink| {
+        relay::relay_stream(Arc::clone(&s), reqs, sink)
+    });
+    let s = Arc::clone(state);
+    router.unary(open_shell::CREATE_SSH_SESSION, move |_ctx, req| {
+        let s = Arc::clone(&s);
+        async move { ssh::create(&s, &s.ssh, req).await }
+    });
+    let s = Arc::clone(state);
+    router.unary(open_shell::REVOKE_SSH_SESSION, move |_ctx, req| {
+        let s = Arc::clone(&s);
+        async move { ssh::revoke(&s, req).await }
+    });
 }

@@ -146,8 +146,13 @@ where
     .await
 }
 
+/// The name prefix of a sandbox's SSH sessions (`Kind::SshSession`).
+pub fn ssh_session_prefix(sandbox_id: &str) -> String {
+    format!("{sandbox_id}/")
+}
+
 /// Remove the sandbox with id `id` and everything stored under it (its
-/// policy revisions and settings), in one batch. Returns whether it
+/// policy revisions, settings and SSH sessions), in one batch. Returns whether it
 /// existed. (Its in-memory logs go with its topic on the event bus.)
 pub async fn remove(store: &Arc<dyn Store>, id: &str) -> Result<bool, StoreError> {
     let id = id.to_string();
@@ -159,6 +164,7 @@ pub async fn remove(store: &Arc<dyn Store>, id: &str) -> Result<bool, StoreError
             Op::Delete { kind: Kind::Sandbox, name: record.name, expect: Expect::Any },
             Op::DeletePrefix { kind: Kind::PolicyRevision, prefix: revision_prefix(&id) },
             Op::Delete { kind: Kind::Setting, name: settings_name(&id), expect: Expect::Any },
+            Op::DeletePrefix { kind: Kind::SshSession, prefix: ssh_session_prefix(&id) },
         ])?;
         Ok(true)
     })

@@ -33,6 +33,7 @@ use super::router::{self, Context, Input, Route, Router};
 use super::status::{Code, Status};
 use super::timeout;
 use crate::log;
+use crate::net::Peer;
 use crate::net::plain::{Plain, Tunnels};
 use crate::net::shutdown::Shutdown;
 
@@ -164,7 +165,8 @@ impl<G: Gate> Service<G> {
     ) {
         let started = Instant::now();
         let (parts, stream) = req.into_parts();
-        let http::request::Parts { method, uri, mut headers, .. } = parts;
+        let http::request::Parts { method, uri, mut headers, mut extensions, .. } = parts;
+        let peer = extensions.remove::<Peer>();
         let path = uri.path();
         let route = self.router.get(path);
         let timing = match route {
@@ -201,8 +203,17 @@ impl<G: Gate> Service<G> {
                     out.refuse(StatusCode::OK, &status);
                     status.code()
                 } else {
-                    self.run(&uri, route, &mut headers, &mut body, deadline, &request_id, &mut out)
-                        .await
+                    self.run(
+                        &uri,
+                        route,
+                        &mut headers,
+                        &mut body,
+                        deadline,
+                        &request_id,
+                        peer,
+                        &mut out,
+                    )
+                    .await
                 }
             }
         };
@@ -286,6 +297,7 @@ impl<G: Gate> Service<G> {
         body: &mut Option<Body>,
         deadline: Option<Instant>,
         request_id: &Arc<str>,
+        peer: Option<Peer>,
         out: &mut Out,
     ) -> Code {
         // Routing uses the path alone; the gate sees the query too.
@@ -299,7 +311,10 @@ impl<G: Gate> Service<G> {
         };
         let limit = self.max_message_bytes;
         let work = async {
-            let extensions = self.gate.admit(path, query, request_id, headers).await?;
+            let mut extensions = self.gate.admit(path, query, request_id, headers).await?;
+            if let Some(p) = peer {
+                extensions.insert(p);
+            }
             let route = route.ok_or_else(|| self.router.unimplemented(path))?;
             let ctx = Context {
                 path: route.path,

@@ -24,6 +24,7 @@ use super::server::{
 };
 use crate::grpc::Gate;
 use crate::log;
+use crate::net::Peer;
 use crate::net::connections::Entry;
 use crate::net::io::Rewind;
 
@@ -39,8 +40,13 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 impl<G: Gate> Core<G> {
     /// Serve one connection; `nested` for the inside of a WebSocket tunnel
     /// (which may not open another).
-    pub(super) async fn connection<IO>(&self, mut io: IO, entry: &Arc<Entry>, nested: bool)
-    where
+    pub(super) async fn connection<IO>(
+        &self,
+        mut io: IO,
+        entry: &Arc<Entry>,
+        nested: bool,
+        peer: &Peer,
+    ) where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let mut buf = BytesMut::with_capacity(PREFACE.len());
@@ -59,14 +65,14 @@ impl<G: Gate> Core<G> {
         match sniffed {
             Ok(Ok(())) if buf.is_empty() => {}
             Ok(Ok(())) if buf.starts_with(PREFACE) => {
-                self.http2(Rewind::new(buf.freeze(), io), entry).await
+                self.http2(Rewind::new(buf.freeze(), io), entry, peer).await
             }
-            Ok(Ok(())) => self.http1(buf, io, entry, nested).await,
+            Ok(Ok(())) => self.http1(buf, io, entry, nested, peer).await,
             Ok(Err(_)) | Err(_) => {}
         }
     }
 
-    async fn http2<IO>(&self, io: IO, entry: &Arc<Entry>)
+    async fn http2<IO>(&self, io: IO, entry: &Arc<Entry>, peer: &Peer)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -166,7 +172,8 @@ impl<G: Gate> Core<G> {
                     log::debug("closing http2 connection: keepalive ping timed out").emit();
                     return;
                 }
-                Event::Accept(Some(Ok((req, respond)))) => {
+                Event::Accept(Some(Ok((mut req, respond)))) => {
+                    req.extensions_mut().insert(peer.clone());
                     let service = Arc::clone(&self.service);
                     let budget = Arc::clone(&budget);
                     let open = entry.stream_opened();

@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use super::server::Core;
 use crate::grpc::Gate;
 use crate::log;
+use crate::net::Peer;
 use crate::net::connections::Entry;
 use crate::net::head::{self, Head};
 use crate::net::io::{Full, HyperIo, Rewind, either};
@@ -90,6 +91,7 @@ impl<G: Gate> Core<G> {
         mut io: IO,
         entry: &Arc<Entry>,
         nested: bool,
+        peer: &Peer,
     ) where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -119,7 +121,7 @@ impl<G: Gate> Core<G> {
             }
             if head.path() == WS_TUNNEL_PATH && !nested {
                 let rest = buf.split_off(used).freeze();
-                return self.ws_tunnel(head, rest, io, entry).await;
+                return self.ws_tunnel(head, rest, io, entry, peer).await;
             }
         }
         let serve = serve_http1(
@@ -132,8 +134,14 @@ impl<G: Gate> Core<G> {
 
     /// `GET /_ws_tunnel`: the handshake (RFC 6455 §4.2), then the
     /// WebSocket's bytes served as a connection of their own.
-    async fn ws_tunnel<IO>(&self, head: Head, rest: Bytes, mut io: IO, entry: &Arc<Entry>)
-    where
+    async fn ws_tunnel<IO>(
+        &self,
+        head: Head,
+        rest: Bytes,
+        mut io: IO,
+        entry: &Arc<Entry>,
+        peer: &Peer,
+    ) where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let key = head.header("sec-websocket-key").unwrap_or_default();
@@ -165,7 +173,7 @@ impl<G: Gate> Core<G> {
         let (inner, outer) = tokio::io::duplex(WS_PIPE_BYTES);
         let _busy = entry.stream_opened();
         either(
-            self.inner_connection(Box::new(inner), entry),
+            self.inner_connection(Box::new(inner), entry, peer),
             ws_pump(Rewind::new(rest, io), outer),
         )
         .await;
@@ -177,8 +185,9 @@ impl<G: Gate> Core<G> {
         &'a self,
         io: Box<dyn RawStream>,
         entry: &'a Arc<Entry>,
+        peer: &'a Peer,
     ) -> Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
-        Box::pin(self.connection(io, entry, true))
+        Box::pin(self.connection(io, entry, true, peer))
     }
 }
 

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use super::http1::{PLAIN_PORT_CONNECTION_TIMEOUT, serve_http1};
 use crate::grpc::{Gate, Service};
 use crate::log;
+use crate::net::Peer;
 use crate::net::connections::{Entry, Slot, Table};
 use crate::net::plain::Plain;
 use crate::net::shutdown::{Shutdown, Tracker, TrackerGuard};
@@ -339,14 +340,18 @@ impl<G: Gate> Core<G> {
         let entry = Arc::clone(job.slot.entry());
         match job.stream {
             Accepted::Tcp(s) => match TcpStream::from_std(s) {
-                Ok(s) => match &self.tls {
-                    None => self.connection(s, &entry, false).await,
-                    Some(tls) => self.tls_connection(tls, s, &entry).await,
-                },
+                Ok(s) => {
+                    let peer =
+                        Peer(s.peer_addr().map_or_else(|_| "tcp".into(), |a| a.to_string().into()));
+                    match &self.tls {
+                        None => self.connection(s, &entry, false, &peer).await,
+                        Some(tls) => self.tls_connection(tls, s, &entry, &peer).await,
+                    }
+                }
                 Err(e) => log::debug("cannot adopt a connection").display("error", e).emit(),
             },
             Accepted::Unix(s) => match UnixStream::from_std(s) {
-                Ok(s) => self.connection(s, &entry, false).await,
+                Ok(s) => self.connection(s, &entry, false, &Peer("unix".into())).await,
                 Err(e) => log::debug("cannot adopt a connection").display("error", e).emit(),
             },
         }
@@ -354,15 +359,27 @@ impl<G: Gate> Core<G> {
     }
 
     #[cfg(feature = "tls")]
-    async fn tls_connection(&self, tls: &TlsAcceptor, stream: TcpStream, entry: &Arc<Entry>) {
+    async fn tls_connection(
+        &self,
+        tls: &TlsAcceptor,
+        stream: TcpStream,
+        entry: &Arc<Entry>,
+        peer: &Peer,
+    ) {
         let accepted = entry.unless_shed(tls.accept(stream)).await.flatten();
         if let Some(stream) = accepted {
-            self.connection(stream, entry, false).await;
+            self.connection(stream, entry, false, peer).await;
         }
     }
 
     #[cfg(not(feature = "tls"))]
-    async fn tls_connection(&self, tls: &TlsAcceptor, _stream: TcpStream, _entry: &Arc<Entry>) {
+    async fn tls_connection(
+        &self,
+        tls: &TlsAcceptor,
+        _stream: TcpStream,
+        _entry: &Arc<Entry>,
+        _peer: &Peer,
+    ) {
         match *tls {}
     }
 }

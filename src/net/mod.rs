@@ -26,3 +26,8 @@ pub struct ServerTls {
     pub require_client_cert: bool,
 }
 pub mod ws;
+
+/// The address of the peer a request came from, for audit lines: `ip:port`
+/// on TCP, `unix` on the Unix socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer(pub std::sync::Arc<str>);

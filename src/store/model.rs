@@ -59,12 +59,22 @@ pub enum Kind {
     PolicyRevision,
     /// A stored `InferenceRoute`, named by route (`inference.local`, …).
     InferenceRoute,
+    /// An `SshSession`, id the SHA-256 of its token (the token itself is
+    /// never stored), named `<sandbox_id>/<id>` so a sandbox's sessions
+    /// share a name prefix.
+    SshSession,
 }
 
 impl Kind {
     /// Every kind, in code order.
-    pub const ALL: [Kind; 5] =
-        [Kind::Sandbox, Kind::Provider, Kind::Setting, Kind::PolicyRevision, Kind::InferenceRoute];
+    pub const ALL: [Kind; 6] = [
+        Kind::Sandbox,
+        Kind::Provider,
+        Kind::Setting,
+        Kind::PolicyRevision,
+        Kind::InferenceRoute,
+        Kind::SshSession,
+    ];
 
     /// The kind's name in logs, metrics and table names.
     pub fn as_str(self) -> &'static str {
@@ -74,6 +84,7 @@ impl Kind {
             Kind::Setting => "setting",
             Kind::PolicyRevision => "policy_revision",
             Kind::InferenceRoute => "inference_route",
+            Kind::SshSession => "ssh_session",
         }
     }
 
@@ -85,6 +96,7 @@ impl Kind {
             Kind::Setting => 3,
             Kind::PolicyRevision => 4,
             Kind::InferenceRoute => 5,
+            Kind::SshSession => 6,
         }
     }
 

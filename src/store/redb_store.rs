@@ -86,6 +86,7 @@ pub(super) fn tables(kind: Kind) -> KindTables {
         Kind::InferenceRoute => {
             ("inference_route.records", "inference_route.by_id", "inference_route.by_created")
         }
+        Kind::SshSession => ("ssh_session.records", "ssh_session.by_id", "ssh_session.by_created"),
     };
     KindTables {
         records: TableDefinition::new(records),
