@@ -78,6 +78,10 @@ pub(super) async fn connect_supervisor(
     };
     sink.send(&message(gateway_message::Payload::SessionAccepted(accepted))).await?;
     let mut session = state.relays.register(&id, &session_id);
+    // Runs however the call ends, also when the call is dropped (a client
+    // reset or shutdown drops the handler without letting it finish).
+    let _end =
+        SessionEnd { state: Arc::clone(&state), id: id.clone(), session_id: session_id.clone() };
     log::info("supervisor session registered")
         .bool("audit", true)
         .str("sandbox_id", &id)
@@ -154,10 +158,24 @@ pub(super) async fn connect_supervisor(
         .str("session_id", &session_id)
         .str("reason", why)
         .emit();
-    if state.relays.remove_if_current(&id, &session_id) {
-        set_phase(&state, &id, supervisor::disconnected).await;
-    }
     Ok(())
+}
+
+/// Removes a session that is still the sandbox's current one and demotes
+/// the sandbox (docs/relay.md, phase coupling).
+struct SessionEnd {
+    state: Arc<State>,
+    id: String,
+    session_id: String,
+}
+
+impl Drop for SessionEnd {
+    fn drop(&mut self) {
+        if self.state.relays.remove_if_current(&self.id, &self.session_id) {
+            let (state, id) = (Arc::clone(&self.state), std::mem::take(&mut self.id));
+            tokio::spawn(async move { set_phase(&state, &id, supervisor::disconnected).await });
+        }
+    }
 }
 
 fn inbound(sandbox_id: &str, msg: SupervisorMessage) {
@@ -249,16 +267,11 @@ pub(super) async fn relay_stream(
             }
         }
     };
-    // The call ends when the user side is done; the supervisor's side may
-    // half-close first.
-    let (mut up, mut down) = (pin!(up), pin!(down));
-    let mut up_done = false;
-    poll_fn(|cx| {
-        if !up_done && up.as_mut().poll(cx).is_ready() {
-            up_done = true;
-        }
-        down.as_mut().poll(cx)
-    })
-    .await;
+    // The call ends when the gateway's side is done (its end of the pipe
+    // reached EOF); the supervisor's side keeps flowing on its own task
+    // until the supervisor ends its request stream or the tunnel is gone,
+    // so a half-closed tunnel loses nothing.
+    tokio::spawn(up);
+    down.await;
     Ok(())
 }

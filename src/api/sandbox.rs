@@ -54,8 +54,12 @@ pub(super) fn register(router: &mut Router, state: &Arc<State>) {
             if req.name.is_empty() {
                 return Err(Status::invalid_argument("name is required"));
             }
+            let id = s.store.get(Kind::Sandbox, &req.name).ok().flatten().map(|r| r.id);
             let deleted =
                 compute.delete(&req.name, ctx.deadline, Arc::clone(&ctx.request_id)).await?;
+            if let Some(id) = id {
+                super::ssh::forget_sandbox(&s, &id).await;
+            }
             Ok(DeleteSandboxResponse { deleted })
         }
     });

@@ -177,6 +177,22 @@ pub(super) async fn revoke(
     Ok(RevokeSshSessionResponse { revoked: true })
 }
 
+/// The sandbox is being deleted: its supervisor session ends, its tunnels
+/// close and its SSH sessions are deleted at once (the record itself may
+/// wait for the driver).
+pub async fn forget_sandbox(state: &State, sandbox_id: &str) {
+    state.relays.forget_sandbox(sandbox_id);
+    let prefix = ssh_session_prefix(sandbox_id);
+    let deleted = state
+        .write(move |s| s.apply(vec![Op::DeletePrefix { kind: Kind::SshSession, prefix }]))
+        .await;
+    if let Err(e) = deleted {
+        log::warn("cannot delete a deleted sandbox's ssh sessions")
+            .str("error", e.message())
+            .emit();
+    }
+}
+
 /// Delete expired and revoked sessions, a page at a time. Returns how many
 /// were deleted.
 pub async fn reap(state: &State) -> Result<usize, Status> {

@@ -29,6 +29,7 @@ use tonic::{Code, Request, Response, Status};
 use tonic_prost::ProstCodec;
 
 pub mod client;
+pub mod supervisor;
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
 

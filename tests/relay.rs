@@ -1,0 +1,424 @@
+//! The sandbox data path through the real server on real sockets
+//! (docs/relay.md): a supervisor double on tonic registers for a sandbox,
+//! CreateSshSession mints a token, and `CONNECT /connect/ssh` carries bytes
+//! through RelayStream to a service behind the supervisor.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use slimgate::proto::openshell::v1::{self as os, SandboxPhase, open_shell};
+use support::supervisor::{Bridge, Supervisor, echo_server};
+use support::{DriverDouble, DriverState, TempDir, call, eventually, start_gateway};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tonic::Code;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Setup {
+    _dir: TempDir,
+    _driver: DriverDouble,
+    gw: support::Gateway,
+}
+
+async fn setup() -> Setup {
+    let dir = TempDir::new();
+    let sock = dir.path("compute.sock");
+    let driver = DriverDouble::start(&sock, DriverState::new("img"));
+    let args = ["--compute-driver-socket", sock.to_str().unwrap()];
+    let gw = start_gateway(&dir, &args, support::fast_tuning()).await.unwrap();
+    driver.state.wait_for_watcher(WAIT).await;
+    Setup { _dir: dir, _driver: driver, gw }
+}
+
+async fn sandbox(s: &Setup, name: &str) -> String {
+    let req = os::CreateSandboxRequest {
+        spec: Some(Default::default()),
+        name: name.into(),
+        labels: Default::default(),
+    };
+    let created = call(&s.gw.channel, open_shell::CREATE_SANDBOX, req, None).await.unwrap();
+    created.sandbox.unwrap().metadata.unwrap().id
+}
+
+async fn phase(s: &Setup, name: &str) -> SandboxPhase {
+    let req = os::GetSandboxRequest { name: name.into() };
+    let got = call(&s.gw.channel, open_shell::GET_SANDBOX, req, None).await.unwrap();
+    SandboxPhase::try_from(got.sandbox.unwrap().phase).unwrap()
+}
+
+async fn session(s: &Setup, id: &str) -> Result<os::CreateSshSessionResponse, tonic::Status> {
+    let req = os::CreateSshSessionRequest { sandbox_id: id.into() };
+    call(&s.gw.channel, open_shell::CREATE_SSH_SESSION, req, None).await
+}
+
+async fn wait_phase(s: &Setup, name: &str, want: SandboxPhase) {
+    eventually(WAIT, want.as_str_name(), || async { (phase(s, name).await == want).then_some(()) })
+        .await;
+}
+
+/// A sandbox with a supervisor bridged to `bridge`, READY, and a token.
+async fn ready_with(s: &Setup, name: &str, bridge: Bridge) -> (String, Supervisor, String) {
+    let id = sandbox(s, name).await;
+    let sup = Supervisor::connect(&s.gw.channel, &id, bridge, None).await.unwrap();
+    wait_phase(s, name, SandboxPhase::Ready).await;
+    let token = session(s, &id).await.unwrap().token;
+    (id, sup, token)
+}
+
+/// The same, bridged to an echo service.
+async fn ready(s: &Setup, name: &str) -> (String, Supervisor, String) {
+    ready_with(s, name, Bridge::To(echo_server().await)).await
+}
+
+/// Send a CONNECT head; return the status code and the stream.
+async fn connect_with(addr: SocketAddr, head: &str) -> (u16, TcpStream) {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(head.as_bytes()).await.unwrap();
+    // Byte by byte up to the blank line, as the CLI reads it.
+    let mut got = Vec::new();
+    let mut b = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        let n =
+            tokio::time::timeout(Duration::from_secs(45), c.read(&mut b)).await.unwrap().unwrap();
+        assert!(n == 1, "connection closed after {:?}", String::from_utf8_lossy(&got));
+        got.push(b[0]);
+    }
+    let line = String::from_utf8_lossy(&got);
+    let code = line.split(' ').nth(1).unwrap().parse().unwrap();
+    (code, c)
+}
+
+fn connect_head(id: &str, token: &str) -> String {
+    format!(
+        "CONNECT /connect/ssh HTTP/1.1\r\nHost: gw\r\nX-Sandbox-Id: {id}\r\nX-Sandbox-Token: {token}\r\n\r\n"
+    )
+}
+
+async fn tunnel(addr: SocketAddr, id: &str, token: &str) -> TcpStream {
+    let (code, c) = connect_with(addr, &connect_head(id, token)).await;
+    assert_eq!(code, 200);
+    c
+}
+
+fn digest(b: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, b).as_ref().to_vec()
+}
+
+#[tokio::test]
+async fn a_mebibyte_goes_through_the_tunnel_and_back() {
+    let s = setup().await;
+    let (id, _sup, token) = ready(&s, "bytes").await;
+    let c = tunnel(s.gw.addr, &id, &token).await;
+    let data: Vec<u8> =
+        (0..1 << 20).map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let (mut r, mut w) = c.into_split();
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        w.write_all(&sent).await.unwrap();
+        w.shutdown().await.unwrap();
+    });
+    let mut back = Vec::new();
+    tokio::time::timeout(WAIT, r.read_to_end(&mut back)).await.unwrap().unwrap();
+    writer.await.unwrap();
+    assert_eq!(back.len(), data.len());
+    assert_eq!(digest(&back), digest(&data));
+}
+
+#[tokio::test]
+async fn create_ssh_session_rules_and_reply() {
+    let s = setup().await;
+    let err = session(&s, "").await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "sandbox_id is required"));
+    let err = session(&s, "no-such-id").await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::NotFound, "sandbox not found"));
+    let id = sandbox(&s, "early").await;
+    let err = session(&s, &id).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::FailedPrecondition, "sandbox is not ready"));
+
+    let (id, _sup, _) = ready(&s, "fine").await;
+    let before = slimgate::store::now_ms();
+    let r = session(&s, &id).await.unwrap();
+    assert_eq!(r.sandbox_id, id);
+    assert_eq!(r.gateway_host, "127.0.0.1");
+    assert_eq!(r.gateway_port, u32::from(s.gw.addr.port()));
+    assert_eq!(r.gateway_scheme, "http");
+    assert_eq!(r.connect_path, "/connect/ssh");
+    assert_eq!(r.host_key_fingerprint, "");
+    let ttl = r.expires_at_ms - before;
+    assert!((86_400_000..86_400_000 + 5_000).contains(&ttl), "ttl {ttl}");
+    // The CLI's charset rule for the token.
+    assert!(r.token.bytes().all(|b| b.is_ascii_alphanumeric() || b"._~+/=-".contains(&b)));
+    let again = session(&s, &id).await.unwrap();
+    assert_ne!(again.token, r.token);
+}
+
+#[tokio::test]
+async fn connect_statuses_in_order() {
+    let s = setup().await;
+    let (id, sup, token) = ready(&s, "statuses").await;
+    let addr = s.gw.addr;
+    let cases: Vec<(String, u16)> = vec![
+        (
+            format!(
+                "GET /connect/ssh HTTP/1.1\r\nX-Sandbox-Id: {id}\r\nX-Sandbox-Token: {token}\r\n\r\n"
+            ),
+            405,
+        ),
+        (format!("CONNECT /connect/ssh HTTP/1.1\r\nX-Sandbox-Token: {token}\r\n\r\n"), 401),
+        (
+            format!(
+                "CONNECT /connect/ssh HTTP/1.1\r\nX-Sandbox-Id:  \r\nX-Sandbox-Token: {token}\r\n\r\n"
+            ),
+            400,
+        ),
+        (format!("CONNECT /connect/ssh HTTP/1.1\r\nX-Sandbox-Id: {id}\r\n\r\n"), 401),
+        (
+            format!(
+                "CONNECT /connect/ssh HTTP/1.1\r\nX-Sandbox-Id: {id}\r\nX-Sandbox-Token: to\tken\r\n\r\n"
+            ),
+            400,
+        ),
+        (connect_head(&id, "not-a-token"), 401),
+        (connect_head("other-sandbox", &token), 401),
+    ];
+    for (head, want) in cases {
+        let (code, _) = connect_with(addr, &head).await;
+        assert_eq!(code, want, "{head:?}");
+    }
+    // Three tunnels per token; the fourth is refused.
+    let open: Vec<TcpStream> = futures_join(vec![
+        tunnel(addr, &id, &token),
+        tunnel(addr, &id, &token),
+        tunnel(addr, &id, &token),
+    ])
+    .await;
+    let (code, _) = connect_with(addr, &connect_head(&id, &token)).await;
+    assert_eq!(code, 429);
+    drop(open);
+    // The supervisor goes away: the sandbox is no longer READY → 412.
+    drop(sup);
+    wait_phase(&s, "statuses", SandboxPhase::Provisioning).await;
+    let (code, _) = connect_with(addr, &connect_head(&id, &token)).await;
+    assert_eq!(code, 412);
+}
+
+async fn futures_join<F: std::future::Future<Output = TcpStream>>(fs: Vec<F>) -> Vec<TcpStream> {
+    let mut out = Vec::new();
+    for f in fs {
+        out.push(f.await);
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_relay_nobody_claims_is_a_504() {
+    let s = setup().await;
+    let (id, sup, token) = ready_with(&s, "unclaimed", Bridge::Ignore).await;
+    let started = Instant::now();
+    let (code, _) = connect_with(s.gw.addr, &connect_head(&id, &token)).await;
+    assert_eq!(code, 504);
+    assert!(started.elapsed() >= Duration::from_secs(10));
+    assert_eq!(sup.opens.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn supervisor_connect_promotes_and_disconnect_demotes() {
+    let s = setup().await;
+    let id = sandbox(&s, "phases").await;
+    assert_eq!(phase(&s, "phases").await, SandboxPhase::Provisioning);
+    let sup = Supervisor::connect(&s.gw.channel, &id, Bridge::Ignore, None).await.unwrap();
+    assert_eq!(sup.heartbeat_secs, 15);
+    assert_eq!(sup.session_id.len(), 36);
+    wait_phase(&s, "phases", SandboxPhase::Ready).await;
+    drop(sup);
+    wait_phase(&s, "phases", SandboxPhase::Provisioning).await;
+}
+
+#[tokio::test]
+async fn hello_rules() {
+    let s = setup().await;
+    let err = Supervisor::connect(&s.gw.channel, "", Bridge::Ignore, None).await.err().unwrap();
+    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "sandbox_id is required"));
+    let err = Supervisor::connect(&s.gw.channel, "nope", Bridge::Ignore, None).await.err().unwrap();
+    assert_eq!((err.code(), err.message()), (Code::NotFound, "sandbox not found"));
+}
+
+#[tokio::test]
+async fn a_reconnecting_supervisor_supersedes_and_gets_the_pending_relay() {
+    let s = setup().await;
+    let (id, old, token) = ready_with(&s, "super", Bridge::Ignore).await;
+    let addr = s.gw.addr;
+    let (i, t) = (id.clone(), token.clone());
+    let waiting = tokio::spawn(async move { tunnel(addr, &i, &t).await });
+    eventually(WAIT, "the first RelayOpen", || async {
+        (old.opens.load(std::sync::atomic::Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
+    // A new session for the same sandbox replaces the old one and is sent
+    // the relay still pending.
+    let new = Supervisor::connect(&s.gw.channel, &id, Bridge::To(echo_server().await), None)
+        .await
+        .unwrap();
+    tokio::time::timeout(WAIT, old.ended.notified()).await.expect("old session ended");
+    let mut c = tokio::time::timeout(WAIT, waiting).await.unwrap().unwrap();
+    c.write_all(b"hello").await.unwrap();
+    let mut b = [0; 5];
+    c.read_exact(&mut b).await.unwrap();
+    assert_eq!(&b, b"hello");
+    assert_eq!(new.opens.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // The old session's end did not demote the sandbox.
+    assert_eq!(phase(&s, "super").await, SandboxPhase::Ready);
+}
+
+async fn closes(c: &mut TcpStream) -> bool {
+    let mut b = [0; 16];
+    matches!(tokio::time::timeout(WAIT, c.read(&mut b)).await, Ok(Ok(0) | Err(_)))
+}
+
+#[tokio::test]
+async fn revoking_a_session_closes_its_tunnel() {
+    let s = setup().await;
+    let (id, _sup, token) = ready(&s, "revoke").await;
+    let mut c = tunnel(s.gw.addr, &id, &token).await;
+    let req = os::RevokeSshSessionRequest { token: token.clone() };
+    let r = call(&s.gw.channel, open_shell::REVOKE_SSH_SESSION, req, None).await.unwrap();
+    assert!(r.revoked);
+    assert!(closes(&mut c).await, "tunnel still open after revoke");
+    let (code, _) = connect_with(s.gw.addr, &connect_head(&id, &token)).await;
+    assert_eq!(code, 401);
+    let req = os::RevokeSshSessionRequest { token: "unknown".into() };
+    let r = call(&s.gw.channel, open_shell::REVOKE_SSH_SESSION, req, None).await.unwrap();
+    assert!(!r.revoked);
+    let req = os::RevokeSshSessionRequest { token: String::new() };
+    let err = call(&s.gw.channel, open_shell::REVOKE_SSH_SESSION, req, None).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "token is required"));
+}
+
+#[tokio::test]
+async fn deleting_the_sandbox_closes_tunnels_and_ends_the_session() {
+    let s = setup().await;
+    let (id, sup, token) = ready(&s, "gone").await;
+    let mut c = tunnel(s.gw.addr, &id, &token).await;
+    let req = os::DeleteSandboxRequest { name: "gone".into() };
+    call(&s.gw.channel, open_shell::DELETE_SANDBOX, req, None).await.unwrap();
+    assert!(closes(&mut c).await, "tunnel still open after delete");
+    tokio::time::timeout(WAIT, sup.ended.notified()).await.expect("session ended");
+    let (code, _) = connect_with(s.gw.addr, &connect_head(&id, &token)).await;
+    assert_eq!(code, 401, "the sandbox's sessions are deleted with it");
+}
+
+#[tokio::test]
+async fn relay_stream_rules() {
+    let s = setup().await;
+    let echo = echo_server().await;
+    let err =
+        support::supervisor::relay(s.gw.channel.clone(), "unknown".into(), echo).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::NotFound, "unknown or expired relay channel"));
+    let err =
+        support::supervisor::relay(s.gw.channel.clone(), String::new(), echo).await.unwrap_err();
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::InvalidArgument, "first RelayFrame must be init with non-empty channel_id")
+    );
+}
+
+/// A minimal WebSocket client: handshake, then masked binary frames.
+mod ws {
+    use super::*;
+
+    pub async fn open(addr: SocketAddr) -> TcpStream {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        c.write_all(
+            b"GET /_ws_tunnel HTTP/1.1\r\nHost: gw\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let mut got = Vec::new();
+        let mut b = [0u8; 1];
+        while !got.ends_with(b"\r\n\r\n") {
+            c.read_exact(&mut b).await.unwrap();
+            got.push(b[0]);
+        }
+        let text = String::from_utf8_lossy(&got).to_lowercase();
+        assert!(text.starts_with("http/1.1 101"), "{text}");
+        assert!(text.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="), "{text}");
+        c
+    }
+
+    pub fn frame(payload: &[u8]) -> Vec<u8> {
+        let mask = [9, 8, 7, 6];
+        let mut out = vec![0x82];
+        match payload.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    /// Read server frames until `n` payload bytes have arrived.
+    pub async fn read(c: &mut TcpStream, n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let mut h = [0u8; 2];
+            c.read_exact(&mut h).await.unwrap();
+            assert_eq!(h[1] & 0x80, 0, "server frames are not masked");
+            let len = match h[1] & 0x7f {
+                126 => {
+                    let mut l = [0u8; 2];
+                    c.read_exact(&mut l).await.unwrap();
+                    u16::from_be_bytes(l) as usize
+                }
+                127 => panic!("unexpectedly large frame"),
+                l => l as usize,
+            };
+            let mut p = vec![0; len];
+            c.read_exact(&mut p).await.unwrap();
+            if h[0] & 0x0f == 0x2 {
+                out.extend_from_slice(&p);
+            }
+        }
+        out
+    }
+}
+
+#[tokio::test]
+async fn a_connect_tunnel_inside_a_websocket() {
+    let s = setup().await;
+    let (id, _sup, token) = ready(&s, "ws").await;
+    let mut c = ws::open(s.gw.addr).await;
+    c.write_all(&ws::frame(connect_head(&id, &token).as_bytes())).await.unwrap();
+    let status = ws::read(&mut c, "HTTP/1.1 200 OK\r\n\r\n".len()).await;
+    assert_eq!(status, b"HTTP/1.1 200 OK\r\n\r\n");
+    let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
+    for chunk in data.chunks(30_000) {
+        c.write_all(&ws::frame(chunk)).await.unwrap();
+    }
+    let back = tokio::time::timeout(WAIT, ws::read(&mut c, data.len())).await.unwrap();
+    assert_eq!(back, data);
+}
+
+#[tokio::test]
+async fn websocket_upgrade_refusals() {
+    let s = setup().await;
+    for (head, want) in [
+        ("POST /_ws_tunnel HTTP/1.1\r\nHost: gw\r\n\r\n", 405),
+        ("GET /_ws_tunnel HTTP/1.1\r\nHost: gw\r\n\r\n", 400),
+        (
+            "GET /_ws_tunnel HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+            426,
+        ),
+    ] {
+        let (code, _) = connect_with(s.gw.addr, head).await;
+        assert_eq!(code, want, "{head:?}");
+    }
+}
