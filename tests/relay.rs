@@ -422,3 +422,99 @@ async fn websocket_upgrade_refusals() {
         assert_eq!(code, want, "{head:?}");
     }
 }
+
+/// Whether the OpenSSH client and Python's asyncssh are here; in CI they
+/// must be (`.ci/run` installs them).
+fn have_ssh_tools() -> bool {
+    let ok = std::process::Command::new("ssh").arg("-V").output().is_ok_and(|o| o.status.success())
+        && std::process::Command::new("python3")
+            .args(["-c", "import asyncssh"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(std::env::var_os("CI").is_none(), "CI needs ssh (openssh-client) and asyncssh");
+        println!("note: skipping: needs the OpenSSH client and python3 asyncssh");
+    }
+    ok
+}
+
+/// The stand-in for the supervisor's SSH server; killed on drop.
+struct Sshd(#[allow(dead_code)] tokio::process::Child, SocketAddr);
+
+async fn sshd() -> Sshd {
+    use tokio::io::AsyncBufReadExt;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/sandbox_sshd.py");
+    let mut child = tokio::process::Command::new("python3")
+        .arg(script)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(WAIT, lines.next_line()).await.unwrap().unwrap().unwrap();
+    let port: u16 = line.strip_prefix("listening ").unwrap().parse().unwrap();
+    Sshd(child, SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// Run the real OpenSSH client through the tunnel, as the CLI does (user
+/// `sandbox`, a ProxyCommand doing the CONNECT, host keys ignored).
+async fn ssh(
+    gw: SocketAddr,
+    id: &str,
+    token: &str,
+    cmd: &str,
+    stdin: &[u8],
+) -> std::process::Output {
+    let proxy = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/connect_proxy.py");
+    let proxy = format!("python3 {} 127.0.0.1 {} {id} {token}", proxy.display(), gw.port());
+    let mut child = tokio::process::Command::new("ssh")
+        .args(["-F", "/dev/null", "-o", &format!("ProxyCommand={proxy}")])
+        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"])
+        .args([
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+            "-o",
+            "BatchMode=yes",
+        ])
+        .args(["sandbox@sandbox", cmd])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    tokio::spawn(async move {
+        let _ = input.write_all(&data).await;
+    });
+    tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn openssh_through_the_tunnel_to_a_real_ssh_server() {
+    if !have_ssh_tools() {
+        return;
+    }
+    let s = setup().await;
+    let server = sshd().await;
+    let (id, _sup, token) = ready_with(&s, "openssh", Bridge::To(server.1)).await;
+    let out = ssh(s.gw.addr, &id, &token, "printf out; printf err >&2; exit 3", b"").await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("err"), "{out:?}");
+    assert_eq!(out.status.code(), Some(3));
+
+    // 1 MiB up: the digest computed inside matches.
+    let data: Vec<u8> =
+        (0..1u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    let out = ssh(s.gw.addr, &id, &token, "sha256sum", &data).await;
+    let want: String = digest(&data).iter().map(|b| format!("{b:02x}")).collect();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(&want), "{out:?}");
+    // 1 MiB down.
+    let out = ssh(s.gw.addr, &id, &token, "head -c 1048576 /dev/zero", b"").await;
+    assert_eq!(out.stdout.len(), 1 << 20);
+    assert!(out.stdout.iter().all(|b| *b == 0));
+    assert_eq!(out.status.code(), Some(0));
+}
