@@ -10,6 +10,7 @@
 //!   well-behaved client will send (floods, refused streams, invalid frames);
 //! - [`proc`]: a child `slimgate` process, its JSON log lines on stderr, the
 //!   `"msg":"listening"` address and its resident memory;
+//! - [`upstream`]: the stock `openshell` CLI from `../shared/upstream/`;
 //! - [`python`]: run a `tests/py/` script with the interpreter that has
 //!   `grpcio` (skip with a note when missing, fail when `CI` is set).
 //!
@@ -22,3 +23,4 @@ pub mod proc;
 pub mod python;
 pub mod raw;
 pub mod uds;
+pub mod upstream;

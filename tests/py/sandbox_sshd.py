@@ -4,6 +4,10 @@
 `none` auth for any user, `exec` runs the command with /bin/sh -c, a shell
 request runs /bin/sh, PTYs are allowed, `direct-tcpip` only to loopback.
 Listens on 127.0.0.1:0 and prints `listening PORT`, then serves until killed.
+
+The "sandbox" is this machine, so a port forwarded to the sandbox's
+loopback port P may be mapped to another local port Q with the argument
+`P=Q` (the CLI forwards the same port number on both ends).
 """
 import asyncio
 import sys
@@ -11,6 +15,36 @@ import sys
 import asyncssh
 
 CHUNK = 64 * 1024
+PORT_MAP = dict(tuple(int(x) for x in a.split("=")) for a in sys.argv[1:])
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class Forward(asyncssh.SSHTCPSession):
+    """One direct-tcpip channel carried to a local TCP connection."""
+
+    def __init__(self, reader, writer):
+        self.reader, self.writer = reader, writer
+
+    def connection_made(self, chan):
+        self.chan = chan
+        asyncio.ensure_future(self.pump())
+
+    async def pump(self):
+        while True:
+            data = await self.reader.read(CHUNK)
+            if not data:
+                self.chan.write_eof()
+                return
+            self.chan.write(data)
+
+    def data_received(self, data, datatype):
+        self.writer.write(data)
+
+    def eof_received(self):
+        self.writer.write_eof()
+
+    def connection_lost(self, exc):
+        self.writer.close()
 
 
 class Server(asyncssh.SSHServer):
@@ -18,7 +52,14 @@ class Server(asyncssh.SSHServer):
         return False  # no authentication required: `none` succeeds
 
     def connection_requested(self, dest_host, dest_port, orig_host, orig_port):
-        return dest_host in ("127.0.0.1", "localhost", "::1")
+        if dest_host not in LOOPBACK:
+            return False
+
+        async def open_forward():
+            r, w = await asyncio.open_connection("127.0.0.1", PORT_MAP.get(dest_port, dest_port))
+            return Forward(r, w)
+
+        return open_forward()
 
 
 async def pump(src, dst):
