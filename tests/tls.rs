@@ -72,7 +72,7 @@ fn client_config(identity: Option<&str>, alpn: &[u8]) -> Arc<ClientConfig> {
             builder.with_client_auth_cert(certs, key).unwrap()
         }
     };
-    config.alpn_protocols = vec![alpn.to_vec()];
+    config.alpn_protocols = if alpn.is_empty() { Vec::new() } else { vec![alpn.to_vec()] };
     Arc::new(config)
 }
 
@@ -211,6 +211,18 @@ async fn grpc_and_http1_over_tls_with_a_client_certificate() {
     let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut resp)).await;
     let resp = String::from_utf8_lossy(&resp);
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+
+    // The CLI's ssh-proxy offers no ALPN: its CONNECT reaches the tunnel
+    // (here refused for want of a session token: 401).
+    let mut tls = tls_connect(addr, client_config(Some("client"), b"")).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), None);
+    tls.write_all(b"CONNECT /connect/ssh HTTP/1.1\r\nhost: localhost\r\nx-sandbox-id: s\r\n\r\n")
+        .await
+        .unwrap();
+    let mut resp = Vec::new();
+    let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut resp)).await;
+    let resp = String::from_utf8_lossy(&resp);
+    assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
 
     // A plaintext HTTP/2 client gets no answer from a TLS port.
     let plain = Endpoint::from_shared(format!("http://{addr}"))
