@@ -109,6 +109,8 @@ pub struct Tuning {
     pub fetch: FetchLimits,
     /// PINGs on driver connections that carry a stream.
     pub keepalive: uds::Keepalive,
+    /// Supervisor session heartbeats.
+    pub relay: api::relay::Timing,
 }
 
 /// Build the gateway and start listening.
@@ -197,6 +199,7 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
         policy_history_revisions: config.policy_history_revisions,
         relays,
         ssh: ssh_config(&config, addr),
+        relay_timing: tuning.relay,
     });
     api::ssh::spawn_reaper(&state);
     let mut router = Router::new();

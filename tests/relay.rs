@@ -518,3 +518,36 @@ async fn openssh_through_the_tunnel_to_a_real_ssh_server() {
     assert!(out.stdout.iter().all(|b| *b == 0));
     assert_eq!(out.status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn a_silent_supervisor_is_dropped_after_three_heartbeats() {
+    let dir = TempDir::new();
+    let sock = dir.path("compute.sock");
+    let driver = DriverDouble::start(&sock, DriverState::new("img"));
+    let mut tuning = support::fast_tuning();
+    tuning.relay.heartbeat = Duration::from_secs(1);
+    let gw = start_gateway(&dir, &["--compute-driver-socket", sock.to_str().unwrap()], tuning)
+        .await
+        .unwrap();
+    driver.state.wait_for_watcher(WAIT).await;
+    let s = Setup { _dir: dir, _driver: driver, gw };
+    let id = sandbox(&s, "quiet").await;
+    // One that beats stays; one that says nothing is dropped.
+    let beating = sandbox(&s, "beating").await;
+    let alive = Supervisor::connect(
+        &s.gw.channel,
+        &beating,
+        Bridge::Ignore,
+        Some(Duration::from_millis(500)),
+    )
+    .await
+    .unwrap();
+    let quiet = Supervisor::connect(&s.gw.channel, &id, Bridge::Ignore, None).await.unwrap();
+    assert_eq!(quiet.heartbeat_secs, 1);
+    let started = Instant::now();
+    tokio::time::timeout(WAIT, quiet.ended.notified()).await.expect("silent session dropped");
+    assert!(started.elapsed() >= Duration::from_millis(2500), "{:?}", started.elapsed());
+    wait_phase(&s, "quiet", SandboxPhase::Provisioning).await;
+    assert_eq!(phase(&s, "beating").await, SandboxPhase::Ready);
+    drop(alive);
+}

@@ -10,7 +10,7 @@ pub mod inference;
 mod logs;
 pub mod policy;
 pub mod provider;
-mod relay;
+pub mod relay;
 mod sandbox;
 pub mod scrape;
 pub mod settings;
@@ -42,6 +42,8 @@ pub struct State {
     pub relays: Arc<crate::relay::Relays>,
     /// What CreateSshSession answers, and where the tunnel is served.
     pub ssh: ssh::SshConfig,
+    /// Supervisor session heartbeats.
+    pub relay_timing: relay::Timing,
 }
 
 impl std::fmt::Debug for State {

@@ -28,6 +28,19 @@ use crate::store::Kind;
 /// `heartbeat_interval_secs` in `SessionAccepted`, and how often the
 /// gateway sends its own heartbeat (upstream's 15 s).
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(15);
+
+/// The session timing (tests shorten it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// The heartbeat interval, whole seconds (default [`HEARTBEAT_INTERVAL`]).
+    pub heartbeat: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Timing {
+        Timing { heartbeat: HEARTBEAT_INTERVAL }
+    }
+}
 /// A session that sends nothing for this many heartbeat intervals is
 /// dropped (the stock supervisor beats every interval). Upstream never
 /// notices a dead session, so tunnels wait for it in vain.
@@ -74,7 +87,8 @@ pub(super) async fn connect_supervisor(
     // Queued before the session is visible: no RelayOpen can overtake it.
     let accepted = SessionAccepted {
         session_id: session_id.clone(),
-        heartbeat_interval_secs: HEARTBEAT_INTERVAL.as_secs() as u32,
+        heartbeat_interval_secs: u32::try_from(state.relay_timing.heartbeat.as_secs())
+            .unwrap_or(u32::MAX),
     };
     sink.send(&message(gateway_message::Payload::SessionAccepted(accepted))).await?;
     let mut session = state.relays.register(&id, &session_id);
@@ -105,9 +119,9 @@ pub(super) async fn connect_supervisor(
             }
         }
     });
-    let mut heartbeat = tokio::time::interval(HEARTBEAT_INTERVAL);
+    let mut heartbeat = tokio::time::interval(state.relay_timing.heartbeat);
     heartbeat.tick().await;
-    let silent_after = HEARTBEAT_INTERVAL * SILENT_INTERVALS;
+    let silent_after = state.relay_timing.heartbeat * SILENT_INTERVALS;
     let mut silent = pin!(tokio::time::sleep(silent_after));
     let why = loop {
         let wake = poll_fn(|cx| {
