@@ -29,6 +29,7 @@ use ring::digest::{SHA256, digest};
 use super::jwks::KeySet;
 use super::keys::{KeySource, KeyState};
 use super::methods::{self, ALL_SCOPE, Class, Role, Rule};
+use super::verifier::Refusal;
 use super::{AuthError, Caller, Identity, Verifier};
 use crate::grpc::{Code, Gate, Status};
 use crate::log::{self, Audit};
@@ -166,19 +167,17 @@ impl AuthGate {
     }
 }
 
+/// Verifies the token; on an unknown kid, lets the key source refresh for
+/// the kid the verifier reports (cooldown, negative cache, bounded wait)
+/// and verifies once more against what it returns.
 async fn verify(oidc: &Oidc, token: &str) -> Result<Arc<Identity>, Denied> {
-    let now = now_secs();
     let keys = ready(oidc.keys.state())?;
-    match oidc.verifier.verify_cached(token, &keys, now) {
-        Err(AuthError::UnknownKid) => {
-            let kid = super::jwt::parse(token, oidc.verifier.config())
-                .ok()
-                .and_then(|j| j.header().kid.clone());
-            let keys = ready(oidc.keys.refresh_for_unknown_kid(kid.as_deref()).await)?;
-            oidc.verifier.verify_cached(token, &keys, now_secs()).map_err(Denied::token)
-        }
-        other => other.map_err(Denied::token),
-    }
+    let kid = match oidc.verifier.verify_or_miss(token, &keys, now_secs()) {
+        Err(Refusal::UnknownKid(kid)) => kid,
+        other => return other.map_err(|r| Denied::token(r.error())),
+    };
+    let keys = ready(oidc.keys.refresh_for_unknown_kid(kid.as_deref()).await)?;
+    oidc.verifier.verify_cached(token, &keys, now_secs()).map_err(Denied::token)
 }
 
 fn ready(state: KeyState) -> Result<Arc<KeySet>, Denied> {
