@@ -43,10 +43,8 @@ pub const AUTH_SOURCE_HEADER: &str = "x-openshell-auth-source";
 /// Bearer-token settings (OIDC on).
 #[derive(Debug)]
 pub struct Oidc {
-    /// Verifies tokens of the configured issuer (shared with the key
-    /// source's replace hook, which purges its token cache).
+    /// Shared with the key source's replace hook, which purges its token cache.
     pub verifier: Arc<Verifier>,
-    /// The issuer's keys.
     pub keys: Arc<KeySource>,
     /// `(admin, user)` role names; `None` in authentication-only mode.
     pub roles: Option<(String, String)>,
@@ -82,7 +80,6 @@ pub struct AuthGate {
 }
 
 impl AuthGate {
-    /// A gate with optional OIDC and an optional sandbox secret.
     pub fn new(oidc: Option<Oidc>, secret: Option<&str>) -> AuthGate {
         AuthGate { oidc, secret: secret.map(|s| fingerprint(s.as_bytes())), stats: None }
     }
@@ -181,19 +178,15 @@ async fn verify(oidc: &Oidc, token: &str) -> Result<Arc<Identity>, Denied> {
 }
 
 fn ready(state: KeyState) -> Result<Arc<KeySet>, Denied> {
-    match state {
-        KeyState::Ready(keys) => Ok(keys),
-        KeyState::Loading => Err(Denied {
-            status: Status::unavailable("identity provider keys not loaded"),
-            reason: "keys_not_loaded",
-        }),
-        KeyState::Expired => Err(Denied {
-            status: Status::unavailable(
-                "identity provider keys expired (the identity provider has been unreachable too long)",
-            ),
-            reason: "keys_expired",
-        }),
-    }
+    let (reason, message) = match state {
+        KeyState::Ready(keys) => return Ok(keys),
+        KeyState::Loading => ("keys_not_loaded", "identity provider keys not loaded"),
+        KeyState::Expired => (
+            "keys_expired",
+            "identity provider keys expired (the identity provider has been unreachable too long)",
+        ),
+    };
+    Err(Denied { status: Status::unavailable(message), reason })
 }
 
 /// Roles, then scopes (auth.md "Roles and scopes").
@@ -233,38 +226,21 @@ impl Gate for AuthGate {
     ) -> Result<http::Extensions, Status> {
         headers.remove(AUTH_SOURCE_HEADER);
         let rule = methods::rule(path);
-        match self.decide(&rule, query, headers).await {
-            Ok(caller) => {
-                if let Some(stats) = &self.stats {
-                    stats.record(true, "ok");
-                }
-                if rule.mutating {
-                    log::audit(Audit {
-                        request_id,
-                        subject: caller.subject(),
-                        method: path,
-                        decision: "allow",
-                        reason: "ok",
-                    });
-                }
-                let mut ext = http::Extensions::new();
-                ext.insert(caller);
-                Ok(ext)
-            }
-            Err(denied) => {
-                if let Some(stats) = &self.stats {
-                    stats.record(false, denied.reason);
-                }
-                log::audit(Audit {
-                    request_id,
-                    subject: "unverified",
-                    method: path,
-                    decision: "deny",
-                    reason: denied.reason,
-                });
-                Err(denied.status)
-            }
+        let decision = self.decide(&rule, query, headers).await;
+        let (subject, verdict, reason) = match &decision {
+            Ok(caller) => (caller.subject(), "allow", "ok"),
+            Err(denied) => ("unverified", "deny", denied.reason),
+        };
+        if let Some(stats) = &self.stats {
+            stats.record(decision.is_ok(), reason);
         }
+        if decision.is_err() || rule.mutating {
+            log::audit(Audit { request_id, subject, method: path, decision: verdict, reason });
+        }
+        let caller = decision.map_err(|denied| denied.status)?;
+        let mut ext = http::Extensions::new();
+        ext.insert(caller);
+        Ok(ext)
     }
 }
 

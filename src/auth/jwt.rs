@@ -156,11 +156,7 @@ fn check_header(header: &Map<String, Value>, config: &VerifierConfig) -> Result<
         Some(Value::String(typ)) if config.typ_allowlist.iter().any(|t| media_type_is(typ, t)) => {}
         Some(_) => return Err(AuthError::BadTyp),
     }
-    let kid = match header.get("kid") {
-        None => None,
-        Some(Value::String(kid)) if jwks::is_valid_kid(kid) => Some(kid.clone()),
-        Some(_) => return Err(AuthError::BadKid),
-    };
+    let kid = jwks::kid_member(header).map_err(|()| AuthError::BadKid)?;
     Ok(Header { alg, kid })
 }
 
