@@ -19,12 +19,13 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use ring::digest;
 
 use super::claims::Identity;
 use super::jwks::KeySet;
+use super::lock;
 
 /// Number of independently locked shards: enough that a handful of worker
 /// threads seldom wait on each other, few enough to keep `len()` cheap.
@@ -34,11 +35,16 @@ pub const CACHE_SHARDS: usize = 16;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TokenDigest([u8; 32]);
 
+/// SHA-256 of `bytes`.
+pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, bytes).as_ref());
+    out
+}
+
 impl TokenDigest {
     pub fn of(token: &str) -> TokenDigest {
-        let mut out = [0u8; 32];
-        out.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
-        TokenDigest(out)
+        TokenDigest(sha256(token.as_bytes()))
     }
 
     fn word(&self, at: usize) -> u64 {
@@ -132,12 +138,6 @@ pub(crate) struct Hit {
 pub struct TokenCache {
     shards: Vec<Mutex<Shard>>,
     capacity: usize,
-}
-
-fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
-    // A panic while holding the lock cannot leave a half-written entry
-    // (HashMap operations are atomic from our side), so keep going.
-    shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl TokenCache {

@@ -29,7 +29,6 @@ pub const MAX_NUMERIC_DATE_SECS: u64 = 1 << 53;
 /// in slimgate (auth.md "Roles and scopes"); dropped from the identity.
 const DROPPED_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 
-/// Limits for payload JSON.
 const PAYLOAD_LIMITS: Limits = Limits { depth: json::MAX_JSON_DEPTH, members: MAX_CLAIMS };
 
 /// Who a verified token says the caller is. Carries claim values: it goes
@@ -263,7 +262,6 @@ fn scopes(claims: &Map<String, Value>, name: Option<&str>) -> Result<Vec<String>
     }
 }
 
-/// The strings of an array made only of strings.
 fn string_array(value: &Value) -> Option<Vec<String>> {
     let Value::Array(items) = value else {
         return None;

@@ -24,7 +24,6 @@
 use std::sync::Arc;
 
 use http::HeaderMap;
-use ring::digest::{SHA256, digest};
 
 use super::jwks::KeySet;
 use super::keys::{KeySource, KeyState};
@@ -71,7 +70,6 @@ pub fn reason_codes() -> impl Iterator<Item = &'static str> {
     GATE_REASONS.into_iter().chain(AuthError::ALL_CODES)
 }
 
-/// The gateway's gate.
 #[derive(Debug)]
 pub struct AuthGate {
     oidc: Option<Oidc>,
@@ -271,12 +269,7 @@ impl Denied {
 
 /// SHA-256 of a secret: comparing fingerprints makes the comparison's time
 /// independent of both the secret's length and the given value's.
-fn fingerprint(secret: &[u8]) -> [u8; 32] {
-    let d = digest(&SHA256, secret);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
-}
+use super::cache::sha256 as fingerprint;
 
 /// Whether two fingerprints are equal, in time that does not depend on
 /// where they differ.

@@ -408,7 +408,6 @@ fn parse_entry(entry: &Value, policy: &JwksPolicy) -> Result<VerifyingKey, KeyRe
     Ok(VerifyingKey { kid, material, fingerprint })
 }
 
-/// Decodes a required base64url member into bytes.
 fn member_bytes(jwk: &Map<String, Value>, name: &str) -> Result<Vec<u8>, KeyRejectReason> {
     match jwk.get(name) {
         Some(Value::String(s)) => b64::decode(s.as_bytes()).ok_or(KeyRejectReason::BadEncoding),

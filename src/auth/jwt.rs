@@ -41,7 +41,6 @@ const BEARER_SCHEME: &str = "Bearer";
 /// there too makes the request ambiguous (jwt.md item 49).
 const ACCESS_TOKEN_PARAM: &str = "access_token";
 
-/// Limits for header JSON.
 const HEADER_LIMITS: Limits = Limits { depth: json::MAX_JSON_DEPTH, members: MAX_HEADER_MEMBERS };
 
 /// The header fields that survive the policy.
@@ -208,7 +207,6 @@ pub fn bearer_token<'h>(headers: &'h HeaderMap, query: Option<&str>) -> Result<&
     Ok(token)
 }
 
-/// True if a query string carries an `access_token` parameter.
 fn has_access_token_pair(query: &str) -> bool {
     query.split('&').any(|pair| pair.split('=').next() == Some(ACCESS_TOKEN_PARAM))
 }

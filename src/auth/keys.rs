@@ -36,13 +36,14 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::jwks::KeySet;
+use super::lock;
 use super::origin::{KeyOrigin, LoadError};
 use crate::log;
 
@@ -152,7 +153,6 @@ fn bump(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
 
-/// What started a load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Trigger {
     /// The refresh loop (ahead of the TTL, or a retry).
@@ -214,10 +214,6 @@ impl fmt::Debug for KeySource {
             .field("metrics", &self.metrics())
             .finish()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl KeySource {
@@ -406,16 +402,12 @@ impl KeySource {
 
     /// One load: fetch, parse, log each rejected entry, install.
     async fn load_once(&self, trigger: Trigger) -> Result<usize, LoadError> {
-        let Some(origin) = &self.inner.origin else {
-            return Err(LoadError::NoOrigin);
-        };
+        let origin = self.inner.origin.as_ref().ok_or(LoadError::NoOrigin)?;
         bump(&self.inner.counters.fetches, 1);
-        let result = match origin.load().await {
-            Ok(loaded) => KeySet::parse(&loaded.body)
-                .map(|parsed| (parsed, loaded.from.clone()))
-                .map_err(|error| LoadError::Jwks { from: loaded.from, error }),
-            Err(e) => Err(e),
-        };
+        let result = origin.load().await.and_then(|loaded| match KeySet::parse(&loaded.body) {
+            Ok(parsed) => Ok((parsed, loaded.from)),
+            Err(error) => Err(LoadError::Jwks { from: loaded.from, error }),
+        });
         match result {
             Ok((parsed, from)) => {
                 for r in &parsed.rejected {

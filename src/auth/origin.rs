@@ -14,13 +14,14 @@ use std::future::Future;
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::Mutex;
 
 use bytes::Bytes;
 
 use super::discovery::{self, DiscoveryError};
 use super::fetch::{self, FetchError, FetchLimits};
 use super::jwks::{JwksError, MAX_JWKS_BYTES};
+use super::lock;
 use crate::log;
 use crate::net::url::HttpUrl;
 
@@ -141,23 +142,19 @@ impl Discovery {
             .emit();
         Ok(jwks_uri)
     }
-
-    fn jwks_uri(&self) -> MutexGuard<'_, Option<HttpUrl>> {
-        self.jwks_uri.lock().unwrap_or_else(PoisonError::into_inner)
-    }
 }
 
 impl KeyOrigin for Discovery {
     fn load(&self) -> LoadFuture<'_> {
         Box::pin(async move {
-            let cached = self.jwks_uri().clone();
+            let cached = lock(&self.jwks_uri).clone();
             let uri = match cached {
                 Some(uri) => uri,
                 None => self.discover().await?,
             };
             let loaded = fetch_jwks(&uri, &self.limits).await;
             // After a failure the provider may have moved its keys: discover again.
-            *self.jwks_uri() = loaded.is_ok().then_some(uri);
+            *lock(&self.jwks_uri) = loaded.is_ok().then_some(uri);
             loaded
         })
     }
