@@ -77,7 +77,6 @@ pub enum AuthError {
 /// `malformed`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Malformed {
-    /// Not exactly two dots, or an empty segment.
     Segments,
     /// A segment is not strict unpadded base64url (alphabet, length mod 4,
     /// non-canonical trailing bits), or the signature is impossibly long.
@@ -85,11 +84,8 @@ pub enum Malformed {
     /// The JSON is not well-formed (including invalid UTF-8 and lone
     /// surrogate escapes, or trailing bytes).
     Json,
-    /// The header or payload is JSON but not an object.
     NotAnObject,
-    /// An object has the same member name twice.
     DuplicateMember,
-    /// Arrays and objects nest deeper than 16 levels.
     TooDeep,
     /// An object has more members than allowed (64 in the header, 256 in
     /// the payload).

@@ -114,20 +114,15 @@ impl fmt::Display for FetchError {
             FetchError::Timeout(ms) => write!(f, "no complete response within {ms} ms"),
             FetchError::Http(e) => write!(f, "bad HTTP/1.1 response: {e}"),
             FetchError::Redirect { status, location } => {
+                let at = location.as_ref().map(|l| format!(" (location {l:?})"));
                 write!(f, "redirect (status {status}) refused: redirects are not followed")?;
-                if let Some(l) = location {
-                    write!(f, " (location {l:?})")?;
-                }
-                Ok(())
+                f.write_str(at.as_deref().unwrap_or(""))
             }
             FetchError::Status(s) => write!(f, "status {s}, expected 200"),
             FetchError::TooLarge(max) => write!(f, "response body larger than {max} bytes"),
             FetchError::NotJson { content_type } => {
-                f.write_str("response body is not JSON")?;
-                if let Some(ct) = content_type {
-                    write!(f, " (content-type {ct:?})")?;
-                }
-                Ok(())
+                let ct = content_type.as_ref().map(|ct| format!(" (content-type {ct:?})"));
+                write!(f, "response body is not JSON{}", ct.as_deref().unwrap_or(""))
             }
         }
     }
