@@ -13,20 +13,19 @@
 //! `HashMap`, so concurrent tasks rarely contend and a lock is held only for
 //! a lookup or an insert (never across an `.await`). The capacity is split
 //! over the shards and never exceeded: a full shard first drops its expired
-//! entries, then the entry closest to expiry. Each shard also keeps its
-//! entries ordered by expiry, so both are taken from the front of that
-//! order: an insert into a full shard costs O(log n), not a scan of the
-//! shard (which made every new token pay for the whole shard once more
-//! than `--oidc-token-cache-size` distinct tokens had been seen).
+//! entries, then the entry closest to expiry, both taken from the front of
+//! a per-shard expiry order: an insert into a full shard costs O(log n), not
+//! a scan of the shard for every new token once the cache is full.
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use ring::digest;
 
 use super::claims::Identity;
 use super::jwks::KeySet;
+use super::lock;
 
 /// Number of independently locked shards: enough that a handful of worker
 /// threads seldom wait on each other, few enough to keep `len()` cheap.
@@ -36,12 +35,16 @@ pub const CACHE_SHARDS: usize = 16;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TokenDigest([u8; 32]);
 
+/// SHA-256 of `bytes`.
+pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, bytes).as_ref());
+    out
+}
+
 impl TokenDigest {
-    /// The digest of `token`'s bytes.
     pub fn of(token: &str) -> TokenDigest {
-        let mut out = [0u8; 32];
-        out.copy_from_slice(digest::digest(&digest::SHA256, token.as_bytes()).as_ref());
-        TokenDigest(out)
+        TokenDigest(sha256(token.as_bytes()))
     }
 
     fn word(&self, at: usize) -> u64 {
@@ -101,14 +104,9 @@ impl Shard {
         }
     }
 
-    /// Drops the entry expiring soonest; false when empty.
-    fn pop_soonest(&mut self) -> bool {
-        match self.by_expiry.pop_first() {
-            Some((_, digest)) => {
-                self.map.remove(&digest);
-                true
-            }
-            None => false,
+    fn pop_soonest(&mut self) {
+        if let Some((_, digest)) = self.by_expiry.pop_first() {
+            self.map.remove(&digest);
         }
     }
 
@@ -131,7 +129,6 @@ impl Shard {
     }
 }
 
-/// A hit: the identity, and the fingerprint of the key that verified it.
 pub(crate) struct Hit {
     pub identity: Arc<Identity>,
     pub key_fingerprint: u64,
@@ -141,12 +138,6 @@ pub(crate) struct Hit {
 pub struct TokenCache {
     shards: Vec<Mutex<Shard>>,
     capacity: usize,
-}
-
-fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
-    // A panic while holding the lock cannot leave a half-written entry
-    // (HashMap operations are atomic from our side), so keep going.
-    shard.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl TokenCache {
@@ -168,22 +159,18 @@ impl TokenCache {
         TokenCache { shards, capacity }
     }
 
-    /// The configured maximum number of entries.
     pub fn capacity(&self) -> usize {
         self.capacity
     }
 
-    /// False when the capacity is 0.
     pub fn is_enabled(&self) -> bool {
         !self.shards.is_empty()
     }
 
-    /// Entries currently held.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| lock(s).map.len()).sum()
     }
 
-    /// True when no entry is held.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -227,8 +214,6 @@ impl TokenCache {
         };
         let mut shard = lock(shard);
         if shard.map.len() >= shard.capacity && !shard.map.contains_key(&digest) {
-            // Expired entries first (at most the whole shard), then, if
-            // still full, the one expiring soonest.
             while shard.by_expiry.first().is_some_and(|&(exp, _)| exp <= now) {
                 shard.pop_soonest();
             }
@@ -275,7 +260,6 @@ impl TokenCache {
         self.retain(|e| e.identity.expires_at > now)
     }
 
-    /// Drops everything.
     pub fn clear(&self) {
         self.retain(|_| false);
     }

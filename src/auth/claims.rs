@@ -29,46 +29,36 @@ pub const MAX_NUMERIC_DATE_SECS: u64 = 1 << 53;
 /// in slimgate (auth.md "Roles and scopes"); dropped from the identity.
 const DROPPED_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 
-/// Limits for payload JSON.
 const PAYLOAD_LIMITS: Limits = Limits { depth: json::MAX_JSON_DEPTH, members: MAX_CLAIMS };
 
 /// Who a verified token says the caller is. Carries claim values: it goes
-/// to handlers and the audit log, never into an error message.
+/// to handlers and the audit log, never into an error message. Each field
+/// is the claim it is named after (`sub`, `iss`, `exp`, `nbf`, `iat`, `azp`,
+/// `jti`; dates in unix seconds), or the token header's `kid` and `alg`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
-    /// `sub`.
     pub subject: String,
-    /// `iss` (equal to the configured issuer).
     pub issuer: String,
-    /// The token's `kid` header, if any.
     pub kid: Option<String>,
-    /// The token's `alg`; `None` only from [`check_claims`], which sees no
-    /// header.
+    /// `None` only from [`check_claims`], which sees no header.
     pub alg: Option<Algorithm>,
-    /// `exp`, in unix seconds.
     pub expires_at: u64,
-    /// `nbf`, in unix seconds, if present.
     pub not_before: Option<u64>,
-    /// `iat`, in unix seconds, if present.
     pub issued_at: Option<u64>,
-    /// Roles from the configured dotted claim path (empty if absent).
+    /// From the configured dotted claim path (empty if absent).
     pub roles: Vec<String>,
-    /// Scopes from the configured claim, minus the OIDC login scopes
-    /// (empty if absent or scopes are off).
+    /// From the configured claim, minus the OIDC login scopes (empty if
+    /// absent or scopes are off).
     pub scopes: Vec<String>,
-    /// `azp`, if present.
     pub azp: Option<String>,
-    /// `jti`, if present.
     pub jti: Option<String>,
 }
 
 impl Identity {
-    /// True if the token carries `role`.
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
     }
 
-    /// True if the token carries `scope`.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.iter().any(|s| s == scope)
     }
@@ -224,16 +214,9 @@ fn audience_matches(aud: &Value, audiences: &[String]) -> Result<bool, AuthError
     let wanted = |s: &str| audiences.iter().any(|a| a == s);
     match aud {
         Value::String(s) => Ok(wanted(s)),
-        Value::Array(items) if !items.is_empty() => {
-            let mut found = false;
-            for item in items {
-                let Value::String(s) = item else {
-                    return Err(AuthError::InvalidClaim("aud"));
-                };
-                found |= wanted(s);
-            }
-            Ok(found)
-        }
+        Value::Array(items) if !items.is_empty() => items.iter().try_fold(false, |found, item| {
+            item.as_str().map(|s| found | wanted(s)).ok_or(AuthError::InvalidClaim("aud"))
+        }),
         _ => Err(AuthError::InvalidClaim("aud")),
     }
 }
@@ -279,7 +262,6 @@ fn scopes(claims: &Map<String, Value>, name: Option<&str>) -> Result<Vec<String>
     }
 }
 
-/// The strings of an array made only of strings.
 fn string_array(value: &Value) -> Option<Vec<String>> {
     let Value::Array(items) = value else {
         return None;

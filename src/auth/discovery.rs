@@ -24,37 +24,27 @@ const MAX_DISCOVERY_MEMBERS: usize = 512;
 /// Longest piece of the document's `issuer` quoted in an error, in characters.
 const MAX_QUOTED_CHARS: usize = 200;
 
-/// Why discovery failed.
+/// Why discovery failed (`Display` says it in words; values from the
+/// document are quoted cut to [`MAX_QUOTED_CHARS`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DiscoveryError {
-    /// The configured issuer does not make a discovery URL.
     IssuerUrl(UrlError),
     /// The configured issuer has a query (OpenID Connect Discovery §2).
     IssuerHasQuery,
-    /// The document is not a strict JSON object.
     Malformed(Malformed),
-    /// The document has no `issuer` string.
     MissingIssuer,
-    /// The document's `issuer` is not byte-equal to the configured one.
     IssuerMismatch {
-        /// The configured issuer.
         expected: String,
-        /// The document's issuer, quoted (cut).
         found: String,
     },
-    /// The document has no `jwks_uri` string.
     MissingJwksUri,
-    /// The document's `jwks_uri` is not a URL the fetcher accepts.
     BadJwksUri(UrlError),
-    /// An `https://` issuer's document names an `http://` `jwks_uri`.
     JwksUriDowngrade,
     /// The document's `jwks_uri` is on another origin (scheme, host, port)
     /// than the issuer: whoever answers discovery could point the gateway
     /// at any key server, so only `--oidc-jwks-uri` may name one.
     JwksUriOtherOrigin {
-        /// The issuer's origin.
         issuer: String,
-        /// The `jwks_uri` named (cut).
         jwks_uri: String,
     },
 }
@@ -91,7 +81,6 @@ impl fmt::Display for DiscoveryError {
 
 impl std::error::Error for DiscoveryError {}
 
-/// The discovery document's URL for `issuer`.
 pub fn discovery_url(issuer: &str) -> Result<HttpUrl, DiscoveryError> {
     if issuer.contains('?') {
         return Err(DiscoveryError::IssuerHasQuery);

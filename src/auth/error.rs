@@ -77,7 +77,6 @@ pub enum AuthError {
 /// `malformed`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Malformed {
-    /// Not exactly two dots, or an empty segment.
     Segments,
     /// A segment is not strict unpadded base64url (alphabet, length mod 4,
     /// non-canonical trailing bits), or the signature is impossibly long.
@@ -85,68 +84,54 @@ pub enum Malformed {
     /// The JSON is not well-formed (including invalid UTF-8 and lone
     /// surrogate escapes, or trailing bytes).
     Json,
-    /// The header or payload is JSON but not an object.
     NotAnObject,
-    /// An object has the same member name twice.
     DuplicateMember,
-    /// Arrays and objects nest deeper than 16 levels.
     TooDeep,
     /// An object has more members than allowed (64 in the header, 256 in
     /// the payload).
     TooManyMembers,
 }
 
-impl AuthError {
-    /// The stable short reason code (see the variant docs).
-    pub fn code(&self) -> &'static str {
-        match self {
-            AuthError::MissingAuthorization => "missing_authorization",
-            AuthError::BadAuthorization => "bad_authorization",
-            AuthError::TooLarge => "too_large",
-            AuthError::Malformed(_) => "malformed",
-            AuthError::AlgNotAllowed => "alg_not_allowed",
-            AuthError::UnsupportedHeader => "unsupported_header",
-            AuthError::BadTyp => "bad_typ",
-            AuthError::BadKid => "bad_kid",
-            AuthError::UnknownKid => "unknown_kid",
-            AuthError::KeyMismatch => "key_mismatch",
-            AuthError::AmbiguousKey => "ambiguous_key",
-            AuthError::BadSignature => "bad_signature",
-            AuthError::MissingClaim(_) => "missing_claim",
-            AuthError::InvalidClaim(_) => "invalid_claim",
-            AuthError::BadIssuer => "bad_issuer",
-            AuthError::BadAudience => "bad_audience",
-            AuthError::Expired => "expired",
-            AuthError::NotYetValid => "not_yet_valid",
-            AuthError::IssuedInFuture => "issued_in_future",
-            AuthError::LifetimeTooLong => "lifetime_too_long",
-        }
-    }
+/// Writes `code()` and `ALL_CODES` from one list, so the two cannot drift.
+macro_rules! reason_codes {
+    ($ty:ident { $($variant:pat => $code:literal,)* }) => {
+        impl $ty {
+            /// The stable short reason code (see the variant docs).
+            pub fn code(&self) -> &'static str {
+                match self {
+                    $($variant => $code,)*
+                }
+            }
 
-    /// Every code, in declaration order (for documentation and tests).
-    pub const ALL_CODES: [&'static str; 20] = [
-        "missing_authorization",
-        "bad_authorization",
-        "too_large",
-        "malformed",
-        "alg_not_allowed",
-        "unsupported_header",
-        "bad_typ",
-        "bad_kid",
-        "unknown_kid",
-        "key_mismatch",
-        "ambiguous_key",
-        "bad_signature",
-        "missing_claim",
-        "invalid_claim",
-        "bad_issuer",
-        "bad_audience",
-        "expired",
-        "not_yet_valid",
-        "issued_in_future",
-        "lifetime_too_long",
-    ];
+            /// Every code, in declaration order (for documentation and tests).
+            pub const ALL_CODES: [&'static str; [$($code),*].len()] = [$($code),*];
+        }
+    };
 }
+pub(crate) use reason_codes;
+
+reason_codes!(AuthError {
+    AuthError::MissingAuthorization => "missing_authorization",
+    AuthError::BadAuthorization => "bad_authorization",
+    AuthError::TooLarge => "too_large",
+    AuthError::Malformed(_) => "malformed",
+    AuthError::AlgNotAllowed => "alg_not_allowed",
+    AuthError::UnsupportedHeader => "unsupported_header",
+    AuthError::BadTyp => "bad_typ",
+    AuthError::BadKid => "bad_kid",
+    AuthError::UnknownKid => "unknown_kid",
+    AuthError::KeyMismatch => "key_mismatch",
+    AuthError::AmbiguousKey => "ambiguous_key",
+    AuthError::BadSignature => "bad_signature",
+    AuthError::MissingClaim(_) => "missing_claim",
+    AuthError::InvalidClaim(_) => "invalid_claim",
+    AuthError::BadIssuer => "bad_issuer",
+    AuthError::BadAudience => "bad_audience",
+    AuthError::Expired => "expired",
+    AuthError::NotYetValid => "not_yet_valid",
+    AuthError::IssuedInFuture => "issued_in_future",
+    AuthError::LifetimeTooLong => "lifetime_too_long",
+});
 
 impl Malformed {
     /// A static description of the defect (no input data).

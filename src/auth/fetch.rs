@@ -52,17 +52,15 @@ pub const MAX_ADDRESSES_TRIED: usize = 4;
 /// in an error, in characters.
 pub const MAX_QUOTED_CHARS: usize = 200;
 
-/// The `user-agent` sent.
 const USER_AGENT_VALUE: &str = concat!("slimgate/", env!("CARGO_PKG_VERSION"));
 
 /// The limits of one fetch; `Default` is auth.md's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FetchLimits {
-    /// Resolve and connect within this.
+    /// Resolve, connect and (for https) complete the TLS handshake within this.
     pub connect_timeout: Duration,
     /// The whole fetch within this.
     pub total_timeout: Duration,
-    /// Largest body, in bytes.
     pub max_body_bytes: usize,
 }
 
@@ -76,44 +74,31 @@ impl Default for FetchLimits {
     }
 }
 
-/// Why a fetch failed. The message is meant for an operator's log line; it
-/// quotes at most [`MAX_QUOTED_CHARS`] of anything the server sent.
+/// Why a fetch failed (`Display` says it in words). The message is meant
+/// for an operator's log line; it quotes at most [`MAX_QUOTED_CHARS`] of
+/// anything the server sent (`location`, `content-type`). Timeouts are in
+/// milliseconds, `TooLarge` holds the limit in bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FetchError {
-    /// The host name did not resolve.
     Resolve(String),
-    /// The host name resolved to no address.
     NoAddress,
-    /// No address accepted the connection.
+    /// No address accepted the connection (the last one tried, and why).
     Connect {
-        /// The last address tried.
         addr: SocketAddr,
-        /// The operating system's reason.
         reason: String,
     },
-    /// Not connected within the connect timeout (milliseconds).
     ConnectTimeout(u128),
-    /// The TLS handshake failed (an untrusted certificate, a name that
-    /// does not match, …).
     Tls(String),
-    /// No complete response within the total timeout (milliseconds).
     Timeout(u128),
     /// The server broke HTTP/1.1 (or closed the connection early).
     Http(String),
-    /// A 3xx answer: redirects are not followed.
     Redirect {
-        /// The status code.
         status: u16,
-        /// The `location` header, quoted (cut), if any.
         location: Option<String>,
     },
-    /// Any other status than 200.
     Status(u16),
-    /// The body is (or announces itself as) larger than the limit (bytes).
     TooLarge(usize),
-    /// The body is not JSON.
     NotJson {
-        /// The `content-type` header, quoted (cut), if any.
         content_type: Option<String>,
     },
 }
@@ -129,20 +114,15 @@ impl fmt::Display for FetchError {
             FetchError::Timeout(ms) => write!(f, "no complete response within {ms} ms"),
             FetchError::Http(e) => write!(f, "bad HTTP/1.1 response: {e}"),
             FetchError::Redirect { status, location } => {
+                let at = location.as_ref().map(|l| format!(" (location {l:?})"));
                 write!(f, "redirect (status {status}) refused: redirects are not followed")?;
-                if let Some(l) = location {
-                    write!(f, " (location {l:?})")?;
-                }
-                Ok(())
+                f.write_str(at.as_deref().unwrap_or(""))
             }
             FetchError::Status(s) => write!(f, "status {s}, expected 200"),
             FetchError::TooLarge(max) => write!(f, "response body larger than {max} bytes"),
             FetchError::NotJson { content_type } => {
-                f.write_str("response body is not JSON")?;
-                if let Some(ct) = content_type {
-                    write!(f, " (content-type {ct:?})")?;
-                }
-                Ok(())
+                let ct = content_type.as_ref().map(|ct| format!(" (content-type {ct:?})"));
+                write!(f, "response body is not JSON{}", ct.as_deref().unwrap_or(""))
             }
         }
     }
@@ -157,39 +137,25 @@ pub async fn get(url: &HttpUrl, limits: &FetchLimits) -> Result<Bytes, FetchErro
             .await
             .map_err(|_| FetchError::ConnectTimeout(limits.connect_timeout.as_millis()))??;
         if url.is_https() {
-            return exchange_tls(stream, url, limits).await;
+            // Without the `tls` feature no `https://` URL parses, so this is
+            // never reached; it refuses rather than sending plaintext.
+            #[cfg(not(feature = "tls"))]
+            return Err(FetchError::Tls("this build has no TLS support".into()));
+            #[cfg(feature = "tls")]
+            {
+                let handshake = crate::net::tls::connect(stream, url.host());
+                let tls = tokio::time::timeout(limits.connect_timeout, handshake)
+                    .await
+                    .map_err(|_| FetchError::ConnectTimeout(limits.connect_timeout.as_millis()))?
+                    .map_err(|e| FetchError::Tls(e.to_string()))?;
+                return exchange(tls, url, limits.max_body_bytes).await;
+            }
         }
         exchange(stream, url, limits.max_body_bytes).await
     };
     tokio::time::timeout(limits.total_timeout, work)
         .await
         .map_err(|_| FetchError::Timeout(limits.total_timeout.as_millis()))?
-}
-
-/// The TLS handshake (within the connect timeout), then the exchange.
-#[cfg(feature = "tls")]
-async fn exchange_tls(
-    stream: TcpStream,
-    url: &HttpUrl,
-    limits: &FetchLimits,
-) -> Result<Bytes, FetchError> {
-    let tls =
-        tokio::time::timeout(limits.connect_timeout, crate::net::tls::connect(stream, url.host()))
-            .await
-            .map_err(|_| FetchError::ConnectTimeout(limits.connect_timeout.as_millis()))?
-            .map_err(|e| FetchError::Tls(e.to_string()))?;
-    exchange(tls, url, limits.max_body_bytes).await
-}
-
-/// Without the `tls` feature no `https://` URL parses, so this is never
-/// reached; it refuses rather than sending plaintext.
-#[cfg(not(feature = "tls"))]
-async fn exchange_tls(
-    _stream: TcpStream,
-    _url: &HttpUrl,
-    _limits: &FetchLimits,
-) -> Result<Bytes, FetchError> {
-    Err(FetchError::Tls("this build has no TLS support".into()))
 }
 
 async fn connect(url: &HttpUrl) -> Result<TcpStream, FetchError> {

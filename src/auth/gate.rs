@@ -24,11 +24,11 @@
 use std::sync::Arc;
 
 use http::HeaderMap;
-use ring::digest::{SHA256, digest};
 
 use super::jwks::KeySet;
 use super::keys::{KeySource, KeyState};
 use super::methods::{self, ALL_SCOPE, Class, Role, Rule};
+use super::verifier::Refusal;
 use super::{AuthError, Caller, Identity, Verifier};
 use crate::grpc::{Code, Gate, Status};
 use crate::log::{self, Audit};
@@ -42,10 +42,8 @@ pub const AUTH_SOURCE_HEADER: &str = "x-openshell-auth-source";
 /// Bearer-token settings (OIDC on).
 #[derive(Debug)]
 pub struct Oidc {
-    /// Verifies tokens of the configured issuer (shared with the key
-    /// source's replace hook, which purges its token cache).
+    /// Shared with the key source's replace hook, which purges its token cache.
     pub verifier: Arc<Verifier>,
-    /// The issuer's keys.
     pub keys: Arc<KeySource>,
     /// `(admin, user)` role names; `None` in authentication-only mode.
     pub roles: Option<(String, String)>,
@@ -72,7 +70,6 @@ pub fn reason_codes() -> impl Iterator<Item = &'static str> {
     GATE_REASONS.into_iter().chain(AuthError::ALL_CODES)
 }
 
-/// The gateway's gate.
 #[derive(Debug)]
 pub struct AuthGate {
     oidc: Option<Oidc>,
@@ -81,7 +78,6 @@ pub struct AuthGate {
 }
 
 impl AuthGate {
-    /// A gate with optional OIDC and an optional sandbox secret.
     pub fn new(oidc: Option<Oidc>, secret: Option<&str>) -> AuthGate {
         AuthGate { oidc, secret: secret.map(|s| fingerprint(s.as_bytes())), stats: None }
     }
@@ -166,35 +162,29 @@ impl AuthGate {
     }
 }
 
+/// Verifies the token; on an unknown kid, lets the key source refresh for
+/// the kid the verifier reports (cooldown, negative cache, bounded wait)
+/// and verifies once more against what it returns.
 async fn verify(oidc: &Oidc, token: &str) -> Result<Arc<Identity>, Denied> {
-    let now = now_secs();
     let keys = ready(oidc.keys.state())?;
-    match oidc.verifier.verify_cached(token, &keys, now) {
-        Err(AuthError::UnknownKid) => {
-            let kid = super::jwt::parse(token, oidc.verifier.config())
-                .ok()
-                .and_then(|j| j.header().kid.clone());
-            let keys = ready(oidc.keys.refresh_for_unknown_kid(kid.as_deref()).await)?;
-            oidc.verifier.verify_cached(token, &keys, now_secs()).map_err(Denied::token)
-        }
-        other => other.map_err(Denied::token),
-    }
+    let kid = match oidc.verifier.verify_or_miss(token, &keys, now_secs()) {
+        Err(Refusal::UnknownKid(kid)) => kid,
+        other => return other.map_err(|r| Denied::token(r.error())),
+    };
+    let keys = ready(oidc.keys.refresh_for_unknown_kid(kid.as_deref()).await)?;
+    oidc.verifier.verify_cached(token, &keys, now_secs()).map_err(Denied::token)
 }
 
 fn ready(state: KeyState) -> Result<Arc<KeySet>, Denied> {
-    match state {
-        KeyState::Ready(keys) => Ok(keys),
-        KeyState::Loading => Err(Denied {
-            status: Status::unavailable("identity provider keys not loaded"),
-            reason: "keys_not_loaded",
-        }),
-        KeyState::Expired => Err(Denied {
-            status: Status::unavailable(
-                "identity provider keys expired (the identity provider has been unreachable too long)",
-            ),
-            reason: "keys_expired",
-        }),
-    }
+    let (reason, message) = match state {
+        KeyState::Ready(keys) => return Ok(keys),
+        KeyState::Loading => ("keys_not_loaded", "identity provider keys not loaded"),
+        KeyState::Expired => (
+            "keys_expired",
+            "identity provider keys expired (the identity provider has been unreachable too long)",
+        ),
+    };
+    Err(Denied { status: Status::unavailable(message), reason })
 }
 
 /// Roles, then scopes (auth.md "Roles and scopes").
@@ -234,38 +224,21 @@ impl Gate for AuthGate {
     ) -> Result<http::Extensions, Status> {
         headers.remove(AUTH_SOURCE_HEADER);
         let rule = methods::rule(path);
-        match self.decide(&rule, query, headers).await {
-            Ok(caller) => {
-                if let Some(stats) = &self.stats {
-                    stats.record(true, "ok");
-                }
-                if rule.mutating {
-                    log::audit(Audit {
-                        request_id,
-                        subject: caller.subject(),
-                        method: path,
-                        decision: "allow",
-                        reason: "ok",
-                    });
-                }
-                let mut ext = http::Extensions::new();
-                ext.insert(caller);
-                Ok(ext)
-            }
-            Err(denied) => {
-                if let Some(stats) = &self.stats {
-                    stats.record(false, denied.reason);
-                }
-                log::audit(Audit {
-                    request_id,
-                    subject: "unverified",
-                    method: path,
-                    decision: "deny",
-                    reason: denied.reason,
-                });
-                Err(denied.status)
-            }
+        let decision = self.decide(&rule, query, headers).await;
+        let (subject, verdict, reason) = match &decision {
+            Ok(caller) => (caller.subject(), "allow", "ok"),
+            Err(denied) => ("unverified", "deny", denied.reason),
+        };
+        if let Some(stats) = &self.stats {
+            stats.record(decision.is_ok(), reason);
         }
+        if decision.is_err() || rule.mutating {
+            log::audit(Audit { request_id, subject, method: path, decision: verdict, reason });
+        }
+        let caller = decision.map_err(|denied| denied.status)?;
+        let mut ext = http::Extensions::new();
+        ext.insert(caller);
+        Ok(ext)
     }
 }
 
@@ -296,12 +269,7 @@ impl Denied {
 
 /// SHA-256 of a secret: comparing fingerprints makes the comparison's time
 /// independent of both the secret's length and the given value's.
-fn fingerprint(secret: &[u8]) -> [u8; 32] {
-    let d = digest(&SHA256, secret);
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
-}
+use super::cache::sha256 as fingerprint;
 
 /// Whether two fingerprints are equal, in time that does not depend on
 /// where they differ.

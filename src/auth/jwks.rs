@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 
 use super::alg::Algorithm;
 use super::b64;
-use super::error::{AuthError, Malformed};
+use super::error::{AuthError, Malformed, reason_codes};
 use super::json::{self, Limits};
 use super::roca;
 
@@ -66,13 +66,9 @@ impl Default for JwksPolicy {
 /// Why a whole JWK Set document was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JwksError {
-    /// Larger than [`MAX_JWKS_BYTES`].
     TooLarge,
-    /// Not strict JSON, or not an object.
     Malformed(Malformed),
-    /// No `keys` member, or it is not an array.
     MissingKeys,
-    /// More than [`MAX_JWKS_KEYS`] entries.
     TooManyKeys,
 }
 
@@ -89,10 +85,10 @@ impl fmt::Display for JwksError {
 
 impl std::error::Error for JwksError {}
 
-/// Why one entry of a set was left out. `code()` is for logs and metrics.
+/// Why one entry of a set was left out (the rules of auth.md "Key
+/// hygiene"). `code()` is for logs and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyRejectReason {
-    /// The entry is not a JSON object.
     NotAnObject,
     /// It carries `d`, `p`, `q`, `dp`, `dq`, `qi` or `k` (worth an alert:
     /// the identity provider is publishing secrets).
@@ -101,7 +97,6 @@ pub enum KeyRejectReason {
     UnsupportedKty,
     /// `kid` not a non-empty string of at most 256 bytes without controls.
     BadKid,
-    /// `use` present and not `sig`.
     WrongUse,
     /// `key_ops` present and not an array of strings containing `verify`.
     WrongKeyOps,
@@ -110,58 +105,44 @@ pub enum KeyRejectReason {
     /// A required member (`n`, `e`, `x`, `y`, `crv`) missing, not strict
     /// base64url, or with leading zero octets.
     BadEncoding,
-    /// RSA modulus below 2048 real bits.
     RsaModulusTooSmall,
-    /// RSA modulus above 8192 bits.
     RsaModulusTooLarge,
-    /// RSA exponent not in the allowlist.
     RsaExponentNotAllowed,
     /// RSA modulus with the ROCA fingerprint (CVE-2017-15361).
     RocaVulnerable,
-    /// `crv` other than exactly `P-256`.
     UnsupportedCurve,
-    /// P-256 `x` or `y` not exactly 32 bytes.
     BadCoordinateLength,
-    /// The P-256 point is not on the curve.
     PointNotOnCurve,
     /// Another usable key of the same type has the same `kid`; the kid is
     /// unusable (the entry stays for counting, not for lookup).
     DuplicateKid,
 }
 
-impl KeyRejectReason {
-    /// A stable short code for logs and metrics.
-    pub fn code(&self) -> &'static str {
-        match self {
-            KeyRejectReason::NotAnObject => "not_an_object",
-            KeyRejectReason::PrivateKeyMaterial => "private_key_material",
-            KeyRejectReason::UnsupportedKty => "unsupported_kty",
-            KeyRejectReason::BadKid => "bad_kid",
-            KeyRejectReason::WrongUse => "wrong_use",
-            KeyRejectReason::WrongKeyOps => "wrong_key_ops",
-            KeyRejectReason::AlgMismatch => "alg_mismatch",
-            KeyRejectReason::BadEncoding => "bad_encoding",
-            KeyRejectReason::RsaModulusTooSmall => "rsa_modulus_too_small",
-            KeyRejectReason::RsaModulusTooLarge => "rsa_modulus_too_large",
-            KeyRejectReason::RsaExponentNotAllowed => "rsa_exponent_not_allowed",
-            KeyRejectReason::RocaVulnerable => "roca_vulnerable",
-            KeyRejectReason::UnsupportedCurve => "unsupported_curve",
-            KeyRejectReason::BadCoordinateLength => "bad_coordinate_length",
-            KeyRejectReason::PointNotOnCurve => "point_not_on_curve",
-            KeyRejectReason::DuplicateKid => "duplicate_kid",
-        }
-    }
-}
+reason_codes!(KeyRejectReason {
+    KeyRejectReason::NotAnObject => "not_an_object",
+    KeyRejectReason::PrivateKeyMaterial => "private_key_material",
+    KeyRejectReason::UnsupportedKty => "unsupported_kty",
+    KeyRejectReason::BadKid => "bad_kid",
+    KeyRejectReason::WrongUse => "wrong_use",
+    KeyRejectReason::WrongKeyOps => "wrong_key_ops",
+    KeyRejectReason::AlgMismatch => "alg_mismatch",
+    KeyRejectReason::BadEncoding => "bad_encoding",
+    KeyRejectReason::RsaModulusTooSmall => "rsa_modulus_too_small",
+    KeyRejectReason::RsaModulusTooLarge => "rsa_modulus_too_large",
+    KeyRejectReason::RsaExponentNotAllowed => "rsa_exponent_not_allowed",
+    KeyRejectReason::RocaVulnerable => "roca_vulnerable",
+    KeyRejectReason::UnsupportedCurve => "unsupported_curve",
+    KeyRejectReason::BadCoordinateLength => "bad_coordinate_length",
+    KeyRejectReason::PointNotOnCurve => "point_not_on_curve",
+    KeyRejectReason::DuplicateKid => "duplicate_kid",
+});
 
 /// One entry left out of a set: its position, its `kid` when that was
 /// valid, and why. Holds no key material.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyRejection {
-    /// Position in the `keys` array.
     pub index: usize,
-    /// The entry's `kid`, if it had a valid one.
     pub kid: Option<String>,
-    /// Why it was left out.
     pub reason: KeyRejectReason,
 }
 
@@ -190,7 +171,6 @@ pub struct VerifyingKey {
 }
 
 impl VerifyingKey {
-    /// The JWK's `kid`, if it had one.
     pub fn kid(&self) -> Option<&str> {
         self.kid.as_deref()
     }
@@ -270,7 +250,6 @@ impl KeySet {
         }
     }
 
-    /// Parses a JWK Set document under the default policy.
     pub fn parse(document: &[u8]) -> Result<ParsedJwks, JwksError> {
         Self::parse_with(document, &JwksPolicy::default())
     }
@@ -319,19 +298,14 @@ impl KeySet {
         *count += 1;
         let mut outcome = None;
         if let Some(kid) = &key.kid {
-            let slots = self.by_kid.entry(kid.clone()).or_insert([Slot::Empty; 2]);
-            slots[t] = match slots[t] {
-                Slot::Empty => Slot::One(index),
-                Slot::One(_) => {
-                    self.duplicate_kids += 1;
-                    outcome = Some(KeyRejectReason::DuplicateKid);
-                    Slot::Duplicate
-                }
-                Slot::Duplicate => {
-                    outcome = Some(KeyRejectReason::DuplicateKid);
-                    Slot::Duplicate
-                }
-            };
+            let slot = &mut self.by_kid.entry(kid.clone()).or_insert([Slot::Empty; 2])[t];
+            if *slot == Slot::Empty {
+                *slot = Slot::One(index);
+            } else {
+                self.duplicate_kids += usize::from(*slot != Slot::Duplicate);
+                *slot = Slot::Duplicate;
+                outcome = Some(KeyRejectReason::DuplicateKid);
+            }
         }
         self.keys.push(key);
         outcome
@@ -342,7 +316,6 @@ impl KeySet {
         self.keys.len()
     }
 
-    /// True when the set has no keys.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
@@ -352,7 +325,7 @@ impl KeySet {
         self.duplicate_kids
     }
 
-    /// All keys, in document order.
+    /// In document order.
     pub fn keys(&self) -> impl Iterator<Item = &VerifyingKey> {
         self.keys.iter()
     }
@@ -382,16 +355,24 @@ impl KeySet {
 
 /// The entry's `kid` if it is a valid one (for rejection records).
 fn entry_kid(entry: &Value) -> Option<String> {
-    match entry.get("kid") {
-        Some(Value::String(kid)) if is_valid_kid(kid) => Some(kid.clone()),
-        _ => None,
-    }
+    entry.as_object().and_then(|jwk| kid_member(jwk).ok().flatten())
 }
 
-/// A `kid` is usable as a map key: non-empty, at most 256 bytes, no
-/// control characters (jwt.md item 18).
-pub(crate) fn is_valid_kid(kid: &str) -> bool {
-    !kid.is_empty() && kid.len() <= MAX_KID_BYTES && !kid.chars().any(char::is_control)
+/// The `kid` member of a token header or a JWK: absent, or usable as a map
+/// key (non-empty, at most 256 bytes, no control characters; jwt.md item
+/// 18). `Err` when present but not such a string.
+pub(crate) fn kid_member(object: &Map<String, Value>) -> Result<Option<String>, ()> {
+    match object.get("kid") {
+        None => Ok(None),
+        Some(Value::String(kid))
+            if !kid.is_empty()
+                && kid.len() <= MAX_KID_BYTES
+                && !kid.chars().any(char::is_control) =>
+        {
+            Ok(Some(kid.clone()))
+        }
+        Some(_) => Err(()),
+    }
 }
 
 fn parse_entry(entry: &Value, policy: &JwksPolicy) -> Result<VerifyingKey, KeyRejectReason> {
@@ -406,15 +387,9 @@ fn parse_entry(entry: &Value, policy: &JwksPolicy) -> Result<VerifyingKey, KeyRe
         Some(Value::String(kty)) if kty == "EC" => Algorithm::ES256,
         _ => return Err(KeyRejectReason::UnsupportedKty),
     };
-    let kid = match jwk.get("kid") {
-        None => None,
-        Some(Value::String(kid)) if is_valid_kid(kid) => Some(kid.clone()),
-        Some(_) => return Err(KeyRejectReason::BadKid),
-    };
-    match jwk.get("use") {
-        None => {}
-        Some(Value::String(u)) if u == "sig" => {}
-        Some(_) => return Err(KeyRejectReason::WrongUse),
+    let kid = kid_member(jwk).map_err(|()| KeyRejectReason::BadKid)?;
+    if jwk.get("use").is_some_and(|u| u != "sig") {
+        return Err(KeyRejectReason::WrongUse);
     }
     match jwk.get("key_ops") {
         None => {}
@@ -422,10 +397,8 @@ fn parse_entry(entry: &Value, policy: &JwksPolicy) -> Result<VerifyingKey, KeyRe
             if ops.iter().all(Value::is_string) && ops.iter().any(|op| op == "verify") => {}
         Some(_) => return Err(KeyRejectReason::WrongKeyOps),
     }
-    match jwk.get("alg") {
-        None => {}
-        Some(Value::String(a)) if Algorithm::from_name(a) == Some(alg) => {}
-        Some(_) => return Err(KeyRejectReason::AlgMismatch),
+    if jwk.get("alg").is_some_and(|a| a.as_str().and_then(Algorithm::from_name) != Some(alg)) {
+        return Err(KeyRejectReason::AlgMismatch);
     }
     let material = match alg {
         Algorithm::RS256 => rsa_material(jwk, policy)?,
@@ -435,7 +408,6 @@ fn parse_entry(entry: &Value, policy: &JwksPolicy) -> Result<VerifyingKey, KeyRe
     Ok(VerifyingKey { kid, material, fingerprint })
 }
 
-/// Decodes a required base64url member into bytes.
 fn member_bytes(jwk: &Map<String, Value>, name: &str) -> Result<Vec<u8>, KeyRejectReason> {
     match jwk.get(name) {
         Some(Value::String(s)) => b64::decode(s.as_bytes()).ok_or(KeyRejectReason::BadEncoding),
@@ -469,12 +441,8 @@ fn rsa_material(
     if bits > MAX_RSA_MODULUS_BITS {
         return Err(KeyRejectReason::RsaModulusTooLarge);
     }
-    let exponent = if e.len() <= 8 {
-        e.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
-    } else {
-        return Err(KeyRejectReason::RsaExponentNotAllowed);
-    };
-    if !policy.rsa_exponents.contains(&exponent) {
+    let exponent = e.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+    if e.len() > 8 || !policy.rsa_exponents.contains(&exponent) {
         return Err(KeyRejectReason::RsaExponentNotAllowed);
     }
     if roca::has_roca_fingerprint(&n) {

@@ -41,7 +41,6 @@ const BEARER_SCHEME: &str = "Bearer";
 /// there too makes the request ambiguous (jwt.md item 49).
 const ACCESS_TOKEN_PARAM: &str = "access_token";
 
-/// Limits for header JSON.
 const HEADER_LIMITS: Limits = Limits { depth: json::MAX_JSON_DEPTH, members: MAX_HEADER_MEMBERS };
 
 /// The header fields that survive the policy.
@@ -156,11 +155,7 @@ fn check_header(header: &Map<String, Value>, config: &VerifierConfig) -> Result<
         Some(Value::String(typ)) if config.typ_allowlist.iter().any(|t| media_type_is(typ, t)) => {}
         Some(_) => return Err(AuthError::BadTyp),
     }
-    let kid = match header.get("kid") {
-        None => None,
-        Some(Value::String(kid)) if jwks::is_valid_kid(kid) => Some(kid.clone()),
-        Some(_) => return Err(AuthError::BadKid),
-    };
+    let kid = jwks::kid_member(header).map_err(|()| AuthError::BadKid)?;
     Ok(Header { alg, kid })
 }
 
@@ -212,7 +207,6 @@ pub fn bearer_token<'h>(headers: &'h HeaderMap, query: Option<&str>) -> Result<&
     Ok(token)
 }
 
-/// True if a query string carries an `access_token` parameter.
 fn has_access_token_pair(query: &str) -> bool {
     query.split('&').any(|pair| pair.split('=').next() == Some(ACCESS_TOKEN_PARAM))
 }

@@ -31,19 +31,19 @@
 //!   from a file (or installed by hand) never goes stale.
 //!
 //! Every limit is in [`KeyTimings`] (defaults from the spec; tests shorten
-//! them) or a named constant here. Counters for `/metrics` are in
-//! [`KeyMetrics`].
+//! them) or a named constant here.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::jwks::KeySet;
+use super::lock;
 use super::origin::{KeyOrigin, LoadError};
 use crate::log;
 
@@ -70,22 +70,16 @@ pub const RETRY_MAX_MS: u64 = 10_000;
 /// bounds the fetches).
 pub const MAX_NEGATIVE_KIDS: usize = 4_096;
 
-/// The timings of a remote key source; `Default` is the spec's.
+/// The timings of a remote key source; `Default` is the spec's (each field
+/// is the constant above of the same meaning).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyTimings {
-    /// Key-set lifetime; refreshed at [`REFRESH_AHEAD_PERCENT`] of it.
     pub ttl: Duration,
-    /// Least time between two kid-triggered loads.
     pub cooldown: Duration,
-    /// Lifetime of a negative-cache entry.
     pub negative_ttl: Duration,
-    /// Longest wait of a request for a kid-triggered load.
     pub max_wait: Duration,
-    /// Last good set served this long after its last successful load.
     pub max_stale: Duration,
-    /// First retry delay after a failure (doubles).
     pub retry_initial: Duration,
-    /// Longest retry delay.
     pub retry_max: Duration,
 }
 
@@ -104,7 +98,6 @@ impl Default for KeyTimings {
 }
 
 impl KeyTimings {
-    /// The defaults with this TTL.
     pub fn with_ttl(ttl: Duration) -> KeyTimings {
         KeyTimings { ttl, ..KeyTimings::default() }
     }
@@ -141,12 +134,12 @@ pub struct KeyMetrics {
     pub negative_cache_hits: u64,
     /// JWKS entries left out of loaded sets (each with a logged reason).
     pub rejected_keys: u64,
-    /// Keys in the current set.
     pub keys: usize,
     /// Seconds since the current set was last loaded successfully.
     pub age_secs: Option<u64>,
 }
 
+/// The counted fields of [`KeyMetrics`].
 #[derive(Debug, Default)]
 struct Counters {
     fetches: AtomicU64,
@@ -160,7 +153,6 @@ fn bump(c: &AtomicU64, n: u64) {
     c.fetch_add(n, Ordering::Relaxed);
 }
 
-/// What started a load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Trigger {
     /// The refresh loop (ahead of the TTL, or a retry).
@@ -183,7 +175,6 @@ struct Current {
 
 #[derive(Default)]
 struct Flight {
-    /// The load in progress; resolves to its outcome.
     running: Option<watch::Receiver<Outcome>>,
     /// When the last kid-triggered load started.
     last_kid_load: Option<Instant>,
@@ -225,11 +216,11 @@ impl fmt::Debug for KeySource {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl KeySource {
+    fn current(&self) -> Option<Current> {
+        self.inner.current.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
     /// A source with no keys and nothing to load from: sets are installed
     /// by hand and never go stale.
     pub fn new() -> KeySource {
@@ -279,7 +270,6 @@ impl KeySource {
         self.inner.on_ready.set(Box::new(f)).is_ok()
     }
 
-    /// The timings in force.
     pub fn timings(&self) -> &KeyTimings {
         &self.inner.timings
     }
@@ -291,8 +281,7 @@ impl KeySource {
 
     /// What the verifier can use now.
     pub fn state(&self) -> KeyState {
-        let current = self.inner.current.read().unwrap_or_else(PoisonError::into_inner).clone();
-        match current {
+        match self.current() {
             None => KeyState::Loading,
             Some(c)
                 if self.inner.expires && c.loaded_at.elapsed() > self.inner.timings.max_stale =>
@@ -320,10 +309,9 @@ impl KeySource {
         self.inner.installed.notify_one();
     }
 
-    /// Counters and gauges now.
     pub fn metrics(&self) -> KeyMetrics {
         let c = &self.inner.counters;
-        let current = self.inner.current.read().unwrap_or_else(PoisonError::into_inner).clone();
+        let current = self.current();
         KeyMetrics {
             fetches: c.fetches.load(Ordering::Relaxed),
             failures: c.failures.load(Ordering::Relaxed),
@@ -414,16 +402,12 @@ impl KeySource {
 
     /// One load: fetch, parse, log each rejected entry, install.
     async fn load_once(&self, trigger: Trigger) -> Result<usize, LoadError> {
-        let Some(origin) = &self.inner.origin else {
-            return Err(LoadError::NoOrigin);
-        };
+        let origin = self.inner.origin.as_ref().ok_or(LoadError::NoOrigin)?;
         bump(&self.inner.counters.fetches, 1);
-        let result = match origin.load().await {
-            Ok(loaded) => KeySet::parse(&loaded.body)
-                .map(|parsed| (parsed, loaded.from.clone()))
-                .map_err(|error| LoadError::Jwks { from: loaded.from, error }),
-            Err(e) => Err(e),
-        };
+        let result = origin.load().await.and_then(|loaded| match KeySet::parse(&loaded.body) {
+            Ok(parsed) => Ok((parsed, loaded.from)),
+            Err(error) => Err(LoadError::Jwks { from: loaded.from, error }),
+        });
         match result {
             Ok((parsed, from)) => {
                 for r in &parsed.rejected {
@@ -476,15 +460,14 @@ impl KeySource {
 
     /// Whether `new` holds other keys than the current set.
     fn differs(&self, new: &KeySet) -> bool {
-        let current = self.inner.current.read().unwrap_or_else(PoisonError::into_inner).clone();
-        let Some(current) = current else { return true };
-        let mut a: Vec<(u64, Option<&str>)> =
-            current.set.keys().map(|k| (k.fingerprint(), k.kid())).collect();
-        let mut b: Vec<(u64, Option<&str>)> =
-            new.keys().map(|k| (k.fingerprint(), k.kid())).collect();
-        a.sort_unstable();
-        b.sort_unstable();
-        a != b
+        let Some(current) = self.current() else { return true };
+        let sorted = |set: &KeySet| {
+            let mut ids: Vec<(u64, Option<String>)> =
+                set.keys().map(|k| (k.fingerprint(), k.kid().map(str::to_owned))).collect();
+            ids.sort_unstable();
+            ids
+        };
+        sorted(&current.set) != sorted(new)
     }
 
     fn negative_hit(&self, kid: &str) -> bool {
@@ -512,12 +495,7 @@ impl KeySource {
 
     /// When the current set was last loaded successfully.
     pub(crate) fn loaded_at(&self) -> Option<Instant> {
-        self.inner
-            .current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .map(|c| c.loaded_at)
+        self.current().map(|c| c.loaded_at)
     }
 
     /// Resolves after the next install (or at once if one happened since

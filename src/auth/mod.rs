@@ -13,15 +13,12 @@
 //!                                                           claims::evaluate
 //! ```
 //!
-//! What it will never do (see auth.md "JWT verification"): accept `alg:
-//! none`, HMAC, PSS or any curve but P-256; fetch or use a key named in a
-//! token header (`jku`, `x5u`, `jwk`, `x5c`); process `crit`, `b64`, JWE or
-//! nested JWTs; try every key when a token has no `kid`; treat a wrongly
-//! typed claim as absent; put a token, a key or a claim value in an error.
-//!
-//! Every refusal is an [`AuthError`] with a stable `code()`. The key set is
-//! parsed once by [`KeySet::parse`] (hygiene rules, per-entry rejections);
-//! fetching it is a separate concern:
+//! Never (auth.md "JWT verification"): `alg: none`, HMAC, PSS or a curve
+//! but P-256; a key named in a token header (`jku`, `x5u`, `jwk`, `x5c`);
+//! `crit`, `b64`, JWE or nested JWTs; trying every key for a token without
+//! `kid`; a wrongly typed claim read as absent; a token, key or claim value
+//! in an error. Every refusal is an [`AuthError`] with a stable `code()`.
+//! The key set is parsed once by [`KeySet::parse`]; fetching it is apart:
 //!
 //! ```text
 //!  url (http:// only) ─▶ fetch (HTTP/1.1 GET, limits) ─▶ discovery (issuer, jwks_uri)
@@ -72,7 +69,14 @@ pub use jwks::{
 pub use jwt::bearer_token;
 pub use verifier::Verifier;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+/// Locks `m`, going on after a panic elsewhere: every critical section in
+/// this module is one map or field operation, so a poisoned lock never
+/// guards a half-written value.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// Who made a call, as established by the gate and attached to the request
 /// (`Context::extensions`). Handlers read it; it never travels as a header.
@@ -81,14 +85,14 @@ pub enum Caller {
     /// Development mode (no OIDC, loopback or `--allow-unauthenticated`), or
     /// an unauthenticated method.
     Anonymous,
-    /// A sandbox supervisor, authenticated with the sandbox secret.
+    /// A sandbox supervisor (the sandbox secret).
     Sandbox,
-    /// A user or service authenticated with a verified bearer token.
+    /// A verified bearer token.
     User(Arc<Identity>),
 }
 
 impl Caller {
-    /// The caller as written in audit lines.
+    /// As written in audit lines.
     pub fn subject(&self) -> &str {
         match self {
             Caller::Anonymous => "anonymous",

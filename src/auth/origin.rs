@@ -14,26 +14,24 @@ use std::future::Future;
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
 
 use bytes::Bytes;
 
 use super::discovery::{self, DiscoveryError};
 use super::fetch::{self, FetchError, FetchLimits};
 use super::jwks::{JwksError, MAX_JWKS_BYTES};
+use super::lock;
 use crate::log;
 use crate::net::url::HttpUrl;
 
 /// A JWK Set document and where it came from (a URL or a path, for logs).
 #[derive(Clone, Debug)]
 pub struct Loaded {
-    /// The document.
     pub body: Bytes,
-    /// Its URL or path.
     pub from: String,
 }
 
-/// The future of one load.
 pub type LoadFuture<'a> = Pin<Box<dyn Future<Output = Result<Loaded, LoadError>> + Send + 'a>>;
 
 /// Something that can produce the issuer's JWK Set document.
@@ -45,9 +43,7 @@ pub trait KeyOrigin: Send + Sync + fmt::Debug + 'static {
 /// Which document a fetch was for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Document {
-    /// The OpenID discovery document.
     Discovery,
-    /// The JWK Set.
     Jwks,
 }
 
@@ -60,37 +56,28 @@ impl fmt::Display for Document {
     }
 }
 
-/// Why a key set could not be loaded.
+/// Why a key set could not be loaded: which document (by URL or path) and
+/// why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LoadError {
-    /// Fetching a document failed.
     Fetch {
-        /// Which document.
         document: Document,
-        /// Its URL.
         url: String,
-        /// Why.
         error: FetchError,
     },
     /// The discovery document was refused.
     Discovery {
-        /// Its URL.
         url: String,
-        /// Why.
         error: DiscoveryError,
     },
     /// The JWK Set document was refused as a whole.
     Jwks {
-        /// Its URL or path.
         from: String,
-        /// Why.
         error: JwksError,
     },
     /// The JWKS file could not be read.
     File {
-        /// Its path.
         path: String,
-        /// Why.
         reason: String,
     },
     /// Nothing to load from (a source holding an installed set only), or
@@ -122,7 +109,6 @@ pub struct Discovery {
 }
 
 impl Discovery {
-    /// Where discovery is fetched from (the issuer's origin).
     pub fn url(&self) -> &HttpUrl {
         &self.url
     }
@@ -156,34 +142,20 @@ impl Discovery {
             .emit();
         Ok(jwks_uri)
     }
-
-    fn cached(&self) -> Option<HttpUrl> {
-        self.jwks_uri.lock().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    fn remember(&self, uri: Option<HttpUrl>) {
-        *self.jwks_uri.lock().unwrap_or_else(PoisonError::into_inner) = uri;
-    }
 }
 
 impl KeyOrigin for Discovery {
     fn load(&self) -> LoadFuture<'_> {
         Box::pin(async move {
-            let uri = match self.cached() {
+            let cached = lock(&self.jwks_uri).clone();
+            let uri = match cached {
                 Some(uri) => uri,
                 None => self.discover().await?,
             };
-            match fetch_jwks(&uri, &self.limits).await {
-                Ok(loaded) => {
-                    self.remember(Some(uri));
-                    Ok(loaded)
-                }
-                Err(e) => {
-                    // The provider may have moved its keys: discover again.
-                    self.remember(None);
-                    Err(e)
-                }
-            }
+            let loaded = fetch_jwks(&uri, &self.limits).await;
+            // After a failure the provider may have moved its keys: discover again.
+            *lock(&self.jwks_uri) = loaded.is_ok().then_some(uri);
+            loaded
         })
     }
 }
@@ -217,7 +189,6 @@ pub struct JwksUri {
 }
 
 impl JwksUri {
-    /// Fetch the set from `url`.
     pub fn new(url: HttpUrl, limits: FetchLimits) -> JwksUri {
         JwksUri { url, limits }
     }
@@ -244,7 +215,6 @@ pub struct JwksFile {
 }
 
 impl JwksFile {
-    /// Read the set from `path`.
     pub fn new(path: PathBuf) -> JwksFile {
         JwksFile { path }
     }
@@ -256,12 +226,9 @@ impl KeyOrigin for JwksFile {
         Box::pin(async move {
             let shown = path.display().to_string();
             let read = tokio::task::spawn_blocking(move || read_capped(&path)).await;
-            match read {
-                Ok(Ok(body)) => Ok(Loaded { body: Bytes::from(body), from: shown }),
-                Ok(Err(reason)) => Err(LoadError::File { path: shown, reason }),
-                Err(_) => {
-                    Err(LoadError::File { path: shown, reason: "the reading task failed".into() })
-                }
+            match read.unwrap_or_else(|_| Err("the reading task failed".into())) {
+                Ok(body) => Ok(Loaded { body: Bytes::from(body), from: shown }),
+                Err(reason) => Err(LoadError::File { path: shown, reason }),
             }
         })
     }

@@ -18,7 +18,6 @@ use super::keys::{KeySource, Trigger, wait};
 use crate::log;
 use crate::net::shutdown::Shutdown;
 
-/// Start the refresh loop of a fetching source.
 pub fn spawn_refresher(keys: KeySource, shutdown: Shutdown) -> JoinHandle<()> {
     tokio::spawn(async move {
         shutdown.or_shutdown(refresh_loop(keys)).await;

@@ -6,8 +6,7 @@
 //! selection and the ring signature check over the wire bytes, and only
 //! then the claim rules. `verify_cached` puts the verified-token cache in
 //! front of it. The key set is passed in on every call, so whoever owns key
-//! fetching can swap sets atomically (an `Arc<KeySet>` behind a lock or
-//! swap) without the verifier knowing how.
+//! fetching can swap sets atomically without the verifier knowing how.
 
 use std::sync::Arc;
 
@@ -25,6 +24,35 @@ pub struct Verifier {
     cache: TokenCache,
 }
 
+/// A refusal as [`Verifier::verify_or_miss`] reports it: a token whose `kid`
+/// no key has comes with that kid (`None` for a token without one), so the
+/// gate can ask the key source to refresh for it without parsing the token
+/// again. Not an [`AuthError`]: it carries a value from the token, which an
+/// `AuthError` never does (jwt.md item 50).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Any refusal but an unknown kid.
+    Invalid(AuthError),
+    /// `unknown_kid`, with the kid the token named.
+    UnknownKid(Option<String>),
+}
+
+impl From<AuthError> for Refusal {
+    fn from(e: AuthError) -> Refusal {
+        Refusal::Invalid(e)
+    }
+}
+
+impl Refusal {
+    /// The refusal without the kid.
+    pub(crate) fn error(self) -> AuthError {
+        match self {
+            Refusal::Invalid(e) => e,
+            Refusal::UnknownKid(_) => AuthError::UnknownKid,
+        }
+    }
+}
+
 impl Verifier {
     /// Validates `config` and builds a verifier with an empty cache of
     /// `config.cache_entries` entries.
@@ -34,7 +62,6 @@ impl Verifier {
         Ok(Verifier { config, cache })
     }
 
-    /// The configuration in force.
     pub fn config(&self) -> &VerifierConfig {
         &self.config
     }
@@ -48,7 +75,7 @@ impl Verifier {
     /// Verifies `token` against `keys` at time `now` (unix seconds), without
     /// the cache.
     pub fn verify(&self, token: &str, keys: &KeySet, now: u64) -> Result<Identity, AuthError> {
-        self.verify_with_key(token, keys, now).map(|(identity, _)| identity)
+        self.verify_with_key(token, keys, now).map(|(identity, _)| identity).map_err(Refusal::error)
     }
 
     /// As [`verify`](Self::verify), through the verified-token cache. A hit
@@ -60,11 +87,22 @@ impl Verifier {
         keys: &KeySet,
         now: u64,
     ) -> Result<Arc<Identity>, AuthError> {
+        self.verify_or_miss(token, keys, now).map_err(Refusal::error)
+    }
+
+    /// As [`verify_cached`](Self::verify_cached), reporting the kid of an
+    /// `unknown_kid` refusal.
+    pub(crate) fn verify_or_miss(
+        &self,
+        token: &str,
+        keys: &KeySet,
+        now: u64,
+    ) -> Result<Arc<Identity>, Refusal> {
         if !self.cache.is_enabled() {
-            return self.verify(token, keys, now).map(Arc::new);
+            return self.verify_with_key(token, keys, now).map(|(identity, _)| Arc::new(identity));
         }
         if token.len() > self.config.max_token_bytes {
-            return Err(AuthError::TooLarge);
+            return Err(AuthError::TooLarge.into());
         }
         let digest = TokenDigest::of(token);
         if let Some(hit) = self.cache.get(&digest) {
@@ -81,13 +119,11 @@ impl Verifier {
                     &self.config,
                     now,
                 );
-                return match times {
-                    Ok(()) => Ok(hit.identity),
-                    Err(refusal) => {
-                        self.cache.remove(&digest);
-                        Err(refusal)
-                    }
-                };
+                if let Err(refusal) = times {
+                    self.cache.remove(&digest);
+                    return Err(refusal.into());
+                }
+                return Ok(hit.identity);
             }
             // The key is gone or replaced: forget, and verify from scratch.
             self.cache.remove(&digest);
@@ -103,17 +139,60 @@ impl Verifier {
         token: &str,
         keys: &'k KeySet,
         now: u64,
-    ) -> Result<(Identity, &'k VerifyingKey), AuthError> {
+    ) -> Result<(Identity, &'k VerifyingKey), Refusal> {
         let jws = jwt::parse(token, &self.config)?;
         let payload = jws.decode_payload()?;
         let claims = claims::parse_claims(&payload)?;
         // Cheap filter before any key work (jwt.md item 19).
         claims::check_issuer(&claims, &self.config)?;
-        let key = jws.verify_signature(keys)?;
+        let key = jws.verify_signature(keys).map_err(|e| match e {
+            AuthError::UnknownKid => Refusal::UnknownKid(jws.header().kid.clone()),
+            e => Refusal::Invalid(e),
+        })?;
         // Only now are the claims trusted (jwt.md item 30).
         let mut identity = claims::evaluate(&claims, &self.config, now)?;
         identity.kid = jws.header().kid.clone();
         identity.alg = Some(jws.header().alg);
         Ok((identity, key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+
+    use super::*;
+
+    const ISSUER: &str = "https://idp.test/realms/x";
+
+    fn token(header: &str) -> String {
+        let payload = format!(r#"{{"iss":"{ISSUER}","sub":"u","aud":"a","exp":2000000000}}"#);
+        format!("{}.{}.AAAA", B64.encode(header), B64.encode(payload))
+    }
+
+    fn keys() -> KeySet {
+        let jwk = include_str!("../../tests/keys/ec_p256.jwk.json");
+        KeySet::parse(format!(r#"{{"keys":[{jwk}]}}"#).as_bytes()).unwrap().keys
+    }
+
+    #[test]
+    fn an_unknown_kid_is_reported_with_the_kid_and_only_the_code_leaves_the_verifier() {
+        for entries in [0, 16] {
+            let mut config = VerifierConfig::new(ISSUER, vec!["a".into()]);
+            config.cache_entries = entries;
+            let v = Verifier::new(config).unwrap();
+            let named = token(r#"{"alg":"ES256","kid":"rotated-in"}"#);
+            let miss = Refusal::UnknownKid(Some("rotated-in".into()));
+            assert_eq!(v.verify_or_miss(&named, &KeySet::empty(), 1).unwrap_err(), miss);
+            assert_eq!(v.verify_or_miss(&named, &keys(), 1).unwrap_err(), miss);
+            assert_eq!(v.verify_cached(&named, &keys(), 1).unwrap_err(), AuthError::UnknownKid);
+            let anonymous = token(r#"{"alg":"ES256"}"#);
+            let miss = Refusal::UnknownKid(None);
+            assert_eq!(v.verify_or_miss(&anonymous, &KeySet::empty(), 1).unwrap_err(), miss);
+            // Other refusals pass through unchanged.
+            let bad = Refusal::Invalid(AuthError::BadSignature);
+            assert_eq!(v.verify_or_miss(&anonymous, &keys(), 1).unwrap_err(), bad);
+        }
     }
 }
