@@ -75,11 +75,34 @@ pub struct AuthGate {
     oidc: Option<Oidc>,
     secret: Option<[u8; 32]>,
     stats: Option<Arc<AuthStats>>,
+    /// `--require-supervisor-secret`: the supervisor's streams need the
+    /// sandbox secret.
+    supervisor_secret: bool,
 }
+
+/// The supervisor's streams, which need no credential upstream (the stock
+/// supervisor sends none on them).
+const SUPERVISOR_STREAMS: [&str; 2] = [
+    crate::proto::openshell::v1::open_shell::CONNECT_SUPERVISOR.path,
+    crate::proto::openshell::v1::open_shell::RELAY_STREAM.path,
+];
 
 impl AuthGate {
     pub fn new(oidc: Option<Oidc>, secret: Option<&str>) -> AuthGate {
-        AuthGate { oidc, secret: secret.map(|s| fingerprint(s.as_bytes())), stats: None }
+        AuthGate {
+            oidc,
+            secret: secret.map(|s| fingerprint(s.as_bytes())),
+            stats: None,
+            supervisor_secret: false,
+        }
+    }
+
+    /// Demand `x-sandbox-secret` on ConnectSupervisor and RelayStream
+    /// (`--require-supervisor-secret`; the configuration requires a secret
+    /// to be set with it).
+    pub fn require_supervisor_secret(mut self) -> AuthGate {
+        self.supervisor_secret = true;
+        self
     }
 
     /// Count every decision in `stats`.
@@ -223,7 +246,10 @@ impl Gate for AuthGate {
         headers: &mut HeaderMap,
     ) -> Result<http::Extensions, Status> {
         headers.remove(AUTH_SOURCE_HEADER);
-        let rule = methods::rule(path);
+        let mut rule = methods::rule(path);
+        if self.supervisor_secret && SUPERVISOR_STREAMS.contains(&path) {
+            rule.class = Class::SandboxSecret;
+        }
         let decision = self.decide(&rule, query, headers).await;
         let (subject, verdict, reason) = match &decision {
             Ok(caller) => (caller.subject(), "allow", "ok"),
@@ -324,5 +350,27 @@ mod tests {
         }
         // Fingerprints hide the length: a prefix of the secret is just wrong.
         assert!(!constant_time_eq(&good, &fingerprint(b"the-secre")));
+    }
+
+    #[tokio::test]
+    async fn supervisor_streams_need_the_secret_only_when_required() {
+        let path = SUPERVISOR_STREAMS[0];
+        let with = |secret: Option<&'static str>| {
+            let mut h = HeaderMap::new();
+            if let Some(v) = secret {
+                h.insert(SECRET_HEADER, http::HeaderValue::from_static(v));
+            }
+            h
+        };
+        let open = AuthGate::new(None, Some("s3cret"));
+        assert!(open.admit(path, None, "r", &mut with(None)).await.is_ok(), "upstream default");
+        let strict = AuthGate::new(None, Some("s3cret")).require_supervisor_secret();
+        for p in SUPERVISOR_STREAMS {
+            let err = strict.admit(p, None, "r", &mut with(None)).await.unwrap_err();
+            assert_eq!(err.message(), "sandbox secret required for this method");
+            let err = strict.admit(p, None, "r", &mut with(Some("wrong"))).await.unwrap_err();
+            assert_eq!(err.message(), "invalid sandbox secret");
+            assert!(strict.admit(p, None, "r", &mut with(Some("s3cret"))).await.is_ok());
+        }
     }
 }
