@@ -165,6 +165,8 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
     };
 
     let sandboxes = SandboxBus::with_log_lines(config.sandbox_log_lines);
+    let relays = crate::relay::Relays::new();
+    relays.spawn_reaper();
     let compute = match &config.compute_driver_socket {
         None => None,
         Some(path) => Some(
@@ -173,6 +175,7 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
                 Some(readiness.clone()),
                 Arc::clone(&store),
                 Arc::clone(&sandboxes),
+                Arc::clone(&relays),
                 tuning.compute,
             )
             .await
@@ -188,8 +191,6 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
         .local_addr()
         .map_err(|e| StartError(format!("cannot read the listening address: {e}")))?;
     let metrics_store = Arc::clone(&store);
-    let relays = crate::relay::Relays::new();
-    relays.spawn_reaper();
     let state = Arc::new(api::State {
         version: VERSION,
         store,

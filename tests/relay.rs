@@ -19,7 +19,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 struct Setup {
     _dir: TempDir,
-    _driver: DriverDouble,
+    driver: DriverDouble,
     gw: support::Gateway,
 }
 
@@ -30,7 +30,7 @@ async fn setup() -> Setup {
     let args = ["--compute-driver-socket", sock.to_str().unwrap()];
     let gw = start_gateway(&dir, &args, support::fast_tuning()).await.unwrap();
     driver.state.wait_for_watcher(WAIT).await;
-    Setup { _dir: dir, _driver: driver, gw }
+    Setup { _dir: dir, driver, gw }
 }
 
 async fn sandbox(s: &Setup, name: &str) -> String {
@@ -530,7 +530,7 @@ async fn a_silent_supervisor_is_dropped_after_three_heartbeats() {
         .await
         .unwrap();
     driver.state.wait_for_watcher(WAIT).await;
-    let s = Setup { _dir: dir, _driver: driver, gw };
+    let s = Setup { _dir: dir, driver, gw };
     let id = sandbox(&s, "quiet").await;
     // One that beats stays; one that says nothing is dropped.
     let beating = sandbox(&s, "beating").await;
@@ -550,4 +550,47 @@ async fn a_silent_supervisor_is_dropped_after_three_heartbeats() {
     wait_phase(&s, "quiet", SandboxPhase::Provisioning).await;
     assert_eq!(phase(&s, "beating").await, SandboxPhase::Ready);
     drop(alive);
+}
+
+#[tokio::test]
+async fn driver_updates_do_not_demote_a_supervised_sandbox() {
+    use slimgate::proto::openshell::compute::v1 as drv;
+    let s = setup().await;
+    let (id, sup, _) = ready(&s, "held").await;
+    // A VM-like driver keeps reporting Ready=False/Starting (PROVISIONING).
+    let starting = |id: &str| {
+        drv::watch_sandboxes_event::Payload::Sandbox(drv::WatchSandboxesSandboxEvent {
+            sandbox: Some(drv::DriverSandbox {
+                id: id.into(),
+                status: Some(drv::DriverSandboxStatus {
+                    conditions: vec![drv::DriverCondition {
+                        r#type: "Ready".into(),
+                        status: "False".into(),
+                        reason: "Starting".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        })
+    };
+    let other = sandbox(&s, "unsupervised").await;
+    s.driver.state.push(starting(&id)).await;
+    s.driver.state.push(starting(&other)).await;
+    // The unsupervised one shows the driver's status; the supervised one
+    // stays READY with the supervisor's condition.
+    eventually(WAIT, "the driver's status applied", || async {
+        let req = os::GetSandboxRequest { name: "unsupervised".into() };
+        let got = call(&s.gw.channel, open_shell::GET_SANDBOX, req, None).await.unwrap().sandbox?;
+        got.status?.conditions.iter().any(|c| c.reason == "Starting").then_some(())
+    })
+    .await;
+    let req = os::GetSandboxRequest { name: "held".into() };
+    let got =
+        call(&s.gw.channel, open_shell::GET_SANDBOX, req, None).await.unwrap().sandbox.unwrap();
+    assert_eq!(got.phase, SandboxPhase::Ready as i32);
+    let ready = got.status.unwrap().conditions.into_iter().find(|c| c.r#type == "Ready").unwrap();
+    assert_eq!(ready.message, "Supervisor session connected");
+    drop(sup);
 }

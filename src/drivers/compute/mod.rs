@@ -47,6 +47,7 @@ use crate::proto::openshell::compute::v1::{
     self as driver, GetCapabilitiesRequest, GetCapabilitiesResponse, compute_driver,
 };
 use crate::proto::openshell::v1::{CreateSandboxRequest, Sandbox, SandboxPhase};
+use crate::relay::Relays;
 use crate::store::{self, Kind, Store, StoreError};
 
 /// First delay before reopening a failed or ended `WatchSandboxes` stream.
@@ -98,6 +99,9 @@ pub struct Compute {
     capabilities: GetCapabilitiesResponse,
     store: Arc<dyn Store>,
     bus: Arc<SandboxBus>,
+    /// Which sandboxes have a supervisor session (their phase stays READY
+    /// whatever a driver that does not own the transition says).
+    relays: Arc<Relays>,
     timing: Timing,
     /// Sandbox id → when the driver first said it does not know it.
     missing: Mutex<HashMap<String, Instant>>,
@@ -123,6 +127,7 @@ impl Compute {
         readiness: Option<Readiness>,
         store: Arc<dyn Store>,
         bus: Arc<SandboxBus>,
+        relays: Arc<Relays>,
         timing: Timing,
     ) -> Result<Arc<Compute>, String> {
         let pool = Pool::connect(
@@ -147,6 +152,7 @@ impl Compute {
             capabilities,
             store,
             bus,
+            relays,
             timing,
             missing: Mutex::new(HashMap::new()),
             reconcile_now: Notify::new(),

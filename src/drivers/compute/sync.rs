@@ -141,14 +141,15 @@ impl Compute {
         let status = incoming.status.as_ref().map(translate::public_status);
         let phase = translate::phase(incoming.status.as_ref()) as i32;
         let deleting = SandboxPhase::Deleting as i32;
+        let supervised = self.relays.is_connected(&incoming.id);
         let change = move |s: &mut crate::proto::openshell::v1::Sandbox| {
-            let phase = if s.phase == deleting { deleting } else { phase };
-            if s.status == status && s.phase == phase {
-                return false;
-            }
+            let before = (s.status.clone(), s.phase);
+            s.phase = if s.phase == deleting { deleting } else { phase };
             s.status = status.clone();
-            s.phase = phase;
-            true
+            if supervised {
+                crate::domain::supervisor::keep_ready(s);
+            }
+            (s.status.clone(), s.phase) != before
         };
         let changed = match at {
             None => record::modify(&self.store, &incoming.id, change).await,
