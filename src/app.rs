@@ -291,6 +291,7 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
             store: metrics_store,
             connections: Box::new(move || counted.connection_counts()),
             tls_handshake_failures: tls_failures,
+            relays: Arc::clone(&state.relays),
         });
         tasks.push(tokio::spawn(Arc::clone(&server).serve_plain_with(l, Arc::new(endpoint))));
         log::info("metrics listening")

@@ -12,6 +12,7 @@
 //! | `slimgate_connections` | gauge | |
 //! | `slimgate_connections_shed_total`, `slimgate_connections_refused_total` | counter | |
 //! | `slimgate_request_buffer_bytes` | gauge | |
+//! | `slimgate_supervisor_sessions`, `slimgate_relays_pending`, `slimgate_ssh_tunnels` | gauge | |
 //! | `slimgate_grpc_server_handled_total` | counter | `method`, `code` |
 //! | `slimgate_grpc_server_handling_seconds` | histogram | `method`, `code` |
 //! | `slimgate_auth_decisions_total` | counter | `decision`, `reason` |
@@ -51,6 +52,8 @@ pub struct Sources {
     pub connections: Box<dyn Fn() -> ConnectionCounts + Send + Sync>,
     /// Failed TLS handshakes, when the main port serves TLS.
     pub tls_handshake_failures: Option<Box<dyn Fn() -> u64 + Send + Sync>>,
+    /// Supervisor sessions, pending relays and open tunnels.
+    pub relays: Arc<crate::relay::Relays>,
 }
 
 /// Serves `GET /metrics` (anything else is 404).
@@ -102,6 +105,18 @@ impl MetricsEndpoint {
             "bytes of partial request messages held under --request-buffer-bytes-total",
         );
         out.sample("slimgate_request_buffer_bytes", &[], c.request_buffer_bytes);
+        for (name, help, value) in [
+            ("slimgate_supervisor_sessions", "registered supervisor sessions", s.relays.sessions()),
+            (
+                "slimgate_relays_pending",
+                "relays asked of a supervisor and not yet claimed",
+                s.relays.pending(),
+            ),
+            ("slimgate_ssh_tunnels", "open CONNECT tunnels", s.relays.tunnels()),
+        ] {
+            out.family(name, Type::Gauge, help);
+            out.sample(name, &[], value);
+        }
         s.grpc.write(&mut out);
         s.auth.write(&mut out);
         if let Some(keys) = &s.keys {
