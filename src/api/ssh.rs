@@ -369,7 +369,8 @@ async fn connect(state: Arc<State>, head: Head, mut io: RawIo) {
         let _ = closed.wait_for(|c| *c).await;
     };
     let carried = async {
-        let _ = tokio::io::copy_bidirectional(&mut io, &mut pipe).await;
+        let chunk = super::relay::RELAY_CHUNK_BYTES;
+        let _ = tokio::io::copy_bidirectional_with_sizes(&mut io, &mut pipe, chunk, chunk).await;
     };
     crate::net::io::either(carried, crate::net::io::either(ended, expiry)).await;
     drop(tunnel);
