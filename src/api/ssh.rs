@@ -376,3 +376,137 @@ async fn connect(state: Arc<State>, head: Head, mut io: RawIo) {
     drop(tunnel);
     log::info("ssh tunnel closed").str("sandbox_id", &sandbox_id).emit();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::openshell::v1::Sandbox;
+
+    fn state(dir: &std::path::Path) -> State {
+        State {
+            version: "test",
+            store: crate::store::open(&dir.join("s.redb"), None).unwrap(),
+            credentials: None,
+            compute: None,
+            sandboxes: crate::domain::events::SandboxBus::new(),
+            policy_history_revisions: 100,
+            relays: crate::relay::Relays::new(),
+            ssh: SshConfig {
+                host: "127.0.0.1".into(),
+                port: 1,
+                scheme: "http",
+                connect_path: DEFAULT_CONNECT_PATH.into(),
+                ttl_secs: 0,
+            },
+            relay_timing: Default::default(),
+        }
+    }
+
+    fn temp_dir() -> std::path::PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("sg-ssh-{}", crate::store::new_uuid_v4().unwrap()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    async fn ready_sandbox(state: &State, id: &str) {
+        let sb = Sandbox {
+            metadata: Some(ObjectMeta {
+                id: id.into(),
+                name: format!("n-{id}"),
+                ..Default::default()
+            }),
+            phase: SandboxPhase::Ready as i32,
+            ..Default::default()
+        };
+        let rec = crate::domain::record::new_record(&sb);
+        state
+            .write(move |s| {
+                s.apply(vec![Op::Put { kind: Kind::Sandbox, record: rec, expect: Expect::Absent }])
+            })
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_store_keeps_a_digest_never_the_token() {
+        let dir = temp_dir();
+        let state = state(&dir);
+        ready_sandbox(&state, "sb").await;
+        let reply = create(&state, &state.ssh, CreateSshSessionRequest { sandbox_id: "sb".into() })
+            .await
+            .unwrap();
+        assert_eq!(reply.expires_at_ms, 0, "ttl 0: no expiry");
+        let all = state.store.list(Kind::SshSession, &ListQuery::default()).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].id, token_digest(&reply.token));
+        assert_eq!(all[0].name, format!("sb/{}", token_digest(&reply.token)));
+        let stored = decode(&all[0]).unwrap();
+        assert_eq!(stored.token, "");
+        let raw = &all[0].payload;
+        assert!(!raw.windows(reply.token.len()).any(|w| w == reply.token.as_bytes()));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_reaper_deletes_expired_and_revoked_sessions_only() {
+        let dir = temp_dir();
+        let state = state(&dir);
+        let put = |name: &str, expires_at_ms: i64, revoked: bool| {
+            let s = SshSession {
+                sandbox_id: "sb".into(),
+                expires_at_ms,
+                revoked,
+                ..Default::default()
+            };
+            Op::Put {
+                kind: Kind::SshSession,
+                record: NewRecord {
+                    id: name.into(),
+                    name: format!("sb/{name}"),
+                    labels: Default::default(),
+                    payload: s.encode_to_vec().into(),
+                },
+                expect: Expect::Absent,
+            }
+        };
+        let now = now_ms();
+        let ops = vec![
+            put("expired", now - 1000, false),
+            put("revoked", 0, true),
+            put("live", now + 60_000, false),
+            put("forever", 0, false),
+        ];
+        state.write(move |s| s.apply(ops)).await.unwrap();
+        assert_eq!(reap(&state).await.unwrap(), 2);
+        let left: Vec<String> = state
+            .store
+            .list(Kind::SshSession, &ListQuery::default())
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(left.len(), 2);
+        assert!(left.contains(&"live".to_string()) && left.contains(&"forever".to_string()));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn past_the_cap_the_oldest_session_goes() {
+        let dir = temp_dir();
+        let state = state(&dir);
+        ready_sandbox(&state, "sb").await;
+        let req = || CreateSshSessionRequest { sandbox_id: "sb".into() };
+        let first = create(&state, &state.ssh, req()).await.unwrap().token;
+        for _ in 1..MAX_SESSIONS_PER_SANDBOX {
+            create(&state, &state.ssh, req()).await.unwrap();
+        }
+        let q = ListQuery { name_prefix: "sb/".into(), ..Default::default() };
+        assert_eq!(state.store.list(Kind::SshSession, &q).unwrap().len(), MAX_SESSIONS_PER_SANDBOX);
+        assert!(state.store.get_by_id(Kind::SshSession, &token_digest(&first)).unwrap().is_some());
+        create(&state, &state.ssh, req()).await.unwrap();
+        assert_eq!(state.store.list(Kind::SshSession, &q).unwrap().len(), MAX_SESSIONS_PER_SANDBOX);
+        assert!(state.store.get_by_id(Kind::SshSession, &token_digest(&first)).unwrap().is_none());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
