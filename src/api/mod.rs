@@ -4,6 +4,7 @@
 //! registers them on the router.
 
 mod config;
+pub mod endpoints;
 mod environment;
 pub mod inference;
 mod logs;
