@@ -3,23 +3,19 @@
 //! (`settings.rs`) and the policy history (`policy.rs`) read together.
 //! UpdateConfig, which writes them, is `update_config.rs`.
 
-use std::sync::Arc;
-
 use prost::Message;
 
 use super::settings::{self, GLOBAL};
-use super::{State, policy as history, store_status};
+use super::{Call, policy as history, store_status};
 use crate::domain::{policy, record};
-use crate::grpc::{Context, Status};
+use crate::grpc::Status;
 use crate::proto::openshell::sandbox::v1::{
     GetGatewayConfigRequest, GetGatewayConfigResponse, GetSandboxConfigRequest,
     GetSandboxConfigResponse, PolicySource,
 };
 
 pub(super) async fn gateway_config(
-    state: Arc<State>,
-    _: Context,
-    _: GetGatewayConfigRequest,
+    Call { state, .. }: Call<GetGatewayConfigRequest>,
 ) -> Result<GetGatewayConfigResponse, Status> {
     let (global, _) = settings::read(state.store.as_ref(), GLOBAL).map_err(store_status)?;
     Ok(GetGatewayConfigResponse {
@@ -32,9 +28,7 @@ pub(super) async fn gateway_config(
 /// its `spec.policy`, backfilled as version 1), overridden by a global
 /// policy, and its settings overlaid by the global ones.
 pub(super) async fn sandbox_config(
-    state: Arc<State>,
-    _: Context,
-    req: GetSandboxConfigRequest,
+    Call { state, req, .. }: Call<GetSandboxConfigRequest>,
 ) -> Result<GetSandboxConfigResponse, Status> {
     let record = super::sandbox_with_id(&state, &req.sandbox_id)?;
     let sandbox = record::decode(&record).map_err(store_status)?;

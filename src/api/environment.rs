@@ -5,11 +5,10 @@
 //! ([`real_value`], shared with the inference bundle).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use prost::Message;
 
-use super::State;
+use super::{Call, State};
 use crate::drivers::credentials;
 use crate::grpc::{Context, Status};
 use crate::proto::openshell::v1::{
@@ -17,9 +16,7 @@ use crate::proto::openshell::v1::{
 };
 
 pub(super) async fn environment(
-    state: Arc<State>,
-    ctx: Context,
-    req: GetSandboxProviderEnvironmentRequest,
+    Call { state, ctx, req }: Call<GetSandboxProviderEnvironmentRequest>,
 ) -> Result<GetSandboxProviderEnvironmentResponse, Status> {
     let record = super::sandbox_with_id(&state, &req.sandbox_id)?;
     let sandbox = Sandbox::decode(record.payload.clone())

@@ -16,12 +16,10 @@
 //! slimgate never probes the endpoint (upstream's `verify`): SetClusterInference
 //! always answers `validation_performed: false`.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use prost::Message;
 
-use super::{State, environment, provider, store_status};
+use super::{Call, State, environment, provider, store_status};
 use crate::grpc::{Code, Context, Status};
 use crate::proto::openshell::datamodel::v1::Provider;
 use crate::proto::openshell::inference::v1::{
@@ -155,9 +153,7 @@ fn load_route(
 /// SetClusterInference (admin): check the provider can serve inference,
 /// then store the route with its version moved by one.
 pub(super) async fn set(
-    state: Arc<State>,
-    _: Context,
-    req: SetClusterInferenceRequest,
+    Call { state, req, .. }: Call<SetClusterInferenceRequest>,
 ) -> Result<SetClusterInferenceResponse, Status> {
     let route = route_name(&req.route_name)?;
     let name = req.provider_name.trim().to_string();
@@ -233,9 +229,7 @@ pub(super) async fn set(
 }
 
 pub(super) async fn get(
-    state: Arc<State>,
-    _: Context,
-    req: GetClusterInferenceRequest,
+    Call { state, req, .. }: Call<GetClusterInferenceRequest>,
 ) -> Result<GetClusterInferenceResponse, Status> {
     let route = route_name(&req.route_name)?;
     let (_, stored) = load_route(&state, route)?.ok_or_else(|| {
@@ -300,9 +294,7 @@ async fn resolve(
 
 /// GetInferenceBundle (sandbox secret): the stored routes, resolved.
 pub(super) async fn bundle(
-    state: Arc<State>,
-    ctx: Context,
-    _: GetInferenceBundleRequest,
+    Call { state, ctx, .. }: Call<GetInferenceBundleRequest>,
 ) -> Result<GetInferenceBundleResponse, Status> {
     let mut routes = Vec::new();
     for route in [CLUSTER_ROUTE, SYSTEM_ROUTE] {

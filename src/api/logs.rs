@@ -8,11 +8,9 @@
 //! and every pushed line is stamped `source: "sandbox"` with the batch's
 //! sandbox id. Lines are cut to the per-line limits of `sandbox_logs.rs`.
 
-use std::sync::Arc;
-
-use super::{State, store_status};
+use super::{Call, State, store_status};
 use crate::domain::sandbox_logs::LogFilter;
-use crate::grpc::{Context, Requests, Status};
+use crate::grpc::{Requests, Status};
 use crate::proto::openshell::v1::{
     GetSandboxLogsRequest, GetSandboxLogsResponse, PushSandboxLogsRequest, PushSandboxLogsResponse,
 };
@@ -29,9 +27,7 @@ fn exists(state: &State, id: &str) -> Result<bool, Status> {
 }
 
 pub(super) async fn push(
-    state: Arc<State>,
-    _: Context,
-    mut reqs: Requests<PushSandboxLogsRequest>,
+    Call { state, req: mut reqs, .. }: Call<Requests<PushSandboxLogsRequest>>,
 ) -> Result<PushSandboxLogsResponse, Status> {
     let logs = state.sandboxes.logs();
     while let Some(batch) = reqs.next().await? {
@@ -63,9 +59,7 @@ pub(super) async fn push(
 /// filtered; `buffer_total` counts the lines looked at before filtering,
 /// as upstream.
 pub(super) async fn get(
-    state: Arc<State>,
-    _: Context,
-    req: GetSandboxLogsRequest,
+    Call { state, req, .. }: Call<GetSandboxLogsRequest>,
 ) -> Result<GetSandboxLogsResponse, Status> {
     if req.sandbox_id.is_empty() {
         return Err(Status::invalid_argument("sandbox_id is required"));

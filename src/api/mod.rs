@@ -120,7 +120,7 @@ pub fn sandbox_not_found() -> Status {
 }
 
 /// Register every OpenShell method slimgate implements: the whole RPC set,
-/// one line per method, each handler an `async fn(state, ctx, request)`.
+/// one line per method, each handler an `async fn(Call<Request>)`.
 pub fn register(router: &mut Router, state: &Arc<State>) {
     use crate::proto::openshell::inference::v1::inference as inf;
     use crate::proto::openshell::v1::open_shell as os;
@@ -152,11 +152,25 @@ pub fn register(router: &mut Router, state: &Arc<State>) {
 
 /// Health: always HEALTHY while serving, plus the version (api.md "Handler
 /// semantics").
-async fn health(state: Arc<State>, _: Context, _: HealthRequest) -> Result<HealthResponse, Status> {
-    Ok(HealthResponse { status: ServiceStatus::Healthy as i32, version: state.version.to_string() })
+async fn health(c: Call<HealthRequest>) -> Result<HealthResponse, Status> {
+    Ok(HealthResponse {
+        status: ServiceStatus::Healthy as i32,
+        version: c.state.version.to_string(),
+    })
 }
 
-/// Puts handlers that take the shared state on the router.
+/// What a handler gets: the shared state, the call's context and the
+/// request (one message, or the request stream).
+pub struct Call<R> {
+    /// What every handler can reach.
+    pub state: Arc<State>,
+    /// The call's metadata, deadline and caller.
+    pub ctx: Context,
+    /// The request.
+    pub req: R,
+}
+
+/// Puts handlers that take a [`Call`] on the router.
 struct Handlers<'a> {
     router: &'a mut Router,
     state: &'a Arc<State>,
@@ -167,35 +181,38 @@ impl Handlers<'_> {
     where
         Req: prost::Message + Default + 'static,
         Resp: prost::Message + 'static,
-        F: Fn(Arc<State>, Context, Req) -> Fut + Send + Sync + 'static,
+        F: Fn(Call<Req>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, Status>> + Send + 'static,
         R: Into<Reply<Resp>> + 'static,
     {
-        let s = Arc::clone(self.state);
-        self.router.unary(method, move |ctx, req| f(Arc::clone(&s), ctx, req));
+        let state = Arc::clone(self.state);
+        self.router.unary(method, move |ctx, req| f(Call { state: Arc::clone(&state), ctx, req }));
     }
 
     fn server_streaming<Req, Resp, F, Fut>(&mut self, method: Method<Req, Resp>, f: F)
     where
         Req: prost::Message + Default + 'static,
         Resp: prost::Message + 'static,
-        F: Fn(Arc<State>, Context, Req, Sink<Resp>) -> Fut + Send + Sync + 'static,
+        F: Fn(Call<Req>, Sink<Resp>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), Status>> + Send + 'static,
     {
-        let s = Arc::clone(self.state);
-        self.router
-            .server_streaming(method, move |ctx, req, sink| f(Arc::clone(&s), ctx, req, sink));
+        let state = Arc::clone(self.state);
+        self.router.server_streaming(method, move |ctx, req, sink| {
+            f(Call { state: Arc::clone(&state), ctx, req }, sink)
+        });
     }
 
     fn client_streaming<Req, Resp, F, Fut, R>(&mut self, method: Method<Req, Resp>, f: F)
     where
         Req: prost::Message + Default + 'static,
         Resp: prost::Message + 'static,
-        F: Fn(Arc<State>, Context, Requests<Req>) -> Fut + Send + Sync + 'static,
+        F: Fn(Call<Requests<Req>>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<R, Status>> + Send + 'static,
         R: Into<Reply<Resp>> + 'static,
     {
-        let s = Arc::clone(self.state);
-        self.router.client_streaming(method, move |ctx, reqs| f(Arc::clone(&s), ctx, reqs));
+        let state = Arc::clone(self.state);
+        self.router.client_streaming(method, move |ctx, req| {
+            f(Call { state: Arc::clone(&state), ctx, req })
+        });
     }
 }

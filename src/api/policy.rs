@@ -24,14 +24,13 @@
 //! numbers go on from the latest, which is never pruned, so none is reused.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message;
 
-use super::{State, WRITE_ATTEMPTS, lost_race, page_limit, sandbox_named, store_status};
+use super::{Call, State, WRITE_ATTEMPTS, lost_race, page_limit, sandbox_named, store_status};
 use crate::domain::{policy, record};
-use crate::grpc::{Code, Context, Status};
+use crate::grpc::{Code, Status};
 use crate::proto::openshell::v1::{
     GetSandboxPolicyStatusRequest, GetSandboxPolicyStatusResponse, ListSandboxPoliciesRequest,
     ListSandboxPoliciesResponse, PolicyStatus, ReportPolicyStatusRequest,
@@ -272,9 +271,7 @@ fn owner(state: &State, name: &str, global: bool) -> Result<(String, Option<Sand
 }
 
 pub(super) async fn get_status(
-    state: Arc<State>,
-    _: Context,
-    req: GetSandboxPolicyStatusRequest,
+    Call { state, req, .. }: Call<GetSandboxPolicyStatusRequest>,
 ) -> Result<GetSandboxPolicyStatusResponse, Status> {
     let (owner, sandbox) = owner(&state, &req.name, req.global)?;
     let s = state.store.as_ref();
@@ -296,9 +293,7 @@ pub(super) async fn get_status(
 
 /// Newest first; `limit` 0 means 50, at most 1000; `policy` left out.
 pub(super) async fn list(
-    state: Arc<State>,
-    _: Context,
-    req: ListSandboxPoliciesRequest,
+    Call { state, req, .. }: Call<ListSandboxPoliciesRequest>,
 ) -> Result<ListSandboxPoliciesResponse, Status> {
     let (owner, _) = owner(&state, &req.name, req.global)?;
     let limit = if req.limit == 0 { DEFAULT_LIST_LIMIT } else { req.limit };
@@ -330,9 +325,7 @@ pub(super) async fn list(
 /// PENDING/LOADED ones superseded, the sandbox's `current_policy_version`
 /// set, watchers told) or FAILED with its `load_error`.
 pub(super) async fn report(
-    state: Arc<State>,
-    _: Context,
-    req: ReportPolicyStatusRequest,
+    Call { state, req, .. }: Call<ReportPolicyStatusRequest>,
 ) -> Result<ReportPolicyStatusResponse, Status> {
     if req.sandbox_id.is_empty() {
         return Err(Status::invalid_argument("sandbox_id is required"));

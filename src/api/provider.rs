@@ -8,14 +8,13 @@
 //! are the source of truth for `metadata`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message;
 
-use super::{State, page_limit, store_status};
+use super::{Call, State, page_limit, store_status};
 use crate::domain::limits::MAX_NAME_BYTES;
-use crate::grpc::{Context, Status};
+use crate::grpc::Status;
 use crate::proto::openshell::datamodel::v1::{ObjectMeta, Provider};
 use crate::proto::openshell::v1::{
     CreateProviderRequest, DeleteProviderRequest, DeleteProviderResponse, GetProviderRequest,
@@ -37,9 +36,7 @@ const UPDATE_ATTEMPTS: usize = 5;
 pub const REDACTED: &str = "REDACTED";
 
 pub(super) async fn create(
-    state: Arc<State>,
-    _: Context,
-    req: CreateProviderRequest,
+    Call { state, req, .. }: Call<CreateProviderRequest>,
 ) -> Result<ProviderResponse, Status> {
     let mut p = req.provider.ok_or_else(|| Status::invalid_argument("provider is required"))?;
     let mut meta = p.metadata.take().unwrap_or_default();
@@ -68,9 +65,7 @@ pub(super) async fn create(
 }
 
 pub(super) async fn get(
-    state: Arc<State>,
-    _: Context,
-    req: GetProviderRequest,
+    Call { state, req, .. }: Call<GetProviderRequest>,
 ) -> Result<ProviderResponse, Status> {
     if req.name.is_empty() {
         return Err(Status::invalid_argument("name is required"));
@@ -81,9 +76,7 @@ pub(super) async fn get(
 }
 
 pub(super) async fn list(
-    state: Arc<State>,
-    _: Context,
-    req: ListProvidersRequest,
+    Call { state, req, .. }: Call<ListProvidersRequest>,
 ) -> Result<ListProvidersResponse, Status> {
     let query = ListQuery {
         offset: req.offset as usize,
@@ -96,9 +89,7 @@ pub(super) async fn list(
 }
 
 pub(super) async fn update(
-    state: Arc<State>,
-    _: Context,
-    req: UpdateProviderRequest,
+    Call { state, req, .. }: Call<UpdateProviderRequest>,
 ) -> Result<ProviderResponse, Status> {
     let incoming = req.provider.ok_or_else(|| Status::invalid_argument("provider is required"))?;
     let name = incoming.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
@@ -143,9 +134,7 @@ pub(super) async fn update(
 }
 
 pub(super) async fn delete(
-    state: Arc<State>,
-    _: Context,
-    req: DeleteProviderRequest,
+    Call { state, req, .. }: Call<DeleteProviderRequest>,
 ) -> Result<DeleteProviderResponse, Status> {
     let name = req.name;
     if name.is_empty() {

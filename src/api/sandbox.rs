@@ -12,12 +12,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
 
-use super::{State, page_limit, sandbox_named, sandbox_not_found, store_status};
+use super::{Call, State, page_limit, sandbox_named, sandbox_not_found, store_status};
 use crate::domain::events::{Received, SandboxEvent, Subscription};
 use crate::domain::sandbox_logs::{LogFilter, LogReceived, LogSubscription};
 use crate::domain::{record, validate};
 use crate::drivers::compute::Compute;
-use crate::grpc::{Context, Sink, Status};
+use crate::grpc::{Sink, Status};
 use crate::proto::openshell::v1::{
     CreateSandboxRequest, DeleteSandboxRequest, DeleteSandboxResponse, GetSandboxRequest,
     ListSandboxesRequest, ListSandboxesResponse, Sandbox, SandboxPhase, SandboxResponse,
@@ -36,18 +36,14 @@ fn compute(state: &State) -> Result<&Arc<Compute>, Status> {
 }
 
 pub(super) async fn create(
-    state: Arc<State>,
-    ctx: Context,
-    req: CreateSandboxRequest,
+    Call { state, ctx, req }: Call<CreateSandboxRequest>,
 ) -> Result<SandboxResponse, Status> {
     let sandbox = compute(&state)?.create(req, ctx.deadline, Arc::clone(&ctx.request_id)).await?;
     Ok(SandboxResponse { sandbox: Some(sandbox) })
 }
 
 pub(super) async fn get(
-    state: Arc<State>,
-    _: Context,
-    req: GetSandboxRequest,
+    Call { state, req, .. }: Call<GetSandboxRequest>,
 ) -> Result<SandboxResponse, Status> {
     if req.name.is_empty() {
         return Err(Status::invalid_argument("name is required"));
@@ -59,9 +55,7 @@ pub(super) async fn get(
 /// Creation order (then name), paged; the selector filters by exact label
 /// equality before paging.
 pub(super) async fn list(
-    state: Arc<State>,
-    _: Context,
-    req: ListSandboxesRequest,
+    Call { state, req, .. }: Call<ListSandboxesRequest>,
 ) -> Result<ListSandboxesResponse, Status> {
     let labels = validate::label_selector(&req.label_selector)?;
     let query = ListQuery {
@@ -83,9 +77,7 @@ pub(super) async fn list(
 }
 
 pub(super) async fn delete(
-    state: Arc<State>,
-    ctx: Context,
-    req: DeleteSandboxRequest,
+    Call { state, ctx, req }: Call<DeleteSandboxRequest>,
 ) -> Result<DeleteSandboxResponse, Status> {
     let compute = compute(&state)?;
     if req.name.is_empty() {
@@ -109,9 +101,7 @@ fn terminal(phase: i32) -> bool {
 /// WatchSandbox: subscribe, then the snapshot, then every change the
 /// follow flags ask for.
 pub(super) async fn watch(
-    state: Arc<State>,
-    _: Context,
-    req: WatchSandboxRequest,
+    Call { state, req, .. }: Call<WatchSandboxRequest>,
     sink: Sink<SandboxStreamEvent>,
 ) -> Result<(), Status> {
     if req.id.is_empty() {

@@ -11,8 +11,6 @@
 //! answer UNIMPLEMENTED after the checks that come first upstream (README
 //! "Config and policies").
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 
 use super::policy::{
@@ -20,10 +18,12 @@ use super::policy::{
     supersede,
 };
 use super::settings::{self, GLOBAL, POLICY_KEY, Stored};
-use super::{State, WRITE_ATTEMPTS, lost_race, sandbox_named, sandbox_not_found, store_status};
+use super::{
+    Call, State, WRITE_ATTEMPTS, lost_race, sandbox_named, sandbox_not_found, store_status,
+};
 use crate::auth::Caller;
 use crate::domain::{policy, record};
-use crate::grpc::{Code, Context, Status};
+use crate::grpc::{Code, Status};
 use crate::proto::openshell::sandbox::v1::{SettingValue, setting_value::Value};
 use crate::proto::openshell::v1::{
     PolicyStatus, Sandbox, UpdateConfigRequest, UpdateConfigResponse,
@@ -31,9 +31,7 @@ use crate::proto::openshell::v1::{
 use crate::store::{Expect, Kind, Op, Record, StoreError};
 
 pub(super) async fn update(
-    state: Arc<State>,
-    ctx: Context,
-    req: UpdateConfigRequest,
+    Call { state, ctx, req }: Call<UpdateConfigRequest>,
 ) -> Result<UpdateConfigResponse, Status> {
     if Caller::of(&ctx.extensions) == Caller::Sandbox {
         sandbox_secret_allows(&req)?;
