@@ -111,13 +111,7 @@ pub fn latest(
         limit: 1,
         ..ListQuery::default()
     };
-    match s.list(Kind::PolicyRevision, &query)?.into_iter().next() {
-        Some(r) => {
-            let rev = decode(&r)?;
-            Ok(Some((r, rev)))
-        }
-        None => Ok(None),
-    }
+    s.list(Kind::PolicyRevision, &query)?.into_iter().next().map(with_revision).transpose()
 }
 
 fn by_version(
@@ -125,13 +119,13 @@ fn by_version(
     owner: &str,
     version: u32,
 ) -> Result<Option<(Record, SandboxPolicyRevision)>, StoreError> {
-    match s.get(Kind::PolicyRevision, &record::revision_name(owner, version))? {
-        Some(r) => {
-            let rev = decode(&r)?;
-            Ok(Some((r, rev)))
-        }
-        None => Ok(None),
-    }
+    s.get(Kind::PolicyRevision, &record::revision_name(owner, version))?
+        .map(with_revision)
+        .transpose()
+}
+
+fn with_revision(r: Record) -> Result<(Record, SandboxPolicyRevision), StoreError> {
+    decode(&r).map(|rev| (r, rev))
 }
 
 /// Writes that mark `owner`'s PENDING and LOADED revisions older than
