@@ -11,12 +11,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::StatusCode;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::api;
+use crate::api::endpoints::Endpoints;
 use crate::api::scrape::{MetricsEndpoint, Sources};
 use crate::auth::fetch::FetchLimits;
 use crate::auth::gate::{AuthGate, Oidc};
@@ -34,12 +33,13 @@ use crate::grpc::reflection::Reflection;
 use crate::grpc::server::{self, Http2Settings, Server};
 use crate::grpc::{self, Router};
 use crate::log;
-use crate::net::plain::{Plain, PlainResponse};
+use crate::net::plain::Plain;
 use crate::net::shutdown::Shutdown;
 use crate::net::url::HttpUrl;
 use crate::obs::metrics::{AuthStats, GrpcStats};
 use crate::obs::readiness::{Component, Readiness};
 use crate::proto;
+use crate::store::Store;
 
 /// The gateway's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -124,46 +124,15 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
     for w in &config.warnings {
         log::warn(w).emit();
     }
-
-    let key = match &config.store_key_file {
-        Some(path) => Some(
-            crate::store::load_key_file(path)
-                .map_err(|e| StartError(format!("--store-key-file: {e}")))?,
-        ),
-        None => None,
-    };
-    let db_path = config.db_path.clone();
-    let store = tokio::task::spawn_blocking(move || crate::store::open(&db_path, key))
-        .await
-        .map_err(|_| StartError("store task failed".into()))?
-        .map_err(|e| {
-            StartError(format!("cannot open the store {}: {e}", config.db_path.display()))
-        })?;
-
-    let mut required = Vec::new();
-    if config.oidc.is_some() {
-        required.push(Component::Keys);
-    }
-    if config.compute_driver_socket.is_some() {
-        required.push(Component::ComputeDriver);
-    }
-    if config.credentials_driver_socket.is_some() {
-        required.push(Component::CredentialsDriver);
-    }
+    let store = open_store(&config).await?;
     let health = Health::new();
-    let served = vec![
-        proto::openshell::v1::open_shell::SERVICE.to_string(),
-        proto::openshell::inference::v1::inference::SERVICE.to_string(),
-    ];
-    let readiness = Readiness::new(&required, health.clone(), served);
-
+    let readiness = readiness(&config, &health);
     let credentials = match &config.credentials_driver_socket {
         None => None,
         Some(path) => {
             Some(Arc::new(connect_credentials(&config, path, &readiness, tuning.keepalive).await?))
         }
     };
-
     let sandboxes = SandboxBus::with_log_lines(config.sandbox_log_lines);
     let relays = crate::relay::Relays::new();
     relays.spawn_reaper();
@@ -182,10 +151,11 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
             .map_err(StartError)?,
         ),
     };
-
-    let mut pools = Vec::new();
-    pools.extend(compute.as_ref().map(|c| c.pool().clone()));
-    pools.extend(credentials.as_ref().map(|c| c.pool().clone()));
+    let pools: Vec<Pool> = compute
+        .iter()
+        .map(|c| c.pool().clone())
+        .chain(credentials.iter().map(|c| c.pool().clone()))
+        .collect();
     let main = bind(config.bind_address, config.port, "--port").await?;
     let addr = main
         .local_addr()
@@ -203,18 +173,10 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
         relay_timing: tuning.relay,
     });
     api::ssh::spawn_reaper(&state);
-    let mut router = Router::new();
-    api::register(&mut router, &state);
-    health.register(&mut router);
+    let router = router(&state, &health)?;
 
-    let mut listed: Vec<String> = router.services().map(str::to_string).collect();
-    listed.push("grpc.reflection.v1.ServerReflection".into());
-    listed.push("grpc.reflection.v1alpha.ServerReflection".into());
-    Reflection::new(proto::FILE_DESCRIPTOR_SET, listed)
-        .map_err(|e| StartError(format!("embedded descriptor set is invalid: {e}")))?
-        .register(&mut router);
-
-    let plain: Arc<dyn Plain> = Arc::new(Endpoints::new(&config, readiness.clone()));
+    let oidc = config.oidc.as_ref().map(|o| (o.issuer.as_str(), o.audiences.as_slice()));
+    let plain: Arc<dyn Plain> = Arc::new(Endpoints::new(readiness.clone(), VERSION, oidc));
     let shutdown = Shutdown::new();
     let (gate, keys, key_tasks) = build_gate(&config, &tuning, &readiness, &shutdown).await?;
     // Counted only when someone can read them (`--metrics-port`), for
@@ -233,24 +195,14 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
         Some((_, auth)) => gate.with_stats(Arc::clone(auth)),
         None => gate,
     };
-    // Methods that need no credential take only small requests: anyone
-    // can call them, and their messages are tiny.
-    router.cap_requests(crate::auth::methods::UNAUTHENTICATED_MAX_REQUEST_BYTES, |path| {
-        crate::auth::methods::rule(path).class == crate::auth::methods::Class::Unauthenticated
-    });
-    let mut service = grpc::Service::new(
-        router,
-        gate,
-        Arc::clone(&plain),
-        config.max_message_bytes,
-        shutdown.clone(),
-    )
-    .with_tunnels(api::ssh::Tunnel::new(Arc::clone(&state), &state.ssh.connect_path))
-    .with_limits(grpc::Limits::new(
-        config.request_buffer_per_connection,
-        config.request_buffer_total,
-        config.receive_timeout,
-    ));
+    let mut service =
+        grpc::Service::new(router, gate, plain, config.max_message_bytes, shutdown.clone())
+            .with_tunnels(api::ssh::Tunnel::new(Arc::clone(&state), &state.ssh.connect_path))
+            .with_limits(grpc::Limits::new(
+                config.request_buffer_per_connection,
+                config.request_buffer_total,
+                config.receive_timeout,
+            ));
     if let Some((grpc, _)) = &stats {
         service = service.with_observer(grpc.clone());
     }
@@ -274,9 +226,7 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
         let l = bind(config.bind_address, port, "--health-port").await?;
         health_addr = l.local_addr().ok();
         tasks.push(tokio::spawn(Arc::clone(&server).serve_plain(l)));
-        log::info("health endpoints listening")
-            .display("addr", health_addr.map_or_else(String::new, |a| a.to_string()))
-            .emit();
+        log_listening("health endpoints listening", health_addr);
     }
     let mut metrics_addr = None;
     if let (Some(port), Some((grpc, auth))) = (config.metrics_port, stats) {
@@ -294,9 +244,7 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
             relays: Arc::clone(&state.relays),
         });
         tasks.push(tokio::spawn(Arc::clone(&server).serve_plain_with(l, Arc::new(endpoint))));
-        log::info("metrics listening")
-            .display("addr", metrics_addr.map_or_else(String::new, |a| a.to_string()))
-            .emit();
+        log_listening("metrics listening", metrics_addr);
     }
     if let Some(path) = &config.unix_socket {
         let l = server::bind_unix(path).map_err(|e| {
@@ -305,19 +253,76 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
         tasks.push(tokio::spawn(Arc::clone(&server).serve_unix(l)));
         log::info("listening").str("unix_socket", &path.display().to_string()).emit();
     }
-
+    let (unix_socket, grace) = (config.unix_socket.clone(), config.shutdown_grace);
     Ok(Running {
         addr,
         health_addr,
         metrics_addr,
-        unix_socket: config.unix_socket.clone(),
+        unix_socket,
         readiness,
         shutdown,
         server,
         keys,
         tasks,
-        grace: config.shutdown_grace,
+        grace,
     })
+}
+
+fn log_listening(what: &str, addr: Option<SocketAddr>) {
+    log::info(what).display("addr", addr.map_or_else(String::new, |a| a.to_string())).emit();
+}
+
+/// The store of `--db` (sealed with `--store-key-file` when given), opened
+/// off the async threads.
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    let key = match &config.store_key_file {
+        Some(path) => Some(
+            crate::store::load_key_file(path)
+                .map_err(|e| StartError(format!("--store-key-file: {e}")))?,
+        ),
+        None => None,
+    };
+    let db_path = config.db_path.clone();
+    tokio::task::spawn_blocking(move || crate::store::open(&db_path, key))
+        .await
+        .map_err(|_| StartError("store task failed".into()))?
+        .map_err(|e| StartError(format!("cannot open the store {}: {e}", config.db_path.display())))
+}
+
+/// Readiness over what the flags turn on (`/readyz`, `grpc.health.v1`).
+fn readiness(config: &Config, health: &Health) -> Readiness {
+    let required: Vec<Component> = [
+        (config.oidc.is_some(), Component::Keys),
+        (config.compute_driver_socket.is_some(), Component::ComputeDriver),
+        (config.credentials_driver_socket.is_some(), Component::CredentialsDriver),
+    ]
+    .into_iter()
+    .filter_map(|(on, c)| on.then_some(c))
+    .collect();
+    let served = vec![
+        proto::openshell::v1::open_shell::SERVICE.to_string(),
+        proto::openshell::inference::v1::inference::SERVICE.to_string(),
+    ];
+    Readiness::new(&required, health.clone(), served)
+}
+
+/// Every served method: the API, health checking and reflection.
+fn router(state: &Arc<api::State>, health: &Health) -> Result<Router, StartError> {
+    let mut router = Router::new();
+    api::register(&mut router, state);
+    health.register(&mut router);
+    let mut listed: Vec<String> = router.services().map(str::to_string).collect();
+    listed.push("grpc.reflection.v1.ServerReflection".into());
+    listed.push("grpc.reflection.v1alpha.ServerReflection".into());
+    Reflection::new(proto::FILE_DESCRIPTOR_SET, listed)
+        .map_err(|e| StartError(format!("embedded descriptor set is invalid: {e}")))?
+        .register(&mut router);
+    // Methods that need no credential take only small requests: anyone
+    // can call them, and their messages are tiny.
+    router.cap_requests(crate::auth::methods::UNAUTHENTICATED_MAX_REQUEST_BYTES, |path| {
+        crate::auth::methods::rule(path).class == crate::auth::methods::Class::Unauthenticated
+    });
+    Ok(router)
 }
 
 /// The auth pipeline from the configuration (auth.md "Modes"), with the
@@ -554,53 +559,4 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             .emit();
     }
     Ok(())
-}
-
-/// The plain HTTP endpoints of config.md.
-struct Endpoints {
-    readiness: Readiness,
-    oidc: Option<Bytes>,
-}
-
-impl Endpoints {
-    fn new(config: &Config, readiness: Readiness) -> Endpoints {
-        let oidc = config.oidc.as_ref().map(|o| {
-            let body = serde_json::json!({
-                "issuer": o.issuer,
-                "audience": o.audiences.first().cloned().unwrap_or_default(),
-                "audiences": o.audiences,
-            });
-            Bytes::from(body.to_string())
-        });
-        Endpoints { readiness, oidc }
-    }
-}
-
-impl Plain for Endpoints {
-    fn answer(&self, method: &http::Method, path: &str) -> PlainResponse {
-        if method != http::Method::GET {
-            return PlainResponse::not_found();
-        }
-        match path {
-            "/healthz" | "/health" => PlainResponse::text(StatusCode::OK, "ok\n"),
-            "/readyz" => {
-                if self.readiness.is_ready() {
-                    let body = serde_json::json!({"status": "ready", "version": VERSION});
-                    PlainResponse::json(StatusCode::OK, body.to_string())
-                } else {
-                    let mut missing = self.readiness.missing();
-                    if self.readiness.is_stopping() {
-                        missing.push("shutting down");
-                    }
-                    let body = serde_json::json!({"status": "not ready", "missing": missing, "version": VERSION});
-                    PlainResponse::json(StatusCode::SERVICE_UNAVAILABLE, body.to_string())
-                }
-            }
-            "/auth/oidc-config" => match &self.oidc {
-                Some(body) => PlainResponse::json(StatusCode::OK, body.clone()),
-                None => PlainResponse::not_found(),
-            },
-            _ => PlainResponse::not_found(),
-        }
-    }
 }

@@ -5,49 +5,32 @@
 //! ([`real_value`], shared with the inference bundle).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use prost::Message;
 
-use super::{State, store_status};
+use super::{Call, State};
 use crate::drivers::credentials;
-use crate::grpc::{Context, Router, Status};
+use crate::grpc::{Context, Status};
 use crate::proto::openshell::v1::{
     GetSandboxProviderEnvironmentRequest, GetSandboxProviderEnvironmentResponse, Sandbox,
-    open_shell,
 };
-use crate::store::Kind;
 
-pub(super) fn register(router: &mut Router, state: &Arc<State>) {
-    let s = Arc::clone(state);
-    router.unary(
-        open_shell::GET_SANDBOX_PROVIDER_ENVIRONMENT,
-        move |ctx: Context, req: GetSandboxProviderEnvironmentRequest| {
-            let s = Arc::clone(&s);
-            async move { environment(&s, &ctx, &req.sandbox_id).await }
-        },
-    );
-}
-
-async fn environment(
-    state: &State,
-    ctx: &Context,
-    sandbox_id: &str,
+pub(super) async fn environment(
+    Call { state, ctx, req }: Call<GetSandboxProviderEnvironmentRequest>,
 ) -> Result<GetSandboxProviderEnvironmentResponse, Status> {
-    let record = state.store.get_by_id(Kind::Sandbox, sandbox_id).map_err(store_status)?;
-    let record = record.ok_or_else(|| Status::not_found("sandbox not found"))?;
+    let record = super::sandbox_with_id(&state, &req.sandbox_id)?;
     let sandbox = Sandbox::decode(record.payload.clone())
         .map_err(|_| Status::internal("stored sandbox is corrupt"))?;
     let spec = sandbox.spec.ok_or_else(|| Status::internal("sandbox has no spec"))?;
     let mut environment = BTreeMap::new();
     for name in &spec.providers {
-        let provider = super::provider::load(state, name)?
+        let provider = super::provider::load(&state, name)?
             .ok_or_else(|| Status::failed_precondition(format!("provider '{name}' not found")))?;
         for (key, value) in provider.credentials {
             if !is_env_name(&key) || environment.contains_key(&key) {
                 continue;
             }
-            let value = real_value(state, name, value, ctx).await?;
+            let value = real_value(&state, name, value, &ctx).await?;
             environment.insert(key, value);
         }
     }

@@ -16,18 +16,16 @@
 //! slimgate never probes the endpoint (upstream's `verify`): SetClusterInference
 //! always answers `validation_performed: false`.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use prost::Message;
 
-use super::{State, environment, provider, store_status};
-use crate::grpc::{Code, Context, Router, Status};
+use super::{Call, State, environment, provider, store_status};
+use crate::grpc::{Code, Context, Status};
 use crate::proto::openshell::datamodel::v1::Provider;
 use crate::proto::openshell::inference::v1::{
     ClusterInferenceConfig, GetClusterInferenceRequest, GetClusterInferenceResponse,
     GetInferenceBundleRequest, GetInferenceBundleResponse, InferenceRoute, ResolvedRoute,
-    SetClusterInferenceRequest, SetClusterInferenceResponse, inference,
+    SetClusterInferenceRequest, SetClusterInferenceResponse,
 };
 use crate::store::{Expect, Kind, NewRecord, Op, StoreError};
 
@@ -80,33 +78,6 @@ pub const PROFILES: &[Profile] = &[
         base_url_keys: &["NVIDIA_BASE_URL"],
     },
 ];
-
-pub(super) fn register(router: &mut Router, state: &Arc<State>) {
-    let s = Arc::clone(state);
-    router.unary(
-        inference::SET_CLUSTER_INFERENCE,
-        move |_ctx: Context, req: SetClusterInferenceRequest| {
-            let s = Arc::clone(&s);
-            async move { set(&s, req).await }
-        },
-    );
-    let s = Arc::clone(state);
-    router.unary(
-        inference::GET_CLUSTER_INFERENCE,
-        move |_ctx: Context, req: GetClusterInferenceRequest| {
-            let r = get(&s, &req);
-            async move { r }
-        },
-    );
-    let s = Arc::clone(state);
-    router.unary(
-        inference::GET_INFERENCE_BUNDLE,
-        move |ctx: Context, _req: GetInferenceBundleRequest| {
-            let s = Arc::clone(&s);
-            async move { bundle(&s, &ctx).await }
-        },
-    );
-}
 
 /// The stored route a request names ("" means `inference.local`).
 fn route_name(name: &str) -> Result<&'static str, Status> {
@@ -181,9 +152,8 @@ fn load_route(
 
 /// SetClusterInference (admin): check the provider can serve inference,
 /// then store the route with its version moved by one.
-async fn set(
-    state: &State,
-    req: SetClusterInferenceRequest,
+pub(super) async fn set(
+    Call { state, req, .. }: Call<SetClusterInferenceRequest>,
 ) -> Result<SetClusterInferenceResponse, Status> {
     let route = route_name(&req.route_name)?;
     let name = req.provider_name.trim().to_string();
@@ -193,7 +163,7 @@ async fn set(
     if req.model_id.trim().is_empty() {
         return Err(Status::invalid_argument("model_id is required"));
     }
-    let p = provider::load(state, &name)?
+    let p = provider::load(&state, &name)?
         .ok_or_else(|| Status::failed_precondition(format!("provider '{name}' not found")))?;
     api_key(&p, profile(&p)?)?;
     let config = ClusterInferenceConfig {
@@ -258,12 +228,11 @@ async fn set(
     })
 }
 
-fn get(
-    state: &State,
-    req: &GetClusterInferenceRequest,
+pub(super) async fn get(
+    Call { state, req, .. }: Call<GetClusterInferenceRequest>,
 ) -> Result<GetClusterInferenceResponse, Status> {
     let route = route_name(&req.route_name)?;
-    let (_, stored) = load_route(state, route)?.ok_or_else(|| {
+    let (_, stored) = load_route(&state, route)?.ok_or_else(|| {
         Status::not_found(format!(
             "inference route '{route}' is not configured; run 'openshell inference set --provider <name> --model <id>'"
         ))
@@ -324,10 +293,12 @@ async fn resolve(
 }
 
 /// GetInferenceBundle (sandbox secret): the stored routes, resolved.
-async fn bundle(state: &State, ctx: &Context) -> Result<GetInferenceBundleResponse, Status> {
+pub(super) async fn bundle(
+    Call { state, ctx, .. }: Call<GetInferenceBundleRequest>,
+) -> Result<GetInferenceBundleResponse, Status> {
     let mut routes = Vec::new();
     for route in [CLUSTER_ROUTE, SYSTEM_ROUTE] {
-        if let Some(r) = resolve(state, ctx, route).await? {
+        if let Some(r) = resolve(&state, &ctx, route).await? {
             routes.push(r);
         }
     }

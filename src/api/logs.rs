@@ -8,14 +8,11 @@
 //! and every pushed line is stamped `source: "sandbox"` with the batch's
 //! sandbox id. Lines are cut to the per-line limits of `sandbox_logs.rs`.
 
-use std::sync::Arc;
-
-use super::{State, store_status};
+use super::{Call, State, store_status};
 use crate::domain::sandbox_logs::LogFilter;
-use crate::grpc::{Context, Requests, Router, Status};
+use crate::grpc::{Requests, Status};
 use crate::proto::openshell::v1::{
     GetSandboxLogsRequest, GetSandboxLogsResponse, PushSandboxLogsRequest, PushSandboxLogsResponse,
-    open_shell,
 };
 use crate::store::Kind;
 
@@ -25,29 +22,12 @@ pub const MAX_LINES_PER_PUSH: usize = 100;
 /// The `source` of every pushed line.
 pub const PUSHED_SOURCE: &str = "sandbox";
 
-pub(super) fn register(router: &mut Router, state: &Arc<State>) {
-    let s = Arc::clone(state);
-    router.client_streaming(
-        open_shell::PUSH_SANDBOX_LOGS,
-        move |_ctx: Context, reqs: Requests<PushSandboxLogsRequest>| {
-            let s = Arc::clone(&s);
-            async move { push(&s, reqs).await }
-        },
-    );
-    let s = Arc::clone(state);
-    router.unary(open_shell::GET_SANDBOX_LOGS, move |_ctx: Context, req: GetSandboxLogsRequest| {
-        let r = get(&s, &req);
-        async move { r }
-    });
-}
-
 fn exists(state: &State, id: &str) -> Result<bool, Status> {
     Ok(state.store.get_by_id(Kind::Sandbox, id).map_err(store_status)?.is_some())
 }
 
-async fn push(
-    state: &State,
-    mut reqs: Requests<PushSandboxLogsRequest>,
+pub(super) async fn push(
+    Call { state, req: mut reqs, .. }: Call<Requests<PushSandboxLogsRequest>>,
 ) -> Result<PushSandboxLogsResponse, Status> {
     let logs = state.sandboxes.logs();
     while let Some(batch) = reqs.next().await? {
@@ -55,7 +35,7 @@ async fn push(
         if id.is_empty() {
             continue;
         }
-        if !exists(state, &id)? {
+        if !exists(&state, &id)? {
             return Err(Status::not_found("sandbox not found"));
         }
         let lines = batch.logs.into_iter().take(MAX_LINES_PER_PUSH).map(|mut line| {
@@ -67,7 +47,7 @@ async fn push(
         // A deletion between the check and the push would leave a buffer
         // for a sandbox that is gone (deletion clears the buffer after
         // removing the record): look again, and clear it ourselves.
-        if !exists(state, &id)? {
+        if !exists(&state, &id)? {
             logs.remove(&id);
             return Err(Status::not_found("sandbox not found"));
         }
@@ -78,7 +58,9 @@ async fn push(
 /// The last `lines` buffered lines (0: all, at most the buffer size), then
 /// filtered; `buffer_total` counts the lines looked at before filtering,
 /// as upstream.
-fn get(state: &State, req: &GetSandboxLogsRequest) -> Result<GetSandboxLogsResponse, Status> {
+pub(super) async fn get(
+    Call { state, req, .. }: Call<GetSandboxLogsRequest>,
+) -> Result<GetSandboxLogsResponse, Status> {
     if req.sandbox_id.is_empty() {
         return Err(Status::invalid_argument("sandbox_id is required"));
     }

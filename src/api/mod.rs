@@ -4,8 +4,8 @@
 //! registers them on the router.
 
 mod config;
+pub mod endpoints;
 mod environment;
-mod health;
 pub mod inference;
 mod logs;
 pub mod policy;
@@ -15,13 +15,16 @@ mod sandbox;
 pub mod scrape;
 pub mod settings;
 pub mod ssh;
+mod update_config;
 
+use std::future::Future;
 use std::sync::Arc;
 
 use crate::domain::events::SandboxBus;
 use crate::drivers::compute::Compute;
-use crate::grpc::{Router, Status};
-use crate::store::{Store, StoreError};
+use crate::grpc::{Context, Method, Reply, Requests, Router, Sink, Status};
+use crate::proto::openshell::v1::{HealthRequest, HealthResponse, ServiceStatus};
+use crate::store::{Kind, Record, Store, StoreError};
 
 /// What every handler can reach.
 pub struct State {
@@ -99,37 +102,142 @@ pub fn page_limit(limit: u32) -> usize {
     }
 }
 
-/// Register every OpenShell method slimgate implements.
-pub fn register(router: &mut Router, state: &Arc<State>) {
-    health::register(router, state);
-    provider::register(router, state);
-    environment::register(router, state);
-    sandbox::register(router, state);
-    config::register(router, state);
-    policy::register(router, state);
-    logs::register(router, state);
-    inference::register(router, state);
-    register_data_path(router, state);
+/// Attempts of one read-check-write batch racing other writers before the
+/// call answers ABORTED (each attempt is one store transaction).
+pub const WRITE_ATTEMPTS: usize = 8;
+
+/// Whether a failed batch lost a race to another writer and should be tried
+/// again.
+pub fn lost_race(e: &StoreError) -> bool {
+    matches!(e, StoreError::PreconditionFailed { .. } | StoreError::AlreadyExists { .. })
 }
 
-fn register_data_path(router: &mut Router, state: &Arc<State>) {
-    use crate::proto::openshell::v1::open_shell;
-    let s = Arc::clone(state);
-    router.bidi(open_shell::CONNECT_SUPERVISOR, move |ctx, reqs, sink| {
-        relay::connect_supervisor(Arc::clone(&s), ctx, reqs, sink)
-    });
-    let s = Arc::clone(state);
-    router.bidi(open_shell::RELAY_STREAM, move |_ctx, reqs, sink| {
-        relay::relay_stream(Arc::clone(&s), reqs, sink)
-    });
-    let s = Arc::clone(state);
-    router.unary(open_shell::CREATE_SSH_SESSION, move |_ctx, req| {
-        let s = Arc::clone(&s);
-        async move { ssh::create(&s, &s.ssh, req).await }
-    });
-    let s = Arc::clone(state);
-    router.unary(open_shell::REVOKE_SSH_SESSION, move |_ctx, req| {
-        let s = Arc::clone(&s);
-        async move { ssh::revoke(&s, req).await }
-    });
+/// The sandbox record named `name`, or NOT_FOUND "sandbox not found".
+pub fn sandbox_named(state: &State, name: &str) -> Result<Record, Status> {
+    state.store.get(Kind::Sandbox, name).map_err(store_status)?.ok_or_else(sandbox_not_found)
+}
+
+/// The sandbox record with id `id`, or NOT_FOUND "sandbox not found".
+pub fn sandbox_with_id(state: &State, id: &str) -> Result<Record, Status> {
+    state.store.get_by_id(Kind::Sandbox, id).map_err(store_status)?.ok_or_else(sandbox_not_found)
+}
+
+/// NOT_FOUND for a sandbox a request names that does not exist.
+pub fn sandbox_not_found() -> Status {
+    Status::not_found("sandbox not found")
+}
+
+/// Register every OpenShell method slimgate implements: the whole RPC set,
+/// one line per method, each handler an `async fn(Call<Request>)`.
+pub fn register(router: &mut Router, state: &Arc<State>) {
+    use crate::proto::openshell::inference::v1::inference as inf;
+    use crate::proto::openshell::v1::open_shell as os;
+    let mut h = Handlers { router, state };
+    h.unary(os::HEALTH, health);
+    h.unary(os::CREATE_SANDBOX, sandbox::create);
+    h.unary(os::GET_SANDBOX, sandbox::get);
+    h.unary(os::LIST_SANDBOXES, sandbox::list);
+    h.unary(os::DELETE_SANDBOX, sandbox::delete);
+    h.server_streaming(os::WATCH_SANDBOX, sandbox::watch);
+    h.unary(os::CREATE_PROVIDER, provider::create);
+    h.unary(os::GET_PROVIDER, provider::get);
+    h.unary(os::LIST_PROVIDERS, provider::list);
+    h.unary(os::UPDATE_PROVIDER, provider::update);
+    h.unary(os::DELETE_PROVIDER, provider::delete);
+    h.unary(os::GET_SANDBOX_PROVIDER_ENVIRONMENT, environment::environment);
+    h.unary(os::GET_SANDBOX_CONFIG, config::sandbox_config);
+    h.unary(os::GET_GATEWAY_CONFIG, config::gateway_config);
+    h.unary(os::UPDATE_CONFIG, update_config::update);
+    h.unary(os::GET_SANDBOX_POLICY_STATUS, policy::get_status);
+    h.unary(os::LIST_SANDBOX_POLICIES, policy::list);
+    h.unary(os::REPORT_POLICY_STATUS, policy::report);
+    h.client_streaming(os::PUSH_SANDBOX_LOGS, logs::push);
+    h.unary(os::GET_SANDBOX_LOGS, logs::get);
+    h.unary(inf::SET_CLUSTER_INFERENCE, inference::set);
+    h.unary(inf::GET_CLUSTER_INFERENCE, inference::get);
+    h.unary(inf::GET_INFERENCE_BUNDLE, inference::bundle);
+    h.bidi(os::CONNECT_SUPERVISOR, relay::connect_supervisor);
+    h.bidi(os::RELAY_STREAM, relay::relay_stream);
+    h.unary(os::CREATE_SSH_SESSION, ssh::create);
+    h.unary(os::REVOKE_SSH_SESSION, ssh::revoke);
+}
+
+/// Health: always HEALTHY while serving, plus the version (api.md "Handler
+/// semantics").
+async fn health(c: Call<HealthRequest>) -> Result<HealthResponse, Status> {
+    Ok(HealthResponse {
+        status: ServiceStatus::Healthy as i32,
+        version: c.state.version.to_string(),
+    })
+}
+
+/// What a handler gets: the shared state, the call's context and the
+/// request (one message, or the request stream).
+pub struct Call<R> {
+    /// What every handler can reach.
+    pub state: Arc<State>,
+    /// The call's metadata, deadline and caller.
+    pub ctx: Context,
+    /// The request.
+    pub req: R,
+}
+
+/// Puts handlers that take a [`Call`] on the router.
+struct Handlers<'a> {
+    router: &'a mut Router,
+    state: &'a Arc<State>,
+}
+
+impl Handlers<'_> {
+    fn unary<Req, Resp, F, Fut, R>(&mut self, method: Method<Req, Resp>, f: F)
+    where
+        Req: prost::Message + Default + 'static,
+        Resp: prost::Message + 'static,
+        F: Fn(Call<Req>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, Status>> + Send + 'static,
+        R: Into<Reply<Resp>> + 'static,
+    {
+        let state = Arc::clone(self.state);
+        self.router.unary(method, move |ctx, req| f(Call { state: Arc::clone(&state), ctx, req }));
+    }
+
+    fn server_streaming<Req, Resp, F, Fut>(&mut self, method: Method<Req, Resp>, f: F)
+    where
+        Req: prost::Message + Default + 'static,
+        Resp: prost::Message + 'static,
+        F: Fn(Call<Req>, Sink<Resp>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Status>> + Send + 'static,
+    {
+        let state = Arc::clone(self.state);
+        self.router.server_streaming(method, move |ctx, req, sink| {
+            f(Call { state: Arc::clone(&state), ctx, req }, sink)
+        });
+    }
+
+    fn client_streaming<Req, Resp, F, Fut, R>(&mut self, method: Method<Req, Resp>, f: F)
+    where
+        Req: prost::Message + Default + 'static,
+        Resp: prost::Message + 'static,
+        F: Fn(Call<Requests<Req>>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, Status>> + Send + 'static,
+        R: Into<Reply<Resp>> + 'static,
+    {
+        let state = Arc::clone(self.state);
+        self.router.client_streaming(method, move |ctx, req| {
+            f(Call { state: Arc::clone(&state), ctx, req })
+        });
+    }
+
+    fn bidi<Req, Resp, F, Fut>(&mut self, method: Method<Req, Resp>, f: F)
+    where
+        Req: prost::Message + Default + 'static,
+        Resp: prost::Message + 'static,
+        F: Fn(Call<Requests<Req>>, Sink<Resp>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), Status>> + Send + 'static,
+    {
+        let state = Arc::clone(self.state);
+        self.router.bidi(method, move |ctx, req, sink| {
+            f(Call { state: Arc::clone(&state), ctx, req }, sink)
+        });
+    }
 }

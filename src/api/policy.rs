@@ -24,25 +24,20 @@
 //! numbers go on from the latest, which is never pruned, so none is reused.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message;
 
-use super::settings::{self, GLOBAL, POLICY_KEY};
-use super::{State, page_limit, store_status};
+use super::{Call, State, WRITE_ATTEMPTS, lost_race, page_limit, sandbox_named, store_status};
 use crate::domain::{policy, record};
-use crate::grpc::{Code, Context, Router, Status};
-use crate::proto::openshell::sandbox::v1::{SettingValue, setting_value::Value};
+use crate::grpc::{Code, Status};
 use crate::proto::openshell::v1::{
     GetSandboxPolicyStatusRequest, GetSandboxPolicyStatusResponse, ListSandboxPoliciesRequest,
     ListSandboxPoliciesResponse, PolicyStatus, ReportPolicyStatusRequest,
-    ReportPolicyStatusResponse, Sandbox, SandboxPolicyRevision, UpdateConfigResponse, open_shell,
+    ReportPolicyStatusResponse, Sandbox, SandboxPolicyRevision,
 };
 use crate::store::{Expect, Kind, ListQuery, NewRecord, Op, Order, Record, Store, StoreError};
 
-/// Attempts of one history change racing other writers.
-const WRITE_ATTEMPTS: usize = 8;
 /// Longest stored `load_error`, in bytes (longer reports are cut).
 pub const MAX_LOAD_ERROR_BYTES: usize = 4096;
 /// ListSandboxPolicies' page size when `limit` is 0 (upstream's).
@@ -66,33 +61,6 @@ pub const MAX_HISTORY_REVISIONS: usize = crate::store::MAX_LIST_RECORDS;
 /// A handler's answer, computed inside a store transaction closure.
 type Outcome<T> = Result<T, Status>;
 
-pub(super) fn register(router: &mut Router, state: &Arc<State>) {
-    let s = Arc::clone(state);
-    router.unary(
-        open_shell::GET_SANDBOX_POLICY_STATUS,
-        move |_ctx: Context, req: GetSandboxPolicyStatusRequest| {
-            let r = get_status(&s, &req);
-            async move { r }
-        },
-    );
-    let s = Arc::clone(state);
-    router.unary(
-        open_shell::LIST_SANDBOX_POLICIES,
-        move |_ctx: Context, req: ListSandboxPoliciesRequest| {
-            let r = list(&s, &req);
-            async move { r }
-        },
-    );
-    let s = Arc::clone(state);
-    router.unary(
-        open_shell::REPORT_POLICY_STATUS,
-        move |_ctx: Context, req: ReportPolicyStatusRequest| {
-            let s = Arc::clone(&s);
-            async move { report(&s, req).await }
-        },
-    );
-}
-
 fn label(status: i32) -> &'static str {
     match PolicyStatus::try_from(status) {
         Ok(PolicyStatus::Pending) => "pending",
@@ -105,7 +73,11 @@ fn label(status: i32) -> &'static str {
 
 /// The record for revision `rev` of `owner`, created only if absent or
 /// rewritten only at `expect`.
-fn put(owner: &str, rev: &SandboxPolicyRevision, expect: Expect) -> Result<Op, StoreError> {
+pub(super) fn put(
+    owner: &str,
+    rev: &SandboxPolicyRevision,
+    expect: Expect,
+) -> Result<Op, StoreError> {
     let mut labels = BTreeMap::new();
     labels.insert(STATUS_LABEL.to_string(), label(rev.status).to_string());
     Ok(Op::Put {
@@ -139,13 +111,7 @@ pub fn latest(
         limit: 1,
         ..ListQuery::default()
     };
-    match s.list(Kind::PolicyRevision, &query)?.into_iter().next() {
-        Some(r) => {
-            let rev = decode(&r)?;
-            Ok(Some((r, rev)))
-        }
-        None => Ok(None),
-    }
+    s.list(Kind::PolicyRevision, &query)?.into_iter().next().map(with_revision).transpose()
 }
 
 fn by_version(
@@ -153,18 +119,18 @@ fn by_version(
     owner: &str,
     version: u32,
 ) -> Result<Option<(Record, SandboxPolicyRevision)>, StoreError> {
-    match s.get(Kind::PolicyRevision, &record::revision_name(owner, version))? {
-        Some(r) => {
-            let rev = decode(&r)?;
-            Ok(Some((r, rev)))
-        }
-        None => Ok(None),
-    }
+    s.get(Kind::PolicyRevision, &record::revision_name(owner, version))?
+        .map(with_revision)
+        .transpose()
+}
+
+fn with_revision(r: Record) -> Result<(Record, SandboxPolicyRevision), StoreError> {
+    decode(&r).map(|rev| (r, rev))
 }
 
 /// Writes that mark `owner`'s PENDING and LOADED revisions older than
 /// `below` SUPERSEDED.
-fn supersede(s: &dyn Store, owner: &str, below: u32) -> Result<Vec<Op>, StoreError> {
+pub(super) fn supersede(s: &dyn Store, owner: &str, below: u32) -> Result<Vec<Op>, StoreError> {
     let mut ops = Vec::new();
     for status in [PolicyStatus::Pending, PolicyStatus::Loaded] {
         let query = ListQuery {
@@ -185,7 +151,7 @@ fn supersede(s: &dyn Store, owner: &str, below: u32) -> Result<Vec<Op>, StoreErr
 }
 
 /// The newest of `owner`'s revisions still marked LOADED, if any.
-fn newest_loaded(s: &dyn Store, owner: &str) -> Result<Option<u32>, StoreError> {
+pub(super) fn newest_loaded(s: &dyn Store, owner: &str) -> Result<Option<u32>, StoreError> {
     let query = ListQuery {
         order: Order::Name,
         descending: true,
@@ -206,7 +172,7 @@ fn newest_loaded(s: &dyn Store, owner: &str) -> Result<Option<u32>, StoreError> 
 /// The last step of a batch adding a revision: `owner`'s history cut to
 /// `keep` revisions, oldest first, removing only SUPERSEDED and FAILED ones
 /// and none of the `protect`ed versions (0: none).
-fn prune(owner: &str, keep: usize, protect: &[u32]) -> Op {
+pub(super) fn prune(owner: &str, keep: usize, protect: &[u32]) -> Op {
     Op::Prune {
         kind: Kind::PolicyRevision,
         prefix: record::revision_prefix(owner),
@@ -223,7 +189,7 @@ fn prune(owner: &str, keep: usize, protect: &[u32]) -> Op {
     }
 }
 
-fn new_revision(
+pub(super) fn new_revision(
     version: u32,
     policy: &Bytes,
     hash: &str,
@@ -241,7 +207,7 @@ fn new_revision(
     }
 }
 
-fn next_version(latest: Option<&SandboxPolicyRevision>) -> Outcome<u32> {
+pub(super) fn next_version(latest: Option<&SandboxPolicyRevision>) -> Outcome<u32> {
     match latest {
         None => Ok(1),
         Some(r) => r.version.checked_add(1).ok_or_else(|| {
@@ -250,21 +216,8 @@ fn next_version(latest: Option<&SandboxPolicyRevision>) -> Outcome<u32> {
     }
 }
 
-/// Whether a failed batch lost a race and should be tried again.
-fn lost_race(e: &StoreError) -> bool {
-    matches!(e, StoreError::PreconditionFailed { .. } | StoreError::AlreadyExists { .. })
-}
-
-fn busy() -> Status {
-    Status::new(Code::Aborted, "policy is being modified concurrently; retry")
-}
-
-fn sandbox_not_found() -> Status {
-    Status::not_found("sandbox not found")
-}
-
 /// The check that keeps a sandbox's records from outliving it.
-fn sandbox_present(name: &str) -> Op {
+pub(super) fn sandbox_present(name: &str) -> Op {
     Op::Check { kind: Kind::Sandbox, name: name.to_string(), expect: Expect::Present }
 }
 
@@ -287,198 +240,14 @@ pub(super) async fn backfill(
     }
 }
 
-/// A sandbox-scoped full-policy update (api.md "UpdateConfig", slimgate's
-/// policy rules): no global policy; the baseline's static fields kept (or
-/// the policy becomes the baseline); safety; an identical hash answers the
-/// current version; otherwise a new PENDING version supersedes older ones.
-pub(super) async fn update_sandbox(
-    state: &State,
-    record: Record,
-    sandbox: Sandbox,
-    sent: Bytes,
-) -> Result<UpdateConfigResponse, Status> {
-    policy::check_size(&sent)?;
-    let (global, _) = settings::read(state.store.as_ref(), GLOBAL).map_err(store_status)?;
-    if settings::global_policy(&global).is_some() {
-        return Err(managed_globally());
-    }
-    let spec = sandbox.spec.as_ref().ok_or_else(|| Status::internal("sandbox has no spec"))?;
-    let new = policy::with_default_process(sent)?;
-    match &spec.policy {
-        Some(baseline) => {
-            policy::check_static_fields(baseline, &new)?;
-            policy::check_safety(&new)?;
-        }
-        None => {
-            policy::check_safety(&new)?;
-            let baseline = new.clone();
-            let set = record::modify(&state.store, &record.id, move |s| {
-                let spec = s.spec.get_or_insert_with(Default::default);
-                let unset = spec.policy.is_none();
-                if unset {
-                    spec.policy = Some(baseline.clone());
-                }
-                unset
-            })
-            .await
-            .map_err(store_status)?;
-            if let Some(s) = &set {
-                state.sandboxes.changed(s);
-            }
-        }
-    }
-    let hash = policy::hash(&new);
-    let (id, name, h) = (record.id.clone(), record.name.clone(), hash.clone());
-    let keep = state.policy_history_revisions;
-    let version = state
-        .write(move |s| {
-            for _ in 0..WRITE_ATTEMPTS {
-                let Some(current) = s.get_by_id(Kind::Sandbox, &id)? else {
-                    return Ok(Err(sandbox_not_found()));
-                };
-                let running = record::decode(&current)?.current_policy_version;
-                let latest = latest(s, &id)?;
-                if let Some((_, rev)) = &latest
-                    && rev.policy_hash == h
-                {
-                    return Ok(Ok(rev.version));
-                }
-                let version = match next_version(latest.as_ref().map(|(_, r)| r)) {
-                    Ok(v) => v,
-                    Err(e) => return Ok(Err(e)),
-                };
-                let mut ops = vec![sandbox_present(&name)];
-                ops.push(put(
-                    &id,
-                    &new_revision(version, &new, &h, PolicyStatus::Pending),
-                    Expect::Absent,
-                )?);
-                let loaded = newest_loaded(s, &id)?.unwrap_or(0);
-                ops.extend(supersede(s, &id, version)?);
-                ops.push(prune(&id, keep, &[version, running, loaded]));
-                match s.apply(ops) {
-                    Ok(_) => return Ok(Ok(version)),
-                    Err(StoreError::NotFound { kind: Kind::Sandbox, .. }) => {
-                        return Ok(Err(sandbox_not_found()));
-                    }
-                    Err(e) if lost_race(&e) => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(Err(busy()))
-        })
-        .await??;
-    notify(state, &record.id);
-    crate::log::info("sandbox policy updated")
-        .str("sandbox_id", &record.id)
-        .num("version", version)
-        .str("policy_hash", &hash)
-        .emit();
-    Ok(UpdateConfigResponse { version, policy_hash: hash, settings_revision: 0, deleted: false })
-}
-
-/// FAILED_PRECONDITION while a global policy exists (upstream's text).
-pub(super) fn managed_globally() -> Status {
-    Status::failed_precondition(
-        "policy is managed globally; delete global policy before sandbox policy update",
-    )
-}
-
 /// Tell a sandbox's watchers to look again (a fresh snapshot), as upstream
 /// notifies its watch bus on policy changes.
-fn notify(state: &State, id: &str) {
+pub(super) fn notify(state: &State, id: &str) {
     if let Ok(Some(r)) = state.store.get_by_id(Kind::Sandbox, id)
         && let Ok(s) = record::decode(&r)
     {
         state.sandboxes.changed(&s);
     }
-}
-
-/// A global policy update: validated, stored as a LOADED `__global__`
-/// revision (the current version when the hash equals the latest LOADED
-/// one), older ones superseded, and the bytes written to the global
-/// `policy` setting (its revision moves on a change). One batch.
-pub(super) async fn update_global(
-    state: &State,
-    sent: Bytes,
-) -> Result<UpdateConfigResponse, Status> {
-    policy::check_size(&sent)?;
-    let new = policy::prepare(sent)?;
-    let hash = policy::hash(&new);
-    let h = hash.clone();
-    let keep = state.policy_history_revisions;
-    let (version, settings_revision) = state
-        .write(move |s| {
-            let owner = record::GLOBAL_POLICY_OWNER;
-            for _ in 0..WRITE_ATTEMPTS {
-                let (mut global, at) = settings::read(s, GLOBAL)?;
-                let value = SettingValue { value: Some(Value::BytesValue(new.clone())) };
-                let changed = settings::upsert(&mut global, POLICY_KEY, value);
-                let latest = latest(s, owner)?;
-                let mut ops = Vec::new();
-                let version = match &latest {
-                    Some((_, rev))
-                        if rev.policy_hash == h && rev.status == PolicyStatus::Loaded as i32 =>
-                    {
-                        rev.version
-                    }
-                    _ => {
-                        let version = match next_version(latest.as_ref().map(|(_, r)| r)) {
-                            Ok(v) => v,
-                            Err(e) => return Ok(Err(e)),
-                        };
-                        ops.push(put(
-                            owner,
-                            &new_revision(version, &new, &h, PolicyStatus::Loaded),
-                            Expect::Absent,
-                        )?);
-                        let loaded = newest_loaded(s, owner)?.unwrap_or(0);
-                        ops.extend(supersede(s, owner, version)?);
-                        ops.push(prune(owner, keep, &[version, loaded]));
-                        version
-                    }
-                };
-                if changed {
-                    ops.push(settings::write_op(GLOBAL, &global, at)?);
-                }
-                match s.apply(ops) {
-                    Ok(_) => return Ok(Ok((version, global.revision))),
-                    Err(e) if lost_race(&e) => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(Err(busy()))
-        })
-        .await??;
-    crate::log::info("global policy updated")
-        .num("version", version)
-        .str("policy_hash", &hash)
-        .emit();
-    Ok(UpdateConfigResponse { version, policy_hash: hash, settings_revision, deleted: false })
-}
-
-/// Deleting the global `policy` setting: the policy goes, and every global
-/// revision still PENDING or LOADED is SUPERSEDED, in one batch.
-pub(super) async fn delete_global(state: &State) -> Result<UpdateConfigResponse, Status> {
-    let (deleted, settings_revision) = state
-        .write(move |s| {
-            for _ in 0..WRITE_ATTEMPTS {
-                let (mut global, at) = settings::read(s, GLOBAL)?;
-                if !settings::remove(&mut global, POLICY_KEY) {
-                    return Ok(Ok((false, global.revision)));
-                }
-                let mut ops = vec![settings::write_op(GLOBAL, &global, at)?];
-                ops.extend(supersede(s, record::GLOBAL_POLICY_OWNER, u32::MAX)?);
-                match s.apply(ops) {
-                    Ok(_) => return Ok(Ok((true, global.revision))),
-                    Err(e) if lost_race(&e) => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(Err(busy()))
-        })
-        .await??;
-    Ok(UpdateConfigResponse { version: 0, policy_hash: String::new(), settings_revision, deleted })
 }
 
 /// The revision history a request names: `__global__`'s, or a sandbox's
@@ -490,20 +259,15 @@ fn owner(state: &State, name: &str, global: bool) -> Result<(String, Option<Sand
     if name.is_empty() {
         return Err(Status::invalid_argument("name is required"));
     }
-    let r = state
-        .store
-        .get(Kind::Sandbox, name)
-        .map_err(store_status)?
-        .ok_or_else(sandbox_not_found)?;
+    let r = sandbox_named(state, name)?;
     let sandbox = record::decode(&r).map_err(store_status)?;
     Ok((r.id, Some(sandbox)))
 }
 
-fn get_status(
-    state: &State,
-    req: &GetSandboxPolicyStatusRequest,
+pub(super) async fn get_status(
+    Call { state, req, .. }: Call<GetSandboxPolicyStatusRequest>,
 ) -> Result<GetSandboxPolicyStatusResponse, Status> {
-    let (owner, sandbox) = owner(state, &req.name, req.global)?;
+    let (owner, sandbox) = owner(&state, &req.name, req.global)?;
     let s = state.store.as_ref();
     let found =
         if req.version == 0 { latest(s, &owner) } else { by_version(s, &owner, req.version) }
@@ -522,11 +286,10 @@ fn get_status(
 }
 
 /// Newest first; `limit` 0 means 50, at most 1000; `policy` left out.
-fn list(
-    state: &State,
-    req: &ListSandboxPoliciesRequest,
+pub(super) async fn list(
+    Call { state, req, .. }: Call<ListSandboxPoliciesRequest>,
 ) -> Result<ListSandboxPoliciesResponse, Status> {
-    let (owner, _) = owner(state, &req.name, req.global)?;
+    let (owner, _) = owner(&state, &req.name, req.global)?;
     let limit = if req.limit == 0 { DEFAULT_LIST_LIMIT } else { req.limit };
     let query = ListQuery {
         order: Order::Name,
@@ -555,9 +318,8 @@ fn list(
 /// ReportPolicyStatus (sandbox secret): mark a revision LOADED (older
 /// PENDING/LOADED ones superseded, the sandbox's `current_policy_version`
 /// set, watchers told) or FAILED with its `load_error`.
-async fn report(
-    state: &State,
-    req: ReportPolicyStatusRequest,
+pub(super) async fn report(
+    Call { state, req, .. }: Call<ReportPolicyStatusRequest>,
 ) -> Result<ReportPolicyStatusResponse, Status> {
     if req.sandbox_id.is_empty() {
         return Err(Status::invalid_argument("sandbox_id is required"));
@@ -597,7 +359,7 @@ async fn report(
                     Err(e) => return Err(e),
                 }
             }
-            Ok(Err(busy()))
+            Ok(Err(Status::new(Code::Aborted, "policy is being modified concurrently; retry")))
         })
         .await??;
     if status == PolicyStatus::Loaded {
@@ -610,7 +372,7 @@ async fn report(
         .map_err(store_status)?;
         match changed {
             Some(s) => state.sandboxes.changed(&s),
-            None => notify(state, &req.sandbox_id),
+            None => notify(&state, &req.sandbox_id),
         }
     }
     crate::log::info("policy status reported")

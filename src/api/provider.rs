@@ -8,19 +8,17 @@
 //! are the source of truth for `metadata`.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use prost::Message;
 
-use super::{State, page_limit, store_status};
+use super::{Call, State, page_limit, store_status};
 use crate::domain::limits::MAX_NAME_BYTES;
-use crate::grpc::{Context, Router, Status};
+use crate::grpc::Status;
 use crate::proto::openshell::datamodel::v1::{ObjectMeta, Provider};
 use crate::proto::openshell::v1::{
     CreateProviderRequest, DeleteProviderRequest, DeleteProviderResponse, GetProviderRequest,
     ListProvidersRequest, ListProvidersResponse, ProviderResponse, UpdateProviderRequest,
-    open_shell,
 };
 use crate::store::{Expect, Kind, ListQuery, NewRecord, Op, Record, StoreError};
 
@@ -37,35 +35,9 @@ const UPDATE_ATTEMPTS: usize = 5;
 /// What every reply shows instead of a credential value.
 pub const REDACTED: &str = "REDACTED";
 
-pub(super) fn register(router: &mut Router, state: &Arc<State>) {
-    let s = Arc::clone(state);
-    router.unary(open_shell::CREATE_PROVIDER, move |_ctx: Context, req: CreateProviderRequest| {
-        let s = Arc::clone(&s);
-        async move { create(&s, req).await }
-    });
-    let s = Arc::clone(state);
-    router.unary(open_shell::GET_PROVIDER, move |_ctx: Context, req: GetProviderRequest| {
-        let r = get(&s, &req.name);
-        async move { r }
-    });
-    let s = Arc::clone(state);
-    router.unary(open_shell::LIST_PROVIDERS, move |_ctx: Context, req: ListProvidersRequest| {
-        let r = list(&s, &req);
-        async move { r }
-    });
-    let s = Arc::clone(state);
-    router.unary(open_shell::UPDATE_PROVIDER, move |_ctx: Context, req: UpdateProviderRequest| {
-        let s = Arc::clone(&s);
-        async move { update(&s, req).await }
-    });
-    let s = Arc::clone(state);
-    router.unary(open_shell::DELETE_PROVIDER, move |_ctx: Context, req: DeleteProviderRequest| {
-        let s = Arc::clone(&s);
-        async move { delete(&s, req.name).await }
-    });
-}
-
-async fn create(state: &State, req: CreateProviderRequest) -> Result<ProviderResponse, Status> {
+pub(super) async fn create(
+    Call { state, req, .. }: Call<CreateProviderRequest>,
+) -> Result<ProviderResponse, Status> {
     let mut p = req.provider.ok_or_else(|| Status::invalid_argument("provider is required"))?;
     let mut meta = p.metadata.take().unwrap_or_default();
     if meta.name.is_empty() {
@@ -92,15 +64,20 @@ async fn create(state: &State, req: CreateProviderRequest) -> Result<ProviderRes
     Ok(ProviderResponse { provider: Some(redact(from_record(&written)?)) })
 }
 
-fn get(state: &State, name: &str) -> Result<ProviderResponse, Status> {
-    if name.is_empty() {
+pub(super) async fn get(
+    Call { state, req, .. }: Call<GetProviderRequest>,
+) -> Result<ProviderResponse, Status> {
+    if req.name.is_empty() {
         return Err(Status::invalid_argument("name is required"));
     }
-    let provider = load(state, name)?.ok_or_else(|| Status::not_found("provider not found"))?;
+    let provider =
+        load(&state, &req.name)?.ok_or_else(|| Status::not_found("provider not found"))?;
     Ok(ProviderResponse { provider: Some(redact(provider)) })
 }
 
-fn list(state: &State, req: &ListProvidersRequest) -> Result<ListProvidersResponse, Status> {
+pub(super) async fn list(
+    Call { state, req, .. }: Call<ListProvidersRequest>,
+) -> Result<ListProvidersResponse, Status> {
     let query = ListQuery {
         offset: req.offset as usize,
         limit: page_limit(req.limit),
@@ -111,7 +88,9 @@ fn list(state: &State, req: &ListProvidersRequest) -> Result<ListProvidersRespon
     Ok(ListProvidersResponse { providers })
 }
 
-async fn update(state: &State, req: UpdateProviderRequest) -> Result<ProviderResponse, Status> {
+pub(super) async fn update(
+    Call { state, req, .. }: Call<UpdateProviderRequest>,
+) -> Result<ProviderResponse, Status> {
     let incoming = req.provider.ok_or_else(|| Status::invalid_argument("provider is required"))?;
     let name = incoming.metadata.as_ref().map(|m| m.name.clone()).unwrap_or_default();
     if name.is_empty() {
@@ -154,7 +133,10 @@ async fn update(state: &State, req: UpdateProviderRequest) -> Result<ProviderRes
     Err(Status::new(crate::grpc::Code::Aborted, "provider is being modified concurrently; retry"))
 }
 
-async fn delete(state: &State, name: String) -> Result<DeleteProviderResponse, Status> {
+pub(super) async fn delete(
+    Call { state, req, .. }: Call<DeleteProviderRequest>,
+) -> Result<DeleteProviderResponse, Status> {
+    let name = req.name;
     if name.is_empty() {
         return Err(Status::invalid_argument("name is required"));
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{State, store_status};
+use super::{Call, State, store_status};
 use crate::domain::{record, supervisor};
 use crate::grpc::{Context, Requests, Sink, Status};
 use crate::log;
@@ -66,11 +66,10 @@ enum Wake {
 }
 
 pub(super) async fn connect_supervisor(
-    state: Arc<State>,
-    ctx: Context,
-    mut reqs: Requests<SupervisorMessage>,
+    call: Call<Requests<SupervisorMessage>>,
     sink: Sink<GatewayMessage>,
 ) -> Result<(), Status> {
+    let Call { state, ctx, req: mut reqs } = call;
     let hello = match reqs.next().await?.and_then(|m| m.payload) {
         Some(supervisor_message::Payload::Hello(h)) => h,
         Some(_) => return Err(Status::invalid_argument("expected SupervisorHello")),
@@ -232,10 +231,10 @@ async fn set_phase(
 }
 
 pub(super) async fn relay_stream(
-    state: Arc<State>,
-    mut reqs: Requests<RelayFrame>,
+    call: Call<Requests<RelayFrame>>,
     sink: Sink<RelayFrame>,
 ) -> Result<(), Status> {
+    let Call { state, req: mut reqs, .. } = call;
     let first = reqs.next().await?.ok_or_else(|| Status::invalid_argument("empty RelayStream"))?;
     let channel_id = match first.payload {
         Some(relay_frame::Payload::Init(init)) if !init.channel_id.is_empty() => init.channel_id,

@@ -12,66 +12,18 @@ use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
 
-use super::{State, page_limit, store_status};
+use super::{Call, State, page_limit, sandbox_named, sandbox_not_found, store_status};
 use crate::domain::events::{Received, SandboxEvent, Subscription};
 use crate::domain::sandbox_logs::{LogFilter, LogReceived, LogSubscription};
 use crate::domain::{record, validate};
 use crate::drivers::compute::Compute;
-use crate::grpc::{Context, Router, Sink, Status};
+use crate::grpc::{Sink, Status};
 use crate::proto::openshell::v1::{
     CreateSandboxRequest, DeleteSandboxRequest, DeleteSandboxResponse, GetSandboxRequest,
     ListSandboxesRequest, ListSandboxesResponse, Sandbox, SandboxPhase, SandboxResponse,
-    SandboxStreamEvent, SandboxStreamWarning, WatchSandboxRequest, open_shell,
-    sandbox_stream_event::Payload,
+    SandboxStreamEvent, SandboxStreamWarning, WatchSandboxRequest, sandbox_stream_event::Payload,
 };
 use crate::store::{Kind, ListQuery, Order};
-
-pub(super) fn register(router: &mut Router, state: &Arc<State>) {
-    let s = Arc::clone(state);
-    router.unary(open_shell::CREATE_SANDBOX, move |ctx: Context, req: CreateSandboxRequest| {
-        let s = Arc::clone(&s);
-        async move {
-            let sandbox =
-                compute(&s)?.create(req, ctx.deadline, Arc::clone(&ctx.request_id)).await?;
-            Ok::<_, Status>(SandboxResponse { sandbox: Some(sandbox) })
-        }
-    });
-    let s = Arc::clone(state);
-    router.unary(open_shell::GET_SANDBOX, move |_ctx: Context, req: GetSandboxRequest| {
-        let s = Arc::clone(&s);
-        async move { get(&s, &req.name) }
-    });
-    let s = Arc::clone(state);
-    router.unary(open_shell::LIST_SANDBOXES, move |_ctx: Context, req: ListSandboxesRequest| {
-        let s = Arc::clone(&s);
-        async move { list(&s, &req) }
-    });
-    let s = Arc::clone(state);
-    router.unary(open_shell::DELETE_SANDBOX, move |ctx: Context, req: DeleteSandboxRequest| {
-        let s = Arc::clone(&s);
-        async move {
-            let compute = compute(&s)?;
-            if req.name.is_empty() {
-                return Err(Status::invalid_argument("name is required"));
-            }
-            let id = s.store.get(Kind::Sandbox, &req.name).ok().flatten().map(|r| r.id);
-            let deleted =
-                compute.delete(&req.name, ctx.deadline, Arc::clone(&ctx.request_id)).await?;
-            if let Some(id) = id {
-                super::ssh::forget_sandbox(&s, &id).await;
-            }
-            Ok(DeleteSandboxResponse { deleted })
-        }
-    });
-    let s = Arc::clone(state);
-    router.server_streaming(
-        open_shell::WATCH_SANDBOX,
-        move |_ctx: Context, req: WatchSandboxRequest, sink: Sink<SandboxStreamEvent>| {
-            let s = Arc::clone(&s);
-            async move { watch(&s, &req, &sink).await }
-        },
-    );
-}
 
 /// Log lines a `follow_logs` watch opens with when `log_tail_lines` is 0
 /// (upstream's default).
@@ -83,22 +35,28 @@ fn compute(state: &State) -> Result<&Arc<Compute>, Status> {
     })
 }
 
-fn get(state: &State, name: &str) -> Result<SandboxResponse, Status> {
-    if name.is_empty() {
+pub(super) async fn create(
+    Call { state, ctx, req }: Call<CreateSandboxRequest>,
+) -> Result<SandboxResponse, Status> {
+    let sandbox = compute(&state)?.create(req, ctx.deadline, Arc::clone(&ctx.request_id)).await?;
+    Ok(SandboxResponse { sandbox: Some(sandbox) })
+}
+
+pub(super) async fn get(
+    Call { state, req, .. }: Call<GetSandboxRequest>,
+) -> Result<SandboxResponse, Status> {
+    if req.name.is_empty() {
         return Err(Status::invalid_argument("name is required"));
     }
-    let record = state
-        .store
-        .get(Kind::Sandbox, name)
-        .map_err(store_status)?
-        .ok_or_else(|| Status::not_found("sandbox not found"))?;
-    let sandbox = record::decode(&record).map_err(store_status)?;
+    let sandbox = record::decode(&sandbox_named(&state, &req.name)?).map_err(store_status)?;
     Ok(SandboxResponse { sandbox: Some(sandbox) })
 }
 
 /// Creation order (then name), paged; the selector filters by exact label
 /// equality before paging.
-fn list(state: &State, req: &ListSandboxesRequest) -> Result<ListSandboxesResponse, Status> {
+pub(super) async fn list(
+    Call { state, req, .. }: Call<ListSandboxesRequest>,
+) -> Result<ListSandboxesResponse, Status> {
     let labels = validate::label_selector(&req.label_selector)?;
     let query = ListQuery {
         order: Order::Created,
@@ -118,6 +76,21 @@ fn list(state: &State, req: &ListSandboxesRequest) -> Result<ListSandboxesRespon
     Ok(ListSandboxesResponse { sandboxes })
 }
 
+pub(super) async fn delete(
+    Call { state, ctx, req }: Call<DeleteSandboxRequest>,
+) -> Result<DeleteSandboxResponse, Status> {
+    let compute = compute(&state)?;
+    if req.name.is_empty() {
+        return Err(Status::invalid_argument("name is required"));
+    }
+    let id = state.store.get(Kind::Sandbox, &req.name).ok().flatten().map(|r| r.id);
+    let deleted = compute.delete(&req.name, ctx.deadline, Arc::clone(&ctx.request_id)).await?;
+    if let Some(id) = id {
+        super::ssh::forget_sandbox(&state, &id).await;
+    }
+    Ok(DeleteSandboxResponse { deleted })
+}
+
 fn event(payload: Payload) -> SandboxStreamEvent {
     SandboxStreamEvent { payload: Some(payload) }
 }
@@ -131,10 +104,9 @@ fn terminal(phase: i32) -> bool {
 
 /// WatchSandbox: subscribe, then the snapshot, then every change the
 /// follow flags ask for.
-async fn watch(
-    state: &State,
-    req: &WatchSandboxRequest,
-    sink: &Sink<SandboxStreamEvent>,
+pub(super) async fn watch(
+    Call { state, req, .. }: Call<WatchSandboxRequest>,
+    sink: Sink<SandboxStreamEvent>,
 ) -> Result<(), Status> {
     if req.id.is_empty() {
         return Err(Status::invalid_argument("id is required"));
@@ -152,9 +124,7 @@ async fn watch(
         (None, Vec::new())
     };
     let filter = LogFilter::new(req.log_since_ms, &req.log_sources, &req.log_min_level);
-    let Some(snapshot) = read(state, &req.id)? else {
-        return Err(Status::not_found("sandbox not found"));
-    };
+    let snapshot = read(&state, &req.id)?.ok_or_else(sandbox_not_found)?;
     // The snapshot is sent whatever the follow flags say (as upstream), so
     // every stream opens with the sandbox as it is.
     sink.send(&event(Payload::Sandbox(snapshot.clone()))).await?;
@@ -213,7 +183,7 @@ async fn watch(
                     "watch stream lagged: {missed} events were dropped because this client read too slowly"
                 );
                 sink.send(&event(Payload::Warning(SandboxStreamWarning { message }))).await?;
-                let Some(now) = read(state, &req.id)? else {
+                let Some(now) = read(&state, &req.id)? else {
                     return Ok(());
                 };
                 if req.follow_status {

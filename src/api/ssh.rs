@@ -13,7 +13,7 @@ use std::time::Duration;
 use prost::Message;
 use tokio::io::AsyncWriteExt;
 
-use super::{State, store_status};
+use super::{Call, State, store_status};
 use crate::domain::record::ssh_session_prefix;
 use crate::grpc::Status;
 use crate::log;
@@ -81,10 +81,16 @@ fn sandbox_phase(state: &State, id: &str, what: &str) -> Result<Option<SandboxPh
 }
 
 pub(super) async fn create(
+    c: Call<CreateSshSessionRequest>,
+) -> Result<CreateSshSessionResponse, Status> {
+    create_session(&c.state, c.req).await
+}
+
+async fn create_session(
     state: &State,
-    ssh: &SshConfig,
     req: CreateSshSessionRequest,
 ) -> Result<CreateSshSessionResponse, Status> {
+    let ssh = &state.ssh;
     let sandbox_id = req.sandbox_id;
     if sandbox_id.is_empty() {
         return Err(Status::invalid_argument("sandbox_id is required"));
@@ -146,9 +152,9 @@ pub(super) async fn create(
 }
 
 pub(super) async fn revoke(
-    state: &State,
-    req: RevokeSshSessionRequest,
+    c: Call<RevokeSshSessionRequest>,
 ) -> Result<RevokeSshSessionResponse, Status> {
+    let (state, req) = (&c.state, c.req);
     if req.token.is_empty() {
         return Err(Status::invalid_argument("token is required"));
     }
@@ -433,7 +439,7 @@ mod tests {
         let dir = temp_dir();
         let state = state(&dir);
         ready_sandbox(&state, "sb").await;
-        let reply = create(&state, &state.ssh, CreateSshSessionRequest { sandbox_id: "sb".into() })
+        let reply = create_session(&state, CreateSshSessionRequest { sandbox_id: "sb".into() })
             .await
             .unwrap();
         assert_eq!(reply.expires_at_ms, 0, "ttl 0: no expiry");
@@ -497,14 +503,14 @@ mod tests {
         let state = state(&dir);
         ready_sandbox(&state, "sb").await;
         let req = || CreateSshSessionRequest { sandbox_id: "sb".into() };
-        let first = create(&state, &state.ssh, req()).await.unwrap().token;
+        let first = create_session(&state, req()).await.unwrap().token;
         for _ in 1..MAX_SESSIONS_PER_SANDBOX {
-            create(&state, &state.ssh, req()).await.unwrap();
+            create_session(&state, req()).await.unwrap();
         }
         let q = ListQuery { name_prefix: "sb/".into(), ..Default::default() };
         assert_eq!(state.store.list(Kind::SshSession, &q).unwrap().len(), MAX_SESSIONS_PER_SANDBOX);
         assert!(state.store.get_by_id(Kind::SshSession, &token_digest(&first)).unwrap().is_some());
-        create(&state, &state.ssh, req()).await.unwrap();
+        create_session(&state, req()).await.unwrap();
         assert_eq!(state.store.list(Kind::SshSession, &q).unwrap().len(), MAX_SESSIONS_PER_SANDBOX);
         assert!(state.store.get_by_id(Kind::SshSession, &token_digest(&first)).unwrap().is_none());
         std::fs::remove_dir_all(dir).unwrap();
