@@ -31,6 +31,7 @@ use prost::Message;
 
 use super::settings::{self, GLOBAL, POLICY_KEY};
 use super::{State, page_limit, store_status};
+use crate::domain::record::WRITE_ATTEMPTS;
 use crate::domain::{policy, record};
 use crate::grpc::{Code, Context, Router, Status};
 use crate::proto::openshell::sandbox::v1::{SettingValue, setting_value::Value};
@@ -41,8 +42,6 @@ use crate::proto::openshell::v1::{
 };
 use crate::store::{Expect, Kind, ListQuery, NewRecord, Op, Order, Record, Store, StoreError};
 
-/// Attempts of one history change racing other writers.
-const WRITE_ATTEMPTS: usize = 8;
 /// Longest stored `load_error`, in bytes (longer reports are cut).
 pub const MAX_LOAD_ERROR_BYTES: usize = 4096;
 /// ListSandboxPolicies' page size when `limit` is 0 (upstream's).

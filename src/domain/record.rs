@@ -41,9 +41,11 @@ pub fn settings_name(id: &str) -> String {
     format!("sandbox/{id}")
 }
 
-/// Attempts of one read-modify-write before giving up on a record that
-/// keeps changing underneath.
-pub const MODIFY_ATTEMPTS: usize = 8;
+/// Attempts of one read-modify-write (read, write at the revision read,
+/// retry on `PreconditionFailed`) before giving up on a record that keeps
+/// changing underneath: a record has a handful of writers, so losing eight
+/// races in a row means something is wrong. Every such loop uses this.
+pub const WRITE_ATTEMPTS: usize = 8;
 
 /// The sandbox a record holds, with its metadata from the record.
 pub fn decode(record: &Record) -> Result<Sandbox, StoreError> {
@@ -113,7 +115,7 @@ where
     let id = id.to_string();
     store::blocking(store, move |s| {
         let mut last = None;
-        for _ in 0..MODIFY_ATTEMPTS {
+        for _ in 0..WRITE_ATTEMPTS {
             let Some(record) = s.get_by_id(Kind::Sandbox, &id)? else {
                 return Ok(None);
             };

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::broadcast;
 
+pub use crate::domain::limits::MAX_LOG_LEVEL_BYTES;
 use crate::proto::openshell::v1::SandboxLogLine;
 
 /// Lines kept per sandbox when `--sandbox-log-lines` is not given (the
@@ -31,8 +32,6 @@ pub const DEFAULT_LOG_LINES: usize = 1000;
 pub const MAX_SANDBOX_LOG_LINES: usize = 100_000;
 /// Live lines a follower may fall behind by before it lags.
 pub const LOG_WATCH_BUFFER_LINES: usize = 1024;
-/// Longest stored `level`, in bytes.
-pub const MAX_LOG_LEVEL_BYTES: usize = 32;
 /// Longest stored `target`, in bytes.
 pub const MAX_LOG_TARGET_BYTES: usize = 256;
 /// Longest stored `message`, in bytes (longer messages are cut).

@@ -12,11 +12,9 @@ use prost::Message;
 use crate::grpc::Status;
 use crate::proto::openshell::v1::{SandboxSpec, SandboxTemplate};
 
-pub use crate::domain::limits::{MAX_MAP_KEY_BYTES, MAX_MAP_VALUE_BYTES, MAX_NAME_BYTES};
+use crate::domain::limits::{MAX_LOG_LEVEL_BYTES, MAX_NAME_BYTES};
 /// Most providers one sandbox may name.
 pub const MAX_PROVIDERS: usize = 32;
-/// Longest `spec.log_level`, in bytes.
-pub const MAX_LOG_LEVEL_BYTES: usize = 32;
 /// Most `spec.environment` entries.
 pub const MAX_ENVIRONMENT_ENTRIES: usize = 128;
 /// Longest template string (`image`, `runtime_class_name`, `agent_socket`).
@@ -29,7 +27,10 @@ pub const MAX_TEMPLATE_STRUCT_BYTES: usize = 64 * 1024;
 pub const MAX_LABELS: usize = crate::store::MAX_LABELS;
 /// Most `key=value` pairs in a label selector.
 pub const MAX_SELECTOR_PAIRS: usize = 64;
-/// Longest label key (prefix, `/` and name), in bytes.
+/// Longest label key, prefix, `/` and name together, in bytes: upstream's
+/// rule, stricter than Kubernetes' (which allows a 253-byte prefix plus a
+/// 63-byte name; the store's backstop, `store::MAX_RECORD_LABEL_KEY_BYTES`,
+/// admits that).
 pub const MAX_LABEL_KEY_BYTES: usize = 253;
 /// Longest label key name segment and label value, in bytes.
 pub const MAX_LABEL_NAME_BYTES: usize = 63;

@@ -33,6 +33,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::grpc::{Gate, Service};
 use crate::log;
+use crate::net::HANDSHAKE_TIMEOUT;
 use crate::net::connections::{Entry, Slot, Table};
 use crate::net::io::{Full, HyperIo, Rewind};
 use crate::net::plain::{Plain, PlainResponse};
@@ -43,9 +44,6 @@ const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// A connection must say which protocol it speaks within this time.
 const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The HTTP/2 handshake (SETTINGS exchange) must finish within this time.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An HTTP/1.1 connection (one request, no keep-alive) lives at most this
 /// long: a slow-loris client cannot hold it open.

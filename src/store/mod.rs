@@ -86,8 +86,9 @@ pub use crypto::{STORE_KEY_BYTES, new_uuid_v4};
 pub use envelope::{MAX_ENVELOPE_BYTES, decode_record};
 pub use model::{
     Applied, Expect, Kind, ListQuery, MAX_BATCH_OPS, MAX_COUNTER_NAME_BYTES, MAX_ID_BYTES,
-    MAX_LABEL_KEY_BYTES, MAX_LABEL_VALUE_BYTES, MAX_LABELS, MAX_LIST_RECORDS, MAX_NAME_BYTES,
-    MAX_PAYLOAD_BYTES, MAX_PRUNE_NAMES, NewRecord, Op, Order, Record, Store, StoreError,
+    MAX_LABELS, MAX_LIST_RECORDS, MAX_PAYLOAD_BYTES, MAX_PRUNE_NAMES, MAX_RECORD_LABEL_KEY_BYTES,
+    MAX_RECORD_LABEL_VALUE_BYTES, MAX_RECORD_NAME_BYTES, NewRecord, Op, Order, Record, Store,
+    StoreError,
 };
 pub use redb_store::{RedbStore, STORE_FORMAT, now_ms};
 

@@ -11,18 +11,25 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 
-/// Longest record name, in bytes. Policy revision names
-/// (`<sandbox_id>/<version:010>`) use 47; sandbox and provider names are
-/// short; the bound keeps index keys small.
-pub const MAX_NAME_BYTES: usize = 1024;
+/// Longest record name, in bytes: the store's own bound on an index key,
+/// looser than any API rule because record names are composed (a policy
+/// revision is `<sandbox_id>/<version:010>`, a sandbox's settings
+/// `sandbox/<id>`). The API's object-name rule is
+/// `domain::limits::MAX_NAME_BYTES` (253).
+pub const MAX_RECORD_NAME_BYTES: usize = 1024;
 /// Longest record id, in bytes (a UUID string is 36).
 pub const MAX_ID_BYTES: usize = 128;
 /// Most labels on one record.
 pub const MAX_LABELS: usize = 64;
-/// Longest label key, in bytes (a Kubernetes key is at most 253 + 1 + 63).
-pub const MAX_LABEL_KEY_BYTES: usize = 317;
-/// Longest label value, in bytes.
-pub const MAX_LABEL_VALUE_BYTES: usize = 1024;
+/// Longest label key on any record, in bytes: the store's backstop, room
+/// for the longest Kubernetes key (a 253-byte prefix, `/`, a 63-byte name).
+/// Sandbox labels obey upstream's stricter rule,
+/// `domain::validate::MAX_LABEL_KEY_BYTES` (253 for the whole key); this
+/// bound is part of the file format (a stored record over it is corrupt).
+pub const MAX_RECORD_LABEL_KEY_BYTES: usize = 317;
+/// Longest label value on any record, in bytes (the store's backstop; the
+/// API's label values are at most 63).
+pub const MAX_RECORD_LABEL_VALUE_BYTES: usize = 1024;
 /// Largest record payload, in bytes: four times the default
 /// `--max-message-bytes`, so a stored object always fits in a reply unless
 /// the operator raised that flag a long way.
@@ -148,7 +155,7 @@ impl fmt::Debug for Record {
 pub struct NewRecord {
     /// Stable id for a new record (see [`crate::store::new_uuid_v4`]).
     pub id: String,
-    /// Unique within the kind; 1 to [`MAX_NAME_BYTES`] bytes.
+    /// Unique within the kind; 1 to [`MAX_RECORD_NAME_BYTES`] bytes.
     pub name: String,
     /// Exact-match labels.
     pub labels: BTreeMap<String, String>,
@@ -521,8 +528,8 @@ pub(crate) fn check_fields(
     if name.is_empty() {
         return Err("record name is empty".into());
     }
-    if name.len() > MAX_NAME_BYTES {
-        return Err(format!("record name is longer than {MAX_NAME_BYTES} bytes"));
+    if name.len() > MAX_RECORD_NAME_BYTES {
+        return Err(format!("record name is longer than {MAX_RECORD_NAME_BYTES} bytes"));
     }
     if let Some(id) = id {
         if id.is_empty() {
@@ -536,11 +543,13 @@ pub(crate) fn check_fields(
         return Err(format!("more than {MAX_LABELS} labels"));
     }
     for (key, value) in labels {
-        if key.is_empty() || key.len() > MAX_LABEL_KEY_BYTES {
-            return Err(format!("label key is empty or longer than {MAX_LABEL_KEY_BYTES} bytes"));
+        if key.is_empty() || key.len() > MAX_RECORD_LABEL_KEY_BYTES {
+            return Err(format!(
+                "label key is empty or longer than {MAX_RECORD_LABEL_KEY_BYTES} bytes"
+            ));
         }
-        if value.len() > MAX_LABEL_VALUE_BYTES {
-            return Err(format!("label value is longer than {MAX_LABEL_VALUE_BYTES} bytes"));
+        if value.len() > MAX_RECORD_LABEL_VALUE_BYTES {
+            return Err(format!("label value is longer than {MAX_RECORD_LABEL_VALUE_BYTES} bytes"));
         }
     }
     if payload_bytes > MAX_PAYLOAD_BYTES {
