@@ -74,7 +74,9 @@ mod crash_test;
 mod crypto;
 mod envelope;
 mod model;
+mod redb_open;
 mod redb_store;
+mod redb_write;
 #[cfg(test)]
 mod tests;
 
@@ -90,7 +92,8 @@ pub use model::{
     MAX_RECORD_LABEL_VALUE_BYTES, MAX_RECORD_NAME_BYTES, NewRecord, Op, Order, Record, Store,
     StoreError,
 };
-pub use redb_store::{RedbStore, STORE_FORMAT, now_ms};
+pub use redb_open::STORE_FORMAT;
+pub use redb_store::{RedbStore, now_ms};
 
 /// Opens the store file at `path` (created if missing; its directory must
 /// exist), encrypted with `key` if given. Fails if another process holds
