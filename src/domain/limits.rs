@@ -18,6 +18,16 @@ pub const MAX_MAP_VALUE_BYTES: usize = 8192;
 /// (a level is the same short word in both places).
 pub const MAX_LOG_LEVEL_BYTES: usize = 32;
 
+/// The longest prefix of `s` of at most `max` bytes that ends at a
+/// character boundary, as a length: where a cut string is cut.
+pub fn char_floor(s: &str, max: usize) -> usize {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
+}
+
 /// A `map<string,string>` field: at most `max_entries` entries, keys and
 /// values within the shared limits.
 pub fn string_map(

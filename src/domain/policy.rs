@@ -23,6 +23,7 @@
 use bytes::{Bytes, BytesMut};
 use prost::Message;
 
+use crate::domain::limits::char_floor;
 use crate::grpc::Status;
 use crate::proto::openshell::sandbox::v1::{FilesystemPolicy, ProcessPolicy, SandboxPolicy};
 
@@ -162,7 +163,7 @@ fn violations(policy: &SandboxPolicy) -> Vec<String> {
                 out.push(format!(
                     "path exceeds maximum length ({} > {MAX_PATH_BYTES}): {}...",
                     path.len(),
-                    prefix(path, PATH_DISPLAY_BYTES)
+                    &path[..char_floor(path, PATH_DISPLAY_BYTES)]
                 ));
                 continue;
             }
@@ -196,15 +197,6 @@ fn violations(policy: &SandboxPolicy) -> Vec<String> {
 /// `*.com`, `**.co`: a wildcard host with two labels or fewer.
 fn top_level_wildcard(host: &str) -> bool {
     (host.starts_with("*.") || host.starts_with("**.")) && host.split('.').count() <= 2
-}
-
-/// At most `max` bytes of `s`, cut at a character boundary.
-fn prefix(s: &str, max: usize) -> &str {
-    let mut end = max.min(s.len());
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// The static-field rules for a policy update on a live sandbox (upstream's

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use tokio::sync::broadcast;
 
 pub use crate::domain::limits::MAX_LOG_LEVEL_BYTES;
+use crate::domain::limits::char_floor;
 use crate::proto::openshell::v1::SandboxLogLine;
 
 /// Lines kept per sandbox when `--sandbox-log-lines` is not given (the
@@ -56,13 +57,7 @@ pub const DEFAULT_SOURCE: &str = "gateway";
 
 /// Cut `s` to at most `max` bytes, at a character boundary.
 pub fn truncate(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
+    s.truncate(char_floor(s, max));
 }
 
 /// Cut a line to the per-line limits.

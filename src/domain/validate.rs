@@ -12,7 +12,7 @@ use prost::Message;
 use crate::grpc::Status;
 use crate::proto::openshell::v1::{SandboxSpec, SandboxTemplate};
 
-use crate::domain::limits::{MAX_LOG_LEVEL_BYTES, MAX_NAME_BYTES};
+use crate::domain::limits::{MAX_LOG_LEVEL_BYTES, MAX_NAME_BYTES, string_map};
 /// Most providers one sandbox may name.
 pub const MAX_PROVIDERS: usize = 32;
 /// Most `spec.environment` entries.
@@ -63,11 +63,7 @@ pub fn create_request(
             spec.log_level.len()
         )));
     }
-    crate::domain::limits::string_map(
-        &spec.environment,
-        MAX_ENVIRONMENT_ENTRIES,
-        "spec.environment",
-    )?;
+    string_map(&spec.environment, MAX_ENVIRONMENT_ENTRIES, "spec.environment")?;
     if let Some(t) = &spec.template {
         template(t)?;
     }
@@ -100,17 +96,13 @@ fn template(t: &SandboxTemplate) -> Result<(), Status> {
             )));
         }
     }
-    crate::domain::limits::string_map(&t.labels, MAX_TEMPLATE_MAP_ENTRIES, "template.labels")?;
-    crate::domain::limits::string_map(
-        &t.annotations,
-        MAX_TEMPLATE_MAP_ENTRIES,
-        "template.annotations",
-    )?;
-    crate::domain::limits::string_map(
-        &t.environment,
-        MAX_TEMPLATE_MAP_ENTRIES,
-        "template.environment",
-    )?;
+    for (map, field) in [
+        (&t.labels, "template.labels"),
+        (&t.annotations, "template.annotations"),
+        (&t.environment, "template.environment"),
+    ] {
+        string_map(map, MAX_TEMPLATE_MAP_ENTRIES, field)?;
+    }
     for (field, value) in [
         ("template.resources", &t.resources),
         ("template.volume_claim_templates", &t.volume_claim_templates),
@@ -128,10 +120,6 @@ fn template(t: &SandboxTemplate) -> Result<(), Status> {
 /// `[a-zA-Z0-9]`, the first and last character of a label name or value.
 fn alnum(c: char) -> bool {
     c.is_ascii_alphanumeric()
-}
-
-fn name_char(c: char) -> bool {
-    alnum(c) || matches!(c, '-' | '_' | '.')
 }
 
 /// A Kubernetes label key: an optional DNS-subdomain prefix and `/`, then a
@@ -153,26 +141,7 @@ pub fn label_key(key: &str) -> Result<(), Status> {
     if name.is_empty() {
         return Err(invalid(format!("label key name segment cannot be empty: '{key}'")));
     }
-    if name.len() > MAX_LABEL_NAME_BYTES {
-        return Err(invalid(format!(
-            "label key name segment exceeds {MAX_LABEL_NAME_BYTES} characters: '{key}'"
-        )));
-    }
-    if !name.chars().all(name_char) {
-        return Err(invalid(format!(
-            "label key name segment contains invalid characters (must be alphanumeric, '-', '_', or '.'): '{key}'"
-        )));
-    }
-    if !name.starts_with(alnum) {
-        return Err(invalid(format!(
-            "label key name segment must start with alphanumeric character: '{key}'"
-        )));
-    }
-    if !name.ends_with(alnum) {
-        return Err(invalid(format!(
-            "label key name segment must end with alphanumeric character: '{key}'"
-        )));
-    }
+    label_name("label key name segment", name, key)?;
     let Some(prefix) = prefix else {
         return Ok(());
     };
@@ -204,27 +173,25 @@ pub fn label_value(value: &str) -> Result<(), Status> {
     if value.is_empty() {
         return Ok(());
     }
-    if value.len() > MAX_LABEL_NAME_BYTES {
-        return Err(invalid(format!(
-            "label value exceeds {MAX_LABEL_NAME_BYTES} characters: '{value}'"
-        )));
-    }
-    if !value.chars().all(name_char) {
-        return Err(invalid(format!(
-            "label value contains invalid characters (must be alphanumeric, '-', '_', or '.'): '{value}'"
-        )));
-    }
-    if !value.starts_with(alnum) {
-        return Err(invalid(format!(
-            "label value must start with alphanumeric character: '{value}'"
-        )));
-    }
-    if !value.ends_with(alnum) {
-        return Err(invalid(format!(
-            "label value must end with alphanumeric character: '{value}'"
-        )));
-    }
-    Ok(())
+    label_name("label value", value, value)
+}
+
+/// The rules a label key's name segment and a label value share: at most
+/// 63 characters from `[A-Za-z0-9._-]`, starting and ending with a letter
+/// or digit. `what` and `shown` make upstream's message.
+fn label_name(what: &str, name: &str, shown: &str) -> Result<(), Status> {
+    let broken = if name.len() > MAX_LABEL_NAME_BYTES {
+        format!("exceeds {MAX_LABEL_NAME_BYTES} characters")
+    } else if !name.chars().all(|c| alnum(c) || matches!(c, '-' | '_' | '.')) {
+        "contains invalid characters (must be alphanumeric, '-', '_', or '.')".into()
+    } else if !name.starts_with(alnum) {
+        "must start with alphanumeric character".into()
+    } else if !name.ends_with(alnum) {
+        "must end with alphanumeric character".into()
+    } else {
+        return Ok(());
+    };
+    Err(invalid(format!("{what} {broken}: '{shown}'")))
 }
 
 /// Parse and check a `k=v,k2=v2` selector (spaces around pairs, keys and

@@ -23,11 +23,9 @@
 //! Every write transaction commits with [`Durability::Immediate`] (fsync
 //! before `commit` returns; also redb's default, set here so it cannot drift)
 //! and two-phase commit (a second fsync, so the commit slot is never chosen by
-//! checksum alone; writes are rare enough to afford it). The file is opened
-//! with redb's integrity check, so a damaged file is an error at open rather
-//! than a panic later. A new file is built under `<file>.new` and renamed
-//! into place, because redb writes a new file's header in several steps and
-//! a file cut short there does not open.
+//! checksum alone; writes are rare enough to afford it). Opening and
+//! creating a file crash-safely is `redb_open.rs`; a batch's ops,
+//! `redb_write.rs`.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -58,17 +56,15 @@ pub(super) struct KindTables {
 }
 
 pub(super) fn tables(kind: Kind) -> KindTables {
-    let (records, by_id, by_created) = match kind {
-        Kind::Sandbox => ("sandbox.records", "sandbox.by_id", "sandbox.by_created"),
-        Kind::Provider => ("provider.records", "provider.by_id", "provider.by_created"),
-        Kind::Setting => ("setting.records", "setting.by_id", "setting.by_created"),
-        Kind::PolicyRevision => {
-            ("policy_revision.records", "policy_revision.by_id", "policy_revision.by_created")
-        }
-        Kind::InferenceRoute => {
-            ("inference_route.records", "inference_route.by_id", "inference_route.by_created")
-        }
-    };
+    const NAMES: [[&str; 3]; 5] = [
+        ["sandbox.records", "sandbox.by_id", "sandbox.by_created"],
+        ["provider.records", "provider.by_id", "provider.by_created"],
+        ["setting.records", "setting.by_id", "setting.by_created"],
+        ["policy_revision.records", "policy_revision.by_id", "policy_revision.by_created"],
+        ["inference_route.records", "inference_route.by_id", "inference_route.by_created"],
+    ];
+    // Kind codes run from 1, in `Kind::ALL` order.
+    let [records, by_id, by_created] = NAMES[kind.code() as usize - 1];
     KindTables {
         records: TableDefinition::new(records),
         by_id: TableDefinition::new(by_id),
@@ -115,18 +111,15 @@ impl RedbStore {
         self.open_checked(kind, env)
     }
 
-    /// [`open_envelope`](Self::open_envelope) for an envelope that has
-    /// already been through [`decode_checked`](Self::decode_checked).
+    /// Opens the payload of an envelope [`decode_checked`](Self::decode_checked) passed.
     fn open_checked(&self, kind: Kind, env: Envelope) -> Result<Record, StoreError> {
         let payload = match &self.cipher {
             None => env.payload.clone(),
-            Some(cipher) => {
-                let aad = record_aad(&env);
-                let plain = cipher
-                    .open(&aad, &env.payload)
-                    .ok_or_else(|| StoreError::Decrypt { kind, name: env.name.clone() })?;
-                Bytes::from(plain)
-            }
+            Some(cipher) => Bytes::from(
+                cipher
+                    .open(&record_aad(&env), &env.payload)
+                    .ok_or_else(|| StoreError::Decrypt { kind, name: env.name.clone() })?,
+            ),
         };
         Ok(env.into_record(kind, payload))
     }
