@@ -9,16 +9,8 @@
 //! set to `sandbox`, appended to the client's bytes as an encoded field 4. A
 //! policy that has field 4 is left exactly as sent.
 //!
-//! Checks, each written once here and used by CreateSandbox and UpdateConfig:
-//!
-//! - [`check_size`]: at most [`MAX_POLICY_BYTES`] encoded;
-//! - [`check_safety`]: process identity, filesystem paths, top-level
-//!   wildcard hosts, with upstream's violation texts;
-//! - [`check_static_fields`]: on a live sandbox the filesystem policy may
-//!   only grow, and landlock and process must equal the baseline's,
-//!   compared as raw field bytes.
-//!
-//! [`hash`] is the policy hash clients see: hex SHA-256 of the stored bytes.
+//! The checks ([`check_size`], [`check_safety`], [`check_static_fields`])
+//! are written once here for CreateSandbox and UpdateConfig.
 
 use bytes::{Bytes, BytesMut};
 use prost::Message;
@@ -82,8 +74,8 @@ pub fn check_size(policy: &[u8]) -> Result<(), Status> {
 }
 
 /// The policy to store from the one a client sent: the default process
-/// identity added when absent, then the safety checks. Size is the
-/// caller's first check ([`check_size`]), in its own validation order.
+/// identity added when absent, then the safety checks (size is checked
+/// first by the caller, in its own validation order).
 pub fn prepare(sent: Bytes) -> Result<Bytes, Status> {
     let policy = with_default_process(sent)?;
     check_safety(&policy)?;

@@ -6,11 +6,10 @@
 //!
 //! The payload is the encoded `openshell.v1.Sandbox` *without* its
 //! `metadata`: id, name, creation time and labels live in the record (the
-//! store stamps the time), and [`decode`] puts them back. Everything that
-//! reads a sandbox record goes through [`decode`]; everything that changes
-//! one goes through [`modify`] (read, change, write at the revision read,
-//! retry on a concurrent write) so the watch loop, reconcile, delete and
-//! other handlers never lose each other's updates.
+//! store stamps the time), and [`decode`] puts them back. Every change goes
+//! through [`modify`] (read, change, write at the revision read, retry) so
+//! the watch loop, reconcile, delete and handlers never lose each other's
+//! updates.
 
 use std::sync::Arc;
 

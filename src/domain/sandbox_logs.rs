@@ -2,20 +2,15 @@
 //! reads and `WatchSandbox{follow_logs}` tails and follows.
 //!
 //! One buffer per sandbox id: a ring of at most `--sandbox-log-lines`
-//! lines, plus a broadcast channel of [`LOG_WATCH_BUFFER_LINES`] slots for
-//! live followers. Every stored line is cut to the per-line limits below
-//! ([`bound`]), so a buffer holds at most `lines × MAX_LOG_LINE_BYTES`
-//! bytes however much a supervisor pushes: a flood only rotates the ring,
-//! and a follower that reads too slowly lags (it is told how many lines it
-//! missed) instead of holding memory or slowing the pusher.
+//! lines, plus a broadcast channel for live followers. Every stored line is
+//! cut to the per-line limits ([`bound`]), so a buffer holds at most
+//! `lines × MAX_LOG_LINE_BYTES` bytes however much a supervisor pushes: a
+//! flood only rotates the ring, and a slow follower lags (told how many
+//! lines it missed) instead of holding memory or slowing the pusher.
 //!
-//! Buffers exist only for sandboxes that exist (PushSandboxLogs checks, and
-//! [`SandboxLogs::remove`] runs when a sandbox is deleted) and for open
-//! followers (an empty buffer goes when its last follower leaves). Logs are
-//! not persisted: a restart loses them, as upstream's in-memory tail does.
-//!
-//! [`LogFilter`] is the one place the upstream filter semantics live
-//! (since, sources, minimum level).
+//! Buffers exist only for sandboxes that exist (PushSandboxLogs checks;
+//! deleting a sandbox removes its buffer) and for open followers. Logs are
+//! not persisted, as upstream's in-memory tail is not.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -26,8 +21,7 @@ pub use crate::domain::limits::MAX_LOG_LEVEL_BYTES;
 use crate::domain::limits::char_floor;
 use crate::proto::openshell::v1::SandboxLogLine;
 
-/// Lines kept per sandbox when `--sandbox-log-lines` is not given (the
-/// flag's default in `config.rs` says the same).
+/// Lines kept per sandbox when `--sandbox-log-lines` is not given.
 pub const DEFAULT_LOG_LINES: usize = 1000;
 /// Largest `--sandbox-log-lines`.
 pub const MAX_SANDBOX_LOG_LINES: usize = 100_000;
@@ -177,9 +171,9 @@ impl SandboxLogs {
         self.capacity
     }
 
-    /// Store lines for sandbox `id` (each cut to the per-line limits; the
-    /// oldest lines go when the buffer is full) and send them to its
-    /// followers. The caller checks that the sandbox exists.
+    /// Store lines for sandbox `id` (cut to the limits; the oldest go when
+    /// the buffer is full) and send them to its followers. The caller checks
+    /// that the sandbox exists.
     pub fn push(&self, id: &str, lines: impl IntoIterator<Item = SandboxLogLine>) {
         let mut buffers = self.lock();
         let buffer = buffers.entry(id.to_string()).or_insert_with(Buffer::new);
@@ -221,11 +215,13 @@ impl SandboxLogs {
     }
 
     /// Lines held for all sandboxes together.
+    #[cfg(test)]
     pub fn total_lines(&self) -> usize {
         self.lock().values().map(|b| b.lines.len()).sum()
     }
 
     /// How many buffers exist.
+    #[cfg(test)]
     pub fn buffers(&self) -> usize {
         self.lock().len()
     }

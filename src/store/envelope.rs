@@ -131,7 +131,6 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, StoreError> {
     Ok(env.into_record(kind, payload))
 }
 
-/// Encodes an envelope for storage.
 pub(crate) fn encode_envelope(env: &Envelope) -> Vec<u8> {
     env.encode_to_vec()
 }

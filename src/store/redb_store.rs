@@ -219,10 +219,8 @@ impl Store for RedbStore {
     }
 
     fn list(&self, kind: Kind, query: &ListQuery) -> Result<Vec<Record>, StoreError> {
-        let limit = match query.limit {
-            0 => MAX_LIST_RECORDS,
-            n => n.min(MAX_LIST_RECORDS),
-        };
+        let limit =
+            if query.limit == 0 { MAX_LIST_RECORDS } else { query.limit.min(MAX_LIST_RECORDS) };
         let txn = self.begin_read()?;
         let defs = tables(kind);
         let records = txn.open_table(defs.records).map_err(backend("opening a table"))?;
@@ -268,24 +266,17 @@ impl Store for RedbStore {
                     if !name.starts_with(prefix) {
                         continue;
                     }
-                    let g = records.get(name).map_err(backend("reading a record"))?.ok_or_else(
-                        || {
-                            StoreError::Corrupt(format!(
-                                "{kind} creation index points at a missing record"
-                            ))
-                        },
-                    )?;
+                    let Some(g) = records.get(name).map_err(backend("reading a record"))? else {
+                        let what = format!("{kind} creation index points at a missing record");
+                        return Err(StoreError::Corrupt(what));
+                    };
                     if consider(name, g.value())? {
                         break;
                     }
                 }
             }
         }
-        let mut records = Vec::with_capacity(page.len());
-        for env in page {
-            records.push(self.open_checked(kind, env)?);
-        }
-        Ok(records)
+        page.into_iter().map(|env| self.open_checked(kind, env)).collect()
     }
 
     fn count(&self, kind: Kind) -> Result<u64, StoreError> {
@@ -302,8 +293,7 @@ impl Store for RedbStore {
         Ok(counters
             .get(name.as_bytes())
             .map_err(backend("reading a counter"))?
-            .map(|g| g.value())
-            .unwrap_or(0))
+            .map_or(0, |g| g.value()))
     }
 
     fn apply(&self, ops: Vec<Op>) -> Result<Vec<Applied>, StoreError> {
