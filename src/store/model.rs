@@ -315,45 +315,43 @@ pub enum StoreError {
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreError::NotFound { kind, name } => write!(f, "{kind} '{name}' not found"),
-            StoreError::AlreadyExists { kind, name } => write!(f, "{kind} '{name}' already exists"),
-            StoreError::IdInUse { kind, id } => write!(f, "another {kind} already has id '{id}'"),
-            StoreError::PreconditionFailed { kind, name, expected, found } => write!(
+            Self::NotFound { kind, name } => write!(f, "{kind} '{name}' not found"),
+            Self::AlreadyExists { kind, name } => write!(f, "{kind} '{name}' already exists"),
+            Self::IdInUse { kind, id } => write!(f, "another {kind} already has id '{id}'"),
+            Self::PreconditionFailed { kind, name, expected, found } => write!(
                 f,
                 "{kind} '{name}' changed concurrently: expected revision {expected}, found {found}"
             ),
-            StoreError::Invalid(what) => write!(f, "invalid store input: {what}"),
-            StoreError::Corrupt(what) => write!(f, "store data is corrupt: {what}"),
-            StoreError::Decrypt { kind, name } => write!(
+            Self::Invalid(what) => write!(f, "invalid store input: {what}"),
+            Self::Corrupt(what) => write!(f, "store data is corrupt: {what}"),
+            Self::Decrypt { kind, name } => write!(
                 f,
                 "{kind} '{name}' failed to decrypt: its stored payload was altered, moved from another record, \
                  rolled back to an older write, or written with another key"
             ),
-            StoreError::KeyMismatch => {
+            Self::KeyMismatch => {
                 f.write_str("store key does not match the key this store was written with")
             }
-            StoreError::KeyRequired => f.write_str(
+            Self::KeyRequired => f.write_str(
                 "store is encrypted; give the key it was written with (--store-key-file)",
             ),
-            StoreError::KeyUnexpected => f.write_str(
+            Self::KeyUnexpected => f.write_str(
                 "store was written without encryption but a store key was given; \
                  start without --store-key-file, or with a new store file",
             ),
-            StoreError::UnsupportedFormat(v) => {
+            Self::UnsupportedFormat(v) => {
                 write!(f, "store file has format version {v}, which this slimgate does not support")
             }
-            StoreError::NotAStore => {
-                f.write_str("file is a redb database but not a slimgate store")
-            }
-            StoreError::Locked => {
+            Self::NotAStore => f.write_str("file is a redb database but not a slimgate store"),
+            Self::Locked => {
                 f.write_str("store file is already open in another process or store handle")
             }
-            StoreError::Open { path, source } => {
+            Self::Open { path, source } => {
                 write!(f, "cannot open store file {}: {source}", path.display())
             }
-            StoreError::Backend { context, source } => write!(f, "store {context}: {source}"),
-            StoreError::Random => f.write_str("system random number generator failed"),
-            StoreError::Internal(what) => write!(f, "store internal error: {what}"),
+            Self::Backend { context, source } => write!(f, "store {context}: {source}"),
+            Self::Random => f.write_str("system random number generator failed"),
+            Self::Internal(what) => write!(f, "store internal error: {what}"),
         }
     }
 }
