@@ -4,7 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use slimgate::store::{MAX_ID_BYTES, MAX_LABELS, MAX_RECORD_NAME_BYTES, MAX_PAYLOAD_BYTES, decode_record};
+use slimgate::store::{
+    MAX_ID_BYTES, MAX_LABELS, MAX_PAYLOAD_BYTES, MAX_RECORD_NAME_BYTES, decode_record,
+};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(r) = decode_record(data) {
