@@ -4,11 +4,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use slimgate::store::{MAX_ID_BYTES, MAX_LABELS, MAX_NAME_BYTES, MAX_PAYLOAD_BYTES, decode_record};
+use slimgate::store::{
+    MAX_ID_BYTES, MAX_LABELS, MAX_PAYLOAD_BYTES, MAX_RECORD_NAME_BYTES, decode_record,
+};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(r) = decode_record(data) {
-        assert!(!r.name.is_empty() && r.name.len() <= MAX_NAME_BYTES);
+        assert!(!r.name.is_empty() && r.name.len() <= MAX_RECORD_NAME_BYTES);
         assert!(r.id.len() <= MAX_ID_BYTES);
         assert!(r.labels.len() <= MAX_LABELS);
         assert!(r.payload.len() <= MAX_PAYLOAD_BYTES);

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::{Call, State, environment, provider, store_status};
+use crate::domain::record::WRITE_ATTEMPTS;
 use crate::grpc::{Code, Context, Status};
 use crate::proto::openshell::datamodel::v1::Provider;
 use crate::proto::openshell::inference::v1::{
@@ -33,8 +34,6 @@ use crate::store::{Expect, Kind, NewRecord, Op, StoreError};
 pub const CLUSTER_ROUTE: &str = "inference.local";
 /// The route the sandbox's own system calls go through.
 pub const SYSTEM_ROUTE: &str = "sandbox-system";
-/// Attempts of one route update racing another.
-const WRITE_ATTEMPTS: usize = 8;
 
 /// How to talk to one provider type.
 #[derive(Debug)]

@@ -102,9 +102,7 @@ pub fn page_limit(limit: u32) -> usize {
     }
 }
 
-/// Attempts of one read-check-write batch racing other writers before the
-/// call answers ABORTED (each attempt is one store transaction).
-pub const WRITE_ATTEMPTS: usize = 8;
+pub use crate::domain::record::WRITE_ATTEMPTS;
 
 /// Whether a failed batch lost a race to another writer and should be tried
 /// again.

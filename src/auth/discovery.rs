@@ -14,6 +14,7 @@ use std::fmt;
 use serde_json::Value;
 
 use super::error::Malformed;
+use super::fetch::MAX_QUOTED_CHARS;
 use super::json::{self, Limits};
 use crate::net::url::{HttpUrl, UrlError};
 
@@ -21,8 +22,6 @@ use crate::net::url::{HttpUrl, UrlError};
 pub const WELL_KNOWN_PATH: &str = "/.well-known/openid-configuration";
 /// Most members in any object of the document (Keycloak's has about 60).
 const MAX_DISCOVERY_MEMBERS: usize = 512;
-/// Longest piece of the document's `issuer` quoted in an error, in characters.
-const MAX_QUOTED_CHARS: usize = 200;
 
 /// Why discovery failed (`Display` says it in words; values from the
 /// document are quoted cut to [`MAX_QUOTED_CHARS`]).

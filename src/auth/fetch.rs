@@ -48,8 +48,8 @@ pub const MAX_BODY_BYTES: usize = super::jwks::MAX_JWKS_BYTES;
 pub const MAX_READ_BUFFER_BYTES: usize = 64 * 1024;
 /// Most addresses of a resolved name tried, one after the other.
 pub const MAX_ADDRESSES_TRIED: usize = 4;
-/// Longest piece of a response header (`location`, `content-type`) quoted
-/// in an error, in characters.
+/// Longest piece of a peer's text (a response header such as `location`,
+/// a discovery document's `issuer`) quoted in an error, in characters.
 pub const MAX_QUOTED_CHARS: usize = 200;
 
 const USER_AGENT_VALUE: &str = concat!("slimgate/", env!("CARGO_PKG_VERSION"));

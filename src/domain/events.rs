@@ -1,37 +1,28 @@
 //! The sandbox event bus: how a change to one sandbox reaches every
 //! `WatchSandbox` stream open on it.
 //!
-//! One topic per sandbox id, created when someone watches the sandbox or a
-//! platform event arrives for it, removed when the sandbox is deleted (or
-//! when its last watcher leaves and it holds no events). A topic is a
-//! `tokio::sync::broadcast` channel of [`WATCH_BUFFER_EVENTS`] slots plus
-//! the last [`PLATFORM_EVENT_TAIL`] platform events (and at most
-//! [`PLATFORM_EVENT_TAIL_BYTES`] of them), replayed to new watchers.
+//! One topic per sandbox id (created by a watcher or a platform event,
+//! removed with the sandbox, or when its last watcher leaves and it holds
+//! no events): a broadcast ring of [`WATCH_BUFFER_EVENTS`] plus the platform
+//! event tail replayed to new watchers. Platform events come from the
+//! compute driver, so each is capped ([`cap_platform_event`]) before it is
+//! kept or sent.
 //!
-//! A platform event comes from the compute driver, so its size is capped
-//! before it is kept or sent ([`cap_platform_event`]): an event larger than
-//! [`MAX_PLATFORM_EVENT_BYTES`] encoded has its `message` cut to fit, and
-//! one that does not fit even without its message is dropped.
+//! Publishing never waits: a watcher that does not keep up loses its oldest
+//! unread events and is told how many ([`Received::Lagged`]) instead of
+//! slowing the publisher or other watchers. The bus carries values, so a
+//! watcher sends what it receives without reading the store again.
 //!
-//! Publishing never waits: a broadcast channel is a ring, so a watcher that
-//! does not keep up loses its oldest unread events and is told how many
-//! ([`Received::Lagged`]) instead of slowing the publisher or any other
-//! watcher. Publishers are the compute driver's watch loop (status changes,
-//! platform events, deletions) and, later, config and log handlers.
-//!
-//! The bus carries values, not notifications: a watcher sends what it
-//! receives without reading the store again.
-//!
-//! The bus also owns the sandboxes' in-memory logs ([`SandboxLogs`], on
-//! their own channels so a log flood never makes a status watcher lag), so
-//! that [`SandboxBus::deleted`] forgets a deleted sandbox's logs with its
-//! topic.
+//! The bus also owns the sandboxes' logs ([`SandboxLogs`], on their own
+//! channels so a log flood never makes a status watcher lag), so that
+//! [`SandboxBus::deleted`] forgets them with the topic.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::broadcast;
 
+use crate::domain::limits::char_floor;
 use crate::domain::sandbox_logs::{DEFAULT_LOG_LINES, SandboxLogs};
 use crate::proto::openshell::v1::{PlatformEvent, Sandbox};
 
@@ -63,8 +54,8 @@ pub enum Kept {
 }
 
 /// `event` within [`MAX_PLATFORM_EVENT_BYTES`]: as it is, with its message
-/// cut (at a character boundary, ending with a mark), or `None` when the
-/// other fields alone are too large.
+/// cut (ending with a mark), or `None` when the other fields alone are too
+/// large.
 pub fn cap_platform_event(mut event: PlatformEvent) -> (Option<PlatformEvent>, Kept) {
     use prost::Message;
     let size = event.encoded_len();
@@ -80,11 +71,7 @@ pub fn cap_platform_event(mut event: PlatformEvent) -> (Option<PlatformEvent>, K
     if room == 0 {
         return (None, Kept::Dropped);
     }
-    let mut cut = room.min(message.len());
-    while !message.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    event.message = format!("{}{TRUNCATED_MARK}", &message[..cut]);
+    event.message = format!("{}{TRUNCATED_MARK}", &message[..char_floor(&message, room)]);
     (Some(event), Kept::Truncated)
 }
 
@@ -152,8 +139,7 @@ impl SandboxBus {
         SandboxBus::with_log_lines(DEFAULT_LOG_LINES)
     }
 
-    /// An empty bus keeping `lines` log lines per sandbox
-    /// (`--sandbox-log-lines`).
+    /// An empty bus keeping `lines` (`--sandbox-log-lines`) per sandbox.
     pub fn with_log_lines(lines: usize) -> Arc<SandboxBus> {
         Arc::new(SandboxBus {
             topics: Mutex::new(HashMap::new()),
@@ -161,7 +147,6 @@ impl SandboxBus {
         })
     }
 
-    /// The sandboxes' logs.
     pub fn logs(&self) -> &Arc<SandboxLogs> {
         &self.logs
     }
@@ -192,11 +177,10 @@ impl SandboxBus {
         }
     }
 
-    /// A platform event for sandbox `id`, capped ([`cap_platform_event`]):
-    /// kept in its tail (within [`PLATFORM_EVENT_TAIL`] events and
-    /// [`PLATFORM_EVENT_TAIL_BYTES`]) and sent. The caller checks that the
-    /// sandbox exists, so topics stay bounded by the sandboxes and their
-    /// watchers.
+    /// A platform event for sandbox `id`, capped, kept in its tail (within
+    /// [`PLATFORM_EVENT_TAIL`] events and [`PLATFORM_EVENT_TAIL_BYTES`]) and
+    /// sent. The caller checks that the sandbox exists, so topics stay
+    /// bounded by the sandboxes and their watchers.
     pub fn platform_event(&self, id: &str, event: PlatformEvent) -> Kept {
         let (Some(event), kept) = cap_platform_event(event) else {
             return Kept::Dropped;
@@ -216,8 +200,7 @@ impl SandboxBus {
         kept
     }
 
-    /// Sandbox `id` is gone: tell its watchers and forget its topic and
-    /// its logs.
+    /// Sandbox `id` is gone: tell its watchers, forget its topic and logs.
     pub fn deleted(&self, id: &str) {
         if let Some(topic) = self.lock().remove(id) {
             let _ = topic.tx.send(SandboxEvent::Deleted);

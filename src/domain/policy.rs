@@ -9,20 +9,13 @@
 //! set to `sandbox`, appended to the client's bytes as an encoded field 4. A
 //! policy that has field 4 is left exactly as sent.
 //!
-//! Checks, each written once here and used by CreateSandbox and UpdateConfig:
-//!
-//! - [`check_size`]: at most [`MAX_POLICY_BYTES`] encoded;
-//! - [`check_safety`]: process identity, filesystem paths, top-level
-//!   wildcard hosts, with upstream's violation texts;
-//! - [`check_static_fields`]: on a live sandbox the filesystem policy may
-//!   only grow, and landlock and process must equal the baseline's,
-//!   compared as raw field bytes.
-//!
-//! [`hash`] is the policy hash clients see: hex SHA-256 of the stored bytes.
+//! The checks ([`check_size`], [`check_safety`], [`check_static_fields`])
+//! are written once here for CreateSandbox and UpdateConfig.
 
 use bytes::{Bytes, BytesMut};
 use prost::Message;
 
+use crate::domain::limits::char_floor;
 use crate::grpc::Status;
 use crate::proto::openshell::sandbox::v1::{FilesystemPolicy, ProcessPolicy, SandboxPolicy};
 
@@ -81,8 +74,8 @@ pub fn check_size(policy: &[u8]) -> Result<(), Status> {
 }
 
 /// The policy to store from the one a client sent: the default process
-/// identity added when absent, then the safety checks. Size is the
-/// caller's first check ([`check_size`]), in its own validation order.
+/// identity added when absent, then the safety checks (size is checked
+/// first by the caller, in its own validation order).
 pub fn prepare(sent: Bytes) -> Result<Bytes, Status> {
     let policy = with_default_process(sent)?;
     check_safety(&policy)?;
@@ -162,7 +155,7 @@ fn violations(policy: &SandboxPolicy) -> Vec<String> {
                 out.push(format!(
                     "path exceeds maximum length ({} > {MAX_PATH_BYTES}): {}...",
                     path.len(),
-                    prefix(path, PATH_DISPLAY_BYTES)
+                    &path[..char_floor(path, PATH_DISPLAY_BYTES)]
                 ));
                 continue;
             }
@@ -196,15 +189,6 @@ fn violations(policy: &SandboxPolicy) -> Vec<String> {
 /// `*.com`, `**.co`: a wildcard host with two labels or fewer.
 fn top_level_wildcard(host: &str) -> bool {
     (host.starts_with("*.") || host.starts_with("**.")) && host.split('.').count() <= 2
-}
-
-/// At most `max` bytes of `s`, cut at a character boundary.
-fn prefix(s: &str, max: usize) -> &str {
-    let mut end = max.min(s.len());
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// The static-field rules for a policy update on a live sandbox (upstream's

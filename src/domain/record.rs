@@ -6,11 +6,10 @@
 //!
 //! The payload is the encoded `openshell.v1.Sandbox` *without* its
 //! `metadata`: id, name, creation time and labels live in the record (the
-//! store stamps the time), and [`decode`] puts them back. Everything that
-//! reads a sandbox record goes through [`decode`]; everything that changes
-//! one goes through [`modify`] (read, change, write at the revision read,
-//! retry on a concurrent write) so the watch loop, reconcile, delete and
-//! other handlers never lose each other's updates.
+//! store stamps the time), and [`decode`] puts them back. Every change goes
+//! through [`modify`] (read, change, write at the revision read, retry) so
+//! the watch loop, reconcile, delete and handlers never lose each other's
+//! updates.
 
 use std::sync::Arc;
 
@@ -41,9 +40,11 @@ pub fn settings_name(id: &str) -> String {
     format!("sandbox/{id}")
 }
 
-/// Attempts of one read-modify-write before giving up on a record that
-/// keeps changing underneath.
-pub const MODIFY_ATTEMPTS: usize = 8;
+/// Attempts of one read-modify-write (read, write at the revision read,
+/// retry on `PreconditionFailed`) before giving up on a record that keeps
+/// changing underneath: a record has a handful of writers, so losing eight
+/// races in a row means something is wrong. Every such loop uses this.
+pub const WRITE_ATTEMPTS: usize = 8;
 
 /// The sandbox a record holds, with its metadata from the record.
 pub fn decode(record: &Record) -> Result<Sandbox, StoreError> {
@@ -113,7 +114,7 @@ where
     let id = id.to_string();
     store::blocking(store, move |s| {
         let mut last = None;
-        for _ in 0..MODIFY_ATTEMPTS {
+        for _ in 0..WRITE_ATTEMPTS {
             let Some(record) = s.get_by_id(Kind::Sandbox, &id)? else {
                 return Ok(None);
             };

@@ -2,37 +2,31 @@
 //! reads and `WatchSandbox{follow_logs}` tails and follows.
 //!
 //! One buffer per sandbox id: a ring of at most `--sandbox-log-lines`
-//! lines, plus a broadcast channel of [`LOG_WATCH_BUFFER_LINES`] slots for
-//! live followers. Every stored line is cut to the per-line limits below
-//! ([`bound`]), so a buffer holds at most `lines × MAX_LOG_LINE_BYTES`
-//! bytes however much a supervisor pushes: a flood only rotates the ring,
-//! and a follower that reads too slowly lags (it is told how many lines it
-//! missed) instead of holding memory or slowing the pusher.
+//! lines, plus a broadcast channel for live followers. Every stored line is
+//! cut to the per-line limits ([`bound`]), so a buffer holds at most
+//! `lines × MAX_LOG_LINE_BYTES` bytes however much a supervisor pushes: a
+//! flood only rotates the ring, and a slow follower lags (told how many
+//! lines it missed) instead of holding memory or slowing the pusher.
 //!
-//! Buffers exist only for sandboxes that exist (PushSandboxLogs checks, and
-//! [`SandboxLogs::remove`] runs when a sandbox is deleted) and for open
-//! followers (an empty buffer goes when its last follower leaves). Logs are
-//! not persisted: a restart loses them, as upstream's in-memory tail does.
-//!
-//! [`LogFilter`] is the one place the upstream filter semantics live
-//! (since, sources, minimum level).
+//! Buffers exist only for sandboxes that exist (PushSandboxLogs checks;
+//! deleting a sandbox removes its buffer) and for open followers. Logs are
+//! not persisted, as upstream's in-memory tail is not.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::broadcast;
 
+pub use crate::domain::limits::MAX_LOG_LEVEL_BYTES;
+use crate::domain::limits::char_floor;
 use crate::proto::openshell::v1::SandboxLogLine;
 
-/// Lines kept per sandbox when `--sandbox-log-lines` is not given (the
-/// flag's default in `config.rs` says the same).
+/// Lines kept per sandbox when `--sandbox-log-lines` is not given.
 pub const DEFAULT_LOG_LINES: usize = 1000;
 /// Largest `--sandbox-log-lines`.
 pub const MAX_SANDBOX_LOG_LINES: usize = 100_000;
 /// Live lines a follower may fall behind by before it lags.
 pub const LOG_WATCH_BUFFER_LINES: usize = 1024;
-/// Longest stored `level`, in bytes.
-pub const MAX_LOG_LEVEL_BYTES: usize = 32;
 /// Longest stored `target`, in bytes.
 pub const MAX_LOG_TARGET_BYTES: usize = 256;
 /// Longest stored `message`, in bytes (longer messages are cut).
@@ -57,13 +51,7 @@ pub const DEFAULT_SOURCE: &str = "gateway";
 
 /// Cut `s` to at most `max` bytes, at a character boundary.
 pub fn truncate(s: &mut String, max: usize) {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
+    s.truncate(char_floor(s, max));
 }
 
 /// Cut a line to the per-line limits.
@@ -183,9 +171,9 @@ impl SandboxLogs {
         self.capacity
     }
 
-    /// Store lines for sandbox `id` (each cut to the per-line limits; the
-    /// oldest lines go when the buffer is full) and send them to its
-    /// followers. The caller checks that the sandbox exists.
+    /// Store lines for sandbox `id` (cut to the limits; the oldest go when
+    /// the buffer is full) and send them to its followers. The caller checks
+    /// that the sandbox exists.
     pub fn push(&self, id: &str, lines: impl IntoIterator<Item = SandboxLogLine>) {
         let mut buffers = self.lock();
         let buffer = buffers.entry(id.to_string()).or_insert_with(Buffer::new);
@@ -227,11 +215,13 @@ impl SandboxLogs {
     }
 
     /// Lines held for all sandboxes together.
+    #[cfg(test)]
     pub fn total_lines(&self) -> usize {
         self.lock().values().map(|b| b.lines.len()).sum()
     }
 
     /// How many buffers exist.
+    #[cfg(test)]
     pub fn buffers(&self) -> usize {
         self.lock().len()
     }

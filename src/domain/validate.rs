@@ -12,11 +12,9 @@ use prost::Message;
 use crate::grpc::Status;
 use crate::proto::openshell::v1::{SandboxSpec, SandboxTemplate};
 
-pub use crate::domain::limits::{MAX_MAP_KEY_BYTES, MAX_MAP_VALUE_BYTES, MAX_NAME_BYTES};
+use crate::domain::limits::{MAX_LOG_LEVEL_BYTES, MAX_NAME_BYTES, string_map};
 /// Most providers one sandbox may name.
 pub const MAX_PROVIDERS: usize = 32;
-/// Longest `spec.log_level`, in bytes.
-pub const MAX_LOG_LEVEL_BYTES: usize = 32;
 /// Most `spec.environment` entries.
 pub const MAX_ENVIRONMENT_ENTRIES: usize = 128;
 /// Longest template string (`image`, `runtime_class_name`, `agent_socket`).
@@ -29,7 +27,10 @@ pub const MAX_TEMPLATE_STRUCT_BYTES: usize = 64 * 1024;
 pub const MAX_LABELS: usize = crate::store::MAX_LABELS;
 /// Most `key=value` pairs in a label selector.
 pub const MAX_SELECTOR_PAIRS: usize = 64;
-/// Longest label key (prefix, `/` and name), in bytes.
+/// Longest label key, prefix, `/` and name together, in bytes: upstream's
+/// rule, stricter than Kubernetes' (which allows a 253-byte prefix plus a
+/// 63-byte name; the store's backstop, `store::MAX_RECORD_LABEL_KEY_BYTES`,
+/// admits that).
 pub const MAX_LABEL_KEY_BYTES: usize = 253;
 /// Longest label key name segment and label value, in bytes.
 pub const MAX_LABEL_NAME_BYTES: usize = 63;
@@ -62,11 +63,7 @@ pub fn create_request(
             spec.log_level.len()
         )));
     }
-    crate::domain::limits::string_map(
-        &spec.environment,
-        MAX_ENVIRONMENT_ENTRIES,
-        "spec.environment",
-    )?;
+    string_map(&spec.environment, MAX_ENVIRONMENT_ENTRIES, "spec.environment")?;
     if let Some(t) = &spec.template {
         template(t)?;
     }
@@ -99,17 +96,13 @@ fn template(t: &SandboxTemplate) -> Result<(), Status> {
             )));
         }
     }
-    crate::domain::limits::string_map(&t.labels, MAX_TEMPLATE_MAP_ENTRIES, "template.labels")?;
-    crate::domain::limits::string_map(
-        &t.annotations,
-        MAX_TEMPLATE_MAP_ENTRIES,
-        "template.annotations",
-    )?;
-    crate::domain::limits::string_map(
-        &t.environment,
-        MAX_TEMPLATE_MAP_ENTRIES,
-        "template.environment",
-    )?;
+    for (map, field) in [
+        (&t.labels, "template.labels"),
+        (&t.annotations, "template.annotations"),
+        (&t.environment, "template.environment"),
+    ] {
+        string_map(map, MAX_TEMPLATE_MAP_ENTRIES, field)?;
+    }
     for (field, value) in [
         ("template.resources", &t.resources),
         ("template.volume_claim_templates", &t.volume_claim_templates),
@@ -127,10 +120,6 @@ fn template(t: &SandboxTemplate) -> Result<(), Status> {
 /// `[a-zA-Z0-9]`, the first and last character of a label name or value.
 fn alnum(c: char) -> bool {
     c.is_ascii_alphanumeric()
-}
-
-fn name_char(c: char) -> bool {
-    alnum(c) || matches!(c, '-' | '_' | '.')
 }
 
 /// A Kubernetes label key: an optional DNS-subdomain prefix and `/`, then a
@@ -152,26 +141,7 @@ pub fn label_key(key: &str) -> Result<(), Status> {
     if name.is_empty() {
         return Err(invalid(format!("label key name segment cannot be empty: '{key}'")));
     }
-    if name.len() > MAX_LABEL_NAME_BYTES {
-        return Err(invalid(format!(
-            "label key name segment exceeds {MAX_LABEL_NAME_BYTES} characters: '{key}'"
-        )));
-    }
-    if !name.chars().all(name_char) {
-        return Err(invalid(format!(
-            "label key name segment contains invalid characters (must be alphanumeric, '-', '_', or '.'): '{key}'"
-        )));
-    }
-    if !name.starts_with(alnum) {
-        return Err(invalid(format!(
-            "label key name segment must start with alphanumeric character: '{key}'"
-        )));
-    }
-    if !name.ends_with(alnum) {
-        return Err(invalid(format!(
-            "label key name segment must end with alphanumeric character: '{key}'"
-        )));
-    }
+    label_name("label key name segment", name, key)?;
     let Some(prefix) = prefix else {
         return Ok(());
     };
@@ -203,27 +173,25 @@ pub fn label_value(value: &str) -> Result<(), Status> {
     if value.is_empty() {
         return Ok(());
     }
-    if value.len() > MAX_LABEL_NAME_BYTES {
-        return Err(invalid(format!(
-            "label value exceeds {MAX_LABEL_NAME_BYTES} characters: '{value}'"
-        )));
-    }
-    if !value.chars().all(name_char) {
-        return Err(invalid(format!(
-            "label value contains invalid characters (must be alphanumeric, '-', '_', or '.'): '{value}'"
-        )));
-    }
-    if !value.starts_with(alnum) {
-        return Err(invalid(format!(
-            "label value must start with alphanumeric character: '{value}'"
-        )));
-    }
-    if !value.ends_with(alnum) {
-        return Err(invalid(format!(
-            "label value must end with alphanumeric character: '{value}'"
-        )));
-    }
-    Ok(())
+    label_name("label value", value, value)
+}
+
+/// The rules a label key's name segment and a label value share: at most
+/// 63 characters from `[A-Za-z0-9._-]`, starting and ending with a letter
+/// or digit. `what` and `shown` make upstream's message.
+fn label_name(what: &str, name: &str, shown: &str) -> Result<(), Status> {
+    let broken = if name.len() > MAX_LABEL_NAME_BYTES {
+        format!("exceeds {MAX_LABEL_NAME_BYTES} characters")
+    } else if !name.chars().all(|c| alnum(c) || matches!(c, '-' | '_' | '.')) {
+        "contains invalid characters (must be alphanumeric, '-', '_', or '.')".into()
+    } else if !name.starts_with(alnum) {
+        "must start with alphanumeric character".into()
+    } else if !name.ends_with(alnum) {
+        "must end with alphanumeric character".into()
+    } else {
+        return Ok(());
+    };
+    Err(invalid(format!("{what} {broken}: '{shown}'")))
 }
 
 /// Parse and check a `k=v,k2=v2` selector (spaces around pairs, keys and

@@ -52,8 +52,11 @@ pub const STARTUP_INTERVAL: Duration = Duration::from_millis(100);
 pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
 /// Reconnect backoff: largest delay.
 pub const RECONNECT_MAX: Duration = Duration::from_secs(5);
-/// The HTTP/2 handshake with a driver must finish within this time.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The HTTP/2 handshake with a driver must finish within this time: shorter
+/// than a remote client's (`net::HANDSHAKE_TIMEOUT`), because the
+/// driver is a local process on a Unix socket, and a driver that has not
+/// answered in 5 s is stuck (the reconnect loop tries again).
+const DRIVER_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest header list (response headers, trailers) accepted from a driver,
 /// bytes as HTTP/2 counts them (RFC 9113 §6.5.2). A gRPC answer needs a
 /// few hundred bytes; h2's default (16 MiB) would let a driver make the
@@ -118,7 +121,7 @@ async fn handshake(
         .initial_window_size(window)
         .initial_connection_window_size(window.saturating_mul(2))
         .max_header_list_size(MAX_DRIVER_HEADER_LIST_BYTES);
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, builder.handshake(stream)).await {
+    match tokio::time::timeout(DRIVER_HANDSHAKE_TIMEOUT, builder.handshake(stream)).await {
         Ok(Ok(pair)) => Ok(pair),
         Ok(Err(e)) => Err(format!("HTTP/2 handshake failed: {e}")),
         Err(_) => Err("HTTP/2 handshake timed out".to_string()),

@@ -24,18 +24,15 @@ use super::server::{
 };
 use crate::grpc::Gate;
 use crate::log;
-use crate::net::Peer;
 use crate::net::connections::Entry;
 use crate::net::io::Rewind;
+use crate::net::{HANDSHAKE_TIMEOUT, Peer};
 
 /// The HTTP/2 client connection preface (RFC 9113 §3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// A connection must say which protocol it speaks within this time.
 const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The HTTP/2 handshake (SETTINGS exchange) must finish within this time.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl<G: Gate> Core<G> {
     /// Serve one connection; `nested` for the inside of a WebSocket tunnel

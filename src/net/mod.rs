@@ -11,6 +11,11 @@ pub mod tls;
 pub mod url;
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+/// A client must finish each handshake within this time: TLS (`tls`), and
+/// the HTTP/2 SETTINGS exchange after it (`grpc::server`).
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// TLS on the main port (only ever set in a `tls` build).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -33,7 +33,6 @@ use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
 use rustls::server::WebPkiClientVerifier;
@@ -43,12 +42,9 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use super::ServerTls;
+use super::{HANDSHAKE_TIMEOUT, ServerTls};
 use crate::log;
 use crate::net::url::Host;
-
-/// A client must finish the TLS handshake within this time.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest PEM file read (certificate chains, keys, CA bundles), in bytes.
 /// A system CA bundle is about 220 KiB.

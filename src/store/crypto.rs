@@ -2,12 +2,8 @@
 //!
 //! A payload is sealed with AES-256-GCM under the store key, with a fresh
 //! random 96-bit nonce per write and the record's metadata as associated
-//! data ([`record_aad`]: kind, id, name, revision, times and labels), so a
-//! sealed payload copied onto another record, or an older sealed payload of
-//! the same record written back under its newer metadata, fails to open.
-//! The stored form is `nonce || ciphertext || tag`.
-//!
-//! Random nonces are safe for about 2^32 writes under one key (NIST SP
+//! data ([`record_aad`]), stored as `nonce || ciphertext || tag`. Random
+//! nonces are safe for about 2^32 writes under one key (NIST SP
 //! 800-38D, 8.3); a gateway's store stays orders of magnitude below that.
 //!
 //! The key check value is the same seal applied to a fixed constant under a
@@ -23,9 +19,7 @@ use super::model::{Kind, StoreError};
 /// Length of a store key, in bytes.
 pub const STORE_KEY_BYTES: usize = 32;
 
-/// Associated data of the key check value.
 const KEY_CHECK_AAD: &[u8] = b"slimgate.store.key-check.v1";
-/// Plaintext of the key check value.
 const KEY_CHECK_PLAINTEXT: &[u8] = b"slimgate store key check";
 /// Prefix of every record's associated data (domain separation from the key
 /// check and from the store format 1 binding).
@@ -110,11 +104,7 @@ impl Cipher {
 /// or an older copy of the whole file put back: that needs state kept
 /// outside the file.
 pub(crate) fn record_aad(env: &Envelope) -> Vec<u8> {
-    let labels: usize = env.labels.iter().map(|(k, v)| 16 + k.len() + v.len()).sum();
-    let mut aad = Vec::with_capacity(
-        RECORD_AAD_PREFIX.len() + 4 + 16 + env.id.len() + env.name.len() + 32 + labels,
-    );
-    aad.extend_from_slice(RECORD_AAD_PREFIX);
+    let mut aad = RECORD_AAD_PREFIX.to_vec();
     aad.extend_from_slice(&env.kind.to_be_bytes());
     push_field(&mut aad, env.id.as_bytes());
     push_field(&mut aad, env.name.as_bytes());
@@ -132,8 +122,7 @@ pub(crate) fn record_aad(env: &Envelope) -> Vec<u8> {
 /// Store format 1's associated data: a prefix, the kind code, and the name
 /// with its length. Read only, to migrate a format 1 file on open.
 pub(crate) fn record_aad_v1(kind: Kind, name: &str) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(RECORD_AAD_V1_PREFIX.len() + 12 + name.len());
-    aad.extend_from_slice(RECORD_AAD_V1_PREFIX);
+    let mut aad = RECORD_AAD_V1_PREFIX.to_vec();
     aad.extend_from_slice(&kind.code().to_be_bytes());
     push_field(&mut aad, name.as_bytes());
     aad

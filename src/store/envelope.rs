@@ -11,8 +11,12 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use prost::Message;
 
-use super::model::{Kind, MAX_LABEL_KEY_BYTES, MAX_LABELS, MAX_PAYLOAD_BYTES, Record, StoreError};
-use super::model::{MAX_ID_BYTES, MAX_LABEL_VALUE_BYTES, MAX_NAME_BYTES, check_fields};
+use super::model::{
+    Kind, MAX_LABELS, MAX_PAYLOAD_BYTES, MAX_RECORD_LABEL_KEY_BYTES, Record, StoreError,
+};
+use super::model::{
+    MAX_ID_BYTES, MAX_RECORD_LABEL_VALUE_BYTES, MAX_RECORD_NAME_BYTES, check_fields,
+};
 
 /// The only envelope format this code writes and reads.
 pub(crate) const ENVELOPE_FORMAT: u32 = 1;
@@ -26,9 +30,9 @@ pub(crate) const SEAL_OVERHEAD_BYTES: usize = 12 + 16;
 /// plus the largest metadata, rounded up.
 pub const MAX_ENVELOPE_BYTES: usize = MAX_PAYLOAD_BYTES
     + SEAL_OVERHEAD_BYTES
-    + MAX_NAME_BYTES
+    + MAX_RECORD_NAME_BYTES
     + MAX_ID_BYTES
-    + MAX_LABELS * (MAX_LABEL_KEY_BYTES + MAX_LABEL_VALUE_BYTES + 16)
+    + MAX_LABELS * (MAX_RECORD_LABEL_KEY_BYTES + MAX_RECORD_LABEL_VALUE_BYTES + 16)
     + 1024;
 
 /// The envelope message (field numbers are part of the file format).
@@ -127,7 +131,6 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, StoreError> {
     Ok(env.into_record(kind, payload))
 }
 
-/// Encodes an envelope for storage.
 pub(crate) fn encode_envelope(env: &Envelope) -> Vec<u8> {
     env.encode_to_vec()
 }

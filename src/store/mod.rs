@@ -8,22 +8,16 @@
 //! store-stamped creation and update times, a revision, exact-match labels,
 //! and an opaque payload (the encoded protobuf object; the store never
 //! interprets it). That is upstream's one `objects` table, split per kind so
-//! counting and listing a kind never touch the others. Reads are
-//! [`Store::get`], [`Store::get_by_id`], [`Store::list`] (creation or name
-//! order, name prefix, label filter, offset and limit) and [`Store::count`].
-//! Every write is an [`Op`] batch given to [`Store::apply`], which runs it
-//! all-or-nothing in one durable transaction, with per-op conditions
-//! ([`Expect`]): a handler that changes several records together (deleting a
-//! sandbox with its policy revisions, superseding revisions, bumping
-//! `settings_revision` with a setting) writes one batch. [`Store::create`],
-//! [`Store::update`], [`Store::put`] and [`Store::delete`] are one-op
-//! batches. Gateway-level counters (`settings_revision`) are a separate
-//! name → u64 space, bumped by [`Op::AddToCounter`] and read by
-//! [`Store::counter`].
+//! counting and listing a kind never touch the others. Every write is an
+//! [`Op`] batch given to [`Store::apply`], run all-or-nothing in one durable
+//! transaction with per-op conditions ([`Expect`]): a handler that changes
+//! several records together (a sandbox with its policy revisions, a setting
+//! with the `settings_revision` counter) writes one batch.
 //!
 //! For read-modify-write (merging provider credentials), read the record,
 //! then write with [`Expect::Revision`] set to the revision read; on
-//! [`StoreError::PreconditionFailed`], read again and retry.
+//! [`StoreError::PreconditionFailed`], read again and retry (at most
+//! `domain::record::WRITE_ATTEMPTS` times).
 //!
 //! The trait knows nothing about redb, so a shared database backend for
 //! several replicas can implement it later without touching handlers.
@@ -53,19 +47,10 @@
 //! # Calling from async code
 //!
 //! The trait is synchronous because redb is. Reads take microseconds on a
-//! warm page cache and may be called inline on a tokio worker. Writes wait for
-//! fsync (milliseconds, more on a busy disk) and should run on the blocking
-//! pool:
-//!
-//! ```text
-//! let store = Arc::clone(&self.store);
-//! let record = tokio::task::spawn_blocking(move || store.create(Kind::Provider, new))
-//!     .await
-//!     .map_err(|_| Status::internal("store task failed"))??;
-//! ```
-//!
-//! Writes are serialized by redb (one write transaction at a time); reads
-//! never wait for writes.
+//! warm page cache and may be called inline on a tokio worker; writes wait
+//! for fsync (milliseconds, more on a busy disk) and run on the blocking
+//! pool through [`blocking`]. redb serializes writes (one write transaction
+//! at a time); reads never wait for writes.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod config;
@@ -74,7 +59,9 @@ mod crash_test;
 mod crypto;
 mod envelope;
 mod model;
+mod redb_open;
 mod redb_store;
+mod redb_write;
 #[cfg(test)]
 mod tests;
 
@@ -86,10 +73,12 @@ pub use crypto::{STORE_KEY_BYTES, new_uuid_v4};
 pub use envelope::{MAX_ENVELOPE_BYTES, decode_record};
 pub use model::{
     Applied, Expect, Kind, ListQuery, MAX_BATCH_OPS, MAX_COUNTER_NAME_BYTES, MAX_ID_BYTES,
-    MAX_LABEL_KEY_BYTES, MAX_LABEL_VALUE_BYTES, MAX_LABELS, MAX_LIST_RECORDS, MAX_NAME_BYTES,
-    MAX_PAYLOAD_BYTES, MAX_PRUNE_NAMES, NewRecord, Op, Order, Record, Store, StoreError,
+    MAX_LABELS, MAX_LIST_RECORDS, MAX_PAYLOAD_BYTES, MAX_PRUNE_NAMES, MAX_RECORD_LABEL_KEY_BYTES,
+    MAX_RECORD_LABEL_VALUE_BYTES, MAX_RECORD_NAME_BYTES, NewRecord, Op, Order, Record, Store,
+    StoreError,
 };
-pub use redb_store::{RedbStore, STORE_FORMAT, now_ms};
+pub use redb_open::STORE_FORMAT;
+pub use redb_store::{RedbStore, now_ms};
 
 /// Opens the store file at `path` (created if missing; its directory must
 /// exist), encrypted with `key` if given. Fails if another process holds

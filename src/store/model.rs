@@ -11,18 +11,25 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 
-/// Longest record name, in bytes. Policy revision names
-/// (`<sandbox_id>/<version:010>`) use 47; sandbox and provider names are
-/// short; the bound keeps index keys small.
-pub const MAX_NAME_BYTES: usize = 1024;
+/// Longest record name, in bytes: the store's own bound on an index key,
+/// looser than any API rule because record names are composed (a policy
+/// revision is `<sandbox_id>/<version:010>`, a sandbox's settings
+/// `sandbox/<id>`). The API's object-name rule is
+/// `domain::limits::MAX_NAME_BYTES` (253).
+pub const MAX_RECORD_NAME_BYTES: usize = 1024;
 /// Longest record id, in bytes (a UUID string is 36).
 pub const MAX_ID_BYTES: usize = 128;
 /// Most labels on one record.
 pub const MAX_LABELS: usize = 64;
-/// Longest label key, in bytes (a Kubernetes key is at most 253 + 1 + 63).
-pub const MAX_LABEL_KEY_BYTES: usize = 317;
-/// Longest label value, in bytes.
-pub const MAX_LABEL_VALUE_BYTES: usize = 1024;
+/// Longest label key on any record, in bytes: the store's backstop, room
+/// for the longest Kubernetes key (a 253-byte prefix, `/`, a 63-byte name).
+/// Sandbox labels obey upstream's stricter rule,
+/// `domain::validate::MAX_LABEL_KEY_BYTES` (253 for the whole key); this
+/// bound is part of the file format (a stored record over it is corrupt).
+pub const MAX_RECORD_LABEL_KEY_BYTES: usize = 317;
+/// Longest label value on any record, in bytes (the store's backstop; the
+/// API's label values are at most 63).
+pub const MAX_RECORD_LABEL_VALUE_BYTES: usize = 1024;
 /// Largest record payload, in bytes: four times the default
 /// `--max-message-bytes`, so a stored object always fits in a reply unless
 /// the operator raised that flag a long way.
@@ -47,22 +54,23 @@ pub const MAX_PRUNE_NAMES: usize = 16;
 /// The numeric [`Kind::code`] is written into every stored record and bound
 /// into its encryption; never renumber a kind, only add new ones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[repr(u32)]
 pub enum Kind {
     /// `openshell.v1.Sandbox`, named by the sandbox name.
-    Sandbox,
+    Sandbox = 1,
     /// `openshell.datamodel.v1.Provider`, named by the provider name.
-    Provider,
+    Provider = 2,
     /// A gateway or sandbox setting.
-    Setting,
+    Setting = 3,
     /// A policy revision, named `<sandbox_id>/<version:010>` (or
     /// `__global__/<version:010>`), so name order is version order.
-    PolicyRevision,
+    PolicyRevision = 4,
     /// A stored `InferenceRoute`, named by route (`inference.local`, …).
-    InferenceRoute,
+    InferenceRoute = 5,
     /// An `SshSession`, id the SHA-256 of its token (the token itself is
     /// never stored), named `<sandbox_id>/<id>` so a sandbox's sessions
     /// share a name prefix.
-    SshSession,
+    SshSession = 6,
 }
 
 impl Kind {
@@ -88,16 +96,10 @@ impl Kind {
         }
     }
 
-    /// The stable number stored in each record of this kind.
+    /// The stable number stored in each record of this kind (its
+    /// discriminant).
     pub fn code(self) -> u32 {
-        match self {
-            Kind::Sandbox => 1,
-            Kind::Provider => 2,
-            Kind::Setting => 3,
-            Kind::PolicyRevision => 4,
-            Kind::InferenceRoute => 5,
-            Kind::SshSession => 6,
-        }
+        self as u32
     }
 
     /// The kind with this code, if any.
@@ -160,11 +162,9 @@ impl fmt::Debug for Record {
 pub struct NewRecord {
     /// Stable id for a new record (see [`crate::store::new_uuid_v4`]).
     pub id: String,
-    /// Unique within the kind; 1 to [`MAX_NAME_BYTES`] bytes.
+    /// Unique within the kind; 1 to [`MAX_RECORD_NAME_BYTES`] bytes.
     pub name: String,
-    /// Exact-match labels.
     pub labels: BTreeMap<String, String>,
-    /// The encoded object.
     pub payload: Bytes,
 }
 
@@ -197,74 +197,40 @@ pub enum Expect {
 
 /// One step of an atomic batch ([`Store::apply`]). Steps run in order inside
 /// one write transaction, each seeing the effects of the steps before it; the
-/// first failure abandons the whole batch, leaving nothing written.
+/// first failure abandons the whole batch, leaving nothing written. An
+/// `expect` is checked against the record as it was before its step.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     /// Create the record, or write over it (keeping id and creation time).
-    Put {
-        /// Kind of the record.
-        kind: Kind,
-        /// The record to write.
-        record: NewRecord,
-        /// Condition on the record as it was before this step.
-        expect: Expect,
-    },
+    Put { kind: Kind, record: NewRecord, expect: Expect },
     /// Remove one record.
-    Delete {
-        /// Kind of the record.
-        kind: Kind,
-        /// Name of the record.
-        name: String,
-        /// Condition on the record as it was before this step.
-        expect: Expect,
-    },
+    Delete { kind: Kind, name: String, expect: Expect },
     /// Remove every record of `kind` whose name starts with `prefix`
     /// (non-empty), for example all revisions `<sandbox_id>/`.
-    DeletePrefix {
-        /// Kind of the records.
-        kind: Kind,
-        /// Name prefix; must not be empty.
-        prefix: String,
-    },
+    DeletePrefix { kind: Kind, prefix: String },
     /// Keep at most `keep` records of `kind` whose name starts with `prefix`
     /// (non-empty), removing the first ones in name order (for policy
     /// revisions, the oldest) until that many remain. Only records whose
     /// label `label` has one of the `removable` values may go, and never a
-    /// record named in `except`; when too few may go, more than `keep`
-    /// remain. Runs inside the batch's transaction, after the steps before
-    /// it, so the bound holds for what the batch commits.
+    /// record named in `except` (each at most [`MAX_PRUNE_NAMES`]); when too
+    /// few may go, more than `keep` remain. Runs inside the batch's
+    /// transaction, after the steps before it, so the bound holds for what
+    /// the batch commits.
     Prune {
-        /// Kind of the records.
         kind: Kind,
-        /// Name prefix; must not be empty.
         prefix: String,
-        /// Most records to leave under the prefix.
         keep: usize,
-        /// The label deciding which records may be removed.
         label: String,
-        /// Values of `label` that allow removal; at most [`MAX_PRUNE_NAMES`].
         removable: Vec<String>,
-        /// Names never removed; at most [`MAX_PRUNE_NAMES`].
         except: Vec<String>,
     },
     /// Only check a condition (a record the batch depends on but does not
     /// change).
-    Check {
-        /// Kind of the record.
-        kind: Kind,
-        /// Name of the record.
-        name: String,
-        /// The condition.
-        expect: Expect,
-    },
-    /// Add `delta` to a gateway-level counter (absent counters are 0), for
-    /// example `settings_revision`.
-    AddToCounter {
-        /// Counter name; 1 to [`MAX_COUNTER_NAME_BYTES`] bytes.
-        name: String,
-        /// Amount to add.
-        delta: u64,
-    },
+    Check { kind: Kind, name: String, expect: Expect },
+    /// Add `delta` to a gateway-level counter (absent counters are 0; a name
+    /// is 1 to [`MAX_COUNTER_NAME_BYTES`] bytes), for example
+    /// `settings_revision`.
+    AddToCounter { name: String, delta: u64 },
 }
 
 /// What one [`Op`] did, at the same index as the op.
@@ -320,48 +286,20 @@ pub struct ListQuery {
 #[derive(Debug)]
 pub enum StoreError {
     /// No record of this kind and name.
-    NotFound {
-        /// Kind looked up.
-        kind: Kind,
-        /// Name looked up.
-        name: String,
-    },
+    NotFound { kind: Kind, name: String },
     /// A record of this kind and name already exists.
-    AlreadyExists {
-        /// Kind written.
-        kind: Kind,
-        /// Name written.
-        name: String,
-    },
+    AlreadyExists { kind: Kind, name: String },
     /// Another record of this kind already has this id.
-    IdInUse {
-        /// Kind written.
-        kind: Kind,
-        /// The id.
-        id: String,
-    },
-    /// The record is at another revision than [`Expect::Revision`] said.
-    PreconditionFailed {
-        /// Kind written.
-        kind: Kind,
-        /// Name written.
-        name: String,
-        /// Revision the caller expected.
-        expected: u64,
-        /// Revision found.
-        found: u64,
-    },
+    IdInUse { kind: Kind, id: String },
+    /// The record is at revision `found`, not the `expected` of
+    /// [`Expect::Revision`].
+    PreconditionFailed { kind: Kind, name: String, expected: u64, found: u64 },
     /// The caller's input breaks a limit or rule (what, not the value).
     Invalid(String),
     /// Stored bytes could not be decoded or are inconsistent.
     Corrupt(String),
     /// A stored payload failed to authenticate with the store key.
-    Decrypt {
-        /// Kind read.
-        kind: Kind,
-        /// Name read.
-        name: String,
-    },
+    Decrypt { kind: Kind, name: String },
     /// The store is encrypted with another key.
     KeyMismatch,
     /// The store is encrypted and no key was given.
@@ -374,20 +312,11 @@ pub enum StoreError {
     NotAStore,
     /// Another process has the store file open.
     Locked,
-    /// The file could not be opened or created.
-    Open {
-        /// The store file.
-        path: PathBuf,
-        /// What the backend said.
-        source: Box<redb::Error>,
-    },
-    /// The backend failed while doing `context`.
-    Backend {
-        /// What the store was doing, for example "committing a write".
-        context: &'static str,
-        /// What the backend said.
-        source: Box<redb::Error>,
-    },
+    /// The store file could not be opened or created.
+    Open { path: PathBuf, source: Box<redb::Error> },
+    /// The backend failed while doing `context` (for example "committing a
+    /// write").
+    Backend { context: &'static str, source: Box<redb::Error> },
     /// The system random number generator failed.
     Random,
     /// A backend broke the store's own contract (a bug).
@@ -397,49 +326,43 @@ pub enum StoreError {
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            StoreError::NotFound { kind, name } => write!(f, "{kind} '{name}' not found"),
-            StoreError::AlreadyExists { kind, name } => {
-                write!(f, "{kind} '{name}' already exists")
-            }
-            StoreError::IdInUse { kind, id } => {
-                write!(f, "another {kind} already has id '{id}'")
-            }
-            StoreError::PreconditionFailed { kind, name, expected, found } => write!(
+            Self::NotFound { kind, name } => write!(f, "{kind} '{name}' not found"),
+            Self::AlreadyExists { kind, name } => write!(f, "{kind} '{name}' already exists"),
+            Self::IdInUse { kind, id } => write!(f, "another {kind} already has id '{id}'"),
+            Self::PreconditionFailed { kind, name, expected, found } => write!(
                 f,
                 "{kind} '{name}' changed concurrently: expected revision {expected}, found {found}"
             ),
-            StoreError::Invalid(what) => write!(f, "invalid store input: {what}"),
-            StoreError::Corrupt(what) => write!(f, "store data is corrupt: {what}"),
-            StoreError::Decrypt { kind, name } => write!(
+            Self::Invalid(what) => write!(f, "invalid store input: {what}"),
+            Self::Corrupt(what) => write!(f, "store data is corrupt: {what}"),
+            Self::Decrypt { kind, name } => write!(
                 f,
                 "{kind} '{name}' failed to decrypt: its stored payload was altered, moved from another record, \
                  rolled back to an older write, or written with another key"
             ),
-            StoreError::KeyMismatch => {
+            Self::KeyMismatch => {
                 f.write_str("store key does not match the key this store was written with")
             }
-            StoreError::KeyRequired => f.write_str(
+            Self::KeyRequired => f.write_str(
                 "store is encrypted; give the key it was written with (--store-key-file)",
             ),
-            StoreError::KeyUnexpected => f.write_str(
+            Self::KeyUnexpected => f.write_str(
                 "store was written without encryption but a store key was given; \
                  start without --store-key-file, or with a new store file",
             ),
-            StoreError::UnsupportedFormat(v) => {
+            Self::UnsupportedFormat(v) => {
                 write!(f, "store file has format version {v}, which this slimgate does not support")
             }
-            StoreError::NotAStore => {
-                f.write_str("file is a redb database but not a slimgate store")
-            }
-            StoreError::Locked => {
+            Self::NotAStore => f.write_str("file is a redb database but not a slimgate store"),
+            Self::Locked => {
                 f.write_str("store file is already open in another process or store handle")
             }
-            StoreError::Open { path, source } => {
+            Self::Open { path, source } => {
                 write!(f, "cannot open store file {}: {source}", path.display())
             }
-            StoreError::Backend { context, source } => write!(f, "store {context}: {source}"),
-            StoreError::Random => f.write_str("system random number generator failed"),
-            StoreError::Internal(what) => write!(f, "store internal error: {what}"),
+            Self::Backend { context, source } => write!(f, "store {context}: {source}"),
+            Self::Random => f.write_str("system random number generator failed"),
+            Self::Internal(what) => write!(f, "store internal error: {what}"),
         }
     }
 }
@@ -453,11 +376,8 @@ impl std::error::Error for StoreError {
     }
 }
 
-/// The store every handler uses, as `Arc<dyn Store>`.
-///
-/// Synchronous: reads are short and may run inline on an async task; writes
-/// wait for an fsync and belong in `tokio::task::spawn_blocking` (see the
-/// module documentation).
+/// The store every handler uses, as `Arc<dyn Store>`; synchronous (see the
+/// module documentation, "Calling from async code").
 pub trait Store: Send + Sync {
     /// The record of this kind and name, if any.
     fn get(&self, kind: Kind, name: &str) -> Result<Option<Record>, StoreError>;
@@ -533,8 +453,8 @@ pub(crate) fn check_fields(
     if name.is_empty() {
         return Err("record name is empty".into());
     }
-    if name.len() > MAX_NAME_BYTES {
-        return Err(format!("record name is longer than {MAX_NAME_BYTES} bytes"));
+    if name.len() > MAX_RECORD_NAME_BYTES {
+        return Err(format!("record name is longer than {MAX_RECORD_NAME_BYTES} bytes"));
     }
     if let Some(id) = id {
         if id.is_empty() {
@@ -548,11 +468,13 @@ pub(crate) fn check_fields(
         return Err(format!("more than {MAX_LABELS} labels"));
     }
     for (key, value) in labels {
-        if key.is_empty() || key.len() > MAX_LABEL_KEY_BYTES {
-            return Err(format!("label key is empty or longer than {MAX_LABEL_KEY_BYTES} bytes"));
+        if key.is_empty() || key.len() > MAX_RECORD_LABEL_KEY_BYTES {
+            return Err(format!(
+                "label key is empty or longer than {MAX_RECORD_LABEL_KEY_BYTES} bytes"
+            ));
         }
-        if value.len() > MAX_LABEL_VALUE_BYTES {
-            return Err(format!("label value is longer than {MAX_LABEL_VALUE_BYTES} bytes"));
+        if value.len() > MAX_RECORD_LABEL_VALUE_BYTES {
+            return Err(format!("label value is longer than {MAX_RECORD_LABEL_VALUE_BYTES} bytes"));
         }
     }
     if payload_bytes > MAX_PAYLOAD_BYTES {

@@ -370,7 +370,7 @@ fn limits_are_enforced() {
         err.to_string()
     };
     invalid(rec("", "x"));
-    let msg = invalid(rec(&"n".repeat(MAX_NAME_BYTES + 1), "x"));
+    let msg = invalid(rec(&"n".repeat(MAX_RECORD_NAME_BYTES + 1), "x"));
     assert!(msg.contains("1024 bytes"), "{msg}");
     invalid(NewRecord { id: String::new(), ..rec("p", "x") });
     let many: Vec<(String, String)> =
