@@ -22,7 +22,7 @@ use crate::auth::gate::{AuthGate, Oidc};
 use crate::auth::keys::{KeySource, KeyTimings};
 use crate::auth::origin::{Discovery, JwksFile, JwksUri};
 use crate::auth::refresh;
-use crate::auth::{Algorithm, Verifier, VerifierConfig};
+use crate::auth::{OidcConfig, Verifier};
 use crate::config::Config;
 use crate::domain::events::SandboxBus;
 use crate::drivers::compute::{self, Compute};
@@ -175,7 +175,8 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
     api::ssh::spawn_reaper(&state);
     let router = router(&state, &health)?;
 
-    let oidc = config.oidc.as_ref().map(|o| (o.issuer.as_str(), o.audiences.as_slice()));
+    let oidc =
+        config.oidc.as_ref().map(|o| (o.verifier.issuer.as_str(), o.verifier.audiences.as_slice()));
     let plain: Arc<dyn Plain> = Arc::new(Endpoints::new(readiness.clone(), VERSION, oidc));
     let shutdown = Shutdown::new();
     let (gate, keys, key_tasks) = build_gate(&config, &tuning, &readiness, &shutdown).await?;
@@ -336,24 +337,13 @@ async fn build_gate(
     let Some(o) = &config.oidc else {
         return Ok((AuthGate::new(None, config.sandbox_secret.as_deref()), None, Vec::new()));
     };
-    let mut vc = VerifierConfig::new(o.issuer.clone(), o.audiences.clone());
-    vc.strict_audience = o.strict_audience;
-    vc.leeway_secs = o.leeway_secs;
-    vc.algorithms = o.algorithms.iter().filter_map(|a| Algorithm::from_name(a)).collect();
-    vc.max_token_bytes = o.max_token_bytes;
-    vc.roles_claim = o.roles_claim.clone();
-    vc.scopes_claim = o.scopes_claim.clone();
-    vc.cache_entries = o.token_cache_size;
-    let verifier =
-        Arc::new(Verifier::new(vc).map_err(|e| StartError(format!("OIDC settings: {e}")))?);
+    let verifier = Arc::new(
+        Verifier::new(o.verifier.clone()).map_err(|e| StartError(format!("OIDC settings: {e}")))?,
+    );
     let (keys, tasks) = start_keys(o, tuning, &verifier, readiness, shutdown).await?;
     let keys = Arc::new(keys);
-    let roles = if o.admin_role.is_empty() {
-        None
-    } else {
-        Some((o.admin_role.clone(), o.user_role.clone()))
-    };
-    let oidc = Oidc { verifier, keys: Arc::clone(&keys), roles, scopes: o.scopes_claim.is_some() };
+    let scopes = o.verifier.scopes_claim.is_some();
+    let oidc = Oidc { verifier, keys: Arc::clone(&keys), roles: o.roles.clone(), scopes };
     Ok((AuthGate::new(Some(oidc), config.sandbox_secret.as_deref()), Some(keys), tasks))
 }
 
@@ -363,7 +353,7 @@ async fn build_gate(
 /// gateway serves, answering bearer calls UNAVAILABLE and reporting not
 /// ready, until its identity provider answers.
 async fn start_keys(
-    o: &crate::config::Oidc,
+    o: &OidcConfig,
     tuning: &Tuning,
     verifier: &Arc<Verifier>,
     readiness: &Readiness,
@@ -371,7 +361,7 @@ async fn start_keys(
 ) -> Result<(KeySource, Vec<JoinHandle<()>>), StartError> {
     let timings = KeyTimings { ttl: o.jwks_ttl, ..tuning.keys };
     #[cfg(feature = "tls")]
-    if o.issuer.starts_with("https://")
+    if o.verifier.issuer.starts_with("https://")
         || o.jwks_uri.as_deref().is_some_and(|u| u.starts_with("https://"))
         || o.ca_file.is_some()
     {
@@ -394,8 +384,9 @@ async fn start_keys(
             KeySource::remote(Arc::new(JwksUri::new(url, limits)), timings)
         }
         (None, None) => {
-            let discovery = Discovery::new(&o.issuer, limits)
-                .map_err(|e| StartError(format!("--oidc-issuer {:?}: {e}", o.issuer)))?;
+            let issuer = &o.verifier.issuer;
+            let discovery = Discovery::new(issuer, limits)
+                .map_err(|e| StartError(format!("--oidc-issuer {issuer:?}: {e}")))?;
             // Discovery only fetches keys from the issuer's origin.
             crate::auth::origin::warn_if_in_clear("--oidc-issuer", discovery.url());
             KeySource::remote(Arc::new(discovery), timings)

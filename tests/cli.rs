@@ -96,9 +96,9 @@ fn help_lists_every_flag_with_variable_and_default() {
     for flag in slimgate::config::FLAGS {
         assert!(help.contains(&format!("--{}", flag.name)), "--{} missing", flag.name);
         assert!(help.contains(flag.env), "{} missing", flag.env);
-        if !flag.default.is_empty() {
+        if !flag.default().is_empty() {
             assert!(
-                help.contains(&format!("[default: {}]", flag.default)),
+                help.contains(&format!("[default: {}]", flag.default())),
                 "default of --{}",
                 flag.name
             );
@@ -117,6 +117,53 @@ fn help_lists_every_flag_with_variable_and_default() {
     } else {
         println!("note: ../shared/spec/config.md not found; checked the built-in table only");
     }
+}
+
+/// The fenced block under README's "## Command line".
+fn readme_help_block() -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split("\n## Command line\n").nth(1).expect("README has ## Command line");
+    let block = section.split("\n```\n").nth(1).expect("a ``` block in ## Command line");
+    format!("{block}\n")
+}
+
+#[test]
+fn readme_help_block_and_defaults_match_the_binary() {
+    let out = slimgate(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    let readme = readme_help_block();
+    for (n, (r, h)) in readme.lines().zip(help.lines()).enumerate() {
+        assert_eq!(r, h, "README's command-line block, line {}, differs from --help", n + 1);
+    }
+    assert_eq!(readme, help, "README's command-line block differs from --help in length");
+
+    // Each default --help documents is the one the parser uses: giving it
+    // explicitly yields the same configuration as leaving the flag out.
+    let base = ["--oidc-issuer", "http://idp/realms/x", "--compute-driver-socket", "/d.sock"];
+    let parse = |extra: &[String]| {
+        let args = base.iter().map(|a| a.to_string()).chain(extra.iter().cloned());
+        match slimgate::config::parse(args.map(Into::into), |_| None) {
+            Ok(slimgate::config::Action::Run(c)) => *c,
+            other => panic!("{extra:?}: {other:?}"),
+        }
+    };
+    let implicit = parse(&[]);
+    let mut lines = help.lines();
+    let mut checked = 0;
+    while let Some(line) = lines.next() {
+        let Some(name) = line.strip_prefix("  --").and_then(|l| l.split(' ').next()) else {
+            continue;
+        };
+        let text = lines.next().unwrap_or_default();
+        let Some((_, default)) = text.rsplit_once("[default: ") else { continue };
+        let default = default.strip_suffix(']').unwrap();
+        let explicit = parse(&[format!("--{name}={default}")]);
+        assert_eq!(explicit, implicit, "--{name}: the documented default {default:?} is not used");
+        checked += 1;
+    }
+    assert!(checked >= 30, "only {checked} documented defaults found");
 }
 
 #[test]

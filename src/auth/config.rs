@@ -1,17 +1,26 @@
-//! What the verifier is told about its issuer: a plain struct with public
-//! fields, defaults from auth.md, and one validation step.
+//! What the verifier and the key source are told about their issuer: plain
+//! structs with public fields, defaults and bounds from auth.md (the flag
+//! table of `config` names these constants), and one validation step.
 //!
-//! The gateway's flag parser fills a [`VerifierConfig`] (`--oidc-issuer`,
-//! `--oidc-audience`, `--oidc-leeway-secs`, …) and hands it to
+//! The gateway's flag parser fills an [`OidcConfig`] (`--oidc-*`); the
+//! wiring hands its [`VerifierConfig`] to
 //! [`Verifier::new`](super::Verifier::new), which calls
 //! [`VerifierConfig::validate`]; after that the verifier trusts every field.
 
 use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use super::alg::Algorithm;
 
 /// Default `--oidc-max-token-bytes` (auth.md; jwt.md item 1).
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8192;
+/// Smallest `--oidc-max-token-bytes`: a real signed token is longer (an
+/// ES256 signature alone is 86 characters).
+pub const MIN_MAX_TOKEN_BYTES: usize = 256;
+/// Largest `--oidc-max-token-bytes`, 1 MiB: the bound on what one token may
+/// make the verifier decode.
+pub const MAX_MAX_TOKEN_BYTES: usize = 1 << 20;
 /// Default clock-skew allowance in seconds (auth.md `--oidc-leeway-secs`).
 pub const DEFAULT_LEEWAY_SECS: u64 = 60;
 /// Largest configurable leeway in seconds (jwt.md item 33: "max 300 s").
@@ -20,10 +29,39 @@ pub const MAX_LEEWAY_SECS: u64 = 300;
 pub const DEFAULT_MAX_LIFETIME_SECS: u64 = 24 * 60 * 60;
 /// Default `--oidc-token-cache-size` in entries (auth.md); 0 disables.
 pub const DEFAULT_TOKEN_CACHE_ENTRIES: usize = 10_000;
+/// Largest `--oidc-token-cache-size`: the cache's memory bound.
+pub const MAX_TOKEN_CACHE_ENTRIES: usize = 10_000_000;
+/// Longest `--oidc-jwks-ttl` in seconds, a week: rotated keys are seen by then.
+pub const MAX_JWKS_TTL_SECS: u64 = 7 * 86_400;
 /// Default roles claim path (auth.md `--oidc-roles-claim`, Keycloak realm roles).
 pub const DEFAULT_ROLES_CLAIM: &str = "realm_access.roles";
+/// Default `--oidc-audience` (upstream's CLI client id).
+pub const DEFAULT_AUDIENCE: &str = "openshell-cli";
+/// Default `--oidc-admin-role` (auth.md "Roles and scopes").
+pub const DEFAULT_ADMIN_ROLE: &str = "openshell-admin";
+/// Default `--oidc-user-role` (auth.md "Roles and scopes").
+pub const DEFAULT_USER_ROLE: &str = "openshell-user";
 /// Default `typ` allowlist (jwt.md item 17; RFC 7519 §5.1, RFC 9068 §2.1).
 pub const DEFAULT_TYP_ALLOWLIST: [&str; 2] = ["JWT", "at+jwt"];
+
+/// The OIDC settings (`--oidc-issuer` set): the verifier's, the key
+/// source's and the roles.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OidcConfig {
+    /// What tokens are checked against.
+    pub verifier: VerifierConfig,
+    /// `--oidc-jwks-ttl`: key set lifetime.
+    pub jwks_ttl: Duration,
+    /// `--oidc-jwks-uri`: JWKS URL (skips discovery).
+    pub jwks_uri: Option<String>,
+    /// `--oidc-jwks-file`: static JWKS file.
+    pub jwks_file: Option<PathBuf>,
+    /// `--oidc-ca-file`: CA bundle for https key fetching instead of the
+    /// system roots (`tls` builds).
+    pub ca_file: Option<PathBuf>,
+    /// `(admin, user)` role names; `None`: authentication only.
+    pub roles: Option<(String, String)>,
+}
 
 /// Everything the verifier needs to know about one issuer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,7 +72,7 @@ pub struct VerifierConfig {
     pub audiences: Vec<String>,
     /// `--oidc-strict-audience`: no `azp` fallback; `aud` is required.
     pub strict_audience: bool,
-    /// `--oidc-leeway-secs`: clock skew allowed on `exp`, `nbf`, `iat` (≤ 300).
+    /// `--oidc-leeway-secs`: clock skew allowed on `exp`, `nbf`, `iat` (at most [`MAX_LEEWAY_SECS`]).
     pub leeway_secs: u64,
     /// Allowed `alg` values, a non-empty subset of {RS256, ES256}.
     pub algorithms: Vec<Algorithm>,
@@ -131,7 +169,9 @@ impl fmt::Display for ConfigError {
             ConfigError::EmptyIssuer => "the OIDC issuer is empty",
             ConfigError::NoAudience => "at least one non-empty OIDC audience is required",
             ConfigError::NoAlgorithm => "at least one JWT algorithm must be allowed",
-            ConfigError::LeewayTooLarge => "the OIDC leeway is above 300 seconds",
+            ConfigError::LeewayTooLarge => {
+                return write!(f, "the OIDC leeway is above {MAX_LEEWAY_SECS} seconds");
+            }
             ConfigError::ZeroMaxTokenBytes => "the maximum token size must be above 0",
             ConfigError::BadRolesClaim => "the roles claim path has an empty segment",
             ConfigError::BadScopesClaim => "the scopes claim name is empty",
