@@ -9,14 +9,10 @@
 //! Audit lines (`"audit":true`) record every denied call and every allowed
 //! mutating call: subject, method, decision and reason code.
 //!
-//! Lines are not written on the thread that emits them: [`Line::emit`]
-//! puts the line in a bounded queue ([`LOG_QUEUE_LINES`]) that one writer
-//! thread empties into stderr, so a slow or stalled log reader never
-//! stalls the event loop. When the queue is full the line is dropped and
-//! counted ([`dropped_lines`], `slimgate_log_lines_dropped_total` in
-//! `/metrics`); the writer reports the count in a line of its own once it
-//! catches up. [`flush`] (called by the binary before it exits) waits,
-//! for at most [`FLUSH_TIMEOUT`], until every queued line is written.
+//! Lines go through a bounded queue ([`LOG_QUEUE_LINES`]) to one writer
+//! thread, so a slow or stalled log reader never stalls the event loop; a
+//! line that finds the queue full is dropped and counted
+//! (`slimgate_log_lines_dropped_total` in `/metrics`).
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -114,12 +110,11 @@ impl Line {
 
     /// Add a field from anything that displays (numbers, addresses, errors
     /// of this crate — never a token or secret).
-    pub fn display(mut self, key: &str, value: impl std::fmt::Display) -> Line {
-        if let Some(buf) = self.buf.as_mut() {
-            push_key(buf, key);
-            push_json_str(buf, &value.to_string());
+    pub fn display(self, key: &str, value: impl std::fmt::Display) -> Line {
+        if self.buf.is_none() {
+            return self;
         }
-        self
+        self.str(key, &value.to_string())
     }
 
     /// Add an integer field.
@@ -144,16 +139,11 @@ impl Line {
     /// full; never blocks). Only the writer thread writes, so lines never
     /// interleave.
     pub fn emit(self) {
-        if let Some(line) = self.finish() {
-            match queue() {
-                Some(q) => {
-                    q.push(line);
-                }
-                // No writer thread could be started: write here.
-                None => {
-                    let _ = std::io::stderr().lock().write_all(line.as_bytes());
-                }
-            }
+        match (self.finish(), queue()) {
+            (Some(line), Some(q)) => _ = q.push(line),
+            // No writer thread could be started: write here.
+            (Some(line), None) => _ = std::io::stderr().lock().write_all(line.as_bytes()),
+            (None, _) => {}
         }
     }
 

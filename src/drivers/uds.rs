@@ -19,14 +19,7 @@
 //! - What a driver sends back is bounded: response headers and trailers by
 //!   [`MAX_DRIVER_HEADER_LIST_BYTES`], each message by `--max-message-bytes`
 //!   ([`PoolConfig::max_message_bytes`]).
-//! - A driver's status is mapped deliberately (`map_status`): the codes the
-//!   gateway reacts to pass through, UNAVAILABLE and DEADLINE_EXCEEDED stay
-//!   what they are, anything else is INTERNAL naming the driver call.
-//! - A failed call is a [`DriverError`], not a `Status`: the driver's text
-//!   (or the local reason) is only for the log. A user gets
-//!   [`DriverError::to_user`]: the mapped code and a stable message naming
-//!   the driver call and the request id, while the detail is logged at warn
-//!   with the same request id.
+//! - How a driver's failure is mapped and reported: `drivers::error`.
 
 pub use super::error::{Driver, DriverError, map_status};
 use std::path::{Path, PathBuf};

@@ -329,7 +329,7 @@ impl<G: Gate> Service<G> {
             } else {
                 Input::Stream(body.take().ok_or_else(gone)?)
             };
-            route.handler.call(ctx, input, tx, limit).await
+            (route.handler)(ctx, input, tx, limit).await
         };
         let shutdown = if streams_out { Some(&self.shutdown) } else { None };
         let work = pin!(work);

@@ -185,21 +185,16 @@ pub(crate) enum Input {
 pub(crate) type HandlerFuture =
     Pin<Box<dyn Future<Output = Result<Option<Reply<Bytes>>, Status>> + Send>>;
 
-pub(crate) trait Erased: Send + Sync {
-    fn call(
-        &self,
-        ctx: Context,
-        input: Input,
-        sink: Option<mpsc::Sender<Bytes>>,
-        limit: usize,
-    ) -> HandlerFuture;
-}
+/// A handler erased to one signature: context, request, the stream sink (streaming
+/// responses only) and the response message limit.
+pub(crate) type Handler =
+    Box<dyn Fn(Context, Input, Option<mpsc::Sender<Bytes>>, usize) -> HandlerFuture + Send + Sync>;
 
 /// One registered method.
 pub(crate) struct Route {
     pub(crate) path: &'static str,
     pub(crate) shape: Shape,
-    pub(crate) handler: Box<dyn Erased>,
+    pub(crate) handler: Handler,
     /// A request message limit below the service's, if any.
     pub(crate) max_request_bytes: Option<usize>,
 }
@@ -248,7 +243,7 @@ impl Router {
         }
     }
 
-    fn insert(&mut self, path: &'static str, shape: Shape, handler: Box<dyn Erased>) {
+    fn insert(&mut self, path: &'static str, shape: Shape, handler: Handler) {
         if let Some((service, _)) = path.strip_prefix('/').and_then(|p| p.rsplit_once('/')) {
             self.services.insert(service.to_string());
         }
@@ -275,10 +270,17 @@ impl Router {
         R: Into<Reply<Resp>> + 'static,
     {
         assert_eq!(method.shape, Shape::Unary, "{} is not unary", method.path);
+        let f = Arc::new(f);
         self.insert(
             method.path,
             method.shape,
-            Box::new(Unary { f: Arc::new(f), types: PhantomData }),
+            Box::new(move |ctx, input, _sink, limit| {
+                let f = Arc::clone(&f);
+                Box::pin(async move {
+                    let Input::One(bytes) = input else { return Err(misuse()) };
+                    encode_reply(f(ctx, decode::<Req>(bytes)?).await?.into(), limit)
+                })
+            }),
         );
     }
 
@@ -291,10 +293,18 @@ impl Router {
         Fut: Future<Output = Result<(), Status>> + Send + 'static,
     {
         assert_eq!(method.shape, Shape::ServerStreaming, "{} is not server-streaming", method.path);
+        let f = Arc::new(f);
         self.insert(
             method.path,
             method.shape,
-            Box::new(ServerStreaming { f: Arc::new(f), types: PhantomData }),
+            Box::new(move |ctx, input, sink, limit| {
+                let f = Arc::clone(&f);
+                Box::pin(async move {
+                    let (Input::One(bytes), Some(tx)) = (input, sink) else { return Err(misuse()) };
+                    f(ctx, decode::<Req>(bytes)?, Sink { tx, limit, types: PhantomData }).await?;
+                    Ok(None)
+                })
+            }),
         );
     }
 
@@ -308,10 +318,17 @@ impl Router {
         R: Into<Reply<Resp>> + 'static,
     {
         assert_eq!(method.shape, Shape::ClientStreaming, "{} is not client-streaming", method.path);
+        let f = Arc::new(f);
         self.insert(
             method.path,
             method.shape,
-            Box::new(ClientStreaming { f: Arc::new(f), types: PhantomData }),
+            Box::new(move |ctx, input, _sink, limit| {
+                let f = Arc::clone(&f);
+                Box::pin(async move {
+                    let Input::Stream(body) = input else { return Err(misuse()) };
+                    encode_reply(f(ctx, Requests::new(body)).await?.into(), limit)
+                })
+            }),
         );
     }
 
@@ -324,10 +341,20 @@ impl Router {
         Fut: Future<Output = Result<(), Status>> + Send + 'static,
     {
         assert_eq!(method.shape, Shape::BidiStreaming, "{} is not bidi-streaming", method.path);
+        let f = Arc::new(f);
         self.insert(
             method.path,
             method.shape,
-            Box::new(Bidi { f: Arc::new(f), types: PhantomData }),
+            Box::new(move |ctx, input, sink, limit| {
+                let f = Arc::clone(&f);
+                Box::pin(async move {
+                    let (Input::Stream(body), Some(tx)) = (input, sink) else {
+                        return Err(misuse());
+                    };
+                    f(ctx, Requests::new(body), Sink { tx, limit, types: PhantomData }).await?;
+                    Ok(None)
+                })
+            }),
         );
     }
 }
@@ -342,128 +369,4 @@ fn encode_reply<Resp: prost::Message>(
 
 fn misuse() -> Status {
     Status::internal("handler shape does not match the request")
-}
-
-struct Unary<F, Req, Resp> {
-    f: Arc<F>,
-    types: PhantomData<fn(Req) -> Resp>,
-}
-
-impl<Req, Resp, F, Fut, R> Erased for Unary<F, Req, Resp>
-where
-    Req: prost::Message + Default + 'static,
-    Resp: prost::Message + 'static,
-    F: Fn(Context, Req) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<R, Status>> + Send + 'static,
-    R: Into<Reply<Resp>> + 'static,
-{
-    fn call(
-        &self,
-        ctx: Context,
-        input: Input,
-        _sink: Option<mpsc::Sender<Bytes>>,
-        limit: usize,
-    ) -> HandlerFuture {
-        let f = Arc::clone(&self.f);
-        Box::pin(async move {
-            let Input::One(bytes) = input else {
-                return Err(misuse());
-            };
-            let req = decode::<Req>(bytes)?;
-            let reply: Reply<Resp> = f(ctx, req).await?.into();
-            encode_reply(reply, limit)
-        })
-    }
-}
-
-struct ServerStreaming<F, Req, Resp> {
-    f: Arc<F>,
-    types: PhantomData<fn(Req) -> Resp>,
-}
-
-impl<Req, Resp, F, Fut> Erased for ServerStreaming<F, Req, Resp>
-where
-    Req: prost::Message + Default + 'static,
-    Resp: prost::Message + 'static,
-    F: Fn(Context, Req, Sink<Resp>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), Status>> + Send + 'static,
-{
-    fn call(
-        &self,
-        ctx: Context,
-        input: Input,
-        sink: Option<mpsc::Sender<Bytes>>,
-        limit: usize,
-    ) -> HandlerFuture {
-        let f = Arc::clone(&self.f);
-        Box::pin(async move {
-            let (Input::One(bytes), Some(tx)) = (input, sink) else {
-                return Err(misuse());
-            };
-            let req = decode::<Req>(bytes)?;
-            f(ctx, req, Sink { tx, limit, types: PhantomData }).await?;
-            Ok(None)
-        })
-    }
-}
-
-struct ClientStreaming<F, Req, Resp> {
-    f: Arc<F>,
-    types: PhantomData<fn(Req) -> Resp>,
-}
-
-impl<Req, Resp, F, Fut, R> Erased for ClientStreaming<F, Req, Resp>
-where
-    Req: prost::Message + Default + 'static,
-    Resp: prost::Message + 'static,
-    F: Fn(Context, Requests<Req>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<R, Status>> + Send + 'static,
-    R: Into<Reply<Resp>> + 'static,
-{
-    fn call(
-        &self,
-        ctx: Context,
-        input: Input,
-        _sink: Option<mpsc::Sender<Bytes>>,
-        limit: usize,
-    ) -> HandlerFuture {
-        let f = Arc::clone(&self.f);
-        Box::pin(async move {
-            let Input::Stream(body) = input else {
-                return Err(misuse());
-            };
-            let reply: Reply<Resp> = f(ctx, Requests::new(body)).await?.into();
-            encode_reply(reply, limit)
-        })
-    }
-}
-
-struct Bidi<F, Req, Resp> {
-    f: Arc<F>,
-    types: PhantomData<fn(Req) -> Resp>,
-}
-
-impl<Req, Resp, F, Fut> Erased for Bidi<F, Req, Resp>
-where
-    Req: prost::Message + Default + 'static,
-    Resp: prost::Message + 'static,
-    F: Fn(Context, Requests<Req>, Sink<Resp>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Result<(), Status>> + Send + 'static,
-{
-    fn call(
-        &self,
-        ctx: Context,
-        input: Input,
-        sink: Option<mpsc::Sender<Bytes>>,
-        limit: usize,
-    ) -> HandlerFuture {
-        let f = Arc::clone(&self.f);
-        Box::pin(async move {
-            let (Input::Stream(body), Some(tx)) = (input, sink) else {
-                return Err(misuse());
-            };
-            f(ctx, Requests::new(body), Sink { tx, limit, types: PhantomData }).await?;
-            Ok(None)
-        })
-    }
 }

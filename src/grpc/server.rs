@@ -201,21 +201,16 @@ impl<G: Gate> Server<G> {
     fn dispatch(&self, stream: Accepted, slot: Slot) {
         let guard = self.tracker.guard();
         let workers = self.workers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut job = Job { stream, guard, slot };
         if !workers.is_empty() {
             let i = self.next.fetch_add(1, Ordering::Relaxed) % workers.len();
-            let job = Job { stream, guard, slot };
             match workers[i].send(job) {
                 Ok(()) => return,
-                Err(mpsc::error::SendError(job)) => {
-                    // The event loop is gone; serve here rather than drop it.
-                    let core = Arc::clone(&self.core);
-                    tokio::spawn(core.serve_job(job));
-                    return;
-                }
+                // The event loop is gone; serve here rather than drop it.
+                Err(mpsc::error::SendError(back)) => job = back,
             }
         }
-        let core = Arc::clone(&self.core);
-        tokio::spawn(core.serve_job(Job { stream, guard, slot }));
+        tokio::spawn(Arc::clone(&self.core).serve_job(job));
     }
 
     /// Live connections.

@@ -15,39 +15,22 @@ use bytes::Bytes;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[repr(u8)]
 pub enum Code {
-    /// 0
     Ok = 0,
-    /// 1
     Cancelled = 1,
-    /// 2
     Unknown = 2,
-    /// 3
     InvalidArgument = 3,
-    /// 4
     DeadlineExceeded = 4,
-    /// 5
     NotFound = 5,
-    /// 6
     AlreadyExists = 6,
-    /// 7
     PermissionDenied = 7,
-    /// 8
     ResourceExhausted = 8,
-    /// 9
     FailedPrecondition = 9,
-    /// 10
     Aborted = 10,
-    /// 11
     OutOfRange = 11,
-    /// 12
     Unimplemented = 12,
-    /// 13
     Internal = 13,
-    /// 14
     Unavailable = 14,
-    /// 15
     DataLoss = 15,
-    /// 16
     Unauthenticated = 16,
 }
 
