@@ -234,10 +234,7 @@ fn wycheproof_vectors_match_expected_results() {
     }
     // Every exclusion must name a file we ran.
     for (file, _) in excl.keys() {
-        assert!(
-            FILES.contains(&file.as_str()),
-            "exclusion for unknown file {file}"
-        );
+        assert!(FILES.contains(&file.as_str()), "exclusion for unknown file {file}");
     }
     assert!(problems.is_empty(), "{} disagreements:\n{}", problems.len(), problems.join("\n"));
 }
