@@ -2,10 +2,11 @@
 //! table with every kind of credential, and the upstream OIDC end-to-end
 //! matrix with locally minted tokens.
 //!
-//! The expected class, role and scope of each method are read from
-//! `../shared/spec/api.md` itself (falling back to the gateway's own table
-//! with a note when the spec is not beside the checkout), so the test does
-//! not merely restate the implementation.
+//! The expected class, role and scope of each method are read at run time
+//! from the spec's own table (`spec_rows`; falling back to the gateway's
+//! own table with a note when the spec is not beside the checkout), so the
+//! test does not merely restate the implementation. docs/api.md carries the
+//! same table, kept equal to the code by `tests/docs_tables.rs`.
 
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};

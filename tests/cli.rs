@@ -104,7 +104,8 @@ fn help_lists_every_flag_with_variable_and_default() {
             );
         }
     }
-    // Every flag of shared/spec/config.md (checked against the spec text when it is there).
+    // Every flag (README, "Command line"); checked against the spec text read
+    // below when it is beside the checkout.
     let spec = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/spec/config.md");
     if let Ok(text) = std::fs::read_to_string(&spec) {
         let mut n = 0;

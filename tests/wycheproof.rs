@@ -1,5 +1,6 @@
 //! Project Wycheproof vectors (jwt.md items 4–6, 22–28), read from
-//! `../shared/vectors/wycheproof` beside the checkout. Every case of the
+//! `tests/data/wycheproof/` (a copy of the C2SP files, Apache-2.0: see its
+//! `LICENSE`, and `SOURCE` for the upstream commit). Every case of the
 //! five files runs through the same functions the gateway uses: JWS and JWK
 //! cases through `KeySet::parse` + `jwt::parse` + `verify_signature`, raw
 //! ECDSA and RSA cases through `KeySet::parse` + `VerifyingKey::verify`.
@@ -7,8 +8,7 @@
 //! A case where we disagree with Wycheproof must be listed, with its reason,
 //! in `tests/wycheproof_exclusions.txt`; so must an `acceptable` case we
 //! refuse. A listed case that agrees is an error too (stale exclusion).
-//! When the folder is absent (a plain clone) the test prints one line and
-//! passes: these vectors are never the only test of a rule.
+//! A missing or unreadable vector file fails the test: it never skips.
 
 mod common;
 
@@ -18,8 +18,18 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 use slimgate::auth::{Algorithm, KeySet, VerifierConfig, jwt};
 
+/// The vector files this test runs, all in [`vectors_dir`].
+const FILES: [&str; 6] = [
+    "json_web_signature_test",
+    "json_web_key_test",
+    "ecdsa_secp256r1_sha256_p1363_test",
+    "rsa_signature_2048_sha256_test",
+    "rsa_signature_3072_sha256_test",
+    "rsa_signature_4096_sha256_test",
+];
+
 fn vectors_dir() -> PathBuf {
-    common::manifest_path("../shared/vectors/wycheproof")
+    common::manifest_path("tests/data/wycheproof")
 }
 
 /// `(file stem, tcId) → reason` from the checked-in exclusions file.
@@ -95,7 +105,14 @@ impl Tally {
 }
 
 fn load(file: &str) -> Value {
-    serde_json::from_slice(&std::fs::read(vectors_dir().join(file)).unwrap()).unwrap()
+    let path = vectors_dir().join(file);
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+        panic!(
+            "Wycheproof vectors missing: {} ({e}); they are checked in under tests/data/wycheproof/",
+            path.display()
+        )
+    });
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// A group's keys as a JWK Set document (public keys when given, else the
@@ -198,38 +215,26 @@ fn check_jwk_reasons() {
 
 #[test]
 fn wycheproof_vectors_match_expected_results() {
-    if !vectors_dir().is_dir() {
-        println!("skipping Wycheproof: {} not found", vectors_dir().display());
-        return;
+    // The copy keeps its licence and the upstream commit it came from.
+    for f in ["LICENSE", "SOURCE"] {
+        assert!(
+            vectors_dir().join(f).is_file(),
+            "Wycheproof vectors incomplete: tests/data/wycheproof/{f} missing"
+        );
     }
     check_jwk_reasons();
     let excl = exclusions();
     let mut problems = Vec::new();
-    problems.extend(run_jose("json_web_signature_test", &excl));
-    problems.extend(run_jose("json_web_key_test", &excl));
-    problems.extend(run_raw("ecdsa_secp256r1_sha256_p1363_test", &excl, Algorithm::ES256));
-    for bits in ["2048", "3072", "4096"] {
-        let file: &'static str = match bits {
-            "2048" => "rsa_signature_2048_sha256_test",
-            "3072" => "rsa_signature_3072_sha256_test",
-            _ => "rsa_signature_4096_sha256_test",
-        };
-        problems.extend(run_raw(file, &excl, Algorithm::RS256));
+    for file in FILES {
+        problems.extend(match file {
+            "json_web_signature_test" | "json_web_key_test" => run_jose(file, &excl),
+            "ecdsa_secp256r1_sha256_p1363_test" => run_raw(file, &excl, Algorithm::ES256),
+            _ => run_raw(file, &excl, Algorithm::RS256),
+        });
     }
     // Every exclusion must name a file we ran.
     for (file, _) in excl.keys() {
-        assert!(
-            [
-                "json_web_signature_test",
-                "json_web_key_test",
-                "ecdsa_secp256r1_sha256_p1363_test",
-                "rsa_signature_2048_sha256_test",
-                "rsa_signature_3072_sha256_test",
-                "rsa_signature_4096_sha256_test",
-            ]
-            .contains(&file.as_str()),
-            "exclusion for unknown file {file}"
-        );
+        assert!(FILES.contains(&file.as_str()), "exclusion for unknown file {file}");
     }
     assert!(problems.is_empty(), "{} disagreements:\n{}", problems.len(), problems.join("\n"));
 }

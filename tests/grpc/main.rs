@@ -1,4 +1,4 @@
-//! The gRPC checklist of shared/spec/grpc.md, through the real server on a
+//! The gRPC checklist (docs/grpc.md), through the real server on a
 //! real socket. Test names carry the checklist item numbers. Clients: the
 //! `h2` crate (frame-level control), hand-built frames (what h2 refuses to
 //! send), tonic, and Python grpcio (`tests/py/interop.py`) where the

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""grpcio interop client for the checklist items of shared/spec/grpc.md that
+"""grpcio interop client for the checklist items of docs/grpc.md that
 name grpcio (1, 10, 26, 35, 37, 39, 40). Run by tests/grpc/*.rs as
 `python3 tests/py/interop.py COMMAND ARGS...`; prints one JSON line.
 
