@@ -180,6 +180,8 @@ pub async fn start_with(config: Config, tuning: Tuning) -> Result<Running, Start
     let plain: Arc<dyn Plain> = Arc::new(Endpoints::new(readiness.clone(), VERSION, oidc));
     let shutdown = Shutdown::new();
     let (gate, keys, key_tasks) = build_gate(&config, &tuning, &readiness, &shutdown).await?;
+    let gate =
+        if config.require_supervisor_secret { gate.require_supervisor_secret() } else { gate };
     // Counted only when someone can read them (`--metrics-port`), for
     // every method of the served protos (implemented or not) and `other`.
     let stats = config.metrics_port.map(|_| {
@@ -459,16 +461,16 @@ fn protocols(config: &Config) -> &'static str {
 }
 
 /// A driver pool's settings from the flags.
-/// What CreateSshSession answers: the loopback address and the port
-/// served (the CLI swaps a loopback host for the host of its own gateway
-/// URL), the scheme of the main port, the default connect path and TTL.
+/// What CreateSshSession answers (`--ssh-gateway-*`, `--ssh-connect-path`,
+/// `--ssh-session-ttl-secs`; the main port unless another is given; the CLI
+/// swaps a loopback host for the host of its own gateway URL).
 fn ssh_config(config: &Config, addr: std::net::SocketAddr) -> api::ssh::SshConfig {
     api::ssh::SshConfig {
-        host: "127.0.0.1".to_string(),
-        port: addr.port(),
+        host: config.ssh_gateway_host.clone(),
+        port: config.ssh_gateway_port.unwrap_or(addr.port()),
         scheme: if config.tls.is_some() { "https" } else { "http" },
-        connect_path: api::ssh::DEFAULT_CONNECT_PATH.to_string(),
-        ttl_secs: api::ssh::DEFAULT_SESSION_TTL_SECS,
+        connect_path: config.ssh_connect_path.clone(),
+        ttl_secs: config.ssh_session_ttl_secs,
     }
 }
 

@@ -195,3 +195,15 @@ fn a_bad_key_file_stops_startup_with_a_clear_error() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--store-key-file"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn ssh_tunnel_flags() {
+    refused(&["--ssh-gateway-host", "gw host"], "--ssh-gateway-host");
+    refused(&["--ssh-connect-path", "connect/ssh"], "--ssh-connect-path");
+    refused(&["--ssh-connect-path", "/connect?x"], "RFC 3986");
+    refused(&["--ssh-session-ttl-secs", "31536001"], "from 0 to 31536000");
+    refused(
+        &["--require-supervisor-secret"],
+        "--require-supervisor-secret needs --ssh-handshake-secret",
+    );
+}

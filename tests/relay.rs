@@ -594,3 +594,63 @@ async fn driver_updates_do_not_demote_a_supervised_sandbox() {
     assert_eq!(ready.message, "Supervisor session connected");
     drop(sup);
 }
+
+async fn setup_with(extra: &[&str], tuning: slimgate::app::Tuning) -> Setup {
+    let dir = TempDir::new();
+    let sock = dir.path("compute.sock");
+    let driver = DriverDouble::start(&sock, DriverState::new("img"));
+    let mut args = vec!["--compute-driver-socket", sock.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let gw = start_gateway(&dir, &args, tuning).await.unwrap();
+    driver.state.wait_for_watcher(WAIT).await;
+    Setup { _dir: dir, driver, gw }
+}
+
+#[tokio::test]
+async fn the_ssh_flags_shape_the_reply_and_the_tunnel_and_expiry_closes_it() {
+    let flags = [
+        "--ssh-gateway-host",
+        "gw.example.com",
+        "--ssh-gateway-port",
+        "2222",
+        "--ssh-connect-path",
+        "/tunnel/ssh",
+        "--ssh-session-ttl-secs",
+        "2",
+    ];
+    let s = setup_with(&flags, support::fast_tuning()).await;
+    let id = sandbox(&s, "flags").await;
+    let _sup = Supervisor::connect(&s.gw.channel, &id, Bridge::To(echo_server().await), None)
+        .await
+        .unwrap();
+    wait_phase(&s, "flags", SandboxPhase::Ready).await;
+    let before = slimgate::store::now_ms();
+    let r = session(&s, &id).await.unwrap();
+    assert_eq!((r.gateway_host.as_str(), r.gateway_port), ("gw.example.com", 2222));
+    assert_eq!(r.connect_path, "/tunnel/ssh");
+    assert!((2000..3000).contains(&(r.expires_at_ms - before)), "{}", r.expires_at_ms - before);
+    // The tunnel is served on the configured path (and only there).
+    let (code, _) = connect_with(s.gw.addr, &connect_head(&id, &r.token)).await;
+    assert_eq!(code, 404, "the default path is not the tunnel any more");
+    let head = connect_head(&id, &r.token).replace("/connect/ssh", "/tunnel/ssh");
+    let (code, mut c) = connect_with(s.gw.addr, &head).await;
+    assert_eq!(code, 200);
+    c.write_all(b"x").await.unwrap();
+    let mut b = [0u8; 1];
+    c.read_exact(&mut b).await.unwrap();
+    // At the session's expiry the open tunnel closes, and new ones are 401.
+    assert!(closes(&mut c).await, "tunnel outlived its session");
+    let (code, _) = connect_with(s.gw.addr, &head).await;
+    assert_eq!(code, 401);
+}
+
+#[tokio::test]
+async fn require_supervisor_secret_refuses_a_supervisor_without_it() {
+    let flags = ["--ssh-handshake-secret", "s3cret", "--require-supervisor-secret"];
+    let s = setup_with(&flags, support::fast_tuning()).await;
+    let id = sandbox(&s, "guarded").await;
+    let err = Supervisor::connect(&s.gw.channel, &id, Bridge::Ignore, None).await.err().unwrap();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert_eq!(err.message(), "sandbox secret required for this method");
+    assert_eq!(phase(&s, "guarded").await, SandboxPhase::Provisioning);
+}

@@ -41,6 +41,30 @@ pub const REAP_INTERVAL: Duration = Duration::from_secs(3600);
 pub const MAX_SESSIONS_PER_SANDBOX: usize = 256;
 /// Default connect path (`--ssh-connect-path`).
 pub const DEFAULT_CONNECT_PATH: &str = "/connect/ssh";
+/// Default `gateway_host` (`--ssh-gateway-host`, upstream's).
+pub const DEFAULT_GATEWAY_HOST: &str = "127.0.0.1";
+/// The longest `--ssh-session-ttl-secs`: a year.
+pub const MAX_SESSION_TTL_SECS: u64 = 365 * 86_400;
+/// Longest `--ssh-gateway-host` (the CLI's rule).
+pub const MAX_GATEWAY_HOST_BYTES: usize = 253;
+/// Longest `--ssh-connect-path` (the CLI's rule).
+pub const MAX_CONNECT_PATH_BYTES: usize = 2048;
+
+/// Whether `host` passes the CLI's check of `gateway_host`
+/// (`[A-Za-z0-9.:[]-]`, at most [`MAX_GATEWAY_HOST_BYTES`]).
+pub fn valid_gateway_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= MAX_GATEWAY_HOST_BYTES
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".:[]-".contains(&b))
+}
+
+/// Whether `path` passes the CLI's check of `connect_path`: `/` first, RFC
+/// 3986 pchar, `%` and `/` only, at most [`MAX_CONNECT_PATH_BYTES`].
+pub fn valid_connect_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path.len() <= MAX_CONNECT_PATH_BYTES
+        && path.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@%/".contains(&b))
+}
 
 /// What CreateSshSession tells the CLI about reaching the tunnel.
 #[derive(Clone, Debug)]

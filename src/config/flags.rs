@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 
 use super::{ConfigError, bad};
 use crate::api::policy as history;
+use crate::api::ssh;
 use crate::auth::{self, Algorithm, keys::DEFAULT_JWKS_TTL_SECS};
 use crate::domain::sandbox_logs as logs;
 use crate::grpc::{self, server::DEFAULT_IDLE_TIMEOUT};
@@ -159,6 +160,17 @@ pub const FLAGS: &[Flag] = &[
         "scope claim (scope, scp); empty = scopes not checked"),
     flag("ssh-handshake-secret", "OPENSHELL_SSH_HANDSHAKE_SECRET", text("SECRET", ""),
         "the sandbox secret (x-sandbox-secret)"),
+    flag("require-supervisor-secret", "OPENSHELL_REQUIRE_SUPERVISOR_SECRET", SWITCH,
+        "ConnectSupervisor and RelayStream need x-sandbox-secret too (the stock supervisor sends none on them: docs/relay.md)"),
+    flag("ssh-gateway-host", "OPENSHELL_SSH_GATEWAY_HOST", text("HOST", ssh::DEFAULT_GATEWAY_HOST),
+        "SSH tunnel host CreateSshSession answers (the CLI uses its own gateway host instead of a loopback one)"),
+    flag("ssh-gateway-port", "OPENSHELL_SSH_GATEWAY_PORT", port(0),
+        "SSH tunnel port CreateSshSession answers; 0 = the main port"),
+    flag("ssh-connect-path", "OPENSHELL_SSH_CONNECT_PATH", text("PATH", ssh::DEFAULT_CONNECT_PATH),
+        "where the CONNECT tunnel is served, and the path CreateSshSession answers"),
+    flag("ssh-session-ttl-secs", "OPENSHELL_SSH_SESSION_TTL_SECS",
+        num("SECS", ssh::DEFAULT_SESSION_TTL_SECS, 0, ssh::MAX_SESSION_TTL_SECS),
+        "lifetime of an SSH session token; 0 = no expiry"),
     flag("allow-unauthenticated", "OPENSHELL_ALLOW_UNAUTHENTICATED", SWITCH,
         "serve without OIDC on a non-loopback address"),
     flag("drivers", "OPENSHELL_DRIVERS", text("NAME", "external"),
@@ -216,9 +228,6 @@ pub const IGNORED: &[(&str, &str)] = &[
     ("sandbox-image", "OPENSHELL_SANDBOX_IMAGE"),
     ("sandbox-image-pull-policy", "OPENSHELL_SANDBOX_IMAGE_PULL_POLICY"),
     ("grpc-endpoint", "OPENSHELL_GRPC_ENDPOINT"),
-    ("ssh-gateway-host", "OPENSHELL_SSH_GATEWAY_HOST"),
-    ("ssh-gateway-port", "OPENSHELL_SSH_GATEWAY_PORT"),
-    ("ssh-connect-path", "OPENSHELL_SSH_CONNECT_PATH"),
     ("sandbox-ssh-port", "OPENSHELL_SANDBOX_SSH_PORT"),
     ("ssh-handshake-skew-secs", "OPENSHELL_SSH_HANDSHAKE_SKEW_SECS"),
     ("client-tls-secret-name", "OPENSHELL_CLIENT_TLS_SECRET_NAME"),

@@ -66,6 +66,16 @@ pub struct Config {
     pub oidc: Option<OidcConfig>,
     /// The sandbox secret.
     pub sandbox_secret: Option<String>,
+    /// `--require-supervisor-secret`.
+    pub require_supervisor_secret: bool,
+    /// `--ssh-gateway-host`.
+    pub ssh_gateway_host: String,
+    /// `--ssh-gateway-port` (`None`: the main port).
+    pub ssh_gateway_port: Option<u16>,
+    /// `--ssh-connect-path`.
+    pub ssh_connect_path: String,
+    /// `--ssh-session-ttl-secs` (0: no expiry).
+    pub ssh_session_ttl_secs: u64,
     /// Serve without OIDC on a non-loopback address.
     pub allow_unauthenticated: bool,
     /// Compute driver socket.
@@ -265,6 +275,33 @@ fn build(raw: &Raw) -> Result<Config, ConfigError> {
     let request_buffer_total =
         raw.num_from("request-buffer-bytes-total", Some(request_buffer_per_connection as u64))?;
     let secs = |name| raw.num(name).map(Duration::from_secs);
+    let sandbox_secret = raw.opt("ssh-handshake-secret");
+    let require_supervisor_secret = raw.bool("require-supervisor-secret")?;
+    if require_supervisor_secret && sandbox_secret.is_none() {
+        return Err(err("--require-supervisor-secret needs --ssh-handshake-secret"));
+    }
+    let ssh_gateway_host = raw.get("ssh-gateway-host").into_owned();
+    if !crate::api::ssh::valid_gateway_host(&ssh_gateway_host) {
+        return Err(bad(
+            "ssh-gateway-host",
+            &ssh_gateway_host,
+            &format!(
+                "a host of letters, digits and .:[]- (at most {} bytes), as the CLI requires",
+                crate::api::ssh::MAX_GATEWAY_HOST_BYTES
+            ),
+        ));
+    }
+    let ssh_connect_path = raw.get("ssh-connect-path").into_owned();
+    if !crate::api::ssh::valid_connect_path(&ssh_connect_path) {
+        return Err(bad(
+            "ssh-connect-path",
+            &ssh_connect_path,
+            &format!(
+                "a path starting with / of RFC 3986 path characters (at most {} bytes), as the CLI requires",
+                crate::api::ssh::MAX_CONNECT_PATH_BYTES
+            ),
+        ));
+    }
     Ok(Config {
         bind_address,
         port,
@@ -277,7 +314,12 @@ fn build(raw: &Raw) -> Result<Config, ConfigError> {
         store_key_file: raw.opt("store-key-file").map(PathBuf::from),
         policy_history_revisions: raw.num("policy-history-revisions")?,
         oidc,
-        sandbox_secret: raw.opt("ssh-handshake-secret"),
+        sandbox_secret,
+        require_supervisor_secret,
+        ssh_gateway_host,
+        ssh_gateway_port: Some(raw.num("ssh-gateway-port")?).filter(|p| *p != 0),
+        ssh_connect_path,
+        ssh_session_ttl_secs: raw.num("ssh-session-ttl-secs")?,
         allow_unauthenticated,
         compute_driver_socket,
         credentials_driver_socket: raw.opt("credentials-driver-socket").map(PathBuf::from),
