@@ -16,4 +16,5 @@ pub mod log;
 pub mod net;
 pub mod obs;
 pub mod proto;
+pub mod ssh;
 pub mod store;
