@@ -215,7 +215,11 @@ mod tests {
             let mut d = Decoder::new();
             d.set_key(&[1; KEY_LEN]);
             d.push(&bad);
-            assert_eq!(d.next_packet().unwrap_err().0, "packet authentication failed", "bit in byte {i}");
+            assert_eq!(
+                d.next_packet().unwrap_err().0,
+                "packet authentication failed",
+                "bit in byte {i}"
+            );
         }
         let mut d = Decoder::new();
         d.set_key(&[1; KEY_LEN]);
