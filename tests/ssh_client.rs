@@ -303,3 +303,28 @@ async fn strict_kex_refuses_a_packet_before_kexinit() {
         "unexpected message 2 while waiting for the key exchange reply"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_dribbling_ignores_cannot_stretch_the_key_exchange() {
+    let (client, mut peer) = tokio::io::duplex(1 << 16);
+    tokio::spawn(async move {
+        let mut enc = Encoder::new();
+        let mut s = b"SSH-2.0-test\r\n".to_vec();
+        s.extend(enc.encode(&kexinit("curve25519-sha256")));
+        peer.write_all(&s).await.unwrap();
+        // An IGNORE every 5 s: each wait is short, the exchange never ends.
+        let mut sink = [0u8; 4096];
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {
+                    if peer.write_all(&enc.encode(&[msg::IGNORE, 0, 0, 0, 0])).await.is_err() { return }
+                }
+                n = peer.read(&mut sink) => if n.map_or(true, |n| n == 0) { return },
+            }
+        }
+    });
+    let started = tokio::time::Instant::now();
+    let out = collect(client, ExecRequest { command: "true".into(), ..Default::default() }).await;
+    assert_eq!(transport(out.result.unwrap_err()), "timed out waiting for the key exchange reply");
+    assert!(started.elapsed() <= Duration::from_secs(11), "{:?}", started.elapsed());
+}

@@ -20,10 +20,10 @@ pub use session::exec;
 pub const USER: &str = "sandbox";
 /// The terminal type of `pty-req` (relay.md §A.9).
 pub const TERM: &str = "xterm-256color";
-/// Bound on each wait before the command runs: the server's version, each
-/// key-exchange reply (also in a re-exchange), the service and
-/// authentication replies, the channel confirmation, the pty and exec
-/// replies.
+/// Bound on each phase before the command runs, as a whole: the server's
+/// version, each key exchange (also a re-exchange), authentication (the
+/// service and userauth replies), and opening the channel through the exec
+/// reply. A server dribbling IGNOREs cannot stretch a phase.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Once the command runs, silence this long makes the client send a
 /// `keepalive@openssh.com` global request (the CLI's ServerAliveInterval,

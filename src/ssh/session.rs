@@ -117,6 +117,8 @@ impl Session {
         }
         t.send(&p).await.map_err(|e| self.err(e))?;
         let mut missed = 0;
+        // The whole of opening and starting the command has one deadline.
+        let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
         loop {
             self.send_stdin(t).await?;
             let p = if self.started {
@@ -135,7 +137,7 @@ impl Session {
                     }
                 }
             } else {
-                timeout(HANDSHAKE_TIMEOUT, t.read_packet())
+                tokio::time::timeout_at(deadline, t.read_packet())
                     .await
                     .map_err(|_| self.err("timed out waiting for the server"))?
                     .map_err(|e| self.err(e))?

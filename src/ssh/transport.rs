@@ -47,8 +47,9 @@ pub struct Transport<IO> {
     session_id: Option<Vec<u8>>,
     strict: bool,
     rng: SystemRandom,
-    /// Bound on each wait for a key-exchange reply.
+    /// Bound on each key exchange as a whole (from its start).
     timeout: Duration,
+    deadline: tokio::time::Instant,
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> Transport<IO> {
@@ -63,6 +64,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Transport<IO> {
             strict: false,
             rng: SystemRandom::new(),
             timeout,
+            deadline: tokio::time::Instant::now(),
         };
         t.write_raw(format!("{CLIENT_VERSION}\r\n").as_bytes()).await?;
         t.v_s = tokio::time::timeout(timeout, t.read_version())
@@ -149,7 +151,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Transport<IO> {
     }
 
     async fn read_timed(&mut self, what: &str) -> Result<Vec<u8>, Error> {
-        tokio::time::timeout(self.timeout, self.read_packet())
+        tokio::time::timeout_at(self.deadline, self.read_packet())
             .await
             .map_err(|_| format!("timed out waiting for {what}"))?
     }
@@ -216,6 +218,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Transport<IO> {
     /// One key exchange (RFC 4253 §7, RFC 8731 §3); `server_init` is the
     /// server's KEXINIT when it started a re-exchange.
     async fn kex(&mut self, server_init: Option<Vec<u8>>) -> Result<(), Error> {
+        self.deadline = tokio::time::Instant::now() + self.timeout;
         let mut cookie = [0u8; 16];
         self.rng.fill(&mut cookie).map_err(|_| "random source failed".to_string())?;
         let i_c = client_kexinit(&cookie);
