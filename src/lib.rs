@@ -17,4 +17,5 @@ pub mod net;
 pub mod obs;
 pub mod proto;
 pub mod relay;
+pub mod ssh;
 pub mod store;

@@ -54,3 +54,34 @@ fn jwks_parse_seeds() {
         assert_eq!(parsed.rejected.is_empty(), clean, "{name}: {:?}", parsed.rejected);
     }
 }
+
+#[test]
+fn ssh_seeds() {
+    // fuzz/make_ssh_seeds.py: `valid*` parse, the others are refused.
+    use slimgate::ssh::packet::Decoder;
+    use slimgate::ssh::wire::{parse_channel_msg, parse_kexinit};
+    for (name, data) in seeds("ssh_kexinit") {
+        assert_eq!(parse_kexinit(&data).is_ok(), name.starts_with("valid"), "{name}");
+    }
+    for (name, data) in seeds("ssh_channel") {
+        let parsed = parse_channel_msg(&data);
+        assert_eq!(matches!(parsed, Ok(Some(_))), name.starts_with("valid"), "{name}: {parsed:?}");
+    }
+    for (name, data) in seeds("ssh_packet") {
+        let mut d = Decoder::new();
+        d.push(&data[1..]);
+        let mut ok = true;
+        let mut packets = 0;
+        loop {
+            match d.next_packet() {
+                Ok(Some(_)) => packets += 1,
+                Ok(None) => break,
+                Err(_) => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        assert_eq!(ok && packets > 0 && d.buffer().is_empty(), name.starts_with("valid"), "{name}");
+    }
+}

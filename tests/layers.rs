@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 /// Bottom to top; a module uses only modules of lower layers.
 const LAYERS: &[&[&str]] = &[
     &["proto", "log"],
+    &["ssh"],
     &["net"],
     &["grpc"],
     &["obs"],

@@ -78,7 +78,8 @@ fn mint(key: &RsaKeyPair, roles: &[&str], now: u64) -> String {
     });
     let input = format!("{}.{}", b64(header.as_bytes()), b64(claims.to_string().as_bytes()));
     let mut sig = vec![0; key.public().modulus_len()];
-    key.sign(&RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), input.as_bytes(), &mut sig).expect("sign");
+    key.sign(&RSA_PKCS1_SHA256, &ring::rand::SystemRandom::new(), input.as_bytes(), &mut sig)
+        .expect("sign");
     format!("{input}.{}", b64(&sig))
 }
 
@@ -89,14 +90,31 @@ fn world() -> &'static World {
         slimgate::log::set_level(slimgate::log::Level::Error);
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let jwks = std::fs::read(root.join("tests/keys/jwks.json")).expect("test JWKS");
-        let key = RsaKeyPair::from_pkcs8(&std::fs::read(root.join("tests/keys/rsa2048.pk8.der")).expect("key")).expect("key");
+        let key = RsaKeyPair::from_pkcs8(
+            &std::fs::read(root.join("tests/keys/rsa2048.pk8.der")).expect("key"),
+        )
+        .expect("key");
         let keys = Arc::new(KeySource::new());
         keys.install(KeySet::parse(&jwks).expect("jwks").keys);
-        let verifier = Arc::new(Verifier::new(VerifierConfig::new(ISSUER, vec!["openshell-cli".into()])).expect("config"));
-        let oidc = Oidc { verifier, keys, roles: Some(("openshell-admin".into(), "openshell-user".into())), scopes: false };
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+        let verifier = Arc::new(
+            Verifier::new(VerifierConfig::new(ISSUER, vec!["openshell-cli".into()]))
+                .expect("config"),
+        );
+        let oidc = Oidc {
+            verifier,
+            keys,
+            roles: Some(("openshell-admin".into(), "openshell-user".into())),
+            scopes: false,
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs();
         World {
-            rt: tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime"),
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime"),
             gate: AuthGate::new(Some(oidc), Some(SECRET)),
             admin: mint(&key, &["openshell-admin"], now),
             user: mint(&key, &["openshell-user"], now),
@@ -108,7 +126,9 @@ fn world() -> &'static World {
 fuzz_target!(|input: Input| {
     let w = world();
     let path = match &input.path {
-        PathChoice::Known(i) => policy::TABLE[usize::from(*i) % policy::TABLE.len()].path.to_string(),
+        PathChoice::Known(i) => {
+            policy::TABLE[usize::from(*i) % policy::TABLE.len()].path.to_string()
+        }
         PathChoice::Other(s) => s.clone(),
     };
     let mut headers = HeaderMap::new();
@@ -164,7 +184,9 @@ fuzz_target!(|input: Input| {
     let caller = ext.get::<Caller>().cloned().expect("an admitted call carries its caller");
     match rule.class {
         Class::Unauthenticated => {}
-        Class::SandboxSecret => assert!(caller == Caller::Sandbox && secret_ok, "secret method admitted {caller:?}"),
+        Class::SandboxSecret => {
+            assert!(caller == Caller::Sandbox && secret_ok, "secret method admitted {caller:?}")
+        }
         Class::Dual | Class::Bearer => {
             let user = match &caller {
                 Caller::User(u) => u,

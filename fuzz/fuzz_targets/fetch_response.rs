@@ -17,11 +17,7 @@ const MAX_BODY_BYTES: usize = 1024;
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_current_thread()
-            .build()
-            .expect("runtime")
-    })
+    RT.get_or_init(|| tokio::runtime::Builder::new_current_thread().build().expect("runtime"))
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -14,8 +14,12 @@ fuzz_target!(|data: &[u8]| {
         assert!(b.iter().all(|c| (0x20..=0x7e).contains(c)));
         for (i, &c) in b.iter().enumerate() {
             if c == b'%' {
-                assert!(b.get(i + 1).is_some_and(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(h)));
-                assert!(b.get(i + 2).is_some_and(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(h)));
+                assert!(
+                    b.get(i + 1).is_some_and(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(h))
+                );
+                assert!(
+                    b.get(i + 2).is_some_and(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(h))
+                );
             }
         }
         assert_eq!(decode_message(b), text);

@@ -13,10 +13,8 @@ const NOW: u64 = 1_700_000_000;
 fn configs() -> &'static [VerifierConfig; 2] {
     static CONFIGS: OnceLock<[VerifierConfig; 2]> = OnceLock::new();
     CONFIGS.get_or_init(|| {
-        let mut lax = VerifierConfig::new(
-            "https://idp.example/realms/test",
-            vec!["slimgate".to_owned()],
-        );
+        let mut lax =
+            VerifierConfig::new("https://idp.example/realms/test", vec!["slimgate".to_owned()]);
         lax.scopes_claim = Some("scope".to_owned());
         let mut strict = lax.clone();
         strict.strict_audience = true;
@@ -33,10 +31,7 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(id) = check_claims(data, config, NOW) {
             assert_eq!(id.issuer, config.issuer);
             assert!(id.expires_at + config.leeway_secs > NOW);
-            assert!(
-                id.not_before
-                    .is_none_or(|nbf| nbf <= NOW + config.leeway_secs)
-            );
+            assert!(id.not_before.is_none_or(|nbf| nbf <= NOW + config.leeway_secs));
             assert!(!id.subject.is_empty());
             for s in ["openid", "profile", "email", "offline_access"] {
                 assert!(!id.has_scope(s));
