@@ -6,6 +6,7 @@
 mod config;
 pub mod endpoints;
 mod environment;
+mod exec;
 pub mod inference;
 mod logs;
 pub mod policy;
@@ -158,6 +159,7 @@ pub fn register(router: &mut Router, state: &Arc<State>) {
     h.bidi(os::RELAY_STREAM, relay::relay_stream);
     h.unary(os::CREATE_SSH_SESSION, ssh::create);
     h.unary(os::REVOKE_SSH_SESSION, ssh::revoke);
+    h.server_streaming(os::EXEC_SANDBOX, exec::exec);
 }
 
 /// Health: always HEALTHY while serving, plus the version (api.md "Handler
