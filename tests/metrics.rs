@@ -282,7 +282,8 @@ async fn metrics_parse_and_move_with_traffic() {
     assert_eq!(before.types["slimgate_grpc_server_handling_seconds"], "histogram");
     assert_eq!(before.get("slimgate_driver_connections", &[("driver", "compute")]), 2.0);
     assert_eq!(before.get("slimgate_store_records", &[("kind", "sandbox")]), 0.0);
-    for relay in ["slimgate_supervisor_sessions", "slimgate_relays_pending", "slimgate_ssh_tunnels"] {
+    for relay in ["slimgate_supervisor_sessions", "slimgate_relays_pending", "slimgate_ssh_tunnels"]
+    {
         assert_eq!(before.types[relay], "gauge");
         assert_eq!(before.get(relay, &[]), 0.0);
     }

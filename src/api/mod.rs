@@ -9,6 +9,7 @@ mod health;
 pub mod inference;
 mod logs;
 pub mod policy;
+mod profiles;
 pub mod provider;
 pub mod relay;
 mod sandbox;
@@ -108,6 +109,7 @@ pub fn register(router: &mut Router, state: &Arc<State>) {
     config::register(router, state);
     policy::register(router, state);
     logs::register(router, state);
+    profiles::register(router, state);
     inference::register(router, state);
     register_data_path(router, state);
 }

@@ -87,6 +87,9 @@ pub(super) fn tables(kind: Kind) -> KindTables {
             ("inference_route.records", "inference_route.by_id", "inference_route.by_created")
         }
         Kind::SshSession => ("ssh_session.records", "ssh_session.by_id", "ssh_session.by_created"),
+        Kind::ProviderProfile => {
+            ("provider_profile.records", "provider_profile.by_id", "provider_profile.by_created")
+        }
     };
     KindTables {
         records: TableDefinition::new(records),
