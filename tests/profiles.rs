@@ -45,9 +45,9 @@ fn token(roles: &[&str]) -> String {
 }
 
 struct Env {
-    _dir: TempDir,
+    dir: TempDir,
     driver: DriverDouble,
-    _gw: support::Gateway,
+    gw: support::Gateway,
     admin: Client,
     user: Client,
     nobody: Client,
@@ -56,8 +56,20 @@ struct Env {
 
 async fn env() -> Env {
     let dir = TempDir::new();
+    let driver = DriverDouble::start(&dir.path("compute.sock"), DriverState::new("img:1"));
+    let gw = gateway(&dir).await.unwrap();
+    driver.state.wait_for_watcher(WAIT).await;
+    let bearer = |roles: &[&str]| format!("Bearer {}", token(roles));
+    let admin = Client::new(&gw.channel, &[("authorization", &bearer(&["openshell-admin"]))]);
+    let user = Client::new(&gw.channel, &[("authorization", &bearer(&["openshell-user"]))]);
+    let nobody = Client::new(&gw.channel, &[("authorization", &bearer(&[]))]);
+    let sandbox = Client::new(&gw.channel, &[("x-sandbox-secret", SECRET)]);
+    Env { dir, driver, gw, admin, user, nobody, sandbox }
+}
+
+/// slimgate on `dir`'s store, with OIDC and the driver double's socket.
+async fn gateway(dir: &TempDir) -> Result<support::Gateway, slimgate::app::StartError> {
     let sock = dir.path("compute.sock");
-    let driver = DriverDouble::start(&sock, DriverState::new("img:1"));
     let jwks = common::manifest_path("tests/keys/jwks.json");
     let args = [
         "--compute-driver-socket",
@@ -69,14 +81,7 @@ async fn env() -> Env {
         "--ssh-handshake-secret",
         SECRET,
     ];
-    let gw = start_gateway(&dir, &args, support::fast_tuning()).await.unwrap();
-    driver.state.wait_for_watcher(WAIT).await;
-    let bearer = |roles: &[&str]| format!("Bearer {}", token(roles));
-    let admin = Client::new(&gw.channel, &[("authorization", &bearer(&["openshell-admin"]))]);
-    let user = Client::new(&gw.channel, &[("authorization", &bearer(&["openshell-user"]))]);
-    let nobody = Client::new(&gw.channel, &[("authorization", &bearer(&[]))]);
-    let sandbox = Client::new(&gw.channel, &[("x-sandbox-secret", SECRET)]);
-    Env { _dir: dir, driver, _gw: gw, admin, user, nobody, sandbox }
+    start_gateway(dir, &args, support::fast_tuning()).await
 }
 
 fn check<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, message: &str) {
@@ -281,6 +286,18 @@ async fn a_profile_round_trips_byte_for_byte_through_import_storage_and_get() {
     let listed = e.user.call(open_shell::LIST_PROVIDER_PROFILES, req).await.unwrap();
     assert!(listed.profiles.iter().any(|p| p.as_ref() == sent.as_slice()));
 
+    // And after a restart, from the store file.
+    let mut e = e;
+    e.gw.running.take().unwrap().stop().await;
+    // The event-loop threads let go of the store file shortly after.
+    let gw = support::eventually(WAIT, "a restart", || async { gateway(&e.dir).await.ok() }).await;
+    let user = Client::new(
+        &gw.channel,
+        &[("authorization", &format!("Bearer {}", token(&["openshell-user"])))],
+    );
+    assert_eq!(get(&user, "full").await.unwrap(), sent);
+    e.user = user;
+
     // An unknown category number becomes OTHER; UNSPECIFIED stays.
     let mut odd = simple("odd-cat");
     odd.category = 42;
@@ -456,6 +473,13 @@ async fn delete_refuses_builtins_missing_and_in_use_and_the_user_role_suffices()
     assert_eq!(r.unwrap_err().code(), Code::PermissionDenied);
     assert!(import(&e.user, vec![item("", &simple("mine"))]).await.unwrap().imported);
     assert_eq!(delete(&e.nobody, "mine").await.unwrap_err().code(), Code::PermissionDenied);
+    assert_eq!(get(&e.nobody, "mine").await.unwrap_err().code(), Code::PermissionDenied);
+    let req = os::ListProviderProfilesRequest::default();
+    let r = e.nobody.call(open_shell::LIST_PROVIDER_PROFILES, req).await;
+    assert_eq!(r.unwrap_err().code(), Code::PermissionDenied);
+    let req = os::LintProviderProfilesRequest { profiles: vec![item("", &simple("x"))] };
+    let r = e.nobody.call(open_shell::LINT_PROVIDER_PROFILES, req).await;
+    assert_eq!(r.unwrap_err().code(), Code::PermissionDenied);
 
     let builtin = "built-in provider profiles cannot be deleted";
     check(delete(&e.user, " GitHub").await, Code::FailedPrecondition, builtin);
