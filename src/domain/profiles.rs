@@ -182,12 +182,12 @@ pub fn normalized(bytes: Bytes, profile: &ProviderProfile) -> Bytes {
     out.freeze()
 }
 
-fn diagnostic(source: &str, id: &str, field: &str, message: String) -> ProviderProfileDiagnostic {
+fn diagnostic(source: &str, id: &str, field: &str, message: &str) -> ProviderProfileDiagnostic {
     ProviderProfileDiagnostic {
         source: source.to_string(),
         profile_id: id.to_string(),
         field: field.to_string(),
-        message,
+        message: message.to_string(),
         severity: SEVERITY_ERROR.to_string(),
     }
 }
@@ -214,12 +214,9 @@ pub fn diagnostics(
     let mut parsed = Vec::new();
     for item in items {
         match item.profile {
-            None => out.push(diagnostic(
-                &item.source,
-                "",
-                "profile",
-                "provider profile is required".into(),
-            )),
+            None => {
+                out.push(diagnostic(&item.source, "", "profile", "provider profile is required"))
+            }
             Some(bytes) => {
                 let profile = view(&bytes)?;
                 let bytes = normalized(bytes, &profile);
@@ -228,12 +225,7 @@ pub fn diagnostics(
         }
     }
     if parsed.is_empty() && out.is_empty() {
-        out.push(diagnostic(
-            "",
-            "",
-            "profiles",
-            "at least one provider profile is required".into(),
-        ));
+        out.push(diagnostic("", "", "profiles", "at least one provider profile is required"));
     }
     for p in &parsed {
         let Some(id) = normalize_id(&p.profile.id) else { continue };
@@ -249,7 +241,7 @@ pub fn diagnostics(
             None
         };
         if let Some(message) = conflict {
-            out.push(diagnostic(&p.source, &id, "id", message));
+            out.push(diagnostic(&p.source, &id, "id", &message));
         }
     }
     let mut ids = BTreeSet::new();
@@ -264,7 +256,7 @@ fn validate(p: &Parsed, ids: &mut BTreeSet<String>, out: &mut Vec<ProviderProfil
     let profile = &p.profile;
     let id = profile.id.trim();
     let mut push =
-        |field: &str, message: String| out.push(diagnostic(&p.source, id, field, message));
+        |field: &str, message: String| out.push(diagnostic(&p.source, id, field, &message));
     if id.is_empty() {
         push("id", "provider profile id is required".into());
     } else if normalize_id(&profile.id).as_deref() != Some(profile.id.as_str()) {
