@@ -79,7 +79,7 @@ fn a_full_policy_passes_through_byte_for_byte() {
 fn method_tables_match_the_protos() {
     use slimgate::proto::openshell::v1::open_shell;
     let paths: Vec<&str> = open_shell::METHODS.iter().map(|m| m.path).collect();
-    assert_eq!(paths.len(), 25);
+    assert_eq!(paths.len(), 30);
     assert_eq!(open_shell::CONNECT_SUPERVISOR.shape, Shape::BidiStreaming);
     assert_eq!(open_shell::RELAY_STREAM.shape, Shape::BidiStreaming);
     assert_eq!(open_shell::EXEC_SANDBOX.shape, Shape::ServerStreaming);
@@ -123,4 +123,39 @@ fn data_path_field_numbers() {
     let resp =
         os::CreateSshSessionResponse { gateway_port: 8080, expires_at_ms: 1, ..Default::default() };
     assert_eq!(resp.encode_to_vec(), [0x20, 0x90, 0x3f, 0x40, 0x01]);
+}
+
+#[test]
+fn provider_profile_field_numbers() {
+    use slimgate::proto::openshell::sandbox::v1::{NetworkBinary, NetworkEndpoint};
+    // ProviderProfile: category = 4, endpoints = 6, binaries = 7, inference_capable = 8.
+    let p = os::ProviderProfile {
+        category: os::ProviderProfileCategory::SourceControl as i32,
+        endpoints: vec![NetworkEndpoint::default()],
+        binaries: vec![NetworkBinary::default()],
+        inference_capable: true,
+        ..Default::default()
+    };
+    assert_eq!(p.encode_to_vec(), [0x20, 4, 0x32, 0, 0x3a, 0, 0x40, 1]);
+    let c = os::ProviderProfileCredential { query_param: "q".into(), ..Default::default() };
+    assert_eq!(c.encode_to_vec(), [0x3a, 1, b'q']);
+    let d = os::ProviderProfileDiagnostic { severity: "e".into(), ..Default::default() };
+    assert_eq!(d.encode_to_vec(), [0x2a, 1, b'e']);
+    let i = os::ProviderProfileImportItem { profile: Some(vec![].into()), source: "s".into() };
+    assert_eq!(i.encode_to_vec(), [0x0a, 0, 0x12, 1, b's']);
+    // A present-but-empty profile stays present in storage.
+    let s = os::StoredProviderProfile { metadata: None, profile: Some(vec![].into()) };
+    assert_eq!(s.encode_to_vec(), [0x12, 0]);
+    let r = os::ImportProviderProfilesResponse {
+        diagnostics: vec![],
+        profiles: vec![vec![].into()],
+        imported: true,
+    };
+    assert_eq!(r.encode_to_vec(), [0x12, 0, 0x18, 1]);
+    let l = os::LintProviderProfilesResponse { diagnostics: vec![], valid: true };
+    assert_eq!(l.encode_to_vec(), [0x10, 1]);
+    let q = os::ListProviderProfilesRequest { limit: 1, offset: 2 };
+    assert_eq!(q.encode_to_vec(), [0x08, 1, 0x10, 2]);
+    assert_eq!(os::DeleteProviderProfileResponse { deleted: true }.encode_to_vec(), [0x08, 1]);
+    assert_eq!(os::ProviderProfileCategory::Knowledge as i32, 7);
 }

@@ -61,6 +61,12 @@ pub(super) async fn sandbox_config(
         global_policy_version = history::latest(store, record::GLOBAL_POLICY_OWNER)
             .map_err(store_status)?
             .map_or(0, |(_, rev)| rev.version);
+    } else if let Some(own_policy) = policy.take() {
+        let effective = super::profiles::compose_for(store, &global, &sandbox, own_policy.clone())?;
+        if effective != own_policy {
+            policy_hash = policy::hash(&effective);
+        }
+        policy = Some(effective);
     }
     let settings = settings::effective(&global, &own);
     let config_revision = config_revision(source, &policy_hash, &settings);

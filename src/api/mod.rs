@@ -10,6 +10,7 @@ mod exec;
 pub mod inference;
 mod logs;
 pub mod policy;
+mod profiles;
 pub mod provider;
 pub mod relay;
 mod sandbox;
@@ -160,6 +161,7 @@ pub fn register(router: &mut Router, state: &Arc<State>) {
     h.unary(os::CREATE_SSH_SESSION, ssh::create);
     h.unary(os::REVOKE_SSH_SESSION, ssh::revoke);
     h.server_streaming(os::EXEC_SANDBOX, exec::exec);
+    profiles::register(router, state);
 }
 
 /// Health: always HEALTHY while serving, plus the version (api.md "Handler

@@ -47,9 +47,8 @@ impl ValueKind {
 }
 
 /// Every setting a client may set, in the order messages list them.
-/// `providers_v2_enabled` is accepted and stored; slimgate does not compose
-/// provider-profile network rules into policies (README "Config and
-/// policies").
+/// The global `providers_v2_enabled` turns on profile composition in
+/// GetSandboxConfig (`profiles.rs`).
 pub const REGISTERED: &[(&str, ValueKind)] =
     &[("providers_v2_enabled", ValueKind::Bool), ("ocsf_json_enabled", ValueKind::Bool)];
 

@@ -6,6 +6,7 @@ pub mod events;
 pub mod limits;
 pub mod names;
 pub mod policy;
+pub mod profiles;
 pub mod record;
 pub mod sandbox_logs;
 pub mod supervisor;

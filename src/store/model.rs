@@ -71,17 +71,20 @@ pub enum Kind {
     /// never stored), named `<sandbox_id>/<id>` so a sandbox's sessions
     /// share a name prefix.
     SshSession = 6,
+    /// A custom `StoredProviderProfile`, named by the profile id.
+    ProviderProfile = 7,
 }
 
 impl Kind {
     /// Every kind, in code order.
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Sandbox,
         Kind::Provider,
         Kind::Setting,
         Kind::PolicyRevision,
         Kind::InferenceRoute,
         Kind::SshSession,
+        Kind::ProviderProfile,
     ];
 
     /// The kind's name in logs, metrics and table names.
@@ -93,6 +96,7 @@ impl Kind {
             Kind::PolicyRevision => "policy_revision",
             Kind::InferenceRoute => "inference_route",
             Kind::SshSession => "ssh_session",
+            Kind::ProviderProfile => "provider_profile",
         }
     }
 

@@ -56,13 +56,14 @@ pub(super) struct KindTables {
 }
 
 pub(super) fn tables(kind: Kind) -> KindTables {
-    const NAMES: [[&str; 3]; 6] = [
+    const NAMES: [[&str; 3]; 7] = [
         ["sandbox.records", "sandbox.by_id", "sandbox.by_created"],
         ["provider.records", "provider.by_id", "provider.by_created"],
         ["setting.records", "setting.by_id", "setting.by_created"],
         ["policy_revision.records", "policy_revision.by_id", "policy_revision.by_created"],
         ["inference_route.records", "inference_route.by_id", "inference_route.by_created"],
         ["ssh_session.records", "ssh_session.by_id", "ssh_session.by_created"],
+        ["provider_profile.records", "provider_profile.by_id", "provider_profile.by_created"],
     ];
     // Kind codes run from 1, in `Kind::ALL` order.
     let [records, by_id, by_created] = NAMES[kind.code() as usize - 1];
