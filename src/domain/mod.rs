@@ -4,11 +4,13 @@
 
 pub mod events;
 pub mod limits;
+pub mod merge;
 pub mod names;
 pub mod policy;
 pub mod record;
 pub mod sandbox_logs;
 pub mod validate;
+pub mod wire;
 
 use crate::grpc::{Code, Status};
 use crate::store::StoreError;
