@@ -2,6 +2,7 @@
 //! validation and records, policy-byte checks, sandbox events and logs,
 //! and how a store failure looks to a client.
 
+pub mod drafts;
 pub mod events;
 pub mod limits;
 pub mod merge;
