@@ -452,8 +452,9 @@ fn unknown_fields_and_untouched_bytes_survive_a_merge() {
     // Top level: version, unknown 99, process, map entries; rule "keep"
     // carries an unknown field inside, rule "edit" is changed.
     let keep = {
-        let mut b = rule("keep", vec![ep("k.com", 443)], &["/k"]).encode_to_vec();
-        b.extend_from_slice(&UNKNOWN);
+        // Unknown field first: a re-encoding would move it to the end.
+        let mut b = UNKNOWN.to_vec();
+        b.extend_from_slice(&rule("keep", vec![ep("k.com", 443)], &["/k"]).encode_to_vec());
         b
     };
     let entry = |k: &str, body: &[u8]| {
@@ -527,6 +528,10 @@ fn output_is_deterministic_across_map_orders() {
         assert_eq!(crate::domain::policy::hash(&out), crate::domain::policy::hash(&first));
     }
     assert_eq!(merge(&encode(&[0, 1, 2]), &ops).unwrap().policy, first, "same run twice");
+    // A batch that changes nothing gives back the input, in its own order.
+    let reversed = encode(&[2, 1, 0]);
+    let noop = merge(&reversed, &[Op::RemoveRule { rule_name: "zz".into() }]).unwrap();
+    assert_eq!((noop.changed, noop.policy), (false, reversed));
     let keys: Vec<_> = Policy::decode(&first).unwrap().rules.into_keys().collect();
     assert_eq!(keys, ["a", "c", "d"]);
 }
@@ -789,4 +794,46 @@ fn new_rule_keeps_client_bytes() {
     crate::domain::wire::put_bytes(&mut body, 2, &e);
     let m = merge(&[], &[Op::AddRule { rule_name: "n".into(), rule: body.clone() }]).unwrap();
     assert!(m.policy.windows(body.len()).any(|w| w == body));
+}
+
+/// Figures for the issue's closing note: one merge of a policy near
+/// `MAX_POLICY_BYTES` (run with `--ignored --nocapture`, best in release).
+#[test]
+#[ignore]
+fn merge_cost_of_a_256_kib_policy() {
+    let mut rules = Vec::new();
+    let mut names = Vec::new();
+    for i in 0..1850 {
+        names.push(format!("rule_{i:04}"));
+        let eps = (0..2)
+            .map(|j| NetworkEndpoint {
+                rules: vec![allow("GET", "/x/**")],
+                ..rest(&format!("h{i}-{j}.example.com"), 443, "")
+            })
+            .collect();
+        rules.push(rule(&format!("rule_{i:04}"), eps, &["/usr/bin/curl"]));
+    }
+    let base = policy(names.iter().map(String::as_str).zip(rules).collect());
+    let ops = [
+        add("new", rule("", vec![rest("h749-1.example.com", 443, "")], &["/usr/bin/gh"])),
+        Op::AddDenyRules {
+            host: "h1849-1.example.com".into(),
+            port: 443,
+            deny_rules: vec![deny("POST", "/").encode_to_vec()],
+        },
+        Op::RemoveEndpoint { rule_name: None, host: "h3-0.example.com".into(), port: 443 },
+    ];
+    let runs = 20;
+    let start = std::time::Instant::now();
+    for _ in 0..runs {
+        let m = merge(&base, &ops).unwrap();
+        assert!(m.changed);
+        check_merged(None, &m.policy).unwrap();
+    }
+    let per = start.elapsed() / runs;
+    println!(
+        "policy {} bytes, {} rules: merge + checks {per:?} per batch of 3 operations",
+        base.len(),
+        1500
+    );
 }
