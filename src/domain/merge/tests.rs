@@ -834,6 +834,6 @@ fn merge_cost_of_a_256_kib_policy() {
     println!(
         "policy {} bytes, {} rules: merge + checks {per:?} per batch of 3 operations",
         base.len(),
-        1500
+        names.len()
     );
 }
