@@ -2,8 +2,10 @@
 //! validation and records, policy-byte checks, sandbox events and logs,
 //! and how a store failure looks to a client.
 
+pub mod drafts;
 pub mod events;
 pub mod limits;
+pub mod merge;
 pub mod names;
 pub mod policy;
 pub mod profiles;
@@ -11,6 +13,7 @@ pub mod record;
 pub mod sandbox_logs;
 pub mod supervisor;
 pub mod validate;
+pub mod wire;
 
 use crate::grpc::{Code, Status};
 use crate::store::StoreError;
