@@ -654,3 +654,104 @@ async fn require_supervisor_secret_refuses_a_supervisor_without_it() {
     assert_eq!(err.message(), "sandbox secret required for this method");
     assert_eq!(phase(&s, "guarded").await, SandboxPhase::Provisioning);
 }
+
+/// ExecSandbox's events, gathered: (stdout, stderr, exit codes seen).
+async fn exec(
+    s: &Setup,
+    req: os::ExecSandboxRequest,
+) -> Result<(Vec<u8>, Vec<u8>, Vec<i32>), tonic::Status> {
+    use os::exec_sandbox_event::Payload;
+    let mut stream = support::stream(&s.gw.channel, open_shell::EXEC_SANDBOX, req).await?;
+    let (mut out, mut err, mut exits) = (Vec::new(), Vec::new(), Vec::new());
+    while let Some(ev) =
+        tokio::time::timeout(Duration::from_secs(30), stream.message()).await.unwrap()?
+    {
+        match ev.payload {
+            Some(Payload::Stdout(d)) => out.extend_from_slice(&d.data),
+            Some(Payload::Stderr(d)) => err.extend_from_slice(&d.data),
+            Some(Payload::Exit(e)) => exits.push(e.exit_code),
+            None => {}
+        }
+    }
+    Ok((out, err, exits))
+}
+
+fn exec_req(id: &str, argv: &[&str]) -> os::ExecSandboxRequest {
+    os::ExecSandboxRequest {
+        sandbox_id: id.into(),
+        command: argv.iter().map(|a| a.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn exec_sandbox_runs_a_command_over_the_gateways_own_ssh_client() {
+    if !have_ssh_tools() {
+        return;
+    }
+    let s = setup().await;
+    let server = sshd().await;
+    let (id, _sup, _) = ready_with(&s, "exec", Bridge::To(server.1)).await;
+
+    let (out, err, exits) =
+        exec(&s, exec_req(&id, &["sh", "-c", "printf 'it'\\''s'; printf oops >&2; exit 3"]))
+            .await
+            .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out), "it's");
+    assert_eq!(String::from_utf8_lossy(&err), "oops");
+    assert_eq!(exits, [3]);
+
+    // Environment (sorted), workdir, and stdin sent once then EOF.
+    let mut req = exec_req(&id, &["sh", "-c", "echo \"$B $A $(pwd)\"; cat | wc -c"]);
+    req.environment.insert("A".into(), "x y".into());
+    req.environment.insert("B".into(), "1".into());
+    req.workdir = "/tmp".into();
+    req.stdin = vec![b'z'; 100_000].into();
+    let (out, _, exits) = exec(&s, req).await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out).split_whitespace().collect::<Vec<_>>(),
+        ["1", "x", "y", "/tmp", "100000"]
+    );
+    assert_eq!(exits, [0]);
+
+    // 4 MiB of output arrives whole.
+    let (out, _, exits) =
+        exec(&s, exec_req(&id, &["head", "-c", "4194304", "/dev/zero"])).await.unwrap();
+    assert_eq!(out.len(), 4 << 20);
+    assert_eq!(exits, [0]);
+
+    // timeout_seconds: exit 124, the stream ends OK.
+    let mut req = exec_req(&id, &["sleep", "30"]);
+    req.timeout_seconds = 1;
+    let started = Instant::now();
+    let (_, _, exits) = exec(&s, req).await.unwrap();
+    assert_eq!(exits, [124]);
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // tty: a pty-req with xterm-256color comes first (the stand-in
+    // server exports its terminal type as TERM).
+    let mut req = exec_req(&id, &["sh", "-c", "echo \"term=$TERM\""]);
+    req.tty = true;
+    let (out, _, _) = exec(&s, req).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&out).contains("term=xterm-256color"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    let (out, _, _) = exec(&s, exec_req(&id, &["sh", "-c", "echo \"term=$TERM\""])).await.unwrap();
+    assert!(!String::from_utf8_lossy(&out).contains("xterm-256color"));
+}
+
+#[tokio::test]
+async fn exec_sandbox_refusals() {
+    let s = setup().await;
+    let err = exec(&s, exec_req("", &["true"])).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::InvalidArgument, "sandbox_id is required"));
+    let err = exec(&s, exec_req("nope", &["true"])).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::NotFound, "sandbox not found"));
+    let id = sandbox(&s, "cold").await;
+    let err = exec(&s, exec_req(&id, &["true"])).await.unwrap_err();
+    assert_eq!((err.code(), err.message()), (Code::FailedPrecondition, "sandbox is not ready"));
+    let err = exec(&s, exec_req(&id, &["a\nb"])).await.unwrap_err();
+    assert_eq!(err.message(), "command argument 0 contains newline or carriage return characters");
+}

@@ -133,6 +133,27 @@ async fn sandbox_create_upload_download_and_forward() {
     assert!(out.status.success(), "sandbox create: {}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("hi"), "{}", text(&out));
 
+    // `sandbox exec` runs through ExecSandbox (the gateway's own SSH client):
+    // output, stdin and a non-zero exit code.
+    let out = run(
+        args(&[
+            "sandbox",
+            "exec",
+            "-n",
+            "s1",
+            "--no-tty",
+            "--",
+            "sh",
+            "-c",
+            "cat; echo done; exit 4",
+        ]),
+        b"piped in\n".to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "piped in\ndone\n", "{}", text(&out));
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+
     // Upload a file (DEST names the file), then download it again.
     let local = dir.path("up.txt");
     std::fs::write(&local, b"uploaded through slimgate\n").unwrap();

@@ -2,7 +2,7 @@
 """An SSH server standing in for the sandbox supervisor's (docs/relay.md,
 "Supervisor SSH server facts"), on asyncssh, a real SSH implementation:
 `none` auth for any user, `exec` runs the command with /bin/sh -c, a shell
-request runs /bin/sh, PTYs are allowed, `direct-tcpip` only to loopback.
+request runs /bin/sh, a pty-req sets TERM (no real terminal), `direct-tcpip` only to loopback.
 Listens on 127.0.0.1:0 and prints `listening PORT`, then serves until killed.
 
 The "sandbox" is this machine, so a port forwarded to the sandbox's
@@ -10,6 +10,7 @@ loopback port P may be mapped to another local port Q with the argument
 `P=Q` (the CLI forwards the same port number on both ends).
 """
 import asyncio
+import os
 import sys
 
 import asyncssh
@@ -88,8 +89,12 @@ async def pump_in(process, proc):
 async def handle(process):
     cmd = process.command
     argv = ["/bin/sh", "-c", cmd] if cmd else ["/bin/sh"]
+    env = {k: v for k, v in os.environ.items() if k != "TERM"}
+    if process.term_type:  # a pty-req came: its terminal type, as sshd sets it
+        env["TERM"] = process.term_type
     proc = await asyncio.create_subprocess_exec(
         *argv,
+        env=env,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
