@@ -234,7 +234,7 @@ pub(super) async fn relay_stream(
     call: Call<Requests<RelayFrame>>,
     sink: Sink<RelayFrame>,
 ) -> Result<(), Status> {
-    let Call { state, req: mut reqs, .. } = call;
+    let Call { state, ctx, req: mut reqs } = call;
     let first = reqs.next().await?.ok_or_else(|| Status::invalid_argument("empty RelayStream"))?;
     let channel_id = match first.payload {
         Some(relay_frame::Payload::Init(init)) if !init.channel_id.is_empty() => init.channel_id,
@@ -245,6 +245,10 @@ pub(super) async fn relay_stream(
         }
     };
     let pipe = state.relays.claim(&channel_id)?;
+    // A claimed relay carries bulk bytes: open this connection's windows.
+    if let Some(w) = ctx.extensions.get::<crate::net::connections::ConnectionWindows>() {
+        w.widen();
+    }
     // The supervisor connects to its SSH socket only once it has headers.
     sink.send_headers().await?;
     let (mut rd, mut wr) = tokio::io::split(pipe);

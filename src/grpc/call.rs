@@ -33,7 +33,6 @@ use super::router::{self, Context, Input, Route, Router};
 use super::status::{Code, Status};
 use super::timeout;
 use crate::log;
-use crate::net::Peer;
 use crate::net::plain::{Plain, Tunnels};
 use crate::net::shutdown::Shutdown;
 
@@ -165,8 +164,8 @@ impl<G: Gate> Service<G> {
     ) {
         let started = Instant::now();
         let (parts, stream) = req.into_parts();
-        let http::request::Parts { method, uri, mut headers, mut extensions, .. } = parts;
-        let peer = extensions.remove::<Peer>();
+        // What the connection attached (its peer, its window handle).
+        let http::request::Parts { method, uri, mut headers, extensions: conn, .. } = parts;
         let path = uri.path();
         let route = self.router.get(path);
         let timing = match route {
@@ -210,7 +209,7 @@ impl<G: Gate> Service<G> {
                         &mut body,
                         deadline,
                         &request_id,
-                        peer,
+                        conn,
                         &mut out,
                     )
                     .await
@@ -297,7 +296,7 @@ impl<G: Gate> Service<G> {
         body: &mut Option<Body>,
         deadline: Option<Instant>,
         request_id: &Arc<str>,
-        peer: Option<Peer>,
+        conn: http::Extensions,
         out: &mut Out,
     ) -> Code {
         // Routing uses the path alone; the gate sees the query too.
@@ -312,9 +311,7 @@ impl<G: Gate> Service<G> {
         let limit = self.max_message_bytes;
         let work = async {
             let mut extensions = self.gate.admit(path, query, request_id, headers).await?;
-            if let Some(p) = peer {
-                extensions.insert(p);
-            }
+            extensions.extend(conn);
             let route = route.ok_or_else(|| self.router.unimplemented(path))?;
             let ctx = Context {
                 path: route.path,

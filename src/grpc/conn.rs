@@ -20,11 +20,12 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::{Instant, Sleep};
 
 use super::server::{
-    CONNECTION_WINDOW_BYTES, Core, Http2Settings, MAX_HEADER_LIST_BYTES, STREAM_WINDOW_BYTES,
+    CONNECTION_WINDOW_BYTES, Core, Http2Settings, MAX_HEADER_LIST_BYTES,
+    RELAY_CONNECTION_WINDOW_BYTES, RELAY_STREAM_WINDOW_BYTES, STREAM_WINDOW_BYTES,
 };
 use crate::grpc::Gate;
 use crate::log;
-use crate::net::connections::Entry;
+use crate::net::connections::{ConnectionWindows, Entry};
 use crate::net::io::Rewind;
 use crate::net::{HANDSHAKE_TIMEOUT, Peer};
 
@@ -104,6 +105,9 @@ impl<G: Gate> Core<G> {
         let mut stop_registered = false;
         let mut shed = pin!(entry.shed());
         let mut shed_registered = false;
+        let mut widen = pin!(entry.widened());
+        let mut widen_registered = false;
+        let mut wide = false;
         let mut draining = false;
         let mut closing: Option<Pin<Box<Sleep>>> = None;
         loop {
@@ -148,6 +152,12 @@ impl<G: Gate> Core<G> {
                 if keepalive.poll_dead(cx).is_ready() {
                     return Poll::Ready(Event::Dead);
                 }
+                if !wide && (!widen_registered || entry.is_wide()) {
+                    widen_registered = true;
+                    if widen.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Event::Widen);
+                    }
+                }
                 conn.poll_accept(cx).map(Event::Accept)
             })
             .await;
@@ -169,8 +179,16 @@ impl<G: Gate> Core<G> {
                     log::debug("closing http2 connection: keepalive ping timed out").emit();
                     return;
                 }
+                Event::Widen => {
+                    wide = true;
+                    conn.set_target_window_size(RELAY_CONNECTION_WINDOW_BYTES);
+                    if let Err(e) = conn.set_initial_window_size(RELAY_STREAM_WINDOW_BYTES) {
+                        log::debug("cannot widen the stream window").display("error", e).emit();
+                    }
+                }
                 Event::Accept(Some(Ok((mut req, respond)))) => {
                     req.extensions_mut().insert(peer.clone());
+                    req.extensions_mut().insert(ConnectionWindows(Arc::clone(entry)));
                     let service = Arc::clone(&self.service);
                     let budget = Arc::clone(&budget);
                     let open = entry.stream_opened();
@@ -197,6 +215,7 @@ type NewStream = (http::Request<h2::RecvStream>, h2::server::SendResponse<bytes:
 #[allow(clippy::large_enum_variant)]
 enum Event {
     Drain,
+    Widen,
     Close(&'static str),
     Dead,
     Accept(Option<Result<NewStream, h2::Error>>),

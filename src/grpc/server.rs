@@ -47,6 +47,16 @@ pub const STREAM_WINDOW_BYTES: u32 = 64 * 1024;
 /// round trip a large message still moves at over 100 MB/s in a cluster.
 pub const CONNECTION_WINDOW_BYTES: u32 = 64 * 1024;
 
+/// Stream receive window of a connection once a relay was claimed on it
+/// (`ConnectionWindows::widen`): bulk bytes flow from a supervisor of a
+/// stored sandbox, and 64 KiB per round trip caps a tunnel far below
+/// loopback speed.
+pub const RELAY_STREAM_WINDOW_BYTES: u32 = 256 * 1024;
+
+/// Connection receive window of such a connection. At most one per
+/// supervisor session (one per sandbox) holds it.
+pub const RELAY_CONNECTION_WINDOW_BYTES: u32 = 1024 * 1024;
+
 /// Mode of the Unix socket the gateway listens on.
 pub const UNIX_SOCKET_MODE: u32 = 0o660;
 

@@ -57,6 +57,9 @@ pub struct Entry {
     idle_since_ms: AtomicU64,
     shed: AtomicBool,
     notify: Notify,
+    /// A handler asked for the wide relay windows (`Entry::widen`).
+    wide: AtomicBool,
+    wide_notify: Notify,
     epoch: Instant,
 }
 
@@ -107,6 +110,8 @@ impl Table {
             idle_since_ms: AtomicU64::new(millis_since(self.epoch)),
             shed: AtomicBool::new(false),
             notify: Notify::new(),
+            wide: AtomicBool::new(false),
+            wide_notify: Notify::new(),
             epoch: self.epoch,
         });
         inner.live.insert(id, Arc::clone(&entry));
@@ -186,6 +191,26 @@ impl Entry {
         }
     }
 
+    /// Ask for the wide receive windows of a connection that carries relay
+    /// bytes (`grpc::server::RELAY_STREAM_WINDOW_BYTES`); once per connection.
+    pub fn widen(&self) {
+        if !self.wide.swap(true, Ordering::AcqRel) {
+            self.wide_notify.notify_one();
+        }
+    }
+
+    /// Whether [`Entry::widen`] was called.
+    pub fn is_wide(&self) -> bool {
+        self.wide.load(Ordering::Acquire)
+    }
+
+    /// Resolves once [`Entry::widen`] was called.
+    pub async fn widened(&self) {
+        while !self.wide.load(Ordering::Acquire) {
+            self.wide_notify.notified().await;
+        }
+    }
+
     /// Run `work` unless the connection is told to close first (`None`).
     pub async fn unless_shed<F: Future>(&self, work: F) -> Option<F::Output> {
         let mut work = pin!(work);
@@ -258,5 +283,17 @@ mod tests {
         drop(s);
         std::thread::sleep(Duration::from_millis(20));
         assert!(a.entry().idle_for() >= Duration::from_millis(15));
+    }
+}
+
+/// Lets a call's handler widen its connection's receive windows (a relay
+/// claimed on it: bulk bytes flow, from a peer the gateway knows).
+#[derive(Clone, Debug)]
+pub struct ConnectionWindows(pub Arc<Entry>);
+
+impl ConnectionWindows {
+    /// See [`Entry::widen`].
+    pub fn widen(&self) {
+        self.0.widen();
     }
 }
