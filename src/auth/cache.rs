@@ -115,11 +115,6 @@ impl Shard {
     }
 }
 
-pub(crate) struct Hit {
-    pub identity: Arc<Identity>,
-    pub key_fingerprint: u64,
-}
-
 pub struct TokenCache {
     shards: Vec<Mutex<Shard>>,
     capacity: usize,
@@ -165,12 +160,10 @@ impl TokenCache {
         self.shards.get((digest.word(8) % n as u64) as usize)
     }
 
-    pub(crate) fn get(&self, digest: &TokenDigest) -> Option<Hit> {
+    /// The identity and the fingerprint of the key that verified it.
+    pub(crate) fn get(&self, digest: &TokenDigest) -> Option<(Arc<Identity>, u64)> {
         let shard = lock(self.shard(digest)?);
-        shard
-            .map
-            .get(digest)
-            .map(|e| Hit { identity: Arc::clone(&e.identity), key_fingerprint: e.key_fingerprint })
+        shard.map.get(digest).map(|e| (Arc::clone(&e.identity), e.key_fingerprint))
     }
 
     pub(crate) fn remove(&self, digest: &TokenDigest) {

@@ -86,25 +86,18 @@ impl Verifier {
             return Err(AuthError::TooLarge.into());
         }
         let digest = TokenDigest::of(token);
-        if let Some(hit) = self.cache.get(&digest) {
-            let id = &hit.identity;
+        if let Some((id, fingerprint)) = self.cache.get(&digest) {
             let same_key = id
                 .alg
                 .and_then(|alg| keys.select(alg, id.kid.as_deref()).ok())
-                .is_some_and(|key| key.fingerprint() == hit.key_fingerprint);
+                .is_some_and(|key| key.fingerprint() == fingerprint);
             if same_key {
-                let times = claims::check_times(
-                    id.expires_at,
-                    id.not_before,
-                    id.issued_at,
-                    &self.config,
-                    now,
-                );
-                if let Err(refusal) = times {
+                let (exp, nbf, iat) = (id.expires_at, id.not_before, id.issued_at);
+                if let Err(refusal) = claims::check_times(exp, nbf, iat, &self.config, now) {
                     self.cache.remove(&digest);
                     return Err(refusal.into());
                 }
-                return Ok(hit.identity);
+                return Ok(id);
             }
             // The key is gone or replaced: forget, and verify from scratch.
             self.cache.remove(&digest);
