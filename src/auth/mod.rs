@@ -33,7 +33,6 @@ mod roca;
 mod verifier;
 
 pub use alg::Algorithm;
-pub use cache::TokenCache;
 pub use claims::Identity;
 pub use config::{
     ConfigError, DEFAULT_ADMIN_ROLE, DEFAULT_AUDIENCE, DEFAULT_LEEWAY_SECS,
@@ -43,7 +42,6 @@ pub use config::{
     VerifierConfig,
 };
 pub use error::{AuthError, Malformed};
-pub use json::MAX_JSON_DEPTH;
 pub use jwks::{
     JwksError, JwksPolicy, KeyRejectReason, KeyRejection, KeySet, ParsedJwks, VerifyingKey,
 };
