@@ -85,7 +85,6 @@ impl KeyTimings {
     }
 }
 
-/// What the verifier can use right now.
 #[derive(Clone, Debug)]
 pub enum KeyState {
     /// No key set loaded yet (identity provider unreachable since startup).
@@ -142,7 +141,6 @@ struct Current {
 #[derive(Default)]
 struct Flight {
     running: Option<watch::Receiver<Outcome>>,
-    /// When the last kid-triggered load started.
     last_kid_load: Option<Instant>,
 }
 
