@@ -42,7 +42,6 @@ pub const MAX_QUOTED_CHARS: usize = 200;
 
 const USER_AGENT_VALUE: &str = concat!("slimgate/", env!("CARGO_PKG_VERSION"));
 
-/// The limits of one fetch; `Default` is the constants above.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FetchLimits {
     pub connect_timeout: Duration,
