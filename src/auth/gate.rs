@@ -260,7 +260,6 @@ enum Secret {
     Valid,
 }
 
-/// A refusal: the client's status and the audit reason code.
 struct Denied {
     status: Status,
     reason: &'static str,
