@@ -34,7 +34,6 @@ const ACCESS_TOKEN_PARAM: &str = "access_token";
 
 const HEADER_LIMITS: Limits = Limits { depth: json::MAX_JSON_DEPTH, members: MAX_HEADER_MEMBERS };
 
-/// The header fields that survive the policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
     pub alg: Algorithm,
@@ -105,7 +104,6 @@ impl<'t> CompactJws<'t> {
         b64::decode(self.payload_b64.as_bytes()).ok_or(AuthError::Malformed(Malformed::Base64))
     }
 
-    /// Returns the key that verified.
     pub fn verify_signature<'k>(&self, keys: &'k KeySet) -> Result<&'k VerifyingKey, AuthError> {
         let key = keys.select(self.header.alg, self.header.kid.as_deref())?;
         key.verify(self.header.alg, self.signing_input(), self.signature())?;
