@@ -156,12 +156,8 @@ pub fn check_times(
 
 fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, AuthError> {
     let invalid = AuthError::InvalidClaim(name);
-    let Some(value) = claims.get(name) else {
-        return Ok(None);
-    };
-    let Value::Number(n) = value else {
-        return Err(invalid);
-    };
+    let Some(value) = claims.get(name) else { return Ok(None) };
+    let Value::Number(n) = value else { return Err(invalid) };
     let secs = match (n.as_u64(), n.as_f64()) {
         (Some(secs), _) => secs,
         // A float (fraction, exponent or beyond u64): the cast is exact in range.
@@ -209,15 +205,11 @@ fn roles(claims: &Map<String, Value>, path: &str) -> Result<Vec<String>, AuthErr
     let mut object = claims;
     let mut segments = path.split('.').peekable();
     while let Some(segment) = segments.next() {
-        let Some(value) = object.get(segment) else {
-            return Ok(Vec::new());
-        };
+        let Some(value) = object.get(segment) else { return Ok(Vec::new()) };
         if segments.peek().is_none() {
             return string_array(value).ok_or(invalid);
         }
-        let Value::Object(inner) = value else {
-            return Err(invalid);
-        };
+        let Value::Object(inner) = value else { return Err(invalid) };
         object = inner;
     }
     Ok(Vec::new())
@@ -225,9 +217,7 @@ fn roles(claims: &Map<String, Value>, path: &str) -> Result<Vec<String>, AuthErr
 
 /// A space-separated string or an array of strings.
 fn scopes(claims: &Map<String, Value>, name: Option<&str>) -> Result<Vec<String>, AuthError> {
-    let Some(name) = name else {
-        return Ok(Vec::new());
-    };
+    let Some(name) = name else { return Ok(Vec::new()) };
     let keep = |s: &str| !s.is_empty() && !DROPPED_SCOPES.contains(&s);
     match claims.get(name) {
         None => Ok(Vec::new()),
@@ -240,8 +230,6 @@ fn scopes(claims: &Map<String, Value>, name: Option<&str>) -> Result<Vec<String>
 }
 
 fn string_array(value: &Value) -> Option<Vec<String>> {
-    let Value::Array(items) = value else {
-        return None;
-    };
+    let Value::Array(items) = value else { return None };
     items.iter().map(|v| v.as_str().map(str::to_owned)).collect()
 }
