@@ -133,12 +133,8 @@ impl AuthGate {
 
     fn secret(&self, headers: &HeaderMap) -> Secret {
         let mut values = headers.get_all(SECRET_HEADER).iter();
-        let Some(given) = values.next() else {
-            return Secret::Missing;
-        };
-        let Some(expected) = &self.secret else {
-            return Secret::Wrong;
-        };
+        let Some(given) = values.next() else { return Secret::Missing };
+        let Some(expected) = &self.secret else { return Secret::Wrong };
         if values.next().is_some() {
             return Secret::Wrong;
         }
@@ -155,9 +151,7 @@ impl AuthGate {
         query: Option<&str>,
         headers: &HeaderMap,
     ) -> Result<Caller, Denied> {
-        let Some(oidc) = &self.oidc else {
-            return Ok(Caller::Anonymous);
-        };
+        let Some(oidc) = &self.oidc else { return Ok(Caller::Anonymous) };
         // The query of `:path` too: a token also sent there is refused
         // (jwt.md item 49).
         let token = super::bearer_token(headers, query).map_err(|e| match e {
