@@ -328,9 +328,7 @@ pub(crate) fn kid_member(object: &Map<String, Value>) -> Result<Option<String>, 
 }
 
 fn parse_entry(entry: &Value, policy: &JwksPolicy) -> Result<VerifyingKey, KeyRejectReason> {
-    let Value::Object(jwk) = entry else {
-        return Err(KeyRejectReason::NotAnObject);
-    };
+    let Value::Object(jwk) = entry else { return Err(KeyRejectReason::NotAnObject) };
     if PRIVATE_MEMBERS.iter().any(|m| jwk.contains_key(*m)) {
         return Err(KeyRejectReason::PrivateKeyMaterial);
     }
