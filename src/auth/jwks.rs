@@ -188,7 +188,7 @@ enum Slot {
     Duplicate,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct KeySet {
     keys: Vec<VerifyingKey>,
     /// kid → slot per key type (`Algorithm::index`).
@@ -200,12 +200,7 @@ pub struct KeySet {
 
 impl KeySet {
     pub fn empty() -> KeySet {
-        KeySet {
-            keys: Vec::new(),
-            by_kid: HashMap::new(),
-            per_type: [(0, 0); 2],
-            duplicate_kids: 0,
-        }
+        KeySet::default()
     }
 
     pub fn parse(document: &[u8]) -> Result<ParsedJwks, JwksError> {
