@@ -144,6 +144,7 @@ struct Flight {
     last_kid_load: Option<Instant>,
 }
 
+#[derive(Default)]
 struct Inner {
     origin: Option<Arc<dyn KeyOrigin>>,
     /// Fetched sets go stale; files do not.
@@ -202,20 +203,7 @@ impl KeySource {
     }
 
     fn build(origin: Option<Arc<dyn KeyOrigin>>, expires: bool, timings: KeyTimings) -> KeySource {
-        KeySource {
-            inner: Arc::new(Inner {
-                origin,
-                expires,
-                timings,
-                current: RwLock::new(None),
-                flight: Mutex::new(Flight::default()),
-                negative: Mutex::new(HashMap::new()),
-                installed: Notify::new(),
-                counters: Counters::default(),
-                on_replace: OnceLock::new(),
-                on_ready: OnceLock::new(),
-            }),
-        }
+        KeySource { inner: Arc::new(Inner { origin, expires, timings, ..Inner::default() }) }
     }
 
     /// Call `f` with every new set once installed (to purge the token cache:
