@@ -134,14 +134,12 @@ impl AuthGate {
     fn secret(&self, headers: &HeaderMap) -> Secret {
         let mut values = headers.get_all(SECRET_HEADER).iter();
         let Some(given) = values.next() else { return Secret::Missing };
-        let Some(expected) = &self.secret else { return Secret::Wrong };
-        if values.next().is_some() {
-            return Secret::Wrong;
-        }
-        if constant_time_eq(expected, &fingerprint(given.as_bytes())) {
-            Secret::Valid
-        } else {
-            Secret::Wrong
+        let single = values.next().is_none();
+        match &self.secret {
+            Some(want) if single && constant_time_eq(want, &fingerprint(given.as_bytes())) => {
+                Secret::Valid
+            }
+            _ => Secret::Wrong,
         }
     }
 
