@@ -1,13 +1,8 @@
-//! The two JWS algorithms slimgate accepts, and nothing else.
-//!
-//! An enum rather than a string so that "which algorithms exist" is decided
-//! once, here: `none`, HS*, PS*, ES384+ and EdDSA cannot even be named
-//! (auth.md, "JWT verification"; jwt.md item 12). Names are matched
-//! byte-exact and case-sensitive (item 13).
+//! The two JWS algorithms slimgate accepts: `none`, HS*, PS*, ES384+ and EdDSA
+//! cannot even be named (auth.md "JWT verification"; jwt.md item 12).
 
 use std::fmt;
 
-/// A JWS `alg` slimgate can verify.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Algorithm {
     /// RSASSA-PKCS1-v1_5 with SHA-256 (RFC 7518 §3.3), 2048–8192-bit keys.
@@ -17,10 +12,10 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    /// Both algorithms, the default allowed set.
+    /// The default allowed set.
     pub const ALL: [Algorithm; 2] = [Algorithm::RS256, Algorithm::ES256];
 
-    /// The algorithm named exactly `name` (byte-exact, case-sensitive).
+    /// Byte-exact, case-sensitive (jwt.md item 13).
     pub fn from_name(name: &str) -> Option<Algorithm> {
         match name {
             "RS256" => Some(Algorithm::RS256),
@@ -29,7 +24,6 @@ impl Algorithm {
         }
     }
 
-    /// The JOSE name.
     pub fn name(self) -> &'static str {
         match self {
             Algorithm::RS256 => "RS256",

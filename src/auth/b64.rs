@@ -1,20 +1,13 @@
-//! Strict unpadded base64url (RFC 7515 §2, RFC 4648 §5), used for JWS
-//! segments and JWK members.
-//!
-//! Strict means: only `[A-Za-z0-9_-]` (no `=`, `+`, `/`, whitespace), a length
-//! that is not 1 mod 4, and canonical trailing bits (the unused low bits of
-//! the last character are zero), so every byte string has exactly one
-//! accepted encoding (jwt.md items 4–5, Wycheproof tc360–374). The shape check
-//! runs over the bytes without allocating, so a malformed token is refused
-//! before any buffer exists; the `base64` crate's `URL_SAFE_NO_PAD` engine
-//! (padding forbidden, trailing bits checked) then does the decoding and
-//! enforces the same rules a second time.
+//! Strict unpadded base64url (RFC 7515 §2, RFC 4648 §5): only `[A-Za-z0-9_-]`,
+//! a length not 1 mod 4 and zero unused trailing bits, so each byte string has
+//! one accepted encoding (jwt.md items 4–5, Wycheproof tc360–374). The shape
+//! check allocates nothing; `URL_SAFE_NO_PAD` then decodes, enforcing the
+//! same rules again.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-/// True if `c` is in the base64url alphabet. Branch-free, so the loop below
-/// vectorizes.
+/// Branch-free, so the loop below vectorizes.
 #[inline(always)]
 fn is_alphabet(c: u8) -> bool {
     (c.wrapping_sub(b'A') < 26)
@@ -24,23 +17,19 @@ fn is_alphabet(c: u8) -> bool {
         | (c == b'_')
 }
 
-/// True if `seg` has the alphabet and length of canonical unpadded
-/// base64url (the trailing-bit rule is checked when decoding). Allocates
-/// nothing; scans the whole segment without early exit (≤ the token size
-/// limit) so the compiler can use SIMD.
+/// Alphabet and length (trailing bits are checked when decoding); no early
+/// exit, so the compiler can use SIMD.
 #[inline]
 pub(crate) fn is_shape_ok(seg: &[u8]) -> bool {
     seg.len() % 4 != 1 && seg.iter().fold(true, |ok, &c| ok & is_alphabet(c))
 }
 
-/// The exact number of bytes `encoded_len` characters of unpadded base64url
-/// decode to (assuming `encoded_len % 4 != 1`).
+/// Decoded size of `encoded_len` characters (`encoded_len % 4 != 1`).
 #[inline]
 pub(crate) fn decoded_len(encoded_len: usize) -> usize {
     encoded_len / 4 * 3 + (encoded_len % 4).saturating_sub(1)
 }
 
-/// Decodes strict unpadded base64url into a new vector.
 pub(crate) fn decode(seg: &[u8]) -> Option<Vec<u8>> {
     if !is_shape_ok(seg) {
         return None;
@@ -48,8 +37,7 @@ pub(crate) fn decode(seg: &[u8]) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(seg).ok()
 }
 
-/// Decodes strict unpadded base64url into `out`, returning the length.
-/// Fails if `out` is too small.
+/// Returns the length; fails if `out` is too small.
 pub(crate) fn decode_into(seg: &[u8], out: &mut [u8]) -> Option<usize> {
     if !is_shape_ok(seg) || decoded_len(seg.len()) > out.len() {
         return None;

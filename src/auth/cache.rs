@@ -1,21 +1,11 @@
-//! The verified-token cache (auth.md "Verified-token cache").
-//!
-//! Verifying an RS256 signature costs tens of microseconds; a client sends
-//! the same token on every call until it expires. So a token that verified
-//! is remembered, keyed by the SHA-256 of its bytes (the token itself is not
-//! kept), together with the identity it produced and the key that verified
-//! it. [`Verifier::verify_cached`](super::Verifier::verify_cached) re-checks
-//! the time rules and the key on every hit, so a hit never accepts a token
-//! the full path would refuse: an entry is dropped as soon as it has
-//! expired or its key is gone or replaced.
-//!
-//! Shape: a fixed number of shards, each a `std::sync::Mutex` around a
-//! `HashMap`, so concurrent tasks rarely contend and a lock is held only for
-//! a lookup or an insert (never across an `.await`). The capacity is split
-//! over the shards and never exceeded: a full shard first drops its expired
-//! entries, then the entry closest to expiry, both taken from the front of
-//! a per-shard expiry order: an insert into a full shard costs O(log n), not
-//! a scan of the shard for every new token once the cache is full.
+//! The verified-token cache (auth.md "Verified-token cache"): an RS256 check
+//! costs tens of microseconds and a client resends its token on every call.
+//! Keyed by SHA-256 of the token (not kept), holding the identity and the
+//! verifying key; `Verifier::verify_cached` re-checks times and key on every
+//! hit, so a hit never accepts what the full path would refuse. Sharded
+//! mutexes (never held across `.await`); the capacity is split over shards
+//! and never exceeded: a full shard drops expired entries, then the soonest
+//! to expire, from a per-shard expiry order (O(log n), not a scan).
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
@@ -31,11 +21,9 @@ use super::lock;
 /// threads seldom wait on each other, few enough to keep `len()` cheap.
 pub const CACHE_SHARDS: usize = 16;
 
-/// SHA-256 of a token: the cache key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TokenDigest([u8; 32]);
 
-/// SHA-256 of `bytes`.
 pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(digest::digest(&digest::SHA256, bytes).as_ref());
@@ -81,12 +69,10 @@ impl Hasher for DigestHasher {
     }
 }
 
-/// One remembered verification.
 struct Entry {
     identity: Arc<Identity>,
-    /// `VerifyingKey::fingerprint` of the key that verified the token.
+    /// The fingerprint and `kid` of the key that verified the token.
     key_fingerprint: u64,
-    /// That key's `kid`, for `purge_kid`.
     key_kid: Option<String>,
 }
 
@@ -129,12 +115,6 @@ impl Shard {
     }
 }
 
-pub(crate) struct Hit {
-    pub identity: Arc<Identity>,
-    pub key_fingerprint: u64,
-}
-
-/// A bounded, sharded map from token digest to verified identity.
 pub struct TokenCache {
     shards: Vec<Mutex<Shard>>,
     capacity: usize,
@@ -159,10 +139,6 @@ impl TokenCache {
         TokenCache { shards, capacity }
     }
 
-    pub fn capacity(&self) -> usize {
-        self.capacity
-    }
-
     pub fn is_enabled(&self) -> bool {
         !self.shards.is_empty()
     }
@@ -184,12 +160,10 @@ impl TokenCache {
         self.shards.get((digest.word(8) % n as u64) as usize)
     }
 
-    pub(crate) fn get(&self, digest: &TokenDigest) -> Option<Hit> {
+    /// The identity and the fingerprint of the key that verified it.
+    pub(crate) fn get(&self, digest: &TokenDigest) -> Option<(Arc<Identity>, u64)> {
         let shard = lock(self.shard(digest)?);
-        shard
-            .map
-            .get(digest)
-            .map(|e| Hit { identity: Arc::clone(&e.identity), key_fingerprint: e.key_fingerprint })
+        shard.map.get(digest).map(|e| (Arc::clone(&e.identity), e.key_fingerprint))
     }
 
     pub(crate) fn remove(&self, digest: &TokenDigest) {
@@ -198,9 +172,7 @@ impl TokenCache {
         }
     }
 
-    /// Remembers a verification. When the shard is full, drops the entries
-    /// already past `exp` at `now`, then, if still full, the one expiring
-    /// soonest.
+    /// A full shard first drops entries past `exp` at `now`, then the soonest.
     pub(crate) fn insert(
         &self,
         digest: TokenDigest,
@@ -238,15 +210,13 @@ impl TokenCache {
         dropped
     }
 
-    /// Drops every entry verified by a key with this `kid` (key rotation);
-    /// returns how many.
+    /// Drops (and counts) every entry verified by a key with this `kid`.
     pub fn purge_kid(&self, kid: &str) -> usize {
         self.retain(|e| e.key_kid.as_deref() != Some(kid))
     }
 
-    /// Drops every entry whose key is not in `keys` any more, or whose kid
-    /// now names a different key (call after swapping in a new key set);
-    /// returns how many.
+    /// After a key set swap: drops (and counts) entries whose key left or
+    /// whose kid now names another key.
     pub fn retain_keys(&self, keys: &KeySet) -> usize {
         self.retain(|e| {
             keys.keys()
@@ -254,8 +224,7 @@ impl TokenCache {
         })
     }
 
-    /// Drops entries whose `exp` is at or before `now` (housekeeping; hits
-    /// re-check time anyway); returns how many.
+    /// Housekeeping (hits re-check time anyway); returns how many went.
     pub fn purge_expired(&self, now: u64) -> usize {
         self.retain(|e| e.identity.expires_at > now)
     }

@@ -1,17 +1,11 @@
-//! The claim rules: from a verified payload to an [`Identity`].
+//! The claim rules, from a verified payload to an [`Identity`]. A claim of
+//! the wrong type is an error, never "absent" (jwt.md items 31, 37–38;
+//! CVE-2026-25537). Only `iss` is read before the signature ([`check_issuer`],
+//! item 19); the rest runs in [`evaluate`] after it (item 30).
 //!
-//! Every registered claim is read with its type checked first, and a claim
-//! of the wrong type is an error, never "absent" (jwt.md items 31, 37–38;
-//! CVE-2026-25537). Time rules take an injected `now` (unix seconds) so tests
-//! can stand on either side of every boundary. Only `iss` is looked at
-//! before the signature is verified ([`check_issuer`], a cheap filter that
-//! refuses a foreign issuer before any key lookup, item 19); everything else
-//! runs in [`evaluate`] after it (item 30).
-//!
-//! NumericDate policy (item 32): a date must be a JSON number, finite,
-//! non-negative and at most 2^53; a fractional value is floored to whole
-//! seconds (RFC 7519 §2 allows non-integer dates). Flooring moves `exp`
-//! earlier; for `nbf`/`iat` it moves them by less than the leeway.
+//! NumericDate (item 32): a finite, non-negative JSON number at most 2^53; a
+//! fraction is floored (RFC 7519 §2 allows one), which moves `exp` earlier
+//! and `nbf`/`iat` by less than the leeway.
 
 use serde_json::{Map, Value};
 
@@ -25,16 +19,14 @@ pub const MAX_CLAIMS: usize = 256;
 /// Largest NumericDate accepted, in seconds: 2^53, beyond which JSON
 /// numbers stop being exact integers in most parsers (jwt.md item 31).
 pub const MAX_NUMERIC_DATE_SECS: u64 = 1 << 53;
-/// Scopes every OpenID Connect login carries and that never grant anything
-/// in slimgate (auth.md "Roles and scopes"); dropped from the identity.
+/// Login scopes that never grant anything (auth.md "Roles and scopes"); dropped.
 const DROPPED_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 
 const PAYLOAD_LIMITS: Limits = Limits { depth: json::MAX_JSON_DEPTH, members: MAX_CLAIMS };
 
-/// Who a verified token says the caller is. Carries claim values: it goes
-/// to handlers and the audit log, never into an error message. Each field
-/// is the claim it is named after (`sub`, `iss`, `exp`, `nbf`, `iat`, `azp`,
-/// `jti`; dates in unix seconds), or the token header's `kid` and `alg`.
+/// Who a verified token says the caller is: claim values (dates in unix
+/// seconds) and the header's `kid`/`alg`, for handlers and the audit log,
+/// never for an error message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
     pub subject: String,
@@ -45,10 +37,8 @@ pub struct Identity {
     pub expires_at: u64,
     pub not_before: Option<u64>,
     pub issued_at: Option<u64>,
-    /// From the configured dotted claim path (empty if absent).
     pub roles: Vec<String>,
-    /// From the configured claim, minus the OIDC login scopes (empty if
-    /// absent or scopes are off).
+    /// Minus `DROPPED_SCOPES`.
     pub scopes: Vec<String>,
     pub azp: Option<String>,
     pub jti: Option<String>,
@@ -64,13 +54,12 @@ impl Identity {
     }
 }
 
-/// Parses a decoded payload as a strict JSON object (jwt.md items 7–11).
+/// A strict JSON object (jwt.md items 7–11).
 pub fn parse_claims(payload: &[u8]) -> Result<Map<String, Value>, AuthError> {
     json::parse_object(payload, PAYLOAD_LIMITS).map_err(AuthError::Malformed)
 }
 
-/// `iss` is present, a string, and byte-equal to the configured issuer
-/// (jwt.md items 19, 35). Safe to run before the signature.
+/// `iss` byte-equal to the configured issuer (jwt.md items 19, 35).
 pub fn check_issuer(claims: &Map<String, Value>, config: &VerifierConfig) -> Result<(), AuthError> {
     match claims.get("iss") {
         None => Err(AuthError::MissingClaim("iss")),
@@ -80,8 +69,7 @@ pub fn check_issuer(claims: &Map<String, Value>, config: &VerifierConfig) -> Res
     }
 }
 
-/// Runs every claim rule at time `now` and builds the identity (with
-/// `kid`/`alg` left empty for the caller to fill).
+/// Every claim rule at `now`; `kid`/`alg` are left for the caller to fill.
 pub fn evaluate(
     claims: &Map<String, Value>,
     config: &VerifierConfig,
@@ -129,9 +117,7 @@ pub fn evaluate(
     })
 }
 
-/// Parses `payload` and runs every claim rule, as [`evaluate`] does after a
-/// signature verified. Public for the `jwt_claims` fuzz target and tests;
-/// the gateway calls [`Verifier`](super::Verifier) instead.
+/// [`evaluate`] on a raw payload, for the `jwt_claims` fuzz target and tests.
 pub fn check_claims(
     payload: &[u8],
     config: &VerifierConfig,
@@ -140,10 +126,7 @@ pub fn check_claims(
     evaluate(&parse_claims(payload)?, config, now)
 }
 
-/// The time rules (jwt.md items 33–34), shared by first verification and
-/// every cache hit: expired when `exp <= now - leeway`, not yet valid when
-/// `nbf > now + leeway`, refused when `iat > now + leeway`, and too long when
-/// `exp - iat` or `exp - now` exceeds the maximum lifetime (if enabled).
+/// The time rules (jwt.md items 33–34), run on every cache hit too.
 pub fn check_times(
     expires_at: u64,
     not_before: Option<u64>,
@@ -171,23 +154,16 @@ pub fn check_times(
     Ok(())
 }
 
-/// A NumericDate claim: absent, or a number that passes the policy above.
 fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<u64>, AuthError> {
     let invalid = AuthError::InvalidClaim(name);
-    let Some(value) = claims.get(name) else {
-        return Ok(None);
-    };
-    let Value::Number(n) = value else {
-        return Err(invalid);
-    };
+    let Some(value) = claims.get(name) else { return Ok(None) };
+    let Value::Number(n) = value else { return Err(invalid) };
     let secs = match (n.as_u64(), n.as_f64()) {
         (Some(secs), _) => secs,
-        // A float (fractional, exponent form, or beyond u64): floored when
-        // finite, non-negative and in range; the cast is then exact.
+        // A float (fraction, exponent or beyond u64): the cast is exact in range.
         (None, Some(f)) if f.is_finite() && f >= 0.0 && f <= MAX_NUMERIC_DATE_SECS as f64 => {
             f.floor() as u64
         }
-        // Negative integers and out-of-range floats.
         _ => return Err(invalid),
     };
     if secs > MAX_NUMERIC_DATE_SECS {
@@ -196,7 +172,6 @@ fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Optio
     Ok(Some(secs))
 }
 
-/// An optional claim that must be a string when present.
 fn optional_string(
     claims: &Map<String, Value>,
     name: &'static str,
@@ -208,8 +183,7 @@ fn optional_string(
     }
 }
 
-/// `aud` is a string or a non-empty array of strings (else an error); true
-/// if one entry equals a configured audience.
+/// `aud`, a string or a non-empty array of strings: one is configured?
 fn audience_matches(aud: &Value, audiences: &[String]) -> Result<bool, AuthError> {
     let wanted = |s: &str| audiences.iter().any(|a| a == s);
     match aud {
@@ -221,8 +195,8 @@ fn audience_matches(aud: &Value, audiences: &[String]) -> Result<bool, AuthError
     }
 }
 
-/// Roles at the dotted `path`: absent anywhere → none; present → must be an
-/// array of strings, and every object on the way must be an object.
+/// Roles at the dotted `path`: absent anywhere → none; else an array of
+/// strings under objects all the way.
 fn roles(claims: &Map<String, Value>, path: &str) -> Result<Vec<String>, AuthError> {
     let invalid = AuthError::InvalidClaim("roles");
     if path.is_empty() {
@@ -231,26 +205,19 @@ fn roles(claims: &Map<String, Value>, path: &str) -> Result<Vec<String>, AuthErr
     let mut object = claims;
     let mut segments = path.split('.').peekable();
     while let Some(segment) = segments.next() {
-        let Some(value) = object.get(segment) else {
-            return Ok(Vec::new());
-        };
+        let Some(value) = object.get(segment) else { return Ok(Vec::new()) };
         if segments.peek().is_none() {
             return string_array(value).ok_or(invalid);
         }
-        let Value::Object(inner) = value else {
-            return Err(invalid);
-        };
+        let Value::Object(inner) = value else { return Err(invalid) };
         object = inner;
     }
     Ok(Vec::new())
 }
 
-/// Scopes from the top-level claim `name`: a space-separated string or an
-/// array of strings, minus [`DROPPED_SCOPES`].
+/// A space-separated string or an array of strings.
 fn scopes(claims: &Map<String, Value>, name: Option<&str>) -> Result<Vec<String>, AuthError> {
-    let Some(name) = name else {
-        return Ok(Vec::new());
-    };
+    let Some(name) = name else { return Ok(Vec::new()) };
     let keep = |s: &str| !s.is_empty() && !DROPPED_SCOPES.contains(&s);
     match claims.get(name) {
         None => Ok(Vec::new()),
@@ -263,8 +230,6 @@ fn scopes(claims: &Map<String, Value>, name: Option<&str>) -> Result<Vec<String>
 }
 
 fn string_array(value: &Value) -> Option<Vec<String>> {
-    let Value::Array(items) = value else {
-        return None;
-    };
+    let Value::Array(items) = value else { return None };
     items.iter().map(|v| v.as_str().map(str::to_owned)).collect()
 }

@@ -1,11 +1,6 @@
-//! What the verifier and the key source are told about their issuer: plain
-//! structs with public fields, defaults and bounds from auth.md (the flag
-//! table of `config` names these constants), and one validation step.
-//!
-//! The gateway's flag parser fills an [`OidcConfig`] (`--oidc-*`); the
-//! wiring hands its [`VerifierConfig`] to
-//! [`Verifier::new`](super::Verifier::new), which calls
-//! [`VerifierConfig::validate`]; after that the verifier trusts every field.
+//! The OIDC settings, with auth.md's defaults and bounds (the flag table of
+//! `config` names these constants). [`Verifier::new`](super::Verifier::new)
+//! runs [`VerifierConfig::validate`]; after that every field is trusted.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -44,62 +39,49 @@ pub const DEFAULT_USER_ROLE: &str = "openshell-user";
 /// Default `typ` allowlist (jwt.md item 17; RFC 7519 §5.1, RFC 9068 §2.1).
 pub const DEFAULT_TYP_ALLOWLIST: [&str; 2] = ["JWT", "at+jwt"];
 
-/// The OIDC settings (`--oidc-issuer` set): the verifier's, the key
-/// source's and the roles.
+/// The `--oidc-*` settings (`--oidc-issuer` set).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OidcConfig {
-    /// What tokens are checked against.
     pub verifier: VerifierConfig,
-    /// `--oidc-jwks-ttl`: key set lifetime.
     pub jwks_ttl: Duration,
-    /// `--oidc-jwks-uri`: JWKS URL (skips discovery).
+    /// Skips discovery.
     pub jwks_uri: Option<String>,
-    /// `--oidc-jwks-file`: static JWKS file.
     pub jwks_file: Option<PathBuf>,
-    /// `--oidc-ca-file`: CA bundle for https key fetching instead of the
-    /// system roots (`tls` builds).
+    /// CA bundle for https key fetching instead of the system roots.
     pub ca_file: Option<PathBuf>,
     /// `(admin, user)` role names; `None`: authentication only.
     pub roles: Option<(String, String)>,
 }
 
-/// Everything the verifier needs to know about one issuer.
+/// One issuer's rules; a field with a flag is `--oidc-<field>` (dashed) unless noted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifierConfig {
-    /// `--oidc-issuer`: the token's `iss` must equal it byte for byte.
+    /// `iss` must equal it byte for byte.
     pub issuer: String,
-    /// `--oidc-audience`: `aud` must contain one of these (at least one).
+    /// `--oidc-audience`: `aud` must contain one of these.
     pub audiences: Vec<String>,
-    /// `--oidc-strict-audience`: no `azp` fallback; `aud` is required.
+    /// No `azp` fallback; `aud` is required.
     pub strict_audience: bool,
-    /// `--oidc-leeway-secs`: clock skew allowed on `exp`, `nbf`, `iat` (at most [`MAX_LEEWAY_SECS`]).
     pub leeway_secs: u64,
-    /// Allowed `alg` values, a non-empty subset of {RS256, ES256}.
     pub algorithms: Vec<Algorithm>,
-    /// `--oidc-max-token-bytes`: longer tokens are refused before decoding.
     pub max_token_bytes: usize,
-    /// `--oidc-roles-claim`: dotted path to an array of role strings; empty
-    /// means the token carries no roles.
+    /// Dotted path to an array of role strings; empty: no roles.
     pub roles_claim: String,
-    /// `--oidc-scopes-claim` (`scope` for Keycloak, `scp` for Okta): a
-    /// top-level claim; `None` turns scopes off.
+    /// A top-level claim (`scope` for Keycloak, `scp` for Okta); `None`: off.
     pub scopes_claim: Option<String>,
-    /// Longest accepted lifetime (`exp - iat`, and `exp - now`) in seconds;
-    /// 0 disables the check.
+    /// Longest `exp - iat` and `exp - now`, in seconds; 0 disables.
     pub max_lifetime_secs: u64,
-    /// Accepted `typ` header values (compared case-insensitively, with an
-    /// optional `application/` prefix); an absent `typ` is always accepted.
+    /// An absent `typ` is always accepted.
     pub typ_allowlist: Vec<String>,
-    /// When true, `jku`, `x5u`, `jwk`, `x5c` headers are ignored instead of
-    /// refused (jwt.md item 15). They are never fetched or used either way.
+    /// Ignore rather than refuse `jku`, `x5u`, `jwk`, `x5c` (jwt.md item 15;
+    /// never used either way).
     pub ignore_key_url_headers: bool,
-    /// `--oidc-token-cache-size`: verified-token cache entries; 0 disables.
+    /// `--oidc-token-cache-size`; 0 disables.
     pub cache_entries: usize,
 }
 
 impl VerifierConfig {
-    /// A configuration for `issuer` and `audiences` with every other field
-    /// at its documented default.
+    /// Every other field at its default.
     pub fn new(issuer: impl Into<String>, audiences: Vec<String>) -> VerifierConfig {
         VerifierConfig {
             issuer: issuer.into(),
@@ -117,7 +99,6 @@ impl VerifierConfig {
         }
     }
 
-    /// Checks the fields the verifier relies on.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.issuer.is_empty() {
             return Err(ConfigError::EmptyIssuer);
@@ -144,22 +125,14 @@ impl VerifierConfig {
     }
 }
 
-/// A configuration the verifier refuses to start with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ConfigError {
-    /// `issuer` is empty.
     EmptyIssuer,
-    /// No audience, or an empty one (`aud`/`azp` must match something).
     NoAudience,
-    /// `algorithms` is empty.
     NoAlgorithm,
-    /// `leeway_secs` is above [`MAX_LEEWAY_SECS`].
     LeewayTooLarge,
-    /// `max_token_bytes` is 0.
     ZeroMaxTokenBytes,
-    /// `roles_claim` has an empty path segment (`a..b`, `.a`, `a.`).
     BadRolesClaim,
-    /// `scopes_claim` is `Some("")`.
     BadScopesClaim,
 }
 

@@ -1,13 +1,7 @@
-//! OpenID Connect discovery (OpenID Connect Discovery 1.0 §4): from the
-//! configured issuer to the URL of its JWK Set.
-//!
-//! The document is fetched from `<issuer without trailing slash>` +
-//! [`WELL_KNOWN_PATH`] and parsed with the same strict JSON as tokens (a
-//! duplicated `issuer` or `jwks_uri` member is refused, not resolved to
-//! the last one). Its `issuer` must byte-equal the configured issuer
-//! (§4.3: this is what stops one provider from speaking for another), and
-//! its `jwks_uri` must be a URL the fetcher accepts. Nothing else in the
-//! document is used.
+//! OpenID Connect Discovery 1.0 §4: from the issuer to its JWK Set URL. The
+//! document is strict JSON (a duplicated member is refused); its `issuer` must
+//! byte-equal the configured one (§4.3: no provider speaks for another), and
+//! only it and `jwks_uri` are used.
 
 use std::fmt;
 
@@ -18,13 +12,12 @@ use super::fetch::MAX_QUOTED_CHARS;
 use super::json::{self, Limits};
 use crate::net::url::{HttpUrl, UrlError};
 
-/// Appended to the issuer (without its trailing slash) to find the document.
+/// Appended to the issuer without its trailing slash.
 pub const WELL_KNOWN_PATH: &str = "/.well-known/openid-configuration";
 /// Most members in any object of the document (Keycloak's has about 60).
 const MAX_DISCOVERY_MEMBERS: usize = 512;
 
-/// Why discovery failed (`Display` says it in words; values from the
-/// document are quoted cut to [`MAX_QUOTED_CHARS`]).
+/// Why discovery failed; document values are cut to [`MAX_QUOTED_CHARS`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DiscoveryError {
     IssuerUrl(UrlError),
@@ -39,9 +32,8 @@ pub enum DiscoveryError {
     MissingJwksUri,
     BadJwksUri(UrlError),
     JwksUriDowngrade,
-    /// The document's `jwks_uri` is on another origin (scheme, host, port)
-    /// than the issuer: whoever answers discovery could point the gateway
-    /// at any key server, so only `--oidc-jwks-uri` may name one.
+    /// Another origin than the issuer's: whoever answers discovery could
+    /// name any key server, so only `--oidc-jwks-uri` may.
     JwksUriOtherOrigin {
         issuer: String,
         jwks_uri: String,
@@ -88,9 +80,7 @@ pub fn discovery_url(issuer: &str) -> Result<HttpUrl, DiscoveryError> {
     HttpUrl::parse(&format!("{base}{WELL_KNOWN_PATH}")).map_err(DiscoveryError::IssuerUrl)
 }
 
-/// `jwks_uri` (found by discovery at `discovery`, the issuer's
-/// well-known URL) if it has the issuer's origin: scheme, host and port,
-/// default ports normalised ([`HttpUrl::same_origin`]).
+/// `jwks_uri` if it has the origin of `discovery` ([`HttpUrl::same_origin`]).
 pub fn check_same_origin(
     discovery: &HttpUrl,
     jwks_uri: HttpUrl,
@@ -104,8 +94,7 @@ pub fn check_same_origin(
     })
 }
 
-/// The `jwks_uri` of a discovery document published by `issuer`. (Its
-/// origin is checked by the caller, [`check_same_origin`].)
+/// Its origin is checked by the caller, [`check_same_origin`].
 pub fn jwks_uri(document: &[u8], issuer: &str) -> Result<HttpUrl, DiscoveryError> {
     let limits = Limits { depth: json::MAX_JSON_DEPTH, members: MAX_DISCOVERY_MEMBERS };
     let doc = json::parse_object(document, limits).map_err(DiscoveryError::Malformed)?;

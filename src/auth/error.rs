@@ -1,105 +1,26 @@
-//! Why a token was refused: one enum, one stable short code per variant.
-//!
-//! The code is what a client sees ("invalid token: <code>", auth.md, request
-//! pipeline step 6) and what the audit log records. A refusal never carries
-//! the token, key material or a claim value: the only data in a variant is a
-//! `&'static str` naming a registered claim or a static detail, so neither
-//! `Display` nor `Debug` can leak anything the caller sent (jwt.md item 50).
-//! This file is the single list of codes; README and clients rely on them.
+//! Why a token was refused: one stable code per variant (README and clients
+//! rely on them), which the client sees ("invalid token: <code>", auth.md
+//! pipeline step 6) and the audit log keeps. A variant holds only static text,
+//! so neither `Display` nor `Debug` can leak what the caller sent (jwt.md item 50).
 
 use std::fmt;
 
-/// A refusal of a bearer token. `code()` is the stable reason code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AuthError {
-    /// `missing_authorization`: no `authorization` header (pipeline step 5).
-    MissingAuthorization,
-    /// `bad_authorization`: several `authorization` headers, a scheme other
-    /// than `Bearer`, not exactly one space, an empty token, or a token also
-    /// sent as an `access_token` query parameter or cookie (jwt.md item 49).
-    BadAuthorization,
-    /// `too_large`: the token is longer than `max_token_bytes`; refused
-    /// before any decoding (jwt.md item 1).
-    TooLarge,
-    /// `malformed`: not a compact JWS with strict base64url segments, or a
-    /// header/payload that is not a strict JSON object (jwt.md items 2–11).
-    Malformed(Malformed),
-    /// `alg_not_allowed`: `alg` missing, not a string, or not byte-equal to
-    /// one of the configured algorithms (jwt.md items 12–13).
-    AlgNotAllowed,
-    /// `unsupported_header`: `crit`, `b64`, `jku`, `x5u`, `jwk`, `x5c`, `enc`
-    /// or `zip` present, or `cty` is `JWT` (jwt.md items 14–16).
-    UnsupportedHeader,
-    /// `bad_typ`: `typ` present but not in the allowlist (jwt.md item 17).
-    BadTyp,
-    /// `bad_kid`: `kid` not a string, longer than 256 bytes, empty, or with
-    /// control characters (jwt.md item 18).
-    BadKid,
-    /// `unknown_kid`: no usable key has this `kid` (or, for a token without
-    /// `kid`, no key of the token's type exists). The JWKS fetcher may refresh.
-    UnknownKid,
-    /// `key_mismatch`: a key with this `kid` exists but cannot verify this
-    /// token (other key type, or its JWK `alg` differs) (jwt.md item 20).
-    KeyMismatch,
-    /// `ambiguous_key`: the `kid` is duplicated in the key set, or a token
-    /// without `kid` has more than one eligible key (jwt.md items 21–22).
-    AmbiguousKey,
-    /// `bad_signature`: the signature does not verify, or has the wrong
-    /// length for the key (jwt.md items 27–29).
-    BadSignature,
-    /// `missing_claim`: a required claim (`iss`, `sub`, `exp`, `aud`) is
-    /// absent. Carries the claim's name.
-    MissingClaim(&'static str),
-    /// `invalid_claim`: a claim has the wrong JSON type or an impossible
-    /// value (negative or non-finite date, empty `aud` array, empty `sub`,
-    /// roles not an array of strings…). Never treated as absent (jwt.md items
-    /// 31, 36–38). Carries the claim's name (`roles`/`scopes` for the
-    /// configured role and scope claims).
-    InvalidClaim(&'static str),
-    /// `bad_issuer`: `iss` is not byte-equal to the configured issuer
-    /// (jwt.md items 19, 35).
-    BadIssuer,
-    /// `bad_audience`: no `aud` entry is a configured audience, and `azp`
-    /// does not rescue it (jwt.md item 36).
-    BadAudience,
-    /// `expired`: `exp <= now - leeway` (jwt.md item 33).
-    Expired,
-    /// `not_yet_valid`: `nbf > now + leeway` (jwt.md item 33).
-    NotYetValid,
-    /// `issued_in_future`: `iat > now + leeway` (jwt.md item 33).
-    IssuedInFuture,
-    /// `lifetime_too_long`: `exp - iat` or `exp - now` exceeds the configured
-    /// maximum lifetime (jwt.md item 34).
-    LifetimeTooLong,
-}
-
-/// What exactly was malformed (for logs and tests; the client sees only
-/// `malformed`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Malformed {
-    Segments,
-    /// A segment is not strict unpadded base64url (alphabet, length mod 4,
-    /// non-canonical trailing bits), or the signature is impossibly long.
-    Base64,
-    /// The JSON is not well-formed (including invalid UTF-8 and lone
-    /// surrogate escapes, or trailing bytes).
-    Json,
-    NotAnObject,
-    DuplicateMember,
-    TooDeep,
-    /// An object has more members than allowed (64 in the header, 256 in
-    /// the payload).
-    TooManyMembers,
-}
-
-/// Writes `code()` and `ALL_CODES` from one list, so the two cannot drift.
+/// Declares a reason enum with `code()` and `ALL_CODES` from one list, so the
+/// codes cannot drift from the variants.
 macro_rules! reason_codes {
-    ($ty:ident { $($variant:pat => $code:literal,)* }) => {
+    ($(#[$meta:meta])* pub enum $ty:ident {
+        $($(#[$vmeta:meta])* $variant:ident $(($field:ty))? => $code:literal,)*
+    }) => {
+        $(#[$meta])*
+        pub enum $ty {
+            $($(#[$vmeta])* $variant $(($field))?,)*
+        }
+
         impl $ty {
-            /// The stable short reason code (see the variant docs).
+            /// The stable short reason code.
             pub fn code(&self) -> &'static str {
                 match self {
-                    $($variant => $code,)*
+                    $($ty::$variant { .. } => $code,)*
                 }
             }
 
@@ -110,31 +31,68 @@ macro_rules! reason_codes {
 }
 pub(crate) use reason_codes;
 
-reason_codes!(AuthError {
-    AuthError::MissingAuthorization => "missing_authorization",
-    AuthError::BadAuthorization => "bad_authorization",
-    AuthError::TooLarge => "too_large",
-    AuthError::Malformed(_) => "malformed",
-    AuthError::AlgNotAllowed => "alg_not_allowed",
-    AuthError::UnsupportedHeader => "unsupported_header",
-    AuthError::BadTyp => "bad_typ",
-    AuthError::BadKid => "bad_kid",
-    AuthError::UnknownKid => "unknown_kid",
-    AuthError::KeyMismatch => "key_mismatch",
-    AuthError::AmbiguousKey => "ambiguous_key",
-    AuthError::BadSignature => "bad_signature",
-    AuthError::MissingClaim(_) => "missing_claim",
-    AuthError::InvalidClaim(_) => "invalid_claim",
-    AuthError::BadIssuer => "bad_issuer",
-    AuthError::BadAudience => "bad_audience",
-    AuthError::Expired => "expired",
-    AuthError::NotYetValid => "not_yet_valid",
-    AuthError::IssuedInFuture => "issued_in_future",
-    AuthError::LifetimeTooLong => "lifetime_too_long",
-});
+reason_codes! {
+/// A refusal of a bearer token, with its jwt.md items (the last four: the
+/// time rules, items 33–34).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthError {
+    /// No `authorization` header (pipeline step 5).
+    MissingAuthorization => "missing_authorization",
+    /// Item 49: several headers, not `Bearer <token>`, or a token also in the
+    /// query or a cookie.
+    BadAuthorization => "bad_authorization",
+    /// Longer than `max_token_bytes`, refused before decoding (item 1).
+    TooLarge => "too_large",
+    /// Items 2–11.
+    Malformed(Malformed) => "malformed",
+    /// Items 12–13.
+    AlgNotAllowed => "alg_not_allowed",
+    /// `crit`, `b64`, a key URL header, `enc`, `zip`, or `cty` JWT (items 14–16).
+    UnsupportedHeader => "unsupported_header",
+    /// Item 17.
+    BadTyp => "bad_typ",
+    /// Item 18.
+    BadKid => "bad_kid",
+    /// No usable key has this `kid` (or none of its type, without `kid`);
+    /// the key source may refresh.
+    UnknownKid => "unknown_kid",
+    /// The `kid`'s key is of another type or JWK `alg` (item 20).
+    KeyMismatch => "key_mismatch",
+    /// Duplicated `kid`, or several keys for a token without one (items 21–22).
+    AmbiguousKey => "ambiguous_key",
+    /// Items 27–29.
+    BadSignature => "bad_signature",
+    /// `iss`, `sub`, `exp` or `aud` absent.
+    MissingClaim(&'static str) => "missing_claim",
+    /// Wrong JSON type or impossible value, never read as absent (items 31,
+    /// 36–38); `roles`/`scopes` name the configured claims.
+    InvalidClaim(&'static str) => "invalid_claim",
+    /// Items 19, 35.
+    BadIssuer => "bad_issuer",
+    /// No configured audience in `aud`, and `azp` does not rescue it (item 36).
+    BadAudience => "bad_audience",
+    Expired => "expired",
+    NotYetValid => "not_yet_valid",
+    IssuedInFuture => "issued_in_future",
+    LifetimeTooLong => "lifetime_too_long",
+}
+}
+
+/// What exactly was malformed (logs and tests; the client sees `malformed`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Malformed {
+    Segments,
+    /// Not strict unpadded base64url, or an impossibly long signature.
+    Base64,
+    /// Including invalid UTF-8, lone surrogate escapes and trailing bytes.
+    Json,
+    NotAnObject,
+    DuplicateMember,
+    TooDeep,
+    TooManyMembers,
+}
 
 impl Malformed {
-    /// A static description of the defect (no input data).
     pub fn detail(&self) -> &'static str {
         match self {
             Malformed::Segments => "not three non-empty dot-separated segments",
@@ -149,7 +107,6 @@ impl Malformed {
 }
 
 impl fmt::Display for AuthError {
-    /// The code, then a static description: never a value from the token.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.code())?;
         match self {

@@ -1,24 +1,12 @@
-//! A minimal HTTP/1.1 GET client for the identity provider's discovery
-//! document and JWK Set: hyper's client connection over a tokio
-//! `TcpStream` (wrapped in TLS for an `https://` URL, in a build with the
-//! `tls` cargo feature: `crate::net::tls`), and nothing else (no connection
-//! pool, no redirects, no compression, no cookies, no proxy).
-//!
-//! Responses are untrusted input, so every limit of auth.md "Keys" is
-//! enforced here, while reading:
-//!
-//! - connect within [`CONNECT_TIMEOUT_MS`] (name resolution and the TLS
-//!   handshake included), the whole exchange within [`TOTAL_TIMEOUT_MS`];
-//! - status 200 only; a 3xx is an error that names it (redirects are never
-//!   followed: a key URL is configuration, not something a response moves);
-//! - at most [`MAX_BODY_BYTES`] of body, checked against `content-length`
-//!   before reading and against the running total while reading, so no more
-//!   than the limit plus one read is ever held;
-//! - the body must be JSON (`content-type` is not required: identity
-//!   providers disagree about it, and the parsers after this one are strict).
-//!
-//! The exchange itself ([`exchange`]) runs over any byte stream, which is how
-//! the fuzz target feeds it arbitrary responses without a socket.
+//! A minimal HTTP/1.1 GET client for the discovery document and JWK Set:
+//! hyper over a `TcpStream` (TLS for `https://` in `tls` builds), no pool,
+//! redirects, compression, cookies or proxy. Responses are untrusted, so
+//! auth.md "Keys" limits apply while reading: the timeouts below; status 200
+//! only (a 3xx is refused by name: a key URL is configuration, not something
+//! a response moves); at most [`MAX_BODY_BYTES`], checked on `content-length`
+//! and on the running total; a JSON body (`content-type` is not required:
+//! providers disagree about it). [`exchange`] runs over any byte stream, so
+//! the fuzz target needs no socket.
 
 use std::fmt;
 use std::future::{Future, poll_fn};
@@ -37,7 +25,7 @@ use tokio::net::TcpStream;
 use crate::net::io::{Full, HyperIo};
 use crate::net::url::{Host, HttpUrl};
 
-/// Time allowed to resolve the host and connect, in milliseconds.
+/// Time to resolve, connect and finish a TLS handshake, in milliseconds.
 pub const CONNECT_TIMEOUT_MS: u64 = 2_000;
 /// Time allowed for the whole fetch (connect, request, full body), in milliseconds.
 pub const TOTAL_TIMEOUT_MS: u64 = 5_000;
@@ -54,12 +42,9 @@ pub const MAX_QUOTED_CHARS: usize = 200;
 
 const USER_AGENT_VALUE: &str = concat!("slimgate/", env!("CARGO_PKG_VERSION"));
 
-/// The limits of one fetch; `Default` is auth.md's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FetchLimits {
-    /// Resolve, connect and (for https) complete the TLS handshake within this.
     pub connect_timeout: Duration,
-    /// The whole fetch within this.
     pub total_timeout: Duration,
     pub max_body_bytes: usize,
 }
@@ -74,15 +59,14 @@ impl Default for FetchLimits {
     }
 }
 
-/// Why a fetch failed (`Display` says it in words). The message is meant
-/// for an operator's log line; it quotes at most [`MAX_QUOTED_CHARS`] of
-/// anything the server sent (`location`, `content-type`). Timeouts are in
-/// milliseconds, `TooLarge` holds the limit in bytes.
+/// Why a fetch failed; `Display` is for an operator's log and quotes at most
+/// [`MAX_QUOTED_CHARS`] of what the server sent. Timeouts in ms, `TooLarge`
+/// holds the limit in bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FetchError {
     Resolve(String),
     NoAddress,
-    /// No address accepted the connection (the last one tried, and why).
+    /// The last address tried, and why.
     Connect {
         addr: SocketAddr,
         reason: String,
@@ -90,7 +74,6 @@ pub enum FetchError {
     ConnectTimeout(u128),
     Tls(String),
     Timeout(u128),
-    /// The server broke HTTP/1.1 (or closed the connection early).
     Http(String),
     Redirect {
         status: u16,
@@ -130,15 +113,13 @@ impl fmt::Display for FetchError {
 
 impl std::error::Error for FetchError {}
 
-/// GET `url` under `limits`; the body of a 200 answer that is JSON.
 pub async fn get(url: &HttpUrl, limits: &FetchLimits) -> Result<Bytes, FetchError> {
     let work = async {
         let stream = tokio::time::timeout(limits.connect_timeout, connect(url))
             .await
             .map_err(|_| FetchError::ConnectTimeout(limits.connect_timeout.as_millis()))??;
         if url.is_https() {
-            // Without the `tls` feature no `https://` URL parses, so this is
-            // never reached; it refuses rather than sending plaintext.
+            // No `https://` URL parses without `tls`: refuse, never plaintext.
             #[cfg(not(feature = "tls"))]
             return Err(FetchError::Tls("this build has no TLS support".into()));
             #[cfg(feature = "tls")]
@@ -180,9 +161,7 @@ async fn connect(url: &HttpUrl) -> Result<TcpStream, FetchError> {
     Err(last)
 }
 
-/// One GET of `url`'s target over `io` (already connected): send the
-/// request, check the answer, read at most `max_body_bytes` of body. No
-/// timeouts here: [`get`] puts them around it.
+/// One GET over a connected `io`; [`get`] puts the timeouts around it.
 pub async fn exchange<IO>(io: IO, url: &HttpUrl, max_body_bytes: usize) -> Result<Bytes, FetchError>
 where
     IO: AsyncRead + AsyncWrite + Unpin,
@@ -212,9 +191,8 @@ where
     drive(conn, work).await
 }
 
-/// Polls the request until it resolves while driving the connection; once
-/// the connection ends, it is dropped so that the request sees the end too.
-/// If the request then fails, the connection's own error is the better one.
+/// Polls the request while driving the connection; an ended connection is
+/// dropped so the request sees it, and its error is preferred to the request's.
 async fn drive<C, W>(conn: C, work: W) -> Result<Bytes, FetchError>
 where
     C: Future<Output = hyper::Result<()>>,
@@ -246,9 +224,7 @@ where
     }
 }
 
-/// The checks on a response's status line and headers, before any body is
-/// read: status 200 (3xx named as a refused redirect), and a
-/// `content-length`, if any, within `max_body_bytes`.
+/// Status and `content-length` checks, before any body is read.
 pub fn check_head(
     status: StatusCode,
     headers: &HeaderMap,
@@ -276,7 +252,6 @@ pub fn check_head(
     Ok(())
 }
 
-/// Reads the body, refusing it as soon as it exceeds `max_body_bytes`.
 async fn read_body(
     mut body: hyper::body::Incoming,
     max_body_bytes: usize,
@@ -301,13 +276,11 @@ async fn read_body(
     Ok(buf.freeze())
 }
 
-/// Whether `body` is one JSON value (any value: the document parsers after
-/// this one decide what shape they accept). Parsed without building it.
+/// Whether `body` is one JSON value (of any shape), parsed without building it.
 pub fn is_json(body: &[u8]) -> bool {
     serde_json::from_slice::<serde_core::de::IgnoredAny>(body).is_ok()
 }
 
-/// A header value for an error message: text only, cut.
 fn quoted(value: Option<&HeaderValue>) -> Option<String> {
     let v = value?;
     Some(match v.to_str() {

@@ -1,25 +1,17 @@
-//! The request pipeline of auth.md, in its order, as the gRPC layer's
-//! `Gate`:
-//!
-//! 1. remove any inbound `x-openshell-auth-source` (identity never travels
-//!    as a header a client could forge);
+//! The request pipeline of auth.md, in its order, as the gRPC `Gate`:
+//! 1. drop any inbound `x-openshell-auth-source` (identity is never a header);
 //! 2. classify the path (`methods::rule`; unknown paths are bearer);
-//! 3. sandbox-secret methods: `x-sandbox-secret` compared in constant time;
-//!    missing, wrong or not configured (with OIDC on) is UNAUTHENTICATED;
-//!    no fallback to bearer;
-//! 4. dual methods: a valid secret authenticates as the sandbox; anything
-//!    else falls through to bearer;
-//! 5. bearer: exactly one `authorization: Bearer <token>`, and no
-//!    `access_token` in the query of `:path` or in a cookie (jwt.md item 49);
+//! 3. sandbox-secret methods: the secret compared in constant time; missing,
+//!    wrong or not configured (OIDC on) is UNAUTHENTICATED, no bearer fallback;
+//! 4. dual methods: a valid secret is the sandbox, anything else goes bearer;
+//! 5. bearer: exactly one `authorization: Bearer <token>`, none in the query
+//!    or a cookie (jwt.md item 49);
 //! 6. verify the JWT (UNAVAILABLE while no key set is loaded);
-//! 7. roles, then scopes;
-//! 8. attach the `Caller` for the handler.
+//! 7. roles, then scopes; 8. attach the `Caller`.
 //!
-//! Without OIDC (development mode, allowed only on loopback or with
-//! `--allow-unauthenticated`) bearer methods are open, and sandbox-secret
-//! methods need the secret only when one is configured.
-//!
-//! Every denied call and every allowed mutating call writes an audit line.
+//! Without OIDC (development mode: loopback or `--allow-unauthenticated`)
+//! bearer methods are open and the secret is needed only when configured.
+//! Every denied call and every allowed mutating call is audited.
 
 use std::sync::Arc;
 
@@ -34,20 +26,18 @@ use crate::grpc::{Code, Gate, Status};
 use crate::log::{self, Audit};
 use crate::obs::metrics::AuthStats;
 
-/// The header a sandbox supervisor authenticates with.
 pub const SECRET_HEADER: &str = "x-sandbox-secret";
 /// Removed from every request (upstream compatibility, anti-spoofing).
 pub const AUTH_SOURCE_HEADER: &str = "x-openshell-auth-source";
 
-/// Bearer-token settings (OIDC on).
 #[derive(Debug)]
 pub struct Oidc {
     /// Shared with the key source's replace hook, which purges its token cache.
     pub verifier: Arc<Verifier>,
     pub keys: Arc<KeySource>,
-    /// `(admin, user)` role names; `None` in authentication-only mode.
+    /// `(admin, user)` role names; `None`: authentication only.
     pub roles: Option<(String, String)>,
-    /// Whether scopes are checked (`--oidc-scopes-claim` set).
+    /// `--oidc-scopes-claim` set.
     pub scopes: bool,
 }
 
@@ -75,8 +65,7 @@ pub struct AuthGate {
     oidc: Option<Oidc>,
     secret: Option<[u8; 32]>,
     stats: Option<Arc<AuthStats>>,
-    /// `--require-supervisor-secret`: the supervisor's streams need the
-    /// sandbox secret.
+    /// `--require-supervisor-secret`.
     supervisor_secret: bool,
 }
 
@@ -97,15 +86,13 @@ impl AuthGate {
         }
     }
 
-    /// Demand `x-sandbox-secret` on ConnectSupervisor and RelayStream
-    /// (`--require-supervisor-secret`; the configuration requires a secret
-    /// to be set with it).
+    /// Demand the secret on `SUPERVISOR_STREAMS` (the configuration
+    /// requires a secret with it).
     pub fn require_supervisor_secret(mut self) -> AuthGate {
         self.supervisor_secret = true;
         self
     }
 
-    /// Count every decision in `stats`.
     pub fn with_stats(mut self, stats: Arc<AuthStats>) -> AuthGate {
         self.stats = Some(stats);
         self
@@ -146,19 +133,13 @@ impl AuthGate {
 
     fn secret(&self, headers: &HeaderMap) -> Secret {
         let mut values = headers.get_all(SECRET_HEADER).iter();
-        let Some(given) = values.next() else {
-            return Secret::Missing;
-        };
-        let Some(expected) = &self.secret else {
-            return Secret::Wrong;
-        };
-        if values.next().is_some() {
-            return Secret::Wrong;
-        }
-        if constant_time_eq(expected, &fingerprint(given.as_bytes())) {
-            Secret::Valid
-        } else {
-            Secret::Wrong
+        let Some(given) = values.next() else { return Secret::Missing };
+        let single = values.next().is_none();
+        match &self.secret {
+            Some(want) if single && constant_time_eq(want, &fingerprint(given.as_bytes())) => {
+                Secret::Valid
+            }
+            _ => Secret::Wrong,
         }
     }
 
@@ -168,9 +149,7 @@ impl AuthGate {
         query: Option<&str>,
         headers: &HeaderMap,
     ) -> Result<Caller, Denied> {
-        let Some(oidc) = &self.oidc else {
-            return Ok(Caller::Anonymous);
-        };
+        let Some(oidc) = &self.oidc else { return Ok(Caller::Anonymous) };
         // The query of `:path` too: a token also sent there is refused
         // (jwt.md item 49).
         let token = super::bearer_token(headers, query).map_err(|e| match e {
@@ -185,9 +164,8 @@ impl AuthGate {
     }
 }
 
-/// Verifies the token; on an unknown kid, lets the key source refresh for
-/// the kid the verifier reports (cooldown, negative cache, bounded wait)
-/// and verifies once more against what it returns.
+/// On an unknown kid, lets the key source refresh for the kid the verifier
+/// reports, then verifies once more.
 async fn verify(oidc: &Oidc, token: &str) -> Result<Arc<Identity>, Denied> {
     let keys = ready(oidc.keys.state())?;
     let kid = match oidc.verifier.verify_or_miss(token, &keys, now_secs()) {
@@ -274,7 +252,6 @@ enum Secret {
     Valid,
 }
 
-/// A refusal: the client's status and the audit reason code.
 struct Denied {
     status: Status,
     reason: &'static str,
@@ -293,29 +270,14 @@ impl Denied {
     }
 }
 
-/// SHA-256 of a secret: comparing fingerprints makes the comparison's time
-/// independent of both the secret's length and the given value's.
 use super::cache::sha256 as fingerprint;
 
-/// Whether two fingerprints are equal, in time that does not depend on
-/// where they differ.
-///
-/// Why this is constant-time for what matters (auth.md step 3):
-/// - Both sides are SHA-256 fingerprints, always 32 bytes: the secret's
-///   length never reaches the comparison (the configured fingerprint is
-///   computed once, at startup), and hashing the given value takes time
-///   that depends only on what the client itself sent.
-/// - The loop has no data-dependent branch or early exit: it ORs the XOR
-///   of every pair of bytes into one accumulator, and `black_box` keeps the
-///   optimizer from turning it into a `memcmp` that stops at the first
-///   difference. The only branch on secret-derived data is the final
-///   `== 0`, which is the answer itself.
-/// - Even a comparison that leaked the length of the common prefix would
-///   leak a prefix of SHA-256(secret), not of the secret, and passing needs
-///   a value with that whole digest.
-///
-/// ring's `constant_time::verify_slices_are_equal` is deprecated in 0.17
-/// ("no promises regarding side channels"), so it is not used.
+/// Constant time for what matters (auth.md step 3): both sides are 32-byte
+/// SHA-256 fingerprints, so the secret's length never reaches it; the loop
+/// has no early exit (`black_box` keeps it from becoming a `memcmp`); and a
+/// leaked common prefix would be of SHA-256(secret), not the secret. ring's
+/// `verify_slices_are_equal` is deprecated in 0.17 ("no promises regarding
+/// side channels").
 fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     let mut diff = 0u8;
     for (x, y) in a.iter().zip(b.iter()) {

@@ -1,14 +1,10 @@
-//! Strict JSON for JOSE headers, claim sets and JWK sets.
-//!
-//! `serde_json::Value` silently keeps the last of two members with the same
-//! name, which lets a token say `"alg":"none"` to one parser and `"RS256"` to
-//! another (RFC 7515 §4 and RFC 7519 §4 require rejecting duplicates). So the
-//! documents are parsed by serde_json through our own `DeserializeSeed`,
-//! which builds a `serde_json::Value` while refusing duplicate member names,
-//! nesting deeper than a limit and objects with more members than a limit
-//! (jwt.md items 9 and 11). serde_json itself refuses invalid UTF-8, lone
-//! surrogate escapes and trailing bytes (item 8). The depth bound also keeps
-//! the recursion of this visitor shallow.
+//! Strict JSON for JOSE headers, claim sets and JWK sets. `serde_json::Value`
+//! keeps the last of two same-named members, letting a token say `"none"` to
+//! one parser and `"RS256"` to another (RFC 7515 §4, RFC 7519 §4 require
+//! refusing duplicates). This `DeserializeSeed` refuses them, too deep nesting
+//! and too many members (jwt.md items 9, 11; the depth bound also keeps the
+//! recursion shallow); serde_json refuses bad UTF-8, lone surrogates and
+//! trailing bytes (item 8).
 
 use std::cell::Cell;
 use std::fmt;
@@ -18,21 +14,17 @@ use serde_json::{Map, Number, Value};
 
 use super::error::Malformed;
 
-/// Maximum nesting of arrays and objects, the outermost object counting as
-/// depth 1 (jwt.md item 9: "deeper than 16 → reject"). Real headers and
-/// claim sets nest three or four levels (`realm_access.roles`).
+/// Maximum nesting, the outermost object being depth 1 (jwt.md item 9:
+/// "deeper than 16 → reject"); real documents nest three or four levels.
 pub const MAX_JSON_DEPTH: usize = 16;
 
-/// Bounds applied while parsing one document.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Limits {
-    /// Maximum nesting depth (outermost value = 1).
     pub depth: usize,
-    /// Maximum number of members in any one object of the document.
+    /// Most members in any one object of the document.
     pub members: usize,
 }
 
-/// Parses `bytes` as one JSON object under `limits`.
 pub(crate) fn parse_object(bytes: &[u8], limits: Limits) -> Result<Map<String, Value>, Malformed> {
     let failure = Cell::new(None);
     let seed = ValueSeed { depth: 1, limits, failure: &failure };
@@ -45,8 +37,8 @@ pub(crate) fn parse_object(bytes: &[u8], limits: Limits) -> Result<Map<String, V
     }
 }
 
-/// Builds one JSON value at nesting level `depth`. A limit violation is
-/// recorded in `failure` (serde errors are strings; this keeps the kind).
+/// One value at level `depth`; `failure` keeps a limit violation's kind
+/// (serde errors are strings).
 struct ValueSeed<'f> {
     depth: usize,
     limits: Limits,
@@ -102,10 +94,6 @@ impl<'de> Visitor<'de> for ValueSeed<'_> {
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
         Ok(Value::String(v.to_owned()))
-    }
-
-    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {

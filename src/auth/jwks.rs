@@ -1,16 +1,9 @@
-//! JWK Set parsing and key hygiene: from JSON to ready-to-verify ring keys.
-//!
-//! A key set is parsed once, when it is loaded, into [`VerifyingKey`]s that
-//! hold exactly what ring's verifier needs (RSA `n`/`e` without leading
-//! zeros, or the 65-byte uncompressed P-256 point), so a verification does no
-//! JSON or base64 work. Each entry passes every rule of auth.md "Keys" and
-//! jwt.md items 20–26 or is left out with a reason code; one bad entry never
-//! discards the others, and a duplicated `kid` makes that kid unusable.
-//! Fetching the set (discovery, HTTP, refresh) is another module's job.
-//!
-//! Key selection ([`KeySet::select`]) is also here: the token's `kid` is only
-//! ever a map key, and a token without `kid` is accepted only when exactly
-//! one key of its type exists, so there is no try-every-key loop.
+//! JWK Set parsing and key hygiene, once per load, into ring-ready
+//! [`VerifyingKey`]s (no JSON or base64 work per token). Each entry passes
+//! every rule of auth.md "Keys" and jwt.md items 20–26 or is left out with a
+//! reason code, never discarding the others. [`KeySet::select`] uses the
+//! token's `kid` only as a map key, and takes a token without `kid` only when
+//! one key of its type exists: there is no try-every-key loop.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -27,8 +20,7 @@ use super::error::{AuthError, Malformed, reason_codes};
 use super::json::{self, Limits};
 use super::roca;
 
-/// Most keys a set may hold (auth.md "Keys": limits). More is refused as a
-/// whole, since no identity provider publishes that many signing keys.
+/// Most keys a set may hold (auth.md "Keys"); more is refused as a whole.
 pub const MAX_JWKS_KEYS: usize = 100;
 /// Largest JWK Set document accepted, in bytes (auth.md: body at most 256 KiB).
 pub const MAX_JWKS_BYTES: usize = 256 * 1024;
@@ -49,11 +41,9 @@ const MAX_JWKS_MEMBERS: usize = 64;
 /// (RFC 7518 §6.2.2, §6.3.2, §6.4.1; auth.md "Key hygiene").
 const PRIVATE_MEMBERS: [&str; 7] = ["d", "p", "q", "dp", "dq", "qi", "k"];
 
-/// How a set is parsed. `Default` is the policy of auth.md.
 #[derive(Clone, Debug)]
 pub struct JwksPolicy {
-    /// Accepted RSA public exponents (jwt.md item 23: configurable allowlist,
-    /// default `[65537]`).
+    /// Accepted RSA public exponents (jwt.md item 23; default `[65537]`).
     pub rsa_exponents: Vec<u64>,
 }
 
@@ -85,60 +75,37 @@ impl fmt::Display for JwksError {
 
 impl std::error::Error for JwksError {}
 
-/// Why one entry of a set was left out (the rules of auth.md "Key
-/// hygiene"). `code()` is for logs and metrics.
+reason_codes! {
+/// Why one entry of a set was left out (auth.md "Key hygiene").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyRejectReason {
-    NotAnObject,
-    /// It carries `d`, `p`, `q`, `dp`, `dq`, `qi` or `k` (worth an alert:
-    /// the identity provider is publishing secrets).
-    PrivateKeyMaterial,
-    /// `kty` missing or not `RSA`/`EC` (`oct`, `OKP`, …): skipped.
-    UnsupportedKty,
-    /// `kid` not a non-empty string of at most 256 bytes without controls.
-    BadKid,
-    WrongUse,
-    /// `key_ops` present and not an array of strings containing `verify`.
-    WrongKeyOps,
-    /// JWK `alg` present and not the one algorithm of this key type.
-    AlgMismatch,
-    /// A required member (`n`, `e`, `x`, `y`, `crv`) missing, not strict
-    /// base64url, or with leading zero octets.
-    BadEncoding,
-    RsaModulusTooSmall,
-    RsaModulusTooLarge,
-    RsaExponentNotAllowed,
+    NotAnObject => "not_an_object",
+    /// A `PRIVATE_MEMBERS` member (worth an alert: the provider publishes secrets).
+    PrivateKeyMaterial => "private_key_material",
+    /// `kty` missing or not `RSA`/`EC` (`oct`, `OKP`, …).
+    UnsupportedKty => "unsupported_kty",
+    BadKid => "bad_kid",
+    WrongUse => "wrong_use",
+    /// `key_ops` present without `verify`, or not an array of strings.
+    WrongKeyOps => "wrong_key_ops",
+    AlgMismatch => "alg_mismatch",
+    /// `n`, `e`, `x`, `y` or `crv` missing, not strict base64url, or with
+    /// leading zero octets.
+    BadEncoding => "bad_encoding",
+    RsaModulusTooSmall => "rsa_modulus_too_small",
+    RsaModulusTooLarge => "rsa_modulus_too_large",
+    RsaExponentNotAllowed => "rsa_exponent_not_allowed",
     /// RSA modulus with the ROCA fingerprint (CVE-2017-15361).
-    RocaVulnerable,
-    UnsupportedCurve,
-    BadCoordinateLength,
-    PointNotOnCurve,
-    /// Another usable key of the same type has the same `kid`; the kid is
-    /// unusable (the entry stays for counting, not for lookup).
-    DuplicateKid,
+    RocaVulnerable => "roca_vulnerable",
+    UnsupportedCurve => "unsupported_curve",
+    BadCoordinateLength => "bad_coordinate_length",
+    PointNotOnCurve => "point_not_on_curve",
+    /// A usable key of the same type has this `kid`: the kid is unusable.
+    DuplicateKid => "duplicate_kid",
+}
 }
 
-reason_codes!(KeyRejectReason {
-    KeyRejectReason::NotAnObject => "not_an_object",
-    KeyRejectReason::PrivateKeyMaterial => "private_key_material",
-    KeyRejectReason::UnsupportedKty => "unsupported_kty",
-    KeyRejectReason::BadKid => "bad_kid",
-    KeyRejectReason::WrongUse => "wrong_use",
-    KeyRejectReason::WrongKeyOps => "wrong_key_ops",
-    KeyRejectReason::AlgMismatch => "alg_mismatch",
-    KeyRejectReason::BadEncoding => "bad_encoding",
-    KeyRejectReason::RsaModulusTooSmall => "rsa_modulus_too_small",
-    KeyRejectReason::RsaModulusTooLarge => "rsa_modulus_too_large",
-    KeyRejectReason::RsaExponentNotAllowed => "rsa_exponent_not_allowed",
-    KeyRejectReason::RocaVulnerable => "roca_vulnerable",
-    KeyRejectReason::UnsupportedCurve => "unsupported_curve",
-    KeyRejectReason::BadCoordinateLength => "bad_coordinate_length",
-    KeyRejectReason::PointNotOnCurve => "point_not_on_curve",
-    KeyRejectReason::DuplicateKid => "duplicate_kid",
-});
-
-/// One entry left out of a set: its position, its `kid` when that was
-/// valid, and why. Holds no key material.
+/// One entry left out: its position, its `kid` if valid, and why (no key material).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyRejection {
     pub index: usize,
@@ -146,24 +113,20 @@ pub struct KeyRejection {
     pub reason: KeyRejectReason,
 }
 
-/// The result of parsing a set: the usable keys, plus what was left out.
 #[derive(Debug)]
 pub struct ParsedJwks {
-    /// The keys tokens can be verified with.
     pub keys: KeySet,
     /// Entries left out (log each; alert on `PrivateKeyMaterial`).
     pub rejected: Vec<KeyRejection>,
 }
 
-/// The ring key of one JWK.
 enum KeyMaterial {
-    /// `n` and `e` big-endian without leading zeros; `modulus_len` = `n.len()`.
+    /// `n` and `e` big-endian without leading zeros.
     Rsa { components: RsaPublicKeyComponents<Vec<u8>> },
     /// `0x04 || x || y`, validated on the curve at load time.
     Ec(UnparsedPublicKey<[u8; 1 + 2 * P256_COORDINATE_BYTES]>),
 }
 
-/// A public key that passed every hygiene rule, ready for ring.
 pub struct VerifyingKey {
     kid: Option<String>,
     material: KeyMaterial,
@@ -175,7 +138,7 @@ impl VerifyingKey {
         self.kid.as_deref()
     }
 
-    /// The one algorithm this key verifies (RSA → RS256, P-256 → ES256).
+    /// RSA → RS256, P-256 → ES256.
     pub fn algorithm(&self) -> Algorithm {
         match self.material {
             KeyMaterial::Rsa { .. } => Algorithm::RS256,
@@ -183,13 +146,12 @@ impl VerifyingKey {
         }
     }
 
-    /// 64 bits of the SHA-256 of the key material: tells two keys apart
-    /// (the verified-token cache uses it to notice a replaced key).
+    /// 64 bits of the SHA-256 of the key material (the token cache notices
+    /// a replaced key by it).
     pub fn fingerprint(&self) -> u64 {
         self.fingerprint
     }
 
-    /// Verifies `signature` over `message` with this key under `alg`.
     /// The signature length must be exact: the modulus length for RS256,
     /// 64 bytes (`r || s`) for ES256 (jwt.md items 27–28).
     pub fn verify(&self, alg: Algorithm, message: &[u8], sig: &[u8]) -> Result<(), AuthError> {
@@ -210,7 +172,6 @@ impl VerifyingKey {
 }
 
 impl fmt::Debug for VerifyingKey {
-    /// Names the key, never prints its material.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("VerifyingKey")
             .field("kid", &self.kid)
@@ -220,7 +181,6 @@ impl fmt::Debug for VerifyingKey {
     }
 }
 
-/// Where a kid points, per key type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Slot {
     Empty,
@@ -228,8 +188,7 @@ enum Slot {
     Duplicate,
 }
 
-/// The usable keys of one issuer, indexed for selection.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct KeySet {
     keys: Vec<VerifyingKey>,
     /// kid → slot per key type (`Algorithm::index`).
@@ -240,21 +199,14 @@ pub struct KeySet {
 }
 
 impl KeySet {
-    /// A set with no keys (every token is `unknown_kid`).
     pub fn empty() -> KeySet {
-        KeySet {
-            keys: Vec::new(),
-            by_kid: HashMap::new(),
-            per_type: [(0, 0); 2],
-            duplicate_kids: 0,
-        }
+        KeySet::default()
     }
 
     pub fn parse(document: &[u8]) -> Result<ParsedJwks, JwksError> {
         Self::parse_with(document, &JwksPolicy::default())
     }
 
-    /// Parses a JWK Set document (`{"keys":[…]}`) under `policy`.
     pub fn parse_with(document: &[u8], policy: &JwksPolicy) -> Result<ParsedJwks, JwksError> {
         if document.len() > MAX_JWKS_BYTES {
             return Err(JwksError::TooLarge);
@@ -280,14 +232,17 @@ impl KeySet {
                         });
                     }
                 }
-                Err(reason) => rejected.push(KeyRejection { index, kid: entry_kid(entry), reason }),
+                Err(reason) => {
+                    let kid = entry.as_object().and_then(|jwk| kid_member(jwk).ok().flatten());
+                    rejected.push(KeyRejection { index, kid, reason });
+                }
             }
         }
         Ok(ParsedJwks { keys: set, rejected })
     }
 
-    /// Adds a key; returns `DuplicateKid` if its kid was already taken by a
-    /// key of the same type (both become unreachable by kid).
+    /// `DuplicateKid` if a key of the same type has its kid (both become
+    /// unreachable by kid).
     fn add(&mut self, key: VerifyingKey) -> Option<KeyRejectReason> {
         let t = key.algorithm().index();
         let index = self.keys.len();
@@ -320,18 +275,16 @@ impl KeySet {
         self.keys.is_empty()
     }
 
-    /// How many kids are unusable because two keys share them (a metric).
+    /// Kids unusable because two keys share them.
     pub fn duplicate_kids(&self) -> usize {
         self.duplicate_kids
     }
 
-    /// In document order.
     pub fn keys(&self) -> impl Iterator<Item = &VerifyingKey> {
         self.keys.iter()
     }
 
-    /// The one key a token with `alg` and `kid` may be verified with
-    /// (auth.md "Key selection", jwt.md items 20–22).
+    /// auth.md "Key selection", jwt.md items 20–22.
     pub fn select(&self, alg: Algorithm, kid: Option<&str>) -> Result<&VerifyingKey, AuthError> {
         let t = alg.index();
         let index = match kid {
@@ -353,14 +306,8 @@ impl KeySet {
     }
 }
 
-/// The entry's `kid` if it is a valid one (for rejection records).
-fn entry_kid(entry: &Value) -> Option<String> {
-    entry.as_object().and_then(|jwk| kid_member(jwk).ok().flatten())
-}
-
-/// The `kid` member of a token header or a JWK: absent, or usable as a map
-/// key (non-empty, at most 256 bytes, no control characters; jwt.md item
-/// 18). `Err` when present but not such a string.
+/// The `kid` of a token header or a JWK: absent, or a non-empty string of at
+/// most 256 bytes without control characters (jwt.md item 18); else `Err`.
 pub(crate) fn kid_member(object: &Map<String, Value>) -> Result<Option<String>, ()> {
     match object.get("kid") {
         None => Ok(None),
@@ -376,9 +323,7 @@ pub(crate) fn kid_member(object: &Map<String, Value>) -> Result<Option<String>, 
 }
 
 fn parse_entry(entry: &Value, policy: &JwksPolicy) -> Result<VerifyingKey, KeyRejectReason> {
-    let Value::Object(jwk) = entry else {
-        return Err(KeyRejectReason::NotAnObject);
-    };
+    let Value::Object(jwk) = entry else { return Err(KeyRejectReason::NotAnObject) };
     if PRIVATE_MEMBERS.iter().any(|m| jwk.contains_key(*m)) {
         return Err(KeyRejectReason::PrivateKeyMaterial);
     }
@@ -431,8 +376,6 @@ fn rsa_material(
 ) -> Result<KeyMaterial, KeyRejectReason> {
     let n = member_uint(jwk, "n")?;
     let e = member_uint(jwk, "e")?;
-    // The real bit length: whole bytes minus the leading zero bits of the
-    // first (non-zero) byte.
     let leading = n.first().map_or(8, |b| b.leading_zeros() as usize);
     let bits = n.len() * 8 - leading;
     if bits < MIN_RSA_MODULUS_BITS {
@@ -472,10 +415,9 @@ fn ec_material(jwk: &Map<String, Value>) -> Result<KeyMaterial, KeyRejectReason>
     Ok(KeyMaterial::Ec(UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)))
 }
 
-/// True if `point` is a valid P-256 public point (coordinates below the
-/// field prime, on the curve). ring exposes its public-key validation only
-/// through key agreement, so this runs one ephemeral ECDH with the point;
-/// it happens once per key when a set is loaded, never per token.
+/// Whether `point` is on P-256 with coordinates below the prime. ring checks
+/// public keys only in key agreement, so this runs one ephemeral ECDH (once
+/// per key at load, never per token).
 fn p256_point_is_valid(point: &[u8]) -> bool {
     let rng = SystemRandom::new();
     let Ok(ours) = agreement::EphemeralPrivateKey::generate(&agreement::ECDH_P256, &rng) else {

@@ -1,15 +1,8 @@
-//! Compact JWS parsing, the header policy, and the `Authorization: Bearer`
-//! extractor.
-//!
-//! A token is refused as early and as cheaply as possible: its length is
-//! checked before anything else, then its shape (exactly two dots, three
-//! non-empty segments of strict base64url) by scanning the bytes without
-//! allocating, so a megabyte of dots costs one pass and no memory (jwt.md
-//! items 1–6, CVE-2025-30204). Only then is the header decoded and held to
-//! the policy of auth.md (items 12–18). The signature is decoded into a
-//! fixed buffer and checked over the exact wire bytes `header.payload`
-//! (item 29) by [`CompactJws::verify_signature`]. The payload is decoded
-//! here but its claims are judged in `claims.rs`.
+//! Compact JWS parsing, the header policy, and the bearer extractor. Length
+//! first, then shape (two dots, three non-empty strict base64url segments)
+//! without allocating: a megabyte of dots costs one pass and no memory
+//! (jwt.md items 1–6, CVE-2025-30204). Then the header policy (items 12–18);
+//! the signature goes to a fixed buffer, checked over the wire bytes (item 29).
 
 use http::HeaderMap;
 use http::header::{AUTHORIZATION, COOKIE};
@@ -24,18 +17,16 @@ use super::jwks::{self, KeySet, VerifyingKey};
 
 /// Most members in any object of a JOSE header (jwt.md item 9).
 pub const MAX_HEADER_MEMBERS: usize = 64;
-/// Longest signature accepted, in bytes: an RSA-8192 signature (the largest
-/// key ring's `RSA_PKCS1_2048_8192_SHA256` takes). Sizes the stack buffer.
+/// Longest signature, in bytes: RSA-8192, ring's largest. Sizes the stack buffer.
 pub const MAX_SIGNATURE_BYTES: usize = 1024;
-/// Header members that change how a JWS must be processed, or that make it
-/// a JWE; slimgate implements none of them, so their presence is refused
+/// Members that change JWS processing or make a JWE, none implemented: refused
 /// (RFC 7515 §4.1.11 `crit`, RFC 7797 `b64`, RFC 7516 `enc`/`zip`;
 /// CVE-2026-32597, CVE-2025-59420, CVE-2026-29000).
 const REFUSED_HEADERS: [&str; 4] = ["crit", "b64", "enc", "zip"];
-/// Header members that point at keys (RFC 7515 §4.1.2–4.1.6). Never
-/// fetched or used (CVE-2018-0114); refused unless configured to ignore.
+/// Members naming keys (RFC 7515 §4.1.2–4.1.6): never used (CVE-2018-0114);
+/// refused unless configured to ignore.
 const KEY_URL_HEADERS: [&str; 4] = ["jku", "x5u", "jwk", "x5c"];
-/// The scheme of RFC 6750 §2.1, matched case-insensitively.
+/// RFC 6750 §2.1, matched case-insensitively.
 const BEARER_SCHEME: &str = "Bearer";
 /// Where RFC 6750 §2.2–2.3 lets a token travel besides the header; a token
 /// there too makes the request ambiguous (jwt.md item 49).
@@ -43,12 +34,9 @@ const ACCESS_TOKEN_PARAM: &str = "access_token";
 
 const HEADER_LIMITS: Limits = Limits { depth: json::MAX_JSON_DEPTH, members: MAX_HEADER_MEMBERS };
 
-/// The header fields that survive the policy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Header {
-    /// The algorithm, one of the configured ones.
     pub alg: Algorithm,
-    /// The key id, if any (only ever used as a map key).
     pub kid: Option<String>,
 }
 
@@ -62,8 +50,7 @@ pub struct CompactJws<'t> {
     signature_len: usize,
 }
 
-/// Splits a token into its three segments after the size and shape checks,
-/// without allocating.
+/// The three segments, after the size and shape checks.
 pub fn split(token: &str, max_token_bytes: usize) -> Result<(&str, &str, &str), AuthError> {
     if token.len() > max_token_bytes {
         return Err(AuthError::TooLarge);
@@ -82,7 +69,6 @@ pub fn split(token: &str, max_token_bytes: usize) -> Result<(&str, &str, &str), 
     Ok((header, payload, signature))
 }
 
-/// Parses a token: size, shape, header policy, signature decoding.
 pub fn parse<'t>(token: &'t str, config: &VerifierConfig) -> Result<CompactJws<'t>, AuthError> {
     let (header_b64, payload_b64, signature_b64) = split(token, config.max_token_bytes)?;
     let header_bytes =
@@ -93,7 +79,6 @@ pub fn parse<'t>(token: &'t str, config: &VerifierConfig) -> Result<CompactJws<'
     let mut signature = [0u8; MAX_SIGNATURE_BYTES];
     let signature_len = b64::decode_into(signature_b64.as_bytes(), &mut signature)
         .ok_or(AuthError::Malformed(Malformed::Base64))?;
-    // header_b64.len() + 1 + payload_b64.len() is within the token.
     let signing_input = token
         .get(..header_b64.len() + 1 + payload_b64.len())
         .ok_or(AuthError::Malformed(Malformed::Segments))?;
@@ -101,7 +86,6 @@ pub fn parse<'t>(token: &'t str, config: &VerifierConfig) -> Result<CompactJws<'
 }
 
 impl<'t> CompactJws<'t> {
-    /// The accepted header.
     pub fn header(&self) -> &Header {
         &self.header
     }
@@ -111,18 +95,15 @@ impl<'t> CompactJws<'t> {
         self.signing_input.as_bytes()
     }
 
-    /// The decoded signature.
     pub fn signature(&self) -> &[u8] {
         self.signature.get(..self.signature_len).unwrap_or_default()
     }
 
-    /// Decodes the payload segment (its JSON is not looked at here).
+    /// The payload's claims are judged in `claims.rs`.
     pub fn decode_payload(&self) -> Result<Vec<u8>, AuthError> {
         b64::decode(self.payload_b64.as_bytes()).ok_or(AuthError::Malformed(Malformed::Base64))
     }
 
-    /// Selects the one eligible key and verifies the signature with it;
-    /// returns the key that verified.
     pub fn verify_signature<'k>(&self, keys: &'k KeySet) -> Result<&'k VerifyingKey, AuthError> {
         let key = keys.select(self.header.alg, self.header.kid.as_deref())?;
         key.verify(self.header.alg, self.signing_input(), self.signature())?;
@@ -130,7 +111,7 @@ impl<'t> CompactJws<'t> {
     }
 }
 
-/// Applies the header policy of auth.md (jwt.md items 12–18).
+/// auth.md header policy (jwt.md items 12–18).
 fn check_header(header: &Map<String, Value>, config: &VerifierConfig) -> Result<Header, AuthError> {
     let alg = match header.get("alg") {
         Some(Value::String(name)) => Algorithm::from_name(name)
@@ -172,11 +153,9 @@ fn media_type_is(value: &str, expected: &str) -> bool {
     strip(value).eq_ignore_ascii_case(strip(expected))
 }
 
-/// The bearer token of a request (auth.md pipeline step 5, jwt.md item 49):
-/// exactly one `authorization` header, scheme `Bearer` in any case, exactly
-/// one space, then a non-empty token without spaces. The token must not also
-/// come as an `access_token` query parameter (pass the URI's query) or
-/// cookie. The token's own grammar is checked by [`parse`].
+/// auth.md pipeline step 5, jwt.md item 49: one `authorization` header,
+/// `Bearer` in any case, one space, a non-empty token without spaces, and no
+/// `access_token` in `query` or a cookie. [`parse`] checks the token itself.
 pub fn bearer_token<'h>(headers: &'h HeaderMap, query: Option<&str>) -> Result<&'h str, AuthError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let value = values.next().ok_or(AuthError::MissingAuthorization)?;

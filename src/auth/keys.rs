@@ -1,37 +1,17 @@
-//! The key set the verifier checks tokens against, and the one place that
-//! decides when it may change.
-//!
-//! `KeySource::state()` is the request path's only call: a read lock, a
-//! clock read and an `Arc` clone. Everything that loads keys happens off
-//! that path:
-//!
-//! ```text
-//!  background loop (refresh.rs) ─┐ ahead of the TTL; retries with backoff
-//!  kid miss (the gate) ──────────┼─▶ one flight at a time ─▶ KeyOrigin::load
-//!  SIGHUP / reload() ────────────┘   (everyone waiting       ─▶ KeySet::parse
-//!                                      shares its result)     ─▶ install (atomic swap)
-//! ```
-//!
+//! The key set tokens are checked against, and the one place that decides
+//! when it changes. `state()` is the request path's only call (a read lock
+//! and an `Arc` clone); loads (refresh loop, kid miss, SIGHUP) run off it.
 //! Rules (auth.md "Keys: discovery and the JWKS fetcher"):
-//!
-//! - **Single flight**: at most one load runs; every caller that wants one
-//!   while it runs waits for that one (its task is spawned, so a caller that
-//!   gives up does not cancel it for the others).
-//! - **Kid miss**: a token naming an unknown kid may start a load only if
-//!   the last kid-triggered load started more than a cooldown ago; its
-//!   request waits at most `max_wait`; a kid still unknown after the load is
-//!   remembered (negative cache) and answered at once. A flood of random
-//!   kids therefore costs at most one fetch per cooldown.
-//! - **Atomic replacement**: a successful load swaps the whole set; a key
-//!   missing from the new set stops verifying at once, and the replace hook
-//!   drops the verified tokens it signed from the token cache.
-//! - **Stale-if-error**: a failed load keeps the last good set, up to
-//!   `max_stale` after its last successful load; after that the state is
-//!   [`KeyState::Expired`] (fail closed) until a load succeeds. A set read
-//!   from a file (or installed by hand) never goes stale.
-//!
-//! Every limit is in [`KeyTimings`] (defaults from the spec; tests shorten
-//! them) or a named constant here.
+//! - **Single flight**: one load at a time, in a spawned task whose result
+//!   every waiting caller shares (a caller giving up cancels nothing).
+//! - **Kid miss**: may start a load only a cooldown after the last
+//!   kid-triggered one, waits at most `max_wait`; a kid still unknown after
+//!   it is answered from a negative cache: at most one fetch per cooldown.
+//! - **Atomic replacement**: a load swaps the whole set; the replace hook
+//!   drops the cached tokens of keys that left.
+//! - **Stale-if-error**: a failed load keeps the last good set up to
+//!   `max_stale`, then [`KeyState::Expired`] (fail closed). A file's set never
+//!   goes stale.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -53,25 +33,21 @@ pub const DEFAULT_JWKS_TTL_SECS: u64 = 3_600;
 pub const REFRESH_AHEAD_PERCENT: u32 = 80;
 /// Least time between two kid-triggered loads, in seconds.
 pub const KID_MISS_COOLDOWN_SECS: u64 = 30;
-/// How long a kid still unknown after a load is answered without a load,
-/// in seconds.
+/// How long a kid still unknown after a load is answered without one, in seconds.
 pub const NEGATIVE_KID_TTL_SECS: u64 = 60;
 /// Longest a request waits for a kid-triggered load, in milliseconds.
 pub const KID_MISS_MAX_WAIT_MS: u64 = 1_000;
-/// How long the last good set is served after its last successful load
-/// while loads fail, in seconds (24 h).
+/// How long the last good set is served while loads fail, in seconds (24 h).
 pub const MAX_STALE_SECS: u64 = 24 * 3_600;
 /// First retry delay after a failed load, in milliseconds (doubles).
 pub const RETRY_INITIAL_MS: u64 = 1_000;
 /// Longest retry delay, in milliseconds.
 pub const RETRY_MAX_MS: u64 = 10_000;
-/// Most kids in the negative cache (at most 256 bytes each); when it is
-/// full of live entries, new misses are not remembered (the cooldown still
-/// bounds the fetches).
+/// Most kids in the negative cache (≤ 256 bytes each); when full of live
+/// entries new misses are not remembered (the cooldown still bounds fetches).
 pub const MAX_NEGATIVE_KIDS: usize = 4_096;
 
-/// The timings of a remote key source; `Default` is the spec's (each field
-/// is the constant above of the same meaning).
+/// The timings of a remote key source; `Default` is the constants above.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyTimings {
     pub ttl: Duration,
@@ -102,20 +78,17 @@ impl KeyTimings {
         KeyTimings { ttl, ..KeyTimings::default() }
     }
 
-    /// Time from a successful load to the next background refresh: the
-    /// refresh-ahead share of the TTL, or of `max_stale` if that is shorter
-    /// (a TTL beyond the stale limit would let the set expire first).
+    /// From a load to the next background refresh: the refresh-ahead share
+    /// of the TTL, or of `max_stale` if shorter (else the set expires first).
     pub fn refresh_interval(&self) -> Duration {
         self.ttl.min(self.max_stale) * REFRESH_AHEAD_PERCENT / 100
     }
 }
 
-/// What the verifier can use right now.
 #[derive(Clone, Debug)]
 pub enum KeyState {
     /// No key set loaded yet (identity provider unreachable since startup).
     Loading,
-    /// The current key set.
     Ready(Arc<KeySet>),
     /// The last good set is older than the stale limit: fail closed.
     Expired,
@@ -126,11 +99,9 @@ pub enum KeyState {
 pub struct KeyMetrics {
     /// Loads started (fetches or file reads).
     pub fetches: u64,
-    /// Loads that failed (the set in force was kept).
     pub failures: u64,
     /// Kid-triggered loads not started because of the cooldown.
     pub cooldown_suppressed: u64,
-    /// Unknown kids answered from the negative cache.
     pub negative_cache_hits: u64,
     /// JWKS entries left out of loaded sets (each with a logged reason).
     pub rejected_keys: u64,
@@ -139,7 +110,6 @@ pub struct KeyMetrics {
     pub age_secs: Option<u64>,
 }
 
-/// The counted fields of [`KeyMetrics`].
 #[derive(Debug, Default)]
 struct Counters {
     fetches: AtomicU64,
@@ -149,13 +119,8 @@ struct Counters {
     rejected_keys: AtomicU64,
 }
 
-fn bump(c: &AtomicU64, n: u64) {
-    c.fetch_add(n, Ordering::Relaxed);
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Trigger {
-    /// The refresh loop (ahead of the TTL, or a retry).
     Background,
     /// A token with an unknown kid (cooldown applies).
     UnknownKid,
@@ -176,13 +141,13 @@ struct Current {
 #[derive(Default)]
 struct Flight {
     running: Option<watch::Receiver<Outcome>>,
-    /// When the last kid-triggered load started.
     last_kid_load: Option<Instant>,
 }
 
+#[derive(Default)]
 struct Inner {
     origin: Option<Arc<dyn KeyOrigin>>,
-    /// Whether the set goes stale (fetched sets do; files do not).
+    /// Fetched sets go stale; files do not.
     expires: bool,
     timings: KeyTimings,
     current: RwLock<Option<Current>>,
@@ -194,7 +159,6 @@ struct Inner {
     on_ready: OnceLock<ReadyHook>,
 }
 
-/// The current key set of the configured issuer, and how it is kept fresh.
 #[derive(Clone)]
 pub struct KeySource {
     inner: Arc<Inner>,
@@ -221,51 +185,35 @@ impl KeySource {
         self.inner.current.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// A source with no keys and nothing to load from: sets are installed
-    /// by hand and never go stale.
+    /// No origin: sets are installed by hand and never go stale.
     pub fn new() -> KeySource {
         KeySource::build(None, false, KeyTimings::default())
     }
 
-    /// A source that loads from `origin` on [`reload`](Self::reload) only
-    /// (a file: re-read on SIGHUP); its set never goes stale and a kid miss
-    /// does not reload it.
+    /// Loads from `origin` on [`reload`](Self::reload) only (a file, on
+    /// SIGHUP); never stale, and a kid miss does not reload it.
     pub fn fixed(origin: Arc<dyn KeyOrigin>) -> KeySource {
         KeySource::build(Some(origin), false, KeyTimings::default())
     }
 
-    /// A source that fetches from `origin`: background refresh (started by
-    /// `refresh::spawn_refresher`), kid-miss loads, stale-if-error.
+    /// Fetches from `origin`: background refresh (`refresh::spawn_refresher`),
+    /// kid-miss loads, stale-if-error.
     pub fn remote(origin: Arc<dyn KeyOrigin>, timings: KeyTimings) -> KeySource {
         KeySource::build(Some(origin), true, timings)
     }
 
     fn build(origin: Option<Arc<dyn KeyOrigin>>, expires: bool, timings: KeyTimings) -> KeySource {
-        KeySource {
-            inner: Arc::new(Inner {
-                origin,
-                expires,
-                timings,
-                current: RwLock::new(None),
-                flight: Mutex::new(Flight::default()),
-                negative: Mutex::new(HashMap::new()),
-                installed: Notify::new(),
-                counters: Counters::default(),
-                on_replace: OnceLock::new(),
-                on_ready: OnceLock::new(),
-            }),
-        }
+        KeySource { inner: Arc::new(Inner { origin, expires, timings, ..Inner::default() }) }
     }
 
-    /// Call `f` with every new set right after it is installed (to purge
-    /// the token cache: `verifier.cache().retain_keys(set)`). Set once;
-    /// returns false if a hook was already set.
+    /// Call `f` with every new set once installed (to purge the token cache:
+    /// `retain_keys`). Set once; false if already set.
     pub fn on_replace(&self, f: impl Fn(&KeySet) + Send + Sync + 'static) -> bool {
         self.inner.on_replace.set(Box::new(f)).is_ok()
     }
 
-    /// Call `f(true)` when a set is installed and `f(false)` when the
-    /// refresh loop finds none usable (readiness). Set once.
+    /// Readiness: `f(true)` on install, `f(false)` when the refresh loop
+    /// finds no usable set. Set once.
     pub fn on_ready(&self, f: impl Fn(bool) + Send + Sync + 'static) -> bool {
         self.inner.on_ready.set(Box::new(f)).is_ok()
     }
@@ -274,12 +222,10 @@ impl KeySource {
         &self.inner.timings
     }
 
-    /// Whether this source fetches (and so refreshes in the background).
     pub fn is_remote(&self) -> bool {
         self.inner.expires
     }
 
-    /// What the verifier can use now.
     pub fn state(&self) -> KeyState {
         match self.current() {
             None => KeyState::Loading,
@@ -292,8 +238,7 @@ impl KeySource {
         }
     }
 
-    /// Replace the key set atomically: a key missing from `set` stops
-    /// verifying at once. Counts as a successful load.
+    /// Replace the key set atomically. Counts as a successful load.
     pub fn install(&self, set: KeySet) {
         let set = Arc::new(set);
         *self.inner.current.write().unwrap_or_else(PoisonError::into_inner) =
@@ -323,8 +268,8 @@ impl KeySource {
         }
     }
 
-    /// A token named a kid the current set does not have. May load the set
-    /// again (bounded wait); returns what to verify against now.
+    /// A token named a kid the set lacks: may load again (bounded wait);
+    /// returns what to verify against now.
     pub async fn refresh_for_unknown_kid(&self, kid: Option<&str>) -> KeyState {
         let state = self.state();
         // Before the first set, or after it expired, the refresh loop is
@@ -335,11 +280,11 @@ impl KeySource {
         if let Some(kid) = kid
             && self.negative_hit(kid)
         {
-            bump(&self.inner.counters.negative_cache_hits, 1);
+            self.inner.counters.negative_cache_hits.fetch_add(1, Ordering::Relaxed);
             return state;
         }
         let Some((flight, _)) = self.start(Trigger::UnknownKid) else {
-            bump(&self.inner.counters.cooldown_suppressed, 1);
+            self.inner.counters.cooldown_suppressed.fetch_add(1, Ordering::Relaxed);
             return state;
         };
         let done = tokio::time::timeout(self.inner.timings.max_wait, wait(flight)).await.is_ok();
@@ -353,9 +298,8 @@ impl KeySource {
         state
     }
 
-    /// Load the set now and wait for the outcome (the number of usable
-    /// keys). A load already running is waited for, then a new one starts,
-    /// so the answer reflects what the origin holds after this call.
+    /// Load now and return the number of usable keys. A running load is
+    /// waited out first, so the answer reflects the origin after this call.
     pub async fn reload(&self) -> Result<usize, LoadError> {
         loop {
             let Some((flight, fresh)) = self.start(Trigger::Reload) else {
@@ -368,8 +312,8 @@ impl KeySource {
         }
     }
 
-    /// Start a load, or join the one running. `None`: a kid-triggered load
-    /// refused by the cooldown. The flag tells whether this call started it.
+    /// Start a load or join the running one (flag: this call started it);
+    /// `None`: a kid-triggered load refused by the cooldown.
     pub(crate) fn start(&self, trigger: Trigger) -> Option<(watch::Receiver<Outcome>, bool)> {
         let mut flight = lock(&self.inner.flight);
         // A flight whose task vanished (runtime shutting down) is no flight.
@@ -400,10 +344,10 @@ impl KeySource {
         Some((rx, true))
     }
 
-    /// One load: fetch, parse, log each rejected entry, install.
     async fn load_once(&self, trigger: Trigger) -> Result<usize, LoadError> {
         let origin = self.inner.origin.as_ref().ok_or(LoadError::NoOrigin)?;
-        bump(&self.inner.counters.fetches, 1);
+        let counters = &self.inner.counters;
+        counters.fetches.fetch_add(1, Ordering::Relaxed);
         let result = origin.load().await.and_then(|loaded| match KeySet::parse(&loaded.body) {
             Ok(parsed) => Ok((parsed, loaded.from)),
             Err(error) => Err(LoadError::Jwks { from: loaded.from, error }),
@@ -418,7 +362,7 @@ impl KeySource {
                         .str("reason", r.reason.code())
                         .emit();
                 }
-                bump(&self.inner.counters.rejected_keys, parsed.rejected.len() as u64);
+                counters.rejected_keys.fetch_add(parsed.rejected.len() as u64, Ordering::Relaxed);
                 let n = parsed.keys.len();
                 if n == 0 {
                     log::warn("JWKS has no usable key: every token will be refused")
@@ -440,7 +384,7 @@ impl KeySource {
                 Ok(n)
             }
             Err(e) => {
-                bump(&self.inner.counters.failures, 1);
+                counters.failures.fetch_add(1, Ordering::Relaxed);
                 let line = match self.metrics().age_secs {
                     Some(age) if !matches!(self.state(), KeyState::Expired) => {
                         log::warn("identity provider keys not refreshed; keeping the current key set")
@@ -458,7 +402,6 @@ impl KeySource {
         }
     }
 
-    /// Whether `new` holds other keys than the current set.
     fn differs(&self, new: &KeySet) -> bool {
         let Some(current) = self.current() else { return true };
         let sorted = |set: &KeySet| {
@@ -493,18 +436,15 @@ impl KeySource {
         }
     }
 
-    /// When the current set was last loaded successfully.
     pub(crate) fn loaded_at(&self) -> Option<Instant> {
         self.current().map(|c| c.loaded_at)
     }
 
-    /// Resolves after the next install (or at once if one happened since
-    /// the last call).
+    /// Resolves after the next install (at once if one happened since the last call).
     pub(crate) async fn installed(&self) {
         self.inner.installed.notified().await;
     }
 
-    /// Tell the readiness hook whether a usable set is in force.
     pub(crate) fn publish_readiness(&self) {
         if let Some(hook) = self.inner.on_ready.get() {
             hook(matches!(self.state(), KeyState::Ready(_)));

@@ -1,48 +1,37 @@
 //! The authorization table (shared/spec/api.md, "Method classes, roles and
-//! scopes"): every upstream method path, including the ones slimgate answers
-//! UNIMPLEMENTED, with its class, required role and required scope. This is
-//! the only place a method's class is written down.
+//! scopes"), the only place a method's class, role and scope are written.
 
-/// How a method authenticates its caller.
+/// How a method authenticates its caller (the pipeline in `gate.rs`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Class {
-    /// No credential (Health, supervisor session and relay streams, health
-    /// checking and reflection).
     Unauthenticated,
     /// Only `x-sandbox-secret`; a bearer token is never accepted.
     SandboxSecret,
     /// A valid sandbox secret, or else a bearer token.
     Dual,
-    /// A bearer token (OIDC), or nothing in development mode.
+    /// A bearer token, or nothing in development mode.
     Bearer,
 }
 
-/// The role a bearer caller needs (when roles are on).
+/// `--oidc-user-role` (admin implies user) or `--oidc-admin-role`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
-    /// `--oidc-user-role` (admin implies user).
     User,
-    /// `--oidc-admin-role`.
     Admin,
 }
 
-/// One row of the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rule {
-    /// The method path.
     pub path: &'static str,
-    /// Its class.
     pub class: Class,
-    /// Role on the bearer path (`None` for methods that have no bearer path).
+    /// `None` for methods without a bearer path.
     pub role: Option<Role>,
-    /// Scope on the bearer path; `None` means the method is not in the scope
-    /// map, so only `openshell:all` grants it.
+    /// `None`: not in the scope map, only `openshell:all` grants it.
     pub scope: Option<&'static str>,
-    /// Whether an allowed call changes state (audited when allowed).
+    /// An allowed call changes state (and is audited).
     pub mutating: bool,
 }
 
-/// The scope that grants every method.
 pub const ALL_SCOPE: &str = "openshell:all";
 
 const fn unauth(path: &'static str) -> Rule {
@@ -70,10 +59,8 @@ use crate::proto::openshell::inference::v1::inference as inf;
 use crate::proto::openshell::v1::open_shell as os;
 use Role::{Admin, User};
 
-/// Every upstream method path (exact matches). A method slimgate's protos
-/// declare is named by its generated constant (`build.rs`); the paths written
-/// out are upstream methods slimgate answers UNIMPLEMENTED (no constant
-/// exists for them until their proto lands).
+/// Every upstream method path. Paths written out are methods slimgate answers
+/// UNIMPLEMENTED (no generated constant until their proto lands).
 pub const TABLE: &[Rule] = &[
     unauth(os::HEALTH.path),
     unauth(os::CONNECT_SUPERVISOR.path),
@@ -140,15 +127,9 @@ pub fn rule(path: &str) -> Rule {
         return *r;
     }
     if UNAUTHENTICATED_PREFIXES.iter().any(|p| path.starts_with(p)) {
-        return Rule {
-            path: "",
-            class: Class::Unauthenticated,
-            role: None,
-            scope: None,
-            mutating: false,
-        };
+        return unauth("");
     }
-    Rule { path: "", class: Class::Bearer, role: Some(Role::User), scope: None, mutating: false }
+    bearer("", User, None, false)
 }
 
 #[cfg(test)]

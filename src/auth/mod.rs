@@ -1,37 +1,16 @@
-//! Authentication and authorization: RS256/ES256 JWT verification with
-//! ring, the method table (`policy`), and the caller identity every
-//! admitted call carries to its handler.
-//!
-//! ```text
-//!  request headers ──bearer_token──▶ &str ──Verifier::verify_cached──▶ Arc<Identity>
-//!                                            │   (cache: SHA-256(token))
-//!                                            ▼
-//!   jwt::parse ─▶ claims::parse_claims ─▶ claims::check_issuer ─▶ KeySet::select
-//!   (size, shape,   (strict JSON object)    (iss byte-exact,       + ring verify
-//!    header policy)                          before any key)          │
-//!                                                                     ▼
-//!                                                           claims::evaluate
-//! ```
+//! Authentication and authorization: RS256/ES256 JWT verification with ring
+//! (`verifier` gives the order), the method table (`methods`), the gate, and
+//! the caller identity every admitted call carries to its handler.
 //!
 //! Never (auth.md "JWT verification"): `alg: none`, HMAC, PSS or a curve
 //! but P-256; a key named in a token header (`jku`, `x5u`, `jwk`, `x5c`);
 //! `crit`, `b64`, JWE or nested JWTs; trying every key for a token without
 //! `kid`; a wrongly typed claim read as absent; a token, key or claim value
 //! in an error. Every refusal is an [`AuthError`] with a stable `code()`.
-//! The key set is parsed once by [`KeySet::parse`]; fetching it is apart:
-//!
-//! ```text
-//!  url (http:// only) ─▶ fetch (HTTP/1.1 GET, limits) ─▶ discovery (issuer, jwks_uri)
-//!                                   │
-//!  origin: Discovery | JwksUri | JwksFile ─▶ keys::KeySource ◀─ refresh (TTL loop, SIGHUP)
-//!                                              │ state(): Loading | Ready(Arc<KeySet>) | Expired
-//!                                              ▼
-//!                                            gate
-//! ```
 //!
 //! Modules import downward only: `error`, `alg`, `b64`, `json`, `roca`,
-//! `config` → `jwks` → `jwt`, `claims` → `cache` → `verifier`; `url` →
-//! `fetch` → `discovery` → `origin` → `keys` → `refresh`; `gate` on top.
+//! `config` → `jwks` → `jwt`, `claims` → `cache` → `verifier`; `fetch` →
+//! `discovery` → `origin` → `keys` → `refresh`; `gate` on top.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 mod alg;
@@ -54,7 +33,6 @@ mod roca;
 mod verifier;
 
 pub use alg::Algorithm;
-pub use cache::TokenCache;
 pub use claims::Identity;
 pub use config::{
     ConfigError, DEFAULT_ADMIN_ROLE, DEFAULT_AUDIENCE, DEFAULT_LEEWAY_SECS,
@@ -64,7 +42,6 @@ pub use config::{
     VerifierConfig,
 };
 pub use error::{AuthError, Malformed};
-pub use json::MAX_JSON_DEPTH;
 pub use jwks::{
     JwksError, JwksPolicy, KeyRejectReason, KeyRejection, KeySet, ParsedJwks, VerifyingKey,
 };
@@ -73,9 +50,8 @@ pub use verifier::Verifier;
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-/// Locks `m`, going on after a panic elsewhere: every critical section in
-/// this module is one map or field operation, so a poisoned lock never
-/// guards a half-written value.
+/// Goes on after a panic elsewhere: every critical section here is one map
+/// or field operation, so a poisoned lock never guards a half-written value.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -94,7 +70,6 @@ pub enum Caller {
 }
 
 impl Caller {
-    /// As written in audit lines.
     pub fn subject(&self) -> &str {
         match self {
             Caller::Anonymous => "anonymous",

@@ -1,13 +1,7 @@
-//! Where the issuer's JWK Set document comes from: OpenID Connect discovery
-//! (`--oidc-issuer` alone), a fixed URL (`--oidc-jwks-uri`) or a file
-//! (`--oidc-jwks-file`). Each is a [`KeyOrigin`]: one `load` returns the
-//! document's bytes and where they came from, or a [`LoadError`] that says
-//! which document failed and why, in words fit for an operator's log.
-//!
-//! The key source (`keys.rs`) decides when to load; an origin only knows
-//! how. Discovery remembers the `jwks_uri` it found and discovers again
-//! after a failed JWKS fetch, so a provider that moves its keys is followed
-//! without a restart.
+//! Where the JWK Set document comes from ([`KeyOrigin`]): OpenID Connect
+//! discovery, a fixed URL (`--oidc-jwks-uri`) or a file (`--oidc-jwks-file`).
+//! `keys.rs` decides when to load. Discovery runs again after a failed JWKS
+//! fetch, so a provider that moves its keys is followed without a restart.
 
 use std::fmt;
 use std::future::Future;
@@ -34,13 +28,10 @@ pub struct Loaded {
 
 pub type LoadFuture<'a> = Pin<Box<dyn Future<Output = Result<Loaded, LoadError>> + Send + 'a>>;
 
-/// Something that can produce the issuer's JWK Set document.
 pub trait KeyOrigin: Send + Sync + fmt::Debug + 'static {
-    /// Fetch or read the document once.
     fn load(&self) -> LoadFuture<'_>;
 }
 
-/// Which document a fetch was for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Document {
     Discovery,
@@ -56,8 +47,7 @@ impl fmt::Display for Document {
     }
 }
 
-/// Why a key set could not be loaded: which document (by URL or path) and
-/// why.
+/// Which document (by URL or path) failed, and why, for an operator's log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LoadError {
     Fetch {
@@ -65,7 +55,6 @@ pub enum LoadError {
         url: String,
         error: FetchError,
     },
-    /// The discovery document was refused.
     Discovery {
         url: String,
         error: DiscoveryError,
@@ -75,7 +64,6 @@ pub enum LoadError {
         from: String,
         error: JwksError,
     },
-    /// The JWKS file could not be read.
     File {
         path: String,
         reason: String,
@@ -99,7 +87,7 @@ impl fmt::Display for LoadError {
 
 impl std::error::Error for LoadError {}
 
-/// OpenID Connect discovery, then the `jwks_uri` it names.
+/// OpenID Connect discovery (`--oidc-issuer` alone), then its `jwks_uri`.
 #[derive(Debug)]
 pub struct Discovery {
     issuer: String,
@@ -113,7 +101,6 @@ impl Discovery {
         &self.url
     }
 
-    /// Discovery for `issuer` (byte-exact, as tokens carry it).
     pub fn new(issuer: &str, limits: FetchLimits) -> Result<Discovery, DiscoveryError> {
         Ok(Discovery {
             issuer: issuer.to_string(),
@@ -160,16 +147,12 @@ impl KeyOrigin for Discovery {
     }
 }
 
-/// Whether keys fetched from `url` travel in clear over a network: plain
-/// `http://` to a host that is not loopback. Anyone on the path could
-/// substitute keys; the gateway warns at startup (in-cluster providers are
-/// the expected case, so it is not refused).
+/// Plain `http://` off loopback: anyone on the path could substitute keys.
+/// Warned at startup, not refused (in-cluster providers are the usual case).
 pub fn keys_in_clear(url: &HttpUrl) -> bool {
     !url.is_https() && !url.is_loopback()
 }
 
-/// The startup warning for [`keys_in_clear`] keys (`flag` names where the
-/// URL came from), if one is due.
 pub fn warn_if_in_clear(flag: &str, url: &HttpUrl) {
     if keys_in_clear(url) {
         log::warn(
@@ -181,7 +164,6 @@ pub fn warn_if_in_clear(flag: &str, url: &HttpUrl) {
     }
 }
 
-/// A fixed JWK Set URL (`--oidc-jwks-uri`; no discovery).
 #[derive(Debug)]
 pub struct JwksUri {
     url: HttpUrl,
@@ -208,7 +190,6 @@ async fn fetch_jwks(url: &HttpUrl, limits: &FetchLimits) -> Result<Loaded, LoadE
     }
 }
 
-/// A JWK Set file (`--oidc-jwks-file`), read in full on every load.
 #[derive(Debug)]
 pub struct JwksFile {
     path: PathBuf,
@@ -234,7 +215,7 @@ impl KeyOrigin for JwksFile {
     }
 }
 
-/// Reads at most [`MAX_JWKS_BYTES`] (a larger file is refused, not cut).
+/// A file larger than [`MAX_JWKS_BYTES`] is refused, not cut.
 fn read_capped(path: &std::path::Path) -> Result<Vec<u8>, String> {
     let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
     let mut body = Vec::new();

@@ -1,15 +1,9 @@
-//! The tasks that keep a key source loaded, off the request path:
-//!
-//! - [`spawn_refresher`] (fetched sets): load at once; after a success,
-//!   again at `REFRESH_AHEAD_PERCENT` of the TTL; after a failure, again
-//!   after a delay that starts at 1 s and doubles up to 10 s, for as long as
-//!   it takes (the gateway never exits because its identity provider is
-//!   down). A kid-triggered load that succeeds meanwhile moves the schedule.
-//!   After every attempt it tells readiness whether a usable set is in force.
-//! - [`spawn_reload_on_sighup`] (a JWKS file): re-read it on every SIGHUP;
-//!   a bad file leaves the set in force (the key source logs why).
-//!
-//! Both stop when the gateway shuts down.
+//! The tasks that keep a key source loaded, off the request path, until
+//! shutdown. [`spawn_refresher`]: load at once, then at `REFRESH_AHEAD_PERCENT`
+//! of the TTL, retrying with a doubling delay for as long as it takes (the
+//! gateway never exits because its provider is down); any install moves the
+//! schedule, and each attempt updates readiness. [`spawn_reload_on_sighup`]:
+//! re-read a JWKS file; a bad one leaves the set in force.
 
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -37,8 +31,7 @@ async fn refresh_loop(keys: KeySource) {
         let now = Instant::now();
         if due > now {
             if tokio::time::timeout(due - now, keys.installed()).await.is_ok() {
-                // A set was installed (by a kid-triggered load, or by the
-                // load below): the schedule starts from it.
+                // A set was installed: the schedule starts from it.
                 retry_at = None;
                 delay = timings.retry_initial;
             }
@@ -62,8 +55,7 @@ async fn refresh_loop(keys: KeySource) {
     }
 }
 
-/// Re-read a file source on every SIGHUP. Fails only if the signal handler
-/// cannot be installed.
+/// Fails only if the signal handler cannot be installed.
 pub fn spawn_reload_on_sighup(
     keys: KeySource,
     shutdown: Shutdown,

@@ -1,12 +1,7 @@
-//! The front door: one [`Verifier`] per configured issuer.
-//!
-//! `verify` runs the whole pipeline in the order jwt.md asks for: size and
-//! shape (no allocation on refusal), header policy, payload JSON, the
-//! issuer filter (so a foreign `iss` never reaches key lookup), key
-//! selection and the ring signature check over the wire bytes, and only
-//! then the claim rules. `verify_cached` puts the verified-token cache in
-//! front of it. The key set is passed in on every call, so whoever owns key
-//! fetching can swap sets atomically without the verifier knowing how.
+//! One [`Verifier`] per issuer, running jwt.md's order: size and shape,
+//! header policy, payload JSON, the issuer filter, key selection and the
+//! signature, then the claims. The key set is passed in on every call, so
+//! the key source swaps sets atomically without the verifier knowing how.
 
 use std::sync::Arc;
 
@@ -17,23 +12,18 @@ use super::error::AuthError;
 use super::jwks::{KeySet, VerifyingKey};
 use super::jwt;
 
-/// Verifies bearer tokens of one issuer; `Send + Sync`, share it by `Arc`.
 #[derive(Debug)]
 pub struct Verifier {
     config: VerifierConfig,
     cache: TokenCache,
 }
 
-/// A refusal as [`Verifier::verify_or_miss`] reports it: a token whose `kid`
-/// no key has comes with that kid (`None` for a token without one), so the
-/// gate can ask the key source to refresh for it without parsing the token
-/// again. Not an [`AuthError`]: it carries a value from the token, which an
-/// `AuthError` never does (jwt.md item 50).
+/// An `unknown_kid` refusal with the token's kid, so the gate can refresh for
+/// it without parsing again. Not an [`AuthError`], which never carries a
+/// token value (jwt.md item 50).
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Refusal {
-    /// Any refusal but an unknown kid.
     Invalid(AuthError),
-    /// `unknown_kid`, with the kid the token named.
     UnknownKid(Option<String>),
 }
 
@@ -44,7 +34,6 @@ impl From<AuthError> for Refusal {
 }
 
 impl Refusal {
-    /// The refusal without the kid.
     pub(crate) fn error(self) -> AuthError {
         match self {
             Refusal::Invalid(e) => e,
@@ -54,8 +43,6 @@ impl Refusal {
 }
 
 impl Verifier {
-    /// Validates `config` and builds a verifier with an empty cache of
-    /// `config.cache_entries` entries.
     pub fn new(config: VerifierConfig) -> Result<Verifier, ConfigError> {
         config.validate()?;
         let cache = TokenCache::new(config.cache_entries);
@@ -66,21 +53,17 @@ impl Verifier {
         &self.config
     }
 
-    /// The verified-token cache (for `purge_kid`, `retain_keys`,
-    /// `purge_expired` and metrics).
     pub fn cache(&self) -> &TokenCache {
         &self.cache
     }
 
-    /// Verifies `token` against `keys` at time `now` (unix seconds), without
-    /// the cache.
+    /// At `now` (unix seconds), without the cache.
     pub fn verify(&self, token: &str, keys: &KeySet, now: u64) -> Result<Identity, AuthError> {
         self.verify_with_key(token, keys, now).map(|(identity, _)| identity).map_err(Refusal::error)
     }
 
-    /// As [`verify`](Self::verify), through the verified-token cache. A hit
-    /// is accepted only if the key that verified the token is still the one
-    /// `keys` selects for it and the time rules still hold at `now`.
+    /// A cache hit counts only if `keys` still selects the key that verified
+    /// it and the time rules still hold.
     pub fn verify_cached(
         &self,
         token: &str,
@@ -90,8 +73,6 @@ impl Verifier {
         self.verify_or_miss(token, keys, now).map_err(Refusal::error)
     }
 
-    /// As [`verify_cached`](Self::verify_cached), reporting the kid of an
-    /// `unknown_kid` refusal.
     pub(crate) fn verify_or_miss(
         &self,
         token: &str,
@@ -105,25 +86,18 @@ impl Verifier {
             return Err(AuthError::TooLarge.into());
         }
         let digest = TokenDigest::of(token);
-        if let Some(hit) = self.cache.get(&digest) {
-            let id = &hit.identity;
+        if let Some((id, fingerprint)) = self.cache.get(&digest) {
             let same_key = id
                 .alg
                 .and_then(|alg| keys.select(alg, id.kid.as_deref()).ok())
-                .is_some_and(|key| key.fingerprint() == hit.key_fingerprint);
+                .is_some_and(|key| key.fingerprint() == fingerprint);
             if same_key {
-                let times = claims::check_times(
-                    id.expires_at,
-                    id.not_before,
-                    id.issued_at,
-                    &self.config,
-                    now,
-                );
-                if let Err(refusal) = times {
+                let (exp, nbf, iat) = (id.expires_at, id.not_before, id.issued_at);
+                if let Err(refusal) = claims::check_times(exp, nbf, iat, &self.config, now) {
                     self.cache.remove(&digest);
                     return Err(refusal.into());
                 }
-                return Ok(hit.identity);
+                return Ok(id);
             }
             // The key is gone or replaced: forget, and verify from scratch.
             self.cache.remove(&digest);
