@@ -9,10 +9,9 @@ use super::envelope::{
     CIPHER_AES_256_GCM, CIPHER_NONE, ENVELOPE_FORMAT, Envelope, encode_envelope,
 };
 use super::model::{
-    Applied, Expect, Kind, MAX_COUNTER_NAME_BYTES, MAX_PRUNE_NAMES, NewRecord, Op, Record,
-    StoreError, check_fields,
+    Applied, Expect, Kind, MAX_PRUNE_NAMES, NewRecord, Op, Record, StoreError, check_fields,
 };
-use super::redb_store::{Bin, COUNTERS, RedbStore, backend, prefix_end, prefix_range, tables};
+use super::redb_store::{Bin, RedbStore, backend, prefix_end, prefix_range, tables};
 
 /// The tables of one kind, open for writing.
 pub(super) struct WriteTables<'t> {
@@ -110,23 +109,6 @@ impl RedbStore {
                 let found = self.read(&open_kind(txn, kind)?, &name)?.map(|e| e.revision);
                 check_expect(kind, &name, expect, found)?;
                 Ok(Applied::Checked)
-            }
-            Op::AddToCounter { name, delta } => {
-                if name.is_empty() || name.len() > MAX_COUNTER_NAME_BYTES {
-                    return Err(StoreError::Invalid(format!(
-                        "counter name is empty or longer than {MAX_COUNTER_NAME_BYTES} bytes"
-                    )));
-                }
-                let mut counters = txn.open_table(COUNTERS).map_err(backend("opening counters"))?;
-                let old = counters
-                    .get(name.as_bytes())
-                    .map_err(backend("reading a counter"))?
-                    .map_or(0, |g| g.value());
-                let new = old.checked_add(delta).ok_or_else(|| {
-                    StoreError::Invalid(format!("counter '{name}' would overflow"))
-                })?;
-                counters.insert(name.as_bytes(), new).map_err(backend("writing a counter"))?;
-                Ok(Applied::Counter(new))
             }
         }
     }
