@@ -1,15 +1,8 @@
-//! Public sandbox ↔ driver sandbox, as upstream translates them (existing
-//! drivers expect exactly this shape), and the phase rule.
-//!
-//! Public → driver: the spec loses `policy` and `providers` (a driver never
-//! sees them); the template keeps `image`, `agent_socket` (as
-//! `agent_socket_path`), `labels` and `environment`, the `requests`/`limits`
-//! `cpu`/`memory` strings of its `resources` Struct become
-//! `DriverResourceRequirements`, and everything a driver may need beyond that
-//! goes into the `platform_config` Struct under `runtime_class_name`,
-//! `annotations`, `volume_claim_templates` and `resources_raw` (the resource
-//! keys left over). Driver → public: the status fields, with `instance_id`
-//! shown as `agent_pod`.
+//! Public sandbox ↔ driver sandbox, exactly as upstream translates them
+//! (existing drivers expect this shape), and the phase rule. A driver never
+//! sees `policy` or `providers`; template fields it has no slot for go into
+//! `platform_config` (`resources_raw`: the resource keys left over). A
+//! driver's `instance_id` is shown as `agent_pod`.
 
 use std::collections::BTreeMap;
 
