@@ -35,14 +35,13 @@ pub const PLATFORM_EVENT_TAIL_BYTES: usize = 64 * 1024;
 /// What a cut message ends with.
 const TRUNCATED_MARK: &str = "…[truncated]";
 
-/// What [`SandboxBus::platform_event`] did with an event.
+/// What [`SandboxBus::platform_event`] did with an event: kept and sent
+/// whole, with its message cut to fit [`MAX_PLATFORM_EVENT_BYTES`], or
+/// dropped (too large even without its message).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kept {
-    /// Kept and sent as it came.
     Whole,
-    /// Its message was cut to fit [`MAX_PLATFORM_EVENT_BYTES`].
     Truncated,
-    /// Too large even without its message: dropped.
     Dropped,
 }
 

@@ -134,7 +134,6 @@ struct Shared {
     stats: DriverStats,
 }
 
-/// A few HTTP/2 connections to one driver socket.
 #[derive(Clone)]
 pub struct Pool {
     shared: Arc<Shared>,
@@ -239,14 +238,8 @@ impl Pool {
 
     fn options(&self, inbound_deadline: Option<Instant>) -> CallOptions {
         let cap = Instant::now() + self.shared.config.call_timeout;
-        let deadline = match inbound_deadline {
-            Some(d) if d < cap => d,
-            _ => cap,
-        };
-        CallOptions {
-            deadline: Some(deadline),
-            max_message_bytes: self.shared.config.max_message_bytes,
-        }
+        let deadline = Some(inbound_deadline.map_or(cap, |d| d.min(cap)));
+        CallOptions { deadline, max_message_bytes: self.shared.config.max_message_bytes }
     }
 
     /// One unary driver call, with the inbound deadline (capped) and the

@@ -80,18 +80,10 @@ fn parse_key(bytes: &[u8]) -> Option<[u8; STORE_KEY_BYTES]> {
     if hex.len() != STORE_KEY_BYTES * 2 {
         return None;
     }
+    let digit = |c: u8| char::from(c).to_digit(16);
     let mut key = [0u8; STORE_KEY_BYTES];
     for (out, pair) in key.iter_mut().zip(hex.chunks_exact(2)) {
-        *out = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
+        *out = u8::try_from((digit(pair[0])? << 4) | digit(pair[1])?).ok()?;
     }
     Some(key)
-}
-
-fn hex_digit(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
 }

@@ -46,10 +46,7 @@ impl Cipher {
                 &mut in_out,
             )
             .map_err(|_| StoreError::Internal("AES-256-GCM seal failed"))?;
-        let mut sealed = Vec::with_capacity(NONCE_LEN + in_out.len());
-        sealed.extend_from_slice(&nonce);
-        sealed.extend_from_slice(&in_out);
-        Ok(sealed)
+        Ok([&nonce[..], &in_out].concat())
     }
 
     /// The plaintext of a sealed value, or `None` if it does not

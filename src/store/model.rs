@@ -220,7 +220,6 @@ pub enum Order {
     Name,
 }
 
-/// A [`Store::list`] query.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ListQuery {
     pub order: Order,

@@ -194,7 +194,6 @@ fn open_error(path: &Path, source: impl Into<redb::Error>) -> StoreError {
     StoreError::Open { path: path.to_path_buf(), source: Box::new(source.into()) }
 }
 
-/// Whether the store file is missing or empty.
 fn needs_creating(path: &Path) -> Result<bool, StoreError> {
     match std::fs::metadata(path) {
         Ok(meta) => Ok(meta.len() == 0),
@@ -216,9 +215,10 @@ fn create_file(path: &Path, key: Option<&[u8; STORE_KEY_BYTES]>) -> Result<(), S
     let mut tmp_name = name.to_os_string();
     tmp_name.push(".new");
     let tmp = path.with_file_name(tmp_name);
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(open_error(&tmp, e)),
-        _ => {}
+    if let Err(e) = std::fs::remove_file(&tmp)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        return Err(open_error(&tmp, e));
     }
     let fresh = RedbStore {
         db: open_db(&tmp, path, true)?,

@@ -38,7 +38,6 @@ pub(super) type Bin = &'static [u8];
 type RecordsDef = TableDefinition<'static, Bin, Bin>;
 type CreatedDef = TableDefinition<'static, (i64, Bin), ()>;
 
-/// The three tables of one kind.
 pub(super) struct KindTables {
     pub(super) records: RecordsDef,
     pub(super) by_id: RecordsDef,

@@ -13,7 +13,6 @@ use super::model::{
 };
 use super::redb_store::{Bin, RedbStore, backend, prefix_end, prefix_range, tables};
 
-/// The tables of one kind, open for writing.
 pub(super) struct WriteTables<'t> {
     kind: Kind,
     records: Table<'t, Bin, Bin>,

@@ -35,6 +35,7 @@ use crate::obs::readiness::Readiness;
 use crate::proto::openshell::compute::v1::{
     self as driver, GetCapabilitiesRequest, GetCapabilitiesResponse, compute_driver,
 };
+use crate::proto::openshell::datamodel::v1::ObjectMeta;
 use crate::proto::openshell::v1::{CreateSandboxRequest, Sandbox, SandboxPhase};
 use crate::relay::Relays;
 use crate::store::{self, Kind, Store, StoreError};
@@ -77,7 +78,6 @@ impl Default for Timing {
     }
 }
 
-/// The compute driver client.
 pub struct Compute {
     pool: Pool,
     capabilities: GetCapabilitiesResponse,
@@ -196,12 +196,7 @@ impl Compute {
         };
         let id = store::new_uuid_v4().map_err(store_status)?;
         let sandbox = Sandbox {
-            metadata: Some(crate::proto::openshell::datamodel::v1::ObjectMeta {
-                id,
-                name,
-                created_at_ms: 0,
-                labels,
-            }),
+            metadata: Some(ObjectMeta { id, name, created_at_ms: 0, labels }),
             spec: Some(spec),
             status: None,
             phase: SandboxPhase::Provisioning as i32,

@@ -35,14 +35,10 @@ impl Compute {
     pub(super) async fn watch_loop(self: Arc<Self>, shutdown: Shutdown) {
         let mut delay = self.timing.watch_restart_min;
         loop {
-            let opened =
-                shutdown
-                    .or_shutdown(self.pool.server_streaming(
-                        compute_driver::WATCH_SANDBOXES,
-                        &WatchSandboxesRequest {},
-                    ))
-                    .await;
-            let Some(opened) = opened else { return };
+            let watch = self
+                .pool
+                .server_streaming(compute_driver::WATCH_SANDBOXES, &WatchSandboxesRequest {});
+            let Some(opened) = shutdown.or_shutdown(watch).await else { return };
             match opened {
                 Ok(mut stream) => {
                     log::info("watching compute driver sandboxes").emit();
@@ -142,14 +138,10 @@ impl Compute {
         let changed =
             record::modify_at(&self.store, &incoming.id, at, change).await.map_err(store_status)?;
         if let Some(sandbox) = changed {
+            let phase = SandboxPhase::try_from(sandbox.phase).unwrap_or(SandboxPhase::Unknown);
             log::debug("sandbox status changed")
                 .str("sandbox_id", &incoming.id)
-                .str(
-                    "phase",
-                    SandboxPhase::try_from(sandbox.phase)
-                        .unwrap_or(SandboxPhase::Unknown)
-                        .as_str_name(),
-                )
+                .str("phase", phase.as_str_name())
                 .emit();
             self.bus.changed(&sandbox);
         }

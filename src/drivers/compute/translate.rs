@@ -49,7 +49,6 @@ pub fn phase(status: Option<&DriverSandboxStatus>) -> SandboxPhase {
     }
 }
 
-/// The driver's view of a public sandbox.
 pub fn to_driver(sandbox: &Sandbox) -> DriverSandbox {
     let meta = sandbox.metadata.clone().unwrap_or_default();
     let phase = SandboxPhase::try_from(sandbox.phase).unwrap_or(SandboxPhase::Unknown);
@@ -170,7 +169,6 @@ fn driver_status(s: &SandboxStatus, deleting: bool) -> DriverSandboxStatus {
     }
 }
 
-/// The public status of a driver status.
 pub fn public_status(s: &DriverSandboxStatus) -> SandboxStatus {
     SandboxStatus {
         sandbox_name: s.sandbox_name.clone(),
