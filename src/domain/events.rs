@@ -1,14 +1,8 @@
-//! The sandbox event bus: how a change to one sandbox reaches every
-//! `WatchSandbox` stream open on it.
-//!
-//! One topic per sandbox id (removed with the sandbox, or when its last
-//! watcher leaves and it holds no events): a broadcast ring plus the
+//! The sandbox event bus: one topic per sandbox id, a broadcast ring and the
 //! platform event tail replayed to new watchers. Publishing never waits: a
-//! slow watcher loses its oldest events and is told how many
-//! ([`Received::Lagged`]). The bus carries values, so a watcher never reads
-//! the store again. It also owns the logs ([`SandboxLogs`], on their own
-//! channels so a log flood never makes a status watcher lag), so that
-//! [`SandboxBus::deleted`] forgets them with the topic.
+//! slow watcher loses its oldest events and is told ([`Received::Lagged`]).
+//! It also owns the logs (on their own channels so a log flood never makes
+//! a status watcher lag), so [`SandboxBus::deleted`] forgets them too.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -54,8 +48,7 @@ pub fn cap_platform_event(mut event: PlatformEvent) -> (Option<PlatformEvent>, K
         return (Some(event), Kept::Whole);
     }
     let message = std::mem::take(&mut event.message);
-    // The message field's tag and length prefix take at most 1 + 2 bytes
-    // at this size; keep that much in hand.
+    // The message field's tag and length prefix take at most 1 + 2 bytes.
     let room = MAX_PLATFORM_EVENT_BYTES
         .saturating_sub(event.encoded_len())
         .saturating_sub(3 + TRUNCATED_MARK.len());
@@ -195,7 +188,7 @@ impl SandboxBus {
         self.logs.remove(id);
     }
 
-    /// How many topics exist (sandboxes with watchers or platform events).
+    /// Sandboxes with watchers or platform events.
     pub fn topics(&self) -> usize {
         self.lock().len()
     }

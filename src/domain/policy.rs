@@ -111,15 +111,11 @@ pub fn hex(bytes: &[u8]) -> String {
 /// <violations joined by '; '>".
 pub fn check_safety(policy: &[u8]) -> Result<(), Status> {
     let view = SandboxPolicy::decode(policy).map_err(|e| invalid(&e))?;
-    let violations = violations(&view);
+    let violations = violations(&view).join("; ");
     if violations.is_empty() {
-        Ok(())
-    } else {
-        Err(Status::invalid_argument(format!(
-            "policy contains unsafe content: {}",
-            violations.join("; ")
-        )))
+        return Ok(());
     }
+    Err(Status::invalid_argument(format!("policy contains unsafe content: {violations}")))
 }
 
 fn violations(policy: &SandboxPolicy) -> Vec<String> {

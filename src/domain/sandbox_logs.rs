@@ -124,9 +124,10 @@ pub struct SandboxLogs {
 
 impl std::fmt::Debug for SandboxLogs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let buffers = self.lock().len();
         f.debug_struct("SandboxLogs")
             .field("capacity", &self.capacity)
-            .field("buffers", &self.lock().len())
+            .field("buffers", &buffers)
             .finish()
     }
 }

@@ -1,13 +1,9 @@
-//! The credentials driver client. A provider credential valued
-//! `credentials-driver:<name>` is minted by the driver's `ResolveCredential`
-//! when a sandbox asks for its environment. Tokens are cached until their
-//! expiry minus [`EXPIRY_MARGIN_MS`] (none without an expiry), never logged;
-//! a failure is an error naming the credential, never a stale or empty value.
-//!
-//! Concurrent resolutions of one name share one call, in its own task under
-//! the pool's cap (`--driver-timeout-secs`), not any caller's deadline: each
-//! waiter waits up to its own, so a 1 ms caller fails alone, and a token
-//! fetched after it left is cached for the next.
+//! The credentials driver client: a credential valued
+//! `credentials-driver:<name>` is minted by `ResolveCredential`, cached
+//! until its expiry minus [`EXPIRY_MARGIN_MS`] (not without one), never
+//! logged; a failure is an error, never a stale or empty value. Concurrent
+//! resolutions of a name share one call under the pool's cap, not a
+//! caller's deadline, so a 1 ms caller fails alone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -106,8 +102,7 @@ impl Credentials {
                 "deadline exceeded waiting for credential '{name}' (request id {request_id})"
             )));
         };
-        let result = answered.ok().and_then(|r| r.as_ref().cloned());
-        match result {
+        match answered.ok().and_then(|r| r.as_ref().cloned()) {
             Some(Ok(token)) => Ok(token.value),
             Some(Err(f)) => Err(user_status(name, &f, request_id)),
             None => Err(Status::unavailable(format!(

@@ -1,15 +1,11 @@
-//! The pool of HTTP/2 connections to a driver sidecar's Unix socket. Calls
-//! are spread over the live connections; a broken one is replaced in the
-//! background (exponential backoff with jitter) while calls use the others,
-//! and with none live a call fails at once with UNAVAILABLE. A unary call's
-//! deadline is the inbound call's, capped by `--driver-timeout-secs`.
+//! The pool of HTTP/2 connections to a driver's Unix socket: a broken one is
+//! replaced in the background (backoff with jitter) while calls use the
+//! others; with none live a call fails at once with UNAVAILABLE.
 //!
-//! A long-lived stream (WatchSandboxes) has no deadline, not even for its
-//! headers: grpcio and grpc-go send a server stream's headers with its first
-//! message, so a quiet driver is normal. Its connection is PINGed instead
-//! ([`Keepalive`]); no answer closes it, failing the stream (UNAVAILABLE) so
-//! it is reopened. Replies are bounded by [`MAX_DRIVER_HEADER_LIST_BYTES`]
-//! and `--max-message-bytes`. Failures are mapped in `drivers::error`.
+//! A stream (WatchSandboxes) has no deadline, not even for its headers:
+//! grpcio and grpc-go send them with the first message, so a quiet driver is
+//! normal. Its connection is PINGed instead ([`Keepalive`]); no answer
+//! closes it, failing the stream (UNAVAILABLE) so it is reopened.
 
 use super::error::map_status;
 pub use super::error::{Driver, DriverError};
@@ -186,8 +182,7 @@ impl Pool {
             let shared = Arc::clone(&pool.shared);
             let (tx, rx) = tokio::sync::oneshot::channel();
             tokio::spawn(maintain(shared, i, stream, tx));
-            // Wait for the slot's first attempt so calls right after startup
-            // find live connections.
+            // Wait for the slot's first attempt, so early calls find it live.
             let _ = rx.await;
         }
         if pool.live() == 0 {
@@ -413,8 +408,7 @@ async fn maintain(
                     let _ = tx.send(());
                 }
                 delay = RECONNECT_MIN;
-                // Dropping the connection (a PING went unanswered) fails
-                // every stream on it.
+                // Dropping the connection (a PING unanswered) fails its streams.
                 let mut pings = std::pin::pin!(pings);
                 let why = std::future::poll_fn(|cx| {
                     use std::future::Future;

@@ -10,13 +10,9 @@
 //! [`StoreError::PreconditionFailed`], retries (at most
 //! `domain::record::WRITE_ATTEMPTS` times).
 //!
-//! # Durability and crashes
-//!
 //! A write that returns `Ok` has been fsynced; a crash or `kill -9` leaves
 //! the file at the last committed batch, and a crash while the file is
 //! created leaves no file or a complete one (`crash_test.rs` checks both).
-//!
-//! # Encryption at rest
 //!
 //! With `--store-key-file`, every payload (not only providers': sandbox
 //! specs carry environment variables; one rule is easier to audit) is sealed
@@ -24,8 +20,6 @@
 //! Names, ids, times and labels stay in clear for the indexes and filters:
 //! no secrets in labels. A wrong, missing or unexpected key fails at open; a
 //! payload that fails to authenticate is [`StoreError::Decrypt`].
-//!
-//! # Calling from async code
 //!
 //! The trait is synchronous because redb is. Reads take microseconds and may
 //! run inline on a tokio worker; writes wait for fsync and run on the

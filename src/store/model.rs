@@ -329,7 +329,7 @@ impl std::error::Error for StoreError {
 }
 
 /// The store every handler uses, as `Arc<dyn Store>`; synchronous (see
-/// "Calling from async code" in the module documentation).
+/// the module documentation on async callers).
 pub trait Store: Send + Sync {
     fn get(&self, kind: Kind, name: &str) -> Result<Option<Record>, StoreError>;
 
@@ -350,26 +350,6 @@ pub trait Store: Send + Sync {
         expect_put(self.apply(vec![op])?)
     }
 
-    /// Create or overwrite a record (keeping id and creation time).
-    fn put(&self, kind: Kind, record: NewRecord) -> Result<Record, StoreError> {
-        let op = Op::Put { kind, record, expect: Expect::Any };
-        expect_put(self.apply(vec![op])?)
-    }
-
-    /// Replace an existing record's labels and payload;
-    /// [`StoreError::NotFound`] if it does not exist.
-    fn update(
-        &self,
-        kind: Kind,
-        name: &str,
-        labels: BTreeMap<String, String>,
-        payload: Bytes,
-    ) -> Result<Record, StoreError> {
-        let record = NewRecord { id: String::new(), name: name.to_owned(), labels, payload };
-        let op = Op::Put { kind, record, expect: Expect::Present };
-        expect_put(self.apply(vec![op])?)
-    }
-
     /// Remove a record; `Ok(false)` if it did not exist.
     fn delete(&self, kind: Kind, name: &str) -> Result<bool, StoreError> {
         let op = Op::Delete { kind, name: name.to_owned(), expect: Expect::Any };
@@ -380,7 +360,7 @@ pub trait Store: Send + Sync {
     }
 }
 
-fn expect_put(mut applied: Vec<Applied>) -> Result<Record, StoreError> {
+pub(super) fn expect_put(mut applied: Vec<Applied>) -> Result<Record, StoreError> {
     match applied.pop() {
         Some(Applied::Put(record)) => Ok(record),
         _ => Err(StoreError::Internal("put did not answer Put")),

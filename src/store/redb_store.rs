@@ -12,8 +12,8 @@
 //!
 //! `meta` holds `format` (u32 LE, [`STORE_FORMAT`]), `cipher` (`none` or
 //! `aes-256-gcm`) and, when encrypted, `key_check`. Older files may also
-//! hold a `counters` table, no longer read. The indexes
-//! change only when a record is created or deleted, in its transaction.
+//! hold a `counters` table, no longer read. Indexes change only with a
+//! record's creation or deletion, in its transaction.
 //!
 //! Writes commit with [`Durability::Immediate`] (redb's default, set so it
 //! cannot drift) and two-phase commit (a second fsync, so the commit slot is
@@ -176,10 +176,8 @@ impl Store for RedbStore {
     fn get(&self, kind: Kind, name: &str) -> Result<Option<Record>, StoreError> {
         let txn = self.begin_read()?;
         let records = txn.open_table(tables(kind).records).map_err(backend("opening a table"))?;
-        match records.get(name.as_bytes()).map_err(backend("reading a record"))? {
-            Some(g) => Ok(Some(self.open_envelope(kind, name.as_bytes(), g.value())?)),
-            None => Ok(None),
-        }
+        let found = records.get(name.as_bytes()).map_err(backend("reading a record"))?;
+        found.map(|g| self.open_envelope(kind, name.as_bytes(), g.value())).transpose()
     }
 
     fn get_by_id(&self, kind: Kind, id: &str) -> Result<Option<Record>, StoreError> {
@@ -213,8 +211,7 @@ impl Store for RedbStore {
         let defs = tables(kind);
         let records = txn.open_table(defs.records).map_err(backend("opening a table"))?;
         let prefix = query.name_prefix.as_bytes();
-        // Envelopes are decoded once and filtered sealed; only the page
-        // returned is opened (decrypted).
+        // Envelopes are filtered sealed; only the page returned is decrypted.
         let mut page: Vec<Envelope> = Vec::new();
         let mut skipped = 0;
         let mut consider = |name: &[u8], bytes: &[u8]| -> Result<bool, StoreError> {

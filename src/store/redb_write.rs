@@ -92,10 +92,9 @@ impl RedbStore {
                     if except.contains(name) {
                         continue;
                     }
-                    let may_go = match self.read(&t, name)? {
-                        Some(env) => env.labels.get(&label).is_some_and(|v| removable.contains(v)),
-                        None => false,
-                    };
+                    let may_go = self.read(&t, name)?.is_some_and(|env| {
+                        env.labels.get(&label).is_some_and(|v| removable.contains(v))
+                    });
                     if may_go {
                         self.delete(&mut t, name, Expect::Any)?;
                         left -= 1;
@@ -114,10 +113,8 @@ impl RedbStore {
 
     /// The envelope stored under `name`, checked, payload still sealed.
     fn read(&self, t: &WriteTables<'_>, name: &str) -> Result<Option<Envelope>, StoreError> {
-        match t.records.get(name.as_bytes()).map_err(backend("reading a record"))? {
-            Some(g) => Ok(Some(self.decode_checked(t.kind, name.as_bytes(), g.value())?)),
-            None => Ok(None),
-        }
+        let found = t.records.get(name.as_bytes()).map_err(backend("reading a record"))?;
+        found.map(|g| self.decode_checked(t.kind, name.as_bytes(), g.value())).transpose()
     }
 
     fn put(

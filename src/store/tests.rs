@@ -16,6 +16,37 @@ use super::envelope::{Envelope, encode_envelope};
 use super::redb_store::tables;
 use super::*;
 
+/// Writes only the tests make, as one-op batches: create or overwrite a
+/// record, and replace an existing one's labels and payload.
+trait TestWrites {
+    fn put(&self, kind: Kind, record: NewRecord) -> Result<Record, StoreError>;
+    fn update(
+        &self,
+        kind: Kind,
+        name: &str,
+        labels: BTreeMap<String, String>,
+        payload: Bytes,
+    ) -> Result<Record, StoreError>;
+}
+
+impl<S: Store + ?Sized> TestWrites for S {
+    fn put(&self, kind: Kind, record: NewRecord) -> Result<Record, StoreError> {
+        super::model::expect_put(self.apply(vec![Op::Put { kind, record, expect: Expect::Any }])?)
+    }
+
+    fn update(
+        &self,
+        kind: Kind,
+        name: &str,
+        labels: BTreeMap<String, String>,
+        payload: Bytes,
+    ) -> Result<Record, StoreError> {
+        let record = NewRecord { id: String::new(), name: name.to_owned(), labels, payload };
+        let op = Op::Put { kind, record, expect: Expect::Present };
+        super::model::expect_put(self.apply(vec![op])?)
+    }
+}
+
 pub(super) const KEY: [u8; 32] = [0x42; 32];
 const OTHER_KEY: [u8; 32] = [0x24; 32];
 pub(super) const SECRET: &str = "sk-live-SUPERSECRET-credential-0123456789";

@@ -1,7 +1,5 @@
 //! The compute driver client and the sandbox lifecycle (drivers.md
-//! "Compute driver"). Handlers call [`Compute::create`] and
-//! [`Compute::delete`]; everything else is read from the store, which
-//! `sync.rs` keeps current.
+//! "Compute driver"); everything but create and delete reads the store.
 //!
 //! ```text
 //!  CreateSandbox ─► validate ─► providers ─► name ─► image, policy ─► id
@@ -11,8 +9,8 @@
 //!  every 60 s: driver ListSandboxes / GetSandbox ─► store
 //! ```
 //!
-//! Once a create or delete writes the store, the rest runs in its own task:
-//! a caller that goes away cannot leave a half-created record behind.
+//! Once a create or delete writes the store, the rest runs in its own task,
+//! so a caller that goes away cannot leave a half-created record behind.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod sync;

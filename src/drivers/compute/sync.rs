@@ -1,17 +1,10 @@
-//! Keeping the store current with the driver (drivers.md "Compute driver").
-//!
-//! - The watch loop holds one `WatchSandboxes` stream open, reopened with
-//!   doubling delays when it fails or ends; every (re)open triggers a
-//!   reconcile to catch up on what happened while nobody watched.
-//! - Reconcile: `ListSandboxes`, then `GetSandbox` for each stored sandbox
-//!   the list lacks. It writes only at the revision noted before asking
-//!   (`record::modify_at`), so a watch event applied meanwhile is never
-//!   undone by the older answer. A sandbox the driver does not know is
-//!   removed at once if DELETING, otherwise after `Timing::orphan_grace`.
-//!
-//! Events for ids the store does not know are ignored (the driver cannot
-//! create records). A DELETING sandbox stays DELETING until it is gone (or
-//! the delete failed): a stale status must not make it look READY again.
+//! Keeping the store current with the driver (drivers.md "Compute driver"):
+//! the `WatchSandboxes` loop (every reopen triggers a reconcile), and the
+//! reconcile, which writes only at the revision noted before asking the
+//! driver, so a watch event applied meanwhile is never undone. A sandbox
+//! the driver does not know goes at once if DELETING, else after
+//! `Timing::orphan_grace`. Unknown ids are ignored (the driver cannot create
+//! records); a DELETING sandbox stays DELETING, whatever a stale status says.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError};
@@ -261,8 +254,7 @@ impl Compute {
                 }
                 Ok(())
             }
-            // Anything else (the driver is down, a timeout) says nothing
-            // about the sandbox; try again next pass.
+            // Anything else (driver down, timeout) says nothing; retry next pass.
             Err(e) => Err(e.into_status()),
         }
     }

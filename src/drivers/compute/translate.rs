@@ -76,11 +76,9 @@ fn driver_spec(spec: &SandboxSpec) -> DriverSandboxSpec {
 fn driver_template(t: &SandboxTemplate) -> DriverSandboxTemplate {
     let (resources, leftover) = split_resources(t.resources.as_ref());
     let mut platform = BTreeMap::new();
+    let mut put = |key: &str, value: Kind| platform.insert(key.to_string(), kind(value));
     if !t.runtime_class_name.is_empty() {
-        platform.insert(
-            "runtime_class_name".to_string(),
-            kind(Kind::StringValue(t.runtime_class_name.clone())),
-        );
+        put("runtime_class_name", Kind::StringValue(t.runtime_class_name.clone()));
     }
     if !t.annotations.is_empty() {
         let fields = t
@@ -88,13 +86,13 @@ fn driver_template(t: &SandboxTemplate) -> DriverSandboxTemplate {
             .iter()
             .map(|(k, v)| (k.clone(), kind(Kind::StringValue(v.clone()))))
             .collect();
-        platform.insert("annotations".to_string(), kind(Kind::StructValue(Struct { fields })));
+        put("annotations", Kind::StructValue(Struct { fields }));
     }
     if let Some(v) = &t.volume_claim_templates {
-        platform.insert("volume_claim_templates".to_string(), kind(Kind::StructValue(v.clone())));
+        put("volume_claim_templates", Kind::StructValue(v.clone()));
     }
     if let Some(raw) = leftover {
-        platform.insert("resources_raw".to_string(), kind(Kind::StructValue(raw)));
+        put("resources_raw", Kind::StructValue(raw));
     }
     DriverSandboxTemplate {
         image: t.image.clone(),
