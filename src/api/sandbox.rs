@@ -142,7 +142,7 @@ pub(super) async fn watch(
     loop {
         let received = match next(&mut sub, logs.as_mut()).await {
             Next::Event(received) => received,
-            Next::Log(LogReceived::Line(line)) => {
+            Next::Log(LogReceived::Event(line)) => {
                 if filter.matches(&line) {
                     sink.send(&event(Payload::Log((*line).clone()))).await?;
                 }

@@ -1,21 +1,8 @@
-//! The sandbox event bus: how a change to one sandbox reaches every
-//! `WatchSandbox` stream open on it.
-//!
-//! One topic per sandbox id (created by a watcher or a platform event,
-//! removed with the sandbox, or when its last watcher leaves and it holds
-//! no events): a broadcast ring of [`WATCH_BUFFER_EVENTS`] plus the platform
-//! event tail replayed to new watchers. Platform events come from the
-//! compute driver, so each is capped ([`cap_platform_event`]) before it is
-//! kept or sent.
-//!
-//! Publishing never waits: a watcher that does not keep up loses its oldest
-//! unread events and is told how many ([`Received::Lagged`]) instead of
-//! slowing the publisher or other watchers. The bus carries values, so a
-//! watcher sends what it receives without reading the store again.
-//!
-//! The bus also owns the sandboxes' logs ([`SandboxLogs`], on their own
-//! channels so a log flood never makes a status watcher lag), so that
-//! [`SandboxBus::deleted`] forgets them with the topic.
+//! The sandbox event bus: one topic per sandbox id, a broadcast ring and the
+//! platform event tail replayed to new watchers. Publishing never waits: a
+//! slow watcher loses its oldest events and is told ([`Received::Lagged`]).
+//! It also owns the logs (on their own channels so a log flood never makes
+//! a status watcher lag), so [`SandboxBus::deleted`] forgets them too.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -32,9 +19,9 @@ pub const WATCH_BUFFER_EVENTS: usize = 256;
 /// Platform events kept per sandbox and replayed to a new watcher
 /// (upstream's fixed tail; `WatchSandboxRequest.event_tail` is ignored).
 pub const PLATFORM_EVENT_TAIL: usize = 50;
-/// Largest platform event kept or sent, encoded bytes. Kubernetes cuts an
-/// event's message at 1 KiB; 4 KiB leaves room for its metadata while a
-/// topic's broadcast ring ([`WATCH_BUFFER_EVENTS`] slots) stays ≤ 1 MiB.
+/// Largest platform event kept or sent (they come from the compute driver),
+/// encoded bytes. Kubernetes cuts a message at 1 KiB; 4 KiB leaves room for
+/// metadata while a topic's ring ([`WATCH_BUFFER_EVENTS`] slots) stays ≤ 1 MiB.
 pub const MAX_PLATFORM_EVENT_BYTES: usize = 4 * 1024;
 /// Bytes of platform events kept per sandbox (encoded sizes summed); the
 /// oldest go first. 64 KiB holds the whole tail of ordinary events.
@@ -42,20 +29,18 @@ pub const PLATFORM_EVENT_TAIL_BYTES: usize = 64 * 1024;
 /// What a cut message ends with.
 const TRUNCATED_MARK: &str = "…[truncated]";
 
-/// What [`SandboxBus::platform_event`] did with an event.
+/// What [`SandboxBus::platform_event`] did with an event: kept and sent
+/// whole, with its message cut to fit [`MAX_PLATFORM_EVENT_BYTES`], or
+/// dropped (too large even without its message).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kept {
-    /// Kept and sent as it came.
     Whole,
-    /// Its message was cut to fit [`MAX_PLATFORM_EVENT_BYTES`].
     Truncated,
-    /// Too large even without its message: dropped.
     Dropped,
 }
 
-/// `event` within [`MAX_PLATFORM_EVENT_BYTES`]: as it is, with its message
-/// cut (ending with a mark), or `None` when the other fields alone are too
-/// large.
+/// `event` within [`MAX_PLATFORM_EVENT_BYTES`]: whole, with its message cut
+/// (and marked), or `None` when the other fields alone are too large.
 pub fn cap_platform_event(mut event: PlatformEvent) -> (Option<PlatformEvent>, Kept) {
     use prost::Message;
     let size = event.encoded_len();
@@ -63,8 +48,7 @@ pub fn cap_platform_event(mut event: PlatformEvent) -> (Option<PlatformEvent>, K
         return (Some(event), Kept::Whole);
     }
     let message = std::mem::take(&mut event.message);
-    // The message field's tag and length prefix take at most 1 + 2 bytes
-    // at this size; keep that much in hand.
+    // The message field's tag and length prefix take at most 1 + 2 bytes.
     let room = MAX_PLATFORM_EVENT_BYTES
         .saturating_sub(event.encoded_len())
         .saturating_sub(3 + TRUNCATED_MARK.len());
@@ -86,14 +70,13 @@ pub enum SandboxEvent {
     Deleted,
 }
 
-/// What [`Subscription::recv`] gives.
+/// What [`Subscription::recv`] gives: a sandbox event, or a log line.
 #[derive(Debug)]
-pub enum Received {
-    /// The next event.
-    Event(SandboxEvent),
-    /// The watcher fell this many events behind; they are lost.
+pub enum Received<T = SandboxEvent> {
+    Event(T),
+    /// The receiver fell this many behind; they are lost to it.
     Lagged(u64),
-    /// The topic is gone (the sandbox was deleted).
+    /// The topic or log buffer is gone (the sandbox was deleted).
     Closed,
 }
 
@@ -155,16 +138,15 @@ impl SandboxBus {
         self.topics.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Start receiving a sandbox's events, and take its platform event tail
-    /// at the same instant (so no event is both in the tail and received).
+    /// Subscribe to a sandbox's events, taking its platform event tail at the
+    /// same instant (so no event is both in the tail and received).
     pub fn subscribe(self: &Arc<Self>, id: &str) -> (Subscription, Vec<Arc<PlatformEvent>>) {
         let mut topics = self.lock();
         let topic = topics.entry(id.to_string()).or_insert_with(Topic::new);
         let rx = topic.tx.subscribe();
         let tail = topic.tail.iter().cloned().collect();
         drop(topics);
-        let sub = Subscription { bus: Arc::clone(self), id: id.to_string(), rx: Some(rx) };
-        (sub, tail)
+        (Subscription::new(Arc::clone(self) as Arc<dyn Release>, id, rx), tail)
     }
 
     /// A sandbox record changed. Sent only if someone watches it.
@@ -177,10 +159,8 @@ impl SandboxBus {
         }
     }
 
-    /// A platform event for sandbox `id`, capped, kept in its tail (within
-    /// [`PLATFORM_EVENT_TAIL`] events and [`PLATFORM_EVENT_TAIL_BYTES`]) and
-    /// sent. The caller checks that the sandbox exists, so topics stay
-    /// bounded by the sandboxes and their watchers.
+    /// A platform event for sandbox `id`: capped, kept in its tail and sent.
+    /// The caller checks that the sandbox exists, so topics stay bounded.
     pub fn platform_event(&self, id: &str, event: PlatformEvent) -> Kept {
         let (Some(event), kept) = cap_platform_event(event) else {
             return Kept::Dropped;
@@ -208,12 +188,19 @@ impl SandboxBus {
         self.logs.remove(id);
     }
 
-    /// How many topics exist (sandboxes with watchers or platform events).
+    /// Sandboxes with watchers or platform events.
     pub fn topics(&self) -> usize {
         self.lock().len()
     }
+}
 
-    /// Drop an idle topic after its last watcher left.
+/// What a subscription tells its owner when dropped.
+pub(crate) trait Release: Send + Sync {
+    /// Drop `id`'s entry if it is idle (no receiver, nothing kept).
+    fn release(&self, id: &str);
+}
+
+impl Release for SandboxBus {
     fn release(&self, id: &str) {
         let mut topics = self.lock();
         if topics.get(id).is_some_and(|t| t.tx.receiver_count() == 0 && t.tail.is_empty()) {
@@ -222,38 +209,43 @@ impl SandboxBus {
     }
 }
 
-/// One watcher's place in one sandbox's topic. Dropping it unsubscribes.
-pub struct Subscription {
-    bus: Arc<SandboxBus>,
+/// One receiver of one sandbox's events (or log lines). Dropping it
+/// unsubscribes.
+pub struct Subscription<T = SandboxEvent> {
+    owner: Arc<dyn Release>,
     id: String,
-    rx: Option<broadcast::Receiver<SandboxEvent>>,
+    rx: Option<broadcast::Receiver<T>>,
 }
 
-impl std::fmt::Debug for Subscription {
+impl<T> std::fmt::Debug for Subscription<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Subscription").field("id", &self.id).finish_non_exhaustive()
     }
 }
 
-impl Subscription {
-    /// The next event, a lag report, or the end of the topic.
-    pub async fn recv(&mut self) -> Received {
+impl<T: Clone> Subscription<T> {
+    pub(crate) fn new(owner: Arc<dyn Release>, id: &str, rx: broadcast::Receiver<T>) -> Self {
+        Subscription { owner, id: id.to_string(), rx: Some(rx) }
+    }
+
+    /// The next item, a lag report, or the end.
+    pub async fn recv(&mut self) -> Received<T> {
         let Some(rx) = self.rx.as_mut() else {
             return Received::Closed;
         };
         match rx.recv().await {
-            Ok(event) => Received::Event(event),
+            Ok(item) => Received::Event(item),
             Err(broadcast::error::RecvError::Lagged(n)) => Received::Lagged(n),
             Err(broadcast::error::RecvError::Closed) => Received::Closed,
         }
     }
 }
 
-impl Drop for Subscription {
+impl<T> Drop for Subscription<T> {
     fn drop(&mut self) {
-        // Drop the receiver first so the count below no longer includes it.
+        // Drop the receiver first so the owner's count no longer includes it.
         drop(self.rx.take());
-        self.bus.release(&self.id);
+        self.owner.release(&self.id);
     }
 }
 

@@ -13,13 +13,11 @@ pub const MAX_NAME_BYTES: usize = 253;
 pub const MAX_MAP_KEY_BYTES: usize = 256;
 /// Longest value of any `map<string,string>` field, in bytes.
 pub const MAX_MAP_VALUE_BYTES: usize = 8192;
-/// Longest log level, in bytes: upstream's limit on a sandbox's
-/// `spec.log_level`, and the length a pushed log line's `level` is cut to
-/// (a level is the same short word in both places).
+/// Longest log level, in bytes: upstream's limit on `spec.log_level`, and
+/// what a pushed log line's `level` is cut to.
 pub const MAX_LOG_LEVEL_BYTES: usize = 32;
 
-/// The longest prefix of `s` of at most `max` bytes that ends at a
-/// character boundary, as a length: where a cut string is cut.
+/// Where to cut `s` to at most `max` bytes, at a character boundary.
 pub fn char_floor(s: &str, max: usize) -> usize {
     let mut end = max.min(s.len());
     while !s.is_char_boundary(end) {

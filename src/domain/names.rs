@@ -1,6 +1,5 @@
-//! Names for sandboxes created without one: two random words joined by `-`
-//! (`brave-otter`), as upstream. Both lists hold only lowercase ASCII
-//! letters, so every generated name is a valid DNS label.
+//! Names for sandboxes created without one, as upstream: `brave-otter`
+//! (lowercase ASCII words only, so always a valid DNS label).
 
 use ring::rand::{SecureRandom, SystemRandom};
 

@@ -1,16 +1,10 @@
-//! What slimgate does to a policy, at the byte level, and the checks it
-//! runs on one (api.md "How slimgate treats policies").
+//! What slimgate does to a policy's bytes, and the checks CreateSandbox and
+//! UpdateConfig run on one (api.md "How slimgate treats policies").
 //!
-//! A policy is stored as the exact bytes the client sent: slimgate decodes a
-//! read-only *view* to look at it and never stores what it decoded (prost
-//! drops fields it does not model). The one change slimgate makes, as
-//! upstream, is the process identity: a policy without a `process` message
-//! (SandboxPolicy field 4) gets one with `run_as_user` and `run_as_group`
-//! set to `sandbox`, appended to the client's bytes as an encoded field 4. A
-//! policy that has field 4 is left exactly as sent.
-//!
-//! The checks ([`check_size`], [`check_safety`], [`check_static_fields`])
-//! are written once here for CreateSandbox and UpdateConfig.
+//! A policy is stored as the exact bytes sent, never re-encoded (prost drops
+//! fields it does not model). The one change, as upstream: a policy without
+//! a `process` message (field 4) gets one with `run_as_user`/`run_as_group`
+//! `sandbox`, appended as an encoded field 4.
 
 use bytes::{Bytes, BytesMut};
 use prost::Message;
@@ -31,11 +25,9 @@ pub const MAX_PATH_BYTES: usize = 4096;
 /// How much of an overlong path a violation message shows, in bytes.
 const PATH_DISPLAY_BYTES: usize = 77;
 
-/// A policy's static fields as raw bytes: every occurrence of fields 2
-/// (filesystem), 3 (landlock) and 4 (process). Protobuf merges repeated
-/// occurrences of a message field, so their concatenation is the value.
-/// Decoding also checks the top level is well-formed; every other field is
-/// skipped unread.
+/// A policy's static fields 2 (filesystem), 3 (landlock) and 4 (process) as
+/// raw bytes: protobuf merges repeated occurrences of a message field, so
+/// their concatenation is the value. Other fields are skipped unread.
 #[derive(Clone, PartialEq, Message)]
 struct StaticView {
     #[prost(bytes = "bytes", repeated, tag = "2")]
@@ -73,17 +65,14 @@ pub fn check_size(policy: &[u8]) -> Result<(), Status> {
     Ok(())
 }
 
-/// The policy to store from the one a client sent: the default process
-/// identity added when absent, then the safety checks (size is checked
-/// first by the caller, in its own validation order).
+/// The policy to store from the one sent: default process identity, then
+/// the safety checks (the caller checks size first, in its own order).
 pub fn prepare(sent: Bytes) -> Result<Bytes, Status> {
     let policy = with_default_process(sent)?;
     check_safety(&policy)?;
     Ok(policy)
 }
 
-/// The client's bytes, plus a default process message when the policy has
-/// none.
 pub fn with_default_process(policy: Bytes) -> Result<Bytes, Status> {
     let view = StaticView::decode(policy.clone()).map_err(|e| invalid(&e))?;
     if !view.process.is_empty() {
@@ -118,20 +107,15 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
-/// Policy safety validation on the decoded view (upstream's rules and
-/// texts): INVALID_ARGUMENT "policy contains unsafe content: <violations
-/// joined by '; '>".
+/// Upstream's safety rules and texts: "policy contains unsafe content:
+/// <violations joined by '; '>".
 pub fn check_safety(policy: &[u8]) -> Result<(), Status> {
     let view = SandboxPolicy::decode(policy).map_err(|e| invalid(&e))?;
-    let violations = violations(&view);
+    let violations = violations(&view).join("; ");
     if violations.is_empty() {
-        Ok(())
-    } else {
-        Err(Status::invalid_argument(format!(
-            "policy contains unsafe content: {}",
-            violations.join("; ")
-        )))
+        return Ok(());
     }
+    Err(Status::invalid_argument(format!("policy contains unsafe content: {violations}")))
 }
 
 fn violations(policy: &SandboxPolicy) -> Vec<String> {
@@ -191,10 +175,9 @@ fn top_level_wildcard(host: &str) -> bool {
     (host.starts_with("*.") || host.starts_with("**.")) && host.split('.').count() <= 2
 }
 
-/// The static-field rules for a policy update on a live sandbox (upstream's
-/// rules and texts): the filesystem policy may only grow, landlock and
-/// process must be byte-for-byte the baseline's. `baseline` is the
-/// sandbox's stored `spec.policy`; `new` the policy about to be stored.
+/// Upstream's rules for updating a live sandbox's policy: the filesystem
+/// policy may only grow; landlock and process must be byte-for-byte the
+/// `baseline`'s (the stored `spec.policy`).
 pub fn check_static_fields(baseline: &[u8], new: &[u8]) -> Result<(), Status> {
     let base = StaticView::decode(baseline)
         .map_err(|_| Status::internal("stored baseline policy is corrupt"))?;

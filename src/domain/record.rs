@@ -1,15 +1,9 @@
-//! Sandboxes in the store: one `Kind::Sandbox` record per sandbox, named by
-//! the sandbox name, with the sandbox id as the record id and the object
-//! labels as the record labels. Records that belong to a sandbox are named
-//! from its id ([`revision_name`], [`settings_name`]) and go with it
-//! ([`remove`]).
-//!
-//! The payload is the encoded `openshell.v1.Sandbox` *without* its
-//! `metadata`: id, name, creation time and labels live in the record (the
-//! store stamps the time), and [`decode`] puts them back. Every change goes
-//! through [`modify`] (read, change, write at the revision read, retry) so
-//! the watch loop, reconcile, delete and handlers never lose each other's
-//! updates.
+//! Sandboxes in the store: one `Kind::Sandbox` record per sandbox (name,
+//! id and labels the object's), its payload the `Sandbox` *without*
+//! `metadata` ([`decode`] puts it back from the record). Records that belong
+//! to a sandbox are named from its id and go with it ([`remove`]). Every
+//! change goes through [`modify`], so concurrent writers never lose each
+//! other's updates.
 
 use std::sync::Arc;
 
@@ -23,9 +17,9 @@ use crate::store::{self, Expect, Kind, NewRecord, Op, Record, Store, StoreError}
 /// Whose policy revisions are the gateway-wide (global) policy's.
 pub const GLOBAL_POLICY_OWNER: &str = "__global__";
 
-/// The `Kind::PolicyRevision` name of version `version` of `owner`'s
-/// policy (a sandbox id or [`GLOBAL_POLICY_OWNER`]): zero-padded, so name
-/// order is version order.
+/// The `Kind::PolicyRevision` name of `owner`'s (a sandbox id or
+/// [`GLOBAL_POLICY_OWNER`]) policy `version`: zero-padded, so name order is
+/// version order.
 pub fn revision_name(owner: &str, version: u32) -> String {
     format!("{owner}/{version:010}")
 }
@@ -40,10 +34,9 @@ pub fn settings_name(id: &str) -> String {
     format!("sandbox/{id}")
 }
 
-/// Attempts of one read-modify-write (read, write at the revision read,
-/// retry on `PreconditionFailed`) before giving up on a record that keeps
-/// changing underneath: a record has a handful of writers, so losing eight
-/// races in a row means something is wrong. Every such loop uses this.
+/// Attempts of every read-modify-write loop (retrying on
+/// `PreconditionFailed`): a record has a handful of writers, so losing
+/// eight races in a row means something is wrong.
 pub const WRITE_ATTEMPTS: usize = 8;
 
 /// The sandbox a record holds, with its metadata from the record.
@@ -72,9 +65,9 @@ fn payload(sandbox: &Sandbox) -> Bytes {
 }
 
 /// Change the sandbox with id `id` by `change` (which says whether it
-/// changed anything) and write it back at the revision read. Returns the
-/// sandbox as written, or `None` if there is no such sandbox or nothing
-/// changed.
+/// changed anything) and write it back at the revision read, retrying.
+/// Returns the sandbox as written, or `None` if there is no such sandbox or
+/// nothing changed.
 pub async fn modify<F>(
     store: &Arc<dyn Store>,
     id: &str,
@@ -83,26 +76,13 @@ pub async fn modify<F>(
 where
     F: FnMut(&mut Sandbox) -> bool + Send + 'static,
 {
-    modify_inner(store, id, None, change).await
+    modify_at(store, id, None, change).await
 }
 
-/// Like [`modify`], but only while the record is still at `revision`: a
-/// record written since (by anyone) is left alone and `None` returned.
-/// For a sweep that read the driver's state earlier than the record's last
-/// write (reconcile), so it never overwrites a newer update.
+/// Like [`modify`], but with `at`, only while the record is still at that
+/// revision (else `None`): for a sweep (reconcile) that read the driver's
+/// state before the record's last write, so it never overwrites it.
 pub async fn modify_at<F>(
-    store: &Arc<dyn Store>,
-    id: &str,
-    revision: u64,
-    change: F,
-) -> Result<Option<Sandbox>, StoreError>
-where
-    F: FnMut(&mut Sandbox) -> bool + Send + 'static,
-{
-    modify_inner(store, id, Some(revision), change).await
-}
-
-async fn modify_inner<F>(
     store: &Arc<dyn Store>,
     id: &str,
     at: Option<u64>,
@@ -152,9 +132,9 @@ pub fn ssh_session_prefix(sandbox_id: &str) -> String {
     format!("{sandbox_id}/")
 }
 
-/// Remove the sandbox with id `id` and everything stored under it (its
-/// policy revisions, settings and SSH sessions), in one batch. Returns whether it
-/// existed. (Its in-memory logs go with its topic on the event bus.)
+/// Remove the sandbox with id `id` and its policy revisions, settings and
+/// SSH sessions, in one batch; whether it existed. (Its in-memory logs go
+/// with its topic on the event bus.)
 pub async fn remove(store: &Arc<dyn Store>, id: &str) -> Result<bool, StoreError> {
     let id = id.to_string();
     store::blocking(store, move |s| {

@@ -1,22 +1,17 @@
-//! Sandbox logs in memory: what PushSandboxLogs stores, GetSandboxLogs
-//! reads and `WatchSandbox{follow_logs}` tails and follows.
+//! Sandbox logs in memory (PushSandboxLogs, GetSandboxLogs,
+//! `WatchSandbox{follow_logs}`), not persisted, as upstream's are not.
 //!
-//! One buffer per sandbox id: a ring of at most `--sandbox-log-lines`
-//! lines, plus a broadcast channel for live followers. Every stored line is
-//! cut to the per-line limits ([`bound`]), so a buffer holds at most
-//! `lines × MAX_LOG_LINE_BYTES` bytes however much a supervisor pushes: a
-//! flood only rotates the ring, and a slow follower lags (told how many
-//! lines it missed) instead of holding memory or slowing the pusher.
-//!
-//! Buffers exist only for sandboxes that exist (PushSandboxLogs checks;
-//! deleting a sandbox removes its buffer) and for open followers. Logs are
-//! not persisted, as upstream's in-memory tail is not.
+//! One ring of at most `--sandbox-log-lines` lines per sandbox that exists
+//! or has followers, plus a broadcast channel. Lines are cut to the limits
+//! ([`bound`]), so a buffer holds at most `lines × MAX_LOG_LINE_BYTES`: a
+//! flood only rotates the ring, and a slow follower lags instead.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::broadcast;
 
+use crate::domain::events::{Received, Release, Subscription};
 pub use crate::domain::limits::MAX_LOG_LEVEL_BYTES;
 use crate::domain::limits::char_floor;
 use crate::proto::openshell::v1::SandboxLogLine;
@@ -61,30 +56,17 @@ pub fn bound(line: &mut SandboxLogLine) {
     truncate(&mut line.message, MAX_LOG_MESSAGE_BYTES);
     truncate(&mut line.source, MAX_LOG_ID_BYTES);
     truncate(&mut line.sandbox_id, MAX_LOG_ID_BYTES);
-    if line.fields.len() > MAX_LOG_FIELDS
-        || line
-            .fields
-            .iter()
-            .any(|(k, v)| k.len() > MAX_LOG_FIELD_KEY_BYTES || v.len() > MAX_LOG_FIELD_VALUE_BYTES)
-    {
-        let fields = std::mem::take(&mut line.fields);
-        line.fields = fields
-            .into_iter()
-            .filter(|(k, _)| k.len() <= MAX_LOG_FIELD_KEY_BYTES)
-            .take(MAX_LOG_FIELDS)
-            .map(|(k, mut v)| {
-                truncate(&mut v, MAX_LOG_FIELD_VALUE_BYTES);
-                (k, v)
-            })
-            .collect();
+    line.fields.retain(|k, _| k.len() <= MAX_LOG_FIELD_KEY_BYTES);
+    while line.fields.len() > MAX_LOG_FIELDS {
+        line.fields.pop_last();
     }
+    line.fields.values_mut().for_each(|v| truncate(v, MAX_LOG_FIELD_VALUE_BYTES));
 }
 
-/// Upstream's log filters: lines at or after `since_ms` (when positive),
-/// whose source (empty meaning `gateway`) is one of `sources` (when any),
-/// at `min_level` or more severe (ERROR < WARN < INFO < DEBUG < TRACE;
-/// compared without case; a line with an unknown level always passes, and
-/// an empty or unknown `min_level` filters nothing).
+/// Upstream's log filters: at or after `since_ms` (when positive), source
+/// (empty is `gateway`) in `sources` (when any), at `min_level` or more
+/// severe (ERROR < WARN < INFO < DEBUG < TRACE, without case; unknown line
+/// levels pass, an empty or unknown `min_level` filters nothing).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LogFilter {
     since_ms: i64,
@@ -102,12 +84,10 @@ fn rank(level: &str) -> Option<u8> {
 }
 
 impl LogFilter {
-    /// The filter a request asks for.
     pub fn new(since_ms: i64, sources: &[String], min_level: &str) -> LogFilter {
         LogFilter { since_ms, sources: sources.to_vec(), max_rank: rank(min_level) }
     }
 
-    /// Whether `line` passes.
     pub fn matches(&self, line: &SandboxLogLine) -> bool {
         if self.since_ms > 0 && line.timestamp_ms < self.since_ms {
             return false;
@@ -144,9 +124,10 @@ pub struct SandboxLogs {
 
 impl std::fmt::Debug for SandboxLogs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let buffers = self.lock().len();
         f.debug_struct("SandboxLogs")
             .field("capacity", &self.capacity)
-            .field("buffers", &self.lock().len())
+            .field("buffers", &buffers)
             .finish()
     }
 }
@@ -171,9 +152,8 @@ impl SandboxLogs {
         self.capacity
     }
 
-    /// Store lines for sandbox `id` (cut to the limits; the oldest go when
-    /// the buffer is full) and send them to its followers. The caller checks
-    /// that the sandbox exists.
+    /// Store lines for sandbox `id` (cut; the oldest go when full) and send
+    /// them to its followers. The caller checks that the sandbox exists.
     pub fn push(&self, id: &str, lines: impl IntoIterator<Item = SandboxLogLine>) {
         let mut buffers = self.lock();
         let buffer = buffers.entry(id.to_string()).or_insert_with(Buffer::new);
@@ -193,8 +173,8 @@ impl SandboxLogs {
         self.lock().get(id).map(|b| last(&b.lines, max)).unwrap_or_default()
     }
 
-    /// Start following sandbox `id`, and take its last `tail` lines at the
-    /// same instant (so no line is both in the tail and received).
+    /// Follow sandbox `id`, taking its last `tail` lines at the same instant
+    /// (so no line is both in the tail and received).
     pub fn subscribe(
         self: &Arc<Self>,
         id: &str,
@@ -205,8 +185,7 @@ impl SandboxLogs {
         let rx = buffer.tx.subscribe();
         let lines = last(&buffer.lines, tail);
         drop(buffers);
-        let sub = LogSubscription { logs: Arc::clone(self), id: id.to_string(), rx: Some(rx) };
-        (sub, lines)
+        (Subscription::new(Arc::clone(self) as Arc<dyn Release>, id, rx), lines)
     }
 
     /// Forget sandbox `id`'s lines; its followers' streams end.
@@ -225,7 +204,9 @@ impl SandboxLogs {
     pub fn buffers(&self) -> usize {
         self.lock().len()
     }
+}
 
+impl Release for SandboxLogs {
     fn release(&self, id: &str) {
         let mut buffers = self.lock();
         if buffers.get(id).is_some_and(|b| b.tx.receiver_count() == 0 && b.lines.is_empty()) {
@@ -234,50 +215,10 @@ impl SandboxLogs {
     }
 }
 
+/// One follower of one sandbox's logs.
+pub type LogSubscription = Subscription<Arc<SandboxLogLine>>;
 /// What [`LogSubscription::recv`] gives.
-#[derive(Debug)]
-pub enum LogReceived {
-    /// The next line.
-    Line(Arc<SandboxLogLine>),
-    /// The follower fell this many lines behind; they are lost to it.
-    Lagged(u64),
-    /// The buffer is gone (the sandbox was deleted).
-    Closed,
-}
-
-/// One follower of one sandbox's logs. Dropping it unsubscribes.
-pub struct LogSubscription {
-    logs: Arc<SandboxLogs>,
-    id: String,
-    rx: Option<broadcast::Receiver<Arc<SandboxLogLine>>>,
-}
-
-impl std::fmt::Debug for LogSubscription {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LogSubscription").field("id", &self.id).finish_non_exhaustive()
-    }
-}
-
-impl LogSubscription {
-    /// The next line, a lag report, or the end.
-    pub async fn recv(&mut self) -> LogReceived {
-        let Some(rx) = self.rx.as_mut() else {
-            return LogReceived::Closed;
-        };
-        match rx.recv().await {
-            Ok(line) => LogReceived::Line(line),
-            Err(broadcast::error::RecvError::Lagged(n)) => LogReceived::Lagged(n),
-            Err(broadcast::error::RecvError::Closed) => LogReceived::Closed,
-        }
-    }
-}
-
-impl Drop for LogSubscription {
-    fn drop(&mut self) {
-        drop(self.rx.take());
-        self.logs.release(&self.id);
-    }
-}
+pub type LogReceived = Received<Arc<SandboxLogLine>>;
 
 #[cfg(test)]
 mod tests {
@@ -350,14 +291,14 @@ mod tests {
         let (mut sub, tail) = logs.subscribe("a", 10);
         assert_eq!(tail.len(), 1);
         logs.push("a", [line(1, "INFO", "")]);
-        assert!(matches!(sub.recv().await, LogReceived::Line(l) if l.timestamp_ms == 1));
+        assert!(matches!(sub.recv().await, LogReceived::Event(l) if l.timestamp_ms == 1));
         logs.push("a", (0..LOG_WATCH_BUFFER_LINES as i64 + 3).map(|n| line(n, "INFO", "")));
         assert!(matches!(sub.recv().await, LogReceived::Lagged(3)));
         logs.remove("a");
         let mut drained = 0;
         loop {
             match sub.recv().await {
-                LogReceived::Line(_) => drained += 1,
+                LogReceived::Event(_) => drained += 1,
                 LogReceived::Closed => break,
                 LogReceived::Lagged(_) => panic!("lagged twice"),
             }

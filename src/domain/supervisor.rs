@@ -1,8 +1,6 @@
-//! How a supervisor session moves a sandbox's phase (docs/relay.md,
-//! "Phase coupling"): drivers that do not own the Ready transition (VM- and
-//! Docker-like ones) rely on the gateway to promote a sandbox when its
-//! supervisor connects. Each function changes the sandbox in place and says
-//! whether it changed anything (for `record::modify`).
+//! How a supervisor session moves a sandbox's phase, for drivers that do not
+//! own the Ready transition (docs/relay.md, "Phase coupling"). Each function
+//! changes the sandbox in place and says whether it changed anything.
 
 use crate::proto::openshell::v1::{Sandbox, SandboxCondition, SandboxPhase};
 

@@ -1,9 +1,6 @@
-//! CreateSandbox's request limits and the Kubernetes label rules, with
-//! upstream's exact messages (all INVALID_ARGUMENT), and the label
-//! selector of ListSandboxes.
-//!
-//! Each limit is checked before any I/O, in upstream's order: name,
-//! providers, log level, environment, template, policy size, then labels.
+//! CreateSandbox's request limits, the Kubernetes label rules and
+//! ListSandboxes' label selector, with upstream's exact INVALID_ARGUMENT
+//! messages, checked before any I/O in upstream's order.
 
 use std::collections::BTreeMap;
 
@@ -27,10 +24,8 @@ pub const MAX_TEMPLATE_STRUCT_BYTES: usize = 64 * 1024;
 pub const MAX_LABELS: usize = crate::store::MAX_LABELS;
 /// Most `key=value` pairs in a label selector.
 pub const MAX_SELECTOR_PAIRS: usize = 64;
-/// Longest label key, prefix, `/` and name together, in bytes: upstream's
-/// rule, stricter than Kubernetes' (which allows a 253-byte prefix plus a
-/// 63-byte name; the store's backstop, `store::MAX_RECORD_LABEL_KEY_BYTES`,
-/// admits that).
+/// Longest label key (prefix, `/` and name together), in bytes: upstream's
+/// rule, stricter than Kubernetes' (`store::MAX_RECORD_LABEL_KEY_BYTES`).
 pub const MAX_LABEL_KEY_BYTES: usize = 253;
 /// Longest label key name segment and label value, in bytes.
 pub const MAX_LABEL_NAME_BYTES: usize = 63;
@@ -39,30 +34,27 @@ fn invalid(msg: String) -> Status {
     Status::invalid_argument(msg)
 }
 
+fn max_length(field: &str, len: usize, max: usize) -> Result<(), Status> {
+    if len > max {
+        return Err(invalid(format!("{field} exceeds maximum length ({len} > {max})")));
+    }
+    Ok(())
+}
+
 /// Check a CreateSandbox request's name, spec and labels.
 pub fn create_request(
     name: &str,
     spec: &SandboxSpec,
     labels: &BTreeMap<String, String>,
 ) -> Result<(), Status> {
-    if name.len() > MAX_NAME_BYTES {
-        return Err(invalid(format!(
-            "name exceeds maximum length ({} > {MAX_NAME_BYTES})",
-            name.len()
-        )));
-    }
+    max_length("name", name.len(), MAX_NAME_BYTES)?;
     if spec.providers.len() > MAX_PROVIDERS {
         return Err(invalid(format!(
             "providers list exceeds maximum ({} > {MAX_PROVIDERS})",
             spec.providers.len()
         )));
     }
-    if spec.log_level.len() > MAX_LOG_LEVEL_BYTES {
-        return Err(invalid(format!(
-            "log_level exceeds maximum length ({} > {MAX_LOG_LEVEL_BYTES})",
-            spec.log_level.len()
-        )));
-    }
+    max_length("log_level", spec.log_level.len(), MAX_LOG_LEVEL_BYTES)?;
     string_map(&spec.environment, MAX_ENVIRONMENT_ENTRIES, "spec.environment")?;
     if let Some(t) = &spec.template {
         template(t)?;
@@ -89,12 +81,7 @@ fn template(t: &SandboxTemplate) -> Result<(), Status> {
         ("template.runtime_class_name", &t.runtime_class_name),
         ("template.agent_socket", &t.agent_socket),
     ] {
-        if value.len() > MAX_TEMPLATE_STRING_BYTES {
-            return Err(invalid(format!(
-                "{field} exceeds maximum length ({} > {MAX_TEMPLATE_STRING_BYTES})",
-                value.len()
-            )));
-        }
+        max_length(field, value.len(), MAX_TEMPLATE_STRING_BYTES)?;
     }
     for (map, field) in [
         (&t.labels, "template.labels"),
@@ -117,14 +104,12 @@ fn template(t: &SandboxTemplate) -> Result<(), Status> {
     Ok(())
 }
 
-/// `[a-zA-Z0-9]`, the first and last character of a label name or value.
 fn alnum(c: char) -> bool {
     c.is_ascii_alphanumeric()
 }
 
 /// A Kubernetes label key: an optional DNS-subdomain prefix and `/`, then a
-/// name of at most 63 characters from `[A-Za-z0-9._-]` that starts and ends
-/// with a letter or digit.
+/// name ([`label_name`]'s rules).
 pub fn label_key(key: &str) -> Result<(), Status> {
     if key.is_empty() {
         return Err(invalid("label key cannot be empty".into()));
@@ -167,8 +152,7 @@ pub fn label_key(key: &str) -> Result<(), Status> {
     Ok(())
 }
 
-/// A Kubernetes label value: empty, or at most 63 characters from
-/// `[A-Za-z0-9._-]` that start and end with a letter or digit.
+/// A Kubernetes label value: empty, or [`label_name`]'s rules.
 pub fn label_value(value: &str) -> Result<(), Status> {
     if value.is_empty() {
         return Ok(());
@@ -176,9 +160,8 @@ pub fn label_value(value: &str) -> Result<(), Status> {
     label_name("label value", value, value)
 }
 
-/// The rules a label key's name segment and a label value share: at most
-/// 63 characters from `[A-Za-z0-9._-]`, starting and ending with a letter
-/// or digit. `what` and `shown` make upstream's message.
+/// A label key's name segment or a label value: at most 63 characters from
+/// `[A-Za-z0-9._-]`, starting and ending with a letter or digit.
 fn label_name(what: &str, name: &str, shown: &str) -> Result<(), Status> {
     let broken = if name.len() > MAX_LABEL_NAME_BYTES {
         format!("exceeds {MAX_LABEL_NAME_BYTES} characters")

@@ -1,19 +1,9 @@
-//! The credentials driver client (`openshell.credentials.v1.CredentialsDriver`)
-//! on the shared Unix-socket pool.
-//!
-//! A provider credential whose value is `credentials-driver:<name>` is a
-//! reference: the real value is minted by the driver's `ResolveCredential`
-//! when a sandbox asks for its environment. Resolved tokens are cached until
-//! `expires_at_ms` minus a 30 s margin (a token without an expiry is not
-//! cached), concurrent resolutions of one name share one driver call, and a
-//! failure is an error naming the credential: never a stale or empty value.
-//! Tokens are never logged.
-//!
-//! The shared call runs in its own task with the pool's cap
-//! (`--driver-timeout-secs`), not with any caller's deadline: each waiter
-//! waits up to its own deadline, so a caller with a 1 ms deadline fails
-//! alone and cannot fail the others. The task ends within the cap whoever
-//! still waits, and a token it fetched is cached for the next caller.
+//! The credentials driver client: a credential valued
+//! `credentials-driver:<name>` is minted by `ResolveCredential`, cached
+//! until its expiry minus [`EXPIRY_MARGIN_MS`] (not without one), never
+//! logged; a failure is an error, never a stale or empty value. Concurrent
+//! resolutions of a name share one call under the pool's cap, not a
+//! caller's deadline, so a 1 ms caller fails alone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -52,9 +42,7 @@ type Flight = watch::Receiver<Option<Result<Token, Failure>>>;
 /// Why a resolution failed. The detail is for the log only.
 #[derive(Clone, Debug)]
 enum Failure {
-    /// The driver call failed.
     Driver(DriverError),
-    /// The driver answered with an empty token.
     EmptyToken,
 }
 
@@ -77,7 +65,6 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    /// A client over a connected pool.
     pub fn new(pool: Pool) -> Credentials {
         Credentials {
             inner: Arc::new(Inner {
@@ -93,10 +80,8 @@ impl Credentials {
         &self.inner.pool
     }
 
-    /// The current token for `name`: from the cache while it has more than
-    /// the margin left, else from the driver (one call per name at a time).
-    /// A failure names the credential and `request_id`; the driver's text
-    /// goes to the log, never into the reply.
+    /// The current token for `name`, cached or from the driver. A failure
+    /// names the credential and `request_id`; the driver's text is logged.
     pub async fn resolve(
         &self,
         name: &str,
@@ -117,8 +102,7 @@ impl Credentials {
                 "deadline exceeded waiting for credential '{name}' (request id {request_id})"
             )));
         };
-        let result = answered.ok().and_then(|r| r.as_ref().cloned());
-        match result {
+        match answered.ok().and_then(|r| r.as_ref().cloned()) {
             Some(Ok(token)) => Ok(token.value),
             Some(Err(f)) => Err(user_status(name, &f, request_id)),
             None => Err(Status::unavailable(format!(
@@ -199,10 +183,8 @@ impl Inner {
     }
 }
 
-/// The reply for a failed resolution of credential `name`: NOT_FOUND from
-/// the driver is FAILED_PRECONDITION, anything else UNAVAILABLE; a stable
-/// message naming the credential and the request id. The driver's text is
-/// logged at warn with the same request id.
+/// The reply for a failed resolution: the driver's NOT_FOUND is
+/// FAILED_PRECONDITION, anything else UNAVAILABLE, with a stable message.
 fn user_status(name: &str, failure: &Failure, request_id: &str) -> Status {
     let detail = match failure {
         Failure::Driver(e) => e.detail(),

@@ -15,7 +15,6 @@ pub enum Driver {
 }
 
 impl Driver {
-    /// "compute driver" / "credentials driver"
     pub fn name(self) -> &'static str {
         match self {
             Driver::Compute => "compute driver",
@@ -48,18 +47,7 @@ impl DriverError {
         self.status.code()
     }
 
-    /// Which driver failed.
-    pub fn driver(&self) -> Driver {
-        self.driver
-    }
-
-    /// The method that failed.
-    pub fn call(&self) -> &'static str {
-        self.call
-    }
-
-    /// The detail, for logs and startup errors only (may hold the driver's
-    /// own text).
+    /// The detail, for logs and startup errors only.
     pub fn detail(&self) -> &str {
         self.status.message()
     }
@@ -70,8 +58,7 @@ impl DriverError {
     }
 
     /// The reply for a user: the mapped code and a stable message naming
-    /// the driver call and `request_id`. The detail is logged at warn with
-    /// the same request id.
+    /// the call and `request_id`; the detail is logged with it.
     pub fn to_user(&self, request_id: &str) -> Status {
         log::warn("driver call failed")
             .str("driver", self.driver.name())
@@ -103,11 +90,9 @@ impl std::fmt::Display for DriverError {
     }
 }
 
-/// drivers.md: the codes the gateway reacts to pass through;
-/// UNAVAILABLE and DEADLINE_EXCEEDED stay; anything else is INTERNAL naming
-/// the call. The messages made here are details for the log
-/// ([`DriverError`]).
-pub fn map_status(driver: Driver, call: &str, s: Status) -> Status {
+/// drivers.md: the codes the gateway reacts to pass through, UNAVAILABLE and
+/// DEADLINE_EXCEEDED stay, anything else is INTERNAL naming the call.
+pub(super) fn map_status(driver: Driver, call: &str, s: Status) -> Status {
     match s.code() {
         Code::AlreadyExists | Code::FailedPrecondition | Code::InvalidArgument | Code::NotFound => {
             s

@@ -1,27 +1,14 @@
-//! Connecting to a driver sidecar over a Unix socket, in one place.
+//! The pool of HTTP/2 connections to a driver's Unix socket: a broken one is
+//! replaced in the background (backoff with jitter) while calls use the
+//! others; with none live a call fails at once with UNAVAILABLE.
 //!
-//! - `connect_with_retry(path, attempts, interval)` is the startup wait both
-//!   drivers use (upstream's default: 100 attempts, 100 ms apart).
-//! - `Pool` keeps a few HTTP/2 connections to one socket. Calls are spread
-//!   over the live ones; a broken connection is replaced in the background
-//!   with exponential backoff and jitter (100 ms up to 5 s) while calls use
-//!   the others; when none is live a call fails at once with UNAVAILABLE
-//!   instead of hanging. Every unary call carries a deadline: the inbound
-//!   call's remaining time, capped by `--driver-timeout-secs`.
-//! - A long-lived stream (WatchSandboxes) has no deadline at all, not even
-//!   for its response headers: many gRPC servers (grpcio, grpc-go) send a
-//!   server stream's headers together with its first message, so a quiet
-//!   driver is normal. While a connection carries such a stream, its
-//!   liveness is checked with HTTP/2 PINGs instead ([`Keepalive`]): no
-//!   answer within the timeout closes the connection, which fails the
-//!   stream (UNAVAILABLE) so it is reopened. A killed driver closes its
-//!   socket and is seen at once.
-//! - What a driver sends back is bounded: response headers and trailers by
-//!   [`MAX_DRIVER_HEADER_LIST_BYTES`], each message by `--max-message-bytes`
-//!   ([`PoolConfig::max_message_bytes`]).
-//! - How a driver's failure is mapped and reported: `drivers::error`.
+//! A stream (WatchSandboxes) has no deadline, not even for its headers:
+//! grpcio and grpc-go send them with the first message, so a quiet driver is
+//! normal. Its connection is PINGed instead ([`Keepalive`]); no answer
+//! closes it, failing the stream (UNAVAILABLE) so it is reopened.
 
-pub use super::error::{Driver, DriverError, map_status};
+use super::error::map_status;
+pub use super::error::{Driver, DriverError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -37,42 +24,35 @@ use crate::log;
 use crate::obs::metrics::DriverStats;
 use crate::obs::readiness::Readiness;
 
-/// Startup: connection attempts before giving up (upstream's default).
+/// Startup: attempts to find the socket (upstream's default), and the time
+/// between them.
 pub const STARTUP_ATTEMPTS: u32 = 100;
-/// Startup: time between attempts.
 pub const STARTUP_INTERVAL: Duration = Duration::from_millis(100);
 /// Reconnect backoff: first delay.
 pub const RECONNECT_MIN: Duration = Duration::from_millis(100);
 /// Reconnect backoff: largest delay.
 pub const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// The HTTP/2 handshake with a driver must finish within this time: shorter
-/// than a remote client's (`net::HANDSHAKE_TIMEOUT`), because the
-/// driver is a local process on a Unix socket, and a driver that has not
-/// answered in 5 s is stuck (the reconnect loop tries again).
+/// than a remote client's (`net::HANDSHAKE_TIMEOUT`), as a local driver
+/// silent for 5 s is stuck (the reconnect loop tries again).
 const DRIVER_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Largest header list (response headers, trailers) accepted from a driver,
-/// bytes as HTTP/2 counts them (RFC 9113 §6.5.2). A gRPC answer needs a
-/// few hundred bytes; h2's default (16 MiB) would let a driver make the
-/// gateway hold 16 MiB per stream. Larger response headers fail the call
-/// (INTERNAL); larger trailers are cut at the limit.
+/// Largest header list (headers, trailers) accepted from a driver, bytes as
+/// RFC 9113 §6.5.2 counts them: a gRPC answer needs a few hundred, h2's
+/// default is 16 MiB per stream. Larger headers fail the call (INTERNAL);
+/// larger trailers are cut.
 pub const MAX_DRIVER_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
-/// Keepalive: time between HTTP/2 PINGs on a connection that carries an
-/// open stream. Longer than the 5 minutes gRPC servers (grpc-go, gRPC core
-/// behind grpcio) require by default between pings on a connection that
-/// sends no data; pinging faster makes such a server close the connection
-/// (GOAWAY `too_many_pings`) after two strikes.
+/// Keepalive: time between PINGs on a connection carrying an open stream.
+/// Longer than the 5 minutes grpc-go and gRPC core require by default on a
+/// connection sending no data; faster gets GOAWAY `too_many_pings`.
 pub const PING_INTERVAL: Duration = Duration::from_secs(6 * 60);
-/// Keepalive: how long a PING may go unanswered before the connection is
-/// declared dead (gRPC's own keepalive timeout).
+/// Keepalive: how long a PING may go unanswered (gRPC's own timeout).
 pub const PING_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// How a pool checks that a connection carrying a stream still answers.
+/// [`PING_INTERVAL`] and [`PING_TIMEOUT`] of a pool.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Keepalive {
-    /// See [`PING_INTERVAL`].
     pub interval: Duration,
-    /// See [`PING_TIMEOUT`].
     pub timeout: Duration,
 }
 
@@ -83,8 +63,7 @@ impl Default for Keepalive {
 }
 
 /// Try to connect to `path` up to `attempts` times, `interval` apart.
-/// The error carries the last failure.
-pub async fn connect_with_retry(
+async fn connect_with_retry(
     path: &Path,
     attempts: u32,
     interval: Duration,
@@ -102,8 +81,7 @@ pub async fn connect_with_retry(
     Err(last)
 }
 
-/// A connected HTTP/2 client over one Unix stream. The connection future
-/// is handed back so the caller decides who drives it.
+/// A connected HTTP/2 client over one Unix stream, and its connection future.
 async fn handshake(
     stream: UnixStream,
     max_message_bytes: usize,
@@ -121,21 +99,16 @@ async fn handshake(
     }
 }
 
-/// Pool settings.
 #[derive(Clone, Debug)]
 pub struct PoolConfig {
-    /// The driver's socket.
     pub path: PathBuf,
     /// HTTP/2 connections kept.
     pub connections: usize,
-    /// Cap on one unary call (`--driver-timeout-secs`); streams have none.
+    /// Cap on one unary call (`--driver-timeout-secs`).
     pub call_timeout: Duration,
-    /// PINGs on connections with open streams.
     pub keepalive: Keepalive,
-    /// Largest message either way: what the gateway sends and the limit
-    /// on every message a driver sends back (`--max-message-bytes`). The
-    /// limit is checked on the 5-byte length prefix, before any of the
-    /// message is held, and a larger reply fails the call (INTERNAL).
+    /// Largest message either way (`--max-message-bytes`), checked on a
+    /// reply's length prefix before any of it is held (larger: INTERNAL).
     pub max_message_bytes: usize,
 }
 
@@ -157,7 +130,6 @@ struct Shared {
     stats: DriverStats,
 }
 
-/// A few HTTP/2 connections to one driver socket.
 #[derive(Clone)]
 pub struct Pool {
     shared: Arc<Shared>,
@@ -173,9 +145,8 @@ impl std::fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// Wait for the socket (startup retry policy), connect every slot, and
-    /// keep them connected in the background. Fails with the
-    /// "timed out waiting for …" message if the socket never appears.
+    /// Wait for the socket, connect every slot, and keep them connected in
+    /// the background.
     pub async fn connect(
         driver: Driver,
         config: PoolConfig,
@@ -211,8 +182,7 @@ impl Pool {
             let shared = Arc::clone(&pool.shared);
             let (tx, rx) = tokio::sync::oneshot::channel();
             tokio::spawn(maintain(shared, i, stream, tx));
-            // Wait for the slot's first attempt so calls right after startup
-            // find live connections.
+            // Wait for the slot's first attempt, so early calls find it live.
             let _ = rx.await;
         }
         if pool.live() == 0 {
@@ -226,12 +196,10 @@ impl Pool {
         Ok(pool)
     }
 
-    /// Live connections now.
     pub fn live(&self) -> usize {
         self.shared.live.load(Ordering::SeqCst)
     }
 
-    /// Which driver this pool talks to.
     pub fn driver(&self) -> Driver {
         self.shared.driver
     }
@@ -265,117 +233,86 @@ impl Pool {
 
     fn options(&self, inbound_deadline: Option<Instant>) -> CallOptions {
         let cap = Instant::now() + self.shared.config.call_timeout;
-        let deadline = match inbound_deadline {
-            Some(d) if d < cap => d,
-            _ => cap,
-        };
-        CallOptions {
-            deadline: Some(deadline),
-            max_message_bytes: self.shared.config.max_message_bytes,
-        }
+        let deadline = Some(inbound_deadline.map_or(cap, |d| d.min(cap)));
+        CallOptions { deadline, max_message_bytes: self.shared.config.max_message_bytes }
     }
 
     /// One unary driver call, with the inbound deadline (capped) and the
     /// status mapping applied.
-    pub async fn unary<Req, Resp>(
+    pub async fn unary<Req: prost::Message, Resp: prost::Message + Default>(
         &self,
         method: Method<Req, Resp>,
         req: &Req,
         inbound_deadline: Option<Instant>,
-    ) -> Result<Resp, DriverError>
-    where
-        Req: prost::Message,
-        Resp: prost::Message + Default,
-    {
-        let driver = self.shared.driver;
-        self.call(method, req, inbound_deadline, |s| map_status(driver, method.name(), s)).await
+    ) -> Result<Resp, DriverError> {
+        self.call(method, req, inbound_deadline, false).await
     }
 
     /// Like [`Pool::unary`], but the driver's code passes through
-    /// unchanged (drivers.md: ValidateSandboxCreate's status goes back to
-    /// the client); only UNAVAILABLE and DEADLINE_EXCEEDED are mapped, so
-    /// they still name the driver.
-    pub async fn unary_passthrough<Req, Resp>(
+    /// (drivers.md: ValidateSandboxCreate's status goes back to the client);
+    /// only UNAVAILABLE and DEADLINE_EXCEEDED are mapped, to name the driver.
+    pub async fn unary_passthrough<Req: prost::Message, Resp: prost::Message + Default>(
         &self,
         method: Method<Req, Resp>,
         req: &Req,
         inbound_deadline: Option<Instant>,
-    ) -> Result<Resp, DriverError>
-    where
-        Req: prost::Message,
-        Resp: prost::Message + Default,
-    {
-        let driver = self.shared.driver;
-        self.call(method, req, inbound_deadline, |s| match s.code() {
-            Code::Unavailable | Code::DeadlineExceeded => map_status(driver, method.name(), s),
-            _ => s,
-        })
-        .await
+    ) -> Result<Resp, DriverError> {
+        self.call(method, req, inbound_deadline, true).await
     }
 
-    async fn call<Req, Resp>(
+    async fn call<Req: prost::Message, Resp: prost::Message + Default>(
         &self,
         method: Method<Req, Resp>,
         req: &Req,
         inbound_deadline: Option<Instant>,
-        map: impl FnOnce(Status) -> Status,
-    ) -> Result<Resp, DriverError>
-    where
-        Req: prost::Message,
-        Resp: prost::Message + Default,
-    {
+        passthrough: bool,
+    ) -> Result<Resp, DriverError> {
         let started = Instant::now();
-        let result = match self.pick() {
-            Ok(conn) => {
-                let opts = self.options(inbound_deadline);
-                client::unary(&conn.sender, method, req, opts).await
-            }
-            Err(unavailable) => Err(unavailable),
-        };
-        self.record(&result, started);
-        result.map_err(|s| self.error(method.name(), map(s)))
+        let result = async {
+            let conn = self.pick()?;
+            client::unary(&conn.sender, method, req, self.options(inbound_deadline)).await
+        }
+        .await;
+        self.finish(method.name(), result, started, passthrough)
     }
 
-    fn error(&self, call: &'static str, status: Status) -> DriverError {
-        DriverError { driver: self.shared.driver, call, status }
-    }
-
-    fn record<T>(&self, result: &Result<T, Status>, started: Instant) {
+    /// Records a call and maps its failure.
+    fn finish<T>(
+        &self,
+        call: &'static str,
+        result: Result<T, Status>,
+        started: Instant,
+        passthrough: bool,
+    ) -> Result<T, DriverError> {
         let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
         self.shared.stats.record(code, started.elapsed());
+        let driver = self.shared.driver;
+        result.map_err(|s| {
+            let mapped =
+                !passthrough || matches!(s.code(), Code::Unavailable | Code::DeadlineExceeded);
+            let status = if mapped { map_status(driver, call, s) } else { s };
+            DriverError { driver, call, status }
+        })
     }
 
-    /// Open a long-lived server stream. No deadline, neither for the
-    /// response headers (a quiet driver may send them with its first
-    /// message) nor after: while the stream is open its connection is
-    /// PINGed ([`Keepalive`]), and a connection that stops answering is
-    /// closed, which ends the stream with UNAVAILABLE.
-    pub async fn server_streaming<Req, Resp>(
+    /// Open a long-lived server stream, with no deadline (see the module
+    /// documentation); its connection is PINGed while it is open.
+    pub async fn server_streaming<Req: prost::Message, Resp: prost::Message + Default>(
         &self,
         method: Method<Req, Resp>,
         req: &Req,
-    ) -> Result<DriverStream<Resp>, DriverError>
-    where
-        Req: prost::Message,
-        Resp: prost::Message + Default,
-    {
+    ) -> Result<DriverStream<Resp>, DriverError> {
         let started = Instant::now();
         let opts =
             CallOptions { deadline: None, max_message_bytes: self.shared.config.max_message_bytes };
-        let result = match self.pick() {
-            Ok(conn) => {
-                let open = OpenStream::new(&conn.streams);
-                client::server_streaming(&conn.sender, method, req, opts)
-                    .await
-                    .map(|inner| DriverStream { inner, _open: open })
-            }
-            Err(unavailable) => Err(unavailable),
-        };
-        self.record(&result, started);
-        result.map_err(|s| {
-            let status = map_status(self.shared.driver, method.name(), s);
-            self.error(method.name(), status)
-        })
+        let result = async {
+            let conn = self.pick()?;
+            let open = OpenStream::new(&conn.streams);
+            let inner = client::server_streaming(&conn.sender, method, req, opts).await?;
+            Ok(DriverStream { inner, _open: open })
+        }
+        .await;
+        self.finish(method.name(), result, started, false)
     }
 }
 
@@ -393,8 +330,7 @@ impl<T: prost::Message + Default> DriverStream<T> {
     }
 }
 
-/// Counts one open stream on a connection, from before its request is sent
-/// until it is dropped.
+/// Counts one open stream on a connection, from before its request is sent.
 #[derive(Debug)]
 struct OpenStream(Arc<AtomicUsize>);
 
@@ -411,9 +347,8 @@ impl Drop for OpenStream {
     }
 }
 
-/// PING the connection every `keepalive.interval` while it carries an open
-/// stream; returns why it is dead when a PING goes unanswered for
-/// `keepalive.timeout` (never returns while it answers).
+/// PING the connection while it carries an open stream; returns why it is
+/// dead when a PING goes unanswered (never while it answers).
 async fn keepalive(
     ping_pong: Option<h2::PingPong>,
     streams: Arc<AtomicUsize>,
@@ -473,8 +408,7 @@ async fn maintain(
                     let _ = tx.send(());
                 }
                 delay = RECONNECT_MIN;
-                // Dropping the connection (a PING went unanswered) fails
-                // every stream on it.
+                // Dropping the connection (a PING unanswered) fails its streams.
                 let mut pings = std::pin::pin!(pings);
                 let why = std::future::poll_fn(|cx| {
                     use std::future::Future;

@@ -1,8 +1,5 @@
-//! The two operator inputs of the store: `--db-url` and `--store-key-file`.
-//!
-//! Errors are one line for the config layer to print after the flag name.
-//! A database URL may carry a password (`postgres://user:secret@…`), so an
-//! error names only the URL's scheme, never the URL.
+//! `--db-url` and `--store-key-file`. An error names only a URL's scheme,
+//! never the URL: it may carry a password (`postgres://user:secret@…`).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -12,22 +9,17 @@ use super::crypto::STORE_KEY_BYTES;
 /// `--db-url` when none is given: a file under the working directory.
 pub const DEFAULT_DB_URL: &str = "redb:./slimgate.redb";
 
-/// What to use instead, in every refusal.
 const USE_INSTEAD: &str =
     "slimgate keeps its state in an embedded redb file; use --db-url redb:/path/to/state.redb";
 
-/// Read at most this many bytes of a key file: enough to tell a bad file
-/// from a good one without reading, say, `/dev/zero` forever.
+/// Bytes of a key file read at most: enough to tell a bad file, without
+/// reading `/dev/zero` forever.
 const MAX_KEY_FILE_READ_BYTES: u64 = 256;
 
-/// The store file a `--db-url` names.
-///
-/// Accepted: `redb:PATH`, and `redb://PATH` (the two slashes are dropped, so
-/// `redb:///var/lib/slimgate/state.redb` is an absolute path and
-/// `redb://state.redb` a relative one). `PATH` is taken literally (no
-/// percent-decoding) and must not be empty. The scheme is case-insensitive.
-/// `sqlite:`, `postgres:` and `postgresql:` (upstream's backends) and
-/// anything else are refused with a message that says what to use instead.
+/// The store file a `--db-url` names: `redb:PATH` or `redb://PATH` (so
+/// `redb:///var/x.redb` is absolute), `PATH` literal and non-empty, scheme
+/// case-insensitive. Upstream's `sqlite:`/`postgres:` and anything else are
+/// refused, saying what to use instead.
 pub fn parse_db_url(url: &str) -> Result<PathBuf, String> {
     let Some((scheme, rest)) = url.split_once(':') else {
         return Err(format!("--db-url needs a scheme; {USE_INSTEAD}"));
@@ -41,25 +33,21 @@ pub fn parse_db_url(url: &str) -> Result<PathBuf, String> {
             }
             Ok(PathBuf::from(path))
         }
-        "sqlite" | "postgres" | "postgresql" => {
-            Err(format!("--db-url scheme '{scheme}' is not supported: {USE_INSTEAD}"))
-        }
+        // Upstream's `sqlite:` and `postgres:` land here too.
         _ => {
             Err(format!("--db-url scheme '{}' is not supported: {USE_INSTEAD}", printable(&scheme)))
         }
     }
 }
 
-/// The scheme as shown in an error: at most 32 characters, control
-/// characters replaced.
+/// The scheme as shown: at most 32 characters, no control characters.
 fn printable(scheme: &str) -> String {
     scheme.chars().take(32).map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
-/// Reads a `--store-key-file`: exactly 32 raw bytes (`head -c 32
-/// /dev/urandom`), or 64 hexadecimal characters optionally followed by one
-/// newline (`openssl rand -hex 32`). A key of all zero bytes is refused as a
-/// placeholder. The error never shows key bytes.
+/// Reads a `--store-key-file`: 32 raw bytes (`head -c 32 /dev/urandom`) or
+/// 64 hex characters and an optional newline (`openssl rand -hex 32`); an
+/// all-zero placeholder is refused. Errors never show key bytes.
 pub fn load_key_file(path: &Path) -> Result<[u8; STORE_KEY_BYTES], String> {
     let shown = path.display();
     let file = std::fs::File::open(path)
@@ -92,18 +80,10 @@ fn parse_key(bytes: &[u8]) -> Option<[u8; STORE_KEY_BYTES]> {
     if hex.len() != STORE_KEY_BYTES * 2 {
         return None;
     }
+    let digit = |c: u8| char::from(c).to_digit(16);
     let mut key = [0u8; STORE_KEY_BYTES];
     for (out, pair) in key.iter_mut().zip(hex.chunks_exact(2)) {
-        *out = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
+        *out = u8::try_from((digit(pair[0])? << 4) | digit(pair[1])?).ok()?;
     }
     Some(key)
-}
-
-fn hex_digit(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
 }

@@ -1,14 +1,9 @@
-//! Encryption at rest and the store's randomness, all through `ring`.
-//!
-//! A payload is sealed with AES-256-GCM under the store key, with a fresh
-//! random 96-bit nonce per write and the record's metadata as associated
-//! data ([`record_aad`]), stored as `nonce || ciphertext || tag`. Random
-//! nonces are safe for about 2^32 writes under one key (NIST SP
-//! 800-38D, 8.3); a gateway's store stays orders of magnitude below that.
-//!
-//! The key check value is the same seal applied to a fixed constant under a
-//! fixed associated data: opening it proves the key is the one the store was
-//! written with, before any record is read.
+//! Encryption at rest and the store's randomness, through `ring`: AES-256-GCM
+//! with a fresh random 96-bit nonce per write, stored as `nonce ||
+//! ciphertext || tag`. Random nonces are safe for about 2^32 writes under one
+//! key (NIST SP 800-38D, 8.3), orders of magnitude above a gateway's store.
+//! The key check (a fixed constant sealed under a fixed AAD) proves the key
+//! before any record is read.
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -27,7 +22,6 @@ const RECORD_AAD_PREFIX: &[u8] = b"slimgate.store.record.v2";
 /// Prefix of a record's associated data in store format 1 ([`record_aad_v1`]).
 const RECORD_AAD_V1_PREFIX: &[u8] = b"slimgate.store.record.v1";
 
-/// The store key, ready to seal and open.
 pub(crate) struct Cipher {
     key: LessSafeKey,
     rng: SystemRandom,
@@ -52,10 +46,7 @@ impl Cipher {
                 &mut in_out,
             )
             .map_err(|_| StoreError::Internal("AES-256-GCM seal failed"))?;
-        let mut sealed = Vec::with_capacity(NONCE_LEN + in_out.len());
-        sealed.extend_from_slice(&nonce);
-        sealed.extend_from_slice(&in_out);
-        Ok(sealed)
+        Ok([&nonce[..], &in_out].concat())
     }
 
     /// The plaintext of a sealed value, or `None` if it does not
@@ -79,9 +70,9 @@ impl Cipher {
     }
 }
 
-/// Associated data binding a sealed payload to its record, the one place it
-/// is built (store format 2). Layout, integers big-endian, each string or
-/// byte field preceded by its length as a u64 so no two records share one:
+/// Associated data binding a sealed payload to its record (store format 2).
+/// Integers big-endian, each string preceded by its u64 length so no two
+/// records share one:
 ///
 /// ```text
 /// "slimgate.store.record.v2"
@@ -95,14 +86,10 @@ impl Cipher {
 /// per label, in key order: key (u64 len || UTF-8), value (u64 len || UTF-8)
 /// ```
 ///
-/// Everything the envelope keeps in clear beside the payload is bound, so a
-/// sealed payload opens only under the exact metadata it was written with:
-/// moved to another record (another kind, id or name) or written back over a
-/// newer write of the same record (another revision), it fails to open. The
-/// envelope's `format` and `cipher` are checked on every read instead. What
-/// this cannot see is a whole older envelope (metadata and payload together)
-/// or an older copy of the whole file put back: that needs state kept
-/// outside the file.
+/// A payload moved to another record or written back over a newer write
+/// fails to open (`format` and `cipher` are checked on every read instead).
+/// A whole older envelope or file put back is not seen: that needs state
+/// kept outside the file.
 pub(crate) fn record_aad(env: &Envelope) -> Vec<u8> {
     let mut aad = RECORD_AAD_PREFIX.to_vec();
     aad.extend_from_slice(&env.kind.to_be_bytes());
@@ -119,8 +106,8 @@ pub(crate) fn record_aad(env: &Envelope) -> Vec<u8> {
     aad
 }
 
-/// Store format 1's associated data: a prefix, the kind code, and the name
-/// with its length. Read only, to migrate a format 1 file on open.
+/// Store format 1's associated data (prefix, kind code, name), read only to
+/// migrate.
 pub(crate) fn record_aad_v1(kind: Kind, name: &str) -> Vec<u8> {
     let mut aad = RECORD_AAD_V1_PREFIX.to_vec();
     aad.extend_from_slice(&kind.code().to_be_bytes());
@@ -133,8 +120,7 @@ fn push_field(aad: &mut Vec<u8>, bytes: &[u8]) {
     aad.extend_from_slice(bytes);
 }
 
-/// A random (version 4) UUID in its usual lowercase hyphenated form, for
-/// record ids.
+/// A random (version 4) UUID, lowercase hyphenated, for record ids.
 pub fn new_uuid_v4() -> Result<String, StoreError> {
     let mut b = [0u8; 16];
     SystemRandom::new().fill(&mut b).map_err(|_| StoreError::Random)?;

@@ -1,10 +1,7 @@
-//! The stored form of a record: a small, versioned protobuf message (the
-//! envelope) around the caller's opaque payload.
-//!
-//! Protobuf because prost is already a dependency, decoding it is
-//! bounded and panic-free on any input, and new fields can be added without
-//! rewriting old files. `format` is checked on every read, so a file from a
-//! future slimgate fails loudly instead of being half-understood.
+//! The stored form of a record: a versioned protobuf envelope around the
+//! payload (prost is already here, decodes any input without panicking, and
+//! takes new fields without rewriting old files). `format` is checked on
+//! every read, so a future slimgate's file fails loudly.
 
 use std::collections::BTreeMap;
 
@@ -12,10 +9,8 @@ use bytes::Bytes;
 use prost::Message;
 
 use super::model::{
-    Kind, MAX_LABELS, MAX_PAYLOAD_BYTES, MAX_RECORD_LABEL_KEY_BYTES, Record, StoreError,
-};
-use super::model::{
-    MAX_ID_BYTES, MAX_RECORD_LABEL_VALUE_BYTES, MAX_RECORD_NAME_BYTES, check_fields,
+    Kind, MAX_ID_BYTES, MAX_LABELS, MAX_PAYLOAD_BYTES, MAX_RECORD_LABEL_KEY_BYTES,
+    MAX_RECORD_LABEL_VALUE_BYTES, MAX_RECORD_NAME_BYTES, Record, StoreError, check_fields,
 };
 
 /// The only envelope format this code writes and reads.
@@ -26,8 +21,7 @@ pub(crate) const CIPHER_NONE: u32 = 0;
 pub(crate) const CIPHER_AES_256_GCM: u32 = 1;
 /// Bytes a sealed payload adds: a 96-bit nonce and a 128-bit tag.
 pub(crate) const SEAL_OVERHEAD_BYTES: usize = 12 + 16;
-/// Largest envelope [`decode_record`] looks at: the largest sealed payload
-/// plus the largest metadata, rounded up.
+/// Largest envelope decoded: the largest sealed payload and metadata.
 pub const MAX_ENVELOPE_BYTES: usize = MAX_PAYLOAD_BYTES
     + SEAL_OVERHEAD_BYTES
     + MAX_RECORD_NAME_BYTES
@@ -35,13 +29,11 @@ pub const MAX_ENVELOPE_BYTES: usize = MAX_PAYLOAD_BYTES
     + MAX_LABELS * (MAX_RECORD_LABEL_KEY_BYTES + MAX_RECORD_LABEL_VALUE_BYTES + 16)
     + 1024;
 
-/// The envelope message (field numbers are part of the file format).
+/// Field numbers are part of the file format.
 #[derive(Clone, PartialEq, Message)]
 pub(crate) struct Envelope {
-    /// Always [`ENVELOPE_FORMAT`].
     #[prost(uint32, tag = "1")]
     pub format: u32,
-    /// [`Kind::code`].
     #[prost(uint32, tag = "2")]
     pub kind: u32,
     #[prost(string, tag = "3")]
@@ -64,8 +56,7 @@ pub(crate) struct Envelope {
 }
 
 impl Envelope {
-    /// The record this envelope describes, with `payload` (already opened)
-    /// in place of the stored one.
+    /// The record, with the opened `payload` in place of the stored one.
     pub(crate) fn into_record(self, kind: Kind, payload: Bytes) -> Record {
         Record {
             kind,
@@ -80,8 +71,8 @@ impl Envelope {
     }
 }
 
-/// Decodes and checks an envelope: known format and kind, fields within the
-/// limits. The payload is not opened.
+/// Decodes and checks an envelope (format, kind, limits); the payload stays
+/// sealed.
 pub(crate) fn decode_envelope(bytes: &[u8]) -> Result<(Kind, Envelope), StoreError> {
     if bytes.len() > MAX_ENVELOPE_BYTES {
         return Err(StoreError::Corrupt(format!(
@@ -113,13 +104,9 @@ pub(crate) fn decode_envelope(bytes: &[u8]) -> Result<(Kind, Envelope), StoreErr
     Ok((kind, env))
 }
 
-/// Decodes one stored record of an unencrypted store, checking every field
-/// against the store's limits. Never panics, whatever the bytes; this is the
-/// entry point for fuzzing the stored format.
-///
-/// A record from an encrypted store is refused with [`StoreError::Corrupt`]:
-/// its payload can only be opened by the store, which knows the key and the
-/// record's kind and name.
+/// Decodes one stored record of an unencrypted store (an encrypted one is
+/// [`StoreError::Corrupt`]). Never panics: the entry point for fuzzing the
+/// stored format.
 pub fn decode_record(bytes: &[u8]) -> Result<Record, StoreError> {
     let (kind, mut env) = decode_envelope(bytes)?;
     if env.cipher != CIPHER_NONE {

@@ -1,9 +1,6 @@
-//! The store's vocabulary: record kinds, records, write operations, list
-//! queries, limits, errors, and the [`Store`] trait every backend implements.
-//!
-//! Nothing here knows about redb or encryption, so a second backend (a shared
-//! database for several replicas) implements [`Store`] against these types
-//! alone.
+//! The store's vocabulary and the [`Store`] trait. Nothing here knows about
+//! redb or encryption, so a second backend implements [`Store`] against
+//! these types alone.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -11,48 +8,36 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 
-/// Longest record name, in bytes: the store's own bound on an index key,
-/// looser than any API rule because record names are composed (a policy
-/// revision is `<sandbox_id>/<version:010>`, a sandbox's settings
-/// `sandbox/<id>`). The API's object-name rule is
-/// `domain::limits::MAX_NAME_BYTES` (253).
+/// Longest record name, in bytes: looser than the API's object-name rule
+/// (`domain::limits::MAX_NAME_BYTES`, 253) because record names are
+/// composed (`<sandbox_id>/<version:010>`, `sandbox/<id>`).
 pub const MAX_RECORD_NAME_BYTES: usize = 1024;
 /// Longest record id, in bytes (a UUID string is 36).
 pub const MAX_ID_BYTES: usize = 128;
 /// Most labels on one record.
 pub const MAX_LABELS: usize = 64;
-/// Longest label key on any record, in bytes: the store's backstop, room
-/// for the longest Kubernetes key (a 253-byte prefix, `/`, a 63-byte name).
-/// Sandbox labels obey upstream's stricter rule,
-/// `domain::validate::MAX_LABEL_KEY_BYTES` (253 for the whole key); this
-/// bound is part of the file format (a stored record over it is corrupt).
+/// Longest label key on any record, in bytes: room for the longest
+/// Kubernetes key (253-byte prefix, `/`, 63-byte name); sandbox labels obey
+/// the stricter `domain::validate::MAX_LABEL_KEY_BYTES` (253). Part of the
+/// file format: a stored record over it is corrupt.
 pub const MAX_RECORD_LABEL_KEY_BYTES: usize = 317;
-/// Longest label value on any record, in bytes (the store's backstop; the
-/// API's label values are at most 63).
+/// Longest label value on any record, in bytes (the API's are at most 63).
 pub const MAX_RECORD_LABEL_VALUE_BYTES: usize = 1024;
 /// Largest record payload, in bytes: four times the default
-/// `--max-message-bytes`, so a stored object always fits in a reply unless
-/// the operator raised that flag a long way.
+/// `--max-message-bytes`.
 pub const MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
 /// Most operations in one [`Store::apply`] batch. Bulk removals use
 /// [`Op::DeletePrefix`], which counts as one operation.
 pub const MAX_BATCH_OPS: usize = 1024;
-/// Most records one [`Store::list`] call returns; larger limits are capped
-/// and a limit of 0 means this many. Callers page with `offset`.
+/// Most records one [`Store::list`] call returns; callers page with `offset`.
 pub const MAX_LIST_RECORDS: usize = 10_000;
-/// Longest counter name, in bytes.
-pub const MAX_COUNTER_NAME_BYTES: usize = 128;
-/// Most names in [`Op::Prune`]'s `except` and most values in its
-/// `removable`: a handler protects a few records (the latest, the loaded
-/// one) and names a few statuses, never a list that grows with the data.
+/// Most names in [`Op::Prune`]'s `except` and values in its `removable`: a
+/// handler names a few records and statuses, never a list that grows.
 pub const MAX_PRUNE_NAMES: usize = 16;
 
-/// What a record is. One enum rather than free strings so a typo is a compile
-/// error and every backend knows the full set up front (the redb backend
-/// keeps one group of tables per kind).
-///
-/// The numeric [`Kind::code`] is written into every stored record and bound
-/// into its encryption; never renumber a kind, only add new ones.
+/// What a record is: an enum so every backend knows the full set up front.
+/// [`Kind::code`] is written into every stored record and bound into its
+/// encryption; never renumber a kind, only add new ones.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u32)]
 pub enum Kind {
@@ -76,7 +61,6 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// Every kind, in code order.
     pub const ALL: [Kind; 7] = [
         Kind::Sandbox,
         Kind::Provider,
@@ -100,13 +84,11 @@ impl Kind {
         }
     }
 
-    /// The stable number stored in each record of this kind (its
-    /// discriminant).
+    /// The stable number stored in each record of this kind.
     pub fn code(self) -> u32 {
         self as u32
     }
 
-    /// The kind with this code, if any.
     pub fn from_code(code: u32) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.code() == code)
     }
@@ -118,22 +100,18 @@ impl fmt::Display for Kind {
     }
 }
 
-/// One stored object. `id`, `name`, `created_at_ms` and `labels` are the
-/// source of truth for the object's metadata: a handler that shows them to a
-/// client takes them from here, not from the payload it encoded before the
-/// store stamped the times.
+/// One stored object. Its metadata, not the payload's copy (encoded before
+/// the store stamped the times), is what a handler shows a client.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Record {
-    /// What the record is.
     pub kind: Kind,
-    /// Stable id, given by the caller at creation and never changed.
+    /// Given by the caller at creation and never changed.
     pub id: String,
     /// Unique within the kind.
     pub name: String,
-    /// Milliseconds since the Unix epoch, stamped by the store at creation.
+    /// Unix milliseconds, stamped by the store at creation.
     pub created_at_ms: i64,
-    /// Milliseconds since the Unix epoch, stamped at every write; never
-    /// earlier than `created_at_ms`.
+    /// Unix milliseconds, stamped at every write; never before creation.
     pub updated_at_ms: i64,
     /// 1 at creation, +1 at every write: the value [`Expect::Revision`]
     /// compares, for read-modify-write without lost updates.
@@ -164,9 +142,7 @@ impl fmt::Debug for Record {
 /// writing over an existing record keeps its id and `created_at_ms`.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct NewRecord {
-    /// Stable id for a new record (see [`crate::store::new_uuid_v4`]).
     pub id: String,
-    /// Unique within the kind; 1 to [`MAX_RECORD_NAME_BYTES`] bytes.
     pub name: String,
     pub labels: BTreeMap<String, String>,
     pub payload: Bytes,
@@ -187,22 +163,20 @@ impl fmt::Debug for NewRecord {
 /// before the operation it belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Expect {
-    /// No condition.
     #[default]
     Any,
-    /// The name is free; otherwise [`StoreError::AlreadyExists`].
+    /// The name is free; else [`StoreError::AlreadyExists`].
     Absent,
-    /// The record exists; otherwise [`StoreError::NotFound`].
+    /// The record exists; else [`StoreError::NotFound`].
     Present,
-    /// The record exists at exactly this revision; otherwise
-    /// [`StoreError::NotFound`] or [`StoreError::PreconditionFailed`].
+    /// The record is at this revision; else `NotFound` or
+    /// [`StoreError::PreconditionFailed`].
     Revision(u64),
 }
 
-/// One step of an atomic batch ([`Store::apply`]). Steps run in order inside
-/// one write transaction, each seeing the effects of the steps before it; the
-/// first failure abandons the whole batch, leaving nothing written. An
-/// `expect` is checked against the record as it was before its step.
+/// One step of an atomic batch ([`Store::apply`]): steps run in order, each
+/// seeing the ones before it (an `expect` sees the record as it was before
+/// its step); the first failure abandons the whole batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
     /// Create the record, or write over it (keeping id and creation time).
@@ -213,13 +187,10 @@ pub enum Op {
     /// (non-empty), for example all revisions `<sandbox_id>/`.
     DeletePrefix { kind: Kind, prefix: String },
     /// Keep at most `keep` records of `kind` whose name starts with `prefix`
-    /// (non-empty), removing the first ones in name order (for policy
-    /// revisions, the oldest) until that many remain. Only records whose
-    /// label `label` has one of the `removable` values may go, and never a
-    /// record named in `except` (each at most [`MAX_PRUNE_NAMES`]); when too
-    /// few may go, more than `keep` remain. Runs inside the batch's
-    /// transaction, after the steps before it, so the bound holds for what
-    /// the batch commits.
+    /// (non-empty), removing the first in name order (for policy revisions,
+    /// the oldest). Only records whose label `label` has one of the
+    /// `removable` values may go, never one named in `except` (each at most
+    /// [`MAX_PRUNE_NAMES`]); when too few may go, more than `keep` remain.
     Prune {
         kind: Kind,
         prefix: String,
@@ -228,50 +199,34 @@ pub enum Op {
         removable: Vec<String>,
         except: Vec<String>,
     },
-    /// Only check a condition (a record the batch depends on but does not
-    /// change).
+    /// Only check a condition (on a record the batch does not change).
     Check { kind: Kind, name: String, expect: Expect },
-    /// Add `delta` to a gateway-level counter (absent counters are 0; a name
-    /// is 1 to [`MAX_COUNTER_NAME_BYTES`] bytes), for example
-    /// `settings_revision`.
-    AddToCounter { name: String, delta: u64 },
 }
 
-/// What one [`Op`] did, at the same index as the op.
+/// What one [`Op`] did, at the same index as the op: the record as written
+/// (plaintext payload), whether it existed, how many records went.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Applied {
-    /// The record as written (plaintext payload).
     Put(Record),
-    /// Whether the record existed.
     Deleted(bool),
-    /// How many records the prefix removed.
     DeletedPrefix(u64),
-    /// How many records [`Op::Prune`] removed.
     Pruned(u64),
-    /// The condition held.
     Checked,
-    /// The counter's new value.
-    Counter(u64),
 }
 
 /// Which order [`Store::list`] returns records in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Order {
-    /// `created_at_ms`, then name (names are unique, so this is a total
-    /// order and stable across calls). A name prefix is a filter here.
+    /// `created_at_ms`, then name (a total order). A name prefix filters.
     #[default]
     Created,
-    /// Name, byte-wise. A name prefix is an index range here, so listing
-    /// `<sandbox_id>/` revisions does not scan other sandboxes.
+    /// Name, byte-wise. A name prefix is an index range.
     Name,
 }
 
-/// A [`Store::list`] query.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ListQuery {
-    /// Sort key.
     pub order: Order,
-    /// Reverse the order (newest or last name first).
     pub descending: bool,
     /// Only names starting with this (empty: all).
     pub name_prefix: String,
@@ -279,9 +234,8 @@ pub struct ListQuery {
     pub labels: BTreeMap<String, String>,
     /// Skip this many matching records.
     pub offset: usize,
-    /// Return at most this many; 0 or anything above [`MAX_LIST_RECORDS`]
-    /// means [`MAX_LIST_RECORDS`]. (The API's "0 means 100, at most 1000" is
-    /// the handler's rule, not the store's.)
+    /// At most this many; 0 or more than [`MAX_LIST_RECORDS`] means that
+    /// (the API's "0 means 100, at most 1000" is the handler's rule).
     pub limit: usize,
 }
 
@@ -291,12 +245,11 @@ pub struct ListQuery {
 pub enum StoreError {
     /// No record of this kind and name.
     NotFound { kind: Kind, name: String },
-    /// A record of this kind and name already exists.
+    /// The name is taken.
     AlreadyExists { kind: Kind, name: String },
     /// Another record of this kind already has this id.
     IdInUse { kind: Kind, id: String },
-    /// The record is at revision `found`, not the `expected` of
-    /// [`Expect::Revision`].
+    /// [`Expect::Revision`] did not match.
     PreconditionFailed { kind: Kind, name: String, expected: u64, found: u64 },
     /// The caller's input breaks a limit or rule (what, not the value).
     Invalid(String),
@@ -312,14 +265,13 @@ pub enum StoreError {
     KeyUnexpected,
     /// The file was written by a newer (or unknown) store format.
     UnsupportedFormat(u32),
-    /// The file is a redb database but not a slimgate store.
+    /// A redb file, but not a slimgate store.
     NotAStore,
     /// Another process has the store file open.
     Locked,
-    /// The store file could not be opened or created.
+    /// The file could not be opened or created.
     Open { path: PathBuf, source: Box<redb::Error> },
-    /// The backend failed while doing `context` (for example "committing a
-    /// write").
+    /// The backend failed while doing `context`.
     Backend { context: &'static str, source: Box<redb::Error> },
     /// The system random number generator failed.
     Random,
@@ -380,23 +332,17 @@ impl std::error::Error for StoreError {
     }
 }
 
-/// The store every handler uses, as `Arc<dyn Store>`; synchronous (see the
-/// module documentation, "Calling from async code").
+/// The store every handler uses, as `Arc<dyn Store>`; synchronous (see
+/// the module documentation on async callers).
 pub trait Store: Send + Sync {
-    /// The record of this kind and name, if any.
     fn get(&self, kind: Kind, name: &str) -> Result<Option<Record>, StoreError>;
 
-    /// The record of this kind with this id, if any.
     fn get_by_id(&self, kind: Kind, id: &str) -> Result<Option<Record>, StoreError>;
 
     /// Records of one kind, filtered, ordered and paged by `query`.
     fn list(&self, kind: Kind, query: &ListQuery) -> Result<Vec<Record>, StoreError>;
 
-    /// How many records of this kind exist.
     fn count(&self, kind: Kind) -> Result<u64, StoreError>;
-
-    /// The value of a gateway-level counter (0 if never written).
-    fn counter(&self, name: &str) -> Result<u64, StoreError>;
 
     /// Run `ops` all-or-nothing in one durable write transaction; returns
     /// one [`Applied`] per op. An empty batch writes nothing.
@@ -405,27 +351,6 @@ pub trait Store: Send + Sync {
     /// Create a record; [`StoreError::AlreadyExists`] if the name is taken.
     fn create(&self, kind: Kind, record: NewRecord) -> Result<Record, StoreError> {
         let op = Op::Put { kind, record, expect: Expect::Absent };
-        expect_put(self.apply(vec![op])?)
-    }
-
-    /// Create or overwrite a record (keeping id and creation time if it
-    /// exists).
-    fn put(&self, kind: Kind, record: NewRecord) -> Result<Record, StoreError> {
-        let op = Op::Put { kind, record, expect: Expect::Any };
-        expect_put(self.apply(vec![op])?)
-    }
-
-    /// Replace labels and payload of an existing record, keeping its id and
-    /// creation time; [`StoreError::NotFound`] if it does not exist.
-    fn update(
-        &self,
-        kind: Kind,
-        name: &str,
-        labels: BTreeMap<String, String>,
-        payload: Bytes,
-    ) -> Result<Record, StoreError> {
-        let record = NewRecord { id: String::new(), name: name.to_owned(), labels, payload };
-        let op = Op::Put { kind, record, expect: Expect::Present };
         expect_put(self.apply(vec![op])?)
     }
 
@@ -439,7 +364,7 @@ pub trait Store: Send + Sync {
     }
 }
 
-fn expect_put(mut applied: Vec<Applied>) -> Result<Record, StoreError> {
+pub(super) fn expect_put(mut applied: Vec<Applied>) -> Result<Record, StoreError> {
     match applied.pop() {
         Some(Applied::Put(record)) => Ok(record),
         _ => Err(StoreError::Internal("put did not answer Put")),

@@ -1,5 +1,7 @@
 //! Opening a store file: creating it crash-safely, checking (or writing) its
-//! meta table against the key, and migrating a format 1 file.
+//! meta table against the key, and migrating a format 1 file (payloads bound
+//! only to kind and name) in the open's one transaction, so a crash leaves
+//! the old file to migrate again and a migrated file is never migrated twice.
 
 use std::path::Path;
 
@@ -9,15 +11,13 @@ use redb::{Database, ReadableTable, Table, WriteTransaction};
 use super::crypto::{Cipher, STORE_KEY_BYTES, record_aad, record_aad_v1};
 use super::envelope::encode_envelope;
 use super::model::{Kind, StoreError};
-use super::redb_store::{Bin, COUNTERS, RedbStore, backend, now_ms, tables};
+use super::redb_store::{Bin, RedbStore, backend, now_ms, tables};
 use super::redb_write::open_kind;
 
-/// The store file format this code writes and reads: 2, payloads sealed
-/// under [`record_aad`] (a record's kind, id, name, revision, times and
-/// labels).
+/// The store file format this code writes: payloads sealed under
+/// [`record_aad`].
 pub const STORE_FORMAT: u32 = 2;
-/// The older format this code migrates on open: payloads sealed under
-/// [`record_aad_v1`] (kind and name only). Everything else is the same.
+/// The format migrated on open: payloads sealed under [`record_aad_v1`].
 const STORE_FORMAT_AAD_V1: u32 = 1;
 
 type MetaTable<'t> = Table<'t, &'static str, Bin>;
@@ -29,8 +29,7 @@ const CIPHER_NAME_NONE: &[u8] = b"none";
 const CIPHER_NAME_AES: &[u8] = b"aes-256-gcm";
 
 impl RedbStore {
-    /// Opens (creating if needed) the store file at `path`, encrypted with
-    /// `key` if given. See [`crate::store::open`].
+    /// See [`crate::store::open`].
     pub fn open(path: &Path, key: Option<[u8; STORE_KEY_BYTES]>) -> Result<RedbStore, StoreError> {
         Self::open_with_clock(path, key, Box::new(now_ms))
     }
@@ -56,9 +55,8 @@ impl RedbStore {
         self.migrated
     }
 
-    /// Checks (or, for a new file, writes) the meta table, creates any
-    /// missing table and migrates a format 1 file, in one transaction.
-    /// Returns how many records the migration resealed, if it ran.
+    /// Checks (or writes) the meta table, creates missing tables and
+    /// migrates a format 1 file, in one transaction.
     fn init(&self) -> Result<Option<u64>, StoreError> {
         let txn = self.begin_write()?;
         let fresh = txn.list_tables().map_err(backend("listing tables"))?.next().is_none();
@@ -74,7 +72,6 @@ impl RedbStore {
         for kind in Kind::ALL {
             open_kind(&txn, kind)?;
         }
-        txn.open_table(COUNTERS).map_err(backend("opening counters"))?;
         let migrated = if format == STORE_FORMAT_AAD_V1 {
             put_meta(&mut meta, META_FORMAT, &STORE_FORMAT.to_le_bytes())?;
             Some(self.migrate_aad_v1(&txn)?)
@@ -94,13 +91,10 @@ impl RedbStore {
         Ok(migrated.map(|(resealed, _)| resealed))
     }
 
-    /// Reseals every payload of a format 1 file under [`record_aad`], inside
-    /// the open's transaction. Returns (resealed, unreadable): a record that
-    /// does not decode, or whose payload does not open under the old
-    /// binding, was already damaged; it is left as it is, so reading it
-    /// stays the error it was ([`StoreError::Corrupt`] or
-    /// [`StoreError::Decrypt`]) and the rest of the store still opens. A
-    /// store without a key has nothing to reseal.
+    /// Reseals every payload of a format 1 file under [`record_aad`].
+    /// Returns (resealed, unreadable): a record that does not decode or open
+    /// under the old binding was already damaged and is left as it is, so
+    /// reading it stays the error it was and the rest of the store opens.
     fn migrate_aad_v1(&self, txn: &WriteTransaction) -> Result<(u64, u64), StoreError> {
         let Some(cipher) = &self.cipher else {
             return Ok((0, 0));
@@ -148,9 +142,8 @@ impl RedbStore {
         }
     }
 
-    /// Checks the meta table of an existing file against this store's key;
-    /// returns the file's format ([`STORE_FORMAT`], or the older one to
-    /// migrate).
+    /// Checks an existing file's meta table against the key; returns its
+    /// format.
     fn check_meta(&self, meta: &MetaTable<'_>, format: &[u8]) -> Result<u32, StoreError> {
         let format = <[u8; 4]>::try_from(format)
             .map_err(|_| StoreError::Corrupt("meta format is not 4 bytes".into()))?;
@@ -184,9 +177,8 @@ fn put_meta(meta: &mut MetaTable<'_>, key: &str, value: &[u8]) -> Result<(), Sto
     meta.insert(key, value).map(|_| ()).map_err(backend("writing meta"))
 }
 
-/// Opens the redb file at `file` (with `create`: initializes it if missing
-/// or empty), with redb's integrity check so a damaged file is an error
-/// here rather than a panic later; errors name `shown`.
+/// Opens (or with `create`, initializes) the redb file with its integrity
+/// check, so a damaged file is an error here, not a panic later.
 fn open_db(file: &Path, shown: &Path, create: bool) -> Result<Database, StoreError> {
     let mut builder = Database::builder();
     builder.set_check_integrity_on_open(true);
@@ -202,7 +194,6 @@ fn open_error(path: &Path, source: impl Into<redb::Error>) -> StoreError {
     StoreError::Open { path: path.to_path_buf(), source: Box::new(source.into()) }
 }
 
-/// Whether the store file is missing or empty.
 fn needs_creating(path: &Path) -> Result<bool, StoreError> {
     match std::fs::metadata(path) {
         Ok(meta) => Ok(meta.len() == 0),
@@ -211,12 +202,9 @@ fn needs_creating(path: &Path) -> Result<bool, StoreError> {
     }
 }
 
-/// Creates a store file so that a crash at any moment leaves either no file
-/// or a complete one: redb writes its header in several steps, so a process
-/// killed while redb initializes a file leaves one redb cannot open. The
-/// store is built under `<file>.new` (a stale one, from a creation that
-/// crashed, is replaced), committed, closed, renamed into place, and the
-/// directory synced.
+/// Creates a store file so that a crash leaves no file or a complete one
+/// (redb writes its header in several steps): built under `<file>.new`
+/// (replacing a stale one), committed, closed, renamed, directory synced.
 fn create_file(path: &Path, key: Option<&[u8; STORE_KEY_BYTES]>) -> Result<(), StoreError> {
     let Some(name) = path.file_name() else {
         return Err(open_error(
@@ -227,9 +215,10 @@ fn create_file(path: &Path, key: Option<&[u8; STORE_KEY_BYTES]>) -> Result<(), S
     let mut tmp_name = name.to_os_string();
     tmp_name.push(".new");
     let tmp = path.with_file_name(tmp_name);
-    match std::fs::remove_file(&tmp) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(open_error(&tmp, e)),
-        _ => {}
+    if let Err(e) = std::fs::remove_file(&tmp)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        return Err(open_error(&tmp, e));
     }
     let fresh = RedbStore {
         db: open_db(&tmp, path, true)?,

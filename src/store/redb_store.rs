@@ -6,26 +6,18 @@
 //! | table                 | key                      | value            |
 //! |-----------------------|--------------------------|------------------|
 //! | `meta`                | `&str`                   | bytes            |
-//! | `counters`            | counter name             | `u64`            |
 //! | `<kind>.records`      | name                     | envelope         |
 //! | `<kind>.by_id`        | id                       | name             |
 //! | `<kind>.by_created`   | `(i64 created_at_ms, name)` | `()`          |
 //!
 //! `meta` holds `format` (u32 LE, [`STORE_FORMAT`]), `cipher` (`none` or
-//! `aes-256-gcm`) and, when encrypted, `key_check`. A format 1 file (payloads
-//! bound only to kind and name) is migrated on open: every payload resealed
-//! under the format 2 binding and `format` set to 2, in the open's one
-//! transaction, so a crash leaves the old file to migrate again and a
-//! migrated file is never migrated twice. The two indexes change
-//! only when a record is created or deleted (id and creation time never
-//! change), always in the same transaction as the record.
+//! `aes-256-gcm`) and, when encrypted, `key_check`. Older files may also
+//! hold a `counters` table, no longer read. Indexes change only with a
+//! record's creation or deletion, in its transaction.
 //!
-//! Every write transaction commits with [`Durability::Immediate`] (fsync
-//! before `commit` returns; also redb's default, set here so it cannot drift)
-//! and two-phase commit (a second fsync, so the commit slot is never chosen by
-//! checksum alone; writes are rare enough to afford it). Opening and
-//! creating a file crash-safely is `redb_open.rs`; a batch's ops,
-//! `redb_write.rs`.
+//! Writes commit with [`Durability::Immediate`] (redb's default, set so it
+//! cannot drift) and two-phase commit (a second fsync, so the commit slot is
+//! never chosen by checksum alone; writes are rare enough to afford it).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -46,9 +38,6 @@ pub(super) type Bin = &'static [u8];
 type RecordsDef = TableDefinition<'static, Bin, Bin>;
 type CreatedDef = TableDefinition<'static, (i64, Bin), ()>;
 
-pub(super) const COUNTERS: TableDefinition<'static, Bin, u64> = TableDefinition::new("counters");
-
-/// The three tables of one kind.
 pub(super) struct KindTables {
     pub(super) records: RecordsDef,
     pub(super) by_id: RecordsDef,
@@ -89,8 +78,7 @@ pub struct RedbStore {
     pub(super) db: Database,
     pub(super) cipher: Option<Cipher>,
     pub(super) clock: Box<dyn Fn() -> i64 + Send + Sync>,
-    /// Records resealed by the format migration this open ran (`None`: the
-    /// file was already in the current format).
+    /// Records the format migration of this open resealed, if it ran.
     pub(super) migrated: Option<u64>,
 }
 
@@ -106,8 +94,7 @@ impl RedbStore {
         self.db.begin_read().map_err(backend("beginning a read"))
     }
 
-    /// Turns stored bytes found under `name` into a record, opening the
-    /// payload. Anything inconsistent is an error, never a guess.
+    /// The record stored under `name`, payload opened.
     fn open_envelope(&self, kind: Kind, name: &[u8], bytes: &[u8]) -> Result<Record, StoreError> {
         let env = self.decode_checked(kind, name, bytes)?;
         self.open_checked(kind, env)
@@ -190,10 +177,8 @@ impl Store for RedbStore {
     fn get(&self, kind: Kind, name: &str) -> Result<Option<Record>, StoreError> {
         let txn = self.begin_read()?;
         let records = txn.open_table(tables(kind).records).map_err(backend("opening a table"))?;
-        match records.get(name.as_bytes()).map_err(backend("reading a record"))? {
-            Some(g) => Ok(Some(self.open_envelope(kind, name.as_bytes(), g.value())?)),
-            None => Ok(None),
-        }
+        let found = records.get(name.as_bytes()).map_err(backend("reading a record"))?;
+        found.map(|g| self.open_envelope(kind, name.as_bytes(), g.value())).transpose()
     }
 
     fn get_by_id(&self, kind: Kind, id: &str) -> Result<Option<Record>, StoreError> {
@@ -227,8 +212,7 @@ impl Store for RedbStore {
         let defs = tables(kind);
         let records = txn.open_table(defs.records).map_err(backend("opening a table"))?;
         let prefix = query.name_prefix.as_bytes();
-        // Envelopes are decoded once and filtered sealed; only the page
-        // returned is opened (decrypted).
+        // Envelopes are filtered sealed; only the page returned is decrypted.
         let mut page: Vec<Envelope> = Vec::new();
         let mut skipped = 0;
         let mut consider = |name: &[u8], bytes: &[u8]| -> Result<bool, StoreError> {
@@ -287,15 +271,6 @@ impl Store for RedbStore {
             .map_err(backend("opening a table"))?
             .len()
             .map_err(backend("counting records"))
-    }
-
-    fn counter(&self, name: &str) -> Result<u64, StoreError> {
-        let txn = self.begin_read()?;
-        let counters = txn.open_table(COUNTERS).map_err(backend("opening counters"))?;
-        Ok(counters
-            .get(name.as_bytes())
-            .map_err(backend("reading a counter"))?
-            .map_or(0, |g| g.value()))
     }
 
     fn apply(&self, ops: Vec<Op>) -> Result<Vec<Applied>, StoreError> {

@@ -9,12 +9,10 @@ use super::envelope::{
     CIPHER_AES_256_GCM, CIPHER_NONE, ENVELOPE_FORMAT, Envelope, encode_envelope,
 };
 use super::model::{
-    Applied, Expect, Kind, MAX_COUNTER_NAME_BYTES, MAX_PRUNE_NAMES, NewRecord, Op, Record,
-    StoreError, check_fields,
+    Applied, Expect, Kind, MAX_PRUNE_NAMES, NewRecord, Op, Record, StoreError, check_fields,
 };
-use super::redb_store::{Bin, COUNTERS, RedbStore, backend, prefix_end, prefix_range, tables};
+use super::redb_store::{Bin, RedbStore, backend, prefix_end, prefix_range, tables};
 
-/// The tables of one kind, open for writing.
 pub(super) struct WriteTables<'t> {
     kind: Kind,
     records: Table<'t, Bin, Bin>,
@@ -94,10 +92,9 @@ impl RedbStore {
                     if except.contains(name) {
                         continue;
                     }
-                    let may_go = match self.read(&t, name)? {
-                        Some(env) => env.labels.get(&label).is_some_and(|v| removable.contains(v)),
-                        None => false,
-                    };
+                    let may_go = self.read(&t, name)?.is_some_and(|env| {
+                        env.labels.get(&label).is_some_and(|v| removable.contains(v))
+                    });
                     if may_go {
                         self.delete(&mut t, name, Expect::Any)?;
                         left -= 1;
@@ -111,32 +108,13 @@ impl RedbStore {
                 check_expect(kind, &name, expect, found)?;
                 Ok(Applied::Checked)
             }
-            Op::AddToCounter { name, delta } => {
-                if name.is_empty() || name.len() > MAX_COUNTER_NAME_BYTES {
-                    return Err(StoreError::Invalid(format!(
-                        "counter name is empty or longer than {MAX_COUNTER_NAME_BYTES} bytes"
-                    )));
-                }
-                let mut counters = txn.open_table(COUNTERS).map_err(backend("opening counters"))?;
-                let old = counters
-                    .get(name.as_bytes())
-                    .map_err(backend("reading a counter"))?
-                    .map_or(0, |g| g.value());
-                let new = old.checked_add(delta).ok_or_else(|| {
-                    StoreError::Invalid(format!("counter '{name}' would overflow"))
-                })?;
-                counters.insert(name.as_bytes(), new).map_err(backend("writing a counter"))?;
-                Ok(Applied::Counter(new))
-            }
         }
     }
 
     /// The envelope stored under `name`, checked, payload still sealed.
     fn read(&self, t: &WriteTables<'_>, name: &str) -> Result<Option<Envelope>, StoreError> {
-        match t.records.get(name.as_bytes()).map_err(backend("reading a record"))? {
-            Some(g) => Ok(Some(self.decode_checked(t.kind, name.as_bytes(), g.value())?)),
-            None => Ok(None),
-        }
+        let found = t.records.get(name.as_bytes()).map_err(backend("reading a record"))?;
+        found.map(|g| self.decode_checked(t.kind, name.as_bytes(), g.value())).transpose()
     }
 
     fn put(

@@ -16,6 +16,37 @@ use super::envelope::{Envelope, encode_envelope};
 use super::redb_store::tables;
 use super::*;
 
+/// Writes only the tests make, as one-op batches: create or overwrite a
+/// record, and replace an existing one's labels and payload.
+trait TestWrites {
+    fn put(&self, kind: Kind, record: NewRecord) -> Result<Record, StoreError>;
+    fn update(
+        &self,
+        kind: Kind,
+        name: &str,
+        labels: BTreeMap<String, String>,
+        payload: Bytes,
+    ) -> Result<Record, StoreError>;
+}
+
+impl<S: Store + ?Sized> TestWrites for S {
+    fn put(&self, kind: Kind, record: NewRecord) -> Result<Record, StoreError> {
+        super::model::expect_put(self.apply(vec![Op::Put { kind, record, expect: Expect::Any }])?)
+    }
+
+    fn update(
+        &self,
+        kind: Kind,
+        name: &str,
+        labels: BTreeMap<String, String>,
+        payload: Bytes,
+    ) -> Result<Record, StoreError> {
+        let record = NewRecord { id: String::new(), name: name.to_owned(), labels, payload };
+        let op = Op::Put { kind, record, expect: Expect::Present };
+        super::model::expect_put(self.apply(vec![op])?)
+    }
+}
+
 pub(super) const KEY: [u8; 32] = [0x42; 32];
 const OTHER_KEY: [u8; 32] = [0x24; 32];
 pub(super) const SECRET: &str = "sk-live-SUPERSECRET-credential-0123456789";
@@ -315,7 +346,6 @@ fn batch_is_all_or_nothing() {
         Op::Put { kind: Kind::Provider, record: rec("new", "x"), expect: Expect::Absent },
         Op::Delete { kind: Kind::Sandbox, name: "sb".into(), expect: Expect::Present },
         Op::DeletePrefix { kind: Kind::PolicyRevision, prefix: "sb/".into() },
-        Op::AddToCounter { name: "settings_revision".into(), delta: 1 },
         Op::Check { kind: Kind::Setting, name: "must-exist".into(), expect: Expect::Present },
     ];
     let err = store.apply(ops).unwrap_err();
@@ -323,11 +353,10 @@ fn batch_is_all_or_nothing() {
     assert!(store.get(Kind::Provider, "new").unwrap().is_none());
     assert_eq!(store.get(Kind::Sandbox, "sb").unwrap().unwrap(), sandbox);
     assert_eq!(store.count(Kind::PolicyRevision).unwrap(), 1);
-    assert_eq!(store.counter("settings_revision").unwrap(), 0);
 
     // A stale revision fails the batch the same way.
     let stale = vec![
-        Op::AddToCounter { name: "settings_revision".into(), delta: 1 },
+        Op::Put { kind: Kind::Provider, record: rec("new", "x"), expect: Expect::Absent },
         Op::Put {
             kind: Kind::Sandbox,
             record: rec("sb", "changed"),
@@ -336,7 +365,7 @@ fn batch_is_all_or_nothing() {
     ];
     let err = store.apply(stale).unwrap_err();
     assert!(matches!(err, StoreError::PreconditionFailed { expected: 2, found: 1, .. }), "{err}");
-    assert_eq!(store.counter("settings_revision").unwrap(), 0);
+    assert!(store.get(Kind::Provider, "new").unwrap().is_none());
     assert_eq!(store.get(Kind::Sandbox, "sb").unwrap().unwrap().payload, "spec");
 
     // Later steps see earlier ones: delete then re-create gives a fresh record.
@@ -346,17 +375,14 @@ fn batch_is_all_or_nothing() {
         .apply(vec![
             Op::Delete { kind: Kind::Sandbox, name: "sb".into(), expect: Expect::Revision(1) },
             Op::Put { kind: Kind::Sandbox, record: fresh, expect: Expect::Absent },
-            Op::AddToCounter { name: "settings_revision".into(), delta: 1 },
             Op::Check { kind: Kind::Sandbox, name: "sb".into(), expect: Expect::Revision(1) },
         ])
         .unwrap();
     assert_eq!(applied[0], Applied::Deleted(true));
-    assert_eq!(applied[2], Applied::Counter(1));
-    assert_eq!(applied[3], Applied::Checked);
+    assert_eq!(applied[2], Applied::Checked);
     let now = store.get(Kind::Sandbox, "sb").unwrap().unwrap();
     assert_eq!((now.id.as_str(), now.revision), (fresh_id.as_str(), 1));
     assert!(store.get_by_id(Kind::Sandbox, &sandbox.id).unwrap().is_none());
-    assert_eq!(store.counter("settings_revision").unwrap(), 1);
     assert_eq!(store.apply(Vec::new()).unwrap(), []);
 }
 
@@ -377,8 +403,9 @@ fn limits_are_enforced() {
         (0..=MAX_LABELS).map(|i| (i.to_string(), String::new())).collect();
     invalid(NewRecord { labels: many.into_iter().collect(), ..rec("p", "x") });
     invalid(NewRecord { payload: Bytes::from(vec![0; MAX_PAYLOAD_BYTES + 1]), ..rec("p", "x") });
-    let ops =
-        (0..=MAX_BATCH_OPS).map(|i| Op::AddToCounter { name: format!("c{i}"), delta: 1 }).collect();
+    let ops = (0..=MAX_BATCH_OPS)
+        .map(|i| Op::Check { kind: Kind::Setting, name: format!("c{i}"), expect: Expect::Any })
+        .collect();
     assert!(matches!(store.apply(ops), Err(StoreError::Invalid(_))));
     assert_eq!(store.count(Kind::Provider).unwrap(), 0);
 }
@@ -389,7 +416,6 @@ fn reopen_keeps_everything_and_a_second_open_is_refused() {
     let path = dir.file("s.redb");
     let store = open(&path, None).unwrap();
     let a = store.create(Kind::InferenceRoute, rec("inference.local", "r")).unwrap();
-    store.apply(vec![Op::AddToCounter { name: "settings_revision".into(), delta: 7 }]).unwrap();
     let err = open(&path, None).err().unwrap();
     assert!(matches!(err, StoreError::Locked), "{err}");
     drop(store);
@@ -397,7 +423,6 @@ fn reopen_keeps_everything_and_a_second_open_is_refused() {
     let store = open(&path, None).unwrap();
     assert_eq!(store.get(Kind::InferenceRoute, "inference.local").unwrap().unwrap(), a);
     assert_eq!(store.get_by_id(Kind::InferenceRoute, &a.id).unwrap().unwrap(), a);
-    assert_eq!(store.counter("settings_revision").unwrap(), 7);
 }
 
 #[test]
@@ -602,8 +627,8 @@ fn an_older_ciphertext_written_back_over_a_newer_write_is_an_error() {
 
 /// Copies `tests/data/store-format1.bin` (written by the store before the
 /// format 2 binding, under [`KEY`]: providers `openai` at revision 2 and
-/// `anthropic` labelled `team=a`, sandbox `sb`, counter `settings_revision`
-/// = 3) to `path`.
+/// `anthropic` labelled `team=a`, sandbox `sb`, and a `counters` table
+/// holding `settings_revision` = 3, which the store no longer reads) to `path`.
 fn format1_fixture(path: &Path) {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/store-format1.bin");
     std::fs::copy(fixture, path).unwrap();
@@ -644,7 +669,6 @@ fn a_format_1_file_is_migrated_once_on_open_and_reads_the_same() {
             .unwrap();
         assert_eq!((by_id.name.as_str(), &by_id.payload[..]), ("sb", &b"sandbox-spec"[..]));
         assert_eq!(store.list(Kind::Provider, &all()).unwrap().len(), 2);
-        assert_eq!(store.counter("settings_revision").unwrap(), 3);
     };
 
     let store = RedbStore::open(&path, Some(KEY)).unwrap();

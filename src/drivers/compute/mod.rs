@@ -1,12 +1,5 @@
 //! The compute driver client and the sandbox lifecycle (drivers.md
-//! "Compute driver").
-//!
-//! [`Compute`] owns the pool to the driver socket, the driver's
-//! capabilities (its `default_image`), the store and the sandbox event bus.
-//! Handlers call [`Compute::create`] and [`Compute::delete`]; everything
-//! else about a sandbox is read from the store, which two background tasks
-//! keep current (`sync.rs`): the `WatchSandboxes` stream and a periodic
-//! reconcile.
+//! "Compute driver"); everything but create and delete reads the store.
 //!
 //! ```text
 //!  CreateSandbox ─► validate ─► providers ─► name ─► image, policy ─► id
@@ -16,14 +9,8 @@
 //!  every 60 s: driver ListSandboxes / GetSandbox ─► store
 //! ```
 //!
-//! Once a create or delete has reached the point of writing the store, the
-//! rest of it runs in its own task: a caller that goes away (deadline,
-//! cancel) cannot leave a half-created record behind.
-//!
-//! Files: `translate.rs` (public ↔ driver shapes, phase), `validate.rs`
-//! (request limits, labels), `policy.rs` (the stored policy bytes),
-//! `record.rs` (sandbox records), `names.rs` (generated names), `sync.rs`
-//! (watch loop, reconcile).
+//! Once a create or delete writes the store, the rest runs in its own task,
+//! so a caller that goes away cannot leave a half-created record behind.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod sync;
@@ -38,7 +25,7 @@ use tokio::task::JoinHandle;
 
 use super::uds::{self, Driver, Pool, PoolConfig};
 use crate::domain::events::SandboxBus;
-use crate::domain::{names, policy, record, validate};
+use crate::domain::{names, policy, record, store_status, validate};
 use crate::grpc::Status;
 use crate::log;
 use crate::net::shutdown::Shutdown;
@@ -46,6 +33,7 @@ use crate::obs::readiness::Readiness;
 use crate::proto::openshell::compute::v1::{
     self as driver, GetCapabilitiesRequest, GetCapabilitiesResponse, compute_driver,
 };
+use crate::proto::openshell::datamodel::v1::ObjectMeta;
 use crate::proto::openshell::v1::{CreateSandboxRequest, Sandbox, SandboxPhase};
 use crate::relay::Relays;
 use crate::store::{self, Kind, Store, StoreError};
@@ -62,21 +50,16 @@ pub const ORPHAN_GRACE: Duration = Duration::from_secs(300);
 /// Generated names tried before giving up on finding a free one.
 const NAME_ATTEMPTS: usize = 8;
 
-/// The compute driver's intervals. Production uses [`Timing::default`];
-/// tests shorten them through `app::Tuning` (there are no flags for them).
+/// The compute driver's intervals (the constants above, and
+/// `uds::STARTUP_*`); tests shorten them through `app::Tuning`, there are
+/// no flags for them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timing {
-    /// Startup: attempts to find the socket.
     pub startup_attempts: u32,
-    /// Startup: time between attempts.
     pub startup_interval: Duration,
-    /// See [`WATCH_RESTART_MIN`].
     pub watch_restart_min: Duration,
-    /// See [`WATCH_RESTART_MAX`].
     pub watch_restart_max: Duration,
-    /// See [`RECONCILE_INTERVAL`].
     pub reconcile_interval: Duration,
-    /// See [`ORPHAN_GRACE`].
     pub orphan_grace: Duration,
 }
 
@@ -93,7 +76,6 @@ impl Default for Timing {
     }
 }
 
-/// The compute driver client.
 pub struct Compute {
     pool: Pool,
     capabilities: GetCapabilitiesResponse,
@@ -120,8 +102,8 @@ impl std::fmt::Debug for Compute {
 }
 
 impl Compute {
-    /// Connect to the driver (waiting for its socket as `timing` says) and
-    /// read its capabilities. The error is the message to exit with.
+    /// Connect to the driver and read its capabilities; the error is the
+    /// message to exit with.
     pub async fn connect(
         config: PoolConfig,
         readiness: Option<Readiness>,
@@ -177,9 +159,8 @@ impl Compute {
         &self.capabilities.default_image
     }
 
-    /// CreateSandbox, from the request to the created sandbox. A driver
-    /// failure answers with a stable message naming `request_id`; the
-    /// driver's text goes to the log.
+    /// CreateSandbox. A driver failure answers with a stable message naming
+    /// `request_id`; the driver's text goes to the log.
     pub async fn create(
         self: &Arc<Self>,
         req: CreateSandboxRequest,
@@ -190,12 +171,7 @@ impl Compute {
         let mut spec = spec.ok_or_else(|| Status::invalid_argument("spec is required"))?;
         validate::create_request(&name, &spec, &labels)?;
         for provider in &spec.providers {
-            if self
-                .store
-                .get(Kind::Provider, provider)
-                .map_err(crate::domain::store_status)?
-                .is_none()
-            {
+            if self.store.get(Kind::Provider, provider).map_err(store_status)?.is_none() {
                 return Err(Status::failed_precondition(format!(
                     "provider '{provider}' not found"
                 )));
@@ -211,20 +187,14 @@ impl Compute {
         let name = if name.is_empty() {
             self.free_name()?
         } else {
-            if self.store.get(Kind::Sandbox, &name).map_err(crate::domain::store_status)?.is_some()
-            {
+            if self.store.get(Kind::Sandbox, &name).map_err(store_status)?.is_some() {
                 return Err(already_exists(&name));
             }
             name
         };
-        let id = store::new_uuid_v4().map_err(crate::domain::store_status)?;
+        let id = store::new_uuid_v4().map_err(store_status)?;
         let sandbox = Sandbox {
-            metadata: Some(crate::proto::openshell::datamodel::v1::ObjectMeta {
-                id,
-                name,
-                created_at_ms: 0,
-                labels,
-            }),
+            metadata: Some(ObjectMeta { id, name, created_at_ms: 0, labels }),
             spec: Some(spec),
             status: None,
             phase: SandboxPhase::Provisioning as i32,
@@ -253,8 +223,7 @@ impl Compute {
         for _ in 0..NAME_ATTEMPTS {
             last = names::two_words()
                 .ok_or_else(|| Status::internal("system random number generator failed"))?;
-            if self.store.get(Kind::Sandbox, &last).map_err(crate::domain::store_status)?.is_none()
-            {
+            if self.store.get(Kind::Sandbox, &last).map_err(store_status)?.is_none() {
                 return Ok(last);
             }
         }
@@ -274,9 +243,9 @@ impl Compute {
             .await
             .map_err(|e| match e {
                 StoreError::AlreadyExists { .. } => already_exists(&name),
-                e => crate::domain::store_status(e),
+                e => store_status(e),
             })?;
-        let sandbox = record::decode(&stored).map_err(crate::domain::store_status)?;
+        let sandbox = record::decode(&stored).map_err(store_status)?;
         let request = driver::CreateSandboxRequest { sandbox: Some(for_driver) };
         match self.pool.unary(compute_driver::CREATE_SANDBOX, &request, deadline).await {
             Ok(_) => {
@@ -312,9 +281,9 @@ impl Compute {
         let record = self
             .store
             .get(Kind::Sandbox, name)
-            .map_err(crate::domain::store_status)?
+            .map_err(store_status)?
             .ok_or_else(|| Status::not_found("sandbox not found"))?;
-        let before = record::decode(&record).map_err(crate::domain::store_status)?.phase;
+        let before = record::decode(&record).map_err(store_status)?.phase;
         let this = Arc::clone(self);
         let (id, name) = (record.id, record.name);
         tokio::spawn(async move { this.delete_task(id, name, before, deadline, &request_id).await })
@@ -337,7 +306,7 @@ impl Compute {
             change
         })
         .await
-        .map_err(crate::domain::store_status)?;
+        .map_err(store_status)?;
         if let Some(s) = &marked {
             self.bus.changed(s);
         }

@@ -1,29 +1,10 @@
-//! Keeping the store current with the driver: the `WatchSandboxes` loop
-//! and the periodic reconcile (drivers.md "Compute driver").
-//!
-//! - The watch loop holds one `WatchSandboxes` stream open for the life of
-//!   the gateway. A sandbox event updates the sandbox's status and phase, a
-//!   deleted event removes the record, a platform event goes to the bus.
-//!   When the stream fails or ends it is reopened after
-//!   `Timing::watch_restart_min`, doubling up to `watch_restart_max` while
-//!   attempts keep failing; every (re)open triggers a reconcile to catch up
-//!   on what happened while nobody watched.
-//! - Reconcile (every `Timing::reconcile_interval`): `ListSandboxes`
-//!   updates every sandbox the driver reports; each stored sandbox the list
-//!   lacks is fetched with `GetSandbox`. A sweep never overwrites a record
-//!   that changed after the sweep began: it notes every record's store
-//!   revision before asking the driver and writes only at that revision
-//!   (`record::modify_at`), so a watch event applied while `ListSandboxes`
-//!   was in flight (the newer news) is never undone by the older answer. A sandbox the driver answers
-//!   NOT_FOUND for is removed at once if it was being deleted, otherwise
-//!   once the driver has not known it for `Timing::orphan_grace`.
-//!
-//! Only sandboxes the store knows are updated: an event for an unknown id
-//! is ignored, so the driver cannot create records.
-//!
-//! A sandbox that is DELETING stays DELETING whatever its status says until
-//! it is gone (or the delete call failed): a driver that reports the old
-//! status once more must not make a deleted sandbox look READY again.
+//! Keeping the store current with the driver (drivers.md "Compute driver"):
+//! the `WatchSandboxes` loop (every reopen triggers a reconcile), and the
+//! reconcile, which writes only at the revision noted before asking the
+//! driver, so a watch event applied meanwhile is never undone. A sandbox
+//! the driver does not know goes at once if DELETING, else after
+//! `Timing::orphan_grace`. Unknown ids are ignored (the driver cannot create
+//! records); a DELETING sandbox stays DELETING, whatever a stale status says.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError};
@@ -31,7 +12,7 @@ use std::time::Instant;
 
 use super::{Compute, translate};
 use crate::domain::events::Kept;
-use crate::domain::record;
+use crate::domain::{record, store_status};
 use crate::drivers::uds::DriverError;
 use crate::grpc::{Code, Status};
 use crate::log;
@@ -47,14 +28,10 @@ impl Compute {
     pub(super) async fn watch_loop(self: Arc<Self>, shutdown: Shutdown) {
         let mut delay = self.timing.watch_restart_min;
         loop {
-            let opened =
-                shutdown
-                    .or_shutdown(self.pool.server_streaming(
-                        compute_driver::WATCH_SANDBOXES,
-                        &WatchSandboxesRequest {},
-                    ))
-                    .await;
-            let Some(opened) = opened else { return };
+            let watch = self
+                .pool
+                .server_streaming(compute_driver::WATCH_SANDBOXES, &WatchSandboxesRequest {});
+            let Some(opened) = shutdown.or_shutdown(watch).await else { return };
             match opened {
                 Ok(mut stream) => {
                     log::info("watching compute driver sandboxes").emit();
@@ -151,20 +128,13 @@ impl Compute {
             }
             (s.status.clone(), s.phase) != before
         };
-        let changed = match at {
-            None => record::modify(&self.store, &incoming.id, change).await,
-            Some(revision) => record::modify_at(&self.store, &incoming.id, revision, change).await,
-        }
-        .map_err(crate::domain::store_status)?;
+        let changed =
+            record::modify_at(&self.store, &incoming.id, at, change).await.map_err(store_status)?;
         if let Some(sandbox) = changed {
+            let phase = SandboxPhase::try_from(sandbox.phase).unwrap_or(SandboxPhase::Unknown);
             log::debug("sandbox status changed")
                 .str("sandbox_id", &incoming.id)
-                .str(
-                    "phase",
-                    SandboxPhase::try_from(sandbox.phase)
-                        .unwrap_or(SandboxPhase::Unknown)
-                        .as_str_name(),
-                )
+                .str("phase", phase.as_str_name())
                 .emit();
             self.bus.changed(&sandbox);
         }
@@ -177,7 +147,7 @@ impl Compute {
         event: Option<crate::proto::openshell::compute::v1::DriverPlatformEvent>,
     ) -> Result<(), Status> {
         let Some(e) = event else { return Ok(()) };
-        if self.store.get_by_id(Kind::Sandbox, id).map_err(crate::domain::store_status)?.is_none() {
+        if self.store.get_by_id(Kind::Sandbox, id).map_err(store_status)?.is_none() {
             return Ok(());
         }
         let kept = self.bus.platform_event(
@@ -237,8 +207,7 @@ impl Compute {
         let mut stored = HashMap::new();
         loop {
             let query = ListQuery { offset, limit: MAX_LIST_RECORDS, ..ListQuery::default() };
-            let page =
-                self.store.list(Kind::Sandbox, &query).map_err(crate::domain::store_status)?;
+            let page = self.store.list(Kind::Sandbox, &query).map_err(store_status)?;
             let n = page.len();
             for r in page {
                 stored.insert(r.id, (r.revision, r.name));
@@ -265,10 +234,10 @@ impl Compute {
                 let deleting = self
                     .store
                     .get_by_id(Kind::Sandbox, &id)
-                    .map_err(crate::domain::store_status)?
+                    .map_err(store_status)?
                     .map(|r| record::decode(&r).map(|s| s.phase))
                     .transpose()
-                    .map_err(crate::domain::store_status)?
+                    .map_err(store_status)?
                     == Some(SandboxPhase::Deleting as i32);
                 let since = *self
                     .missing
@@ -285,8 +254,7 @@ impl Compute {
                 }
                 Ok(())
             }
-            // Anything else (the driver is down, a timeout) says nothing
-            // about the sandbox; try again next pass.
+            // Anything else (driver down, timeout) says nothing; retry next pass.
             Err(e) => Err(e.into_status()),
         }
     }

@@ -1,15 +1,8 @@
-//! Public sandbox ↔ driver sandbox, as upstream translates them (existing
-//! drivers expect exactly this shape), and the phase rule.
-//!
-//! Public → driver: the spec loses `policy` and `providers` (a driver never
-//! sees them); the template keeps `image`, `agent_socket` (as
-//! `agent_socket_path`), `labels` and `environment`, the `requests`/`limits`
-//! `cpu`/`memory` strings of its `resources` Struct become
-//! `DriverResourceRequirements`, and everything a driver may need beyond that
-//! goes into the `platform_config` Struct under `runtime_class_name`,
-//! `annotations`, `volume_claim_templates` and `resources_raw` (the resource
-//! keys left over). Driver → public: the status fields, with `instance_id`
-//! shown as `agent_pod`.
+//! Public sandbox ↔ driver sandbox, exactly as upstream translates them
+//! (existing drivers expect this shape), and the phase rule. A driver never
+//! sees `policy` or `providers`; template fields it has no slot for go into
+//! `platform_config` (`resources_raw`: the resource keys left over). A
+//! driver's `instance_id` is shown as `agent_pod`.
 
 use std::collections::BTreeMap;
 
@@ -56,7 +49,6 @@ pub fn phase(status: Option<&DriverSandboxStatus>) -> SandboxPhase {
     }
 }
 
-/// The driver's view of a public sandbox.
 pub fn to_driver(sandbox: &Sandbox) -> DriverSandbox {
     let meta = sandbox.metadata.clone().unwrap_or_default();
     let phase = SandboxPhase::try_from(sandbox.phase).unwrap_or(SandboxPhase::Unknown);
@@ -84,11 +76,9 @@ fn driver_spec(spec: &SandboxSpec) -> DriverSandboxSpec {
 fn driver_template(t: &SandboxTemplate) -> DriverSandboxTemplate {
     let (resources, leftover) = split_resources(t.resources.as_ref());
     let mut platform = BTreeMap::new();
+    let mut put = |key: &str, value: Kind| platform.insert(key.to_string(), kind(value));
     if !t.runtime_class_name.is_empty() {
-        platform.insert(
-            "runtime_class_name".to_string(),
-            kind(Kind::StringValue(t.runtime_class_name.clone())),
-        );
+        put("runtime_class_name", Kind::StringValue(t.runtime_class_name.clone()));
     }
     if !t.annotations.is_empty() {
         let fields = t
@@ -96,13 +86,13 @@ fn driver_template(t: &SandboxTemplate) -> DriverSandboxTemplate {
             .iter()
             .map(|(k, v)| (k.clone(), kind(Kind::StringValue(v.clone()))))
             .collect();
-        platform.insert("annotations".to_string(), kind(Kind::StructValue(Struct { fields })));
+        put("annotations", Kind::StructValue(Struct { fields }));
     }
     if let Some(v) = &t.volume_claim_templates {
-        platform.insert("volume_claim_templates".to_string(), kind(Kind::StructValue(v.clone())));
+        put("volume_claim_templates", Kind::StructValue(v.clone()));
     }
     if let Some(raw) = leftover {
-        platform.insert("resources_raw".to_string(), kind(Kind::StructValue(raw)));
+        put("resources_raw", Kind::StructValue(raw));
     }
     DriverSandboxTemplate {
         image: t.image.clone(),
@@ -177,7 +167,6 @@ fn driver_status(s: &SandboxStatus, deleting: bool) -> DriverSandboxStatus {
     }
 }
 
-/// The public status of a driver status.
 pub fn public_status(s: &DriverSandboxStatus) -> SandboxStatus {
     SandboxStatus {
         sandbox_name: s.sandbox_name.clone(),
