@@ -27,8 +27,7 @@ use h2::RecvStream;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::frame::Decoder;
-use super::router::frame_status;
+use super::frame::{Decoder, FrameError};
 use super::status::{Code, Status};
 
 /// Bytes of a partial message a stream may hold without charging the
@@ -335,6 +334,15 @@ impl Body {
 impl Drop for Body {
     fn drop(&mut self) {
         self.release_all();
+    }
+}
+
+pub(crate) fn frame_status(e: FrameError) -> Status {
+    match e {
+        FrameError::TooLarge { declared, limit } => Status::resource_exhausted(format!(
+            "received message larger than max ({declared} vs. {limit})"
+        )),
+        other => Status::internal(other.to_string()),
     }
 }
 
