@@ -1,18 +1,11 @@
 //! Logs: one JSON object per line on stderr (`ts`, `level`, `msg`, fields).
 //!
-//! The logger is a line builder, not a formatter of arbitrary values: every
-//! field is added by name with an explicit call, so what reaches a log line
-//! is exactly what the code asked for. Nothing in this crate passes a token,
-//! secret or credential value to it; `tests/logs.rs` checks this end to end
-//! for a request that carries all three.
-//!
-//! Audit lines (`"audit":true`) record every denied call and every allowed
-//! mutating call: subject, method, decision and reason code.
-//!
-//! Lines go through a bounded queue ([`LOG_QUEUE_LINES`]) to one writer
-//! thread, so a slow or stalled log reader never stalls the event loop; a
-//! line that finds the queue full is dropped and counted
-//! (`slimgate_log_lines_dropped_total` in `/metrics`).
+//! Every field is added by name with an explicit call, so a line holds exactly
+//! what the code asked for; nothing passes a token, secret or credential to it
+//! (`tests/logs.rs` checks this end to end). Lines go through a bounded queue
+//! to one writer thread, so a stalled log reader never stalls the event loop;
+//! a line that finds it full is dropped and counted
+//! (`slimgate_log_lines_dropped_total`).
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -24,20 +17,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Severity, most severe first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
-    /// Something failed.
     Error = 1,
-    /// Something is wrong but the gateway carries on.
     Warn = 2,
-    /// Normal operation worth a line.
     Info = 3,
-    /// Per-request detail.
     Debug = 4,
-    /// Everything.
     Trace = 5,
 }
 
 impl Level {
-    /// Parse `error`, `warn`, `info`, `debug`, `trace`.
     pub fn parse(s: &str) -> Option<Level> {
         match s.to_ascii_lowercase().as_str() {
             "error" => Some(Level::Error),
@@ -49,7 +36,6 @@ impl Level {
         }
     }
 
-    /// The lower-case name used in log lines.
     pub fn name(self) -> &'static str {
         match self {
             Level::Error => "error",
@@ -63,12 +49,11 @@ impl Level {
 
 static MAX_LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 
-/// Set the most verbose level that is written.
+/// The most verbose level written.
 pub fn set_level(level: Level) {
     MAX_LEVEL.store(level as u8, Ordering::Relaxed);
 }
 
-/// Whether a line at `level` would be written.
 pub fn enabled(level: Level) -> bool {
     level as u8 <= MAX_LEVEL.load(Ordering::Relaxed)
 }
@@ -84,7 +69,6 @@ pub struct Line {
 }
 
 impl Line {
-    /// Start a line.
     pub fn new(level: Level, msg: &str) -> Line {
         if !enabled(level) {
             return Line { buf: None };
@@ -99,7 +83,6 @@ impl Line {
         Line { buf: Some(buf) }
     }
 
-    /// Add a string field.
     pub fn str(mut self, key: &str, value: &str) -> Line {
         if let Some(buf) = self.buf.as_mut() {
             push_key(buf, key);
@@ -108,8 +91,7 @@ impl Line {
         self
     }
 
-    /// Add a field from anything that displays (numbers, addresses, errors
-    /// of this crate — never a token or secret).
+    /// Numbers, addresses, errors of this crate — never a token or secret.
     pub fn display(self, key: &str, value: impl std::fmt::Display) -> Line {
         if self.buf.is_none() {
             return self;
@@ -117,7 +99,6 @@ impl Line {
         self.str(key, &value.to_string())
     }
 
-    /// Add an integer field.
     pub fn num(mut self, key: &str, value: impl Into<i128>) -> Line {
         if let Some(buf) = self.buf.as_mut() {
             push_key(buf, key);
@@ -126,7 +107,6 @@ impl Line {
         self
     }
 
-    /// Add a boolean field.
     pub fn bool(mut self, key: &str, value: bool) -> Line {
         if let Some(buf) = self.buf.as_mut() {
             push_key(buf, key);
@@ -135,9 +115,7 @@ impl Line {
         self
     }
 
-    /// Queue the line for stderr (dropped and counted if the queue is
-    /// full; never blocks). Only the writer thread writes, so lines never
-    /// interleave.
+    /// Queue the line for the writer thread (never blocks; lines never interleave).
     pub fn emit(self) {
         match (self.finish(), queue()) {
             (Some(line), Some(q)) => _ = q.push(line),
@@ -170,22 +148,19 @@ pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
 /// together; a line is never split across batches).
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
 
-/// What the writer thread is sent.
 enum Msg {
     Line(String),
     /// Write everything before this, flush, then answer.
     Flush(SyncSender<()>),
 }
 
-/// A bounded line queue and the thread that writes it out.
 pub struct Queue {
     tx: SyncSender<Msg>,
     dropped: Arc<AtomicU64>,
 }
 
 impl Queue {
-    /// A queue of at most `capacity` lines written to `out` by a new
-    /// thread.
+    /// A queue of at most `capacity` lines written to `out` by a new thread.
     pub fn start(capacity: usize, out: impl Write + Send + 'static) -> std::io::Result<Queue> {
         let (tx, rx) = mpsc::sync_channel(capacity);
         let dropped = Arc::new(AtomicU64::new(0));
@@ -207,7 +182,6 @@ impl Queue {
         }
     }
 
-    /// Lines dropped so far.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
@@ -284,49 +258,40 @@ fn write_lines(rx: &Receiver<Msg>, mut out: impl Write, dropped: &AtomicU64) {
     }
 }
 
-/// The process's queue to stderr, started on first use (`None` if the
-/// writer thread cannot be started: lines are then written in place).
+/// Started on first use (`None` if the writer thread cannot start).
 fn queue() -> Option<&'static Queue> {
     static QUEUE: OnceLock<Option<Queue>> = OnceLock::new();
     QUEUE.get_or_init(|| Queue::start(LOG_QUEUE_LINES, std::io::stderr()).ok()).as_ref()
 }
 
-/// Log lines dropped because the queue to stderr was full.
 pub fn dropped_lines() -> u64 {
     queue().map_or(0, Queue::dropped)
 }
 
-/// Wait (at most [`FLUSH_TIMEOUT`]) until every line emitted so far has
-/// reached stderr. The binary calls it before exiting.
+/// Wait (at most [`FLUSH_TIMEOUT`]) for every line emitted so far to reach stderr.
 pub fn flush() -> bool {
     queue().is_none_or(|q| q.flush(FLUSH_TIMEOUT))
 }
 
-/// `Line::new(Level::Error, msg)`
 pub fn error(msg: &str) -> Line {
     Line::new(Level::Error, msg)
 }
-/// `Line::new(Level::Warn, msg)`
 pub fn warn(msg: &str) -> Line {
     Line::new(Level::Warn, msg)
 }
-/// `Line::new(Level::Info, msg)`
 pub fn info(msg: &str) -> Line {
     Line::new(Level::Info, msg)
 }
-/// `Line::new(Level::Debug, msg)`
 pub fn debug(msg: &str) -> Line {
     Line::new(Level::Debug, msg)
 }
 
-/// One audit record: who called what, and whether it was allowed.
+/// An audit line (`"audit":true`): every denied call and every allowed mutating call.
 #[derive(Clone, Copy, Debug)]
 pub struct Audit<'a> {
-    /// The request id.
     pub request_id: &'a str,
     /// The caller: a JWT `sub`, `sandbox` for a sandbox-secret caller, or `anonymous`.
     pub subject: &'a str,
-    /// The method path.
     pub method: &'a str,
     /// `allow` or `deny`.
     pub decision: &'a str,
@@ -334,8 +299,7 @@ pub struct Audit<'a> {
     pub reason: &'a str,
 }
 
-/// Write an audit line (always at info level or above, whatever the filter
-/// says for request lines: audit lines are only suppressed at `error`/`warn`).
+/// At info level or above: suppressed only by `error`/`warn` filters.
 pub fn audit(a: Audit<'_>) {
     let level = if a.decision == "deny" { Level::Warn } else { Level::Info };
     Line::new(level, "audit")

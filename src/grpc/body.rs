@@ -1,18 +1,11 @@
-//! Reading a request body under flow control and a memory budget.
-//!
-//! HTTP/2 flow control is what bounds the bytes a peer may send before we
-//! read them: h2 holds at most the window we granted. A request body gives
-//! window back (`release_capacity`) only
-//! - for bytes of whole messages it hands to the handler, and
-//! - for bytes of a partial message it keeps, once they are charged to the
-//!   connection's and the process's request budgets.
-//!
-//! So a message buffer grows only with bytes that arrived, and only while
-//! the budgets have room; past them the stream waits, the peer's window stays
-//! shut, and a stream that cannot finish its message within the receive
-//! timeout is ended (RESOURCE_EXHAUSTED when it was waiting on the budgets,
-//! DEADLINE_EXCEEDED when it was waiting on the peer). Whole small messages,
-//! the common case, never touch the budgets.
+//! Reading a request body under flow control and a memory budget. h2 holds at
+//! most the window we granted; a body gives window back only for bytes of
+//! whole messages handed to the handler, and for bytes of a partial message
+//! once charged to the connection's and the process's budgets. Past them the
+//! stream waits with the peer's window shut, and one that cannot finish its
+//! message within the receive timeout ends (RESOURCE_EXHAUSTED waiting on the
+//! budgets, DEADLINE_EXCEEDED waiting on the peer). Whole small messages, the
+//! common case, never touch the budgets.
 //!
 //! Bounds (docs/limits.md): per connection, the connection window plus
 //! `--request-buffer-bytes-per-connection` plus `UNCHARGED_BYTES_PER_STREAM`
@@ -27,8 +20,7 @@ use h2::RecvStream;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::frame::Decoder;
-use super::router::frame_status;
+use super::frame::{Decoder, FrameError};
 use super::status::{Code, Status};
 
 /// Bytes of a partial message a stream may hold without charging the
@@ -335,6 +327,15 @@ impl Body {
 impl Drop for Body {
     fn drop(&mut self) {
         self.release_all();
+    }
+}
+
+pub(crate) fn frame_status(e: FrameError) -> Status {
+    match e {
+        FrameError::TooLarge { declared, limit } => Status::resource_exhausted(format!(
+            "received message larger than max ({declared} vs. {limit})"
+        )),
+        other => Status::internal(other.to_string()),
     }
 }
 

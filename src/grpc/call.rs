@@ -1,17 +1,9 @@
-//! One gRPC call on one HTTP/2 stream: request checks, the gate (auth),
-//! routing, the handler, and the response with its status.
-//!
-//! The checks follow grpc-go where the spec leaves room (shared/spec/grpc.md
-//! §1.1, §1.4): 405 for a method other than POST, 415 for a content-type that
-//! is not `application/grpc[+x|;x]`, 400 for a malformed `grpc-timeout` or
-//! `-bin` header, every non-200 answer still carrying `grpc-status`.
-//!
-//! A call runs as one future that owns the stream's sending half. It polls,
-//! in order: the deadline, a client reset, server shutdown (streamed
-//! responses only), the handler, and the writer that moves streamed messages
-//! from the handler's bounded queue to the connection with HTTP/2 flow
-//! control. Whichever ends the call first drops the others, so an expired or
-//! cancelled call drops its handler at once.
+//! One gRPC call on one HTTP/2 stream: request checks, the gate, routing,
+//! the handler, the response. The checks follow grpc-go where the spec leaves
+//! room (shared/spec/grpc.md §1.1, §1.4): 405 for a method other than POST,
+//! 415 for a content-type not `application/grpc[+x|;x]`, 400 for a malformed
+//! `grpc-timeout` or `-bin` header, every non-200 answer still carrying
+//! `grpc-status`. How a call is driven to its end: `respond::Out::drive`.
 
 use std::future::Future;
 use std::pin::pin;
@@ -40,15 +32,12 @@ use crate::net::shutdown::Shutdown;
 /// replaced by a generated id.
 pub const MAX_REQUEST_ID_BYTES: usize = 128;
 
-/// Decides, from the method path, the request target's query and the
-/// request headers alone, whether a call may proceed, and attaches what
-/// handlers should know of the caller. It runs for every path, registered
-/// or not, before routing.
+/// Decides from the path, query and headers alone whether a call may proceed,
+/// and attaches what handlers should know of the caller (`Ok(extensions)`).
+/// Runs for every path, registered or not, before routing; may remove headers
+/// (spoofable identity headers). `query` follows the `?` (a bearer token there
+/// is refused).
 pub trait Gate: Send + Sync + 'static {
-    /// `Ok(extensions)` to let the call through; `Err(status)` to refuse it.
-    /// The gate may remove headers (for example spoofable identity headers).
-    /// `path` is `:path` without its query (what routing uses); `query` is
-    /// what follows its `?`, if any (a bearer token there is refused).
     fn admit(
         &self,
         path: &str,
@@ -58,7 +47,7 @@ pub trait Gate: Send + Sync + 'static {
     ) -> impl Future<Output = Result<http::Extensions, Status>> + Send;
 }
 
-/// A gate that lets everything through (tests, and the bare protocol layer).
+/// Lets everything through (tests, the bare protocol layer).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Open;
 
@@ -74,14 +63,12 @@ impl Gate for Open {
     }
 }
 
-/// Told about every finished call (metrics). Runs on the call's task
-/// after the final status is sent, so it must be cheap and never block.
+/// Told about every finished call (metrics), on the call's task after the
+/// final status is sent: it must be cheap and never block.
 pub trait CallObserver: Send + Sync + 'static {
-    /// A call on `path` ended with `code` after `elapsed`.
     fn call_ended(&self, path: &str, code: Code, elapsed: Duration);
 }
 
-/// Everything needed to serve calls: routes, gate, limits.
 pub struct Service<G> {
     router: Router,
     gate: G,
@@ -94,9 +81,8 @@ pub struct Service<G> {
 }
 
 impl<G: Gate> Service<G> {
-    /// A service over a router, a gate, the plain endpoints for non-gRPC
-    /// requests, the per-message limit (both directions) and the shutdown
-    /// signal that ends streamed responses.
+    /// `plain` answers non-gRPC requests; `max_message_bytes` limits both
+    /// directions; `shutdown` ends streamed responses.
     pub fn new(
         router: Router,
         gate: G,
@@ -116,29 +102,25 @@ impl<G: Gate> Service<G> {
         }
     }
 
-    /// Request budgets and the receive timeout (default: `Limits::default`).
     pub fn with_limits(mut self, limits: Limits) -> Self {
         self.limits = Arc::new(limits);
         self
     }
 
-    /// The request budgets; each connection takes its own from them.
+    /// Each connection takes its budget from these.
     pub fn limits(&self) -> &Arc<Limits> {
         &self.limits
     }
 
-    /// Tell `observer` about every finished call.
     pub fn with_observer(mut self, observer: Arc<dyn CallObserver>) -> Self {
         self.observer = Some(observer);
         self
     }
 
-    /// The registered method paths.
     pub fn paths(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.router.paths()
     }
 
-    /// The plain endpoints.
     pub fn plain(&self) -> &Arc<dyn Plain> {
         &self.plain
     }
@@ -149,13 +131,11 @@ impl<G: Gate> Service<G> {
         self
     }
 
-    /// The tunnels, if any.
     pub fn tunnels(&self) -> Option<&Arc<dyn Tunnels>> {
         self.tunnels.as_ref()
     }
 
-    /// Serve one HTTP/2 stream of a connection whose request budget is
-    /// `budget` to completion.
+    /// Serve one HTTP/2 stream to completion.
     pub async fn serve(
         &self,
         req: http::Request<RecvStream>,
@@ -349,8 +329,7 @@ impl<G: Gate> Service<G> {
     }
 }
 
-/// Most request bytes read and discarded after an early answer (see
-/// `Body::drain`).
+/// Most request bytes read and discarded after an early answer (`Body::drain`).
 const DRAIN_MAX_BYTES: usize = 64 * 1024;
 /// Longest wait for the rest of a request after an early answer.
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(100);

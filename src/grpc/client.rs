@@ -1,8 +1,8 @@
-//! The client half of the protocol, for the driver sidecars: one call on an
-//! h2 connection, with `grpc-timeout`, the message limit, and a strict
-//! reading of the answer (status 200, a gRPC content-type, exactly one
-//! message for unary calls, `grpc-status` from Trailers-Only or trailers).
-//! A peer that breaks the protocol yields INTERNAL, never a panic.
+//! The client half, for the driver sidecars: one call on an h2 connection with
+//! `grpc-timeout`, the message limit, and a strict reading of the answer
+//! (status 200, a gRPC content-type, exactly one message for unary calls,
+//! `grpc-status` from Trailers-Only or trailers). A peer that breaks the
+//! protocol yields INTERNAL, never a panic.
 
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,7 @@ use http::header::{CONTENT_TYPE, TE, USER_AGENT};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderMap, HeaderValue, StatusCode, Uri};
 
+use super::body::{frame_status, stream_error};
 use super::frame::{self, Decoder};
 use super::method::Method;
 use super::status::{Code, Status, decode_message};
@@ -20,7 +21,6 @@ use super::timeout;
 
 const USER_AGENT_VALUE: &str = concat!("slimgate/", env!("CARGO_PKG_VERSION"));
 
-/// Where a call goes and how long it may take.
 #[derive(Clone, Copy, Debug)]
 pub struct CallOptions {
     /// When the call must be over (sent as `grpc-timeout`, enforced locally).
@@ -41,18 +41,47 @@ pub struct Streaming<T> {
 impl<T: prost::Message + Default> Streaming<T> {
     /// The next message; `Ok(None)` when the server ended the stream with OK.
     pub async fn message(&mut self) -> Result<Option<T>, Status> {
-        match super::router::next_raw(&mut self.body, &mut self.decoder, &mut self.ended).await {
-            Ok(Some(bytes)) => T::decode(bytes)
-                .map(Some)
-                .map_err(|e| Status::internal(format!("malformed response message: {e}"))),
-            Ok(None) => match self.body.trailers().await {
-                Ok(Some(t)) => status_from(&t).map(|()| None),
-                Ok(None) => Err(Status::internal("response stream ended without grpc-status")),
-                Err(e) => Err(transport(&e)),
-            },
-            Err(s) => Err(server_cut(s)),
+        match self.raw().await? {
+            Some(bytes) => decode(bytes).map(Some),
+            None => self.end_status("response stream").await.map(|()| None),
         }
     }
+
+    async fn raw(&mut self) -> Result<Option<Bytes>, Status> {
+        let cut = |e| server_cut(frame_status(e));
+        loop {
+            if let Some(msg) = self.decoder.next_message().map_err(cut)? {
+                return Ok(Some(msg));
+            }
+            if self.ended {
+                self.decoder.finish().map_err(cut)?;
+                return Ok(None);
+            }
+            match self.body.data().await {
+                Some(Ok(chunk)) => {
+                    // Hand the window back as soon as the bytes are ours: the
+                    // decoder's own limit bounds what we hold.
+                    let _ = self.body.flow_control().release_capacity(chunk.len());
+                    self.decoder.push(chunk);
+                }
+                Some(Err(e)) => return Err(server_cut(stream_error(&e))),
+                None => self.ended = true,
+            }
+        }
+    }
+
+    /// The trailers' status once the body has ended.
+    async fn end_status(&mut self, what: &str) -> Result<(), Status> {
+        match self.body.trailers().await {
+            Ok(Some(t)) => status_from(&t),
+            Ok(None) => Err(Status::internal(format!("{what} ended without grpc-status"))),
+            Err(e) => Err(transport(&e)),
+        }
+    }
+}
+
+fn decode<T: prost::Message + Default>(bytes: Bytes) -> Result<T, Status> {
+    T::decode(bytes).map_err(|e| Status::internal(format!("malformed response message: {e}")))
 }
 
 /// Make one unary call.
@@ -67,37 +96,17 @@ where
     Resp: prost::Message + Default,
 {
     let call = async {
-        let (_head, mut body) = start(sender, method.path, req, opts).await?;
-        let mut decoder = Decoder::new(opts.max_message_bytes);
-        let mut ended = false;
-        let first = super::router::next_raw(&mut body, &mut decoder, &mut ended)
-            .await
-            .map_err(server_cut)?;
-        if let Some(msg) = first {
-            if super::router::next_raw(&mut body, &mut decoder, &mut ended)
-                .await
-                .map_err(server_cut)?
-                .is_some()
-            {
-                return Err(Status::internal(
-                    "server sent more than one response message to a unary call",
-                ));
-            }
-            match body.trailers().await {
-                Ok(Some(t)) => status_from(&t)?,
-                Ok(None) => return Err(Status::internal("response ended without grpc-status")),
-                Err(e) => return Err(transport(&e)),
-            }
-            return Resp::decode(msg)
-                .map_err(|e| Status::internal(format!("malformed response message: {e}")));
+        let mut s = start(sender, method, req, opts).await?;
+        let first = s.raw().await?;
+        if first.is_some() && s.raw().await?.is_some() {
+            return Err(Status::internal(
+                "server sent more than one response message to a unary call",
+            ));
         }
-        match body.trailers().await {
-            Ok(Some(t)) => {
-                status_from(&t)?;
-                Err(Status::internal("server sent no response message to a unary call"))
-            }
-            Ok(None) => Err(Status::internal("response ended without grpc-status")),
-            Err(e) => Err(transport(&e)),
+        s.end_status("response").await?;
+        match first {
+            Some(msg) => decode(msg),
+            None => Err(Status::internal("server sent no response message to a unary call")),
         }
     };
     with_deadline(opts.deadline, call).await
@@ -115,16 +124,7 @@ where
     Req: prost::Message,
     Resp: prost::Message + Default,
 {
-    let open = async {
-        let (_, body) =
-            start(sender, method.path, req, CallOptions { deadline: None, ..opts }).await?;
-        Ok(Streaming {
-            body,
-            decoder: Decoder::new(opts.max_message_bytes),
-            ended: false,
-            types: std::marker::PhantomData,
-        })
-    };
+    let open = start(sender, method, req, CallOptions { deadline: None, ..opts });
     with_deadline(opts.deadline, open).await
 }
 
@@ -141,14 +141,15 @@ async fn with_deadline<T>(
     }
 }
 
-/// Send headers and the request message; return the response headers (a
-/// Trailers-Only answer is turned into its status) and the body.
-async fn start<Req: prost::Message>(
+/// Send headers and the request message; a Trailers-Only answer is turned
+/// into its status.
+async fn start<Req: prost::Message, Resp>(
     sender: &SendRequest<Bytes>,
-    path: &'static str,
+    method: Method<Req, Resp>,
     req: &Req,
     opts: CallOptions,
-) -> Result<(http::response::Parts, RecvStream), Status> {
+) -> Result<Streaming<Resp>, Status> {
+    let path = method.path;
     let payload = frame::encode(req, opts.max_message_bytes).ok_or_else(|| {
         Status::resource_exhausted(format!(
             "request message is larger than the limit of {} bytes",
@@ -207,7 +208,8 @@ async fn start<Req: prost::Message>(
         // Trailers-Only.
         status_from(&head.headers)?;
     }
-    Ok((head, body))
+    let decoder = Decoder::new(opts.max_message_bytes);
+    Ok(Streaming { body, decoder, ended: false, types: std::marker::PhantomData })
 }
 
 /// `Ok(())` for grpc-status 0, the status otherwise; INTERNAL if absent.

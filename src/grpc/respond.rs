@@ -38,7 +38,6 @@ pub(super) enum End {
     Broken,
 }
 
-/// The sending half of the stream, before and after the response headers.
 pub(super) struct Out {
     respond: Option<SendResponse<Bytes>>,
     stream: Option<h2::SendStream<Bytes>>,
@@ -67,7 +66,6 @@ impl Out {
         }
     }
 
-    /// The request id as a response header value.
     fn request_id_header(&self) -> HeaderValue {
         let mut v =
             HeaderValue::from_str(&self.request_id).unwrap_or(HeaderValue::from_static("invalid"));
@@ -98,19 +96,25 @@ impl Out {
 
     /// Trailers-Only (or a non-200 answer) before anything was sent.
     pub(super) fn refuse(&mut self, http_status: StatusCode, status: &Status) {
-        let Some(mut respond) = self.respond.take() else {
-            return;
-        };
-        let mut resp = http::Response::new(());
-        *resp.status_mut() = http_status;
-        let h = resp.headers_mut();
-        h.insert(CONTENT_TYPE, GRPC_CONTENT_TYPE);
+        let mut h = HeaderMap::new();
         if http_status == StatusCode::METHOD_NOT_ALLOWED {
             h.insert(http::header::ALLOW, HeaderValue::from_static("POST"));
         }
         if status.code() == Code::Unimplemented && status.message().contains("grpc-encoding") {
             h.insert("grpc-accept-encoding", HeaderValue::from_static("identity"));
         }
+        self.trailers_only(http_status, status, h);
+    }
+
+    fn trailers_only(&mut self, http_status: StatusCode, status: &Status, headers: HeaderMap) {
+        let Some(mut respond) = self.respond.take() else {
+            return;
+        };
+        let mut resp = http::Response::new(());
+        *resp.status_mut() = http_status;
+        let h = resp.headers_mut();
+        *h = headers;
+        h.insert(CONTENT_TYPE, GRPC_CONTENT_TYPE);
         h.insert(X_REQUEST_ID.clone(), self.request_id_header());
         put_status(h, status);
         let _ = respond.send_response(resp, true);
@@ -173,9 +177,13 @@ impl Out {
         Poll::Ready(Ok(()))
     }
 
-    // The call's futures stay small (they are moved when a stream's task is
-    // spawned): `work` is pinned by the caller, and the deadline timer and
-    // shutdown watch are boxed only for the calls that have them.
+    /// Poll, in order: the deadline, a client reset, shutdown (streamed
+    /// responses only), the handler, and the writer moving streamed messages
+    /// from the handler's bounded queue to h2. Whichever ends the call first
+    /// drops the others, so an expired or cancelled call drops its handler at
+    /// once. The futures stay small (moved when a stream's task is spawned):
+    /// `work` is pinned by the caller; the timer and shutdown watch are boxed
+    /// only for the calls that have them.
     pub(super) async fn drive<F>(
         &mut self,
         mut work: Pin<&mut F>,
@@ -282,22 +290,7 @@ impl Out {
                 }
                 let _ = stream.send_trailers(t);
             }
-            None if status.code() == Code::Ok && trailers.is_empty() => {
-                self.refuse(StatusCode::OK, status)
-            }
-            None => {
-                // Trailers-Only carrying trailing metadata.
-                let Some(mut respond) = self.respond.take() else {
-                    return status.code();
-                };
-                let mut resp = http::Response::new(());
-                let h = resp.headers_mut();
-                *h = trailers;
-                h.insert(CONTENT_TYPE, GRPC_CONTENT_TYPE);
-                h.insert(X_REQUEST_ID.clone(), self.request_id_header());
-                put_status(h, status);
-                let _ = respond.send_response(resp, true);
-            }
+            None => self.trailers_only(StatusCode::OK, status, trailers),
         }
         status.code()
     }

@@ -1,11 +1,7 @@
-//! Path → handler routing, with one adapter per streaming shape.
-//!
-//! Handlers are typed by the generated `Method<Req, Resp>` constants, so a
-//! handler for `open_shell::HEALTH` must take a `HealthRequest` and give a
-//! `HealthResponse`. Internally each handler is erased to one signature: it
-//! gets the call context and the request (one decoded message, or the request
-//! stream), sends streamed responses through a bounded channel, and returns
-//! either a final message or nothing.
+//! Path → handler routing. Handlers are typed by the generated
+//! `Method<Req, Resp>` constants (a handler for `open_shell::HEALTH` takes a
+//! `HealthRequest`, gives a `HealthResponse`), then erased by one adapter per
+//! streaming shape to [`Handler`].
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -15,12 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use h2::RecvStream;
 use http::HeaderMap;
 use tokio::sync::mpsc;
 
-use super::body::{Body, stream_error};
-use super::frame::{self, Decoder, FrameError};
+use super::body::Body;
+use super::frame;
 use super::method::{Method, Shape};
 use super::status::Status;
 
@@ -31,7 +26,6 @@ pub const STREAM_QUEUE_MESSAGES: usize = 16;
 /// Everything a handler knows about its call besides the request message.
 #[derive(Debug)]
 pub struct Context {
-    /// The method path.
     pub path: &'static str,
     /// Request headers (custom metadata included).
     pub metadata: HeaderMap,
@@ -39,7 +33,7 @@ pub struct Context {
     pub extensions: http::Extensions,
     /// When the call must be finished, if the client set `grpc-timeout`.
     pub deadline: Option<Instant>,
-    /// The request id (`x-request-id`, echoed or generated).
+    /// `x-request-id`, echoed or generated.
     pub request_id: Arc<str>,
 }
 
@@ -53,11 +47,9 @@ impl Context {
 /// A successful unary or client-streaming answer with optional metadata.
 #[derive(Debug, Default)]
 pub struct Reply<T> {
-    /// The response message.
     pub message: T,
-    /// Initial metadata (response headers).
     pub headers: HeaderMap,
-    /// Trailing metadata (sent with `grpc-status: 0`).
+    /// Sent with `grpc-status: 0`.
     pub trailers: HeaderMap,
 }
 
@@ -88,42 +80,6 @@ impl<T: prost::Message + Default> Requests<T> {
     }
 }
 
-/// Read the next raw message from a response body (the driver client).
-pub(crate) async fn next_raw(
-    body: &mut RecvStream,
-    decoder: &mut Decoder,
-    ended: &mut bool,
-) -> Result<Option<Bytes>, Status> {
-    loop {
-        if let Some(msg) = decoder.next_message().map_err(frame_status)? {
-            return Ok(Some(msg));
-        }
-        if *ended {
-            decoder.finish().map_err(frame_status)?;
-            return Ok(None);
-        }
-        match body.data().await {
-            Some(Ok(chunk)) => {
-                // Hand the window back as soon as the bytes are ours: the
-                // decoder's own limit bounds what we hold.
-                let _ = body.flow_control().release_capacity(chunk.len());
-                decoder.push(chunk);
-            }
-            Some(Err(e)) => return Err(stream_error(&e)),
-            None => *ended = true,
-        }
-    }
-}
-
-pub(crate) fn frame_status(e: FrameError) -> Status {
-    match e {
-        FrameError::TooLarge { declared, limit } => Status::resource_exhausted(format!(
-            "received message larger than max ({declared} vs. {limit})"
-        )),
-        other => Status::internal(other.to_string()),
-    }
-}
-
 fn decode<T: prost::Message + Default>(bytes: Bytes) -> Result<T, Status> {
     T::decode(bytes).map_err(|e| Status::internal(format!("failed to decode request message: {e}")))
 }
@@ -146,9 +102,8 @@ impl<T: prost::Message> Sink<T> {
             .map_err(|_| Status::new(super::Code::Cancelled, "the call has ended"))
     }
 
-    /// Send the response headers now, before any message (a client may
-    /// wait for them before it starts, as the supervisor's `RelayStream`
-    /// does).
+    /// Send the response headers now, before any message (the supervisor's
+    /// `RelayStream` waits for them before it starts).
     pub async fn send_headers(&self) -> Result<(), Status> {
         self.tx
             .send(Bytes::new())
@@ -156,7 +111,7 @@ impl<T: prost::Message> Sink<T> {
             .map_err(|_| Status::new(super::Code::Cancelled, "the call has ended"))
     }
 
-    /// Whether the call is already over (the client went away or the deadline passed).
+    /// The call is over (client gone, deadline passed).
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
     }
@@ -176,7 +131,6 @@ fn encode_limited<T: prost::Message>(msg: &T, limit: usize) -> Result<Bytes, Sta
     })
 }
 
-/// What the driver hands an erased handler.
 pub(crate) enum Input {
     One(Bytes),
     Stream(Body),
@@ -185,12 +139,11 @@ pub(crate) enum Input {
 pub(crate) type HandlerFuture =
     Pin<Box<dyn Future<Output = Result<Option<Reply<Bytes>>, Status>> + Send>>;
 
-/// A handler erased to one signature: context, request, the stream sink (streaming
-/// responses only) and the response message limit.
+/// An erased handler: context, request, the stream sink (streaming responses
+/// only, a bounded queue) and the response message limit.
 pub(crate) type Handler =
     Box<dyn Fn(Context, Input, Option<mpsc::Sender<Bytes>>, usize) -> HandlerFuture + Send + Sync>;
 
-/// One registered method.
 pub(crate) struct Route {
     pub(crate) path: &'static str,
     pub(crate) shape: Shape,
@@ -199,7 +152,6 @@ pub(crate) struct Route {
     pub(crate) max_request_bytes: Option<usize>,
 }
 
-/// The table from `:path` to handler.
 #[derive(Default)]
 pub struct Router {
     routes: HashMap<&'static str, Route>,
@@ -207,7 +159,6 @@ pub struct Router {
 }
 
 impl Router {
-    /// An empty router.
     pub fn new() -> Router {
         Router::default()
     }
@@ -216,12 +167,10 @@ impl Router {
         self.routes.get(path)
     }
 
-    /// Whether a path is registered.
     pub fn contains(&self, path: &str) -> bool {
         self.routes.contains_key(path)
     }
 
-    /// Every registered method path.
     pub fn paths(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.routes.keys().copied()
     }

@@ -1,13 +1,8 @@
-//! The table of live connections of one listener group: a cap, which
-//! connections are idle, and shedding.
-//!
-//! A connection is idle while it has no open stream (an HTTP/1.1 connection,
-//! or one still in its handshake, always is). When a new connection arrives
-//! at the cap, the connection idle the longest is told to close (HTTP/2:
-//! GOAWAY(NO_ERROR), then close) and the new one is served; if every
-//! connection has an open stream the new one is closed at once. The accept
-//! loop never blocks on the cap, so new clients are served while old idle
-//! ones (a slow-loris pile, forgotten keep-alives) make room.
+//! The live connections of one listener group, capped. A connection is idle
+//! while it has no open stream (HTTP/1.1 and handshaking ones always are). A
+//! new connection at the cap sheds the longest-idle one (HTTP/2: GOAWAY
+//! then close), or is closed at once if none is idle; the accept loop never
+//! blocks, so idle piles (slow loris, forgotten keep-alives) make room.
 
 use std::collections::HashMap;
 use std::future::{Future, poll_fn};
@@ -30,7 +25,6 @@ pub const PLAIN_PORT_MAX_CONNECTIONS: usize = 32;
 /// A shed connection that has not closed by then is dropped.
 pub const SHED_GRACE: Duration = Duration::from_secs(1);
 
-/// The live connections of a listener group.
 #[derive(Debug)]
 pub struct Table {
     cap: usize,

@@ -1,10 +1,4 @@
-//! Small I/O adapters, written here to keep the dependency tree small:
-//!
-//! - `Rewind` replays the bytes read while sniffing for the HTTP/2 preface;
-//! - `HyperIo` lets hyper's HTTP/1.1 server and client run on a tokio stream
-//!   (what `hyper-util`'s `TokioIo` does, without `unsafe`: reads go through a
-//!   small stack buffer, which only the plain endpoints and the JWKS fetcher
-//!   pay for).
+//! Small I/O adapters, here to keep the dependency tree small.
 
 use std::io;
 use std::pin::Pin;
@@ -13,7 +7,7 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// A stream that first yields `prefix`, then reads from `inner`.
+/// Replays the bytes read while sniffing for the HTTP/2 preface, then reads `inner`.
 #[derive(Debug)]
 pub struct Rewind<T> {
     prefix: Bytes,
@@ -21,7 +15,6 @@ pub struct Rewind<T> {
 }
 
 impl<T> Rewind<T> {
-    /// Replay `prefix` before `inner`.
     pub fn new(prefix: Bytes, inner: T) -> Rewind<T> {
         Rewind { prefix, inner }
     }
@@ -69,7 +62,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Rewind<T> {
     }
 }
 
-/// A tokio stream seen through hyper's I/O traits.
+/// A tokio stream seen through hyper's I/O traits (hyper-util's `TokioIo`
+/// without `unsafe`: reads go through a small stack buffer, which only the
+/// plain endpoints and the JWKS fetcher pay for).
 #[derive(Debug)]
 pub struct HyperIo<T>(pub T);
 

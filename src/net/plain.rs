@@ -1,6 +1,5 @@
-//! The plain HTTP endpoints (`/healthz`, `/readyz`, …) as a trait, so that the
-//! HTTP/1.1 server and the HTTP/2 (gRPC) server answer them the same way
-//! without either knowing what the gateway's readiness is made of.
+//! The plain HTTP endpoints (`/healthz`, `/readyz`, …) as a trait: the HTTP/1.1
+//! and HTTP/2 servers answer them alike without knowing what readiness is.
 
 use bytes::Bytes;
 use http::StatusCode;
@@ -8,21 +7,16 @@ use http::StatusCode;
 /// A complete plain HTTP answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlainResponse {
-    /// HTTP status.
     pub status: StatusCode,
-    /// `content-type` of the body.
     pub content_type: &'static str,
-    /// The body.
     pub body: Bytes,
 }
 
 impl PlainResponse {
-    /// A text answer.
     pub fn text(status: StatusCode, body: impl Into<Bytes>) -> PlainResponse {
         PlainResponse { status, content_type: "text/plain; charset=utf-8", body: body.into() }
     }
 
-    /// A JSON answer.
     pub fn json(status: StatusCode, body: impl Into<Bytes>) -> PlainResponse {
         PlainResponse { status, content_type: "application/json", body: body.into() }
     }

@@ -1,18 +1,10 @@
-//! `http://host[:port]/path` URLs of the identity provider (and
-//! `https://` ones in a build with the `tls` cargo feature), parsed by hand
-//! (no URL crate) into exactly what the fetcher needs: a host to resolve or
-//! an IP address to connect to, a port, the `Host` header, the request
-//! target and whether to speak TLS.
-//!
-//! The grammar is the small subset of RFC 3986 an in-cluster identity
-//! provider needs, and everything else is refused with an error that says
-//! why: a scheme other than `http` or `https` (`https` in a build without
-//! TLS names the `tls` cargo feature),
-//! userinfo (`user:pass@`, which would put a credential in logs), a fragment,
-//! an empty host, a bare IPv6 address (RFC 3986 §3.2.2 wants brackets), a
-//! zone id, a host of digits and dots that is not a dotted-quad IPv4 address
-//! (`127.1`, `0x7f.1`: resolvers disagree about those), a port outside
-//! 1–65535, or a path with spaces, controls or non-ASCII bytes.
+//! The identity provider's `http://host[:port]/path` URLs (`https://` with
+//! the `tls` feature), parsed by hand: the small subset of RFC 3986 an
+//! in-cluster provider needs. Everything else is refused with a reason (see
+//! [`UrlError`]); the less obvious ones: userinfo would put a credential in
+//! logs, a bare IPv6 address lacks the brackets RFC 3986 §3.2.2 wants, and
+//! resolvers disagree about digit-and-dot hosts that are not dotted quads
+//! (`127.1`, `0x7f.1`).
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

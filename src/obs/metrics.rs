@@ -1,31 +1,16 @@
-//! Counters and histograms for `--metrics-port`, and the Prometheus text
-//! exposition format (version 0.0.4) they are written in, by hand.
+//! Counters and histograms for `--metrics-port`, written by hand in the
+//! Prometheus text format 0.0.4.
 //!
-//! # Shape
-//!
-//! The hot path only ever adds to atomics that exist before the first call:
-//!
-//! - [`GrpcStats`] has one duration [`Histogram`] per (method, status
-//!   code), for every method registered in the router plus one `other`
-//!   row that every unknown path shares, so a client cannot grow the label
-//!   set by inventing paths. A finished call costs one hash lookup of its
-//!   path and two relaxed atomic adds; no lock, no allocation.
-//! - [`AuthStats`] counts gate decisions by reason code; the codes are a
-//!   fixed list, and anything else would count as `other`.
-//! - [`DriverStats`] (one per driver pool) counts calls by status code and
-//!   keeps one duration histogram.
-//!
-//! Everything else (JWKS counters, live driver connections, store sizes)
-//! is read from its owner when `/metrics` is scraped (`crate::api::scrape`).
-//!
-//! This module depends on nothing of the gateway but the gRPC status codes
-//! and the call observer hook, so the layers that record into it (the gRPC
-//! call driver, the auth gate, the driver pool) do not depend on each
-//! other through it.
-//!
-//! Label values are fixed strings chosen by the code (method paths from
-//! the proto, status names, reason codes, driver names); no header, token
-//! or other client-supplied text ever becomes a label or a value.
+//! The hot path only adds to atomics that exist before the first call: one
+//! duration histogram per (registered method, status code) plus one `other`
+//! row every unknown path shares, so a client cannot grow the label set by
+//! inventing paths (a finished call: one hash lookup, two relaxed atomic
+//! adds, no lock, no allocation). Everything else (JWKS counters, driver
+//! connections, store sizes) is read from its owner at scrape time
+//! (`crate::api::scrape`). This module depends on nothing of the gateway but
+//! the status codes and the call observer hook, so the layers recording into
+//! it do not depend on each other through it. Label values are fixed strings
+//! chosen by the code; no client-supplied text becomes a label or a value.
 
 use std::collections::HashMap;
 use std::fmt::{Display, Write as _};
@@ -44,7 +29,6 @@ pub const DURATION_BUCKETS_US: [u64; 14] = [
 /// Buckets of a histogram, `+Inf` included.
 const BUCKETS: usize = DURATION_BUCKETS_US.len() + 1;
 
-/// gRPC status codes (the code dimension of every per-code table).
 const CODES: usize = Code::ALL.len();
 
 /// The method label shared by every path that is not registered.
@@ -62,7 +46,6 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub struct Histogram {
     /// Per-bucket counts (not cumulative; summed when written).
     buckets: [AtomicU64; BUCKETS],
-    /// Sum of the observed durations, in microseconds.
     sum_us: AtomicU64,
 }
 
@@ -73,12 +56,10 @@ impl Default for Histogram {
 }
 
 impl Histogram {
-    /// An empty histogram.
     pub const fn new() -> Histogram {
         Histogram { buckets: [const { AtomicU64::new(0) }; BUCKETS], sum_us: AtomicU64::new(0) }
     }
 
-    /// Count one observation.
     pub fn observe(&self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         let i = DURATION_BUCKETS_US.iter().position(|&bound| us <= bound).unwrap_or(BUCKETS - 1);
@@ -86,12 +67,8 @@ impl Histogram {
         self.sum_us.fetch_add(us, Ordering::Relaxed);
     }
 
-    /// The current counts.
     pub fn snapshot(&self) -> HistogramSnapshot {
-        let mut buckets = [0u64; BUCKETS];
-        for (out, b) in buckets.iter_mut().zip(&self.buckets) {
-            *out = b.load(Ordering::Relaxed);
-        }
+        let buckets = std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed));
         HistogramSnapshot { buckets, sum_us: self.sum_us.load(Ordering::Relaxed) }
     }
 }
@@ -101,12 +78,10 @@ impl Histogram {
 pub struct HistogramSnapshot {
     /// Per-bucket counts, not cumulative, `+Inf` last.
     pub buckets: [u64; BUCKETS],
-    /// Sum of the observations, in microseconds.
     pub sum_us: u64,
 }
 
 impl HistogramSnapshot {
-    /// Observations in all.
     pub fn count(&self) -> u64 {
         self.buckets.iter().sum()
     }
@@ -123,7 +98,6 @@ impl Default for CodeCounts {
 }
 
 impl CodeCounts {
-    /// Count one call that ended with `code`.
     pub fn add(&self, code: Code) {
         self.0[code as usize].fetch_add(1, Ordering::Relaxed);
     }
@@ -160,13 +134,10 @@ impl GrpcStats {
         GrpcStats { rows, names, cells }
     }
 
-    fn row(&self, path: &str) -> usize {
-        self.rows.get(path).copied().unwrap_or(self.names.len() - 1)
-    }
-
     /// The histogram of one (method, code); unknown paths share `other`.
     pub fn get(&self, path: &str, code: Code) -> &Histogram {
-        &self.cells[self.row(path) * CODES + code as usize]
+        let row = self.rows.get(path).copied().unwrap_or(self.names.len() - 1);
+        &self.cells[row * CODES + code as usize]
     }
 
     /// Write `slimgate_grpc_server_handled_total` and
@@ -177,33 +148,27 @@ impl GrpcStats {
             for code in Code::ALL {
                 let snap = self.cells[row * CODES + code as usize].snapshot();
                 if snap.count() > 0 {
-                    seen.push((*method, code.name(), snap));
+                    seen.push(([("method", *method), ("code", code.name())], snap));
                 }
             }
         }
+        let name = "slimgate_grpc_server_handled_total";
         out.family(
-            "slimgate_grpc_server_handled_total",
+            name,
             Type::Counter,
             "gRPC calls served, by method and status code (unregistered paths count as method=\"other\")",
         );
-        for (method, code, snap) in &seen {
-            out.sample(
-                "slimgate_grpc_server_handled_total",
-                &[("method", method), ("code", code)],
-                snap.count(),
-            );
+        for (labels, snap) in &seen {
+            out.sample(name, labels, snap.count());
         }
+        let name = "slimgate_grpc_server_handling_seconds";
         out.family(
-            "slimgate_grpc_server_handling_seconds",
+            name,
             Type::Histogram,
             "gRPC call duration, from the request headers to the final status, by method and status code",
         );
-        for (method, code, snap) in &seen {
-            out.histogram(
-                "slimgate_grpc_server_handling_seconds",
-                &[("method", method), ("code", code)],
-                snap,
-            );
+        for (labels, snap) in &seen {
+            out.histogram(name, labels, snap);
         }
     }
 }
@@ -237,14 +202,10 @@ impl AuthStats {
         AuthStats { allowed: zeros(), denied: zeros(), reasons: list }
     }
 
-    fn index(&self, reason: &str) -> usize {
-        self.reasons.iter().position(|r| *r == reason).unwrap_or(self.reasons.len() - 1)
-    }
-
-    /// Count one decision.
     pub fn record(&self, allowed: bool, reason: &str) {
         let table = if allowed { &self.allowed } else { &self.denied };
-        table[self.index(reason)].fetch_add(1, Ordering::Relaxed);
+        let i = self.reasons.iter().position(|r| *r == reason).unwrap_or(self.reasons.len() - 1);
+        table[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Write `slimgate_auth_decisions_total`.
@@ -269,14 +230,12 @@ impl AuthStats {
 /// One driver pool's calls: counts by status code and a duration histogram.
 #[derive(Debug, Default)]
 pub struct DriverStats {
-    /// Calls by the status they ended with.
     pub calls: CodeCounts,
     /// Call durations (for a stream: until it opened).
     pub duration: Histogram,
 }
 
 impl DriverStats {
-    /// Count one call.
     pub fn record(&self, code: Code, elapsed: Duration) {
         self.calls.add(code);
         self.duration.observe(elapsed);
@@ -286,22 +245,10 @@ impl DriverStats {
 /// The kind of a metric family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Type {
-    /// Only goes up.
     Counter,
-    /// Goes up and down.
     Gauge,
     /// Bucketed observations with `_bucket`, `_sum` and `_count`.
     Histogram,
-}
-
-impl Type {
-    fn name(self) -> &'static str {
-        match self {
-            Type::Counter => "counter",
-            Type::Gauge => "gauge",
-            Type::Histogram => "histogram",
-        }
-    }
 }
 
 /// A Prometheus text exposition being written: `# HELP` and `# TYPE`
@@ -312,7 +259,6 @@ pub struct Exposition {
 }
 
 impl Exposition {
-    /// An empty exposition.
     pub fn new() -> Exposition {
         Exposition::default()
     }
@@ -320,21 +266,18 @@ impl Exposition {
     /// Start a metric family.
     pub fn family(&mut self, name: &str, kind: Type, help: &str) {
         let _ = write!(self.out, "# HELP {name} ");
-        for c in help.chars() {
-            match c {
-                '\\' => self.out.push_str("\\\\"),
-                '\n' => self.out.push_str("\\n"),
-                c => self.out.push(c),
-            }
-        }
-        let _ = writeln!(self.out, "\n# TYPE {name} {}", kind.name());
+        self.escaped(help, false);
+        let kind = match kind {
+            Type::Counter => "counter",
+            Type::Gauge => "gauge",
+            Type::Histogram => "histogram",
+        };
+        let _ = writeln!(self.out, "\n# TYPE {name} {kind}");
     }
 
     /// One sample line.
     pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Display) {
-        self.out.push_str(name);
-        self.labels(labels, None);
-        let _ = writeln!(self.out, " {value}");
+        self.line(name, "", labels, None, value);
     }
 
     /// The `_bucket`, `_sum` and `_count` lines of one histogram series.
@@ -342,49 +285,48 @@ impl Exposition {
         let mut cumulative = 0u64;
         for (i, n) in snap.buckets.iter().enumerate() {
             cumulative += n;
-            let le = match DURATION_BUCKETS_US.get(i) {
-                Some(us) => seconds(*us),
-                None => "+Inf".to_string(),
-            };
-            let _ = write!(self.out, "{name}_bucket");
-            self.labels(labels, Some(&le));
-            let _ = writeln!(self.out, " {cumulative}");
+            let le =
+                DURATION_BUCKETS_US.get(i).map_or_else(|| "+Inf".to_string(), |us| seconds(*us));
+            self.line(name, "_bucket", labels, Some(&le), cumulative);
         }
-        let _ = write!(self.out, "{name}_sum");
-        self.labels(labels, None);
-        let _ = writeln!(self.out, " {}", seconds(snap.sum_us));
-        let _ = write!(self.out, "{name}_count");
-        self.labels(labels, None);
-        let _ = writeln!(self.out, " {cumulative}");
+        self.line(name, "_sum", labels, None, seconds(snap.sum_us));
+        self.line(name, "_count", labels, None, cumulative);
     }
 
-    fn labels(&mut self, labels: &[(&str, &str)], le: Option<&str>) {
-        if labels.is_empty() && le.is_none() {
-            return;
-        }
-        self.out.push('{');
-        let mut first = true;
+    fn line(
+        &mut self,
+        name: &str,
+        suffix: &str,
+        labels: &[(&str, &str)],
+        le: Option<&str>,
+        value: impl Display,
+    ) {
+        let _ = write!(self.out, "{name}{suffix}");
+        let mut sep = '{';
         for (k, v) in labels.iter().copied().chain(le.map(|v| ("le", v))) {
-            if !first {
-                self.out.push(',');
-            }
-            first = false;
-            self.out.push_str(k);
-            self.out.push_str("=\"");
-            for c in v.chars() {
-                match c {
-                    '\\' => self.out.push_str("\\\\"),
-                    '"' => self.out.push_str("\\\""),
-                    '\n' => self.out.push_str("\\n"),
-                    c => self.out.push(c),
-                }
-            }
+            let _ = write!(self.out, "{sep}{k}=\"");
+            self.escaped(v, true);
             self.out.push('"');
+            sep = ',';
         }
-        self.out.push('}');
+        if sep == ',' {
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
     }
 
-    /// The text.
+    /// Backslash and newline escaped (and `"` in a label value).
+    fn escaped(&mut self, s: &str, quote: bool) {
+        for c in s.chars() {
+            match c {
+                '\\' => self.out.push_str("\\\\"),
+                '"' if quote => self.out.push_str("\\\""),
+                '\n' => self.out.push_str("\\n"),
+                c => self.out.push(c),
+            }
+        }
+    }
+
     pub fn finish(self) -> String {
         self.out
     }

@@ -1,7 +1,6 @@
-//! Readiness: the gateway is ready when every configured dependency is up
-//! (the identity provider's keys loaded, each configured driver connected)
-//! and it is not shutting down. One place computes it; `/readyz` and
-//! `grpc.health.v1` both show it.
+//! Ready when every configured dependency is up (the identity provider's keys
+//! loaded, each configured driver connected) and not shutting down; `/readyz`
+//! and `grpc.health.v1` both show it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,11 +11,8 @@ use crate::proto::grpc::health::v1::health_check_response::ServingStatus;
 /// A dependency readiness depends on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Component {
-    /// The OIDC key set (when OIDC is on).
     Keys,
-    /// The compute driver connection (when configured).
     ComputeDriver,
-    /// The credentials driver connection (when configured).
     CredentialsDriver,
 }
 
@@ -24,7 +20,7 @@ impl Component {
     const ALL: [Component; 3] =
         [Component::Keys, Component::ComputeDriver, Component::CredentialsDriver];
 
-    /// Name used in `/readyz`.
+    /// As shown in `/readyz`.
     pub fn name(self) -> &'static str {
         match self {
             Component::Keys => "identity provider keys",
@@ -65,17 +61,11 @@ impl Readiness {
         r
     }
 
-    /// Mark a component up or down.
     pub fn set(&self, c: Component, up: bool) {
         let old = self.slots[c as usize].up.swap(up, Ordering::SeqCst);
         if old != up {
             self.publish();
         }
-    }
-
-    /// Whether a component is up.
-    pub fn is_up(&self, c: Component) -> bool {
-        self.slots[c as usize].up.load(Ordering::SeqCst)
     }
 
     /// Shutdown started: not ready from now on.
@@ -96,12 +86,10 @@ impl Readiness {
             .collect()
     }
 
-    /// Whether the gateway is ready.
     pub fn is_ready(&self) -> bool {
         !self.stopping.load(Ordering::SeqCst) && self.missing().is_empty()
     }
 
-    /// Whether shutdown has started.
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
