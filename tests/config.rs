@@ -605,12 +605,13 @@ async fn a_global_policy_overrides_sandbox_policies_until_deleted() {
     let c = config(&e, &id(&sbx)).await;
     assert_eq!(c.policy_source, PolicySource::Sandbox as i32);
     assert_eq!(c.policy.as_deref(), Some(&policy(&["/usr"], None)[..]));
-    // Merge operations are not implemented (README).
-    check(
-        up(merge).await.unwrap_err(),
-        Code::Unimplemented,
-        "merge_operations are not supported by slimgate; send the whole policy in UpdateConfigRequest.policy",
-    );
+    // With the global policy gone, merges apply again: removing a rule the
+    // policy does not have answers the current revision (tests/merge_ops.rs
+    // has the operations themselves).
+    let r = up(merge).await.unwrap();
+    let rev = status(&e, "glob", 0, false).await.unwrap().revision.unwrap();
+    assert_eq!((r.version, &r.policy_hash), (rev.version, &rev.policy_hash));
+    assert_eq!(r.policy_hash, sha256_hex(&policy(&["/usr"], None)));
 }
 
 #[tokio::test]

@@ -7,9 +7,9 @@
 //! The decision order: the sandbox-secret restriction (a caller
 //! authenticated by the sandbox secret may only replace one sandbox's whole
 //! policy); exactly one of policy, setting_key, merge_operations; then the
-//! global or the sandbox scope. Merge operations are not implemented: they
-//! answer UNIMPLEMENTED after the checks that come first upstream (README
-//! "Config and policies").
+//! global or the sandbox scope. Merge operations (merge.md §3.2) go through
+//! the engine in `domain::merge` and are stored the way a whole-policy
+//! update is ([`write_revision`]).
 
 use bytes::Bytes;
 
@@ -22,11 +22,12 @@ use super::{
     Call, State, WRITE_ATTEMPTS, lost_race, sandbox_named, sandbox_not_found, store_status,
 };
 use crate::auth::Caller;
-use crate::domain::{policy, record};
+use crate::domain::{merge, policy, record};
 use crate::grpc::{Code, Status};
 use crate::proto::openshell::sandbox::v1::{SettingValue, setting_value::Value};
 use crate::proto::openshell::v1::{
-    PolicyStatus, Sandbox, UpdateConfigRequest, UpdateConfigResponse,
+    PolicyMergeOperation, PolicyStatus, Sandbox, SandboxPolicyRevision, UpdateConfigRequest,
+    UpdateConfigResponse,
 };
 use crate::store::{Expect, Kind, Op, Record, StoreError};
 
@@ -74,11 +75,11 @@ pub(super) async fn update(
     }
     if has_merge {
         refuse_if_global_policy(&state)?;
-        return Err(Status::unimplemented(
-            "merge_operations are not supported by slimgate; send the whole policy in UpdateConfigRequest.policy",
-        ));
     }
     let sandbox = record::decode(&record).map_err(store_status)?;
+    if has_merge {
+        return merge_sandbox(&state, record, sandbox, &req.merge_operations).await;
+    }
     update_sandbox(&state, record, sandbox, req.policy.unwrap_or_default()).await
 }
 
@@ -248,43 +249,12 @@ async fn update_sandbox(
             }
         }
     }
-    let hash = policy::hash(&new);
-    let (id, name, h) = (record.id.clone(), record.name.clone(), hash.clone());
-    let keep = state.policy_history_revisions;
-    let version = state
-        .write(move |s| {
-            for _ in 0..WRITE_ATTEMPTS {
-                let Some(current) = s.get_by_id(Kind::Sandbox, &id)? else {
-                    return Ok(Err(sandbox_not_found()));
-                };
-                let running = record::decode(&current)?.current_policy_version;
-                let latest = latest(s, &id)?;
-                if let Some((_, rev)) = &latest
-                    && rev.policy_hash == h
-                {
-                    return Ok(Ok(rev.version));
-                }
-                let version = match next_version(latest.as_ref().map(|(_, r)| r)) {
-                    Ok(v) => v,
-                    Err(e) => return Ok(Err(e)),
-                };
-                let rev = new_revision(version, &new, &h, PolicyStatus::Pending);
-                let mut ops = vec![sandbox_present(&name), put(&id, &rev, Expect::Absent)?];
-                let loaded = newest_loaded(s, &id)?.unwrap_or(0);
-                ops.extend(supersede(s, &id, version)?);
-                ops.push(prune(&id, keep, &[version, running, loaded]));
-                match s.apply(ops) {
-                    Ok(_) => return Ok(Ok(version)),
-                    Err(StoreError::NotFound { kind: Kind::Sandbox, .. }) => {
-                        return Ok(Err(sandbox_not_found()));
-                    }
-                    Err(e) if lost_race(&e) => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(Err(busy("policy is")))
+    let written = new.clone();
+    let (version, hash) =
+        write_revision(state, &record, WRITE_ATTEMPTS, busy("policy is"), move |_| {
+            Ok(Next { policy: written.clone(), changed: true })
         })
-        .await??;
+        .await?;
     notify(state, &record.id);
     crate::log::info("sandbox policy updated")
         .str("sandbox_id", &record.id)
@@ -292,6 +262,119 @@ async fn update_sandbox(
         .str("policy_hash", &hash)
         .emit();
     Ok(UpdateConfigResponse { version, policy_hash: hash, settings_revision: 0, deleted: false })
+}
+
+/// Attempts of a merge against a newer revision (upstream's
+/// `MERGE_RETRY_LIMIT`, merge.md §3.3): each attempt re-reads the latest
+/// revision and re-applies the whole batch.
+pub const MERGE_RETRY_LIMIT: usize = 5;
+
+/// UpdateConfig with `merge_operations` (merge.md §3.2 steps 7–11; the
+/// earlier steps are [`update`]'s): parse, the always-blocked check, then
+/// the batch applied to the latest revision (or `spec.policy`, or an empty
+/// policy) and stored as a new PENDING revision the way a whole-policy
+/// update is. The merge never writes `spec.policy`.
+async fn merge_sandbox(
+    state: &State,
+    record: Record,
+    sandbox: Sandbox,
+    sent: &[PolicyMergeOperation],
+) -> Result<UpdateConfigResponse, Status> {
+    let spec = sandbox.spec.as_ref().ok_or_else(|| Status::internal("sandbox has no spec"))?;
+    let ops = merge::parse_operations(sent)?;
+    merge::check_always_blocked(&ops)?;
+    let baseline = spec.policy.clone();
+    let count = ops.len();
+    let gave_up = Status::new(
+        Code::Aborted,
+        format!(
+            "apply_merge_operations_with_retry: gave up after {MERGE_RETRY_LIMIT} version conflict retries"
+        ),
+    );
+    let (version, hash) =
+        write_revision(state, &record, MERGE_RETRY_LIMIT, gave_up, move |latest| {
+            let current = match latest {
+                Some(rev) => rev.policy.clone().unwrap_or_default(),
+                None => baseline.clone().unwrap_or_default(),
+            };
+            let merged = merge::merge(&current, &ops).map_err(|e| e.status())?;
+            merge::check_merged(baseline.as_deref(), &merged.policy)?;
+            Ok(Next { policy: Bytes::from(merged.policy), changed: merged.changed })
+        })
+        .await?;
+    notify(state, &record.id);
+    crate::log::info(&format!("gateway merged {count} incremental policy operation(s)"))
+        .str("sandbox_id", &record.id)
+        .num("version", version)
+        .str("policy_hash", &hash)
+        .emit();
+    Ok(UpdateConfigResponse { version, policy_hash: hash, settings_revision: 0, deleted: false })
+}
+
+/// What one attempt of [`write_revision`] would store.
+struct Next {
+    policy: Bytes,
+    /// Whether the policy differs from where the attempt started; with no
+    /// revision yet, an unchanged policy is not stored (version 0).
+    changed: bool,
+}
+
+/// Stores the policy `next` computes from the sandbox's latest revision as
+/// a new PENDING revision, superseding older ones and pruning the history,
+/// in one batch; a policy whose hash equals the latest's answers that
+/// version. A batch that lost its race is recomputed from the new latest,
+/// at most `attempts` times, then `gave_up`. Returns (version, hash).
+async fn write_revision<F>(
+    state: &State,
+    record: &Record,
+    attempts: usize,
+    gave_up: Status,
+    next: F,
+) -> Result<(u32, String), Status>
+where
+    F: Fn(Option<&SandboxPolicyRevision>) -> Result<Next, Status> + Send + 'static,
+{
+    let (id, name) = (record.id.clone(), record.name.clone());
+    let keep = state.policy_history_revisions;
+    state
+        .write(move |s| {
+            for _ in 0..attempts {
+                let Some(current) = s.get_by_id(Kind::Sandbox, &id)? else {
+                    return Ok(Err(sandbox_not_found()));
+                };
+                let running = record::decode(&current)?.current_policy_version;
+                let latest = latest(s, &id)?;
+                let new = match next(latest.as_ref().map(|(_, r)| r)) {
+                    Ok(n) => n,
+                    Err(e) => return Ok(Err(e)),
+                };
+                let h = policy::hash(&new.policy);
+                match &latest {
+                    Some((_, rev)) if rev.policy_hash == h => return Ok(Ok((rev.version, h))),
+                    None if !new.changed => return Ok(Ok((0, h))),
+                    _ => {}
+                }
+                let version = match next_version(latest.as_ref().map(|(_, r)| r)) {
+                    Ok(v) => v,
+                    Err(e) => return Ok(Err(e)),
+                };
+                let rev = new_revision(version, &new.policy, &h, PolicyStatus::Pending);
+                let mut ops = vec![sandbox_present(&name), put(&id, &rev, Expect::Absent)?];
+                let loaded = newest_loaded(s, &id)?.unwrap_or(0);
+                ops.extend(supersede(s, &id, version)?);
+                ops.push(prune(&id, keep, &[version, running, loaded]));
+                match s.apply(ops) {
+                    Ok(_) => return Ok(Ok((version, h))),
+                    Err(StoreError::NotFound { kind: Kind::Sandbox, .. }) => {
+                        return Ok(Err(sandbox_not_found()));
+                    }
+                    Err(e) if lost_race(&e) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(Err(gave_up))
+        })
+        .await?
 }
 
 /// A global policy update: validated, stored as a LOADED `__global__`
