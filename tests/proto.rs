@@ -79,7 +79,8 @@ fn a_full_policy_passes_through_byte_for_byte() {
 fn method_tables_match_the_protos() {
     use slimgate::proto::openshell::v1::open_shell;
     let paths: Vec<&str> = open_shell::METHODS.iter().map(|m| m.path).collect();
-    assert_eq!(paths.len(), 30);
+    assert_eq!(paths.len(), 39);
+    assert!(paths.contains(&"/openshell.v1.OpenShell/SubmitPolicyAnalysis"));
     assert_eq!(open_shell::CONNECT_SUPERVISOR.shape, Shape::BidiStreaming);
     assert_eq!(open_shell::RELAY_STREAM.shape, Shape::BidiStreaming);
     assert_eq!(open_shell::EXEC_SANDBOX.shape, Shape::ServerStreaming);
@@ -158,4 +159,35 @@ fn provider_profile_field_numbers() {
     assert_eq!(q.encode_to_vec(), [0x08, 1, 0x10, 2]);
     assert_eq!(os::DeleteProviderProfileResponse { deleted: true }.encode_to_vec(), [0x08, 1]);
     assert_eq!(os::ProviderProfileCategory::Knowledge as i32, 7);
+}
+
+#[test]
+fn draft_policy_field_numbers() {
+    // PolicyChunk: rule_name = 3, proposed_rule = 4 (bytes of a rule),
+    // confidence = 7 (float), hit_count = 13, binary = 16.
+    let c = os::PolicyChunk {
+        rule_name: "r".into(),
+        proposed_rule: Some(vec![].into()),
+        confidence: 1.0,
+        hit_count: 2,
+        binary: "b".into(),
+        ..Default::default()
+    };
+    let mut want = vec![0x1a, 1, b'r', 0x22, 0, 0x3d];
+    want.extend_from_slice(&1.0f32.to_le_bytes());
+    want.extend_from_slice(&[0x68, 2, 0x82, 0x01, 1, b'b']);
+    assert_eq!(c.encode_to_vec(), want);
+    // SubmitPolicyAnalysisRequest.name = 4; DenialSummary.l7_inspection_active = 17.
+    let r = os::SubmitPolicyAnalysisRequest { name: "n".into(), ..Default::default() };
+    assert_eq!(r.encode_to_vec(), [0x22, 1, b'n']);
+    let d = os::DenialSummary { l7_inspection_active: true, ..Default::default() };
+    assert_eq!(d.encode_to_vec(), [0x88, 0x01, 1]);
+    let a = os::ApproveAllDraftChunksResponse { chunks_skipped: 1, ..Default::default() };
+    assert_eq!(a.encode_to_vec(), [0x20, 1]);
+    let g = os::GetDraftPolicyResponse { last_analyzed_at_ms: 1, ..Default::default() };
+    assert_eq!(g.encode_to_vec(), [0x20, 1]);
+    let e = os::EditDraftChunkRequest { proposed_rule: Some(vec![].into()), ..Default::default() };
+    assert_eq!(e.encode_to_vec(), [0x1a, 0]);
+    let h = os::DraftHistoryEntry { chunk_id: "c".into(), ..Default::default() };
+    assert_eq!(h.encode_to_vec(), [0x22, 1, b'c']);
 }

@@ -4,6 +4,7 @@
 //! registers them on the router.
 
 mod config;
+mod drafts;
 pub mod endpoints;
 mod environment;
 mod exec;
@@ -161,6 +162,15 @@ pub fn register(router: &mut Router, state: &Arc<State>) {
     h.unary(os::CREATE_SSH_SESSION, ssh::create);
     h.unary(os::REVOKE_SSH_SESSION, ssh::revoke);
     h.server_streaming(os::EXEC_SANDBOX, exec::exec);
+    h.unary(os::SUBMIT_POLICY_ANALYSIS, drafts::submit);
+    h.unary(os::GET_DRAFT_POLICY, drafts::get);
+    h.unary(os::APPROVE_DRAFT_CHUNK, drafts::approve);
+    h.unary(os::REJECT_DRAFT_CHUNK, drafts::reject);
+    h.unary(os::APPROVE_ALL_DRAFT_CHUNKS, drafts::approve_all);
+    h.unary(os::EDIT_DRAFT_CHUNK, drafts::edit);
+    h.unary(os::UNDO_DRAFT_CHUNK, drafts::undo);
+    h.unary(os::CLEAR_DRAFT_CHUNKS, drafts::clear);
+    h.unary(os::GET_DRAFT_HISTORY, drafts::history);
     profiles::register(router, state);
 }
 

@@ -312,11 +312,11 @@ async fn merge_sandbox(
 }
 
 /// What one attempt of [`write_revision`] would store.
-struct Next {
-    policy: Bytes,
+pub(super) struct Next {
+    pub(super) policy: Bytes,
     /// Whether the policy differs from where the attempt started; with no
     /// revision yet, an unchanged policy is not stored (version 0).
-    changed: bool,
+    pub(super) changed: bool,
 }
 
 /// Stores the policy `next` computes from the sandbox's latest revision as
@@ -324,7 +324,7 @@ struct Next {
 /// in one batch; a policy whose hash equals the latest's answers that
 /// version. A batch that lost its race is recomputed from the new latest,
 /// at most `attempts` times, then `gave_up`. Returns (version, hash).
-async fn write_revision<F>(
+pub(super) async fn write_revision<F>(
     state: &State,
     record: &Record,
     attempts: usize,

@@ -59,8 +59,8 @@ use crate::proto::openshell::inference::v1::inference as inf;
 use crate::proto::openshell::v1::open_shell as os;
 use Role::{Admin, User};
 
-/// Every upstream method path. Paths written out are methods slimgate answers
-/// UNIMPLEMENTED (no generated constant until their proto lands).
+/// Every upstream method path. Paths written out are dead upstream entries
+/// (no such RPC in the protos).
 pub const TABLE: &[Rule] = &[
     unauth(os::HEALTH.path),
     unauth(os::CONNECT_SUPERVISOR.path),
@@ -70,7 +70,7 @@ pub const TABLE: &[Rule] = &[
     secret(os::REPORT_POLICY_STATUS.path, true),
     secret(os::PUSH_SANDBOX_LOGS.path, true),
     secret(os::GET_SANDBOX_PROVIDER_ENVIRONMENT.path, false),
-    secret("/openshell.v1.OpenShell/SubmitPolicyAnalysis", true),
+    secret(os::SUBMIT_POLICY_ANALYSIS.path, true),
     // Dead upstream entry: sandbox.proto defines no service.
     secret("/openshell.sandbox.v1.SandboxService/GetSandboxConfig", false),
     secret(inf::GET_INFERENCE_BUNDLE.path, false),
@@ -100,14 +100,14 @@ pub const TABLE: &[Rule] = &[
     bearer(os::LIST_SANDBOX_POLICIES.path, User, Some("sandbox:read"), false),
     bearer(os::GET_SANDBOX_LOGS.path, User, Some("sandbox:read"), false),
     bearer(os::WATCH_SANDBOX.path, User, Some("sandbox:read"), false),
-    bearer("/openshell.v1.OpenShell/GetDraftPolicy", User, Some("config:read"), false),
-    bearer("/openshell.v1.OpenShell/ApproveDraftChunk", Admin, Some("config:write"), true),
-    bearer("/openshell.v1.OpenShell/RejectDraftChunk", Admin, Some("config:write"), true),
-    bearer("/openshell.v1.OpenShell/ApproveAllDraftChunks", Admin, Some("config:write"), true),
-    bearer("/openshell.v1.OpenShell/EditDraftChunk", Admin, Some("config:write"), true),
-    bearer("/openshell.v1.OpenShell/UndoDraftChunk", Admin, Some("config:write"), true),
-    bearer("/openshell.v1.OpenShell/ClearDraftChunks", Admin, Some("config:write"), true),
-    bearer("/openshell.v1.OpenShell/GetDraftHistory", User, Some("config:read"), false),
+    bearer(os::GET_DRAFT_POLICY.path, User, Some("config:read"), false),
+    bearer(os::APPROVE_DRAFT_CHUNK.path, Admin, Some("config:write"), true),
+    bearer(os::REJECT_DRAFT_CHUNK.path, Admin, Some("config:write"), true),
+    bearer(os::APPROVE_ALL_DRAFT_CHUNKS.path, Admin, Some("config:write"), true),
+    bearer(os::EDIT_DRAFT_CHUNK.path, Admin, Some("config:write"), true),
+    bearer(os::UNDO_DRAFT_CHUNK.path, Admin, Some("config:write"), true),
+    bearer(os::CLEAR_DRAFT_CHUNKS.path, Admin, Some("config:write"), true),
+    bearer(os::GET_DRAFT_HISTORY.path, User, Some("config:read"), false),
     bearer(inf::SET_CLUSTER_INFERENCE.path, Admin, Some("inference:write"), true),
     bearer(inf::GET_CLUSTER_INFERENCE.path, User, Some("inference:read"), false),
 ];

@@ -21,6 +21,11 @@ use crate::proto::openshell::sandbox::v1::NetworkPolicyRule;
 /// host|port|binary, a few dozen for a busy sandbox; each chunk holds a
 /// rule of at most a few KiB.
 pub const MAX_DRAFT_CHUNKS_PER_SANDBOX: usize = 256;
+/// Largest `proposed_rule` a chunk may carry, submitted or edited, in
+/// bytes (slimgate's bound; a mapper's rule names one endpoint and one
+/// binary in a few hundred bytes). With the chunk bound, one sandbox's
+/// drafts stay under about 4.2 MiB.
+pub const MAX_DRAFT_RULE_BYTES: usize = 16 * 1024;
 /// Highest `hit_count` a submitted chunk may carry (upstream's clamp).
 pub const MAX_SUBMITTED_HIT_COUNT: i32 = 100;
 
@@ -161,6 +166,19 @@ fn key_parts(rule: &NetworkPolicyRule) -> (String, u32, String) {
     )
 }
 
+/// A proposed rule as submitted or edited: at most [`MAX_DRAFT_RULE_BYTES`]
+/// and a well-formed `NetworkPolicyRule`, else INVALID_ARGUMENT.
+pub fn check_rule(bytes: &[u8]) -> Result<NetworkPolicyRule, Status> {
+    if bytes.len() > MAX_DRAFT_RULE_BYTES {
+        return Err(Status::invalid_argument(format!(
+            "proposed_rule is {} bytes, more than the {MAX_DRAFT_RULE_BYTES} allowed",
+            bytes.len()
+        )));
+    }
+    NetworkPolicyRule::decode(bytes)
+        .map_err(|e| Status::invalid_argument(format!("proposed_rule is not a valid rule: {e}")))
+}
+
 fn precondition(status: ChunkStatus, expected: &str) -> Status {
     Status::failed_precondition(format!(
         "chunk status is '{}', expected {expected}",
@@ -199,9 +217,12 @@ impl Drafts {
                 reject(format!("chunk '{}' missing proposed_rule", p.rule_name));
                 continue;
             };
-            let Ok(rule) = NetworkPolicyRule::decode(&bytes[..]) else {
-                reject(format!("chunk '{}' has an invalid proposed_rule", p.rule_name));
-                continue;
+            let rule = match check_rule(bytes) {
+                Ok(rule) => rule,
+                Err(e) => {
+                    reject(format!("chunk '{}': {}", p.rule_name, e.message()));
+                    continue;
+                }
             };
             let (host, port, binary) = key_parts(&rule);
             let seen = |t: i64| if t <= 0 { now } else { t };

@@ -132,8 +132,8 @@ pub fn ssh_session_prefix(sandbox_id: &str) -> String {
     format!("{sandbox_id}/")
 }
 
-/// Remove the sandbox with id `id` and its policy revisions, settings and
-/// SSH sessions, in one batch; whether it existed. (Its in-memory logs go
+/// Remove the sandbox with id `id` and its policy revisions, settings,
+/// SSH sessions and draft chunks, in one batch; whether it existed. (Its in-memory logs go
 /// with its topic on the event bus.)
 pub async fn remove(store: &Arc<dyn Store>, id: &str) -> Result<bool, StoreError> {
     let id = id.to_string();
@@ -146,6 +146,7 @@ pub async fn remove(store: &Arc<dyn Store>, id: &str) -> Result<bool, StoreError
             Op::DeletePrefix { kind: Kind::PolicyRevision, prefix: revision_prefix(&id) },
             Op::Delete { kind: Kind::Setting, name: settings_name(&id), expect: Expect::Any },
             Op::DeletePrefix { kind: Kind::SshSession, prefix: ssh_session_prefix(&id) },
+            Op::Delete { kind: Kind::DraftPolicy, name: id.clone(), expect: Expect::Any },
         ])?;
         Ok(true)
     })

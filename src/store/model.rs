@@ -58,10 +58,13 @@ pub enum Kind {
     SshSession = 6,
     /// A custom `StoredProviderProfile`, named by the profile id.
     ProviderProfile = 7,
+    /// One sandbox's draft policy chunks (`DraftChunkRecords`), named by the
+    /// sandbox id.
+    DraftPolicy = 8,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Sandbox,
         Kind::Provider,
         Kind::Setting,
@@ -69,6 +72,7 @@ impl Kind {
         Kind::InferenceRoute,
         Kind::SshSession,
         Kind::ProviderProfile,
+        Kind::DraftPolicy,
     ];
 
     /// The kind's name in logs, metrics and table names.
@@ -81,6 +85,7 @@ impl Kind {
             Kind::InferenceRoute => "inference_route",
             Kind::SshSession => "ssh_session",
             Kind::ProviderProfile => "provider_profile",
+            Kind::DraftPolicy => "draft_policy",
         }
     }
 

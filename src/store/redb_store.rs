@@ -45,7 +45,7 @@ pub(super) struct KindTables {
 }
 
 pub(super) fn tables(kind: Kind) -> KindTables {
-    const NAMES: [[&str; 3]; 7] = [
+    const NAMES: [[&str; 3]; 8] = [
         ["sandbox.records", "sandbox.by_id", "sandbox.by_created"],
         ["provider.records", "provider.by_id", "provider.by_created"],
         ["setting.records", "setting.by_id", "setting.by_created"],
@@ -53,6 +53,7 @@ pub(super) fn tables(kind: Kind) -> KindTables {
         ["inference_route.records", "inference_route.by_id", "inference_route.by_created"],
         ["ssh_session.records", "ssh_session.by_id", "ssh_session.by_created"],
         ["provider_profile.records", "provider_profile.by_id", "provider_profile.by_created"],
+        ["draft_policy.records", "draft_policy.by_id", "draft_policy.by_created"],
     ];
     // Kind codes run from 1, in `Kind::ALL` order.
     let [records, by_id, by_created] = NAMES[kind.code() as usize - 1];
