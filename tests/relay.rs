@@ -691,7 +691,98 @@ async fn exec_sandbox_runs_a_command_over_the_gateways_own_ssh_client() {
     }
     let s = setup().await;
     let server = sshd().await;
-    let (id, _sup, _) = ready_with(&s, "exec", Bridge::To(server.1)).await;
+    exec_checks(&s, "exec", server.1).await;
+}
+
+#[tokio::test]
+async fn exec_sandbox_against_openssh_sshd() {
+    let Some(server) = OpenSshd::start() else { return };
+    let s = setup().await;
+    exec_checks(&s, "exec-openssh", server.addr).await;
+    // 1 MiB of stdin and of stdout intact, through OpenSSH's windows.
+    let stdin: Vec<u8> = (0..1u32 << 20).map(|i| (i * 7 % 251) as u8).collect();
+    let (sid, _sup, _) = ready_with(&s, "exec-openssh-2", Bridge::To(server.addr)).await;
+    let mut req = exec_req(&sid, &["cat"]);
+    req.stdin = stdin.clone().into();
+    let (out, _, exits) = exec(&s, req).await.unwrap();
+    assert_eq!((out.len(), exits.as_slice()), (stdin.len(), &[0][..]));
+    assert!(out == stdin, "stdout differs from stdin");
+    // A shell killed by a signal still ends in one exit event.
+    let (_, _, exits) = exec(&s, exec_req(&sid, &["sh", "-c", "kill -9 $$"])).await.unwrap();
+    assert_eq!(exits.len(), 1, "one exit event");
+    assert_ne!(exits[0], 0);
+}
+
+/// OpenSSH's `sshd` on loopback with a throwaway config and host key: no
+/// PAM, `none` authentication for user `sandbox` (a local account with an
+/// empty password; `.ci/run` creates it), as the supervisor's server
+/// accepts. Needs root and `/usr/sbin/sshd`; skips with a note otherwise,
+/// and fails in CI. Killed on drop.
+struct OpenSshd {
+    child: std::process::Child,
+    addr: SocketAddr,
+    _dir: TempDir,
+}
+
+impl OpenSshd {
+    fn start() -> Option<OpenSshd> {
+        use std::process::Command;
+        let sshd = std::path::Path::new("/usr/sbin/sshd");
+        let user = Command::new("id").arg("sandbox").output().is_ok_and(|o| o.status.success());
+        let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n");
+        if !(sshd.exists() && user && root) {
+            assert!(std::env::var_os("CI").is_none(), "CI needs sshd, root and user sandbox");
+            println!("note: skipping: needs root, /usr/sbin/sshd and a user `sandbox`");
+            return None;
+        }
+        let dir = TempDir::new();
+        let key = dir.path("host_ed25519");
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = format!(
+            "ListenAddress 127.0.0.1:{port}\nHostKey {}\nPidFile {}\nUsePAM no\n\
+             PasswordAuthentication yes\nPermitEmptyPasswords yes\n\
+             KbdInteractiveAuthentication no\nPubkeyAuthentication no\nStrictModes no\n\
+             AuthorizedKeysFile none\n",
+            key.display(),
+            dir.path("sshd.pid").display()
+        );
+        std::fs::write(dir.path("sshd_config"), config).unwrap();
+        let child = Command::new(sshd)
+            .args(["-D", "-e", "-f"])
+            .arg(dir.path("sshd_config"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let end = Instant::now() + WAIT;
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < end, "sshd did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(OpenSshd { child, addr, _dir: dir })
+    }
+}
+
+impl Drop for OpenSshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What ExecSandbox must do against any SSH server behind the supervisor:
+/// exit codes, stdout/stderr apart, environment and workdir, stdin once then
+/// EOF, 4 MiB of output, timeout → 124, tty → a pty-req with the CLI's
+/// terminal type.
+async fn exec_checks(s: &Setup, name: &str, server: SocketAddr) {
+    let (id, _sup, _) = ready_with(s, name, Bridge::To(server)).await;
 
     let (out, err, exits) =
         exec(&s, exec_req(&id, &["sh", "-c", "printf 'it'\\''s'; printf oops >&2; exit 3"]))
