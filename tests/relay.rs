@@ -785,7 +785,7 @@ async fn exec_checks(s: &Setup, name: &str, server: SocketAddr) {
     let (id, _sup, _) = ready_with(s, name, Bridge::To(server)).await;
 
     let (out, err, exits) =
-        exec(&s, exec_req(&id, &["sh", "-c", "printf 'it'\\''s'; printf oops >&2; exit 3"]))
+        exec(s, exec_req(&id, &["sh", "-c", "printf 'it'\\''s'; printf oops >&2; exit 3"]))
             .await
             .unwrap();
     assert_eq!(String::from_utf8_lossy(&out), "it's");
@@ -798,7 +798,7 @@ async fn exec_checks(s: &Setup, name: &str, server: SocketAddr) {
     req.environment.insert("B".into(), "1".into());
     req.workdir = "/tmp".into();
     req.stdin = vec![b'z'; 100_000].into();
-    let (out, _, exits) = exec(&s, req).await.unwrap();
+    let (out, _, exits) = exec(s, req).await.unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out).split_whitespace().collect::<Vec<_>>(),
         ["1", "x", "y", "/tmp", "100000"]
@@ -807,7 +807,7 @@ async fn exec_checks(s: &Setup, name: &str, server: SocketAddr) {
 
     // 4 MiB of output arrives whole.
     let (out, _, exits) =
-        exec(&s, exec_req(&id, &["head", "-c", "4194304", "/dev/zero"])).await.unwrap();
+        exec(s, exec_req(&id, &["head", "-c", "4194304", "/dev/zero"])).await.unwrap();
     assert_eq!(out.len(), 4 << 20);
     assert_eq!(exits, [0]);
 
@@ -815,7 +815,7 @@ async fn exec_checks(s: &Setup, name: &str, server: SocketAddr) {
     let mut req = exec_req(&id, &["sleep", "30"]);
     req.timeout_seconds = 1;
     let started = Instant::now();
-    let (_, _, exits) = exec(&s, req).await.unwrap();
+    let (_, _, exits) = exec(s, req).await.unwrap();
     assert_eq!(exits, [124]);
     assert!(started.elapsed() < Duration::from_secs(10));
 
@@ -823,13 +823,13 @@ async fn exec_checks(s: &Setup, name: &str, server: SocketAddr) {
     // server exports its terminal type as TERM).
     let mut req = exec_req(&id, &["sh", "-c", "echo \"term=$TERM\""]);
     req.tty = true;
-    let (out, _, _) = exec(&s, req).await.unwrap();
+    let (out, _, _) = exec(s, req).await.unwrap();
     assert!(
         String::from_utf8_lossy(&out).contains("term=xterm-256color"),
         "{}",
         String::from_utf8_lossy(&out)
     );
-    let (out, _, _) = exec(&s, exec_req(&id, &["sh", "-c", "echo \"term=$TERM\""])).await.unwrap();
+    let (out, _, _) = exec(s, exec_req(&id, &["sh", "-c", "echo \"term=$TERM\""])).await.unwrap();
     assert!(!String::from_utf8_lossy(&out).contains("xterm-256color"));
 }
 
